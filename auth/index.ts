@@ -1,0 +1,4 @@
+export * from './config.js';
+export * from './errors.js';
+export * from './request.js';
+export * from './verify.js';

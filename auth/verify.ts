@@ -1,0 +1,86 @@
+import {
+  createLocalJWKSet,
+  createRemoteJWKSet,
+  decodeProtectedHeader,
+  errors,
+  jwtVerify,
+  type JWTVerifyGetKey,
+  type JWTVerifyOptions,
+} from 'jose';
+import { ID_PATTERN } from '../protocol/limits.js';
+import type { AuthConfig } from './config.js';
+import { AuthError } from './errors.js';
+
+const ASYMMETRIC = ['RS256', 'ES256', 'EdDSA'];
+
+export interface Identity {
+  user: string;
+  /** Token expiry, seconds since epoch. */
+  exp?: number;
+}
+
+/**
+ * Verifies a JWT and returns the user it names. The algorithm is chosen by which keys are configured, never
+ * by the token alone: HS256 only with a secret, RS256/ES256/EdDSA only with a JWKS, and `none` never.
+ * Shared by the edge Worker and the on-prem listener, so both accept exactly the same tokens.
+ */
+export class TokenVerifier {
+  private readonly secret?: Uint8Array;
+  private readonly jwks?: JWTVerifyGetKey;
+
+  constructor(private readonly cfg: AuthConfig) {
+    if (cfg.secret !== undefined) this.secret = new TextEncoder().encode(cfg.secret);
+    if (cfg.jwks !== undefined) this.jwks = createLocalJWKSet(cfg.jwks);
+    else if (cfg.jwksUrl !== undefined) this.jwks = createRemoteJWKSet(new URL(cfg.jwksUrl));
+  }
+
+  get configured(): boolean {
+    return this.secret !== undefined || this.jwks !== undefined;
+  }
+
+  async verify(token: string): Promise<Identity> {
+    if (!this.configured) throw new AuthError('auth_not_configured', 'no JWT secret or JWKS configured');
+    let alg: string | undefined;
+    try {
+      alg = decodeProtectedHeader(token).alg;
+    } catch {
+      throw new AuthError('malformed_token', 'token is not a JWT');
+    }
+    const opts: JWTVerifyOptions = { clockTolerance: this.cfg.clockToleranceSec, requiredClaims: ['sub', 'exp'] };
+    if (this.cfg.issuer !== undefined) opts.issuer = this.cfg.issuer;
+    if (this.cfg.audience !== undefined) opts.audience = this.cfg.audience;
+    let payload;
+    try {
+      if (alg === 'HS256' && this.secret) {
+        ({ payload } = await jwtVerify(token, this.secret, { ...opts, algorithms: ['HS256'] }));
+      } else if (alg !== undefined && ASYMMETRIC.includes(alg) && this.jwks) {
+        ({ payload } = await jwtVerify(token, this.jwks, { ...opts, algorithms: ASYMMETRIC }));
+      } else {
+        throw new AuthError('unsupported_algorithm', `algorithm ${String(alg)} is not accepted here`);
+      }
+    } catch (e) {
+      throw toAuthError(e);
+    }
+    const sub = payload.sub;
+    if (typeof sub !== 'string' || !ID_PATTERN.test(sub)) {
+      throw new AuthError('invalid_subject', 'sub must be 1-64 chars of [A-Za-z0-9._@+=-]');
+    }
+    return payload.exp === undefined ? { user: sub } : { user: sub, exp: payload.exp };
+  }
+}
+
+function toAuthError(e: unknown): AuthError {
+  if (e instanceof AuthError) return e;
+  if (e instanceof errors.JWTExpired) return new AuthError('token_expired', 'token has expired');
+  if (e instanceof errors.JWTClaimValidationFailed) {
+    if (e.claim === 'nbf') return new AuthError('token_not_yet_valid', 'token is not valid yet');
+    return new AuthError('claim_invalid', `claim "${e.claim}" is not acceptable (${e.reason})`);
+  }
+  if (e instanceof errors.JWSSignatureVerificationFailed || e instanceof errors.JWKSNoMatchingKey) {
+    return new AuthError('invalid_signature', 'token signature does not verify');
+  }
+  if (e instanceof errors.JOSEAlgNotAllowed || e instanceof errors.JOSENotSupported) {
+    return new AuthError('unsupported_algorithm', 'token algorithm is not accepted');
+  }
+  return new AuthError('malformed_token', e instanceof Error ? e.message : 'token could not be read');
+}

@@ -1,0 +1,69 @@
+/**
+ * Engine settings shared by both profiles. Each has an IRIS_* environment name (wrangler.toml [vars] on
+ * Cloudflare, the environment or config file on-prem); README.md lists them.
+ */
+export interface Config {
+  /** Entries waiting in one user's inbox before senders get inbox_full. */
+  inboxCap: number;
+  /** Messages one user may have accepted but not yet handed to recipients before outbox_full. */
+  outboxCap: number;
+  /** How many of a user's most recent client message ids are remembered for idempotent retry. */
+  dedupWindow: number;
+  /** Token bucket for sends: sustained rate per second and burst size. */
+  ratePerSec: number;
+  rateBurst: number;
+  /** Entries pushed to one socket and not yet acked; bounds the per-socket send queue. */
+  sendWindow: number;
+  /** Devices remembered per user; the least recently seen offline device is forgotten past this. */
+  maxDevices: number;
+  /** Retry of a failed forward: first delay and ceiling (doubling in between). */
+  retryBaseMs: number;
+  retryMaxMs: number;
+  /** How long a sender waits before retrying a full inbox. */
+  fullRetryMs: number;
+}
+
+export const DEFAULT_CONFIG: Config = {
+  inboxCap: 10_000,
+  outboxCap: 10_000,
+  dedupWindow: 10_000,
+  ratePerSec: 50,
+  rateBurst: 200,
+  sendWindow: 256,
+  maxDevices: 16,
+  retryBaseMs: 250,
+  retryMaxMs: 30_000,
+  fullRetryMs: 5_000,
+};
+
+const ENV_NAMES: Record<keyof Config, string> = {
+  inboxCap: 'IRIS_INBOX_CAP',
+  outboxCap: 'IRIS_OUTBOX_CAP',
+  dedupWindow: 'IRIS_DEDUP_WINDOW',
+  ratePerSec: 'IRIS_RATE_PER_SEC',
+  rateBurst: 'IRIS_RATE_BURST',
+  sendWindow: 'IRIS_SEND_WINDOW',
+  maxDevices: 'IRIS_MAX_DEVICES',
+  retryBaseMs: 'IRIS_RETRY_BASE_MS',
+  retryMaxMs: 'IRIS_RETRY_MAX_MS',
+  fullRetryMs: 'IRIS_FULL_RETRY_MS',
+};
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+/** Reads IRIS_* settings from an environment-like object; anything unset keeps its default. */
+export function configFromEnv(env: Record<string, unknown>): Config {
+  const out: Config = { ...DEFAULT_CONFIG };
+  for (const key of Object.keys(ENV_NAMES) as (keyof Config)[]) {
+    const raw = env[ENV_NAMES[key]];
+    if (raw === undefined || raw === '') continue;
+    const n = typeof raw === 'number' ? raw : Number(raw);
+    if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${ENV_NAMES[key]} must be a positive number, got ${String(raw)}`);
+    out[key] = n;
+  }
+  return out;
+}
+
+export const CONFIG_ENV_NAMES = ENV_NAMES;

@@ -1,0 +1,403 @@
+import {
+  CLOSE_CODES,
+  LIMITS,
+  ProtocolError,
+  decodeFrame,
+  encodeFrame,
+  isClientFrame,
+  type DeliverAck,
+  type Encoding,
+  type ErrorCode,
+  type Hello,
+  type PresenceInfo,
+  type PresenceQuery,
+  type Send,
+  type ServerFrame,
+} from '../protocol/index.js';
+import type { Config } from './config.js';
+import type {
+  Clock,
+  Conn,
+  ForwardBatch,
+  ForwardResult,
+  Metrics,
+  Peers,
+  Scheduler,
+  Sockets,
+  Storage,
+} from './ports.js';
+import { TokenBucket } from './ratelimit.js';
+import { MailboxStore } from './store.js';
+
+export interface MailboxDeps {
+  user: string;
+  storage: Storage;
+  peers: Peers;
+  sockets: Sockets;
+  scheduler: Scheduler;
+  clock: Clock;
+  config: Config;
+  metrics?: Metrics;
+}
+
+/** Outbox items handed to a recipient per RPC. */
+const FORWARD_BATCH = 64;
+/** If the runtime drops a shard between ack and forward, its scheduled wake retries within this. */
+const FORWARD_SAFETY_NET_MS = 2_000;
+const EMPTY = new Uint8Array(0);
+
+interface ForwardState {
+  running: Promise<void> | null;
+  again: boolean;
+  attempt: number;
+  retryAt: number;
+}
+
+/**
+ * One user's shard: everything Iris knows about a user, and every rule that must hold for them.
+ *
+ * The message path through here:
+ *   send frame -> onSend: rate limit, dedup, outbox append (one transaction) -> send_ack after commit
+ *              -> forward(): outbox -> recipient shard's receive() -> retried with backoff until accepted
+ *   receive()  -> dedup by sender outbox number, inbox append (one transaction) -> pump() to each device
+ *   deliver_ack -> device cursor, delivery receipts into the outbox, inbox trimmed below every cursor
+ *
+ * The adapters (Durable Object, on-prem worker) only move bytes and call these methods.
+ */
+export class Mailbox {
+  readonly user: string;
+  private readonly store: MailboxStore;
+  private readonly bucket: TokenBucket;
+  private readonly forwards = new Map<string, ForwardState>();
+  /** Recipients whose inbox answered full, until when. New sends to them are refused before they are acked. */
+  private readonly fullUntil = new Map<string, number>();
+  private readonly pumping = new WeakSet<Conn>();
+  private readonly pumpAgain = new WeakSet<Conn>();
+
+  constructor(private readonly deps: MailboxDeps) {
+    this.user = deps.user;
+    this.store = new MailboxStore(deps.storage.sql, deps.user);
+    this.store.ensureUser();
+    this.bucket = new TokenBucket(deps.config.ratePerSec, deps.config.rateBurst, deps.clock.now());
+  }
+
+  // ------------------------------------------------------------------ sockets
+
+  /**
+   * Handles one WebSocket message. Never throws: bad input becomes an error frame for this socket only.
+   * Decoding and the first commit happen before the first await, so frames from one socket are applied in
+   * the order they arrived even when the adapter does not wait for this promise.
+   */
+  async onMessage(conn: Conn, data: string | ArrayBuffer | ArrayBufferView): Promise<void> {
+    const enc: Encoding = typeof data === 'string' ? 'json' : 'binary';
+    let ref: string | undefined;
+    try {
+      const frame = decodeFrame(data);
+      if (!isClientFrame(frame)) throw new ProtocolError('unknown_type', `"${frame.t}" is a server frame`);
+      if (frame.t === 'send') ref = frame.id;
+      if (frame.t === 'presence_query') ref = frame.ref;
+      if (frame.t === 'ping') return this.reply(conn, enc, { t: 'pong' });
+      if (frame.t === 'hello') return await this.onHello(conn, frame, enc);
+      const st = conn.state;
+      if (st === null) throw new ProtocolError('hello_required', 'send a hello frame first', ref);
+      if (st.enc !== enc) conn.setState({ ...st, enc });
+      switch (frame.t) {
+        case 'send':
+          return await this.onSend(conn, frame);
+        case 'deliver_ack':
+          return await this.onAck(conn, frame);
+        case 'presence_query':
+          return await this.onPresenceQuery(conn, frame);
+      }
+    } catch (e) {
+      if (e instanceof ProtocolError) return this.error(conn, enc, e.code, e.message, e.ref ?? ref);
+      this.error(conn, enc, 'internal', 'internal error', ref);
+      console.error(`iris: ${this.user}: unexpected error`, e);
+    }
+  }
+
+  /** The socket is gone (closed by either side or the network). */
+  async onClose(conn: Conn): Promise<void> {
+    const st = conn.state;
+    if (st === null) return;
+    const now = this.deps.clock.now();
+    await this.deps.storage.commit(() => {
+      this.store.setLastSeen(now);
+      const cursor = this.store.deviceCursor(st.device);
+      if (cursor !== undefined) this.store.upsertDevice(st.device, cursor, now);
+    });
+  }
+
+  private async onHello(conn: Conn, f: Hello, enc: Encoding): Promise<void> {
+    if (conn.state !== null) throw new ProtocolError('bad_state', 'hello already received on this connection');
+    const now = this.deps.clock.now();
+    const online = new Set<string>();
+    for (const c of this.deps.sockets.list()) if (c !== conn && c.state) online.add(c.state.device);
+    const r = await this.deps.storage.commit(() => {
+      const u = this.store.userRow();
+      const head = u.next_seq - 1;
+      const known = this.store.deviceCursor(f.device);
+      if (known === undefined) {
+        const devices = this.store.devices();
+        if (devices.length >= this.deps.config.maxDevices) {
+          // Forget the least recently seen device that is not connected; its undelivered tail goes with it.
+          const victim = devices.find((d) => !online.has(d.device));
+          if (!victim) return null;
+          this.store.deleteDevice(victim.device);
+        }
+      }
+      // A new device starts at the oldest entry still kept. A client that says it processed further than the
+      // server recorded (its last ack was lost) is believed, up to the head.
+      const cursor = Math.min(head, Math.max(known ?? u.trimmed, f.cursor, u.trimmed));
+      this.store.upsertDevice(f.device, cursor, now);
+      this.store.setLastSeen(now);
+      this.trim();
+      return { cursor, head };
+    });
+    if (r === null) {
+      this.error(conn, enc, 'too_many_devices', `all ${this.deps.config.maxDevices} devices of this user are connected`);
+      conn.close(CLOSE_CODES.normal, 'too many devices');
+      return;
+    }
+    for (const c of this.deps.sockets.list()) {
+      if (c !== conn && c.state?.device === f.device) c.close(CLOSE_CODES.replaced, 'replaced by a newer connection');
+    }
+    conn.setState({ device: f.device, sent: r.cursor, enc });
+    this.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });
+    await this.pump(conn);
+  }
+
+  private async onSend(conn: Conn, f: Send): Promise<void> {
+    const now = this.deps.clock.now();
+    const { config } = this.deps;
+    const r = await this.deps.storage.commit(() => {
+      // Dedup before everything else: a retry of an accepted message gets its original ack even when the
+      // sender is now rate limited or the recipient is now full.
+      const prior = this.store.dedupLookup(f.id);
+      if (prior) return { ok: true, n: prior.n, ts: prior.ts, dup: true } as const;
+      const wait = this.bucket.take(now);
+      if (wait > 0) return { ok: false, code: 'rate_limited', retryAfter: wait, message: 'send rate exceeded' } as const;
+      const full = this.fullUntil.get(f.to) ?? 0;
+      if (full > now) return { ok: false, code: 'inbox_full', retryAfter: full - now, message: `inbox of ${f.to} is full` } as const;
+      if (this.store.outboxCount() >= config.outboxCap) {
+        return { ok: false, code: 'outbox_full', retryAfter: config.fullRetryMs, message: 'too many messages waiting for their recipients' } as const;
+      }
+      const n = this.store.outboxAppend(f.to, 'message', null, now, f.body, f.id);
+      if (n % 256 === 0 && n > config.dedupWindow) this.store.dedupPrune(n - config.dedupWindow);
+      return { ok: true, n, ts: now, dup: false } as const;
+    });
+    const enc = conn.state?.enc ?? 'binary';
+    if (!r.ok) return this.error(conn, enc, r.code, r.message, f.id, r.retryAfter);
+    this.reply(conn, enc, { t: 'send_ack', id: f.id, msg: `${this.user}:${r.n}`, ts: r.ts, dup: r.dup });
+    if (r.dup) return;
+    this.deps.metrics?.accepted?.();
+    this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
+    await this.forward(f.to);
+  }
+
+  private async onAck(conn: Conn, f: DeliverAck): Promise<void> {
+    const st = conn.state!;
+    if (f.seq > st.sent) throw new ProtocolError('bad_ack', `ack for seq ${f.seq} beyond the last delivered seq ${st.sent}`);
+    const now = this.deps.clock.now();
+    const kick = await this.deps.storage.commit(() => {
+      const cursor = this.store.deviceCursor(st.device) ?? 0;
+      if (f.seq <= cursor) return [];
+      this.store.upsertDevice(st.device, f.seq, now);
+      const u = this.store.userRow();
+      const recipients = new Set<string>();
+      if (f.seq > u.delivered) {
+        // First device to ack a message: tell its sender, through the same reliable outbox as messages.
+        for (const m of this.store.messagesBetween(u.delivered, f.seq)) {
+          if (m.peer === this.user) continue;
+          this.store.outboxAppend(m.peer, 'delivered', m.msg, now, EMPTY);
+          recipients.add(m.peer);
+        }
+        this.store.setDelivered(f.seq);
+      }
+      this.trim();
+      return [...recipients];
+    });
+    this.deps.metrics?.acked?.();
+    await Promise.all([this.pump(conn), ...kick.map((r) => this.forward(r))]);
+  }
+
+  private async onPresenceQuery(conn: Conn, f: PresenceQuery): Promise<void> {
+    const users = await Promise.all(
+      f.users.map((u) => (u === this.user ? Promise.resolve(this.presence()) : this.deps.peers.presence(u))),
+    ).catch(() => null);
+    const enc = conn.state?.enc ?? 'binary';
+    if (users === null) return this.error(conn, enc, 'unavailable', 'presence lookup failed; retry', f.ref, 1000);
+    this.reply(conn, enc, { t: 'presence', ref: f.ref, users });
+  }
+
+  /** Deletes inbox entries every device has acked. Call inside a commit. */
+  private trim(): void {
+    const devices = this.store.devices();
+    if (devices.length === 0) return;
+    const min = Math.min(...devices.map((d) => d.cursor));
+    if (min > this.store.userRow().trimmed) this.store.trimInbox(min);
+  }
+
+  // ------------------------------------------------------------------ delivery to devices
+
+  /**
+   * Pushes inbox entries to one socket, keeping at most sendWindow entries unacked on it: this is the bound
+   * on the per-socket send queue. Further entries follow as the device acks.
+   */
+  private async pump(conn: Conn): Promise<void> {
+    if (this.pumping.has(conn)) {
+      this.pumpAgain.add(conn);
+      return;
+    }
+    this.pumping.add(conn);
+    try {
+      do {
+        this.pumpAgain.delete(conn);
+        const st = conn.state;
+        if (st === null) return;
+        const window = this.deps.config.sendWindow;
+        const entries = await this.deps.storage.commit(() => {
+          const acked = this.store.deviceCursor(st.device) ?? st.sent;
+          const room = Math.min(LIMITS.maxDeliverBatch, window - (st.sent - acked));
+          return room > 0 ? this.store.inboxRange(st.sent, room) : [];
+        });
+        const now = conn.state;
+        if (entries.length === 0 || now === null || now.sent !== st.sent) continue;
+        conn.send(encodeFrame({ t: 'deliver', entries }, now.enc));
+        conn.setState({ ...now, sent: entries[entries.length - 1]!.seq });
+        this.deps.metrics?.delivered?.(entries.length);
+        this.pumpAgain.add(conn);
+      } while (this.pumpAgain.has(conn));
+    } finally {
+      this.pumping.delete(conn);
+    }
+  }
+
+  private async pumpAll(): Promise<void> {
+    const work: Promise<void>[] = [];
+    for (const c of this.deps.sockets.list()) if (c.state) work.push(this.pump(c));
+    await Promise.all(work);
+  }
+
+  // ------------------------------------------------------------------ between shards
+
+  /** Called by another user's shard (or this one) to hand over outbox items. Resolves after they are durable here. */
+  async receive(batch: ForwardBatch): Promise<ForwardResult> {
+    const cap = this.deps.config.inboxCap;
+    const r = await this.deps.storage.commit(() => {
+      const u = this.store.userRow();
+      const last = this.store.peerLastN(batch.from);
+      let accepted = last;
+      let size = u.next_seq - 1 - u.trimmed;
+      let full = false;
+      const entries = [];
+      for (const item of batch.items) {
+        if (item.n <= last) continue; // a retry of something already stored
+        // Receipts are never refused: they are bounded by this user's own (rate-limited) sends.
+        if (item.kind === 'message' && size >= cap) {
+          full = true;
+          break;
+        }
+        entries.push({ kind: item.kind, msg: item.msg, peer: batch.from, ts: item.ts, body: item.body });
+        size++;
+        accepted = item.n;
+      }
+      if (entries.length > 0) this.store.inboxAppend(u.next_seq, entries);
+      if (accepted > last) this.store.setPeerLastN(batch.from, accepted);
+      return { accepted, full, appended: entries.length };
+    });
+    if (r.appended > 0) await this.pumpAll();
+    return r.full ? { acceptedUpTo: r.accepted, retryAfter: this.deps.config.fullRetryMs } : { acceptedUpTo: r.accepted };
+  }
+
+  presence(): PresenceInfo {
+    let online = false;
+    for (const c of this.deps.sockets.list()) if (c.state) online = true;
+    return { user: this.user, online, lastSeen: online ? this.deps.clock.now() : this.store.userRow().last_seen };
+  }
+
+  /** Scheduled wake-up: retry every recipient that still has outbox items and is not backing off. */
+  async onWake(): Promise<void> {
+    const now = this.deps.clock.now();
+    const work: Promise<void>[] = [];
+    for (const r of this.store.outboxRecipients()) {
+      const st = this.forwards.get(r);
+      if (st && st.retryAt > now) {
+        this.deps.scheduler.wakeAt(st.retryAt);
+        continue;
+      }
+      if (st) st.retryAt = 0;
+      work.push(this.forward(r));
+    }
+    await Promise.all(work);
+  }
+
+  /**
+   * Drains this user's outbox towards one recipient, in outbox order (which is what makes per-conversation
+   * order hold end to end). One run per recipient at a time; sends arriving meanwhile set `again`.
+   */
+  private forward(recipient: string): Promise<void> {
+    let st = this.forwards.get(recipient);
+    if (!st) {
+      st = { running: null, again: false, attempt: 0, retryAt: 0 };
+      this.forwards.set(recipient, st);
+    }
+    if (st.running) {
+      st.again = true;
+      return st.running;
+    }
+    if (st.retryAt > this.deps.clock.now()) return Promise.resolve();
+    const state = st;
+    state.running = this.runForward(recipient, state).finally(() => {
+      state.running = null;
+    });
+    return state.running;
+  }
+
+  private async runForward(recipient: string, st: ForwardState): Promise<void> {
+    const { storage, peers, config, clock, scheduler } = this.deps;
+    try {
+      for (;;) {
+        st.again = false;
+        const items = await storage.commit(() => this.store.outboxFor(recipient, FORWARD_BATCH));
+        if (items.length === 0) {
+          if (st.again) continue;
+          return;
+        }
+        const batch = { from: this.user, items };
+        const res = recipient === this.user ? await this.receive(batch) : await peers.forward(recipient, batch);
+        if (res.acceptedUpTo > 0) await storage.commit(() => this.store.outboxDelete(recipient, res.acceptedUpTo));
+        st.attempt = 0;
+        if (res.retryAfter !== undefined) {
+          const at = clock.now() + res.retryAfter;
+          this.fullUntil.set(recipient, at);
+          st.retryAt = at;
+          scheduler.wakeAt(at);
+          return;
+        }
+        this.fullUntil.delete(recipient);
+      }
+    } catch (e) {
+      st.attempt++;
+      const delay = Math.min(config.retryMaxMs, config.retryBaseMs * 2 ** Math.min(st.attempt - 1, 20));
+      st.retryAt = clock.now() + delay;
+      scheduler.wakeAt(st.retryAt);
+      this.deps.metrics?.forwardFailed?.();
+      console.warn(`iris: forward ${this.user} -> ${recipient} failed (attempt ${st.attempt}, retry in ${delay} ms):`, e);
+    }
+  }
+
+  // ------------------------------------------------------------------ replies
+
+  private reply(conn: Conn, enc: Encoding, frame: ServerFrame): void {
+    conn.send(encodeFrame(frame, enc));
+  }
+
+  private error(conn: Conn, enc: Encoding, code: ErrorCode, message: string, ref?: string, retryAfter?: number): void {
+    this.deps.metrics?.error?.(code);
+    const frame: ServerFrame = { t: 'error', code, message: message.slice(0, LIMITS.maxErrorMessageLength) };
+    if (ref !== undefined) frame.ref = ref;
+    if (retryAfter !== undefined) frame.retryAfter = retryAfter;
+    this.reply(conn, enc, frame);
+  }
+}

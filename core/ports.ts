@@ -1,0 +1,101 @@
+import type { Encoding, ErrorCode, PresenceInfo } from '../protocol/index.js';
+
+/**
+ * The two small ports the core runs over. Durable Object `ctx.storage.sql` and `node:sqlite` are both
+ * synchronous SQLite, so the core's storage logic is plain synchronous code; only durability and the
+ * network are asynchronous.
+ */
+
+export type SqlValue = string | number | null | Uint8Array;
+export type Row = Record<string, SqlValue>;
+
+export interface Sql {
+  /** Runs one statement and returns its rows (empty for writes). Blobs come back as Uint8Array. */
+  all<T extends Row = Row>(query: string, ...params: SqlValue[]): T[];
+}
+
+export interface Storage {
+  readonly sql: Sql;
+  /**
+   * Runs fn synchronously and atomically (all of its writes or none), and resolves once those writes — and
+   * every write before them — are durable. Anything the core sends after awaiting it (an ack, a forward, a
+   * delivery) therefore leaves only after the commit. On Cloudflare the output gate gives this for free;
+   * on-prem it is the group commit's fsync. Reads done in fn see only data that is durable by resolution.
+   */
+  commit<T>(fn: () => T): Promise<T>;
+}
+
+/** Per-socket state that must survive hibernation (a Durable Object keeps it in the socket's attachment). */
+export interface ConnState {
+  device: string;
+  /** Highest sequence number pushed on this socket; deliveries continue after it. */
+  sent: number;
+  /** Encoding the client last spoke; replies use the same. */
+  enc: Encoding;
+}
+
+/**
+ * One WebSocket of this user, as the adapter presents it. The adapter must hand the core the same object for
+ * the same socket for as long as it lives (the core keys per-socket work on identity).
+ */
+export interface Conn {
+  /** Null until the hello frame has been accepted. */
+  readonly state: ConnState | null;
+  /** Stores new per-socket state (and persists it where the platform hibernates). */
+  setState(state: ConnState): void;
+  /** Queues an encoded frame. Never throws for a closed socket. */
+  send(data: string | Uint8Array): void;
+  close(code: number, reason: string): void;
+}
+
+/** An item travelling from one user's outbox to another user's inbox. */
+export interface ForwardItem {
+  /** The sender's outbox number: increasing per sender, the recipient's dedup key. */
+  n: number;
+  kind: 'message' | 'delivered';
+  /** Server message id (for a receipt, the id of the message delivered). */
+  msg: string;
+  ts: number;
+  body: Uint8Array;
+}
+
+export interface ForwardBatch {
+  from: string;
+  items: ForwardItem[];
+}
+
+export interface ForwardResult {
+  /** Every item with n <= acceptedUpTo is stored (or was already); the sender may drop them. */
+  acceptedUpTo: number;
+  /** Set when the recipient's inbox is full; the rest must wait at least this long. */
+  retryAfter?: number;
+}
+
+/** Calls into other users' shards. Implemented by Durable Object RPC or by the on-prem shard router. */
+export interface Peers {
+  forward(to: string, batch: ForwardBatch): Promise<ForwardResult>;
+  presence(user: string): Promise<PresenceInfo>;
+}
+
+/** The adapter's view of this user's live sockets. */
+export interface Sockets {
+  list(): Iterable<Conn>;
+}
+
+/** Asks the platform to call Mailbox.onWake() at (or soon after) a time. Only the earliest request matters. */
+export interface Scheduler {
+  wakeAt(ms: number): void;
+}
+
+export interface Clock {
+  now(): number;
+}
+
+/** Counters the adapters export (on-prem: Prometheus). All optional; the core calls them on the hot path. */
+export interface Metrics {
+  accepted?(): void;
+  delivered?(entries: number): void;
+  acked?(): void;
+  error?(code: ErrorCode): void;
+  forwardFailed?(): void;
+}

@@ -1,0 +1,63 @@
+import type { Sql } from './ports.js';
+
+/**
+ * The storage schema, one list of migrations applied in order and recorded in iris_migrations. Never edit a
+ * migration that has shipped: add the next one.
+ *
+ * Every table is keyed by user first. On Cloudflare each Durable Object holds one user, so the column is
+ * constant; on-prem one SQLite file holds all the users of a worker process, and the same queries serve both.
+ * WITHOUT ROWID tables cluster each user's rows together in key order, so reading an inbox is a range scan.
+ */
+const MIGRATIONS: readonly (readonly string[])[] = [
+  [
+    `CREATE TABLE users (
+       user TEXT PRIMARY KEY,
+       next_seq INTEGER NOT NULL,   -- next inbox sequence number
+       next_n INTEGER NOT NULL,     -- next outbox number (also the numeric part of server message ids)
+       trimmed INTEGER NOT NULL,    -- inbox entries up to here were acked by every device and deleted
+       delivered INTEGER NOT NULL,  -- highest seq acked by any device: receipts were sent up to here
+       last_seen INTEGER NOT NULL
+     ) WITHOUT ROWID`,
+    `CREATE TABLE inbox (
+       user TEXT NOT NULL, seq INTEGER NOT NULL, kind INTEGER NOT NULL,
+       msg TEXT NOT NULL, peer TEXT NOT NULL, ts INTEGER NOT NULL, body BLOB NOT NULL,
+       PRIMARY KEY (user, seq)
+     ) WITHOUT ROWID`,
+    `CREATE TABLE outbox (
+       user TEXT NOT NULL, n INTEGER NOT NULL, recipient TEXT NOT NULL, kind INTEGER NOT NULL,
+       msg TEXT NOT NULL, ts INTEGER NOT NULL, body BLOB NOT NULL,
+       PRIMARY KEY (user, n)
+     ) WITHOUT ROWID`,
+    `CREATE INDEX outbox_by_recipient ON outbox (user, recipient, n)`,
+    `CREATE TABLE dedup (
+       user TEXT NOT NULL, cid TEXT NOT NULL, n INTEGER NOT NULL, ts INTEGER NOT NULL,
+       PRIMARY KEY (user, cid)
+     ) WITHOUT ROWID`,
+    `CREATE INDEX dedup_by_n ON dedup (user, n)`,
+    `CREATE TABLE peers (
+       user TEXT NOT NULL, peer TEXT NOT NULL,
+       last_n INTEGER NOT NULL,     -- highest outbox number received from peer: the incoming dedup key
+       PRIMARY KEY (user, peer)
+     ) WITHOUT ROWID`,
+    `CREATE TABLE devices (
+       user TEXT NOT NULL, device TEXT NOT NULL,
+       cursor INTEGER NOT NULL,     -- highest seq this device acked
+       last_seen INTEGER NOT NULL,
+       PRIMARY KEY (user, device)
+     ) WITHOUT ROWID`,
+  ],
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Brings the database up to SCHEMA_VERSION. Idempotent; run it inside a transaction. */
+export function migrate(sql: Sql, now: number): number {
+  sql.all(`CREATE TABLE IF NOT EXISTS iris_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)`);
+  const row = sql.all<{ v: number | null }>(`SELECT max(version) AS v FROM iris_migrations`)[0];
+  const current = row?.v ?? 0;
+  for (let v = current; v < MIGRATIONS.length; v++) {
+    for (const stmt of MIGRATIONS[v]!) sql.all(stmt);
+    sql.all(`INSERT INTO iris_migrations (version, applied_at) VALUES (?, ?)`, v + 1, now);
+  }
+  return MIGRATIONS.length;
+}

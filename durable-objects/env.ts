@@ -1,0 +1,9 @@
+import type { UserShard } from './user-shard.js';
+
+/** Bindings and variables of the Worker and its Durable Object (wrangler.toml). */
+export interface Env {
+  USERS: DurableObjectNamespace<UserShard>;
+  /** Workers Rate Limiting binding: per-IP connect attempts. Optional so a config without it still runs. */
+  CONNECT_LIMITER?: RateLimit;
+  [key: string]: unknown;
+}

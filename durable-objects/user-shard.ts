@@ -1,0 +1,124 @@
+import { DurableObject } from 'cloudflare:workers';
+import { configFromEnv, type Config } from '../core/config.js';
+import { Mailbox } from '../core/mailbox.js';
+import type { ForwardBatch, ForwardResult, Peers, Scheduler } from '../core/ports.js';
+import { migrate } from '../core/schema.js';
+import { PING_TEXT, PONG_TEXT, SUBPROTOCOL, type PresenceInfo } from '../protocol/index.js';
+import { DoConn, type Attachment } from './conn.js';
+import type { Env } from './env.js';
+import { doStorage } from './storage.js';
+
+/** Header the edge Worker sets to the verified user id. Only the Worker can reach this object. */
+export const USER_HEADER = 'X-Iris-User';
+
+/**
+ * One user's shard on Cloudflare: a thin adapter from the Durable Object lifecycle to core/Mailbox.
+ *
+ * Hibernation: sockets are accepted with ctx.acceptWebSocket, so the runtime may evict this object while
+ * they stay open; it is rebuilt (constructor again) when a message, close, alarm or RPC arrives. Everything
+ * that must survive is in SQLite or in the socket attachments. Heartbeat pings are answered by the runtime
+ * (setWebSocketAutoResponse) and never wake the object.
+ */
+export class UserShard extends DurableObject<Env> {
+  private readonly storage = doStorage(this.ctx.storage);
+  private readonly config: Config;
+  private readonly conns = new WeakMap<WebSocket, DoConn>();
+  private mailbox: Mailbox | null = null;
+  private alarmAt: number | null = null;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    this.config = configFromEnv(env);
+    ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_TEXT, PONG_TEXT));
+    void ctx.blockConcurrencyWhile(async () => {
+      this.ctx.storage.transactionSync(() => migrate(this.storage.sql, Date.now()));
+      this.alarmAt = await this.ctx.storage.getAlarm();
+    });
+  }
+
+  /** The WebSocket upgrade, forwarded by the edge Worker after it verified the token. */
+  override async fetch(request: Request): Promise<Response> {
+    const user = request.headers.get(USER_HEADER);
+    if (!user || request.headers.get('Upgrade')?.toLowerCase() !== 'websocket') {
+      return new Response('expected a WebSocket upgrade from the edge', { status: 400 });
+    }
+    this.mailboxFor(user);
+    const { 0: client, 1: server } = new WebSocketPair();
+    this.ctx.acceptWebSocket(server);
+    const att: Attachment = { user, state: null };
+    server.serializeAttachment(att);
+    return new Response(null, { status: 101, webSocket: client, headers: { 'Sec-WebSocket-Protocol': SUBPROTOCOL } });
+  }
+
+  override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    const conn = this.conn(ws);
+    await this.mailboxFor(conn.user).onMessage(conn, message);
+  }
+
+  override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
+    const conn = this.conn(ws);
+    conn.close(code === 1005 || code === 1006 ? 1000 : code, reason);
+    await this.mailboxFor(conn.user).onClose(conn);
+  }
+
+  override async webSocketError(ws: WebSocket): Promise<void> {
+    const conn = this.conn(ws);
+    await this.mailboxFor(conn.user).onClose(conn);
+  }
+
+  override async alarm(): Promise<void> {
+    this.alarmAt = null;
+    const user = this.storage.sql.all<{ user: string }>(`SELECT user FROM users LIMIT 1`)[0]?.user;
+    if (user !== undefined) await this.mailboxFor(user).onWake();
+  }
+
+  // ---- RPC from other users' shards (DO -> RPC -> DO) ----
+
+  async receive(user: string, batch: ForwardBatch): Promise<ForwardResult> {
+    return this.mailboxFor(user).receive(batch);
+  }
+
+  async presence(user: string): Promise<PresenceInfo> {
+    return this.mailboxFor(user).presence();
+  }
+
+  // ---- wiring ----
+
+  private conn(ws: WebSocket): DoConn {
+    let c = this.conns.get(ws);
+    if (!c) {
+      c = new DoConn(ws);
+      this.conns.set(ws, c);
+    }
+    return c;
+  }
+
+  private mailboxFor(user: string): Mailbox {
+    if (this.mailbox) {
+      if (this.mailbox.user !== user) throw new Error(`shard of ${this.mailbox.user} addressed as ${user}`);
+      return this.mailbox;
+    }
+    const env = this.env;
+    const peers: Peers = {
+      forward: (to, batch) => env.USERS.get(env.USERS.idFromName(to)).receive(to, batch),
+      presence: (u) => env.USERS.get(env.USERS.idFromName(u)).presence(u),
+    };
+    const scheduler: Scheduler = {
+      wakeAt: (ms) => {
+        if (this.alarmAt !== null && this.alarmAt <= ms) return;
+        this.alarmAt = ms;
+        void this.ctx.storage.setAlarm(ms);
+      },
+    };
+    this.mailbox = new Mailbox({
+      user,
+      storage: this.storage,
+      peers,
+      scheduler,
+      sockets: { list: () => this.ctx.getWebSockets().map((ws) => this.conn(ws)) },
+      clock: { now: () => Date.now() },
+      config: this.config,
+    });
+    return this.mailbox;
+  }
+}

@@ -1,0 +1,311 @@
+import { ERROR_CODES, ProtocolError, errorCodeFromNumber } from './errors.js';
+import {
+  ENTRY_KINDS,
+  FRAME_TYPES,
+  type Entry,
+  type EntryKind,
+  type Frame,
+  type FrameType,
+} from './frames.js';
+import { LIMITS } from './limits.js';
+import * as v from './validate.js';
+
+/**
+ * Binary encoding: `type:u8` followed by the frame's fields in a fixed order.
+ *   uint  = unsigned LEB128 varint, at most 8 bytes (53 bits)
+ *   str   = uint byte length + UTF-8 bytes (must be valid UTF-8)
+ *   bytes = uint byte length + raw bytes
+ *   bool  = one byte, 0 or 1
+ * A decoder rejects trailing bytes, so a frame is exactly its message.
+ */
+
+const utf8 = new TextEncoder();
+const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+const TYPE_BY_BYTE = new Map<number, FrameType>(
+  (Object.entries(FRAME_TYPES) as [FrameType, number][]).map(([k, n]) => [n, k]),
+);
+const KIND_BY_BYTE = new Map<number, EntryKind>(
+  (Object.entries(ENTRY_KINDS) as [EntryKind, number][]).map(([k, n]) => [n, k]),
+);
+
+class Writer {
+  private buf: Uint8Array;
+  private view: DataView;
+  pos = 0;
+  constructor(size = 64) {
+    this.buf = new Uint8Array(size);
+    this.view = new DataView(this.buf.buffer);
+  }
+  private room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.pos));
+    this.buf = next;
+    this.view = new DataView(next.buffer);
+  }
+  u8(n: number): void {
+    this.room(1);
+    this.view.setUint8(this.pos++, n);
+  }
+  uint(n: number): void {
+    this.room(8);
+    // Arithmetic instead of bit ops: JS bit ops truncate to 32 bits and sequence numbers/timestamps do not fit.
+    while (n >= 0x80) {
+      this.buf[this.pos++] = (n % 0x80) | 0x80;
+      n = Math.floor(n / 0x80);
+    }
+    this.buf[this.pos++] = n;
+  }
+  bytes(b: Uint8Array): void {
+    this.uint(b.byteLength);
+    this.room(b.byteLength);
+    this.buf.set(b, this.pos);
+    this.pos += b.byteLength;
+  }
+  str(s: string): void {
+    // ASCII fast path: ids are ASCII, and encodeInto avoids an intermediate allocation for the rest.
+    const max = s.length * 3;
+    this.room(max + 8);
+    const lenPos = this.pos;
+    const lenBytes = max < 0x80 ? 1 : max < 0x4000 ? 2 : 3;
+    const { written } = utf8.encodeInto(s, this.buf.subarray(lenPos + lenBytes));
+    // Write the length in exactly lenBytes bytes (a non-minimal LEB128 is still a valid LEB128).
+    let n = written;
+    for (let i = 0; i < lenBytes; i++) {
+      this.buf[lenPos + i] = (n % 0x80) | (i < lenBytes - 1 ? 0x80 : 0);
+      n = Math.floor(n / 0x80);
+    }
+    this.pos = lenPos + lenBytes + written;
+  }
+  bool(b: boolean): void {
+    this.u8(b ? 1 : 0);
+  }
+  done(): Uint8Array {
+    return this.buf.subarray(0, this.pos);
+  }
+}
+
+class Reader {
+  pos = 0;
+  constructor(private readonly buf: Uint8Array) {}
+  private need(n: number, what: string): void {
+    if (this.pos + n > this.buf.length) throw new ProtocolError('bad_frame', `truncated frame: ${what}`);
+  }
+  u8(what: string): number {
+    this.need(1, what);
+    return this.buf[this.pos++]!;
+  }
+  uint(what: string): number {
+    let result = 0;
+    let scale = 1;
+    for (let i = 0; i < 8; i++) {
+      const b = this.u8(what);
+      result += (b & 0x7f) * scale;
+      if (b < 0x80) {
+        if (result > LIMITS.maxInteger) throw new ProtocolError('bad_frame', `${what}: integer too large`);
+        return result;
+      }
+      scale *= 0x80;
+    }
+    throw new ProtocolError('bad_frame', `${what}: varint longer than 8 bytes`);
+  }
+  bytes(what: string, max: number): Uint8Array {
+    const n = this.uint(what);
+    if (n > max) throw new ProtocolError(what === 'body' ? 'frame_too_large' : 'invalid_field', `${what}: ${n} bytes exceeds ${max}`);
+    this.need(n, what);
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+  str(what: string, max: number): string {
+    // max is in chars; UTF-8 needs at most 3 bytes per UTF-16 unit.
+    const b = this.bytes(what, max * 3);
+    try {
+      return utf8Strict.decode(b);
+    } catch {
+      throw new ProtocolError('bad_frame', `${what}: invalid UTF-8`);
+    }
+  }
+  bool(what: string): boolean {
+    const b = this.u8(what);
+    if (b > 1) throw new ProtocolError('bad_frame', `${what}: boolean must be 0 or 1`);
+    return b === 1;
+  }
+  end(): void {
+    if (this.pos !== this.buf.length) {
+      throw new ProtocolError('bad_frame', `${this.buf.length - this.pos} trailing bytes after frame`);
+    }
+  }
+}
+
+export function encodeBinary(f: Frame): Uint8Array {
+  const w = new Writer(f.t === 'send' ? f.body.byteLength + 96 : 64);
+  w.u8(FRAME_TYPES[f.t]);
+  switch (f.t) {
+    case 'hello':
+      w.str(f.device);
+      w.uint(f.cursor);
+      break;
+    case 'welcome':
+      w.str(f.user);
+      w.str(f.device);
+      w.uint(f.cursor);
+      w.uint(f.head);
+      w.uint(f.time);
+      break;
+    case 'send':
+      w.str(f.id);
+      w.str(f.to);
+      w.bytes(f.body);
+      break;
+    case 'send_ack':
+      w.str(f.id);
+      w.str(f.msg);
+      w.uint(f.ts);
+      w.bool(f.dup);
+      break;
+    case 'deliver':
+      w.uint(f.entries.length);
+      for (const e of f.entries) {
+        w.uint(e.seq);
+        w.u8(ENTRY_KINDS[e.kind]);
+        w.str(e.msg);
+        w.str(e.peer);
+        w.uint(e.ts);
+        w.bytes(e.body);
+      }
+      break;
+    case 'deliver_ack':
+      w.uint(f.seq);
+      break;
+    case 'presence_query':
+      w.str(f.ref);
+      w.uint(f.users.length);
+      for (const u of f.users) w.str(u);
+      break;
+    case 'presence':
+      w.str(f.ref);
+      w.uint(f.users.length);
+      for (const u of f.users) {
+        w.str(u.user);
+        w.bool(u.online);
+        w.uint(u.lastSeen);
+      }
+      break;
+    case 'ping':
+    case 'pong':
+      break;
+    case 'error':
+      w.uint(ERROR_CODES[f.code]);
+      w.str(f.message);
+      w.str(f.ref ?? '');
+      w.uint(f.retryAfter ?? 0);
+      break;
+  }
+  return w.done();
+}
+
+export function decodeBinary(buf: Uint8Array): Frame {
+  if (buf.byteLength === 0) throw new ProtocolError('bad_frame', 'empty frame');
+  if (buf.byteLength > LIMITS.maxFrameBytes) {
+    throw new ProtocolError('frame_too_large', `frame of ${buf.byteLength} bytes exceeds ${LIMITS.maxFrameBytes}`);
+  }
+  const r = new Reader(buf);
+  const type = TYPE_BY_BYTE.get(r.u8('type'));
+  if (type === undefined) throw new ProtocolError('unknown_type', `unknown frame type byte ${buf[0]}`);
+  const id = LIMITS.maxIdLength;
+  let f: Frame;
+  switch (type) {
+    case 'hello':
+      f = { t: type, device: v.userId(r.str('device', id), 'device'), cursor: r.uint('cursor') };
+      break;
+    case 'welcome':
+      f = {
+        t: type,
+        user: v.userId(r.str('user', id), 'user'),
+        device: v.userId(r.str('device', id), 'device'),
+        cursor: r.uint('cursor'),
+        head: r.uint('head'),
+        time: r.uint('time'),
+      };
+      break;
+    case 'send': {
+      const cid = v.clientId(r.str('id', id), 'id');
+      f = { t: type, id: cid, to: v.userId(r.str('to', id), 'to', cid), body: r.bytes('body', LIMITS.maxBodyBytes) };
+      break;
+    }
+    case 'send_ack':
+      f = {
+        t: type,
+        id: v.clientId(r.str('id', id), 'id'),
+        msg: v.messageId(r.str('msg', LIMITS.maxMessageIdLength), 'msg'),
+        ts: r.uint('ts'),
+        dup: r.bool('dup'),
+      };
+      break;
+    case 'deliver': {
+      const n = r.uint('entries');
+      if (n > LIMITS.maxDeliverBatch) throw new ProtocolError('invalid_field', `entries: at most ${LIMITS.maxDeliverBatch}`);
+      const entries: Entry[] = [];
+      for (let i = 0; i < n; i++) {
+        const seq = r.uint('seq');
+        const kind = KIND_BY_BYTE.get(r.u8('kind'));
+        if (kind === undefined) throw new ProtocolError('invalid_field', 'kind: unknown entry kind');
+        entries.push({
+          seq,
+          kind,
+          msg: v.messageId(r.str('msg', LIMITS.maxMessageIdLength), 'msg'),
+          peer: v.userId(r.str('peer', id), 'peer'),
+          ts: r.uint('ts'),
+          body: r.bytes('body', LIMITS.maxBodyBytes),
+        });
+      }
+      f = { t: type, entries };
+      break;
+    }
+    case 'deliver_ack':
+      f = { t: type, seq: r.uint('seq') };
+      break;
+    case 'presence_query': {
+      const ref = v.clientId(r.str('ref', id), 'ref');
+      const n = r.uint('users');
+      if (n > LIMITS.maxPresenceUsers) throw new ProtocolError('invalid_field', `users: at most ${LIMITS.maxPresenceUsers}`, ref);
+      const users: string[] = [];
+      for (let i = 0; i < n; i++) users.push(v.userId(r.str('user', id), 'users[]', ref));
+      f = { t: type, ref, users };
+      break;
+    }
+    case 'presence': {
+      const ref = v.clientId(r.str('ref', id), 'ref');
+      const n = r.uint('users');
+      if (n > LIMITS.maxPresenceUsers) throw new ProtocolError('invalid_field', `users: at most ${LIMITS.maxPresenceUsers}`);
+      const users = [];
+      for (let i = 0; i < n; i++) {
+        users.push({ user: v.userId(r.str('user', id), 'user'), online: r.bool('online'), lastSeen: r.uint('lastSeen') });
+      }
+      f = { t: type, ref, users };
+      break;
+    }
+    case 'ping':
+    case 'pong':
+      f = { t: type };
+      break;
+    case 'error': {
+      const n = r.uint('code');
+      const code = errorCodeFromNumber(n);
+      if (code === undefined) throw new ProtocolError('invalid_field', `code: unknown error code ${n}`);
+      const message = r.str('message', LIMITS.maxErrorMessageLength);
+      const ref = r.str('ref', id);
+      const retryAfter = r.uint('retryAfter');
+      f = { t: type, code, message };
+      if (ref !== '') f.ref = ref;
+      if (retryAfter > 0) f.retryAfter = retryAfter;
+      break;
+    }
+  }
+  r.end();
+  return f;
+}

@@ -1,0 +1,67 @@
+/**
+ * Error codes carried by error frames, and WebSocket close codes. Numbers are the binary encoding and never
+ * change meaning; names are the JSON encoding and what the SDK exposes.
+ */
+export const ERROR_CODES = {
+  bad_frame: 1,
+  frame_too_large: 2,
+  unknown_type: 3,
+  invalid_field: 4,
+  hello_required: 5,
+  bad_state: 6,
+  rate_limited: 7,
+  inbox_full: 8,
+  outbox_full: 9,
+  invalid_recipient: 10,
+  bad_ack: 11,
+  too_many_devices: 12,
+  internal: 13,
+  unavailable: 14,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+const BY_NUMBER = new Map<number, ErrorCode>(
+  (Object.entries(ERROR_CODES) as [ErrorCode, number][]).map(([name, n]) => [n, name]),
+);
+
+export function errorCodeFromNumber(n: number): ErrorCode | undefined {
+  return BY_NUMBER.get(n);
+}
+
+export function isErrorCode(s: string): s is ErrorCode {
+  return Object.hasOwn(ERROR_CODES, s);
+}
+
+/** Close codes. 1000-1015 are RFC 6455; 4000-4999 are ours. */
+export const CLOSE_CODES = {
+  normal: 1000,
+  /** Server is shutting down or the shard moved; reconnect with backoff. */
+  going_away: 1001,
+  /** The peer broke the protocol badly enough that the connection cannot continue. */
+  protocol_error: 1002,
+  /** Transport-level size cap exceeded (far above maxFrameBytes); the runtime closes the socket. */
+  too_big: 1009,
+  internal_error: 1011,
+  /** No hello within the hello timeout. */
+  hello_timeout: 4000,
+  /** The same device connected again; the older socket is closed. Do not reconnect automatically. */
+  replaced: 4001,
+  /** Too many invalid frames in a row. */
+  too_many_errors: 4002,
+} as const;
+
+export type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];
+
+/** Thrown by the codec; carries the code the server puts in the error frame it answers with. */
+export class ProtocolError extends Error {
+  override readonly name = 'ProtocolError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    /** The offending frame's client id or ref, when it could be read. */
+    readonly ref?: string,
+  ) {
+    super(message);
+  }
+}

@@ -1,0 +1,157 @@
+import type { ErrorCode } from './errors.js';
+
+/**
+ * The frames of protocol v1. One WebSocket message carries exactly one frame; the WebSocket layer already
+ * delimits messages, and every variable-length field inside a frame is length-prefixed, so two frames can
+ * never bleed into each other (the seed's LOGIN/ACK bug).
+ */
+
+/** Binary type byte of each frame. Stable forever within v1. */
+export const FRAME_TYPES = {
+  hello: 1,
+  welcome: 2,
+  send: 3,
+  send_ack: 4,
+  deliver: 5,
+  deliver_ack: 6,
+  presence_query: 7,
+  presence: 8,
+  ping: 9,
+  pong: 10,
+  error: 11,
+} as const;
+
+export type FrameType = keyof typeof FRAME_TYPES;
+
+/** First frame of a connection: which device this is and where it wants to resume. */
+export interface Hello {
+  t: 'hello';
+  /** Stable per installation; one live socket per device. */
+  device: string;
+  /** Highest sequence number this device has processed (0 if none); the server resumes after max(this, its own record). */
+  cursor: number;
+}
+
+export interface Welcome {
+  t: 'welcome';
+  user: string;
+  device: string;
+  /** Deliveries on this connection start after this sequence number. */
+  cursor: number;
+  /** Highest sequence number in the user's inbox right now. */
+  head: number;
+  /** Server clock, ms since epoch. */
+  time: number;
+}
+
+export interface Send {
+  t: 'send';
+  /** Client message id: the idempotency key. A retry with the same id returns the original ack. */
+  id: string;
+  to: string;
+  body: Uint8Array;
+}
+
+export interface SendAck {
+  t: 'send_ack';
+  /** The client message id being acknowledged. */
+  id: string;
+  /** Server message id, unique across the deployment. */
+  msg: string;
+  /** Server timestamp of acceptance, ms since epoch. */
+  ts: number;
+  /** True when this answers a retry of an already accepted message. */
+  dup: boolean;
+}
+
+/** What an inbox entry is. Receipts travel through the same ordered, acked inbox as messages. */
+export const ENTRY_KINDS = {
+  message: 1,
+  /** A message this user sent reached a device of its recipient. */
+  delivered: 2,
+} as const;
+
+export type EntryKind = keyof typeof ENTRY_KINDS;
+
+export interface Entry {
+  /** Per-user sequence number: strictly increasing, no gaps within one connection's stream. */
+  seq: number;
+  kind: EntryKind;
+  /** Server message id (for a receipt: the id of the message it is about). */
+  msg: string;
+  /** For a message: the sender. For a receipt: the recipient whose device got it. */
+  peer: string;
+  /** ms since epoch: when the server accepted the message / when it was delivered. */
+  ts: number;
+  /** Message body; empty for receipts. */
+  body: Uint8Array;
+}
+
+export interface Deliver {
+  t: 'deliver';
+  entries: Entry[];
+}
+
+/** Cumulative: this device has processed every entry up to and including seq. */
+export interface DeliverAck {
+  t: 'deliver_ack';
+  seq: number;
+}
+
+export interface PresenceQuery {
+  t: 'presence_query';
+  ref: string;
+  users: string[];
+}
+
+export interface PresenceInfo {
+  user: string;
+  online: boolean;
+  /** ms since epoch of the last disconnect (or now, if online); 0 if never seen. */
+  lastSeen: number;
+}
+
+export interface Presence {
+  t: 'presence';
+  ref: string;
+  users: PresenceInfo[];
+}
+
+export interface Ping {
+  t: 'ping';
+}
+
+export interface Pong {
+  t: 'pong';
+}
+
+export interface ErrorFrame {
+  t: 'error';
+  code: ErrorCode;
+  message: string;
+  /** Client message id or ref of the frame that caused it, when known. */
+  ref?: string;
+  /** Milliseconds to wait before retrying, where that applies. */
+  retryAfter?: number;
+}
+
+export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping;
+export type ServerFrame = Welcome | SendAck | Deliver | Presence | Pong | ErrorFrame;
+export type Frame = ClientFrame | ServerFrame;
+
+const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping']);
+
+export function isClientFrame(f: Frame): f is ClientFrame {
+  return CLIENT_TYPES.has(f.t);
+}
+
+export function isServerFrame(f: Frame): f is ServerFrame {
+  return !CLIENT_TYPES.has(f.t);
+}
+
+/**
+ * The exact text of the application ping/pong. The Cloudflare runtime answers this ping itself
+ * (setWebSocketAutoResponse compares strings byte for byte), so a heartbeat never wakes a hibernated shard.
+ */
+export const PING_TEXT = '{"t":"ping"}';
+export const PONG_TEXT = '{"t":"pong"}';

@@ -1,0 +1,147 @@
+import { ProtocolError, isErrorCode } from './errors.js';
+import { ENTRY_KINDS, FRAME_TYPES, type Entry, type EntryKind, type Frame, type FrameType } from './frames.js';
+import { LIMITS } from './limits.js';
+import * as v from './validate.js';
+
+/**
+ * JSON encoding: the same frames as text WebSocket messages, for debugging with any WebSocket tool.
+ * `t` names the frame type; bodies are standard base64 strings; every other field keeps its binary meaning.
+ * Unknown fields are ignored (so a newer client can add optional fields), unknown types are refused.
+ */
+
+type Obj = Record<string, unknown>;
+
+export function toBase64(b: Uint8Array): string {
+  let s = '';
+  // Chunked so String.fromCharCode never sees more arguments than the engine allows.
+  for (let i = 0; i < b.length; i += 0x8000) s += String.fromCharCode(...b.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+export function fromBase64(s: unknown, field: string, ref?: string): Uint8Array {
+  if (typeof s !== 'string') throw new ProtocolError('invalid_field', `${field}: expected a base64 string`, ref);
+  if (s.length > Math.ceil(LIMITS.maxBodyBytes / 3) * 4) {
+    throw new ProtocolError('frame_too_large', `${field}: exceeds ${LIMITS.maxBodyBytes} bytes`, ref);
+  }
+  let bin: string;
+  try {
+    bin = atob(s);
+  } catch {
+    throw new ProtocolError('invalid_field', `${field}: invalid base64`, ref);
+  }
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+function entryToJson(e: Entry): Obj {
+  return { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: toBase64(e.body) };
+}
+
+export function encodeJson(f: Frame): string {
+  switch (f.t) {
+    case 'send':
+      return JSON.stringify({ t: f.t, id: f.id, to: f.to, body: toBase64(f.body) });
+    case 'deliver':
+      return JSON.stringify({ t: f.t, entries: f.entries.map(entryToJson) });
+    default:
+      return JSON.stringify(f);
+  }
+}
+
+function obj(x: unknown, field: string): Obj {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) {
+    throw new ProtocolError('invalid_field', `${field}: expected an object`);
+  }
+  return x as Obj;
+}
+
+function entryKind(x: unknown): EntryKind {
+  if (typeof x !== 'string' || !Object.hasOwn(ENTRY_KINDS, x)) throw new ProtocolError('invalid_field', 'kind: unknown entry kind');
+  return x as EntryKind;
+}
+
+export function decodeJson(text: string): Frame {
+  if (text.length > LIMITS.maxFrameBytes) {
+    throw new ProtocolError('frame_too_large', `frame of ${text.length} chars exceeds ${LIMITS.maxFrameBytes}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    throw new ProtocolError('bad_frame', 'not valid JSON');
+  }
+  const o = obj(parsed, 'frame');
+  const t = o['t'];
+  if (typeof t !== 'string') throw new ProtocolError('bad_frame', 't: missing frame type');
+  if (!Object.hasOwn(FRAME_TYPES, t)) throw new ProtocolError('unknown_type', `unknown frame type "${t.slice(0, 32)}"`);
+  const type = t as FrameType;
+  switch (type) {
+    case 'hello':
+      return { t: type, device: v.userId(o['device'], 'device'), cursor: o['cursor'] === undefined ? 0 : v.uint(o['cursor'], 'cursor') };
+    case 'welcome':
+      return {
+        t: type,
+        user: v.userId(o['user'], 'user'),
+        device: v.userId(o['device'], 'device'),
+        cursor: v.uint(o['cursor'], 'cursor'),
+        head: v.uint(o['head'], 'head'),
+        time: v.uint(o['time'], 'time'),
+      };
+    case 'send': {
+      const cid = v.clientId(o['id'], 'id');
+      return { t: type, id: cid, to: v.userId(o['to'], 'to', cid), body: fromBase64(o['body'], 'body', cid) };
+    }
+    case 'send_ack':
+      return {
+        t: type,
+        id: v.clientId(o['id'], 'id'),
+        msg: v.messageId(o['msg'], 'msg'),
+        ts: v.uint(o['ts'], 'ts'),
+        dup: v.bool(o['dup'], 'dup'),
+      };
+    case 'deliver':
+      return {
+        t: type,
+        entries: v.list(o['entries'], 'entries', LIMITS.maxDeliverBatch, (x) => {
+          const e = obj(x, 'entries[]');
+          return {
+            seq: v.uint(e['seq'], 'seq'),
+            kind: entryKind(e['kind']),
+            msg: v.messageId(e['msg'], 'msg'),
+            peer: v.userId(e['peer'], 'peer'),
+            ts: v.uint(e['ts'], 'ts'),
+            body: fromBase64(e['body'], 'body'),
+          };
+        }),
+      };
+    case 'deliver_ack':
+      return { t: type, seq: v.uint(o['seq'], 'seq') };
+    case 'presence_query': {
+      const ref = v.clientId(o['ref'], 'ref');
+      return { t: type, ref, users: v.list(o['users'], 'users', LIMITS.maxPresenceUsers, (u) => v.userId(u, 'users[]', ref)) };
+    }
+    case 'presence':
+      return {
+        t: type,
+        ref: v.clientId(o['ref'], 'ref'),
+        users: v.list(o['users'], 'users', LIMITS.maxPresenceUsers, (x) => {
+          const u = obj(x, 'users[]');
+          return { user: v.userId(u['user'], 'user'), online: v.bool(u['online'], 'online'), lastSeen: v.uint(u['lastSeen'], 'lastSeen') };
+        }),
+      };
+    case 'ping':
+    case 'pong':
+      return { t: type };
+    case 'error': {
+      const code = o['code'];
+      if (typeof code !== 'string' || !isErrorCode(code)) throw new ProtocolError('invalid_field', 'code: unknown error code');
+      const f: Frame = { t: type, code, message: v.text(o['message'], 'message', LIMITS.maxErrorMessageLength) };
+      if (o['ref'] !== undefined) f.ref = v.clientId(o['ref'], 'ref');
+      if (o['retryAfter'] !== undefined) f.retryAfter = v.uint(o['retryAfter'], 'retryAfter');
+      return f;
+    }
+  }
+  // Unreachable for a FrameType, but the JSON came from outside: keep the type system honest.
+  throw new ProtocolError('unknown_type', `unknown frame type "${String(t)}"`);
+}

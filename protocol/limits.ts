@@ -1,0 +1,37 @@
+/**
+ * Hard limits of protocol v1. Both decoders (binary and JSON) enforce every one of them, on the server and in
+ * the SDK alike. docs/PROTOCOL.md carries the same table, and test/protocol checks the two agree.
+ */
+export const LIMITS = {
+  /** Largest WebSocket message (one frame) accepted, in bytes (binary) or UTF-16 code units x 1 (JSON). */
+  maxFrameBytes: 96 * 1024,
+  /** Largest message body. JSON carries bodies as base64, so a full body still fits in maxFrameBytes. */
+  maxBodyBytes: 64 * 1024,
+  /** User ids, device ids, client message ids, server message ids and refs. */
+  maxIdLength: 64,
+  /** Server message ids are `<sender>:<n>`, so they may be longer than a user id. */
+  maxMessageIdLength: 96,
+  /** Users in one presence query. */
+  maxPresenceUsers: 32,
+  /** Entries in one deliver frame. */
+  maxDeliverBatch: 64,
+  /** Human-readable text of an error frame. */
+  maxErrorMessageLength: 256,
+  /** Largest number carried by a frame (sequence numbers, timestamps, cursors). */
+  maxInteger: Number.MAX_SAFE_INTEGER,
+} as const;
+
+/** WebSocket subprotocol that selects protocol v1. A later version gets a new name; servers may speak several. */
+export const SUBPROTOCOL = 'iris.v1';
+
+/**
+ * Browsers cannot set an Authorization header on a WebSocket, so they may offer the token as a second
+ * subprotocol: `Sec-WebSocket-Protocol: iris.v1, bearer.<jwt>`. The server never echoes it back.
+ */
+export const TOKEN_SUBPROTOCOL_PREFIX = 'bearer.';
+
+/** User and device ids: a conservative set that is safe in URLs, logs, SQL and `<user>:<n>` message ids. */
+export const ID_PATTERN = /^[A-Za-z0-9._@+=-]{1,64}$/;
+
+/** Client message ids and refs: any visible ASCII (so UUIDs, ULIDs and counters all fit). */
+export const CLIENT_ID_PATTERN = /^[\x21-\x7e]{1,64}$/;
