@@ -1,0 +1,7 @@
+import type { Env as IrisEnv } from '../../durable-objects/env.js';
+
+declare global {
+  namespace Cloudflare {
+    interface Env extends IrisEnv {}
+  }
+}

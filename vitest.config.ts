@@ -1,0 +1,62 @@
+import { cloudflareTest } from '@cloudflare/vitest-plugin';
+import { readFileSync } from 'node:fs';
+import { defineConfig } from 'vitest/config';
+
+const testKeys = JSON.parse(readFileSync(new URL('./test/fixtures/test-keys.json', import.meta.url), 'utf8')) as { jwks: unknown };
+
+/**
+ * Four projects, one `npm test`:
+ *   unit        — protocol codec, core mailbox, auth, SDK: plain Node, no platform
+ *   workers     — the edge Worker and the Durable Object inside workerd (vitest plugin)
+ *   conformance — the black-box suite over the SDK, against real servers it starts itself
+ *   onprem      — on-prem specific tests (multi-process server)
+ */
+export default defineConfig({
+  test: {
+    projects: [
+      { test: { name: 'unit', include: ['test/unit/**/*.test.ts'], environment: 'node' } },
+      {
+        plugins: [
+          cloudflareTest({
+            wrangler: { configPath: './wrangler.toml' },
+            miniflare: {
+              bindings: {
+                IRIS_JWT_SECRET: 'test-secret',
+                IRIS_JWT_ISSUER: 'https://issuer.test',
+                IRIS_JWT_AUDIENCE: 'iris-test',
+                IRIS_JWT_CLOCK_TOLERANCE: '5',
+                IRIS_JWKS: JSON.stringify(testKeys.jwks),
+                IRIS_INBOX_CAP: '20',
+                IRIS_RATE_PER_SEC: '1000',
+                IRIS_RATE_BURST: '2000',
+                IRIS_RETRY_BASE_MS: '50',
+                IRIS_FULL_RETRY_MS: '200',
+              },
+            },
+          }),
+        ],
+        test: { name: 'workers', include: ['test/workers/**/*.test.ts'] },
+      },
+      {
+        test: {
+          name: 'conformance',
+          include: ['test/conformance/**/*.test.ts'],
+          environment: 'node',
+          fileParallelism: false,
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
+      },
+      {
+        test: {
+          name: 'onprem',
+          include: ['test/onprem/**/*.test.ts'],
+          environment: 'node',
+          fileParallelism: false,
+          testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
+      },
+    ],
+  },
+});
