@@ -1,0 +1,212 @@
+import { DatabaseSync } from 'node:sqlite';
+import { DEFAULT_CONFIG, type Config } from '../../core/config.js';
+import { Mailbox } from '../../core/mailbox.js';
+import type { Conn, ConnState, ForwardBatch, ForwardResult, Sql, SqlValue, Storage } from '../../core/ports.js';
+import { migrate } from '../../core/schema.js';
+import { decodeFrame, encodeBinary, encodeJson, type ClientFrame, type ServerFrame } from '../../protocol/index.js';
+
+/**
+ * A whole Iris deployment in one process for unit-testing the core: every user's Mailbox over one in-memory
+ * SQLite database, fake sockets, a manual clock, and peers that call each other directly (with failures on
+ * demand). With `manualCommit`, writes stay in an open transaction until flush(), so a test can prove that
+ * nothing is acked before its commit.
+ */
+
+export class FakeConn implements Conn {
+  state: ConnState | null = null;
+  readonly frames: ServerFrame[] = [];
+  closed: { code: number; reason: string } | null = null;
+
+  constructor(
+    readonly world: World,
+    readonly user: string,
+  ) {}
+
+  setState(s: ConnState): void {
+    this.state = s;
+  }
+  send(data: string | Uint8Array): void {
+    if (this.closed) return;
+    this.frames.push(decodeFrame(data) as ServerFrame);
+  }
+  close(code: number, reason: string): void {
+    if (this.closed) return;
+    this.closed = { code, reason };
+    this.world.sockets(this.user).delete(this);
+  }
+
+  /** Sends a client frame in binary (or JSON) and waits for the core to finish with it. */
+  async frame(f: ClientFrame, enc: 'binary' | 'json' = 'binary'): Promise<void> {
+    await this.world.mailbox(this.user).onMessage(this, enc === 'json' ? encodeJson(f) : encodeBinary(f));
+    await this.world.settle();
+  }
+  async raw(data: string | Uint8Array): Promise<void> {
+    await this.world.mailbox(this.user).onMessage(this, data);
+    await this.world.settle();
+  }
+  async hello(device: string, cursor = 0): Promise<void> {
+    await this.frame({ t: 'hello', device, cursor });
+  }
+  /** Client-side send (Conn.send is the server-to-client direction). */
+  async post(to: string, text: string, id: string): Promise<void> {
+    await this.frame({ t: 'send', id, to, body: new TextEncoder().encode(text) });
+  }
+  async ack(seq: number): Promise<void> {
+    await this.frame({ t: 'deliver_ack', seq });
+  }
+  async disconnect(): Promise<void> {
+    this.close(1000, 'bye');
+    await this.world.mailbox(this.user).onClose(this);
+    await this.world.settle();
+  }
+
+  of<T extends ServerFrame['t']>(t: T): Extract<ServerFrame, { t: T }>[] {
+    return this.frames.filter((f): f is Extract<ServerFrame, { t: T }> => f.t === t);
+  }
+  /** Every delivered entry, in arrival order. */
+  entries() {
+    return this.of('deliver').flatMap((d) => d.entries);
+  }
+  texts(): string[] {
+    return this.entries()
+      .filter((e) => e.kind === 'message')
+      .map((e) => new TextDecoder().decode(e.body));
+  }
+}
+
+export class World {
+  readonly db = new DatabaseSync(':memory:');
+  readonly sql: Sql;
+  readonly storage: Storage;
+  readonly config: Config;
+  now = 1_700_000_000_000;
+  /** Calls to forward that should fail before one succeeds, per recipient. */
+  readonly failForwards = new Map<string, number>();
+  readonly forwardCalls: { to: string; batch: ForwardBatch }[] = [];
+  readonly wakes = new Map<string, number>();
+  private readonly boxes = new Map<string, Mailbox>();
+  private readonly socks = new Map<string, Set<FakeConn>>();
+  private pendingCommit: (() => void)[] = [];
+  private inTx = false;
+
+  constructor(config: Partial<Config> = {}, readonly manualCommit = false) {
+    this.config = { ...DEFAULT_CONFIG, ...config };
+    const stmts = new Map<string, ReturnType<DatabaseSync['prepare']>>();
+    this.sql = {
+      all: <T>(q: string, ...p: SqlValue[]): T[] => {
+        let s = stmts.get(q);
+        if (!s) {
+          s = this.db.prepare(q);
+          stmts.set(q, s);
+        }
+        return s.all(...p) as T[];
+      },
+    };
+    this.storage = {
+      sql: this.sql,
+      commit: <T>(fn: () => T): Promise<T> => {
+        if (!this.inTx) {
+          this.db.exec('BEGIN');
+          this.inTx = true;
+        }
+        this.db.exec('SAVEPOINT op');
+        let out: T;
+        try {
+          out = fn();
+          this.db.exec('RELEASE op');
+        } catch (e) {
+          this.db.exec('ROLLBACK TO op');
+          this.db.exec('RELEASE op');
+          return Promise.reject(e);
+        }
+        return new Promise<T>((resolve) => {
+          this.pendingCommit.push(() => resolve(out));
+          if (!this.manualCommit) queueMicrotask(() => this.flush());
+        });
+      },
+    };
+    this.db.exec('BEGIN');
+    migrate(this.sql, this.now);
+    this.db.exec('COMMIT');
+  }
+
+  /** Commits the open transaction and releases everything waiting on it. */
+  flush(): void {
+    if (this.inTx) {
+      this.db.exec('COMMIT');
+      this.inTx = false;
+    }
+    const waiting = this.pendingCommit;
+    this.pendingCommit = [];
+    for (const w of waiting) w();
+  }
+
+  sockets(user: string): Set<FakeConn> {
+    let s = this.socks.get(user);
+    if (!s) {
+      s = new Set();
+      this.socks.set(user, s);
+    }
+    return s;
+  }
+
+  mailbox(user: string): Mailbox {
+    let m = this.boxes.get(user);
+    if (!m) {
+      m = new Mailbox({
+        user,
+        storage: this.storage,
+        config: this.config,
+        clock: { now: () => this.now },
+        sockets: { list: () => this.sockets(user) },
+        scheduler: { wakeAt: (ms) => this.wakes.set(user, Math.min(ms, this.wakes.get(user) ?? Infinity)) },
+        peers: {
+          forward: async (to: string, batch: ForwardBatch): Promise<ForwardResult> => {
+            this.forwardCalls.push({ to, batch });
+            const fails = this.failForwards.get(to) ?? 0;
+            if (fails > 0) {
+              this.failForwards.set(to, fails - 1);
+              throw new Error(`injected failure forwarding to ${to}`);
+            }
+            return this.mailbox(to).receive(batch);
+          },
+          presence: async (u: string) => this.mailbox(u).presence(),
+        },
+      });
+      this.boxes.set(user, m);
+    }
+    return m;
+  }
+
+  /** Simulates a restart of the shard: in-memory state (rate bucket, backoff, full-recipient cache) is gone. */
+  evict(user: string): void {
+    this.boxes.delete(user);
+  }
+
+  connect(user: string): FakeConn {
+    const c = new FakeConn(this, user);
+    this.sockets(user).add(c);
+    return c;
+  }
+
+  /** Lets every chained promise (forwards, pumps, receipts) run to completion. */
+  async settle(): Promise<void> {
+    for (let i = 0; i < 50; i++) await new Promise((r) => setImmediate(r));
+  }
+
+  /** Advances the clock and fires due wakes (the alarm / timer). */
+  async advance(ms: number): Promise<void> {
+    this.now += ms;
+    for (const [user, at] of [...this.wakes]) {
+      if (at <= this.now) {
+        this.wakes.delete(user);
+        await this.mailbox(user).onWake();
+      }
+    }
+    await this.settle();
+  }
+
+  count(table: string, user: string): number {
+    return (this.db.prepare(`SELECT count(*) AS c FROM ${table} WHERE user = ?`).get(user) as { c: number }).c;
+  }
+}
