@@ -74,6 +74,7 @@ function toAuthError(e: unknown): AuthError {
   if (e instanceof errors.JWTExpired) return new AuthError('token_expired', 'token has expired');
   if (e instanceof errors.JWTClaimValidationFailed) {
     if (e.claim === 'nbf') return new AuthError('token_not_yet_valid', 'token is not valid yet');
+    if (e.claim === 'sub') return new AuthError('invalid_subject', 'token has no subject');
     return new AuthError('claim_invalid', `claim "${e.claim}" is not acceptable (${e.reason})`);
   }
   if (e instanceof errors.JWSSignatureVerificationFailed || e instanceof errors.JWKSNoMatchingKey) {

@@ -21,7 +21,8 @@ export function decodeFrame(data: string | ArrayBuffer | ArrayBufferView): Frame
   if (typeof data === 'string') return decodeJson(data);
   if (data instanceof Uint8Array) return decodeBinary(data);
   if (ArrayBuffer.isView(data)) return decodeBinary(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
-  if (data instanceof ArrayBuffer) return decodeBinary(new Uint8Array(data));
+  // Tag check rather than instanceof: buffers may come from another realm (test runners, worker threads).
+  if (Object.prototype.toString.call(data) === '[object ArrayBuffer]') return decodeBinary(new Uint8Array(data as ArrayBuffer));
   throw new ProtocolError('bad_frame', 'unsupported message type');
 }
 

@@ -1,3 +1,4 @@
+/// <reference types="@cloudflare/vitest-plugin/types" />
 import type { Env as IrisEnv } from '../../durable-objects/env.js';
 
 declare global {

@@ -1,0 +1,102 @@
+import { SELF } from 'cloudflare:test';
+import { describe, expect, it } from 'vitest';
+import { token, unsignedToken, upgradeRequest } from './helpers.js';
+
+/** Every refusal happens at the edge, as an HTTP status, before a WebSocket exists. */
+
+async function refused(res: Response, status: number, code: string): Promise<void> {
+  expect(res.status).toBe(status);
+  expect(res.webSocket).toBeNull();
+  expect(await res.json()).toMatchObject({ error: code });
+}
+
+const bearer = (t: string) => ({ Authorization: `Bearer ${t}` });
+
+describe('token matrix', () => {
+  it('accepts HS256, RS256, ES256 and EdDSA tokens', async () => {
+    for (const alg of ['HS256', 'RS256', 'ES256', 'EdDSA'] as const) {
+      const res = await upgradeRequest(bearer(await token(`user-${alg}`, { alg })));
+      expect(res.status, alg).toBe(101);
+      expect(res.headers.get('Sec-WebSocket-Protocol')).toBe('iris.v1');
+      res.webSocket!.accept();
+      res.webSocket!.close();
+    }
+  });
+
+  it('accepts the token as a bearer subprotocol (never echoed) or a query parameter', async () => {
+    const viaProto = await upgradeRequest({ 'Sec-WebSocket-Protocol': `iris.v1, bearer.${await token('bob')}` });
+    expect(viaProto.status).toBe(101);
+    expect(viaProto.headers.get('Sec-WebSocket-Protocol')).toBe('iris.v1');
+    viaProto.webSocket!.accept();
+    viaProto.webSocket!.close();
+    const viaQuery = await upgradeRequest({}, `?access_token=${await token('bob')}`);
+    expect(viaQuery.status).toBe(101);
+    viaQuery.webSocket!.accept();
+    viaQuery.webSocket!.close();
+  });
+
+  it('missing token: 401', async () => refused(await upgradeRequest(), 401, 'missing_token'));
+  it('malformed token: 401', async () => refused(await upgradeRequest(bearer('not.a.jwt')), 401, 'malformed_token'));
+  it('empty bearer: 401', async () => refused(await upgradeRequest({ Authorization: 'Bearer' }), 401, 'missing_token'));
+  it('alg none: 401', async () => refused(await upgradeRequest(bearer(unsignedToken('alice'))), 401, 'unsupported_algorithm'));
+  it('HS256 with the wrong secret: 401', async () => {
+    const t = await token('alice');
+    const forged = t.slice(0, t.lastIndexOf('.') + 1) + 'AAAA' + t.slice(t.lastIndexOf('.') + 5);
+    await refused(await upgradeRequest(bearer(forged)), 401, 'invalid_signature');
+  });
+  it('ES256 signed by a key outside the JWKS: 401', async () =>
+    refused(await upgradeRequest(bearer(await token('alice', { alg: 'stray' }))), 401, 'invalid_signature'));
+  it('expired beyond the clock tolerance: 401', async () =>
+    refused(await upgradeRequest(bearer(await token('alice', { exp: -60 }))), 401, 'token_expired'));
+  it('expired within the clock tolerance: accepted', async () => {
+    const res = await upgradeRequest(bearer(await token('alice', { exp: -2 })));
+    expect(res.status).toBe(101);
+    res.webSocket!.accept();
+    res.webSocket!.close();
+  });
+  it('not yet valid: 401', async () =>
+    refused(await upgradeRequest(bearer(await token('alice', { nbf: 120 }))), 401, 'token_not_yet_valid'));
+  it('wrong issuer: 403', async () =>
+    refused(await upgradeRequest(bearer(await token('alice', { iss: 'https://evil.test' }))), 403, 'claim_invalid'));
+  it('wrong audience: 403', async () =>
+    refused(await upgradeRequest(bearer(await token('alice', { aud: 'other-app' }))), 403, 'claim_invalid'));
+  it('no subject: 403', async () => refused(await upgradeRequest(bearer(await token(undefined))), 403, 'invalid_subject'));
+  it('subject outside the id charset: 403', async () =>
+    refused(await upgradeRequest(bearer(await token('alice:admin'))), 403, 'invalid_subject'));
+  it('subject different from the requested user: 403', async () =>
+    refused(await upgradeRequest(bearer(await token('alice')), '?user=bob'), 403, 'user_mismatch'));
+});
+
+describe('upgrade checks', () => {
+  it('a plain GET gets 426', async () => {
+    await refused(await SELF.fetch('http://iris.test/v1/connect'), 426, 'upgrade_required');
+  });
+  it('without the iris.v1 subprotocol: 400', async () =>
+    refused(await upgradeRequest({ 'Sec-WebSocket-Protocol': 'chat', ...bearer(await token('alice')) }), 400, 'unsupported_protocol'));
+  it('unknown path: 404, healthz: 200', async () => {
+    expect((await SELF.fetch('http://iris.test/nope')).status).toBe(404);
+    expect(await (await SELF.fetch('http://iris.test/healthz')).json()).toEqual({ ok: true });
+  });
+  it('a client-supplied identity header is overwritten by the verified subject', async () => {
+    const res = await upgradeRequest({ ...bearer(await token('mallory')), 'X-Iris-User': 'alice' });
+    expect(res.status).toBe(101);
+    const ws = res.webSocket!;
+    ws.accept();
+    const welcome = new Promise<string>((r) => ws.addEventListener('message', (e) => r(e.data as string)));
+    ws.send(JSON.stringify({ t: 'hello', device: 'd1' }));
+    expect(JSON.parse(await welcome)).toMatchObject({ t: 'welcome', user: 'mallory' });
+    ws.close();
+  });
+  it('per-IP connect rate limit: 429 with retry-after, other addresses unaffected', async () => {
+    let last: Response | null = null;
+    // The local limiter counts in fixed windows; 1,400 tries reach the limit even if one window boundary passes.
+    for (let i = 0; i < 1400; i++) {
+      last = await upgradeRequest({ 'CF-Connecting-IP': '203.0.113.9' });
+      if (last.status === 429) break;
+    }
+    expect(last!.status).toBe(429);
+    expect(last!.headers.get('retry-after')).toBe('60');
+    const other = await upgradeRequest({ 'CF-Connecting-IP': '203.0.113.10' });
+    expect(other.status).toBe(401);
+  });
+});
