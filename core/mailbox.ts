@@ -263,9 +263,17 @@ export class Mailbox {
         });
         const now = conn.state;
         if (entries.length === 0 || now === null || now.sent !== st.sent) continue;
-        conn.send(encodeFrame({ t: 'deliver', entries }, now.enc));
-        conn.setState({ ...now, sent: entries[entries.length - 1]!.seq });
-        this.deps.metrics?.delivered?.(entries.length);
+        // A deliver frame must fit in maxFrameBytes (the client's decoder refuses anything larger): halve the
+        // batch until it does. One entry always fits, even with a full body in JSON; the rest follow next round.
+        let batch = entries;
+        let data = encodeFrame({ t: 'deliver', entries: batch }, now.enc);
+        while (batch.length > 1 && (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
+          batch = batch.slice(0, Math.ceil(batch.length / 2));
+          data = encodeFrame({ t: 'deliver', entries: batch }, now.enc);
+        }
+        conn.send(data);
+        conn.setState({ ...now, sent: batch[batch.length - 1]!.seq });
+        this.deps.metrics?.delivered?.(batch.length);
         this.pumpAgain.add(conn);
       } while (this.pumpAgain.has(conn));
     } finally {

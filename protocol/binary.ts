@@ -112,9 +112,9 @@ class Reader {
     }
     throw new ProtocolError('bad_frame', `${what}: varint longer than 8 bytes`);
   }
-  bytes(what: string, max: number): Uint8Array {
+  bytes(what: string, max: number, ref?: string): Uint8Array {
     const n = this.uint(what);
-    if (n > max) throw new ProtocolError(what === 'body' ? 'frame_too_large' : 'invalid_field', `${what}: ${n} bytes exceeds ${max}`);
+    if (n > max) throw new ProtocolError(what === 'body' ? 'frame_too_large' : 'invalid_field', `${what}: ${n} bytes exceeds ${max}`, ref);
     this.need(n, what);
     const out = this.buf.subarray(this.pos, this.pos + n);
     this.pos += n;
@@ -234,7 +234,7 @@ export function decodeBinary(buf: Uint8Array): Frame {
       break;
     case 'send': {
       const cid = v.clientId(r.str('id', id), 'id');
-      f = { t: type, id: cid, to: v.userId(r.str('to', id), 'to', cid), body: r.bytes('body', LIMITS.maxBodyBytes) };
+      f = { t: type, id: cid, to: v.userId(r.str('to', id), 'to', cid), body: r.bytes('body', LIMITS.maxBodyBytes, cid) };
       break;
     }
     case 'send_ack':
@@ -297,11 +297,12 @@ export function decodeBinary(buf: Uint8Array): Frame {
       const n = r.uint('code');
       const code = errorCodeFromNumber(n);
       if (code === undefined) throw new ProtocolError('invalid_field', `code: unknown error code ${n}`);
-      const message = r.str('message', LIMITS.maxErrorMessageLength);
+      // str() bounds bytes (3 per char); the limit itself is in chars, as in JSON.
+      const message = v.text(r.str('message', LIMITS.maxErrorMessageLength), 'message', LIMITS.maxErrorMessageLength);
       const ref = r.str('ref', id);
       const retryAfter = r.uint('retryAfter');
       f = { t: type, code, message };
-      if (ref !== '') f.ref = ref;
+      if (ref !== '') f.ref = v.clientId(ref, 'ref');
       if (retryAfter > 0) f.retryAfter = retryAfter;
       break;
     }

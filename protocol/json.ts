@@ -29,6 +29,10 @@ export function fromBase64(s: unknown, field: string, ref?: string): Uint8Array 
   } catch {
     throw new ProtocolError('invalid_field', `${field}: invalid base64`, ref);
   }
+  // ceil(max / 3) * 4 base64 chars can still decode to up to 2 bytes more than max.
+  if (bin.length > LIMITS.maxBodyBytes) {
+    throw new ProtocolError('frame_too_large', `${field}: ${bin.length} bytes exceeds ${LIMITS.maxBodyBytes}`, ref);
+  }
   const out = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) out[i] = bin.charCodeAt(i);
   return out;
@@ -119,7 +123,7 @@ export function decodeJson(text: string): Frame {
       return { t: type, seq: v.uint(o['seq'], 'seq') };
     case 'presence_query': {
       const ref = v.clientId(o['ref'], 'ref');
-      return { t: type, ref, users: v.list(o['users'], 'users', LIMITS.maxPresenceUsers, (u) => v.userId(u, 'users[]', ref)) };
+      return { t: type, ref, users: v.list(o['users'], 'users', LIMITS.maxPresenceUsers, (u) => v.userId(u, 'users[]', ref), ref) };
     }
     case 'presence':
       return {

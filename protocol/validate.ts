@@ -17,11 +17,18 @@ export function clientId(v: unknown, field: string, ref?: string): string {
   return v;
 }
 
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/** UTF-8 cannot carry a lone surrogate; the binary encoder writes U+FFFD for one, so JSON decodes it the same way. */
+function wellFormed(s: string): string {
+  return s.replace(LONE_SURROGATE, '\ufffd');
+}
+
 export function messageId(v: unknown, field: string): string {
   if (typeof v !== 'string' || v.length === 0 || v.length > LIMITS.maxMessageIdLength) {
     throw new ProtocolError('invalid_field', `${field}: expected 1-${LIMITS.maxMessageIdLength} chars`);
   }
-  return v;
+  return wellFormed(v);
 }
 
 export function uint(v: unknown, field: string, ref?: string): number {
@@ -40,18 +47,11 @@ export function text(v: unknown, field: string, max: number): string {
   if (typeof v !== 'string' || v.length > max) {
     throw new ProtocolError('invalid_field', `${field}: expected a string of at most ${max} chars`);
   }
-  return v;
+  return wellFormed(v);
 }
 
-export function body(v: Uint8Array, ref?: string): Uint8Array {
-  if (v.byteLength > LIMITS.maxBodyBytes) {
-    throw new ProtocolError('frame_too_large', `body: ${v.byteLength} bytes exceeds ${LIMITS.maxBodyBytes}`, ref);
-  }
-  return v;
-}
-
-export function list<T>(v: unknown, field: string, max: number, item: (x: unknown, i: number) => T): T[] {
-  if (!Array.isArray(v)) throw new ProtocolError('invalid_field', `${field}: expected an array`);
-  if (v.length > max) throw new ProtocolError('invalid_field', `${field}: at most ${max} items`);
+export function list<T>(v: unknown, field: string, max: number, item: (x: unknown, i: number) => T, ref?: string): T[] {
+  if (!Array.isArray(v)) throw new ProtocolError('invalid_field', `${field}: expected an array`, ref);
+  if (v.length > max) throw new ProtocolError('invalid_field', `${field}: at most ${max} items`, ref);
   return v.map(item);
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CLOSE_CODES } from '../../protocol/index.js';
+import { CLOSE_CODES, LIMITS } from '../../protocol/index.js';
 import { World } from './core-harness.js';
 
 /** The per-user shard logic, with no platform: one in-memory SQLite, fake sockets, a manual clock. */
@@ -154,6 +154,27 @@ describe('delivery', () => {
     await b.ack(13);
     expect(b.entries()).toHaveLength(20);
     expect(b.texts()).toEqual(Array.from({ length: 20 }, (_, i) => `m${i + 1}`));
+  });
+
+  it('splits deliveries so no frame exceeds maxFrameBytes, in either encoding', async () => {
+    const w = new World();
+    const a = w.connect('alice');
+    await a.hello('a1');
+    const big = 'x'.repeat(LIMITS.maxBodyBytes);
+    for (let i = 1; i <= 3; i++) await a.post('bob', big, `c${i}`);
+    for (const enc of ['binary', 'json'] as const) {
+      const b = w.connect('bob');
+      const sizes: number[] = [];
+      const send = b.send.bind(b);
+      b.send = (data) => {
+        sizes.push(typeof data === 'string' ? data.length : data.byteLength);
+        send(data);
+      };
+      await b.frame({ t: 'hello', device: `b-${enc}`, cursor: 0 }, enc);
+      expect(b.texts()).toEqual([big, big, big]);
+      expect(Math.max(...sizes)).toBeLessThanOrEqual(LIMITS.maxFrameBytes);
+      await b.disconnect();
+    }
   });
 
   it('refuses an ack beyond what was delivered', async () => {

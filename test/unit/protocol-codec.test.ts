@@ -1,0 +1,255 @@
+import { describe, expect, it } from 'vitest';
+import {
+  ERROR_CODES,
+  FRAME_TYPES,
+  LIMITS,
+  PING_TEXT,
+  PONG_TEXT,
+  ProtocolError,
+  decodeBinary,
+  decodeFrame,
+  decodeJson,
+  encodeBinary,
+  encodeFrame,
+  encodeJson,
+  fromBase64,
+  isClientFrame,
+  isServerFrame,
+  toBase64,
+  type Entry,
+  type ErrorCode,
+  type Frame,
+  type FrameType,
+} from '../../protocol/index.js';
+
+/** Codec round trips: every frame type, both encodings, from the smallest to the largest legal frame. */
+
+const te = new TextEncoder();
+const MAX = LIMITS.maxInteger;
+
+function bytes(n: number, seed = 1): Uint8Array {
+  const b = new Uint8Array(n);
+  let x = seed;
+  for (let i = 0; i < n; i++) {
+    x = (x * 1103515245 + 12345) >>> 0;
+    b[i] = x >>> 24;
+  }
+  return b;
+}
+
+const ALL_BYTES = Uint8Array.from({ length: 256 }, (_, i) => i);
+const ID64 = 'u'.repeat(LIMITS.maxIdLength);
+const USER_CHARS = 'ABCXYZabcxyz0189._@+=-';
+const CLIENT_CHARS = Array.from({ length: 0x7e - 0x21 + 1 }, (_, i) => String.fromCharCode(0x21 + i)).join('');
+
+function entry(seq: number, over: Partial<Entry> = {}): Entry {
+  return { seq, kind: 'message', msg: `bob:${seq}`, peer: 'bob', ts: 1_767_225_600_000 + seq, body: te.encode(`m${seq}`), ...over };
+}
+
+/** Frames named by what they exercise. Every frame type appears, most several times. */
+function samples(): [string, Frame][] {
+  return [
+    ['hello', { t: 'hello', device: 'phone-1', cursor: 0 }],
+    ['hello, max cursor, max-length device of every allowed char', { t: 'hello', device: USER_CHARS.padEnd(64, 'z'), cursor: MAX }],
+    ['welcome', { t: 'welcome', user: 'alice', device: 'phone-1', cursor: 300, head: 302, time: 1_767_225_600_000 }],
+    ['welcome, zeros', { t: 'welcome', user: 'a', device: 'd', cursor: 0, head: 0, time: 0 }],
+    ['welcome, max integers and ids', { t: 'welcome', user: ID64, device: ID64, cursor: MAX, head: MAX, time: MAX }],
+    ['send', { t: 'send', id: 'c-1', to: 'bob', body: te.encode('hi') }],
+    ['send, empty body', { t: 'send', id: 'c-2', to: 'bob', body: new Uint8Array(0) }],
+    ['send, every byte value', { t: 'send', id: 'c-3', to: 'bob', body: ALL_BYTES }],
+    ['send, max body', { t: 'send', id: 'c-4', to: 'bob', body: bytes(LIMITS.maxBodyBytes) }],
+    ['send, UTF-8 body', { t: 'send', id: 'c-5', to: 'bob', body: te.encode('héllo 👋 世界') }],
+    ['send, 64-char ids of every allowed char', { t: 'send', id: CLIENT_CHARS.slice(0, 64), to: USER_CHARS.padEnd(64, '9'), body: bytes(3) }],
+    ['send, the other client id chars', { t: 'send', id: CLIENT_CHARS.slice(64), to: 'bob', body: bytes(1) }],
+    ['send, 42- and 43-char ids (1- and 2-byte length prefixes)', { t: 'send', id: 'x'.repeat(43), to: 'y'.repeat(42), body: bytes(2) }],
+    ['send_ack', { t: 'send_ack', id: 'c-1', msg: 'alice:7', ts: 1_767_225_601_234, dup: false }],
+    ['send_ack, dup', { t: 'send_ack', id: 'c-1', msg: 'alice:7', ts: 1, dup: true }],
+    ['send_ack, max-length unicode message id', { t: 'send_ack', id: '~', msg: 'é€'.repeat(LIMITS.maxMessageIdLength / 2), ts: MAX, dup: true }],
+    ['send_ack, astral message id', { t: 'send_ack', id: '!', msg: '👋'.repeat(LIMITS.maxMessageIdLength / 2), ts: 0, dup: false }],
+    ['deliver, empty', { t: 'deliver', entries: [] }],
+    ['deliver, message and receipt', { t: 'deliver', entries: [entry(301), entry(302, { kind: 'delivered', msg: 'alice:7', body: new Uint8Array(0) })] }],
+    ['deliver, max batch', { t: 'deliver', entries: Array.from({ length: LIMITS.maxDeliverBatch }, (_, i) => entry(i + 1, { body: bytes(1000, i) })) }],
+    ['deliver, max body and max integers', { t: 'deliver', entries: [entry(MAX, { ts: MAX, body: bytes(LIMITS.maxBodyBytes), msg: 'm'.repeat(96), peer: ID64 })] }],
+    ['deliver_ack', { t: 'deliver_ack', seq: 302 }],
+    ['deliver_ack, 0', { t: 'deliver_ack', seq: 0 }],
+    ['deliver_ack, max', { t: 'deliver_ack', seq: MAX }],
+    ['presence_query', { t: 'presence_query', ref: 'q1', users: ['bob', 'carol'] }],
+    ['presence_query, empty', { t: 'presence_query', ref: 'q', users: [] }],
+    ['presence_query, max users', { t: 'presence_query', ref: CLIENT_CHARS.slice(0, 64), users: Array.from({ length: LIMITS.maxPresenceUsers }, (_, i) => `user-${i}`.padEnd(64, '.')) }],
+    ['presence', { t: 'presence', ref: 'q1', users: [{ user: 'bob', online: true, lastSeen: 1_767_225_609_000 }, { user: 'carol', online: false, lastSeen: 0 }] }],
+    ['presence, empty', { t: 'presence', ref: 'q', users: [] }],
+    ['presence, max users', { t: 'presence', ref: 'r', users: Array.from({ length: LIMITS.maxPresenceUsers }, (_, i) => ({ user: `u${i}`, online: i % 2 === 0, lastSeen: MAX - i })) }],
+    ['ping', { t: 'ping' }],
+    ['pong', { t: 'pong' }],
+    ['error', { t: 'error', code: 'bad_frame', message: 'empty frame' }],
+    ['error, ref and retryAfter', { t: 'error', code: 'rate_limited', message: 'send rate exceeded', ref: 'c-9', retryAfter: 120 }],
+    ['error, empty message', { t: 'error', code: 'internal', message: '' }],
+    ['error, max unicode message, max ref, max retryAfter', { t: 'error', code: 'unavailable', message: '€'.repeat(LIMITS.maxErrorMessageLength), ref: CLIENT_CHARS.slice(30, 94), retryAfter: MAX }],
+    ...(Object.keys(ERROR_CODES) as ErrorCode[]).map((code): [string, Frame] => [`error, code ${code}`, { t: 'error', code, message: code }]),
+  ];
+}
+
+describe('codec round trips', () => {
+  const all = samples();
+
+  it('covers every frame type', () => {
+    const seen = new Set(all.map(([, f]) => f.t));
+    expect([...seen].sort()).toEqual((Object.keys(FRAME_TYPES) as FrameType[]).sort());
+  });
+
+  it.each(all)('binary: %s', (_name, f) => {
+    const b = encodeBinary(f);
+    expect(b[0]).toBe(FRAME_TYPES[f.t]);
+    expect(b.byteLength).toBeLessThanOrEqual(LIMITS.maxFrameBytes);
+    expect(decodeBinary(b)).toEqual(f);
+    // A decoded frame encodes to the very same bytes.
+    expect(encodeBinary(decodeBinary(b))).toEqual(b);
+  });
+
+  it.each(all)('JSON: %s', (_name, f) => {
+    const s = encodeJson(f);
+    expect(s.length).toBeLessThanOrEqual(LIMITS.maxFrameBytes);
+    expect(JSON.parse(s)).toMatchObject({ t: f.t });
+    expect(decodeJson(s)).toEqual(f);
+    expect(encodeJson(decodeJson(s))).toBe(s);
+  });
+
+  it.each(all)('both encodings carry the same frame: %s', (_name, f) => {
+    expect(decodeJson(encodeJson(f))).toEqual(decodeBinary(encodeBinary(f)));
+    expect(decodeFrame(encodeFrame(f, 'json'))).toEqual(decodeFrame(encodeFrame(f, 'binary')));
+  });
+
+  it('encodeFrame picks the encoding, decodeFrame dispatches on the message type', () => {
+    const f: Frame = { t: 'deliver_ack', seq: 9 };
+    expect(typeof encodeFrame(f, 'json')).toBe('string');
+    expect(encodeFrame(f, 'binary')).toBeInstanceOf(Uint8Array);
+    const b = encodeBinary(f);
+    const ab = new ArrayBuffer(b.byteLength);
+    new Uint8Array(ab).set(b);
+    expect(decodeFrame(ab)).toEqual(f);
+    expect(decodeFrame(Buffer.from(b))).toEqual(f);
+    expect(decodeFrame(new DataView(ab))).toEqual(f);
+    // A view into the middle of a larger buffer decodes only its own bytes.
+    const big = new Uint8Array([0xff, ...b, 0xff]);
+    expect(decodeFrame(big.subarray(1, 1 + b.length))).toEqual(f);
+    expect(decodeFrame(encodeJson(f))).toEqual(f);
+    expect(() => decodeFrame(42 as unknown as string)).toThrow(ProtocolError);
+  });
+
+  it('JSON bodies are standard padded base64', () => {
+    expect(encodeJson({ t: 'send', id: 'c', to: 'b', body: te.encode('hi') })).toBe('{"t":"send","id":"c","to":"b","body":"aGk="}');
+    expect(encodeJson({ t: 'send', id: 'c', to: 'b', body: Uint8Array.from([0xfb, 0xff]) })).toContain('"body":"+/8="');
+    for (let n = 0; n <= 20; n++) {
+      const b = bytes(n, n + 7);
+      expect(toBase64(b)).toBe(Buffer.from(b).toString('base64'));
+      expect(fromBase64(toBase64(b), 'body')).toEqual(b);
+    }
+  });
+
+  it('the exact ping and pong texts are the JSON encoding of ping and pong', () => {
+    expect(encodeJson({ t: 'ping' })).toBe(PING_TEXT);
+    expect(encodeJson({ t: 'pong' })).toBe(PONG_TEXT);
+    expect(decodeJson(PING_TEXT)).toEqual({ t: 'ping' });
+    expect(decodeJson(PONG_TEXT)).toEqual({ t: 'pong' });
+  });
+
+  it('client and server frames partition the frame types', () => {
+    for (const [, f] of all) expect(isClientFrame(f)).toBe(!isServerFrame(f));
+    const client = all.filter(([, f]) => isClientFrame(f)).map(([, f]) => f.t);
+    expect([...new Set(client)].sort()).toEqual(['deliver_ack', 'hello', 'ping', 'presence_query', 'send']);
+  });
+});
+
+describe('binary details', () => {
+  it('writes varints as unsigned LEB128', () => {
+    const cases: [number, string][] = [
+      [0, '00'],
+      [1, '01'],
+      [127, '7f'],
+      [128, '8001'],
+      [300, 'ac02'],
+      [16383, 'ff7f'],
+      [16384, '808001'],
+      [2 ** 32, '8080808010'],
+      [MAX, 'ffffffffffffff0f'],
+    ];
+    for (const [n, hex] of cases) {
+      expect(Buffer.from(encodeBinary({ t: 'deliver_ack', seq: n })).toString('hex')).toBe(`06${hex}`);
+      expect(decodeBinary(Buffer.from(`06${hex}`, 'hex'))).toEqual({ t: 'deliver_ack', seq: n });
+    }
+  });
+
+  it('accepts non-minimal varints up to 8 bytes', () => {
+    expect(decodeBinary(Buffer.from('068100', 'hex'))).toEqual({ t: 'deliver_ack', seq: 1 });
+    expect(decodeBinary(Buffer.from('0680808080808080' + '00', 'hex'))).toEqual({ t: 'deliver_ack', seq: 0 });
+    // A 2-byte padded string length, as the reference encoder writes for long strings.
+    expect(decodeBinary(Buffer.from('0b01810061' + '00' + '00', 'hex'))).toEqual({ t: 'error', code: 'bad_frame', message: 'a' });
+  });
+
+  it('pads the length prefix of strings of 43+ UTF-16 units to 2 bytes', () => {
+    const enc = (id: string) => Buffer.from(encodeBinary({ t: 'send', id, to: 'b', body: new Uint8Array(0) })).toString('hex');
+    expect(enc('x'.repeat(42)).slice(2, 4)).toBe('2a');
+    expect(enc('x'.repeat(43)).slice(2, 6)).toBe('ab00');
+  });
+
+  it('the error frame writes absent ref and retryAfter as "" and 0, and reads them back as absent', () => {
+    const b = encodeBinary({ t: 'error', code: 'bad_frame', message: 'm' });
+    expect(Buffer.from(b).toString('hex')).toBe('0b01016d0000');
+    expect(decodeBinary(b)).toEqual({ t: 'error', code: 'bad_frame', message: 'm' });
+    expect('ref' in decodeBinary(b)).toBe(false);
+    // retryAfter 0 is "no wait" in both encodings; binary cannot tell it from absent.
+    expect(decodeBinary(encodeBinary({ t: 'error', code: 'bad_frame', message: 'm', retryAfter: 0 }))).toEqual({ t: 'error', code: 'bad_frame', message: 'm' });
+  });
+
+  it('a lone surrogate in a message id or error message reads the same in both encodings', () => {
+    // UTF-8 cannot carry a lone surrogate, so binary turns it into U+FFFD; JSON must not keep what binary cannot.
+    // (The server can produce one: its error messages cut client input at a UTF-16 length.)
+    const frames: Frame[] = [
+      { t: 'send_ack', id: 'c', msg: 'a:\ud83d', ts: 1, dup: false },
+      { t: 'error', code: 'unknown_type', message: `unknown frame type "${'x'.repeat(31)}\ud83d"` },
+    ];
+    for (const f of frames) expect(decodeJson(encodeJson(f))).toEqual(decodeBinary(encodeBinary(f)));
+  });
+
+  it('keeps a byte order mark inside a string (it is not stripped)', () => {
+    const f: Frame = { t: 'send_ack', id: 'c', msg: '\ufeffa:1', ts: 1, dup: false };
+    expect(decodeBinary(encodeBinary(f))).toEqual(f);
+  });
+});
+
+describe('JSON details', () => {
+  it('hello.cursor defaults to 0', () => {
+    expect(decodeJson('{"t":"hello","device":"web-1"}')).toEqual({ t: 'hello', device: 'web-1', cursor: 0 });
+  });
+
+  it('ignores unknown fields and field order', () => {
+    expect(decodeJson('{"cursor":5,"x":{"y":[1]},"device":"d","t":"hello","extra":null}')).toEqual({ t: 'hello', device: 'd', cursor: 5 });
+    expect(decodeJson('{"t":"deliver","entries":[{"seq":1,"kind":"message","msg":"a:1","peer":"a","ts":2,"body":"","v2":true}]}')).toEqual({
+      t: 'deliver',
+      entries: [{ seq: 1, kind: 'message', msg: 'a:1', peer: 'a', ts: 2, body: new Uint8Array(0) }],
+    });
+  });
+
+  it('accepts whitespace around the frame and integers written as 1.0 or 1e2', () => {
+    expect(decodeJson(' \n{ "t" : "deliver_ack" , "seq" : 1.0 }\t')).toEqual({ t: 'deliver_ack', seq: 1 });
+    expect(decodeJson('{"t":"deliver_ack","seq":1e2}')).toEqual({ t: 'deliver_ack', seq: 100 });
+  });
+
+  it('decodes forgiving base64: whitespace ignored, padding optional', () => {
+    const hi = te.encode('hi');
+    for (const b64 of ['aGk=', 'aGk', ' aG k= ', 'aG\nk=']) {
+      expect(decodeJson(JSON.stringify({ t: 'send', id: 'c', to: 'b', body: b64 }))).toEqual({ t: 'send', id: 'c', to: 'b', body: hi });
+    }
+  });
+
+  it('optional error fields are absent when not given, kept when given', () => {
+    expect(decodeJson('{"t":"error","code":"internal","message":"x"}')).toEqual({ t: 'error', code: 'internal', message: 'x' });
+    expect(decodeJson('{"t":"error","code":"internal","message":"x","ref":"r","retryAfter":0}')).toEqual({
+      t: 'error',
+      code: 'internal',
+      message: 'x',
+      ref: 'r',
+      retryAfter: 0,
+    });
+  });
+});
