@@ -1,0 +1,796 @@
+import {
+  CLIENT_ID_PATTERN,
+  CLOSE_CODES,
+  ID_PATTERN,
+  LIMITS,
+  PING_TEXT,
+  ProtocolError,
+  SUBPROTOCOL,
+  TOKEN_SUBPROTOCOL_PREFIX,
+  decodeFrame,
+  encodeFrame,
+  type ClientFrame,
+  type Entry,
+  type ErrorFrame,
+  type PresenceInfo,
+  type SendAck,
+  type ServerFrame,
+  type Welcome,
+} from '../protocol/index.js';
+import { backoffDelay } from './backoff.js';
+import { Emitter, type Listener } from './emitter.js';
+import { IrisError } from './errors.js';
+import { IdGenerator } from './ids.js';
+import {
+  binaryOf,
+  defaultWebSocket,
+  describeErrorEvent,
+  jwtExpired,
+  statusFromErrorText,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from './socket.js';
+import { MemoryStore, type ClientStore, type PendingSend } from './store.js';
+import type { ClientEvents, ConnectionState, IrisClientOptions, IrisMessage, IrisReceipt } from './types.js';
+
+const utf8 = new TextEncoder();
+const utf8Text = new TextDecoder();
+
+/** Errors answering a hello that no retry will fix. */
+const FATAL_HELLO_ERRORS = new Set(['too_many_devices', 'invalid_field', 'bad_state', 'hello_required']);
+
+interface Waiter<T> {
+  resolve: (v: T) => void;
+  reject: (e: IrisError) => void;
+}
+
+/** One unacknowledged send. */
+interface Outgoing {
+  item: PendingSend;
+  waiters: Waiter<SendAck>[];
+  /** Persisted in the store: may be written to a socket. */
+  ready: boolean;
+  /** Generation of the socket it was last written to (0: none). */
+  gen: number;
+}
+
+interface Query {
+  ref: string;
+  users: string[];
+  waiter: Waiter<PresenceInfo[]>;
+  timer: ReturnType<typeof setTimeout>;
+  gen: number;
+}
+
+/** One WebSocket attempt and what the client knows about it. */
+interface Sock {
+  ws: WebSocketLike;
+  gen: number;
+  token: string;
+  opened: boolean;
+  welcomed: boolean;
+  lastRx: number;
+  lastTx: number;
+  /** Highest sequence number the server may be acked for on this socket (welcome cursor, then deliveries). */
+  maxSeq: number;
+  /** Last deliver_ack written on this socket. */
+  acked: number;
+  /** Cursor the hello carried. */
+  helloCursor: number;
+  errorText: string;
+  /** An error frame that answered the hello. */
+  refusal: ErrorFrame | null;
+  closed: Promise<void>;
+}
+
+type Phase = ConnectionState | 'idle';
+
+/**
+ * The Iris client. One instance is one device of one user: it holds one WebSocket at a time, reconnects with
+ * backoff, resumes delivery after its cursor, resends unacknowledged sends with their original ids, and
+ * acks deliveries once the app has processed them.
+ */
+export class IrisClient {
+  readonly device: string;
+  private readonly opts: IrisClientOptions;
+  private readonly WS: WebSocketConstructor;
+  private readonly store: ClientStore;
+  private readonly events = new Emitter<ClientEvents>();
+  private readonly ids = new IdGenerator();
+  private readonly heartbeatMs: number;
+  private readonly ackEvery: number;
+  private readonly ackDelayMs: number;
+  private readonly maxOutbox: number;
+
+  private phase: Phase = 'idle';
+  /** The app wants a connection (connect() called, close() not, not given up). */
+  private wanted = false;
+  /** A welcome arrived since connect() was called: later failures reconnect instead of rejecting connect(). */
+  private everOpened = false;
+  private sock: Sock | null = null;
+  private gen = 0;
+  private attempt = 0;
+  private cursorValue = 0;
+  private loaded: Promise<void> | null = null;
+  private welcome: Welcome | null = null;
+  private connectWaiters: Waiter<Welcome>[] = [];
+  private readonly outbox = new Map<string, Outgoing>();
+  private readonly queries = new Map<string, Query>();
+  private drainWaiters: (() => void)[] = [];
+
+  private unacked = 0;
+  private ackTimer: ReturnType<typeof setTimeout> | null = null;
+  private heartbeatTimer: ReturnType<typeof setInterval> | null = null;
+  private connectTimer: ReturnType<typeof setTimeout> | null = null;
+  private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Deliveries are processed one entry at a time, in order, across sockets. */
+  private deliveries: Promise<void> = Promise.resolve();
+  /** Store calls are serialized; while none is in flight, synchronous stores are called synchronously. */
+  private persistTail: Promise<void> = Promise.resolve();
+  private persisting = 0;
+
+  constructor(opts: IrisClientOptions) {
+    if (!ID_PATTERN.test(opts.device)) {
+      throw new IrisError('invalid_field', `device: expected 1-${LIMITS.maxIdLength} chars of [A-Za-z0-9._@+=-]`);
+    }
+    this.opts = opts;
+    this.device = opts.device;
+    this.WS = opts.WebSocket ?? defaultWebSocket();
+    this.store = opts.store ?? new MemoryStore();
+    this.heartbeatMs = opts.heartbeatMs ?? 20_000;
+    // The server keeps at most 256 entries unacked per socket (protocol), so an ack batch must stay below it.
+    this.ackEvery = Math.max(1, Math.min(opts.ack?.every ?? 32, 128));
+    this.ackDelayMs = Math.max(0, opts.ack?.delayMs ?? 50);
+    this.maxOutbox = Math.max(1, opts.maxOutbox ?? 1000);
+  }
+
+  // ------------------------------------------------------------------ public API
+
+  get state(): ConnectionState {
+    return this.phase === 'idle' ? 'closed' : this.phase;
+  }
+
+  /** Highest sequence number the app has processed (and the store has recorded). */
+  get cursor(): number {
+    return this.cursorValue;
+  }
+
+  /** Sends not yet acknowledged by the server. */
+  get pending(): number {
+    return this.outbox.size;
+  }
+
+  on<K extends keyof ClientEvents>(event: K, fn: Listener<ClientEvents[K]>): () => void {
+    return this.events.on(event, fn);
+  }
+
+  once<K extends keyof ClientEvents>(event: K, fn: Listener<ClientEvents[K]>): () => void {
+    return this.events.once(event, fn);
+  }
+
+  /**
+   * Opens the connection. Resolves with the welcome frame. If the very first attempt fails (refused token,
+   * server unreachable, no welcome in time) it rejects and the client stays closed; once connected, drops
+   * are repaired by reconnecting with backoff, except after close code 4001 (replaced) or a 401/403 refusal.
+   */
+  connect(): Promise<Welcome> {
+    if (this.phase === 'open' && this.welcome) return Promise.resolve(this.welcome);
+    const p = new Promise<Welcome>((resolve, reject) => this.connectWaiters.push({ resolve, reject }));
+    if (this.phase === 'connecting' || this.phase === 'reconnecting') return p;
+    this.wanted = true;
+    this.everOpened = false;
+    this.attempt = 0;
+    this.setPhase('connecting');
+    void this.open();
+    return p;
+  }
+
+  /**
+   * Closes the connection and stops reconnecting. Processed deliveries are acked first. Pending send() and
+   * presence() promises reject with code 'closed'; unacknowledged sends stay in the store and are resent by
+   * the next connect() (of this or a later client with the same store).
+   */
+  async close(): Promise<void> {
+    this.wanted = false;
+    this.clearTimer('reconnect');
+    const s = this.sock;
+    if (s) {
+      if (s.welcomed) this.flushAck();
+      this.sock = null;
+      try {
+        s.ws.close(1000, 'client closed');
+      } catch {
+        // already closed
+      }
+    }
+    this.stopTimers();
+    this.setPhase('closed');
+    this.rejectAll(new IrisError('closed', 'client closed'));
+    if (s) await Promise.race([s.closed, new Promise((r) => setTimeout(r, 1000))]);
+  }
+
+  /**
+   * Sends a message. Resolves when the server has durably accepted it (a retry of an accepted id resolves
+   * with dup = true and the original server id). Rejects with IrisError for error frames about it.
+   * While disconnected the send waits in the outbox and goes out (with the same id) after the next welcome.
+   */
+  send(to: string, body: Uint8Array | string, opts: { id?: string } = {}): Promise<SendAck> {
+    if (!ID_PATTERN.test(to)) return Promise.reject(new IrisError('invalid_field', `to: not a valid user id`));
+    const bytes = typeof body === 'string' ? utf8.encode(body) : body.slice();
+    if (bytes.byteLength > LIMITS.maxBodyBytes) {
+      return Promise.reject(new IrisError('frame_too_large', `body: ${bytes.byteLength} bytes exceeds ${LIMITS.maxBodyBytes}`));
+    }
+    const id = opts.id ?? this.ids.next('m');
+    if (!CLIENT_ID_PATTERN.test(id)) return Promise.reject(new IrisError('invalid_field', 'id: expected 1-64 visible ASCII chars'));
+    if (this.phase === 'closed') return Promise.reject(new IrisError('closed', 'client is closed; call connect() first', { ref: id }));
+    const existing = this.outbox.get(id);
+    if (existing) {
+      // The same id while the first is still in flight: one message, one answer for both callers.
+      return new Promise((resolve, reject) => existing.waiters.push({ resolve, reject }));
+    }
+    if (this.outbox.size >= this.maxOutbox) {
+      return Promise.reject(new IrisError('outbox_full', `${this.outbox.size} sends are waiting for their acks`, { ref: id }));
+    }
+    return new Promise<SendAck>((resolve, reject) => {
+      const o: Outgoing = { item: { id, to, body: bytes, createdAt: Date.now() }, waiters: [{ resolve, reject }], ready: false, gen: 0 };
+      this.outbox.set(id, o);
+      this.persist(
+        () => this.store.putPending(o.item),
+        () => {
+          o.ready = true;
+          this.writeSend(o);
+        },
+        (e) => {
+          this.outbox.delete(id);
+          this.settleDrain();
+          reject(new IrisError('internal', `store: ${errText(e)}`, { ref: id }));
+        },
+      );
+    });
+  }
+
+  /** Online state and last-seen time of up to 32 users. */
+  presence(users: string[]): Promise<PresenceInfo[]> {
+    if (users.length === 0) return Promise.resolve([]);
+    if (users.length > LIMITS.maxPresenceUsers) {
+      return Promise.reject(new IrisError('invalid_field', `users: at most ${LIMITS.maxPresenceUsers}`));
+    }
+    for (const u of users) if (!ID_PATTERN.test(u)) return Promise.reject(new IrisError('invalid_field', `users: "${u}" is not a valid user id`));
+    if (this.phase === 'closed') return Promise.reject(new IrisError('closed', 'client is closed'));
+    const ref = this.ids.next('p');
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.queries.delete(ref);
+        reject(new IrisError('timeout', 'no presence answer in time', { ref }));
+      }, this.opts.requestTimeoutMs ?? 10_000);
+      const q: Query = { ref, users: [...users], waiter: { resolve, reject }, timer, gen: 0 };
+      this.queries.set(ref, q);
+      this.writeQuery(q);
+    });
+  }
+
+  /** Resolves once every send in the outbox has been acknowledged or refused. */
+  drain(): Promise<void> {
+    if (this.outbox.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  // ------------------------------------------------------------------ connection lifecycle
+
+  private setPhase(p: ConnectionState): void {
+    if (this.phase === p) return;
+    this.phase = p;
+    this.events.emit('state', p);
+  }
+
+  private ensureLoaded(): Promise<void> {
+    if (!this.loaded) {
+      this.loaded = (async () => {
+        const st = await this.store.load();
+        this.cursorValue = Math.max(this.cursorValue, st.cursor);
+        // Stored sends are older than anything sent from this instance so far: they go first.
+        const fresh = [...this.outbox.entries()];
+        this.outbox.clear();
+        for (const item of st.outbox) {
+          if (!fresh.some(([id]) => id === item.id)) this.outbox.set(item.id, { item, waiters: [], ready: true, gen: 0 });
+        }
+        for (const [id, o] of fresh) this.outbox.set(id, o);
+      })();
+      this.loaded.catch(() => {
+        this.loaded = null;
+      });
+    }
+    return this.loaded;
+  }
+
+  private async open(): Promise<void> {
+    const gen = ++this.gen;
+    let token: string;
+    try {
+      await this.ensureLoaded();
+      const t = this.opts.token;
+      token = typeof t === 'string' ? t : await t();
+    } catch (e) {
+      if (gen === this.gen && this.wanted) this.giveUp(new IrisError('connection_refused', `could not prepare the connection: ${errText(e)}`));
+      return;
+    }
+    if (gen !== this.gen || !this.wanted) return;
+    let ws: WebSocketLike;
+    try {
+      ws = this.createSocket(token);
+    } catch (e) {
+      this.giveUp(new IrisError('connection_refused', `could not open a WebSocket: ${errText(e)}`));
+      return;
+    }
+    let markClosed: () => void = () => {};
+    const now = Date.now();
+    const sock: Sock = {
+      ws,
+      gen,
+      token,
+      opened: false,
+      welcomed: false,
+      lastRx: now,
+      lastTx: now,
+      maxSeq: 0,
+      acked: 0,
+      helloCursor: 0,
+      errorText: '',
+      refusal: null,
+      closed: new Promise<void>((r) => (markClosed = r)),
+    };
+    this.sock = sock;
+    try {
+      ws.binaryType = 'arraybuffer';
+    } catch {
+      // Some implementations only accept their own values; Blobs are handled too.
+    }
+    ws.addEventListener('open', () => this.onOpen(sock));
+    ws.addEventListener('message', (ev) => this.onRaw(sock, ev.data));
+    ws.addEventListener('error', (ev) => {
+      const t = describeErrorEvent(ev);
+      if (t) sock.errorText = t;
+    });
+    ws.addEventListener('close', (ev) => {
+      markClosed();
+      this.onSocketClosed(sock, ev.code ?? 1006, ev.reason ?? '');
+    });
+    this.connectTimer = setTimeout(() => {
+      if (this.sock === sock && !sock.welcomed) this.drop(sock, 'no welcome in time', true);
+    }, this.opts.connectTimeoutMs ?? 15_000);
+  }
+
+  private createSocket(token: string): WebSocketLike {
+    const protocols = [SUBPROTOCOL];
+    switch (this.opts.tokenTransport ?? 'subprotocol') {
+      case 'subprotocol':
+        return new this.WS(this.opts.url, [...protocols, TOKEN_SUBPROTOCOL_PREFIX + token]);
+      case 'query': {
+        const u = new URL(this.opts.url);
+        u.searchParams.set('access_token', token);
+        return new this.WS(u.toString(), protocols);
+      }
+      case 'header':
+        return new this.WS(this.opts.url, { protocols, headers: { authorization: `Bearer ${token}` } });
+    }
+  }
+
+  private onOpen(sock: Sock): void {
+    if (this.sock !== sock) return;
+    sock.opened = true;
+    sock.helloCursor = this.cursorValue;
+    this.write(sock, { t: 'hello', device: this.device, cursor: sock.helloCursor });
+    this.startHeartbeat(sock);
+  }
+
+  private onSocketClosed(sock: Sock, code: number, reason: string): void {
+    if (this.sock !== sock) return;
+    this.sock = null;
+    this.afterDisconnect(sock, code, reason);
+  }
+
+  /** Abandons a socket that went quiet or never welcomed us, without waiting for a close handshake. */
+  private drop(sock: Sock, why: string, timedOut = false): void {
+    if (this.sock !== sock) return;
+    this.sock = null;
+    try {
+      sock.ws.close(1000, why);
+    } catch {
+      // already closed
+    }
+    this.afterDisconnect(sock, 1006, why, timedOut);
+  }
+
+  private afterDisconnect(sock: Sock, code: number, reason: string, timedOut = false): void {
+    this.stopTimers();
+    if (!this.wanted) {
+      this.setPhase('closed');
+      return;
+    }
+    if (code === CLOSE_CODES.replaced) {
+      this.giveUp(new IrisError('closed', 'replaced by a newer connection of this device', { closeCode: code }));
+      return;
+    }
+    if (sock.refusal && FATAL_HELLO_ERRORS.has(sock.refusal.code)) {
+      this.giveUp(new IrisError(sock.refusal.code, sock.refusal.message, { closeCode: code }));
+      return;
+    }
+    if (!sock.welcomed) {
+      const status = statusFromErrorText(sock.errorText) ?? (jwtExpired(sock.token, Date.now()) ? 401 : undefined);
+      if (status === 401 || status === 403) {
+        this.giveUp(new IrisError('connection_refused', `server refused the connection (HTTP ${status})`, { status, closeCode: code }));
+        return;
+      }
+      if (!this.everOpened) {
+        const detail = sock.refusal?.message ?? (sock.errorText || reason || `close code ${code}`);
+        const err = timedOut
+          ? new IrisError('timeout', 'no welcome from the server in time', { closeCode: code })
+          : new IrisError('connection_refused', `could not connect to ${this.opts.url}: ${detail}`, status ? { status, closeCode: code } : { closeCode: code });
+        this.giveUp(err);
+        return;
+      }
+    }
+    this.setPhase('reconnecting');
+    const delay = backoffDelay(this.attempt++, this.opts.reconnect);
+    this.reconnectTimer = setTimeout(() => {
+      this.reconnectTimer = null;
+      if (this.wanted) void this.open();
+    }, delay);
+  }
+
+  /** Stops for good: no more reconnects until the app calls connect() again. */
+  private giveUp(err: IrisError): void {
+    this.wanted = false;
+    this.clearTimer('reconnect');
+    this.stopTimers();
+    const s = this.sock;
+    this.sock = null;
+    if (s) {
+      try {
+        s.ws.close(1000, 'giving up');
+      } catch {
+        // already closed
+      }
+    }
+    this.setPhase('closed');
+    const hadConnectWaiters = this.connectWaiters.length > 0;
+    const waiters = this.connectWaiters;
+    this.connectWaiters = [];
+    for (const w of waiters) w.reject(err);
+    if (!hadConnectWaiters) this.emitError(err);
+    this.rejectAll(new IrisError('closed', `connection closed: ${err.message}`, err.closeCode !== undefined ? { closeCode: err.closeCode } : {}), false);
+  }
+
+  /** Rejects every waiting promise; the outbox items themselves stay (and stay in the store). */
+  private rejectAll(err: IrisError, includeConnect = true): void {
+    if (includeConnect) {
+      const ws = this.connectWaiters;
+      this.connectWaiters = [];
+      for (const w of ws) w.reject(err);
+    }
+    for (const o of this.outbox.values()) {
+      const ws = o.waiters;
+      o.waiters = [];
+      for (const w of ws) w.reject(new IrisError(err.code, err.message, { ref: o.item.id }));
+    }
+    for (const q of this.queries.values()) {
+      clearTimeout(q.timer);
+      q.waiter.reject(new IrisError(err.code, err.message, { ref: q.ref }));
+    }
+    this.queries.clear();
+  }
+
+  // ------------------------------------------------------------------ timers
+
+  private startHeartbeat(sock: Sock): void {
+    this.clearTimer('heartbeat');
+    const every = this.heartbeatMs;
+    this.heartbeatTimer = setInterval(() => {
+      if (this.sock !== sock) return;
+      const now = Date.now();
+      if (now - sock.lastRx >= 2 * every) {
+        this.drop(sock, 'heartbeat timeout');
+        return;
+      }
+      if (now - sock.lastTx >= every) this.writeRaw(sock, PING_TEXT);
+    }, Math.max(5, Math.floor(every / 2)));
+  }
+
+  private clearTimer(which: 'ack' | 'heartbeat' | 'connect' | 'reconnect'): void {
+    switch (which) {
+      case 'ack':
+        if (this.ackTimer) clearTimeout(this.ackTimer);
+        this.ackTimer = null;
+        break;
+      case 'heartbeat':
+        if (this.heartbeatTimer) clearInterval(this.heartbeatTimer);
+        this.heartbeatTimer = null;
+        break;
+      case 'connect':
+        if (this.connectTimer) clearTimeout(this.connectTimer);
+        this.connectTimer = null;
+        break;
+      case 'reconnect':
+        if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
+        this.reconnectTimer = null;
+        break;
+    }
+  }
+
+  private stopTimers(): void {
+    this.clearTimer('ack');
+    this.clearTimer('heartbeat');
+    this.clearTimer('connect');
+  }
+
+  // ------------------------------------------------------------------ incoming frames
+
+  private onRaw(sock: Sock, data: unknown): void {
+    if (this.sock !== sock) return;
+    sock.lastRx = Date.now();
+    if (typeof data === 'string') return this.onData(sock, data);
+    const bin = binaryOf(data);
+    if (bin === null) return this.emitError(new IrisError('bad_frame', 'unsupported WebSocket message type'));
+    if (bin instanceof Promise) {
+      // Blobs: keep frame order by decoding through the delivery queue.
+      const p = bin;
+      this.deliveries = this.deliveries.then(async () => this.onData(sock, await p)).catch(() => {});
+      return;
+    }
+    this.onData(sock, bin);
+  }
+
+  private onData(sock: Sock, data: string | Uint8Array): void {
+    if (this.sock !== sock) return;
+    let f;
+    try {
+      f = decodeFrame(data);
+    } catch (e) {
+      const msg = e instanceof ProtocolError ? e.message : errText(e);
+      return this.emitError(new IrisError('bad_frame', `undecodable frame from the server: ${msg}`));
+    }
+    this.onFrame(sock, f as ServerFrame | ClientFrame);
+  }
+
+  private onFrame(sock: Sock, f: ServerFrame | ClientFrame): void {
+    switch (f.t) {
+      case 'welcome':
+        return this.onWelcome(sock, f);
+      case 'send_ack':
+        return this.onSendAck(f);
+      case 'deliver':
+        return this.onDeliver(sock, f.entries);
+      case 'presence': {
+        const q = this.queries.get(f.ref);
+        if (!q) return;
+        this.queries.delete(f.ref);
+        clearTimeout(q.timer);
+        q.waiter.resolve(f.users);
+        return;
+      }
+      case 'error':
+        return this.onError(sock, f);
+      default:
+        // pong (liveness is tracked for every frame); client frames from a server are ignored.
+        return;
+    }
+  }
+
+  private onWelcome(sock: Sock, f: Welcome): void {
+    if (sock.welcomed) return;
+    sock.welcomed = true;
+    this.clearTimer('connect');
+    sock.maxSeq = f.cursor;
+    sock.acked = f.cursor;
+    // The server resumes after max(its record, our hello cursor), clamped to its inbox head. It is ahead of us
+    // when an earlier install of this device acked further (the local store was lost); it is behind our hello
+    // only when its inbox is shorter than our cursor (its data was reset), and then skipping "already seen"
+    // seqs would drop new messages. (Entries still being processed from the old socket may have moved our
+    // cursor past the hello meanwhile: those come again and are skipped as duplicates.)
+    if (f.cursor > this.cursorValue || f.cursor < sock.helloCursor) {
+      this.cursorValue = f.cursor;
+      const c = f.cursor;
+      this.persist(() => this.store.saveCursor(c), () => {}, (e) => this.emitError(new IrisError('internal', `store: ${errText(e)}`)));
+    }
+    this.welcome = f;
+    this.everOpened = true;
+    this.attempt = 0;
+    this.setPhase('open');
+    const waiters = this.connectWaiters;
+    this.connectWaiters = [];
+    for (const w of waiters) w.resolve(f);
+    for (const o of this.outbox.values()) this.writeSend(o);
+    for (const q of this.queries.values()) this.writeQuery(q);
+    this.events.emit('welcome', f, (e) => this.listenerFailed(e));
+  }
+
+  private onSendAck(f: SendAck): void {
+    const o = this.outbox.get(f.id);
+    if (!o) return; // a duplicate answer (the send was written twice); already settled
+    this.outbox.delete(f.id);
+    this.persist(() => this.store.deletePending(f.id), () => {}, (e) => this.emitError(new IrisError('internal', `store: ${errText(e)}`)));
+    for (const w of o.waiters) w.resolve(f);
+    this.events.emit('ack', { ...f, to: o.item.to }, (e) => this.listenerFailed(e));
+    this.settleDrain();
+  }
+
+  private onError(sock: Sock, f: ErrorFrame): void {
+    const details = { ...(f.retryAfter !== undefined ? { retryAfter: f.retryAfter } : {}), ...(f.ref !== undefined ? { ref: f.ref } : {}) };
+    const err = new IrisError(f.code, f.message, details);
+    if (f.ref !== undefined) {
+      const o = this.outbox.get(f.ref);
+      if (o) {
+        // Refused for good (a retry after retryAfter is a new send() by the app, which may reuse the id).
+        this.outbox.delete(f.ref);
+        const id = f.ref;
+        this.persist(() => this.store.deletePending(id), () => {}, () => {});
+        for (const w of o.waiters) w.reject(err);
+        if (o.waiters.length === 0) this.emitError(err);
+        this.settleDrain();
+        return;
+      }
+      const q = this.queries.get(f.ref);
+      if (q) {
+        this.queries.delete(f.ref);
+        clearTimeout(q.timer);
+        q.waiter.reject(err);
+        return;
+      }
+    }
+    if (!sock.welcomed) {
+      // The hello was refused. Fatal ones end the connection attempt now; the rest close and retry.
+      sock.refusal = f;
+      if (FATAL_HELLO_ERRORS.has(f.code)) this.drop(sock, f.message);
+      return;
+    }
+    this.emitError(err);
+  }
+
+  // ------------------------------------------------------------------ deliveries and acks
+
+  private onDeliver(sock: Sock, entries: Entry[]): void {
+    if (entries.length === 0) return;
+    const last = entries[entries.length - 1]!.seq;
+    if (last > sock.maxSeq) sock.maxSeq = last;
+    this.deliveries = this.deliveries.then(() => this.process(entries)).catch((e: unknown) => {
+      this.emitError(new IrisError('internal', `delivery processing failed: ${errText(e)}`));
+    });
+  }
+
+  /** Hands entries to the app in order, each exactly once: skips seq <= cursor, saves the cursor after each. */
+  private async process(entries: Entry[]): Promise<void> {
+    for (const e of entries) {
+      if (!this.wanted) return; // closed: whatever is left comes again after the cursor next time
+      if (e.seq > this.cursorValue) {
+        const errors = e.kind === 'message'
+          ? await this.events.emitAsync('message', toMessage(e))
+          : await this.events.emitAsync('receipt', toReceipt(e));
+        for (const err of errors) this.listenerFailed(err);
+        this.cursorValue = e.seq;
+        const seq = e.seq;
+        const p = this.persistPromise(() => this.store.saveCursor(seq));
+        if (p) await p;
+      }
+      this.unacked++;
+      this.scheduleAck();
+    }
+  }
+
+  private scheduleAck(): void {
+    const s = this.sock;
+    if (!s?.welcomed) return;
+    if (Math.min(this.cursorValue, s.maxSeq) <= s.acked) return;
+    if (this.unacked >= this.ackEvery) {
+      this.flushAck();
+      return;
+    }
+    if (!this.ackTimer) this.ackTimer = setTimeout(() => this.flushAck(), this.ackDelayMs);
+  }
+
+  private flushAck(): void {
+    this.clearTimer('ack');
+    const s = this.sock;
+    if (!s?.welcomed) return;
+    // Never ack beyond what this socket delivered (the server refuses that), nor beyond what the app processed.
+    const seq = Math.min(this.cursorValue, s.maxSeq);
+    if (seq <= s.acked) return;
+    s.acked = seq;
+    this.unacked = 0;
+    this.write(s, { t: 'deliver_ack', seq });
+  }
+
+  // ------------------------------------------------------------------ outgoing frames
+
+  private writeSend(o: Outgoing): void {
+    const s = this.sock;
+    if (!o.ready || !s?.welcomed || o.gen === s.gen || !this.outbox.has(o.item.id)) return;
+    o.gen = s.gen;
+    this.write(s, { t: 'send', id: o.item.id, to: o.item.to, body: o.item.body });
+  }
+
+  private writeQuery(q: Query): void {
+    const s = this.sock;
+    if (!s?.welcomed || q.gen === s.gen) return;
+    q.gen = s.gen;
+    this.write(s, { t: 'presence_query', ref: q.ref, users: q.users });
+  }
+
+  private write(s: Sock, f: ClientFrame): void {
+    this.writeRaw(s, encodeFrame(f, this.opts.encoding ?? 'binary'));
+  }
+
+  private writeRaw(s: Sock, data: string | Uint8Array): void {
+    try {
+      s.ws.send(data);
+      s.lastTx = Date.now();
+    } catch {
+      // The socket is closing; its close event takes over, and unacked work is resent on the next one.
+    }
+  }
+
+  // ------------------------------------------------------------------ store
+
+  /**
+   * Runs a store operation after the ones before it. If nothing is in flight and the store is synchronous,
+   * runs it (and `done`) right away, so sends go out in call order without waiting a tick.
+   */
+  private persist(op: () => void | Promise<void>, done: () => void, fail: (e: unknown) => void): void {
+    let p: Promise<void> | null;
+    try {
+      p = this.persistPromise(op);
+    } catch (e) {
+      fail(e);
+      return;
+    }
+    if (p === null) done();
+    else p.then(done, fail);
+  }
+
+  private persistPromise(op: () => void | Promise<void>): Promise<void> | null {
+    if (this.persisting === 0) {
+      const r = op();
+      if (!(r instanceof Promise)) return null;
+      return this.track(r);
+    }
+    return this.track(this.persistTail.then(op));
+  }
+
+  private track(p: Promise<void>): Promise<void> {
+    this.persisting++;
+    const t = p.finally(() => {
+      this.persisting--;
+    });
+    this.persistTail = t.catch(() => {});
+    return t;
+  }
+
+  // ------------------------------------------------------------------ misc
+
+  private settleDrain(): void {
+    if (this.outbox.size > 0) return;
+    const ws = this.drainWaiters;
+    this.drainWaiters = [];
+    for (const w of ws) w();
+  }
+
+  private emitError(err: IrisError): void {
+    this.events.emit('error', err);
+  }
+
+  private listenerFailed(e: unknown): void {
+    this.emitError(new IrisError('internal', `event listener threw: ${errText(e)}`));
+  }
+}
+
+function toMessage(e: Entry): IrisMessage {
+  const body = e.body;
+  return { seq: e.seq, msg: e.msg, from: e.peer, ts: e.ts, body, text: () => utf8Text.decode(body) };
+}
+
+function toReceipt(e: Entry): IrisReceipt {
+  return { seq: e.seq, msg: e.msg, by: e.peer, ts: e.ts };
+}
+
+function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

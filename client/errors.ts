@@ -1,0 +1,45 @@
+import type { ErrorCode } from '../protocol/index.js';
+
+/**
+ * Every failure the SDK reports. `code` is either a protocol error code (what the server said, see
+ * protocol/errors.ts) or one of the SDK's own:
+ *   connection_refused  the WebSocket could not be opened (bad/expired token, server down, wrong URL)
+ *   closed              the client was closed, or the server closed for good (4001: replaced by a newer
+ *                       connection of the same device)
+ *   timeout             no answer in time (welcome, presence)
+ *   outbox_full         the local outbox holds maxOutbox unacknowledged sends (also a server code)
+ */
+export type IrisErrorCode = ErrorCode | 'connection_refused' | 'closed' | 'timeout' | 'outbox_full';
+
+export interface IrisErrorDetails {
+  /** Milliseconds to wait before retrying, when the server said so. */
+  retryAfter?: number;
+  /** Client message id or request ref the error refers to. */
+  ref?: string;
+  /** HTTP status of a refused upgrade, when it could be learnt (401: get a new token, 403: not allowed). */
+  status?: number;
+  /** WebSocket close code that ended the connection, when that is the cause. */
+  closeCode?: number;
+}
+
+export class IrisError extends Error {
+  override readonly name = 'IrisError';
+  readonly code: IrisErrorCode;
+  readonly retryAfter?: number;
+  readonly ref?: string;
+  readonly status?: number;
+  readonly closeCode?: number;
+
+  constructor(code: IrisErrorCode, message: string, details: IrisErrorDetails = {}) {
+    super(message);
+    this.code = code;
+    if (details.retryAfter !== undefined) this.retryAfter = details.retryAfter;
+    if (details.ref !== undefined) this.ref = details.ref;
+    if (details.status !== undefined) this.status = details.status;
+    if (details.closeCode !== undefined) this.closeCode = details.closeCode;
+  }
+}
+
+export function isIrisError(e: unknown): e is IrisError {
+  return e instanceof IrisError;
+}

@@ -1,0 +1,21 @@
+/**
+ * Iris client SDK: browsers, Node >= 22 and Workers (standard WebSocket, no platform imports).
+ * The Node-only file store is in ./node-store.js and is not exported here.
+ */
+export { IrisClient } from './client.js';
+export { IrisError, isIrisError, type IrisErrorCode, type IrisErrorDetails } from './errors.js';
+export { MemoryStore, type ClientStore, type PendingSend, type StoredState } from './store.js';
+export { backoffDelay, type BackoffOptions } from './backoff.js';
+export type { SocketEvent, SocketInit, WebSocketConstructor, WebSocketLike } from './socket.js';
+export type {
+  ClientEvents,
+  ConnectionState,
+  IrisClientOptions,
+  IrisMessage,
+  IrisReceipt,
+  PresenceInfo,
+  SendAck,
+  SentEvent,
+  TokenTransport,
+  Welcome,
+} from './types.js';

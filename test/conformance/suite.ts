@@ -1,0 +1,371 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { IrisClient, IrisError, MemoryStore, type SendAck } from '../../client/index.js';
+import { FileStore } from '../../client/node-store.js';
+import { encodeBinary, type ErrorCode } from '../../protocol/index.js';
+import { ClientPool, RawSocket, Seen, Sender, sleep, uniqueRun, upgradeRequest, waitFor } from './helpers.js';
+
+/**
+ * The black-box conformance suite. It reaches a server only through the SDK, raw WebSockets and raw HTTP
+ * upgrade requests, so the same suite runs against every deployment profile (Cloudflare via wrangler dev,
+ * on-prem Node): a profile provides a Target and calls runConformance.
+ */
+export interface Target {
+  /** ws://host:port/v1/connect */
+  url: string;
+  /** A token the server accepts for `user`; expiresIn as jose understands it ('1h', '-1h' = already expired). */
+  token(user: string, opts?: { expiresIn?: string }): Promise<string>;
+  /** Stops and starts the server, keeping its data. */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, '../..');
+
+export function runConformance(name: string, start: () => Promise<Target>): void {
+  describe(`conformance: ${name}`, () => {
+    let target: Target;
+    const run = uniqueRun();
+    let n = 0;
+    /** A user id no other test (or earlier run against the same server) uses. */
+    const user = (label: string) => `${label}-${run}-${++n}`;
+    const pool = new ClientPool(
+      () => target.url,
+      (u) => target.token(u),
+    );
+    const dirs: string[] = [];
+
+    beforeAll(async () => {
+      target = await start();
+    }, 120_000);
+
+    afterEach(async () => {
+      await pool.closeAll();
+    });
+
+    afterAll(async () => {
+      await pool.closeAll();
+      await target?.stop();
+      for (const d of dirs) rmSync(d, { recursive: true, force: true });
+    }, 60_000);
+
+    async function online(label: string, extra: Parameters<ClientPool['make']>[1] = {}) {
+      const u = user(label);
+      const c = pool.make(u, extra);
+      const seen = new Seen(c);
+      const s = new Sender(c);
+      const welcome = await c.connect();
+      return { u, c, s, seen, welcome };
+    }
+
+    // ------------------------------------------------------------------ messaging
+
+    it('two users exchange messages both ways, with acks and delivery receipts (binary and JSON peers)', async () => {
+      // Also covers the token transports: query string (a), Authorization header (b), subprotocol (everyone else).
+      const a = await online('a', { encoding: 'json', tokenTransport: 'query' });
+      const b = await online('b', { tokenTransport: 'header' });
+      expect(a.welcome.user).toBe(a.u);
+      expect(a.welcome.device).toBe('d1');
+
+      const before = Date.now() - 5_000;
+      const ackA = await a.c.send(b.u, 'hello b');
+      expect(ackA.dup).toBe(false);
+      expect(ackA.ts).toBeGreaterThan(before);
+      await waitFor(() => b.seen.messages.length === 1, 10_000, 'b to receive');
+      const m = b.seen.messages[0]!;
+      expect([m.from, m.text(), m.msg, m.ts]).toEqual([a.u, 'hello b', ackA.msg, ackA.ts]);
+
+      const ackB = await b.c.send(a.u, new Uint8Array([0, 1, 2, 250]));
+      await waitFor(() => a.seen.messages.length === 1, 10_000, 'a to receive');
+      expect([...a.seen.messages[0]!.body]).toEqual([0, 1, 2, 250]);
+      expect(a.seen.messages[0]!.msg).toBe(ackB.msg);
+      expect(ackB.msg).not.toBe(ackA.msg);
+
+      // Each side's ack of the other's message becomes a receipt for the sender.
+      await waitFor(() => a.seen.receipts.length === 1 && b.seen.receipts.length === 1, 10_000, 'receipts');
+      expect([a.seen.receipts[0]!.msg, a.seen.receipts[0]!.by]).toEqual([ackA.msg, b.u]);
+      expect([b.seen.receipts[0]!.msg, b.seen.receipts[0]!.by]).toEqual([ackB.msg, a.u]);
+      expect(a.seen.errors).toEqual([]);
+      expect(b.seen.errors).toEqual([]);
+    });
+
+    it('an offline recipient gets its messages, in order, when it connects; the sender then gets receipts', async () => {
+      const a = await online('a');
+      const bu = user('b');
+      const acks: SendAck[] = [];
+      for (const t of ['one', 'two', 'three']) acks.push(await a.s.send(bu, t));
+
+      const b = pool.make(bu);
+      const seen = new Seen(b);
+      const w = await b.connect();
+      expect(w.head).toBeGreaterThanOrEqual(3);
+      await waitFor(() => seen.messages.length === 3, 10_000, 'offline messages');
+      expect(seen.texts()).toEqual(['one', 'two', 'three']);
+      expect(seen.messages.map((m) => m.msg)).toEqual(acks.map((x) => x.msg));
+      await waitFor(() => a.seen.receipts.length === 3, 10_000, 'receipts');
+      expect(new Set(a.seen.receipts.map((r) => r.msg))).toEqual(new Set(acks.map((x) => x.msg)));
+    });
+
+    it('resumes after an abrupt kill mid-stream: a new process with the same device and store misses nothing and repeats nothing', async () => {
+      const N = 300;
+      const K = 100;
+      const a = await online('a');
+      const bu = user('b');
+      const sends: Promise<SendAck>[] = [];
+      for (let i = 0; i < N; i++) sends.push(a.s.send(bu, `m${i}`));
+      await Promise.all(sends);
+
+      const dir = mkdtempSync(join(tmpdir(), 'iris-resume-'));
+      dirs.push(dir);
+      const storePath = join(dir, 'b.json');
+      // First process: processes K messages (never acking: its ack batch is larger and its delay longer),
+      // then hangs inside the handler of message K+1 and is killed with SIGKILL.
+      const child = spawn(process.execPath, ['--import', 'tsx', join(HERE, 'resume-child.ts')], {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        env: { ...process.env, IRIS_URL: target.url, IRIS_TOKEN: await target.token(bu), IRIS_STORE: storePath, IRIS_DEVICE: 'd1', IRIS_STOP_AFTER: String(K) },
+      });
+      let stderr = '';
+      child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+      const first: string[] = [];
+      let stuck = false;
+      createInterface({ input: child.stdout }).on('line', (l) => {
+        if (l === 'STUCK') stuck = true;
+        else if (l.startsWith('MSG ')) first.push(l.slice(4));
+      });
+      const exited = new Promise<void>((r) => child.on('exit', () => r()));
+      try {
+        await waitFor(() => stuck || child.exitCode !== null, 30_000, 'the first process to get stuck');
+      } finally {
+        child.kill('SIGKILL');
+        await exited;
+      }
+      expect(stuck, stderr).toBe(true);
+      // The order the server accepted A's sends in (= send order unless it throttled A and sends were retried).
+      const order = a.s.accepted;
+      expect(order).toHaveLength(N);
+      expect(first).toEqual(order.slice(0, K));
+
+      // Second process: same device, same store file.
+      const b2 = pool.make(bu, { store: new FileStore(storePath) });
+      const seen = new Seen(b2);
+      const w = await b2.connect();
+      expect(w.cursor).toBe(K);
+      await waitFor(() => seen.messages.length >= N - K, 30_000, 'the rest of the stream');
+      await sleep(300); // anything extra would show up now
+      expect(seen.texts()).toEqual(order.slice(K));
+      expect(new Set([...first, ...seen.texts()]).size).toBe(N);
+    });
+
+    it('a second connection of the same device replaces the first (close 4001, no reconnect) and takes over the stream', async () => {
+      const a = await online('a');
+      const bu = user('b');
+      const store = new MemoryStore();
+      const b1 = pool.make(bu, { store });
+      const seen1 = new Seen(b1);
+      await b1.connect();
+      await a.s.send(bu, 'first');
+      await waitFor(() => seen1.messages.length === 1, 10_000, 'b1 to receive');
+
+      const b2 = pool.make(bu, { store });
+      const seen2 = new Seen(b2);
+      await b2.connect();
+      await waitFor(() => b1.state === 'closed', 10_000, 'b1 to be replaced');
+      expect(seen1.errors.map((e) => [e.code, e.closeCode])).toEqual([['closed', 4001]]);
+      await a.s.send(bu, 'second');
+      await waitFor(() => seen2.messages.length === 1, 10_000, 'b2 to receive');
+      await sleep(300);
+      expect(seen2.texts()).toEqual(['second']);
+      expect(seen1.texts()).toEqual(['first']);
+      expect(b1.state).toBe('closed');
+    });
+
+    it('the same client message id sent twice is stored once: the second ack says dup with the same server id', async () => {
+      const a = await online('a');
+      const b = await online('b');
+      const id = `dup-${run}`;
+      const first = await a.s.send(b.u, 'once', id);
+      const second = await a.s.send(b.u, 'once', id);
+      expect(first.dup).toBe(false);
+      expect(second.dup).toBe(true);
+      expect(second.msg).toBe(first.msg);
+      expect(second.ts).toBe(first.ts);
+      const after = await a.s.send(b.u, 'sentinel');
+      await waitFor(() => b.seen.messages.some((m) => m.msg === after.msg), 10_000, 'the sentinel');
+      expect(b.seen.texts()).toEqual(['once', 'sentinel']);
+    });
+
+    it('1,000 messages from A to B arrive in order, exactly once', async () => {
+      const N = 1000;
+      const a = await online('a', { maxOutbox: N });
+      const b = await online('b');
+      const sends: Promise<SendAck>[] = [];
+      for (let i = 0; i < N; i++) sends.push(a.s.send(b.u, `n${i}`));
+      const acks = await Promise.all(sends);
+      expect(new Set(acks.map((x) => x.msg)).size).toBe(N);
+      await waitFor(() => b.seen.messages.length >= N, 60_000, `${N} messages`);
+      await sleep(300);
+      expect(b.seen.messages).toHaveLength(N);
+      const sent = Array.from({ length: N }, (_, i) => `n${i}`);
+      // Received in the order the server accepted them, each exactly once...
+      expect(b.seen.texts()).toEqual(a.s.accepted);
+      expect([...b.seen.texts()].sort()).toEqual([...sent].sort());
+      // ...which is the send order, unless the server throttled A and retries reshuffled it.
+      if (a.s.retries === 0) expect(b.seen.texts()).toEqual(sent);
+      expect(new Set(b.seen.messages.map((m) => m.msg))).toEqual(new Set(acks.map((x) => x.msg)));
+      const seqs = b.seen.messages.map((m) => m.seq);
+      for (let i = 1; i < N; i++) expect(seqs[i]!).toBeGreaterThan(seqs[i - 1]!);
+    }, 90_000);
+
+    it('keeps per-conversation FIFO with two senders interleaved', async () => {
+      const N = 200;
+      const a = await online('a');
+      const c = await online('c');
+      const b = await online('b');
+      const sends: Promise<SendAck>[] = [];
+      for (let i = 0; i < N; i++) {
+        sends.push(a.s.send(b.u, `a${i}`));
+        sends.push(c.s.send(b.u, `c${i}`));
+      }
+      await Promise.all(sends);
+      await waitFor(() => b.seen.messages.length >= 2 * N, 30_000, 'all messages');
+      await sleep(200);
+      expect(b.seen.messages).toHaveLength(2 * N);
+      expect(b.seen.texts(a.u)).toEqual(a.s.accepted);
+      expect(b.seen.texts(c.u)).toEqual(c.s.accepted);
+      expect(new Set(b.seen.texts(a.u)).size).toBe(N);
+      expect(new Set(b.seen.texts(c.u)).size).toBe(N);
+      if (a.s.retries + c.s.retries === 0) {
+        expect(b.seen.texts(a.u)).toEqual(Array.from({ length: N }, (_, i) => `a${i}`));
+        expect(b.seen.texts(c.u)).toEqual(Array.from({ length: N }, (_, i) => `c${i}`));
+      }
+    });
+
+    it('a server restart keeps offline messages, and connected clients reconnect by themselves', async () => {
+      const a = await online('a');
+      const bu = user('b');
+      for (const t of ['before-1', 'before-2', 'before-3']) await a.s.send(bu, t);
+
+      await target.restart();
+
+      await waitFor(() => a.seen.states.includes('reconnecting') && a.c.state === 'open', 30_000, 'a to reconnect');
+      const ack = await a.s.send(bu, 'after');
+      expect(ack.dup).toBe(false);
+      const b = pool.make(bu);
+      const seen = new Seen(b);
+      await b.connect();
+      await waitFor(() => seen.messages.length === 4, 15_000, 'messages stored before the restart');
+      expect(seen.texts()).toEqual(['before-1', 'before-2', 'before-3', 'after']);
+    }, 90_000);
+
+    // ------------------------------------------------------------------ presence
+
+    it('reports presence: online while connected, offline with lastSeen after disconnect, never-seen as 0', async () => {
+      const a = await online('a');
+      const t0 = Date.now();
+      const b = await online('b');
+      const ghost = user('ghost');
+      const [pb, pg] = await a.c.presence([b.u, ghost]);
+      expect(pb).toMatchObject({ user: b.u, online: true });
+      expect(pg).toEqual({ user: ghost, online: false, lastSeen: 0 });
+
+      const closing = Date.now();
+      await b.c.close();
+      let after = pb!;
+      for (let i = 0; i < 100 && after.online; i++) {
+        await sleep(100);
+        after = (await a.c.presence([b.u]))[0]!;
+      }
+      expect(after.online).toBe(false);
+      expect(after.lastSeen).toBeGreaterThanOrEqual(t0 - 2_000);
+      expect(after.lastSeen).toBeGreaterThanOrEqual(closing - 2_000);
+      expect(after.lastSeen).toBeLessThanOrEqual(Date.now() + 2_000);
+    });
+
+    // ------------------------------------------------------------------ robustness
+
+    it('answers bad frames with typed error frames and keeps other users connected and working', async () => {
+      const a = await online('a');
+      const b = await online('b');
+      const xu = user('x');
+      const token = await target.token(xu);
+
+      const expectError = async (raw: RawSocket, from: number, codes: ErrorCode[], text: boolean, ref?: string) => {
+        const { frame, text: isText } = await raw.next((f) => f.frame.t === 'error', 5_000, from);
+        if (frame.t !== 'error') throw new Error('unreachable');
+        expect(codes).toContain(frame.code);
+        expect(isText).toBe(text);
+        if (ref !== undefined) expect(frame.ref).toBe(ref);
+        return frame;
+      };
+
+      // A send before hello.
+      const r0 = await RawSocket.open(target.url, token);
+      r0.send(encodeBinary({ t: 'send', id: 'early-1', to: b.u, body: new Uint8Array([1]) }));
+      await expectError(r0, 0, ['hello_required'], false, 'early-1');
+      r0.close();
+
+      const cases: { what: string; data: string | Uint8Array; codes: ErrorCode[] }[] = [
+        { what: 'garbage binary', data: new Uint8Array([0xff, 0x13, 0x37, 0x00]), codes: ['unknown_type', 'bad_frame'] },
+        { what: 'truncated binary', data: new Uint8Array([3, 0x40, 0x61]), codes: ['bad_frame'] },
+        { what: 'bad JSON', data: '{"t":"send",', codes: ['bad_frame'] },
+        { what: 'oversize frame', data: new Uint8Array(100 * 1024).fill(3), codes: ['frame_too_large'] },
+        { what: 'unknown type (JSON)', data: '{"t":"teleport"}', codes: ['unknown_type'] },
+        { what: 'unknown type (binary)', data: new Uint8Array([0x63]), codes: ['unknown_type'] },
+        { what: 'server frame from a client', data: '{"t":"pong"}', codes: ['unknown_type'] },
+      ];
+      for (const c of cases) {
+        const raw = await RawSocket.open(target.url, token);
+        raw.send(JSON.stringify({ t: 'hello', device: `raw${cases.indexOf(c)}`, cursor: 0 }));
+        await raw.next((f) => f.frame.t === 'welcome');
+        const from = raw.frames.length;
+        raw.send(c.data);
+        await expectError(raw, from, c.codes, typeof c.data === 'string').catch((e: unknown) => {
+          throw new Error(`${c.what}: ${e instanceof Error ? e.message : String(e)}`);
+        });
+        expect(raw.undecodable, c.what).toEqual([]);
+        raw.close();
+      }
+
+      // Meanwhile, and afterwards, A and B are untouched.
+      const ack = await a.s.send(b.u, 'still here');
+      await waitFor(() => b.seen.messages.some((m) => m.msg === ack.msg), 10_000, 'b to receive after the bad frames');
+      expect(a.seen.states).toEqual(['connecting', 'open']);
+      expect(b.seen.states).toEqual(['connecting', 'open']);
+      expect(a.seen.errors).toEqual([]);
+      expect(b.seen.errors).toEqual([]);
+    });
+
+    it('refuses missing, badly signed and expired tokens with HTTP 401 before the upgrade, on every token transport', async () => {
+      const u = user('t');
+      const good = await target.token(u);
+      const [head, payload, sig] = good.split('.') as [string, string, string];
+      const badSig = `${head}.${payload}.${sig[0] === 'A' ? 'B' : 'A'}${sig.slice(1)}`;
+      const expired = await target.token(u, { expiresIn: '-1h' });
+
+      expect((await upgradeRequest(target.url)).status).toBe(401);
+      for (const [what, tok] of [['bad signature', badSig], ['expired', expired], ['not a JWT', 'garbage']] as const) {
+        const viaHeader = await upgradeRequest(target.url, { headers: { Authorization: `Bearer ${tok}` } });
+        const viaProtocol = await upgradeRequest(target.url, { headers: { 'Sec-WebSocket-Protocol': `iris.v1, bearer.${tok}` } });
+        const viaQuery = await upgradeRequest(target.url, { query: { access_token: tok } });
+        expect([viaHeader.status, viaProtocol.status, viaQuery.status], what).toEqual([401, 401, 401]);
+      }
+      // The control: the same request with the good token upgrades.
+      expect((await upgradeRequest(target.url, { headers: { Authorization: `Bearer ${good}` } })).status).toBe(101);
+
+      // A standard WebSocket never opens, and the SDK rejects connect() with a typed error.
+      await expect(RawSocket.open(target.url, badSig)).rejects.toThrow(/closed before open/);
+      const c = new IrisClient({ url: target.url, token: expired, device: 'd1' });
+      const err = await c.connect().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(IrisError);
+      expect((err as IrisError).code).toBe('connection_refused');
+      expect(c.state).toBe('closed');
+    });
+  });
+}

@@ -1,0 +1,69 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { MemoryStore, backoffDelay } from '../../client/index.js';
+import { FileStore } from '../../client/node-store.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'iris-store-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe('FileStore', () => {
+  it('starts empty when the file does not exist, without creating it', () => {
+    const s = new FileStore(join(dir, 'none', 'x.json'));
+    expect(s.load()).toEqual({ cursor: 0, outbox: [] });
+    expect(() => readFileSync(join(dir, 'none', 'x.json'))).toThrow();
+  });
+
+  it('keeps cursor, outbox (bytes intact, in order) and meta across instances, i.e. across processes', () => {
+    const path = join(dir, 'alice-phone.json');
+    const a = new FileStore(path);
+    a.saveCursor(17);
+    a.putPending({ id: 'm1', to: 'bob', body: new Uint8Array([0, 1, 2, 255]), createdAt: 1 });
+    a.putPending({ id: 'm2', to: 'carol', body: new TextEncoder().encode('héllo'), createdAt: 2 });
+    a.putPending({ id: 'm3', to: 'bob', body: new Uint8Array(0), createdAt: 3 });
+    a.deletePending('m2');
+    a.setMeta('device', 'phone');
+
+    const b = new FileStore(path);
+    const st = b.load();
+    expect(st.cursor).toBe(17);
+    expect(st.outbox.map((p) => p.id)).toEqual(['m1', 'm3']);
+    expect([...st.outbox[0]!.body]).toEqual([0, 1, 2, 255]);
+    expect(st.outbox[0]!.to).toBe('bob');
+    expect(st.outbox[1]!.body.byteLength).toBe(0);
+    expect(b.getMeta('device')).toBe('phone');
+  });
+
+  it('refuses a file that is not a store', () => {
+    const path = join(dir, 'other.json');
+    writeFileSync(path, JSON.stringify({ hello: 1 }));
+    expect(() => new FileStore(path)).toThrow(/not an Iris client store/);
+  });
+});
+
+describe('MemoryStore', () => {
+  it('hands out copies, so later mutation of a body cannot change what is resent', () => {
+    const s = new MemoryStore();
+    const body = new Uint8Array([1, 2, 3]);
+    s.putPending({ id: 'a', to: 'bob', body, createdAt: 0 });
+    body[0] = 9;
+    expect([...s.load().outbox[0]!.body]).toEqual([1, 2, 3]);
+  });
+});
+
+describe('backoffDelay', () => {
+  it('grows exponentially with jitter in [d/2, d] and stops at maxMs', () => {
+    const o = { baseMs: 100, maxMs: 1000 };
+    expect(backoffDelay(0, o, () => 0)).toBe(50);
+    expect(backoffDelay(0, o, () => 1)).toBe(100);
+    expect(backoffDelay(3, o, () => 1)).toBe(800);
+    expect(backoffDelay(10, o, () => 1)).toBe(1000);
+    expect(backoffDelay(10, o, () => 0)).toBe(500);
+    for (let i = 0; i < 100; i++) {
+      const d = backoffDelay(2, o);
+      expect(d).toBeGreaterThanOrEqual(200);
+      expect(d).toBeLessThanOrEqual(400);
+    }
+  });
+});

@@ -1,0 +1,601 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { IrisClient, IrisError, MemoryStore, type IrisClientOptions, type IrisMessage, type SocketEvent, type SocketInit } from '../../client/index.js';
+import {
+  PING_TEXT,
+  decodeFrame,
+  encodeFrame,
+  type ClientFrame,
+  type Entry,
+  type Frame,
+  type ServerFrame,
+} from '../../protocol/index.js';
+
+/**
+ * SDK logic against a scripted fake WebSocket: the test plays the server. Each test drives the client through
+ * the standard WebSocket surface only (open / message / close / error events), like a real server would.
+ */
+
+type Ev = 'open' | 'message' | 'close' | 'error';
+
+class FakeSocket {
+  static all: FakeSocket[] = [];
+  readyState = 0;
+  protocol = '';
+  binaryType = 'blob';
+  readonly raw: (string | Uint8Array)[] = [];
+  private readonly listeners = new Map<Ev, ((e: SocketEvent) => void)[]>();
+
+  constructor(
+    readonly url: string,
+    readonly init: SocketInit,
+  ) {
+    FakeSocket.all.push(this);
+  }
+
+  addEventListener(type: Ev, fn: (e: SocketEvent) => void): void {
+    const l = this.listeners.get(type) ?? [];
+    l.push(fn);
+    this.listeners.set(type, l);
+  }
+
+  send(data: string | ArrayBuffer | ArrayBufferView): void {
+    if (this.readyState !== 1) throw new Error('not open');
+    if (typeof data === 'string') this.raw.push(data);
+    else if (data instanceof ArrayBuffer) this.raw.push(new Uint8Array(data.slice(0)));
+    else this.raw.push(new Uint8Array(data.buffer, data.byteOffset, data.byteLength).slice());
+  }
+
+  close(code = 1000, reason = ''): void {
+    if (this.readyState >= 2) return;
+    this.readyState = 3;
+    queueMicrotask(() => this.fire('close', { code, reason }));
+  }
+
+  // ---- the server's side ----
+
+  private fire(type: Ev, e: SocketEvent): void {
+    for (const fn of this.listeners.get(type) ?? []) fn(e);
+  }
+
+  accept(): void {
+    this.readyState = 1;
+    this.protocol = 'iris.v1';
+    this.fire('open', {});
+  }
+
+  /** Refuses the handshake the way `ws` reports it (the standard WebSocket carries no text). */
+  refuse(text = ''): void {
+    this.readyState = 3;
+    this.fire('error', text ? { message: text } : {});
+    this.fire('close', { code: 1006, reason: '' });
+  }
+
+  push(f: ServerFrame, enc: 'binary' | 'json' = 'binary'): void {
+    const data = encodeFrame(f, enc);
+    this.fire('message', { data: typeof data === 'string' ? data : data.slice().buffer });
+  }
+
+  serverClose(code: number, reason = ''): void {
+    this.readyState = 3;
+    this.fire('close', { code, reason });
+  }
+
+  /** Client frames received so far (the heartbeat ping text excluded). */
+  frames(): ClientFrame[] {
+    return this.raw.filter((d) => d !== PING_TEXT).map((d) => decodeFrame(d) as ClientFrame);
+  }
+
+  framesOf<T extends Frame['t']>(t: T): Extract<ClientFrame, { t: T }>[] {
+    return this.frames().filter((f): f is Extract<ClientFrame, { t: T }> => f.t === t);
+  }
+
+  /** Accepts the socket, waits for the hello and answers it. */
+  async welcome(cursor?: number, head = 0): Promise<Extract<ClientFrame, { t: 'hello' }>> {
+    this.accept();
+    await waitFor(() => this.framesOf('hello').length === 1);
+    const hello = this.framesOf('hello')[0]!;
+    const c = cursor ?? hello.cursor;
+    this.push({ t: 'welcome', user: 'alice', device: hello.device, cursor: c, head: Math.max(head, c), time: Date.now() });
+    return hello;
+  }
+}
+
+async function waitFor(cond: () => boolean, timeoutMs = 2000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('waitFor: condition not met in time');
+    await new Promise((r) => setTimeout(r, 2));
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function lastSocket(): FakeSocket {
+  const s = FakeSocket.all[FakeSocket.all.length - 1];
+  if (!s) throw new Error('no socket yet');
+  return s;
+}
+
+async function nextSocket(count: number): Promise<FakeSocket> {
+  await waitFor(() => FakeSocket.all.length >= count);
+  return FakeSocket.all[count - 1]!;
+}
+
+const clients: IrisClient[] = [];
+function client(extra: Partial<IrisClientOptions> = {}): IrisClient {
+  const c = new IrisClient({
+    url: 'ws://iris.test/v1/connect',
+    token: 'tok',
+    device: 'phone',
+    WebSocket: FakeSocket,
+    reconnect: { baseMs: 5, maxMs: 20 },
+    ...extra,
+  });
+  clients.push(c);
+  return c;
+}
+
+function entry(seq: number, over: Partial<Entry> = {}): Entry {
+  return { seq, kind: 'message', msg: `bob:${seq}`, peer: 'bob', ts: 1000 + seq, body: new TextEncoder().encode(`m${seq}`), ...over };
+}
+
+afterEach(async () => {
+  for (const c of clients.splice(0)) await Promise.race([c.close(), sleep(50)]);
+  FakeSocket.all = [];
+});
+
+describe('IrisClient: connect', () => {
+  it('offers iris.v1 plus the bearer subprotocol, sends hello with the stored cursor, resolves on welcome', async () => {
+    const states: string[] = [];
+    const c = client({ store: new MemoryStore({ cursor: 41 }) });
+    c.on('state', (s) => void states.push(s));
+    const p = c.connect();
+    const s = await nextSocket(1);
+    expect(s.init).toEqual(['iris.v1', 'bearer.tok']);
+    const hello = await s.welcome();
+    expect(hello).toEqual({ t: 'hello', device: 'phone', cursor: 41 });
+    const w = await p;
+    expect(w.cursor).toBe(41);
+    expect(c.state).toBe('open');
+    expect(states).toEqual(['connecting', 'open']);
+  });
+
+  it('puts the token in the query string with tokenTransport "query", and asks a token function each time', async () => {
+    let n = 0;
+    const c = client({ tokenTransport: 'query', token: () => `t${++n}` });
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    expect(new URL(s.url).searchParams.get('access_token')).toBe('t1');
+    expect(s.init).toEqual(['iris.v1']);
+    await s.welcome();
+    s.serverClose(1001);
+    const s2 = await nextSocket(2);
+    expect(new URL(s2.url).searchParams.get('access_token')).toBe('t2');
+  });
+
+  it('rejects connect() with connection_refused (status from the error text) and does not retry', async () => {
+    const c = client();
+    const p = c.connect();
+    (await nextSocket(1)).refuse('Unexpected server response: 401');
+    const err = await p.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(IrisError);
+    expect((err as IrisError).code).toBe('connection_refused');
+    expect((err as IrisError).status).toBe(401);
+    await sleep(60);
+    expect(FakeSocket.all).toHaveLength(1);
+    expect(c.state).toBe('closed');
+  });
+
+  it('treats a failed handshake with an expired JWT as a 401 refusal, even after having been connected', async () => {
+    const payload = btoa(JSON.stringify({ sub: 'alice', exp: Math.floor(Date.now() / 1000) - 3600 })).replace(/=+$/, '');
+    const c = client({ token: `eyJhbGciOiJIUzI1NiJ9.${payload}.sig` });
+    const errors: IrisError[] = [];
+    c.on('error', (e) => void errors.push(e));
+    c.connect().catch(() => {});
+    await (await nextSocket(1)).welcome();
+    lastSocket().serverClose(1006);
+    (await nextSocket(2)).refuse();
+    await waitFor(() => c.state === 'closed');
+    expect(errors.map((e) => [e.code, e.status])).toEqual([['connection_refused', 401]]);
+    await sleep(60);
+    expect(FakeSocket.all).toHaveLength(2);
+  });
+
+  it('passes an Authorization header through the undici-style init with tokenTransport "header"', async () => {
+    const c = client({ tokenTransport: 'header' });
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    expect(s.url).toBe('ws://iris.test/v1/connect');
+    expect(s.init).toEqual({ protocols: ['iris.v1'], headers: { authorization: 'Bearer tok' } });
+  });
+
+  it('uses JSON text frames with encoding "json"', async () => {
+    const c = client({ encoding: 'json' });
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    s.accept();
+    await waitFor(() => s.raw.length > 0);
+    expect(typeof s.raw[0]).toBe('string');
+    expect(JSON.parse(s.raw[0] as string)).toEqual({ t: 'hello', device: 'phone', cursor: 0 });
+  });
+});
+
+describe('IrisClient: send and outbox', () => {
+  it('resolves send() on send_ack, dup acks too', async () => {
+    const c = client();
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const p1 = c.send('bob', 'hi', { id: 'x1' });
+    await waitFor(() => s.framesOf('send').length === 1);
+    const sent = s.framesOf('send')[0]!;
+    expect(sent.id).toBe('x1');
+    expect(sent.to).toBe('bob');
+    expect(new TextDecoder().decode(sent.body)).toBe('hi');
+    s.push({ t: 'send_ack', id: 'x1', msg: 'alice:1', ts: 5, dup: false });
+    expect(await p1).toMatchObject({ id: 'x1', msg: 'alice:1', dup: false });
+    const p2 = c.send('bob', 'hi', { id: 'x1' });
+    await waitFor(() => s.framesOf('send').length === 2);
+    s.push({ t: 'send_ack', id: 'x1', msg: 'alice:1', ts: 5, dup: true });
+    expect(await p2).toMatchObject({ msg: 'alice:1', dup: true });
+    expect(c.pending).toBe(0);
+  });
+
+  it('gives every send a distinct id', async () => {
+    const c = client();
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    for (let i = 0; i < 50; i++) void c.send('bob', `m${i}`).catch(() => {});
+    await waitFor(() => s.framesOf('send').length === 50);
+    expect(new Set(s.framesOf('send').map((f) => f.id)).size).toBe(50);
+  });
+
+  it('resends unacked sends with the same ids, in order, after a reconnect; queues sends made while disconnected', async () => {
+    const c = client();
+    c.connect().catch(() => {});
+    const s1 = await nextSocket(1);
+    await s1.welcome();
+    const p1 = c.send('bob', 'one');
+    const p2 = c.send('bob', 'two');
+    await waitFor(() => s1.framesOf('send').length === 2);
+    const ids = s1.framesOf('send').map((f) => f.id);
+    s1.push({ t: 'send_ack', id: ids[0]!, msg: 'alice:1', ts: 1, dup: false });
+    await p1;
+    s1.serverClose(1006); // "two" was maybe stored, maybe not: only its resend can tell
+    await waitFor(() => c.state === 'reconnecting');
+    const p3 = c.send('bob', 'three'); // while disconnected
+    const s2 = await nextSocket(2);
+    await s2.welcome();
+    await waitFor(() => s2.framesOf('send').length === 2);
+    const resent = s2.framesOf('send');
+    expect(resent.map((f) => new TextDecoder().decode(f.body))).toEqual(['two', 'three']);
+    expect(resent[0]!.id).toBe(ids[1]);
+    s2.push({ t: 'send_ack', id: ids[1]!, msg: 'alice:2', ts: 2, dup: true });
+    s2.push({ t: 'send_ack', id: resent[1]!.id, msg: 'alice:3', ts: 3, dup: false });
+    expect((await p2).msg).toBe('alice:2');
+    expect((await p3).msg).toBe('alice:3');
+  });
+
+  it('rejects a send with a typed IrisError on an error frame that names it, and does not resend it', async () => {
+    const c = client();
+    c.connect().catch(() => {});
+    const s1 = await nextSocket(1);
+    await s1.welcome();
+    const p = c.send('bob', 'x', { id: 'r1' });
+    await waitFor(() => s1.framesOf('send').length === 1);
+    s1.push({ t: 'error', code: 'rate_limited', message: 'slow down', ref: 'r1', retryAfter: 250 });
+    const err = (await p.catch((e: unknown) => e)) as IrisError;
+    expect(err).toBeInstanceOf(IrisError);
+    expect([err.code, err.retryAfter, err.ref]).toEqual(['rate_limited', 250, 'r1']);
+    s1.serverClose(1006);
+    const s2 = await nextSocket(2);
+    await s2.welcome();
+    await sleep(20);
+    expect(s2.framesOf('send')).toHaveLength(0);
+  });
+
+  it('refuses sends beyond maxOutbox with outbox_full', async () => {
+    const c = client({ maxOutbox: 2 });
+    void c.send('bob', 'a').catch(() => {});
+    void c.send('bob', 'b').catch(() => {});
+    const err = (await c.send('bob', 'c').catch((e: unknown) => e)) as IrisError;
+    expect(err.code).toBe('outbox_full');
+    expect(c.pending).toBe(2);
+  });
+
+  it('validates recipient and body size before queueing', async () => {
+    const c = client();
+    expect(((await c.send('not a user', 'x').catch((e: unknown) => e)) as IrisError).code).toBe('invalid_field');
+    expect(((await c.send('bob', new Uint8Array(64 * 1024 + 1)).catch((e: unknown) => e)) as IrisError).code).toBe('frame_too_large');
+    expect(c.pending).toBe(0);
+  });
+});
+
+describe('IrisClient: deliveries, acks and the cursor', () => {
+  it('hands each entry to the app once: drops seq <= cursor, and duplicates within a stream', async () => {
+    const store = new MemoryStore({ cursor: 5 });
+    const c = client({ store, ack: { every: 100, delayMs: 5 } });
+    const got: number[] = [];
+    c.on('message', (m) => void got.push(m.seq));
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    expect((await s.welcome()).cursor).toBe(5);
+    s.push({ t: 'deliver', entries: [entry(4), entry(5), entry(6), entry(7)] });
+    s.push({ t: 'deliver', entries: [entry(7), entry(8)] });
+    await waitFor(() => s.framesOf('deliver_ack').some((a) => a.seq === 8));
+    expect(got).toEqual([6, 7, 8]);
+    expect(store.cursor).toBe(8);
+  });
+
+  it('acks cumulatively after `every` entries, and after the delay for the rest', async () => {
+    const c = client({ ack: { every: 3, delayMs: 150 } });
+    c.on('message', () => {});
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    s.push({ t: 'deliver', entries: [1, 2, 3, 4, 5, 6, 7].map((n) => entry(n)) });
+    await waitFor(() => s.framesOf('deliver_ack').length === 2);
+    expect(s.framesOf('deliver_ack').map((a) => a.seq)).toEqual([3, 6]);
+    await sleep(60);
+    expect(s.framesOf('deliver_ack')).toHaveLength(2); // 7 waits for the delay
+    await waitFor(() => s.framesOf('deliver_ack').length === 3);
+    expect(s.framesOf('deliver_ack')[2]!.seq).toBe(7);
+  });
+
+  it('acks only after the app handler finished, and hands entries over one at a time in order', async () => {
+    const c = client({ ack: { every: 1, delayMs: 0 } });
+    let release: () => void = () => {};
+    const seen: number[] = [];
+    c.on('message', async (m: IrisMessage) => {
+      seen.push(m.seq);
+      if (m.seq === 2) await new Promise<void>((r) => (release = r));
+    });
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    s.push({ t: 'deliver', entries: [entry(1), entry(2), entry(3)] });
+    await waitFor(() => s.framesOf('deliver_ack').length === 1);
+    await sleep(30);
+    expect(seen).toEqual([1, 2]);
+    expect(s.framesOf('deliver_ack').map((a) => a.seq)).toEqual([1]);
+    expect(c.cursor).toBe(1);
+    release();
+    await waitFor(() => s.framesOf('deliver_ack').length === 3);
+    expect(seen).toEqual([1, 2, 3]);
+    expect(s.framesOf('deliver_ack').map((a) => a.seq)).toEqual([1, 2, 3]);
+  });
+
+  it('emits receipts for delivered entries and the message text for messages', async () => {
+    const c = client();
+    const msgs: string[] = [];
+    const receipts: [string, string][] = [];
+    c.on('message', (m) => void msgs.push(`${m.from}:${m.text()}`));
+    c.on('receipt', (r) => void receipts.push([r.msg, r.by]));
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    s.push({ t: 'deliver', entries: [entry(1), entry(2, { kind: 'delivered', msg: 'alice:9', body: new Uint8Array(0) })] });
+    await waitFor(() => c.cursor === 2);
+    expect(msgs).toEqual(['bob:m1']);
+    expect(receipts).toEqual([['alice:9', 'bob']]);
+  });
+
+  it('never acks beyond what the current socket delivered, and skips what comes again', async () => {
+    const c = client({ ack: { every: 1, delayMs: 0 } });
+    let release: () => void = () => {};
+    const seen: number[] = [];
+    c.on('message', async (m) => {
+      seen.push(m.seq);
+      if (m.seq === 2) await new Promise<void>((r) => (release = r));
+    });
+    c.connect().catch(() => {});
+    const s1 = await nextSocket(1);
+    await s1.welcome(0, 10);
+    s1.push({ t: 'deliver', entries: [entry(1), entry(2)] });
+    await waitFor(() => seen.length === 2 && s1.framesOf('deliver_ack').length === 1);
+    s1.serverClose(1006); // while the app still works on 2
+    const s2 = await nextSocket(2);
+    const hello = await s2.welcome();
+    expect(hello.cursor).toBe(1);
+    release(); // cursor moves to 2, but this socket has only delivered up to 1
+    await waitFor(() => c.cursor === 2);
+    await sleep(20);
+    expect(s2.framesOf('deliver_ack')).toHaveLength(0);
+    s2.push({ t: 'deliver', entries: [entry(2), entry(3)] });
+    await waitFor(() => s2.framesOf('deliver_ack').some((a) => a.seq === 3));
+    expect(seen).toEqual([1, 2, 3]);
+    expect(s2.framesOf('deliver_ack').map((a) => a.seq)).toEqual([2, 3]);
+  });
+});
+
+describe('IrisClient: store persistence across processes', () => {
+  it('a new client with the same store resumes from the saved cursor and resends the saved outbox with the same ids', async () => {
+    const store = new MemoryStore();
+    const c1 = client({ store, ack: { every: 1000, delayMs: 10_000 } });
+    c1.on('message', () => {});
+    c1.connect().catch(() => {});
+    const s1 = await nextSocket(1);
+    await s1.welcome();
+    s1.push({ t: 'deliver', entries: [entry(1), entry(2), entry(3)] });
+    void c1.send('bob', 'unacked').catch(() => {});
+    await waitFor(() => store.cursor === 3 && s1.framesOf('send').length === 1);
+    const id = s1.framesOf('send')[0]!.id;
+    expect(s1.framesOf('deliver_ack')).toHaveLength(0); // killed before acking anything
+    // "kill" the first process: no close, no further events reach it
+    FakeSocket.all = [];
+
+    const c2 = client({ store });
+    const got: number[] = [];
+    c2.on('message', (m) => void got.push(m.seq));
+    const acks: string[] = [];
+    c2.on('ack', (a) => void acks.push(a.id));
+    c2.connect().catch(() => {});
+    const s2 = await nextSocket(1);
+    const hello = await s2.welcome(undefined, 4); // the server never saw an ack, and resumes after the hello cursor
+    expect(hello.cursor).toBe(3);
+    await waitFor(() => s2.framesOf('send').length === 1);
+    expect(s2.framesOf('send')[0]!.id).toBe(id);
+    s2.push({ t: 'send_ack', id, msg: 'alice:1', ts: 1, dup: true });
+    s2.push({ t: 'deliver', entries: [entry(1), entry(2), entry(3), entry(4)] });
+    await waitFor(() => store.cursor === 4 && acks.length === 1);
+    expect(got).toEqual([4]);
+    expect(acks).toEqual([id]);
+    expect(store.outbox.size).toBe(0);
+  });
+
+  it('adopts the server cursor when it is ahead (store lost) and when the server inbox is shorter than the hello cursor', async () => {
+    const store = new MemoryStore({ cursor: 50 });
+    const c = client({ store });
+    const got: number[] = [];
+    c.on('message', (m) => void got.push(m.seq));
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome(3, 3); // server data was reset: only 3 entries exist
+    expect(store.cursor).toBe(3);
+    s.push({ t: 'deliver', entries: [entry(4)] });
+    await waitFor(() => got.length === 1);
+    expect(got).toEqual([4]);
+  });
+});
+
+describe('IrisClient: asynchronous stores', () => {
+  /** A store whose every call takes a random few ms, recording the order of calls. */
+  class SlowStore {
+    readonly inner = new MemoryStore();
+    readonly log: string[] = [];
+    private async later(): Promise<void> {
+      await sleep(Math.floor(Math.random() * 4));
+    }
+    async load() {
+      await this.later();
+      return this.inner.load();
+    }
+    /** Called when a cursor save completes; tests use it to look at what was acked by then. */
+    onSaved: (c: number) => void = () => {};
+    async saveCursor(c: number) {
+      await this.later();
+      this.log.push(`cursor ${c}`);
+      this.onSaved(c);
+      this.inner.saveCursor(c);
+    }
+    async putPending(p: { id: string; to: string; body: Uint8Array; createdAt: number }) {
+      await this.later();
+      this.log.push(`put ${new TextDecoder().decode(p.body)}`);
+      this.inner.putPending(p);
+    }
+    async deletePending(id: string) {
+      await this.later();
+      this.inner.deletePending(id);
+    }
+  }
+
+  it('keeps send order and saves each send before writing it, and each cursor before acking it', async () => {
+    const store = new SlowStore();
+    const c = client({ store, ack: { every: 1, delayMs: 0 } });
+    c.on('message', () => {});
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    for (let i = 0; i < 20; i++) void c.send('bob', `s${i}`).catch(() => {});
+    await waitFor(() => s.framesOf('send').length === 20);
+    expect(s.framesOf('send').map((f) => new TextDecoder().decode(f.body))).toEqual(Array.from({ length: 20 }, (_, i) => `s${i}`));
+    expect(store.log.filter((l) => l.startsWith('put'))).toEqual(Array.from({ length: 20 }, (_, i) => `put s${i}`));
+    const ackedWhenSaved: number[] = [];
+    store.onSaved = () => ackedWhenSaved.push(Math.max(0, ...s.framesOf('deliver_ack').map((a) => a.seq)));
+    s.push({ t: 'deliver', entries: [entry(1), entry(2), entry(3)] });
+    await waitFor(() => s.framesOf('deliver_ack').some((a) => a.seq === 3));
+    // when the save of cursor n completed, nothing at or beyond n had been acked yet
+    expect(ackedWhenSaved).toEqual([0, 1, 2]);
+    expect(s.framesOf('deliver_ack').map((a) => a.seq)).toEqual([1, 2, 3]);
+    expect(store.inner.cursor).toBe(3);
+  });
+});
+
+describe('IrisClient: connection upkeep', () => {
+  it('does not reconnect after close code 4001 (replaced) and reports it', async () => {
+    const c = client();
+    const errors: IrisError[] = [];
+    c.on('error', (e) => void errors.push(e));
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const p = c.send('bob', 'x');
+    await waitFor(() => s.framesOf('send').length === 1);
+    s.serverClose(4001, 'replaced');
+    expect(((await p.catch((e: unknown) => e)) as IrisError).code).toBe('closed');
+    await sleep(60);
+    expect(FakeSocket.all).toHaveLength(1);
+    expect(c.state).toBe('closed');
+    expect(errors.map((e) => [e.code, e.closeCode])).toEqual([['closed', 4001]]);
+  });
+
+  it('reconnects after other closes, with backoff, and resets to open', async () => {
+    const states: string[] = [];
+    const c = client();
+    c.on('state', (s) => void states.push(s));
+    c.connect().catch(() => {});
+    await (await nextSocket(1)).welcome();
+    lastSocket().serverClose(1011);
+    (await nextSocket(2)).refuse(); // server still down: keep trying
+    await (await nextSocket(3)).welcome();
+    await waitFor(() => c.state === 'open');
+    expect(states).toEqual(['connecting', 'open', 'reconnecting', 'open']);
+  });
+
+  it('pings with the exact ping text when idle, and reconnects when nothing arrives for two intervals', async () => {
+    const c = client({ heartbeatMs: 40 });
+    c.connect().catch(() => {});
+    const s1 = await nextSocket(1);
+    await s1.welcome();
+    await waitFor(() => s1.raw.includes(PING_TEXT), 500);
+    // no pong, no traffic: the client gives up on this socket and opens another
+    const s2 = await nextSocket(2);
+    expect(s1.readyState).toBe(3);
+    await s2.welcome();
+    expect(c.state).toBe('open');
+  });
+
+  it('answers presence() from the presence frame with its ref, and rejects after close()', async () => {
+    const c = client();
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const p = c.presence(['bob', 'carol']);
+    await waitFor(() => s.framesOf('presence_query').length === 1);
+    const q = s.framesOf('presence_query')[0]!;
+    expect(q.users).toEqual(['bob', 'carol']);
+    s.push({ t: 'presence', ref: 'someone-else', users: [] });
+    s.push({ t: 'presence', ref: q.ref, users: [{ user: 'bob', online: true, lastSeen: 7 }, { user: 'carol', online: false, lastSeen: 0 }] });
+    expect(await p).toEqual([{ user: 'bob', online: true, lastSeen: 7 }, { user: 'carol', online: false, lastSeen: 0 }]);
+    const p2 = c.presence(['bob']);
+    await c.close();
+    expect(((await p2.catch((e: unknown) => e)) as IrisError).code).toBe('closed');
+  });
+
+  it('flushes the pending ack on close()', async () => {
+    const c = client({ ack: { every: 100, delayMs: 10_000 } });
+    c.on('message', () => {});
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    s.push({ t: 'deliver', entries: [entry(1), entry(2)] });
+    await waitFor(() => c.cursor === 2);
+    expect(s.framesOf('deliver_ack')).toHaveLength(0);
+    await c.close();
+    expect(s.framesOf('deliver_ack').map((a) => a.seq)).toEqual([2]);
+  });
+
+  it('surfaces error frames not tied to a request as "error" events', async () => {
+    const c = client();
+    const errors: IrisError[] = [];
+    c.on('error', (e) => void errors.push(e));
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    s.push({ t: 'error', code: 'bad_ack', message: 'nope' });
+    await waitFor(() => errors.length === 1);
+    expect(errors[0]!.code).toBe('bad_ack');
+    expect(c.state).toBe('open');
+  });
+});
