@@ -77,7 +77,6 @@ export class Mailbox {
   constructor(private readonly deps: MailboxDeps) {
     this.user = deps.user;
     this.store = new MailboxStore(deps.storage.sql, deps.user);
-    this.store.ensureUser();
     this.bucket = new TokenBucket(deps.config.ratePerSec, deps.config.rateBurst, deps.clock.now());
   }
 
@@ -222,6 +221,9 @@ export class Mailbox {
   }
 
   private async onPresenceQuery(conn: Conn, f: PresenceQuery): Promise<void> {
+    // A query fans out to up to 32 shards: it spends a token from the same bucket as sends.
+    const wait = this.bucket.take(this.deps.clock.now());
+    if (wait > 0) return this.error(conn, conn.state?.enc ?? 'binary', 'rate_limited', 'request rate exceeded', f.ref, wait);
     const users = await Promise.all(
       f.users.map((u) => (u === this.user ? Promise.resolve(this.presence()) : this.deps.peers.presence(u))),
     ).catch(() => null);
@@ -321,7 +323,7 @@ export class Mailbox {
   presence(): PresenceInfo {
     let online = false;
     for (const c of this.deps.sockets.list()) if (c.state) online = true;
-    return { user: this.user, online, lastSeen: online ? this.deps.clock.now() : this.store.userRow().last_seen };
+    return { user: this.user, online, lastSeen: online ? this.deps.clock.now() : this.store.lastSeen() };
   }
 
   /** Scheduled wake-up: retry every recipient that still has outbox items and is not backing off. */

@@ -28,13 +28,20 @@ export class MailboxStore {
     );
   }
 
+  /** The user's counters, creating the row on first use (only write paths call this). */
   userRow(): UserRow {
-    const r = this.sql.all<UserRow>(
-      `SELECT next_seq, next_n, trimmed, delivered, last_seen FROM users WHERE user = ?`,
-      this.user,
-    )[0];
-    if (!r) throw new Error(`user row missing for ${this.user}`);
+    const q = `SELECT next_seq, next_n, trimmed, delivered, last_seen FROM users WHERE user = ?`;
+    let r = this.sql.all<UserRow>(q, this.user)[0];
+    if (!r) {
+      this.ensureUser();
+      r = this.sql.all<UserRow>(q, this.user)[0]!;
+    }
     return r;
+  }
+
+  /** Last disconnect time, 0 if never seen. Reads only: a presence query must not create users. */
+  lastSeen(): number {
+    return this.sql.all<{ t: number }>(`SELECT last_seen AS t FROM users WHERE user = ?`, this.user)[0]?.t ?? 0;
   }
 
   setLastSeen(ts: number): void {

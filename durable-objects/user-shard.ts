@@ -31,7 +31,6 @@ export class UserShard extends DurableObject<Env> {
     this.config = configFromEnv(env);
     ctx.setWebSocketAutoResponse(new WebSocketRequestResponsePair(PING_TEXT, PONG_TEXT));
     void ctx.blockConcurrencyWhile(async () => {
-      this.ctx.storage.transactionSync(() => migrate(this.storage.sql, Date.now()));
       this.alarmAt = await this.ctx.storage.getAlarm();
     });
   }
@@ -68,6 +67,7 @@ export class UserShard extends DurableObject<Env> {
 
   override async alarm(): Promise<void> {
     this.alarmAt = null;
+    if (!this.hasSchema()) return;
     const user = this.storage.sql.all<{ user: string }>(`SELECT user FROM users LIMIT 1`)[0]?.user;
     if (user !== undefined) await this.mailboxFor(user).onWake();
   }
@@ -79,6 +79,8 @@ export class UserShard extends DurableObject<Env> {
   }
 
   async presence(user: string): Promise<PresenceInfo> {
+    // Asking about a user who never connected must not create storage for them.
+    if (!this.mailbox && !this.hasSchema()) return { user, online: false, lastSeen: 0 };
     return this.mailboxFor(user).presence();
   }
 
@@ -93,11 +95,18 @@ export class UserShard extends DurableObject<Env> {
     return c;
   }
 
+  private hasSchema(): boolean {
+    return this.storage.sql.all(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'iris_migrations'`).length > 0;
+  }
+
   private mailboxFor(user: string): Mailbox {
     if (this.mailbox) {
       if (this.mailbox.user !== user) throw new Error(`shard of ${this.mailbox.user} addressed as ${user}`);
       return this.mailbox;
     }
+    // Storage is created on first real use, not in the constructor: an object that is only asked for
+    // presence stays empty.
+    this.ctx.storage.transactionSync(() => migrate(this.storage.sql, Date.now()));
     const env = this.env;
     const peers: Peers = {
       forward: (to, batch) => env.USERS.get(env.USERS.idFromName(to)).receive(to, batch),

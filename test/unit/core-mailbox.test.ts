@@ -416,5 +416,16 @@ describe('presence', () => {
     w.now += 5000;
     await a.frame({ t: 'presence_query', ref: 'q2', users: ['bob'] });
     expect(a.of('presence')[1]?.users).toEqual([{ user: 'bob', online: false, lastSeen: leftAt }]);
+    // Asking about someone creates nothing for them.
+    expect(w.count('users', 'zed')).toBe(0);
+  });
+
+  it('rate limits presence queries from the same bucket as sends', async () => {
+    const w = new World({ ratePerSec: 1, rateBurst: 2 });
+    const a = w.connect('alice');
+    await a.hello('a1');
+    for (let i = 0; i < 3; i++) await a.frame({ t: 'presence_query', ref: `q${i}`, users: ['bob'] });
+    expect(a.of('presence')).toHaveLength(2);
+    expect(a.of('error')[0]).toMatchObject({ code: 'rate_limited', ref: 'q2' });
   });
 });

@@ -1,5 +1,6 @@
 import { env, evictDurableObject, runDurableObjectAlarm, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
+import { migrate } from '../../core/schema.js';
 import { MailboxStore } from '../../core/store.js';
 import { doStorage } from '../../durable-objects/storage.js';
 import { PING_TEXT, PONG_TEXT } from '../../protocol/index.js';
@@ -10,8 +11,12 @@ import { TestClient, userShard } from './helpers.js';
  * user names are unique per test so tests do not see each other's inboxes.
  */
 
+/** Rows in one of a user's tables; 0 when the shard has no storage yet. */
 const rows = (user: string, table: string) =>
-  runInDurableObject(userShard(env, user), (_i, state) => state.storage.sql.exec(`SELECT count(*) AS c FROM ${table}`).one()['c'] as number);
+  runInDurableObject(userShard(env, user), (_i, state) => {
+    const exists = state.storage.sql.exec(`SELECT count(*) AS c FROM sqlite_master WHERE name = ?`, table).one()['c'];
+    return exists ? (state.storage.sql.exec(`SELECT count(*) AS c FROM ${table}`).one()['c'] as number) : 0;
+  });
 
 describe('1:1 messaging through the shard', () => {
   it('delivers offline messages on connect, then live, with a receipt to the sender', async () => {
@@ -82,9 +87,10 @@ describe('eviction loses nothing', () => {
     // Commit a send exactly as onSend does, then stop — as if the object were evicted right after the commit.
     const alice = userShard(env, 'e-alice');
     await runInDurableObject(alice, async (_instance, state) => {
-      const store = new MailboxStore(doStorage(state.storage).sql, 'e-alice');
+      const { sql } = doStorage(state.storage);
+      const store = new MailboxStore(sql, 'e-alice');
       state.storage.transactionSync(() => {
-        store.ensureUser();
+        migrate(sql, Date.now());
         store.outboxAppend('e-bob', 'message', null, Date.now(), new TextEncoder().encode('survives eviction'), 'c1');
       });
       await state.storage.setAlarm(Date.now() + 60_000);
@@ -195,6 +201,10 @@ describe('bounds and bad input', () => {
     const users = a.of('presence')[0]!.users;
     expect(users[0]).toMatchObject({ user: 'q-bob', online: true });
     expect(users[1]).toEqual({ user: 'q-nobody', online: false, lastSeen: 0 });
+    const tables = await runInDurableObject(userShard(env, 'q-nobody'), (_i, state) =>
+      state.storage.sql.exec(`SELECT count(*) AS c FROM sqlite_master WHERE name = 'iris_migrations'`).one()['c'],
+    );
+    expect(tables).toBe(0); // the query created no storage for a user who never connected
     a.close();
     b.close();
   });
