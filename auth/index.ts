@@ -2,3 +2,4 @@ export * from './config.js';
 export * from './errors.js';
 export * from './request.js';
 export * from './verify.js';
+export * from './upgrade.js';

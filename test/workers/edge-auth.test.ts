@@ -68,9 +68,13 @@ describe('token matrix', () => {
 });
 
 describe('upgrade checks', () => {
-  it('a plain GET gets 426', async () => {
-    await refused(await SELF.fetch('http://iris.test/v1/connect'), 426, 'upgrade_required');
+  it('a plain GET: 401 without a token (so a client can learn why its handshake failed), 426 with one', async () => {
+    await refused(await SELF.fetch('http://iris.test/v1/connect'), 401, 'missing_token');
+    await refused(await SELF.fetch('http://iris.test/v1/connect', { headers: bearer(await token('alice', { exp: -60 })) }), 401, 'token_expired');
+    await refused(await SELF.fetch('http://iris.test/v1/connect', { headers: bearer(await token('alice')) }), 426, 'upgrade_required');
   });
+  it('a POST: 405', async () =>
+    refused(await SELF.fetch('http://iris.test/v1/connect', { method: 'POST', headers: bearer(await token('alice')) }), 405, 'method_not_allowed'));
   it('without the iris.v1 subprotocol: 400', async () =>
     refused(await upgradeRequest({ 'Sec-WebSocket-Protocol': 'chat', ...bearer(await token('alice')) }), 400, 'unsupported_protocol'));
   it('unknown path: 404, healthz: 200', async () => {

@@ -1,0 +1,70 @@
+import { AuthError } from './errors.js';
+import { checkUpgrade, tokenFromRequest, type HeaderGetter } from './request.js';
+import type { TokenVerifier } from './verify.js';
+
+/** An HTTP refusal sent instead of a WebSocket: the status, and a JSON body {error: code, message}. */
+export interface Refusal {
+  status: number;
+  code: string;
+  message: string;
+  headers?: Record<string, string>;
+}
+
+export interface UpgradeRequest {
+  method: string;
+  url: URL;
+  header: HeaderGetter;
+  /** Client address, the key of the per-IP connect limit. */
+  ip: string;
+}
+
+export interface UpgradeChecks {
+  verifier: TokenVerifier;
+  /** Per-IP connect limit: 0 when allowed, else seconds to wait. */
+  connectLimit?: (ip: string) => number | Promise<number>;
+}
+
+/**
+ * Everything decided before a WebSocket exists, in one order for both profiles:
+ * method -> per-IP connect rate -> token -> ?user -> WebSocket upgrade + `iris.v1`.
+ * The token is checked before the upgrade headers so that a client whose handshake failed can learn why
+ * with a plain GET (a WebSocket API does not expose the status of a refused upgrade).
+ */
+export async function authorizeUpgrade(req: UpgradeRequest, checks: UpgradeChecks): Promise<{ user: string } | Refusal> {
+  if (req.method !== 'GET') return { status: 405, code: 'method_not_allowed', message: 'use GET' };
+  if (checks.connectLimit) {
+    const wait = await checks.connectLimit(req.ip);
+    if (wait > 0) {
+      return { status: 429, code: 'too_many_connects', message: 'too many connection attempts from this address', headers: { 'retry-after': String(wait) } };
+    }
+  }
+  const token = tokenFromRequest(req.header, req.url);
+  if (!token) return { status: 401, code: 'missing_token', message: 'send a bearer token' };
+  let user: string;
+  try {
+    ({ user } = await checks.verifier.verify(token));
+  } catch (e) {
+    if (e instanceof AuthError) return { status: e.status, code: e.code, message: e.message };
+    throw e;
+  }
+  const asked = req.url.searchParams.get('user');
+  if (asked !== null && asked !== user) return { status: 403, code: 'user_mismatch', message: 'token subject does not match ?user' };
+  const bad = checkUpgrade(req.method, req.header);
+  if (bad) return bad;
+  return { user };
+}
+
+export function isRefusal(r: { user: string } | Refusal): r is Refusal {
+  return 'status' in r;
+}
+
+/** The HTTP headers of a refusal (JSON body; 401s name the problem in WWW-Authenticate). */
+export function refusalHeaders(r: Refusal): Record<string, string> {
+  const h: Record<string, string> = { 'content-type': 'application/json', ...r.headers };
+  if (r.status === 401) h['www-authenticate'] = `Bearer error="invalid_token", error_description="${r.code}"`;
+  return h;
+}
+
+export function refusalBody(r: Refusal): string {
+  return JSON.stringify({ error: r.code, message: r.message });
+}
