@@ -216,6 +216,8 @@ export class Mailbox {
       this.trim();
       return [...recipients];
     });
+    // Receipts are outbox items like messages: arm the same safety net in case this shard goes away now.
+    if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
     this.deps.metrics?.acked?.();
     await Promise.all([this.pump(conn), ...kick.map((r) => this.forward(r))]);
   }
@@ -360,6 +362,8 @@ export class Mailbox {
     const state = st;
     state.running = this.runForward(recipient, state).finally(() => {
       state.running = null;
+      // A forward() that arrived after the run's last outbox read but before this point only set `again`.
+      if (state.again) void this.forward(recipient);
     });
     return state.running;
   }
