@@ -1,0 +1,99 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Metrics } from '../core/ports.js';
+import type { ErrorCode } from '../protocol/index.js';
+import type { CommitObserver } from './storage.js';
+
+/**
+ * Prometheus metrics of one worker process. Every series carries a `worker` label; the supervisor gathers
+ * all workers' registries (as JSON over IPC) and serves them merged at /metrics, whichever worker the scrape
+ * lands on. docs/OPERATIONS.md explains each one.
+ */
+export class WorkerMetrics {
+  readonly registry = new Registry();
+  readonly connections: Gauge;
+  readonly connectionsTotal: Counter<'via'>;
+  readonly refused: Counter<'code'>;
+  readonly framesIn: Counter;
+  readonly framesOut: Counter;
+  readonly accepted: Counter;
+  readonly delivered: Counter;
+  readonly acks: Counter;
+  readonly errors: Counter<'code'>;
+  readonly forwardFailures: Counter;
+  readonly closes: Counter<'code'>;
+  readonly mailboxes: Gauge;
+  readonly peerCalls: Counter<'op' | 'result'>;
+  readonly peerLatency: Histogram<'op'>;
+  readonly commitBatch: Histogram;
+  readonly commitRows: Histogram;
+  readonly commitSeconds: Histogram;
+  readonly commitFailures: Counter;
+
+  constructor(worker: number) {
+    const r = this.registry;
+    r.setDefaultLabels({ worker: String(worker) });
+    collectDefaultMetrics({ register: r, prefix: 'iris_' });
+    const registers = [r];
+    this.connections = new Gauge({ name: 'iris_connections', help: 'Open client WebSockets on this worker', registers });
+    this.connectionsTotal = new Counter({ name: 'iris_connections_opened_total', help: 'Client WebSockets opened, by how they reached their owner (local, handoff, pipe)', labelNames: ['via'], registers });
+    this.refused = new Counter({ name: 'iris_connects_refused_total', help: 'Connection attempts refused before the upgrade, by reason (HTTP body code)', labelNames: ['code'], registers });
+    this.framesIn = new Counter({ name: 'iris_frames_in_total', help: 'WebSocket messages received from clients', registers });
+    this.framesOut = new Counter({ name: 'iris_frames_out_total', help: 'WebSocket messages sent to clients', registers });
+    this.accepted = new Counter({ name: 'iris_messages_accepted_total', help: 'Messages accepted (durable, send_ack sent), not counting duplicates', registers });
+    this.delivered = new Counter({ name: 'iris_entries_delivered_total', help: 'Inbox entries (messages and receipts) pushed to devices', registers });
+    this.acks = new Counter({ name: 'iris_deliver_acks_total', help: 'deliver_ack frames that advanced a device cursor', registers });
+    this.errors = new Counter({ name: 'iris_errors_total', help: 'Error frames sent to clients, by protocol error code', labelNames: ['code'], registers });
+    this.forwardFailures = new Counter({ name: 'iris_forward_failures_total', help: 'Failed hand-overs of outbox items to a recipient shard (retried with backoff)', registers });
+    this.closes = new Counter({ name: 'iris_closes_total', help: 'Client WebSockets closed, by close code', labelNames: ['code'], registers });
+    this.mailboxes = new Gauge({ name: 'iris_mailboxes', help: 'User mailboxes held in memory by this worker', registers });
+    this.peerCalls = new Counter({ name: 'iris_peer_calls_total', help: 'Calls to other workers (forward, presence), by result', labelNames: ['op', 'result'], registers });
+    this.peerLatency = new Histogram({
+      name: 'iris_peer_call_seconds',
+      help: 'Round trip of a call to another worker',
+      labelNames: ['op'],
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1],
+      registers,
+    });
+    this.commitBatch = new Histogram({
+      name: 'iris_commit_batch_size',
+      help: 'Operations (commit() calls waiting for durability) made durable by one COMMIT',
+      buckets: [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048],
+      registers,
+    });
+    this.commitRows = new Histogram({
+      name: 'iris_commit_rows',
+      help: 'Rows changed by one COMMIT',
+      buckets: [1, 4, 16, 64, 256, 1024, 4096, 16384],
+      registers,
+    });
+    this.commitSeconds = new Histogram({
+      name: 'iris_commit_seconds',
+      help: 'Duration of one COMMIT (WAL write + fsync), during which the worker does nothing else',
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+      registers,
+    });
+    this.commitFailures = new Counter({ name: 'iris_commit_failures_total', help: 'COMMITs that failed (each fails all operations of its batch)', registers });
+  }
+
+  /** The core's metrics port. */
+  core(): Metrics {
+    return {
+      accepted: () => this.accepted.inc(),
+      delivered: (n) => this.delivered.inc(n),
+      acked: () => this.acks.inc(),
+      error: (code: ErrorCode) => this.errors.inc({ code }),
+      forwardFailed: () => this.forwardFailures.inc(),
+    };
+  }
+
+  commitObserver(): CommitObserver {
+    return {
+      committed: (fns, rows, seconds) => {
+        this.commitBatch.observe(fns);
+        this.commitRows.observe(rows);
+        this.commitSeconds.observe(seconds);
+      },
+      failed: () => this.commitFailures.inc(),
+    };
+  }
+}

@@ -1,0 +1,380 @@
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { unlinkSync } from 'node:fs';
+import type { ForwardBatch, ForwardItem, ForwardResult } from '../core/ports.js';
+import type { PresenceInfo } from '../protocol/index.js';
+
+/**
+ * The shard router's wire between worker processes: a unix domain socket per worker (<run dir>/peer-<i>.sock),
+ * length-prefixed binary frames with request ids, writes batched per event-loop turn into one write().
+ *
+ *   frame = len:u32 (bytes after it) | op:u8 | rid:u32 | payload
+ *   forward      (1): to:str from:str count:u32 { n:f64 kind:u8 msg:str ts:f64 body:bytes }*
+ *   forward_res  (2): acceptedUpTo:f64 hasRetry:u8 retryAfter:f64
+ *   presence     (3): user:str
+ *   presence_res (4): user:str online:u8 lastSeen:f64
+ *   error        (5): message:str
+ *   str/bytes = len:u32 + bytes (UTF-8). Numbers that may exceed 32 bits travel as f64 (exact to 2^53).
+ *
+ * Every worker keeps at most one outgoing connection per other worker; requests on it are pipelined and
+ * answered in any order. A closed connection fails its outstanding calls (the core retries forwards with
+ * backoff; a presence query answers `unavailable`) and the next call reconnects.
+ */
+
+const OP_FORWARD = 1;
+const OP_FORWARD_RES = 2;
+const OP_PRESENCE = 3;
+const OP_PRESENCE_RES = 4;
+const OP_ERROR = 5;
+/** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken peer. */
+const MAX_FRAME = 16 * 1024 * 1024;
+
+const utf8 = new TextEncoder();
+const utf8d = new TextDecoder();
+
+class Enc {
+  buf = Buffer.allocUnsafe(256);
+  pos = 4;
+  private room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.pos + n) size *= 2;
+    const next = Buffer.allocUnsafe(size);
+    this.buf.copy(next, 0, 0, this.pos);
+    this.buf = next;
+  }
+  u8(n: number): this {
+    this.room(1);
+    this.buf[this.pos++] = n;
+    return this;
+  }
+  u32(n: number): this {
+    this.room(4);
+    this.buf.writeUInt32LE(n, this.pos);
+    this.pos += 4;
+    return this;
+  }
+  f64(n: number): this {
+    this.room(8);
+    this.buf.writeDoubleLE(n, this.pos);
+    this.pos += 8;
+    return this;
+  }
+  bytes(b: Uint8Array): this {
+    this.u32(b.byteLength);
+    this.room(b.byteLength);
+    this.buf.set(b, this.pos);
+    this.pos += b.byteLength;
+    return this;
+  }
+  str(s: string): this {
+    this.room(4 + s.length * 3);
+    const { written } = utf8.encodeInto(s, this.buf.subarray(this.pos + 4));
+    this.buf.writeUInt32LE(written, this.pos);
+    this.pos += 4 + written;
+    return this;
+  }
+  /** The finished frame, length prefix filled in. */
+  done(): Buffer {
+    this.buf.writeUInt32LE(this.pos - 4, 0);
+    return this.buf.subarray(0, this.pos);
+  }
+}
+
+export class Dec {
+  pos = 0;
+  constructor(private readonly buf: Buffer) {}
+  private need(n: number): void {
+    if (this.pos + n > this.buf.length) throw new Error('peer frame truncated');
+  }
+  u8(): number {
+    this.need(1);
+    return this.buf[this.pos++]!;
+  }
+  u32(): number {
+    this.need(4);
+    const v = this.buf.readUInt32LE(this.pos);
+    this.pos += 4;
+    return v;
+  }
+  f64(): number {
+    this.need(8);
+    const v = this.buf.readDoubleLE(this.pos);
+    this.pos += 8;
+    return v;
+  }
+  bytes(): Uint8Array {
+    const n = this.u32();
+    this.need(n);
+    // Copied: the frame buffer may be a slice of a larger read buffer.
+    const out = new Uint8Array(n);
+    out.set(this.buf.subarray(this.pos, this.pos + n));
+    this.pos += n;
+    return out;
+  }
+  str(): string {
+    const n = this.u32();
+    this.need(n);
+    const s = utf8d.decode(this.buf.subarray(this.pos, this.pos + n));
+    this.pos += n;
+    return s;
+  }
+}
+
+function frame(op: number, rid: number): Enc {
+  return new Enc().u8(op).u32(rid);
+}
+
+export function encodeForward(rid: number, to: string, batch: ForwardBatch): Buffer {
+  const e = frame(OP_FORWARD, rid).str(to).str(batch.from).u32(batch.items.length);
+  for (const it of batch.items) e.f64(it.n).u8(it.kind === 'delivered' ? 2 : 1).str(it.msg).f64(it.ts).bytes(it.body);
+  return e.done();
+}
+
+export function decodeForward(d: Dec): { to: string; batch: ForwardBatch } {
+  const to = d.str();
+  const from = d.str();
+  const count = d.u32();
+  const items: ForwardItem[] = [];
+  for (let i = 0; i < count; i++) {
+    const n = d.f64();
+    const kind = d.u8() === 2 ? 'delivered' : 'message';
+    items.push({ n, kind, msg: d.str(), ts: d.f64(), body: d.bytes() });
+  }
+  return { to, batch: { from, items } };
+}
+
+/** Splits a byte stream into frames: calls onFrame(op, rid, body decoder) for each complete one. */
+class FrameReader {
+  private pending: Buffer[] = [];
+  private pendingLen = 0;
+
+  constructor(private readonly onFrame: (op: number, rid: number, d: Dec) => void) {}
+
+  push(chunk: Buffer): void {
+    this.pending.push(chunk);
+    this.pendingLen += chunk.length;
+    if (this.pendingLen < 4) return;
+    let buf = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending, this.pendingLen);
+    let off = 0;
+    while (buf.length - off >= 4) {
+      const len = buf.readUInt32LE(off);
+      if (len < 5 || len > MAX_FRAME) throw new Error(`bad peer frame length ${len}`);
+      if (buf.length - off - 4 < len) break;
+      const body = buf.subarray(off + 4, off + 4 + len);
+      off += 4 + len;
+      const d = new Dec(body);
+      const op = d.u8();
+      const rid = d.u32();
+      this.onFrame(op, rid, d);
+    }
+    buf = buf.subarray(off);
+    this.pending = buf.length > 0 ? [buf] : [];
+    this.pendingLen = buf.length;
+  }
+}
+
+/** Queues frames and writes everything queued in one event-loop turn with one write(). */
+class BatchWriter {
+  private queue: Buffer[] = [];
+  private scheduled = false;
+
+  constructor(private readonly socket: Socket) {}
+
+  write(b: Buffer): void {
+    this.queue.push(b);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    setImmediate(() => this.flush());
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    const q = this.queue;
+    this.queue = [];
+    if (q.length === 0 || this.socket.destroyed) return;
+    this.socket.write(q.length === 1 ? q[0]! : Buffer.concat(q));
+  }
+}
+
+export interface PeerHandler {
+  forward(to: string, batch: ForwardBatch): Promise<ForwardResult>;
+  presence(user: string): Promise<PresenceInfo>;
+}
+
+/** Answers other workers' calls on <run dir>/peer-<id>.sock. */
+export class PeerServer {
+  private server: Server | null = null;
+  private readonly sockets = new Set<Socket>();
+
+  constructor(
+    readonly path: string,
+    private readonly handler: PeerHandler,
+  ) {}
+
+  listen(): Promise<void> {
+    try {
+      unlinkSync(this.path); // left over from a worker that died
+    } catch {
+      // Not there: fine.
+    }
+    const server = createServer((s) => this.accept(s));
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.path, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+  }
+
+  private accept(socket: Socket): void {
+    this.sockets.add(socket);
+    socket.setNoDelay?.(true);
+    const out = new BatchWriter(socket);
+    const reader = new FrameReader((op, rid, d) => {
+      if (op === OP_FORWARD) {
+        const { to, batch } = decodeForward(d);
+        this.handler.forward(to, batch).then(
+          (r) => out.write(frame(OP_FORWARD_RES, rid).f64(r.acceptedUpTo).u8(r.retryAfter === undefined ? 0 : 1).f64(r.retryAfter ?? 0).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_PRESENCE) {
+        const user = d.str();
+        this.handler.presence(user).then(
+          (p) => out.write(frame(OP_PRESENCE_RES, rid).str(p.user).u8(p.online ? 1 : 0).f64(p.lastSeen).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else {
+        out.write(frame(OP_ERROR, rid).str(`unknown op ${op}`).done());
+      }
+    });
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        reader.push(chunk);
+      } catch {
+        socket.destroy();
+      }
+    });
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => this.sockets.delete(socket));
+  }
+
+  close(): void {
+    this.server?.close();
+    for (const s of this.sockets) s.destroy();
+    try {
+      unlinkSync(this.path);
+    } catch {
+      // Already gone.
+    }
+  }
+}
+
+interface Pending {
+  resolve: (d: Dec, op: number) => void;
+  reject: (e: Error) => void;
+  timer: ReturnType<typeof setTimeout>;
+}
+
+export class PeerError extends Error {
+  override readonly name = 'PeerError';
+}
+
+/** One worker's connection to another worker's PeerServer. */
+export class PeerClient {
+  private socket: Socket | null = null;
+  private writer: BatchWriter | null = null;
+  private connected = false;
+  private nextRid = 1;
+  private readonly pending = new Map<number, Pending>();
+  private closedForGood = false;
+
+  constructor(
+    readonly target: number,
+    readonly path: string,
+    private readonly timeoutMs: number,
+  ) {}
+
+  private ensure(): BatchWriter {
+    if (this.writer && this.socket && !this.socket.destroyed) return this.writer;
+    const socket = createConnection(this.path);
+    this.socket = socket;
+    this.connected = false;
+    const writer = new BatchWriter(socket);
+    this.writer = writer;
+    const reader = new FrameReader((op, rid, d) => {
+      const p = this.pending.get(rid);
+      if (!p) return;
+      this.pending.delete(rid);
+      clearTimeout(p.timer);
+      if (op === OP_ERROR) p.reject(new PeerError(`worker ${this.target}: ${d.str()}`));
+      else p.resolve(d, op);
+    });
+    socket.on('connect', () => {
+      this.connected = true;
+    });
+    socket.on('data', (chunk: Buffer) => {
+      try {
+        reader.push(chunk);
+      } catch {
+        socket.destroy();
+      }
+    });
+    socket.on('error', () => socket.destroy());
+    socket.on('close', () => {
+      if (this.socket === socket) {
+        this.socket = null;
+        this.writer = null;
+      }
+      const why = this.connected ? 'connection closed' : 'not reachable';
+      this.failAll(new PeerError(`worker ${this.target}: ${why}`));
+    });
+    return writer;
+  }
+
+  private failAll(e: Error): void {
+    const all = [...this.pending.values()];
+    this.pending.clear();
+    for (const p of all) {
+      clearTimeout(p.timer);
+      p.reject(e);
+    }
+  }
+
+  private call(build: (rid: number) => Buffer): Promise<{ d: Dec; op: number }> {
+    if (this.closedForGood) return Promise.reject(new PeerError('peer links are closed'));
+    const writer = this.ensure();
+    const rid = this.nextRid;
+    this.nextRid = this.nextRid >= 0xffffffff ? 1 : this.nextRid + 1;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(rid);
+        reject(new PeerError(`worker ${this.target}: no answer within ${this.timeoutMs} ms`));
+      }, this.timeoutMs);
+      this.pending.set(rid, { resolve: (d, op) => resolve({ d, op }), reject, timer });
+      writer.write(build(rid));
+    });
+  }
+
+  async forward(to: string, batch: ForwardBatch): Promise<ForwardResult> {
+    const { d, op } = await this.call((rid) => encodeForward(rid, to, batch));
+    if (op !== OP_FORWARD_RES) throw new PeerError(`worker ${this.target}: unexpected answer ${op}`);
+    const acceptedUpTo = d.f64();
+    const hasRetry = d.u8() === 1;
+    const retryAfter = d.f64();
+    return hasRetry ? { acceptedUpTo, retryAfter } : { acceptedUpTo };
+  }
+
+  async presence(user: string): Promise<PresenceInfo> {
+    const { d, op } = await this.call((rid) => frame(OP_PRESENCE, rid).str(user).done());
+    if (op !== OP_PRESENCE_RES) throw new PeerError(`worker ${this.target}: unexpected answer ${op}`);
+    return { user: d.str(), online: d.u8() === 1, lastSeen: d.f64() };
+  }
+
+  close(): void {
+    this.closedForGood = true;
+    this.socket?.destroy();
+    this.failAll(new PeerError('peer links are closed'));
+  }
+}

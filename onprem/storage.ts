@@ -1,0 +1,246 @@
+import { DatabaseSync, type StatementSync } from 'node:sqlite';
+import type { Sql, SqlValue, Storage } from '../core/ports.js';
+import { migrate } from '../core/schema.js';
+
+/**
+ * The core's Storage port over one node:sqlite file per worker process, with group commit.
+ *
+ * commit(fn) runs fn synchronously inside the worker's currently open transaction (BEGIN on first use), each
+ * fn inside its own SAVEPOINT so a throwing fn rolls back only its own writes. Everything that arrives until
+ * the batch closes shares one COMMIT — one fsync of the WAL (journal_mode=WAL, synchronous=FULL) — and only
+ * after that COMMIT returns are the batch's promises resolved. The core sends acks, forwards and deliveries
+ * after awaiting commit(), so nothing leaves this process before the writes it depends on are on disk.
+ *
+ * A batch closes at the end of the current event-loop turn (windowMs = 0: every frame read in this turn
+ * shares the fsync, and under load the fsync itself is the window, since frames queue up while it runs) or
+ * windowMs after its first write, or as soon as it holds maxBatch functions, whichever comes first.
+ *
+ * A fn that wrote nothing, while nothing written before it is still uncommitted, resolves at once: the core
+ * runs its reads (inbox pages, outbox batches) through commit() too, and they must not pay for an fsync.
+ */
+
+export interface CommitObserver {
+  /** One COMMIT: how many commit() calls it made durable, rows changed, and how long COMMIT (the fsync) took. */
+  committed(fns: number, rows: number, seconds: number): void;
+  failed?(error: unknown): void;
+}
+
+export interface GroupCommitOptions {
+  /** 0: close the batch at the end of the event-loop turn. > 0: at most this many ms after its first write. */
+  windowMs: number;
+  /** Close the batch as soon as it holds this many commit() calls. */
+  maxBatch: number;
+  observer?: CommitObserver;
+}
+
+interface Prepared {
+  stmt: StatementSync;
+  /** True for statements that only read (SELECT/WITH/PRAGMA/...): run with all() and never mark the batch dirty. */
+  reader: boolean;
+  /** A write that returns rows (RETURNING): run with all() and always mark the batch dirty. */
+  returning: boolean;
+}
+
+interface Waiter {
+  resolve: () => void;
+  reject: (e: unknown) => void;
+}
+
+const READ_ONLY = /^\s*(SELECT|WITH|PRAGMA|EXPLAIN|VALUES)\b/i;
+
+export class StorageClosedError extends Error {
+  override readonly name = 'StorageClosedError';
+}
+
+export class GroupCommitStorage implements Storage {
+  readonly db: DatabaseSync;
+  readonly sql: Sql;
+  private readonly stmts = new Map<string, Prepared>();
+  private inTx = false;
+  /** Rows changed in the open transaction: a nonzero value means a COMMIT (fsync) is owed. */
+  private rows = 0;
+  private waiting: Waiter[] = [];
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private immediate: ReturnType<typeof setImmediate> | null = null;
+  private closed = false;
+  private depth = 0;
+
+  constructor(
+    readonly path: string,
+    private readonly opts: GroupCommitOptions,
+  ) {
+    this.db = new DatabaseSync(path);
+    this.db.exec('PRAGMA journal_mode = WAL');
+    this.db.exec('PRAGMA synchronous = FULL');
+    // One connection per file (this process owns it), so locking never waits; keep a generous page cache.
+    this.db.exec('PRAGMA cache_size = -65536');
+    this.db.exec('PRAGMA temp_store = MEMORY');
+    this.sql = { all: (q, ...p) => this.run(q, p) };
+    this.db.exec('BEGIN IMMEDIATE');
+    this.inTx = true;
+    this.depth = 1;
+    try {
+      migrate(this.sql, Date.now());
+      this.db.exec('COMMIT');
+    } catch (e) {
+      this.db.exec('ROLLBACK');
+      this.db.close();
+      throw e;
+    } finally {
+      this.inTx = false;
+      this.depth = 0;
+      this.rows = 0;
+    }
+  }
+
+  private prepared(query: string): Prepared {
+    let p = this.stmts.get(query);
+    if (!p) {
+      const stmt = this.db.prepare(query);
+      const reader = READ_ONLY.test(query) && !/\bRETURNING\b/i.test(query);
+      p = { stmt, reader, returning: !reader && stmt.columns().length > 0 };
+      this.stmts.set(query, p);
+    }
+    return p;
+  }
+
+  private run<T>(query: string, params: SqlValue[]): T[] {
+    if (this.closed) throw new StorageClosedError('storage is closed');
+    const p = this.prepared(query);
+    if (p.reader) return p.stmt.all(...params) as T[];
+    // A write outside commit() joins the open batch, so it shares the next fsync instead of paying for its
+    // own. Nothing waits on it; every later commit() does.
+    if (this.depth === 0) this.begin();
+    if (p.returning) {
+      const out = p.stmt.all(...params) as T[];
+      this.rows += Math.max(1, out.length);
+      if (this.depth === 0) this.schedule();
+      return out;
+    }
+    const r = p.stmt.run(...params);
+    this.rows += Number(r.changes);
+    if (this.depth === 0) this.settle();
+    return [];
+  }
+
+  private begin(): void {
+    if (this.inTx) return;
+    this.db.exec('BEGIN');
+    this.inTx = true;
+  }
+
+  commit<T>(fn: () => T): Promise<T> {
+    if (this.closed) return Promise.reject(new StorageClosedError('storage is closed'));
+    if (this.depth > 0) {
+      // Nested commit (fn calling commit): it is part of the outer fn's atomic unit.
+      try {
+        return Promise.resolve(fn());
+      } catch (e) {
+        return Promise.reject(e);
+      }
+    }
+    this.begin();
+    const before = this.rows;
+    this.db.exec('SAVEPOINT iris_fn');
+    let out: T;
+    this.depth++;
+    try {
+      out = fn();
+    } catch (e) {
+      this.depth--;
+      try {
+        this.db.exec('ROLLBACK TO iris_fn');
+        this.db.exec('RELEASE iris_fn');
+      } catch {
+        // Some errors (I/O, disk full) make SQLite roll back the whole transaction: the batch is lost.
+        this.abort(e);
+        return Promise.reject(e);
+      }
+      this.rows = before;
+      this.settle();
+      return Promise.reject(e);
+    }
+    this.depth--;
+    this.db.exec('RELEASE iris_fn');
+    if (this.rows === 0) {
+      // Nothing uncommitted, neither from fn nor from anything before it: what fn read is already durable.
+      // End the (read-only) transaction now; that COMMIT writes nothing and syncs nothing.
+      this.flush();
+      return Promise.resolve(out);
+    }
+    const value = out;
+    const p = new Promise<T>((resolve, reject) => {
+      this.waiting.push({ resolve: () => resolve(value), reject });
+    });
+    if (this.waiting.length >= this.opts.maxBatch) this.flush();
+    else this.schedule();
+    return p;
+  }
+
+  /** After a rolled-back fn: close an empty transaction at once, else keep waiting for the batch. */
+  private settle(): void {
+    if (this.rows === 0 && this.waiting.length === 0) this.flush();
+    else this.schedule();
+  }
+
+  private schedule(): void {
+    if (this.timer !== null || this.immediate !== null) return;
+    if (this.opts.windowMs > 0) this.timer = setTimeout(() => this.flush(), this.opts.windowMs);
+    else this.immediate = setImmediate(() => this.flush());
+  }
+
+  /** Commits the open transaction now (one fsync if anything was written) and releases its waiters. */
+  flush(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    if (this.immediate !== null) clearImmediate(this.immediate);
+    this.timer = null;
+    this.immediate = null;
+    if (!this.inTx) return;
+    const waiting = this.waiting;
+    const rows = this.rows;
+    this.waiting = [];
+    this.rows = 0;
+    const t0 = process.hrtime.bigint();
+    try {
+      this.db.exec('COMMIT');
+    } catch (e) {
+      this.waiting = waiting;
+      this.abort(e);
+      return;
+    }
+    this.inTx = false;
+    if (rows > 0 || waiting.length > 0) {
+      this.opts.observer?.committed(waiting.length, rows, Number(process.hrtime.bigint() - t0) / 1e9);
+    }
+    for (const w of waiting) w.resolve();
+  }
+
+  /** The open transaction is lost as a whole (e.g. disk full, I/O error): nobody was acked, every waiter gets the error. */
+  private abort(e: unknown): void {
+    const waiting = this.waiting;
+    this.waiting = [];
+    this.rows = 0;
+    this.inTx = false;
+    try {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+    } catch {
+      // Already rolled back by SQLite.
+    }
+    this.opts.observer?.failed?.(e);
+    for (const w of waiting) w.reject(e);
+  }
+
+  /** Flushes and closes. Later commit() calls reject with StorageClosedError. */
+  close(): void {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+    this.stmts.clear();
+    try {
+      this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
+    } catch {
+      // Best effort: the WAL is replayed on the next open anyway.
+    }
+    this.db.close();
+  }
+}

@@ -1,0 +1,457 @@
+import { fork, type ChildProcess } from 'node:child_process';
+import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { createServer, type Socket } from 'node:net';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
+import { DEV_SECRET } from '../auth/index.js';
+import { defaultWorkers, helpText, onpremConfig, resolveSettings, StartupError, type OnpremConfig, type Settings } from './config.js';
+import { refuseSocket } from './http.js';
+import { isToSupervisor, type MetricsJson, type ToSupervisor, type ToWorker } from './ipc.js';
+
+/**
+ * The supervisor: checks everything it can before any worker exists (settings, data directory, port), starts
+ * one worker process per core, relays connection hand-overs between workers, restarts a worker that dies,
+ * gathers metrics, and drains everything on SIGTERM. It never touches a user's data or a client's bytes.
+ */
+
+const WORKER_ENTRY = join(dirname(fileURLToPath(import.meta.url)), 'worker-main.ts');
+const META_FILE = 'iris-onprem.json';
+const LOCK_FILE = 'iris-onprem.lock';
+/** sockaddr_un.sun_path is 108 bytes including the terminating NUL. */
+const MAX_SOCKET_PATH = 107;
+
+/**
+ * Node flags for the workers: ours, with a bare `--import tsx` made absolute, so workers load TypeScript
+ * whatever their working directory (a bare specifier resolves from the cwd).
+ */
+function workerExecArgv(): string[] {
+  const out = [...process.execArgv];
+  for (let i = 0; i < out.length; i++) {
+    if (out[i] === '--import' && out[i + 1] === 'tsx') out[i + 1] = import.meta.resolve('tsx');
+    else if (out[i] === '--import=tsx') out[i] = `--import=${import.meta.resolve('tsx')}`;
+  }
+  return out;
+}
+
+interface Slot {
+  id: number;
+  child: ChildProcess | null;
+  ready: boolean;
+  restarts: number[];
+  restartTimer: ReturnType<typeof setTimeout> | null;
+}
+
+function say(msg: string): void {
+  process.stderr.write(`iris-onprem: ${msg}\n`);
+}
+
+/** Creates the data directory if needed and proves it is writable, with a message an operator can act on. */
+export function prepareDataDir(cfg: OnpremConfig): void {
+  try {
+    mkdirSync(cfg.dataDir, { recursive: true });
+  } catch (e) {
+    throw new StartupError(`data directory ${cfg.dataDir} cannot be created: ${(e as Error).message}`);
+  }
+  let st;
+  try {
+    st = statSync(cfg.dataDir);
+  } catch (e) {
+    throw new StartupError(`data directory ${cfg.dataDir} is not usable: ${(e as Error).message}`);
+  }
+  if (!st.isDirectory()) throw new StartupError(`data directory ${cfg.dataDir} is not a directory`);
+  const probe = join(cfg.dataDir, `.write-test-${process.pid}`);
+  try {
+    writeFileSync(probe, 'ok');
+    rmSync(probe);
+  } catch (e) {
+    throw new StartupError(`data directory ${cfg.dataDir} is not writable: ${(e as Error).message}`);
+  }
+  try {
+    mkdirSync(cfg.runDir, { recursive: true, mode: 0o700 });
+    // Whoever can connect to the workers' sockets can speak for any user: only this uid may.
+    chmodSync(cfg.runDir, 0o700);
+  } catch (e) {
+    throw new StartupError(`run directory ${cfg.runDir} cannot be created or made private: ${(e as Error).message}`);
+  }
+  const longest = join(cfg.runDir, 'peer-1023.sock');
+  if (Buffer.byteLength(longest) > MAX_SOCKET_PATH) {
+    throw new StartupError(`run directory ${cfg.runDir} is too long for unix sockets (${Buffer.byteLength(longest)} > ${MAX_SOCKET_PATH} bytes); set IRIS_RUN_DIR to a shorter path`);
+  }
+}
+
+/** One server per data directory: a lock file holding the supervisor's pid (a dead pid's lock is taken over). */
+export function lockDataDir(cfg: OnpremConfig): () => void {
+  const file = join(cfg.dataDir, LOCK_FILE);
+  for (let attempt = 0; attempt < 2; attempt++) {
+    try {
+      const fd = openSync(file, 'wx', 0o644);
+      writeSync(fd, `${process.pid}\n`);
+      closeSync(fd);
+      return () => {
+        try {
+          if (readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file);
+        } catch {
+          // Already gone.
+        }
+      };
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new StartupError(`cannot create ${file}: ${(e as Error).message}`);
+    }
+    const pid = Number(readFileSync(file, 'utf8').trim());
+    let alive = false;
+    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
+      try {
+        process.kill(pid, 0);
+        alive = true;
+      } catch (e) {
+        alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+      }
+    }
+    if (alive) throw new StartupError(`data directory ${cfg.dataDir} is in use by another iris-onprem (pid ${pid}); remove ${file} if that is wrong`);
+    rmSync(file, { force: true });
+  }
+  throw new StartupError(`cannot lock ${cfg.dataDir}`);
+}
+
+/**
+ * The worker count is fixed per data directory: a user's state lives in the SQLite file of the worker its id
+ * hashes to, so a different count would look for it in the wrong file.
+ */
+export function workerCount(cfg: OnpremConfig): number {
+  const file = join(cfg.dataDir, META_FILE);
+  let recorded: number | null = null;
+  try {
+    const meta = JSON.parse(readFileSync(file, 'utf8')) as { workers?: unknown };
+    if (typeof meta.workers === 'number' && Number.isInteger(meta.workers) && meta.workers > 0) recorded = meta.workers;
+    else throw new StartupError(`${file} is damaged (no worker count)`);
+  } catch (e) {
+    if (e instanceof StartupError) throw e;
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new StartupError(`cannot read ${file}: ${(e as Error).message}`);
+  }
+  if (recorded !== null) {
+    if (cfg.workers !== null && cfg.workers !== recorded) {
+      throw new StartupError(
+        `data directory ${cfg.dataDir} was created with ${recorded} workers; it cannot run with ${cfg.workers} ` +
+          `(users are placed by hash modulo the worker count). Start with --workers ${recorded}, or see docs/OPERATIONS.md "Changing the worker count".`,
+      );
+    }
+    return recorded;
+  }
+  const n = cfg.workers ?? defaultWorkers();
+  writeFileSync(file, JSON.stringify({ format: 1, workers: n, created: new Date().toISOString() }, null, 2) + '\n');
+  return n;
+}
+
+/** Binds the port exclusively (no SO_REUSEPORT) for a moment: fails if anyone, even another Iris, holds it. */
+export function probePort(host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', (e: NodeJS.ErrnoException) => {
+      if (e.code === 'EADDRINUSE') reject(new StartupError(`port ${port} on ${host} is already in use`));
+      else if (e.code === 'EACCES') reject(new StartupError(`not allowed to listen on ${host}:${port} (ports below 1024 need privileges)`));
+      else if (e.code === 'EADDRNOTAVAIL') reject(new StartupError(`address ${host} is not available on this machine`));
+      else reject(new StartupError(`cannot listen on ${host}:${port}: ${e.message}`));
+    });
+    srv.listen({ host, port, exclusive: true }, () => {
+      const addr = srv.address();
+      const actual = typeof addr === 'object' && addr ? addr.port : port;
+      srv.close(() => resolve(actual));
+    });
+  });
+}
+
+export class Supervisor {
+  private readonly slots: Slot[] = [];
+  private draining = false;
+  private started = false;
+  private readonly registry = new Registry();
+  private readonly restartsMetric: Counter<'worker'>;
+  private readonly readyMetric: Gauge;
+  private readonly handoffs: Counter<'result'>;
+  private nextRid = 1;
+  private readonly scrapes = new Map<number, { want: number; got: MetricsJson[]; done: (m: MetricsJson[]) => void }>();
+  private exitCode = 0;
+  private onAllExited: (() => void) | null = null;
+
+  constructor(
+    readonly cfg: OnpremConfig,
+    readonly settings: Settings,
+    readonly workers: number,
+  ) {
+    const registers = [this.registry];
+    this.restartsMetric = new Counter({ name: 'iris_worker_restarts_total', help: 'Worker processes restarted after they died', labelNames: ['worker'], registers });
+    this.readyMetric = new Gauge({ name: 'iris_workers_ready', help: 'Worker processes up and serving', registers });
+    this.handoffs = new Counter({ name: 'iris_handoffs_total', help: 'Sockets relayed from the accepting worker to the owning worker, by result', labelNames: ['result'], registers });
+    for (let i = 0; i < workers; i++) this.slots.push({ id: i, child: null, ready: false, restarts: [], restartTimer: null });
+  }
+
+  /** Starts every worker; resolves when all are ready, rejects (after stopping them) if any fails. */
+  async start(): Promise<void> {
+    const startup = new Promise<void>((resolve, reject) => {
+      let ready = 0;
+      const timer = setTimeout(() => reject(new StartupError('workers did not become ready within 60 s')), 60_000);
+      for (const slot of this.slots) {
+        this.spawn(slot, {
+          ready: () => {
+            if (++ready === this.workers) {
+              clearTimeout(timer);
+              resolve();
+            }
+          },
+          fail: (msg) => {
+            clearTimeout(timer);
+            reject(new StartupError(`worker ${slot.id}: ${msg}`));
+          },
+        });
+      }
+    });
+    try {
+      await startup;
+    } catch (e) {
+      await this.killAll();
+      throw e;
+    }
+    this.started = true;
+    this.broadcastReady();
+  }
+
+  private spawn(slot: Slot, startup?: { ready: () => void; fail: (msg: string) => void }): void {
+    const child = fork(WORKER_ENTRY, [], {
+      execArgv: workerExecArgv(),
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      env: { ...process.env, IRIS_ONPREM_WORKER: String(slot.id) },
+    });
+    slot.child = child;
+    slot.ready = false;
+    let fatal: string | null = null;
+    child.on('message', (m: unknown, handle: unknown) => {
+      if (!isToSupervisor(m)) return;
+      if (m.t === 'ready') {
+        slot.ready = true;
+        if (startup) startup.ready();
+        else {
+          say(`worker ${slot.id} is back (pid ${child.pid})`);
+          this.broadcastReady();
+        }
+        return;
+      }
+      if (m.t === 'fatal') {
+        fatal = m.message;
+        return;
+      }
+      this.onMessage(slot, m, handle);
+    });
+    child.on('error', (e) => {
+      fatal ??= e.message;
+    });
+    child.on('exit', (code, signal) => {
+      if (slot.child !== child) return;
+      slot.child = null;
+      const wasReady = slot.ready;
+      slot.ready = false;
+      if (this.draining) {
+        if (this.slots.every((s) => s.child === null)) this.onAllExited?.();
+        return;
+      }
+      if (!this.started) {
+        startup?.fail(fatal ?? `exited during start-up (${signal ?? `code ${code}`})`);
+        return;
+      }
+      if (wasReady) this.broadcastReady();
+      say(`worker ${slot.id} (pid ${child.pid}) died (${signal ?? `code ${code}`}${fatal ? `: ${fatal}` : ''}); restarting`);
+      this.scheduleRestart(slot);
+    });
+    child.send({ t: 'init', id: slot.id, workers: this.workers, settings: this.settings } satisfies ToWorker);
+  }
+
+  /** Restarts at once the first time; a worker that keeps dying is restarted with growing delays (max 5 s). */
+  private scheduleRestart(slot: Slot): void {
+    const now = Date.now();
+    slot.restarts = slot.restarts.filter((t) => now - t < 60_000);
+    slot.restarts.push(now);
+    this.restartsMetric.inc({ worker: String(slot.id) });
+    const delay = slot.restarts.length <= 1 ? 0 : Math.min(5000, 100 * 2 ** (slot.restarts.length - 2));
+    slot.restartTimer = setTimeout(() => {
+      slot.restartTimer = null;
+      if (!this.draining) this.spawn(slot);
+    }, delay);
+  }
+
+  private broadcastReady(): void {
+    const ready = this.slots.map((s) => s.ready);
+    this.readyMetric.set(ready.filter(Boolean).length);
+    for (const s of this.slots) if (s.child?.connected) s.child.send({ t: 'ready_map', ready } satisfies ToWorker);
+  }
+
+  private onMessage(from: Slot, m: ToSupervisor, handle: unknown): void {
+    switch (m.t) {
+      case 'handoff': {
+        const socket = handle as Socket | undefined;
+        if (!socket) return;
+        const to = this.slots[m.to];
+        if (!to?.child?.connected || !to.ready || this.draining) {
+          this.handoffs.inc({ result: 'unavailable' });
+          refuseSocket(socket, { status: 503, code: 'unavailable', message: 'the shard of this user is restarting; retry', headers: { 'retry-after': '1' } });
+          return;
+        }
+        to.child.send({ t: 'handoff', user: m.user, head: m.head, rest: m.rest, from: m.from } satisfies ToWorker, socket, { keepOpen: false }, (e) => {
+          if (e) {
+            this.handoffs.inc({ result: 'failed' });
+            refuseSocket(socket, { status: 503, code: 'unavailable', message: 'the shard of this user is restarting; retry', headers: { 'retry-after': '1' } });
+          } else this.handoffs.inc({ result: 'ok' });
+        });
+        return;
+      }
+      case 'gather':
+        void this.gather().then(
+          (text) => from.child?.send({ t: 'gathered', rid: m.rid, text, contentType: this.registry.contentType } satisfies ToWorker),
+          () => from.child?.send({ t: 'gathered', rid: m.rid, text: '', contentType: 'text/plain' } satisfies ToWorker),
+        );
+        return;
+      case 'metrics_res': {
+        const s = this.scrapes.get(m.rid);
+        if (!s) return;
+        s.got.push(m.metrics);
+        if (s.got.length >= s.want) s.done(s.got);
+        return;
+      }
+      default:
+        return;
+    }
+  }
+
+  /** Every live worker's registry plus the supervisor's, merged (series stay apart by their worker label). */
+  private async gather(): Promise<string> {
+    const live = this.slots.filter((s) => s.child?.connected && s.ready);
+    const rid = this.nextRid++;
+    const parts = await new Promise<MetricsJson[]>((resolve) => {
+      const timer = setTimeout(() => {
+        const s = this.scrapes.get(rid);
+        this.scrapes.delete(rid);
+        resolve(s?.got ?? []);
+      }, 3000);
+      const done = (m: MetricsJson[]) => {
+        clearTimeout(timer);
+        this.scrapes.delete(rid);
+        resolve(m);
+      };
+      this.scrapes.set(rid, { want: live.length, got: [], done });
+      if (live.length === 0) done([]);
+      for (const s of live) s.child!.send({ t: 'metrics_req', rid } satisfies ToWorker);
+    });
+    parts.push(await this.registry.getMetricsAsJSON());
+    return AggregatorRegistry.aggregate(parts).metrics();
+  }
+
+  /** SIGTERM: every worker stops accepting, commits, closes its sockets with 1001 and exits; then we exit 0. */
+  async drain(): Promise<number> {
+    if (this.draining) return this.exitCode;
+    this.draining = true;
+    for (const s of this.slots) if (s.restartTimer) clearTimeout(s.restartTimer);
+    const allExited = new Promise<void>((resolve) => {
+      this.onAllExited = resolve;
+      if (this.slots.every((s) => s.child === null)) resolve();
+    });
+    for (const s of this.slots) {
+      if (s.child?.connected) s.child.send({ t: 'drain' } satisfies ToWorker);
+      else s.child?.kill('SIGTERM');
+    }
+    const timedOut = await Promise.race([
+      allExited.then(() => false),
+      new Promise<boolean>((r) => setTimeout(() => r(true), this.cfg.drainTimeoutMs + 2000).unref()),
+    ]);
+    if (timedOut) {
+      say('workers did not drain in time; killing them');
+      this.exitCode = 1;
+      for (const s of this.slots) s.child?.kill('SIGKILL');
+    }
+    return this.exitCode;
+  }
+
+  private async killAll(): Promise<void> {
+    this.draining = true;
+    const exits = this.slots
+      .filter((s) => s.child !== null)
+      .map((s) => new Promise<void>((r) => {
+        s.child!.once('exit', () => r());
+        s.child!.kill('SIGKILL');
+      }));
+    await Promise.race([Promise.all(exits), new Promise((r) => setTimeout(r, 5000))]);
+  }
+
+  /** Second signal during a drain: SIGKILL every worker; the drain then ends with exit code 1. */
+  killNow(): void {
+    this.exitCode = 1;
+    for (const s of this.slots) s.child?.kill('SIGKILL');
+  }
+
+  pids(): (number | undefined)[] {
+    return this.slots.map((s) => s.child?.pid);
+  }
+}
+
+/** The CLI: resolves settings, checks, starts, waits for SIGTERM / SIGINT. Returns the exit code. */
+export async function runSupervisor(argv: string[]): Promise<number> {
+  let release: (() => void) | null = null;
+  try {
+    const { settings, help } = resolveSettings(argv, process.env, process.cwd());
+    if (help) {
+      process.stdout.write(helpText() + '\n');
+      return 0;
+    }
+    const cfg = onpremConfig(settings);
+    prepareDataDir(cfg);
+    release = lockDataDir(cfg);
+    const workers = workerCount(cfg);
+    const port = await probePort(cfg.host, cfg.port);
+    const resolved: Settings = { ...settings, IRIS_PORT: String(port), IRIS_WORKERS: String(workers), IRIS_DATA_DIR: cfg.dataDir, IRIS_RUN_DIR: cfg.runDir };
+    const finalCfg = onpremConfig(resolved);
+    if (finalCfg.devAuth) {
+      say('');
+      say('*** DEVELOPMENT MODE: no IRIS_JWT_SECRET, IRIS_JWKS or IRIS_JWKS_URL is set, so tokens signed with the');
+      say(`*** PUBLIC development secret "${DEV_SECRET}" are accepted. Anyone can mint one.`);
+      say('*** Set a real key (and IRIS_DEV_MODE=0) before this listens on anything but loopback.');
+      say('');
+    }
+    const sup = new Supervisor(finalCfg, resolved, workers);
+    let stopping: Promise<number> | null = null;
+    const stop = (sig: string) => {
+      if (stopping) {
+        // A second signal while draining: stop waiting.
+        say(`${sig} again: killing the workers`);
+        sup.killNow();
+        return;
+      }
+      say(`${sig}: draining`);
+      stopping = sup.drain();
+    };
+    process.on('SIGTERM', () => stop('SIGTERM'));
+    process.on('SIGINT', () => stop('SIGINT'));
+    process.on('SIGHUP', () => stop('SIGHUP'));
+    await sup.start();
+    const scheme = finalCfg.tls ? 'wss' : 'ws';
+    const hostForUrl = finalCfg.host.includes(':') ? `[${finalCfg.host}]` : finalCfg.host;
+    process.stdout.write(
+      `iris-onprem listening on ${scheme}://${hostForUrl}:${port}/v1/connect (${workers} workers, pids ${sup.pids().join(',')}, ` +
+        `data ${finalCfg.dataDir}, route ${finalCfg.route})\n`,
+    );
+    // Stay up until a signal starts the drain.
+    const code = await new Promise<number>((resolve) => {
+      const check = setInterval(() => {
+        if (stopping) {
+          clearInterval(check);
+          void stopping.then(resolve);
+        }
+      }, 50);
+    });
+    say(code === 0 ? 'stopped' : 'stopped (forced)');
+    return code;
+  } catch (e) {
+    if (e instanceof StartupError) say(`error: ${e.message}`);
+    else say(`error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    return 1;
+  } finally {
+    release?.();
+  }
+}

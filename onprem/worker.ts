@@ -1,0 +1,683 @@
+import { readFileSync, rmSync } from 'node:fs';
+import { createServer as createHttpServer, IncomingMessage, type Server as HttpServer, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { createConnection, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { TokenVerifier, authorizeUpgrade, isRefusal } from '../auth/index.js';
+import { Mailbox } from '../core/mailbox.js';
+import { MailboxStore } from '../core/store.js';
+import type { ForwardBatch, ForwardResult, Peers } from '../core/ports.js';
+import { CLOSE_CODES, SUBPROTOCOL, type PresenceInfo } from '../protocol/index.js';
+import type { OnpremConfig } from './config.js';
+import { WsConn } from './conn.js';
+import { ConnectLimiter, json, refuseSocket, respond, type Refusal } from './http.js';
+import type { ToSupervisor, ToWorker, UpgradeHead } from './ipc.js';
+import { WorkerMetrics } from './metrics.js';
+import { ownerOf } from './owner.js';
+import { PeerClient, PeerServer } from './peers.js';
+import { GroupCommitStorage } from './storage.js';
+
+/**
+ * One worker process: owns the users whose id hashes to it (ownerOf), their mailboxes and one SQLite file.
+ *
+ *   accept (SO_REUSEPORT, any worker) -> auth -> owner?  yes: WebSocket here
+ *                                                       no: hand the socket to the owner (or pipe bytes, TLS)
+ *   mailbox A -> Peers.forward(B) -> same worker: B.receive() directly; other worker: unix socket (peers.ts)
+ */
+
+export const CONNECT_PATH = '/v1/connect';
+/** Adapter-side work-around for the core's forward race (see Worker.track). IRIS_NO_FORWARD_KICK=1 only for measuring it. */
+const FORWARD_KICK = process.env['IRIS_NO_FORWARD_KICK'] !== '1';
+
+interface Shard {
+  user: string;
+  mailbox: Mailbox;
+  conns: Set<WsConn>;
+  /** Core calls in flight (onMessage, receive, onWake, onClose): a busy mailbox is never evicted. */
+  busy: number;
+  wakeAt: number | null;
+  /** An outbox-appending call ran since the last idle wake-up (see track). */
+  kick: boolean;
+  wakeTimer: ReturnType<typeof setTimeout> | null;
+  lastUsed: number;
+}
+
+type Level = 'info' | 'warn' | 'error';
+const LEVELS: Record<Level, number> = { info: 0, warn: 1, error: 2 };
+
+function send(m: ToSupervisor, handle?: Socket): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (!process.send || !process.connected) return reject(new Error('no supervisor'));
+    const cb = (e: Error | null) => (e ? reject(e) : resolve());
+    if (handle) process.send(m, handle, { keepOpen: false }, cb);
+    else process.send(m, undefined, undefined, cb);
+  });
+}
+
+/** Soft open-file limit of this process (Linux), to refuse connections cleanly before accept() fails. */
+function openFileLimit(): number | null {
+  try {
+    const m = /^Max open files\s+(\d+)/m.exec(readFileSync('/proc/self/limits', 'utf8'));
+    return m ? Number(m[1]) : null;
+  } catch {
+    return null;
+  }
+}
+
+function headerGetter(req: IncomingMessage): (n: string) => string | undefined {
+  return (n) => {
+    const v = req.headers[n.toLowerCase()];
+    return Array.isArray(v) ? v.join(', ') : v;
+  };
+}
+
+export class Worker {
+  private storage!: GroupCommitStorage;
+  readonly metrics: WorkerMetrics;
+  private readonly verifier: TokenVerifier;
+  private readonly limiter: ConnectLimiter;
+  private readonly wss: WebSocketServer;
+  private server: HttpServer | null = null;
+  private peerServer: PeerServer | null = null;
+  private pipeServer: NetServer | null = null;
+  private readonly clients: (PeerClient | null)[] = [];
+  private readonly shards = new Map<string, Shard>();
+  private readyMap: boolean[] = [];
+  private draining = false;
+  private connCount = 0;
+  private readonly maxConnections: number;
+  private readonly timers: ReturnType<typeof setInterval>[] = [];
+  private readonly gathers = new Map<number, (text: string | null, contentType: string) => void>();
+  private nextGather = 1;
+  private readonly peers: Peers;
+
+  constructor(
+    readonly id: number,
+    readonly workers: number,
+    readonly cfg: OnpremConfig,
+  ) {
+    this.metrics = new WorkerMetrics(id);
+    this.verifier = new TokenVerifier(cfg.auth);
+    this.limiter = new ConnectLimiter(cfg.connectRatePerMin, workers);
+    this.maxConnections = cfg.maxConnections ?? Math.max(64, (openFileLimit() ?? 20_000) - 1024);
+    this.wss = new WebSocketServer({
+      noServer: true,
+      maxPayload: cfg.maxPayload,
+      perMessageDeflate: false,
+      clientTracking: false,
+      // Select iris.v1; never echo a `bearer.<jwt>` subprotocol back.
+      handleProtocols: (protocols) => (protocols.has(SUBPROTOCOL) ? SUBPROTOCOL : false),
+    });
+    this.peers = {
+      forward: (to, batch) => this.forwardTo(to, batch),
+      presence: (user) => this.presenceOf(user),
+    };
+  }
+
+  log(level: Level, msg: string): void {
+    if (LEVELS[level] < LEVELS[this.cfg.log]) return;
+    process.stderr.write(`iris-onprem[w${this.id}] ${level}: ${msg}\n`);
+  }
+
+  // ------------------------------------------------------------------ start / stop
+
+  async start(): Promise<void> {
+    const file = join(this.cfg.dataDir, `worker-${this.id}.sqlite`);
+    try {
+      this.storage = new GroupCommitStorage(file, {
+        windowMs: this.cfg.commitWindowMs,
+        maxBatch: this.cfg.commitMaxBatch,
+        observer: this.metrics.commitObserver(),
+      });
+    } catch (e) {
+      throw new Error(`cannot open ${file}: ${(e as Error).message}`);
+    }
+    for (let i = 0; i < this.workers; i++) {
+      this.clients.push(i === this.id ? null : new PeerClient(i, join(this.cfg.runDir, `peer-${i}.sock`), this.cfg.peerTimeoutMs));
+    }
+    this.peerServer = new PeerServer(join(this.cfg.runDir, `peer-${this.id}.sock`), {
+      forward: (to, batch) => this.receiveFromPeer(to, batch),
+      presence: (user) => this.presenceLocal(user),
+    });
+    try {
+      await this.peerServer.listen();
+    } catch (e) {
+      throw new Error(`cannot listen on ${this.peerServer.path}: ${(e as Error).message}`);
+    }
+    if (this.cfg.route === 'pipe') await this.listenPipe();
+    await this.listen();
+    this.timers.push(setInterval(() => this.heartbeat(), this.cfg.pingMs));
+    this.timers.push(setInterval(() => this.evictIdle(), Math.max(1000, Math.min(this.cfg.mailboxIdleMs, 30_000))));
+    this.recover();
+  }
+
+  private listen(): Promise<void> {
+    const onRequest = (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res);
+    let server: HttpServer;
+    if (this.cfg.tls) {
+      let cert: Buffer;
+      let key: Buffer;
+      try {
+        cert = readFileSync(this.cfg.tls.cert);
+        key = readFileSync(this.cfg.tls.key);
+      } catch (e) {
+        return Promise.reject(new Error(`cannot read TLS certificate or key: ${(e as Error).message}`));
+      }
+      server = createHttpsServer({ cert, key }, onRequest) as unknown as HttpServer;
+    } else {
+      server = createHttpServer(onRequest);
+    }
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+      this.onUpgrade(req, socket as Socket, head).catch((e: unknown) => {
+        this.log('error', `upgrade failed: ${String(e)}`);
+        refuseSocket(socket, { status: 500, code: 'internal', message: 'internal error' });
+      });
+    });
+    server.on('clientError', (_e, socket: Duplex) => {
+      if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    });
+    server.headersTimeout = 10_000;
+    server.requestTimeout = 15_000;
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', (e: NodeJS.ErrnoException) => {
+        if (e.code === 'EADDRINUSE') reject(new Error(`port ${this.cfg.port} on ${this.cfg.host} is already in use`));
+        else reject(new Error(`cannot listen on ${this.cfg.host}:${this.cfg.port}: ${e.message}`));
+      });
+      server.listen({ host: this.cfg.host, port: this.cfg.port, reusePort: true, backlog: 4096 }, () => resolve());
+    });
+  }
+
+  /** Stops accepting, commits, closes every socket with 1001, waits (bounded) for in-flight work, closes storage. */
+  async drain(): Promise<void> {
+    if (this.draining) return;
+    this.draining = true;
+    this.readyMap = [];
+    this.server?.close();
+    this.pipeServer?.close();
+    for (const t of this.timers) clearInterval(t);
+    // Everything already promised becomes durable, and its acks go out before the close frames.
+    this.storage.flush();
+    await new Promise((r) => setImmediate(r));
+    for (const s of this.shards.values()) for (const c of s.conns) c.close(CLOSE_CODES.going_away, 'server shutting down');
+    const deadline = Date.now() + Math.min(3000, this.cfg.drainTimeoutMs / 2);
+    while (this.connCount > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    for (const s of this.shards.values()) for (const c of s.conns) c.ws.terminate();
+    const busyDeadline = Date.now() + 1000;
+    while ([...this.shards.values()].some((s) => s.busy > 0) && Date.now() < busyDeadline) {
+      this.storage.flush();
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    for (const s of this.shards.values()) if (s.wakeTimer) clearTimeout(s.wakeTimer);
+    for (const c of this.clients) c?.close();
+    this.peerServer?.close();
+    this.storage.close();
+  }
+
+  // ------------------------------------------------------------------ supervisor messages
+
+  onSupervisor(m: ToWorker, handle: unknown): void {
+    switch (m.t) {
+      case 'ready_map':
+        this.readyMap = this.draining ? [] : m.ready;
+        break;
+      case 'handoff':
+        this.onHandoff(m, handle as Socket | undefined);
+        break;
+      case 'metrics_req':
+        this.metrics.registry.getMetricsAsJSON().then(
+          (metrics) => void send({ t: 'metrics_res', rid: m.rid, metrics }).catch(() => undefined),
+          () => void send({ t: 'metrics_res', rid: m.rid, metrics: [] }).catch(() => undefined),
+        );
+        break;
+      case 'gathered': {
+        const cb = this.gathers.get(m.rid);
+        this.gathers.delete(m.rid);
+        cb?.(m.text, m.contentType);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+
+  // ------------------------------------------------------------------ HTTP
+
+  private allReady(): boolean {
+    return !this.draining && this.readyMap.length === this.workers && this.readyMap.every(Boolean);
+  }
+
+  private onRequest(req: IncomingMessage, res: ServerResponse): void {
+    const path = (req.url ?? '/').split('?')[0];
+    if (path === '/healthz') return json(res, 200, { ok: true, worker: this.id });
+    if (path === '/readyz') {
+      const ready = this.allReady();
+      return json(res, ready ? 200 : 503, { ready, draining: this.draining, workers: this.readyMap.length > 0 ? this.readyMap : null });
+    }
+    if (path === '/metrics') {
+      const rid = this.nextGather++;
+      const timer = setTimeout(() => {
+        this.gathers.delete(rid);
+        respond(res, { status: 503, code: 'unavailable', message: 'metrics gathering timed out' });
+      }, 5000);
+      this.gathers.set(rid, (text, contentType) => {
+        clearTimeout(timer);
+        if (text === null) return respond(res, { status: 503, code: 'unavailable', message: 'metrics unavailable' });
+        res.writeHead(200, { 'content-type': contentType });
+        res.end(text);
+      });
+      send({ t: 'gather', rid }).catch(() => {
+        clearTimeout(timer);
+        this.gathers.delete(rid);
+        respond(res, { status: 503, code: 'unavailable', message: 'supervisor unreachable' });
+      });
+      return;
+    }
+    if (path === CONNECT_PATH) {
+      // A plain GET gets the same decision as an upgrade (a refused WebSocket cannot see why; this can):
+      // the token's 401/403 first, else 426 for the missing upgrade.
+      void this.authorize(req, req.socket.remoteAddress ?? 'unknown').then(
+        (v) => {
+          const r: Refusal = isRefusal(v) ? v : { status: 426, code: 'upgrade_required', message: 'this endpoint speaks WebSocket only' };
+          this.metrics.refused.inc({ code: r.code });
+          respond(res, r);
+        },
+        () => respond(res, { status: 500, code: 'internal', message: 'internal error' }),
+      );
+      return;
+    }
+    respond(res, { status: 404, code: 'not_found', message: 'no such endpoint' });
+  }
+
+  /** The pre-upgrade decision shared with the edge Worker (auth/upgrade.ts), with this worker's IP limiter. */
+  private authorize(req: IncomingMessage, ip: string): Promise<{ user: string } | Refusal> {
+    return authorizeUpgrade(
+      { method: req.method ?? '', url: new URL(req.url ?? '/', 'http://iris.invalid'), header: headerGetter(req), ip },
+      { verifier: this.verifier, connectLimit: (addr) => this.limiter.take(addr, Date.now()) },
+    );
+  }
+
+  private async onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    socket.on('error', () => socket.destroy());
+    const url = new URL(req.url ?? '/', 'http://iris.invalid');
+    if (url.pathname !== CONNECT_PATH) return this.refuse(socket, { status: 404, code: 'not_found', message: 'no such endpoint' });
+    if (this.draining) return this.refuse(socket, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
+    const verdict = await this.authorize(req, socket.remoteAddress ?? 'unknown');
+    if (isRefusal(verdict)) return this.refuse(socket, verdict);
+    const user = verdict.user;
+    if (socket.destroyed) return;
+
+    const owner = ownerOf(user, this.workers);
+    if (owner === this.id) return this.acceptLocal(req, socket, head, user, 'local');
+    if (this.readyMap[owner] !== true) {
+      return this.refuse(socket, { status: 503, code: 'unavailable', message: 'the shard of this user is restarting; retry', headers: { 'retry-after': '1' } });
+    }
+    // The owner needs the handshake headers, not the token (already verified; the identity travels as `user`).
+    const headers = { ...req.headers };
+    delete headers['authorization'];
+    const uh: UpgradeHead = { method: req.method ?? 'GET', url: req.url ?? CONNECT_PATH, headers, remote: socket.remoteAddress ?? '' };
+    if (this.cfg.route === 'pipe') return this.pipeTo(owner, socket, head, user, uh);
+    // Hand the authenticated TCP socket itself to the owner: worker -> supervisor -> owner (SCM_RIGHTS). After
+    // this, the socket is the owner's; this process closes its copy.
+    socket.pause();
+    try {
+      await send({ t: 'handoff', to: owner, user, head: uh, rest: head.toString('base64'), from: this.id }, socket);
+    } catch {
+      this.refuse(socket, { status: 503, code: 'unavailable', message: 'could not reach the shard of this user; retry', headers: { 'retry-after': '1' } });
+    }
+  }
+
+  private refuse(socket: Duplex, r: Refusal): void {
+    this.metrics.refused.inc({ code: r.code });
+    refuseSocket(socket, r);
+  }
+
+  private onHandoff(m: Extract<ToWorker, { t: 'handoff' }>, socket: Socket | undefined): void {
+    if (!socket) return;
+    socket.on('error', () => socket.destroy());
+    if (this.draining) {
+      return this.refuse(socket, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
+    }
+    if (ownerOf(m.user, this.workers) !== this.id) {
+      return this.refuse(socket, { status: 500, code: 'internal', message: 'connection routed to the wrong worker' });
+    }
+    const req = new IncomingMessage(socket);
+    req.method = m.head.method;
+    req.url = m.head.url;
+    req.headers = m.head.headers;
+    this.acceptLocal(req, socket, Buffer.from(m.rest, 'base64'), m.user, 'handoff');
+  }
+
+  // ---- pipe route (TLS, or IRIS_ROUTE=pipe): the accepting worker relays bytes to the owner over a unix socket
+
+  private pipeTo(owner: number, socket: Socket, head: Buffer, user: string, uh: UpgradeHead): void {
+    const uds = createConnection(join(this.cfg.runDir, `pipe-${owner}.sock`));
+    const meta = Buffer.from(JSON.stringify({ user, head: uh }));
+    const len = Buffer.allocUnsafe(4);
+    len.writeUInt32LE(meta.length, 0);
+    uds.write(Buffer.concat([len, meta, head]));
+    let opened = false;
+    uds.once('connect', () => {
+      opened = true;
+      socket.pipe(uds);
+      uds.pipe(socket);
+    });
+    uds.on('error', () => {
+      if (!opened) this.refuse(socket, { status: 503, code: 'unavailable', message: 'could not reach the shard of this user; retry', headers: { 'retry-after': '1' } });
+      uds.destroy();
+    });
+    uds.on('close', () => {
+      if (opened) socket.destroy();
+    });
+    socket.on('close', () => uds.destroy());
+  }
+
+  private listenPipe(): Promise<void> {
+    const path = join(this.cfg.runDir, `pipe-${this.id}.sock`);
+    rmSync(path, { force: true }); // left over from a worker that died
+    const server = createNetServer((s) => this.acceptPipe(s));
+    this.pipeServer = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', (e) => reject(new Error(`cannot listen on ${path}: ${e.message}`)));
+      server.listen(path, () => resolve());
+    });
+  }
+
+  private acceptPipe(s: Socket): void {
+    let buf = Buffer.alloc(0);
+    s.on('error', () => s.destroy());
+    const onData = (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (buf.length < 4) return;
+      const n = buf.readUInt32LE(0);
+      if (n > 1024 * 1024) return s.destroy();
+      if (buf.length < 4 + n) return;
+      s.off('data', onData);
+      s.pause();
+      let meta: { user: string; head: UpgradeHead };
+      try {
+        meta = JSON.parse(buf.subarray(4, 4 + n).toString('utf8')) as { user: string; head: UpgradeHead };
+      } catch {
+        return s.destroy();
+      }
+      if (this.draining) return this.refuse(s, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
+      if (ownerOf(meta.user, this.workers) !== this.id) return this.refuse(s, { status: 500, code: 'internal', message: 'connection routed to the wrong worker' });
+      const req = new IncomingMessage(s);
+      req.method = meta.head.method;
+      req.url = meta.head.url;
+      req.headers = meta.head.headers;
+      this.acceptLocal(req, s, buf.subarray(4 + n), meta.user, 'pipe');
+      // The handshake completed synchronously and ws listens for data now: let it flow again.
+      if (!s.destroyed) s.resume();
+    };
+    s.on('data', onData);
+  }
+
+  // ------------------------------------------------------------------ WebSockets
+
+  private acceptLocal(req: IncomingMessage, socket: Duplex, head: Buffer, user: string, via: 'local' | 'handoff' | 'pipe'): void {
+    if (this.connCount >= this.maxConnections) {
+      return this.refuse(socket, { status: 503, code: 'server_full', message: 'this server holds as many connections as it may; retry later', headers: { 'retry-after': '5' } });
+    }
+    this.wss.handleUpgrade(req, socket, head, (ws) => this.attach(ws, user, via));
+  }
+
+  private attach(ws: WebSocket, user: string, via: 'local' | 'handoff' | 'pipe'): void {
+    if (this.draining) {
+      ws.close(CLOSE_CODES.going_away, 'server shutting down');
+      return;
+    }
+    const shard = this.shard(user);
+    const conn = new WsConn(ws, user, () => this.metrics.framesOut.inc());
+    shard.conns.add(conn);
+    this.connCount++;
+    this.metrics.connections.inc();
+    this.metrics.connectionsTotal.inc({ via });
+    conn.helloTimer = setTimeout(() => {
+      conn.helloTimer = null;
+      if (conn.state === null) conn.close(CLOSE_CODES.hello_timeout, 'no hello within the hello timeout');
+    }, this.cfg.helloTimeoutMs);
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      this.metrics.framesIn.inc();
+      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+      this.track(shard, shard.mailbox.onMessage(conn, isBinary ? buf : buf.toString('utf8')), true);
+    });
+    ws.on('pong', () => {
+      conn.alive = true;
+    });
+    ws.on('error', () => {
+      // A close event follows.
+    });
+    ws.on('close', (code: number) => {
+      if (conn.helloTimer) clearTimeout(conn.helloTimer);
+      shard.conns.delete(conn);
+      this.connCount--;
+      this.metrics.connections.dec();
+      this.metrics.closes.inc({ code: String(code) });
+      this.track(shard, shard.mailbox.onClose(conn)).catch(() => undefined);
+    });
+  }
+
+  /** WebSocket ping every IRIS_WS_PING_MS; a socket that did not answer the previous one is dropped. */
+  private heartbeat(): void {
+    for (const s of this.shards.values()) {
+      for (const c of s.conns) {
+        if (!c.alive) {
+          c.ws.terminate();
+          continue;
+        }
+        c.alive = false;
+        try {
+          c.ws.ping();
+        } catch {
+          c.ws.terminate();
+        }
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ mailboxes
+
+  private shard(user: string): Shard {
+    let s = this.shards.get(user);
+    if (s) return s;
+    if (ownerOf(user, this.workers) !== this.id) throw new Error(`user ${user} is not owned by worker ${this.id}`);
+    const conns = new Set<WsConn>();
+    const shard: Shard = { user, conns, busy: 0, kick: false, wakeAt: null, wakeTimer: null, lastUsed: Date.now(), mailbox: null as unknown as Mailbox };
+    shard.mailbox = new Mailbox({
+      user,
+      storage: this.storage,
+      peers: this.peers,
+      sockets: { list: () => conns },
+      scheduler: { wakeAt: (ms) => this.wakeAt(shard, ms) },
+      clock: { now: () => Date.now() },
+      config: this.cfg.engine,
+      metrics: this.metrics.core(),
+    });
+    this.shards.set(user, shard);
+    this.metrics.mailboxes.set(this.shards.size);
+    return shard;
+  }
+
+  /**
+   * Counts a core call in flight for the shard. `kick`: the call may have appended to the outbox (a send, or
+   * an ack that creates receipts); once the shard is idle, onWake() runs once more. Works around a race in
+   * Mailbox.forward (a send that lands between runForward's last empty read and its `finally` only raises
+   * `again`, which nobody reads, so the item waits for the 2 s safety-net wake-up). When the shard is idle
+   * no forward is running, so onWake starts one for any recipient with items left; it is one indexed
+   * SELECT DISTINCT when there are none. See the proposed core fix in docs/ARCHITECTURE.onprem.md.
+   */
+  private track<T>(shard: Shard, p: Promise<T>, kick = false): Promise<T> {
+    shard.busy++;
+    shard.lastUsed = Date.now();
+    if (kick) shard.kick = true;
+    const done = () => {
+      shard.busy--;
+      shard.lastUsed = Date.now();
+      if (shard.busy === 0 && shard.kick && !this.draining && FORWARD_KICK) {
+        shard.kick = false;
+        this.track(shard, shard.mailbox.onWake()).catch(() => undefined);
+      }
+    };
+    p.then(done, done);
+    return p;
+  }
+
+  private wakeAt(shard: Shard, ms: number): void {
+    if (this.draining) return;
+    if (shard.wakeAt !== null && shard.wakeAt <= ms) return;
+    if (shard.wakeTimer) clearTimeout(shard.wakeTimer);
+    shard.wakeAt = ms;
+    shard.wakeTimer = setTimeout(() => {
+      shard.wakeAt = null;
+      shard.wakeTimer = null;
+      if (this.draining) return;
+      this.track(shard, shard.mailbox.onWake()).catch((e: unknown) => this.log('warn', `wake of ${shard.user} failed: ${String(e)}`));
+    }, Math.max(0, ms - Date.now()));
+  }
+
+  /**
+   * Forgets mailboxes with no socket, no core call in flight and no wake-up pending, idle for
+   * IRIS_MAILBOX_IDLE_MS. Everything a mailbox must not lose is in SQLite; what goes is its rate-limit bucket
+   * (a new one starts full) and its memory of full recipients (the next send asks again).
+   */
+  private evictIdle(): void {
+    const cutoff = Date.now() - this.cfg.mailboxIdleMs;
+    for (const [user, s] of this.shards) {
+      if (s.conns.size === 0 && s.busy === 0 && s.wakeTimer === null && s.lastUsed < cutoff) this.shards.delete(user);
+    }
+    this.metrics.mailboxes.set(this.shards.size);
+  }
+
+  /** After a crash or restart: every user with outbox rows resumes forwarding, so nothing acked is stranded. */
+  private recover(): void {
+    const users = this.storage.sql.all<{ user: string }>(`SELECT DISTINCT user FROM outbox`);
+    if (users.length > 0) this.log('info', `resuming outbox forwarding for ${users.length} user(s)`);
+    for (const { user } of users) {
+      if (ownerOf(user, this.workers) !== this.id) {
+        this.log('error', `outbox of ${user} is in worker ${this.id}'s file but ${user} belongs to worker ${ownerOf(user, this.workers)}`);
+        continue;
+      }
+      const s = this.shard(user);
+      this.track(s, s.mailbox.onWake()).catch((e: unknown) => this.log('warn', `resume of ${user} failed: ${String(e)}`));
+    }
+  }
+
+  // ------------------------------------------------------------------ shard router (core Peers)
+
+  private forwardTo(to: string, batch: ForwardBatch): Promise<ForwardResult> {
+    const owner = ownerOf(to, this.workers);
+    if (owner === this.id) {
+      const s = this.shard(to);
+      return this.track(s, s.mailbox.receive(batch));
+    }
+    return this.timed('forward', this.client(owner).forward(to, batch));
+  }
+
+  private presenceOf(user: string): Promise<PresenceInfo> {
+    const owner = ownerOf(user, this.workers);
+    if (owner === this.id) return this.presenceLocal(user);
+    return this.timed('presence', this.client(owner).presence(user));
+  }
+
+  private client(owner: number): PeerClient {
+    const c = this.clients[owner];
+    if (!c) throw new Error(`no peer link to worker ${owner}`);
+    return c;
+  }
+
+  private timed<T>(op: 'forward' | 'presence', p: Promise<T>): Promise<T> {
+    const end = this.metrics.peerLatency.startTimer({ op });
+    return p.then(
+      (v) => {
+        end();
+        this.metrics.peerCalls.inc({ op, result: 'ok' });
+        return v;
+      },
+      (e: unknown) => {
+        this.metrics.peerCalls.inc({ op, result: 'error' });
+        throw e;
+      },
+    );
+  }
+
+  private receiveFromPeer(to: string, batch: ForwardBatch): Promise<ForwardResult> {
+    if (this.draining) return Promise.reject(new Error('worker is shutting down'));
+    if (ownerOf(to, this.workers) !== this.id) return Promise.reject(new Error(`user ${to} is not owned by worker ${this.id}`));
+    const s = this.shard(to);
+    return this.track(s, s.mailbox.receive(batch));
+  }
+
+  private presenceLocal(user: string): Promise<PresenceInfo> {
+    if (ownerOf(user, this.workers) !== this.id) return Promise.reject(new Error(`user ${user} is not owned by worker ${this.id}`));
+    try {
+      const loaded = this.shards.get(user);
+      if (loaded) return Promise.resolve(loaded.mailbox.presence());
+      // Not in memory means no socket: offline. Read last-seen without loading a mailbox for the asker's
+      // sake (presence queries may name users who never connected).
+      return Promise.resolve({ user, online: false, lastSeen: new MailboxStore(this.storage.sql, user).lastSeen() });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+}
+
+/** Entry of a worker process: waits for its init message, starts, reports ready (or fatal) to the supervisor. */
+export async function runWorker(): Promise<void> {
+  const { onpremConfig } = await import('./config.js');
+  const { isToWorker } = await import('./ipc.js');
+  let worker: Worker | null = null;
+  let exiting = false;
+  const pending: { m: ToWorker; h: unknown }[] = [];
+
+  const drainAndExit = async (why: string) => {
+    if (exiting) return;
+    exiting = true;
+    if (!worker) process.exit(0);
+    worker.log('info', `draining (${why})`);
+    const hard = setTimeout(() => process.exit(1), worker.cfg.drainTimeoutMs).unref();
+    try {
+      await worker.drain();
+    } catch (e) {
+      worker.log('error', `drain failed: ${String(e)}`);
+    }
+    clearTimeout(hard);
+    await send({ t: 'drained' }).catch(() => undefined);
+    process.exit(0);
+  };
+
+  process.on('message', (m: unknown, handle: unknown) => {
+    if (!isToWorker(m)) return;
+    if (m.t === 'init') {
+      void start(m);
+      return;
+    }
+    if (m.t === 'drain') return void drainAndExit('supervisor asked');
+    if (!worker) {
+      pending.push({ m, h: handle });
+      return;
+    }
+    worker.onSupervisor(m, handle);
+  });
+  // The supervisor is gone (killed): never linger holding the port and the data.
+  process.on('disconnect', () => void drainAndExit('supervisor disconnected'));
+  // Signals go to the supervisor; a worker waits for its drain message (Ctrl-C reaches the whole group).
+  process.on('SIGINT', () => undefined);
+  process.on('SIGTERM', () => void drainAndExit('SIGTERM'));
+
+  async function start(init: Extract<ToWorker, { t: 'init' }>): Promise<void> {
+    const cfg = onpremConfig(init.settings);
+    const w = new Worker(init.id, init.workers, cfg);
+    try {
+      await w.start();
+    } catch (e) {
+      await send({ t: 'fatal', message: (e as Error).message }).catch(() => undefined);
+      process.exit(1);
+    }
+    worker = w;
+    for (const p of pending.splice(0)) w.onSupervisor(p.m, p.h);
+    await send({ t: 'ready' }).catch(() => process.exit(1));
+  }
+}

@@ -1,0 +1,182 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { afterAll, describe, expect, it } from 'vitest';
+import { onpremConfig, resolveSettings, settingName, StartupError } from '../../onprem/config.js';
+import { ConnectLimiter } from '../../onprem/http.js';
+import { ownerOf, userHash } from '../../onprem/owner.js';
+import { Dec, decodeForward, encodeForward } from '../../onprem/peers.js';
+import { GroupCommitStorage } from '../../onprem/storage.js';
+import { removeDir, sleep, tempDir } from './helpers.js';
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) removeDir(d);
+});
+function dir(): string {
+  const d = tempDir('iris-onprem-unit-');
+  dirs.push(d);
+  return d;
+}
+
+const body = new Uint8Array([1, 2, 3]);
+function insert(s: GroupCommitStorage, user: string, seq: number): void {
+  s.sql.all(`INSERT INTO inbox (user, seq, kind, msg, peer, ts, body) VALUES (?, ?, 1, 'm', 'p', 0, ?)`, user, seq, body);
+}
+/** Rows another connection can see: what is committed. */
+function committed(file: string, user: string): number {
+  const db = new DatabaseSync(file, { readOnly: true });
+  try {
+    return (db.prepare(`SELECT count(*) AS c FROM inbox WHERE user = ?`).get(user) as { c: number }).c;
+  } finally {
+    db.close();
+  }
+}
+
+describe('group commit storage', () => {
+  it('resolves a batch only after its COMMIT, with one COMMIT for the batch', async () => {
+    const file = join(dir(), 'w.sqlite');
+    const batches: number[] = [];
+    const s = new GroupCommitStorage(file, { windowMs: 100, maxBatch: 1000, observer: { committed: (fns) => void batches.push(fns) } });
+    let resolved = 0;
+    const ps = [1, 2, 3].map((i) => s.commit(() => insert(s, 'u', i)).then(() => void resolved++));
+    // Inside the window: written in the open transaction, invisible to anyone else, nobody resolved.
+    await sleep(20);
+    expect(resolved).toBe(0);
+    expect(committed(file, 'u')).toBe(0);
+    await Promise.all(ps);
+    expect(resolved).toBe(3);
+    expect(committed(file, 'u')).toBe(3);
+    expect(batches).toEqual([3]);
+    s.close();
+  });
+
+  it('rolls back only the writes of a function that throws', async () => {
+    const file = join(dir(), 'w.sqlite');
+    const s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 1000 });
+    const a = s.commit(() => insert(s, 'u', 1));
+    const b = s.commit(() => {
+      insert(s, 'u', 2);
+      throw new Error('boom');
+    });
+    const c = s.commit(() => insert(s, 'u', 3));
+    await expect(b).rejects.toThrow('boom');
+    await Promise.all([a, c]);
+    expect(s.sql.all<{ seq: number }>(`SELECT seq FROM inbox WHERE user = 'u' ORDER BY seq`).map((r) => r.seq)).toEqual([1, 3]);
+    s.close();
+  });
+
+  it('answers reads at once when nothing is uncommitted, and after the commit when something is', async () => {
+    const file = join(dir(), 'w.sqlite');
+    let commits = 0;
+    const s = new GroupCommitStorage(file, { windowMs: 200, maxBatch: 1000, observer: { committed: () => void commits++ } });
+    const t0 = Date.now();
+    expect(await s.commit(() => s.sql.all(`SELECT count(*) AS c FROM inbox`)[0])).toEqual({ c: 0 });
+    expect(Date.now() - t0).toBeLessThan(100);
+    expect(commits).toBe(0);
+    // A write is pending: a read in the same transaction may have seen it, so it waits for the same commit.
+    const w = s.commit(() => insert(s, 'u', 1));
+    let readDone = false;
+    const r = s.commit(() => s.sql.all(`SELECT count(*) AS c FROM inbox`)[0]).then((x) => {
+      readDone = true;
+      return x;
+    });
+    await sleep(50);
+    expect(readDone).toBe(false);
+    await w;
+    expect(await r).toEqual({ c: 1 });
+    expect(commits).toBe(1);
+    s.close();
+  });
+
+  it('commits as soon as the batch is full, and writes outside commit() join the batch', async () => {
+    const file = join(dir(), 'w.sqlite');
+    const batches: number[] = [];
+    const s = new GroupCommitStorage(file, { windowMs: 10_000, maxBatch: 3, observer: { committed: (fns) => void batches.push(fns) } });
+    s.sql.all(`INSERT INTO users (user, next_seq, next_n, trimmed, delivered, last_seen) VALUES ('x', 1, 1, 0, 0, 0)`);
+    const t0 = Date.now();
+    await Promise.all([1, 2, 3].map((i) => s.commit(() => insert(s, 'u', i))));
+    expect(Date.now() - t0).toBeLessThan(1000);
+    expect(batches).toEqual([3]);
+    expect(committed(file, 'u')).toBe(3);
+    const db = new DatabaseSync(file, { readOnly: true });
+    expect(db.prepare(`SELECT count(*) AS c FROM users WHERE user = 'x'`).get()).toEqual({ c: 1 });
+    db.close();
+    s.close();
+  });
+
+  it('keeps committed data across a reopen, and migrations are idempotent', async () => {
+    const file = join(dir(), 'w.sqlite');
+    let s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 10 });
+    await s.commit(() => insert(s, 'u', 1));
+    s.close();
+    s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 10 });
+    expect(s.sql.all(`SELECT seq FROM inbox`)).toEqual([{ seq: 1 }]);
+    expect(s.sql.all<{ journal_mode: string }>(`PRAGMA journal_mode`)[0]!.journal_mode).toBe('wal');
+    expect(s.sql.all<{ synchronous: number }>(`PRAGMA synchronous`)[0]!.synchronous).toBe(2); // FULL
+    s.close();
+    await expect(s.commit(() => 1)).rejects.toThrow('closed');
+  });
+});
+
+describe('ownership hash', () => {
+  it('is stable (FNV-1a 32) and spreads users evenly', () => {
+    expect(userHash('')).toBe(0x811c9dc5);
+    expect(userHash('a')).toBe(0xe40c292c);
+    expect(userHash('foobar')).toBe(0xbf9cf968);
+    const counts = [0, 0, 0, 0];
+    for (let i = 0; i < 40_000; i++) counts[ownerOf(`user${i}`, 4)]!++;
+    for (const c of counts) expect(Math.abs(c - 10_000)).toBeLessThan(600);
+  });
+});
+
+describe('peer wire', () => {
+  it('round-trips a forward batch', () => {
+    const batch = {
+      from: 'alice',
+      items: [
+        { n: 1, kind: 'message' as const, msg: 'alice:1', ts: 1_700_000_000_123, body: new Uint8Array([0, 255, 7]) },
+        { n: 2 ** 40, kind: 'delivered' as const, msg: 'bob:9', ts: 5, body: new Uint8Array(0) },
+      ],
+    };
+    const buf = encodeForward(77, 'bob', batch);
+    expect(buf.readUInt32LE(0)).toBe(buf.length - 4);
+    const d = new Dec(buf.subarray(4));
+    expect(d.u8()).toBe(1);
+    expect(d.u32()).toBe(77);
+    expect(decodeForward(d)).toEqual({ to: 'bob', batch });
+  });
+});
+
+describe('settings', () => {
+  it('maps names and merges defaults < file < environment < flags', () => {
+    expect(settingName('data-dir')).toBe('IRIS_DATA_DIR');
+    expect(settingName('inboxCap')).toBe('IRIS_INBOX_CAP');
+    expect(settingName('IRIS_PORT')).toBe('IRIS_PORT');
+    const d = dir();
+    const file = join(d, 'iris.json');
+    writeFileSync(file, JSON.stringify({ port: 9000, 'data-dir': 'rel', IRIS_INBOX_CAP: 7, IRIS_WORKERS: 3 }));
+    const { settings } = resolveSettings(['--config', file, '--workers', '4'], { IRIS_PORT: '9001', IRIS_RATE_BURST: '9' }, '/somewhere');
+    const cfg = onpremConfig(settings);
+    expect(cfg.port).toBe(9001); // env over file
+    expect(cfg.workers).toBe(4); // flag over file
+    expect(cfg.dataDir).toBe(join(d, 'rel')); // relative to the config file
+    expect(cfg.runDir).toBe(join(d, 'rel', 'run'));
+    expect(cfg.engine.inboxCap).toBe(7);
+    expect(cfg.engine.rateBurst).toBe(9);
+    expect(cfg.host).toBe('127.0.0.1');
+    expect(cfg.devAuth).toBe(true);
+    expect(() => resolveSettings(['--bogus', '1'], {}, '/')).toThrow(StartupError);
+    expect(() => onpremConfig({ IRIS_PORT: 'x' })).toThrow('IRIS_PORT must be an integer');
+    expect(onpremConfig({ IRIS_JWT_SECRET: 's' }).devAuth).toBe(false);
+    expect(onpremConfig({ IRIS_TLS_CERT: '/c', IRIS_TLS_KEY: '/k' }).route).toBe('pipe');
+  });
+
+  it('limits connection attempts per address, per worker share', () => {
+    const l = new ConnectLimiter(6, 2); // 3 per minute on this worker
+    expect([1, 2, 3].map(() => l.take('1.2.3.4', 0))).toEqual([0, 0, 0]);
+    expect(l.take('1.2.3.4', 0)).toBeGreaterThan(0);
+    expect(l.take('5.6.7.8', 0)).toBe(0);
+    expect(l.take('1.2.3.4', 20_000)).toBe(0); // one token back after a third of a minute
+  });
+});
