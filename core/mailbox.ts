@@ -7,6 +7,7 @@ import {
   isClientFrame,
   type DeliverAck,
   type Encoding,
+  type Entry,
   type ErrorCode,
   type Hello,
   type PresenceInfo,
@@ -45,6 +46,8 @@ const FORWARD_BATCH = 64;
 /** If the runtime drops a shard between ack and forward, its scheduled wake retries within this. */
 const FORWARD_SAFETY_NET_MS = 2_000;
 const EMPTY = new Uint8Array(0);
+/** Acked inbox entries are deleted in steps of this many (they still count towards inboxCap until then). */
+const TRIM_STEP = 64;
 
 interface ForwardState {
   running: Promise<void> | null;
@@ -73,6 +76,8 @@ export class Mailbox {
   private readonly fullUntil = new Map<string, number>();
   private readonly pumping = new WeakSet<Conn>();
   private readonly pumpAgain = new WeakSet<Conn>();
+  /** Highest seq each socket's device acked, as this process last saw it: saves a read per delivery. */
+  private readonly ackedOf = new WeakMap<Conn, number>();
 
   constructor(private readonly deps: MailboxDeps) {
     this.user = deps.user;
@@ -120,7 +125,7 @@ export class Mailbox {
     const st = conn.state;
     if (st === null) return;
     const now = this.deps.clock.now();
-    await this.deps.storage.commit(() => {
+    await this.tx(() => {
       this.store.setLastSeen(now);
       const cursor = this.store.deviceCursor(st.device);
       if (cursor !== undefined) this.store.upsertDevice(st.device, cursor, now);
@@ -132,7 +137,7 @@ export class Mailbox {
     const now = this.deps.clock.now();
     const online = new Set<string>();
     for (const c of this.deps.sockets.list()) if (c !== conn && c.state) online.add(c.state.device);
-    const r = await this.deps.storage.commit(() => {
+    const r = await this.tx(() => {
       const u = this.store.userRow();
       const head = u.next_seq - 1;
       const known = this.store.deviceCursor(f.device);
@@ -162,6 +167,7 @@ export class Mailbox {
       if (c !== conn && c.state?.device === f.device) c.close(CLOSE_CODES.replaced, 'replaced by a newer connection');
     }
     conn.setState({ device: f.device, sent: r.cursor, enc });
+    this.ackedOf.set(conn, r.cursor);
     this.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });
     await this.pump(conn);
   }
@@ -169,7 +175,7 @@ export class Mailbox {
   private async onSend(conn: Conn, f: Send): Promise<void> {
     const now = this.deps.clock.now();
     const { config } = this.deps;
-    const r = await this.deps.storage.commit(() => {
+    const r = await this.tx(() => {
       // Dedup before everything else: a retry of an accepted message gets its original ack even when the
       // sender is now rate limited or the recipient is now full.
       const prior = this.store.dedupLookup(f.id);
@@ -198,8 +204,8 @@ export class Mailbox {
     const st = conn.state!;
     if (f.seq > st.sent) throw new ProtocolError('bad_ack', `ack for seq ${f.seq} beyond the last delivered seq ${st.sent}`);
     const now = this.deps.clock.now();
-    const kick = await this.deps.storage.commit(() => {
-      const cursor = this.store.deviceCursor(st.device) ?? 0;
+    const kick = await this.tx(() => {
+      const cursor = this.ackedOf.get(conn) ?? this.store.deviceCursor(st.device) ?? 0;
       if (f.seq <= cursor) return [];
       this.store.upsertDevice(st.device, f.seq, now);
       const u = this.store.userRow();
@@ -213,11 +219,13 @@ export class Mailbox {
         }
         this.store.setDelivered(f.seq);
       }
-      this.trim();
+      // Trimming needs every device's cursor: do it in steps of TRIM_STEP entries, not on every ack.
+      if (f.seq - u.trimmed >= TRIM_STEP) this.trim();
       return [...recipients];
     });
     // Receipts are outbox items like messages: arm the same safety net in case this shard goes away now.
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
+    if (f.seq > (this.ackedOf.get(conn) ?? 0)) this.ackedOf.set(conn, f.seq);
     this.deps.metrics?.acked?.();
     await Promise.all([this.pump(conn), ...kick.map((r) => this.forward(r))]);
   }
@@ -259,9 +267,11 @@ export class Mailbox {
         this.pumpAgain.delete(conn);
         const st = conn.state;
         if (st === null) return;
+        // Caught up with everything written so far (committed or not): nothing to read.
+        if (st.sent >= this.store.userRow().next_seq - 1) continue;
         const window = this.deps.config.sendWindow;
-        const entries = await this.deps.storage.commit(() => {
-          const acked = this.store.deviceCursor(st.device) ?? st.sent;
+        const entries = await this.tx(() => {
+          const acked = this.ackedOf.get(conn) ?? this.store.deviceCursor(st.device) ?? st.sent;
           const room = Math.min(LIMITS.maxDeliverBatch, window - (st.sent - acked));
           return room > 0 ? this.store.inboxRange(st.sent, room) : [];
         });
@@ -285,9 +295,30 @@ export class Mailbox {
     }
   }
 
-  private async pumpAll(): Promise<void> {
+  /**
+   * Delivers entries just committed to the inbox. A socket that is caught up (it was sent everything before
+   * them) and has window room gets them straight from memory, one encoding shared by all such sockets; any
+   * other socket is pumped from storage.
+   */
+  private async pushLive(entries: Entry[]): Promise<void> {
+    const first = entries[0]!.seq;
+    const last = entries[entries.length - 1]!.seq;
+    const encoded: Partial<Record<Encoding, string | Uint8Array>> = {};
     const work: Promise<void>[] = [];
-    for (const c of this.deps.sockets.list()) if (c.state) work.push(this.pump(c));
+    for (const c of this.deps.sockets.list()) {
+      const st = c.state;
+      if (st === null) continue;
+      const acked = this.ackedOf.get(c);
+      const live = !this.pumping.has(c) && st.sent === first - 1 && acked !== undefined && last - acked <= this.deps.config.sendWindow;
+      const data = live && entries.length <= LIMITS.maxDeliverBatch ? (encoded[st.enc] ??= encodeFrame({ t: 'deliver', entries }, st.enc)) : null;
+      if (data === null || (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
+        work.push(this.pump(c));
+        continue;
+      }
+      c.send(data);
+      c.setState({ ...st, sent: last });
+      this.deps.metrics?.delivered?.(entries.length);
+    }
     await Promise.all(work);
   }
 
@@ -296,15 +327,22 @@ export class Mailbox {
   /** Called by another user's shard (or this one) to hand over outbox items. Resolves after they are durable here. */
   async receive(batch: ForwardBatch): Promise<ForwardResult> {
     const cap = this.deps.config.inboxCap;
-    const r = await this.deps.storage.commit(() => {
+    const r = await this.tx(() => {
       const u = this.store.userRow();
       const last = this.store.peerLastN(batch.from);
       let accepted = last;
       let size = u.next_seq - 1 - u.trimmed;
       let full = false;
+      let trimmedNow = false;
       const entries = [];
       for (const item of batch.items) {
         if (item.n <= last) continue; // a retry of something already stored
+        if (item.kind === 'message' && size >= cap && !trimmedNow) {
+          // Acked entries are trimmed lazily; before calling the inbox full, trim for real once.
+          this.trim();
+          trimmedNow = true;
+          size = u.next_seq - 1 - u.trimmed + entries.length;
+        }
         // Receipts are never refused: they are bounded by this user's own (rate-limited) sends.
         if (item.kind === 'message' && size >= cap) {
           full = true;
@@ -314,11 +352,12 @@ export class Mailbox {
         size++;
         accepted = item.n;
       }
-      if (entries.length > 0) this.store.inboxAppend(u.next_seq, entries);
+      const first = u.next_seq;
+      if (entries.length > 0) this.store.inboxAppend(first, entries);
       if (accepted > last) this.store.setPeerLastN(batch.from, accepted);
-      return { accepted, full, appended: entries.length };
+      return { accepted, full, stored: entries.map((e, i): Entry => ({ ...e, seq: first + i })) };
     });
-    if (r.appended > 0) await this.pumpAll();
+    if (r.stored.length > 0) await this.pushLive(r.stored);
     return r.full ? { acceptedUpTo: r.accepted, retryAfter: this.deps.config.fullRetryMs } : { acceptedUpTo: r.accepted };
   }
 
@@ -369,18 +408,18 @@ export class Mailbox {
   }
 
   private async runForward(recipient: string, st: ForwardState): Promise<void> {
-    const { storage, peers, config, clock, scheduler } = this.deps;
+    const { peers, config, clock, scheduler } = this.deps;
     try {
       for (;;) {
         st.again = false;
-        const items = await storage.commit(() => this.store.outboxFor(recipient, FORWARD_BATCH));
+        const items = await this.tx(() => this.store.outboxFor(recipient, FORWARD_BATCH));
         if (items.length === 0) {
           if (st.again) continue;
           return;
         }
         const batch = { from: this.user, items };
         const res = recipient === this.user ? await this.receive(batch) : await peers.forward(recipient, batch);
-        if (res.acceptedUpTo > 0) await storage.commit(() => this.store.outboxDelete(recipient, res.acceptedUpTo));
+        if (res.acceptedUpTo > 0) await this.tx(() => this.store.outboxDelete(recipient, res.acceptedUpTo));
         st.attempt = 0;
         if (res.retryAfter !== undefined) {
           const at = clock.now() + res.retryAfter;
@@ -390,6 +429,8 @@ export class Mailbox {
           return;
         }
         this.fullUntil.delete(recipient);
+        // A short batch drained the outbox as of its read; only a send since then (again) needs another look.
+        if (items.length < FORWARD_BATCH && !st.again) return;
       }
     } catch (e) {
       st.attempt++;
@@ -399,6 +440,14 @@ export class Mailbox {
       this.deps.metrics?.forwardFailed?.();
       console.warn(`iris: forward ${this.user} -> ${recipient} failed (attempt ${st.attempt}, retry in ${delay} ms):`, e);
     }
+  }
+
+  /** Storage.commit, dropping the store's caches if the commit fails (the database rolled back, they did not). */
+  private tx<T>(fn: () => T): Promise<T> {
+    return this.deps.storage.commit(fn).catch((e: unknown) => {
+      this.store.forget();
+      throw e;
+    });
   }
 
   // ------------------------------------------------------------------ replies

@@ -235,12 +235,13 @@ describe('devices', () => {
     const l = w.connect('bob');
     await p.hello('phone');
     await l.hello('laptop');
-    await a.post('bob', 'hi', 'c1');
-    expect(p.texts()).toEqual(['hi']);
-    expect(l.texts()).toEqual(['hi']);
-    await p.ack(1);
-    expect(w.count('inbox', 'bob')).toBe(1);
-    await l.ack(1);
+    // Trimming runs in steps of 64 acked entries: send more than one step.
+    for (let i = 1; i <= 70; i++) await a.post('bob', `m${i}`, `c${i}`);
+    expect(p.texts()).toHaveLength(70);
+    expect(l.texts()).toHaveLength(70);
+    await p.ack(70);
+    expect(w.count('inbox', 'bob')).toBe(70);
+    await l.ack(70);
     expect(w.count('inbox', 'bob')).toBe(0);
   });
 
@@ -318,6 +319,19 @@ describe('bounds', () => {
     await b.ack(b.entries().at(-1)!.seq);
     expect(b.texts()).toEqual(acked);
     expect(w.count('outbox', 'alice')).toBe(0);
+  });
+
+  it('counts only unacked entries against the cap, even mid-batch (acked ones are trimmed lazily)', async () => {
+    const w = new World({ inboxCap: 5 });
+    const a = w.connect('alice');
+    const b = w.connect('bob');
+    await a.hello('a1');
+    await b.hello('b1');
+    for (let i = 1; i <= 4; i++) await a.post('bob', `m${i}`, `c${i}`);
+    await b.ack(4);
+    const body = new Uint8Array(1);
+    const items = [1, 2, 3].map((n) => ({ n, kind: 'message' as const, msg: `carol:${n}`, ts: w.now, body }));
+    expect(await w.mailbox('bob').receive({ from: 'carol', items })).toEqual({ acceptedUpTo: 3 });
   });
 
   it('refuses sends when the outbox is full', async () => {
