@@ -64,6 +64,8 @@ export class GroupCommitStorage implements Storage {
   private immediate: ReturnType<typeof setImmediate> | null = null;
   private closed = false;
   private depth = 0;
+  private readonly savepoint: StatementSync;
+  private readonly release: StatementSync;
 
   constructor(
     readonly path: string,
@@ -91,6 +93,10 @@ export class GroupCommitStorage implements Storage {
       this.depth = 0;
       this.rows = 0;
     }
+    // Every commit() opens and releases a savepoint: prepared once, they skip SQLite's parser (~7% of the
+    // worker's CPU under load when run through exec()).
+    this.savepoint = this.db.prepare('SAVEPOINT iris_fn');
+    this.release = this.db.prepare('RELEASE iris_fn');
   }
 
   private prepared(query: string): Prepared {
@@ -141,7 +147,7 @@ export class GroupCommitStorage implements Storage {
     }
     this.begin();
     const before = this.rows;
-    this.db.exec('SAVEPOINT iris_fn');
+    this.savepoint.run();
     let out: T;
     this.depth++;
     try {
@@ -161,7 +167,7 @@ export class GroupCommitStorage implements Storage {
       return Promise.reject(e);
     }
     this.depth--;
-    this.db.exec('RELEASE iris_fn');
+    this.release.run();
     if (this.rows === 0) {
       // Nothing uncommitted, neither from fn nor from anything before it: what fn read is already durable.
       // End the (read-only) transaction now; that COMMIT writes nothing and syncs nothing.
