@@ -6,10 +6,11 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { sleep } from './common.js';
+export { freePort } from '../lib/net.js';
+import { freePort } from '../lib/net.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 const NODE_SH = join(ROOT, 'scripts/node.sh');
@@ -28,17 +29,6 @@ export interface Server {
   output(): string;
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => res(port));
-    });
-  });
-}
 
 interface Spawned {
   child: ChildProcess;

@@ -1,12 +1,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mintToken } from '../../scripts/token.js';
 import { waitHealthy } from './helpers.js';
 import type { Target } from './suite.js';
+import { freePort } from '../../scripts/lib/net.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const SECRET = 'iris-conformance-onprem-secret';
@@ -18,17 +18,6 @@ export interface OnpremOptions {
   env?: Record<string, string>;
 }
 
-function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.unref();
-    s.on('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => (typeof a === 'object' && a ? res(a.port) : rej(new Error('no port'))));
-    });
-  });
-}
 
 /**
  * Starts the on-prem server (onprem/main.ts: the supervisor and its worker processes) on a free loopback port
