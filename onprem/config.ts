@@ -41,6 +41,7 @@ export const ONPREM_SETTINGS: Record<string, SettingDoc> = {
   IRIS_MAILBOX_IDLE_MS: { def: '60000', doc: 'Evict a user mailbox from memory after this long without sockets or work.' },
   IRIS_PEER_TIMEOUT_MS: { def: '10000', doc: 'Timeout of one call to another worker (forward, presence).' },
   IRIS_DRAIN_TIMEOUT_MS: { def: '10000', doc: 'SIGTERM: how long workers may take to drain before they are killed.' },
+  IRIS_SEMI_SPACE_MB: { def: '16', doc: "Workers' V8 young generation: --max-semi-space-size in MiB (young generation = 2x). 0 = V8's own (64 on a large machine)." },
   IRIS_LOG: { def: 'info', doc: 'info | warn | error.' },
   IRIS_CONFIG: { def: '', doc: 'JSON config file (flag: --config).', path: true },
 };
@@ -174,6 +175,8 @@ export interface OnpremConfig {
   mailboxIdleMs: number;
   peerTimeoutMs: number;
   drainTimeoutMs: number;
+  /** V8 --max-semi-space-size of each worker, MiB; 0 leaves V8's default. */
+  semiSpaceMb: number;
   log: 'info' | 'warn' | 'error';
   engine: Config;
   auth: AuthConfig;
@@ -243,6 +246,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
     mailboxIdleMs: int(s, 'IRIS_MAILBOX_IDLE_MS', 1),
     peerTimeoutMs: int(s, 'IRIS_PEER_TIMEOUT_MS', 1),
     drainTimeoutMs: int(s, 'IRIS_DRAIN_TIMEOUT_MS', 1),
+    semiSpaceMb: int(s, 'IRIS_SEMI_SPACE_MB', 0, 1024),
     log,
     engine,
     auth,

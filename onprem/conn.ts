@@ -4,7 +4,23 @@ import type { Conn, ConnState } from '../core/ports.js';
 /**
  * The core's Conn over a `ws` socket. State lives in memory: unlike a hibernating Durable Object, the worker
  * process holds the socket for its whole life. One object per socket, for as long as it lives.
+ *
+ * Memory matters here (one of these per connection, 1M+ per box), so nothing per connection is a closure:
+ * the socket's event listeners are shared functions that find their WsConn through IrisWebSocket.conn, and
+ * the counters are reached through the owner.
  */
+
+/** What a connection needs from the worker that holds it. */
+export interface ConnOwner {
+  /** Called for every frame sent to the client (a metric). */
+  sent(): void;
+}
+
+/** The `ws` socket class the worker's WebSocketServer creates (its `WebSocket` option): one extra field. */
+export class IrisWebSocket extends WebSocket {
+  conn: WsConn | null = null;
+}
+
 export class WsConn implements Conn {
   private st: ConnState | null = null;
   /** Set by the worker's heartbeat: false after a ping, true again on the pong. */
@@ -13,8 +29,8 @@ export class WsConn implements Conn {
 
   constructor(
     readonly ws: WebSocket,
-    readonly user: string,
-    private readonly onSend: () => void,
+    /** The user's shard in the worker (onprem/worker.ts). */
+    readonly owner: ConnOwner,
   ) {}
 
   get state(): ConnState | null {
@@ -31,7 +47,7 @@ export class WsConn implements Conn {
 
   send(data: string | Uint8Array): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
-    this.onSend();
+    this.owner.sent();
     this.ws.send(data);
   }
 

@@ -1,4 +1,5 @@
 import type { MetricObjectWithValues, MetricValue } from 'prom-client';
+import type { Socket } from 'node:net';
 import type { Settings } from './config.js';
 
 /**
@@ -43,4 +44,27 @@ export function isToWorker(m: unknown): m is ToWorker {
 
 export function isToSupervisor(m: unknown): m is ToSupervisor {
   return typeof m === 'object' && m !== null && typeof (m as { t?: unknown }).t === 'string';
+}
+
+/**
+ * Stops a socket's handle from reading from the kernel, before the socket is handed to another process.
+ *
+ * Node passes a socket (`process.send(m, socket)`) by sending a duplicate of its file descriptor; the sender's
+ * descriptor stays open until the receiver's NODE_HANDLE_ACK comes back, and meanwhile Node only swaps the
+ * handle's read callback for a no-op — it does not stop reading. `socket.pause()` does not stop it either
+ * (it only stops 'data' events; the handle keeps filling the stream's buffer). So for as long as the old
+ * process holds its copy, every byte that arrives on the connection can be read by it and thrown away. That is
+ * exactly the window in which the owner has written the `101` and the client sends its `hello`: without this,
+ * a few percent of handed-off connections lost their hello and were closed with 4000 after the hello timeout.
+ * With reading stopped, the bytes stay in the kernel's socket buffer until the owner reads them.
+ *
+ * Uses the socket's libuv handle (`_handle.readStop()`, what `net` itself calls when a stream's buffer is
+ * full); `reading = false` keeps `net`'s bookkeeping right. Returns false if the handle is not there.
+ */
+export function stopReading(socket: Socket): boolean {
+  const handle = (socket as unknown as { _handle?: { reading?: boolean; readStop?: () => number } | null })._handle;
+  if (!handle || typeof handle.readStop !== 'function') return false;
+  handle.reading = false;
+  handle.readStop();
+  return true;
 }

@@ -7,7 +7,7 @@ import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { DEV_SECRET } from '../auth/index.js';
 import { defaultWorkers, helpText, onpremConfig, resolveSettings, StartupError, type OnpremConfig, type Settings } from './config.js';
 import { refuseSocket } from './http.js';
-import { isToSupervisor, type MetricsJson, type ToSupervisor, type ToWorker } from './ipc.js';
+import { isToSupervisor, stopReading, type MetricsJson, type ToSupervisor, type ToWorker } from './ipc.js';
 
 /**
  * The supervisor: checks everything it can before any worker exists (settings, data directory, port), starts
@@ -23,14 +23,19 @@ const MAX_SOCKET_PATH = 107;
 
 /**
  * Node flags for the workers: ours, with a bare `--import tsx` made absolute, so workers load TypeScript
- * whatever their working directory (a bare specifier resolves from the cwd).
+ * whatever their working directory (a bare specifier resolves from the cwd); plus the young-generation cap
+ * (IRIS_SEMI_SPACE_MB). V8 otherwise grows each worker's young generation to 2 x 64 MiB on a large machine
+ * under any sustained allocation (a burst of connects, or messaging) and keeps it: a per-process cost
+ * that docs/ARCHITECTURE.onprem.md "Memory" measures against its GC cost.
  */
-function workerExecArgv(): string[] {
-  const out = [...process.execArgv];
+export function workerExecArgv(semiSpaceMb: number, execArgv: readonly string[] = process.execArgv): string[] {
+  const out = [...execArgv];
   for (let i = 0; i < out.length; i++) {
     if (out[i] === '--import' && out[i + 1] === 'tsx') out[i + 1] = import.meta.resolve('tsx');
     else if (out[i] === '--import=tsx') out[i] = `--import=${import.meta.resolve('tsx')}`;
   }
+  // Last one wins, over NODE_OPTIONS and the supervisor's own flags alike.
+  if (semiSpaceMb > 0) out.push(`--max-semi-space-size=${semiSpaceMb}`);
   return out;
 }
 
@@ -218,7 +223,7 @@ export class Supervisor {
 
   private spawn(slot: Slot, startup?: { ready: () => void; fail: (msg: string) => void }): void {
     const child = fork(WORKER_ENTRY, [], {
-      execArgv: workerExecArgv(),
+      execArgv: workerExecArgv(this.cfg.semiSpaceMb),
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
       env: { ...process.env, IRIS_ONPREM_WORKER: String(slot.id) },
     });
@@ -289,6 +294,11 @@ export class Supervisor {
       case 'handoff': {
         const socket = handle as Socket | undefined;
         if (!socket) return;
+        // Node gave us a net.Socket that already reads. This process must never consume the client's bytes
+        // (the owner may send the 101 before our copy of the descriptor is closed): stop reading at once,
+        // before the event loop polls again. And an error on it must not take the supervisor down.
+        stopReading(socket);
+        socket.on('error', () => socket.destroy());
         const to = this.slots[m.to];
         if (!to?.child?.connected || !to.ready || this.draining) {
           this.handoffs.inc({ result: 'unavailable' });

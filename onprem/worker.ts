@@ -4,16 +4,16 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createConnection, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { WebSocketServer, type RawData, type Server as WsServer, type WebSocket } from 'ws';
 import { TokenVerifier, authorizeUpgrade, isRefusal } from '../auth/index.js';
-import { Mailbox } from '../core/mailbox.js';
+import { Mailbox, type MailboxDeps } from '../core/mailbox.js';
 import { MailboxStore } from '../core/store.js';
-import type { ForwardBatch, ForwardResult, Peers } from '../core/ports.js';
+import type { Clock, Conn, ForwardBatch, ForwardResult, Metrics, Peers, Scheduler, Sockets } from '../core/ports.js';
 import { CLOSE_CODES, SUBPROTOCOL, type PresenceInfo } from '../protocol/index.js';
 import type { OnpremConfig } from './config.js';
-import { WsConn } from './conn.js';
+import { IrisWebSocket, WsConn, type ConnOwner } from './conn.js';
 import { ConnectLimiter, json, refuseSocket, respond, type Refusal } from './http.js';
-import type { ToSupervisor, ToWorker, UpgradeHead } from './ipc.js';
+import { stopReading, type ToSupervisor, type ToWorker, type UpgradeHead } from './ipc.js';
 import { WorkerMetrics } from './metrics.js';
 import { ownerOf } from './owner.js';
 import { PeerClient, PeerServer } from './peers.js';
@@ -31,17 +31,103 @@ export const CONNECT_PATH = '/v1/connect';
 /** Adapter-side work-around for the core's forward race (see Worker.track). IRIS_NO_FORWARD_KICK=1 only for measuring it. */
 const FORWARD_KICK = process.env['IRIS_NO_FORWARD_KICK'] !== '1';
 
-interface Shard {
-  user: string;
-  mailbox: Mailbox;
-  conns: Set<WsConn>;
+/** What every mailbox of a worker shares. */
+type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'metrics'>;
+
+const NO_CONNS: readonly WsConn[] = Object.freeze([]);
+const CLOCK: Clock = { now: () => Date.now() };
+
+/**
+ * One user's shard in this worker: the mailbox, its sockets, and the bookkeeping for eviction and wake-ups.
+ * It is also the mailbox's Sockets and Scheduler ports and its sockets' owner: prototype methods, so a user
+ * costs no closures (under tsx every named closure also carries a ~250-byte property dictionary).
+ */
+export class Shard implements Sockets, Scheduler, ConnOwner {
+  readonly mailbox: Mailbox;
+  /**
+   * Open sockets. Replaced, never mutated (copy on write): iterating it is safe while sockets come and go,
+   * and one socket costs a one-element array (most users have one or two devices online).
+   */
+  conns: readonly WsConn[] = NO_CONNS;
   /** Core calls in flight (onMessage, receive, onWake, onClose): a busy mailbox is never evicted. */
-  busy: number;
-  wakeAt: number | null;
-  /** An outbox-appending call ran since the last idle wake-up (see track). */
-  kick: boolean;
-  wakeTimer: ReturnType<typeof setTimeout> | null;
-  lastUsed: number;
+  busy = 0;
+  wakeAtMs: number | null = null;
+  /** An outbox-appending call ran since the last idle wake-up (see Worker.track). */
+  kick = false;
+  wakeTimer: ReturnType<typeof setTimeout> | null = null;
+  lastUsed = Date.now();
+
+  constructor(
+    readonly worker: Worker,
+    readonly user: string,
+    env: MailboxEnv,
+  ) {
+    // One literal with every field (not a spread plus three): its properties stay in the object itself.
+    this.mailbox = new Mailbox({
+      user,
+      storage: env.storage,
+      peers: env.peers,
+      sockets: this,
+      scheduler: this,
+      clock: env.clock,
+      config: env.config,
+      metrics: env.metrics,
+    });
+  }
+
+  list(): Iterable<Conn> {
+    return this.conns;
+  }
+
+  wakeAt(ms: number): void {
+    this.worker.scheduleWake(this, ms);
+  }
+
+  sent(): void {
+    this.worker.metrics.framesOut.inc();
+  }
+
+  add(c: WsConn): void {
+    this.conns = this.conns.length === 0 ? [c] : [...this.conns, c];
+  }
+
+  remove(c: WsConn): void {
+    const i = this.conns.indexOf(c);
+    if (i < 0) return;
+    if (this.conns.length === 1) {
+      this.conns = NO_CONNS;
+      return;
+    }
+    const next = new Array<WsConn>(this.conns.length - 1);
+    for (let j = 0, k = 0; j < this.conns.length; j++) if (j !== i) next[k++] = this.conns[j]!;
+    this.conns = next;
+  }
+}
+
+// Listeners shared by every socket (`this` is the emitter): no closure per connection.
+function destroyOnError(this: Duplex): void {
+  this.destroy();
+}
+function ignore(): void {
+  // A close event follows.
+}
+function onWsMessage(this: WebSocket, data: RawData, isBinary: boolean): void {
+  const c = (this as IrisWebSocket).conn;
+  if (c) (c.owner as Shard).worker.onFrame(c, data, isBinary);
+}
+function onWsPong(this: WebSocket): void {
+  const c = (this as IrisWebSocket).conn;
+  if (c) c.alive = true;
+}
+function onWsClose(this: WebSocket, code: number): void {
+  const c = (this as IrisWebSocket).conn;
+  if (!c) return;
+  (this as IrisWebSocket).conn = null;
+  (c.owner as Shard).worker.onConnClose(c, code);
+}
+function helloExpired(conn: WsConn): void {
+  conn.helloTimer = null;
+  if (conn.state === null) conn.close(CLOSE_CODES.hello_timeout, 'no hello within the hello timeout');
 }
 
 type Level = 'info' | 'warn' | 'error';
@@ -78,7 +164,7 @@ export class Worker {
   readonly metrics: WorkerMetrics;
   private readonly verifier: TokenVerifier;
   private readonly limiter: ConnectLimiter;
-  private readonly wss: WebSocketServer;
+  private readonly wss: WsServer<typeof IrisWebSocket>;
   private server: HttpServer | null = null;
   private peerServer: PeerServer | null = null;
   private pipeServer: NetServer | null = null;
@@ -92,6 +178,11 @@ export class Worker {
   private readonly gathers = new Map<number, (text: string | null, contentType: string) => void>();
   private nextGather = 1;
   private readonly peers: Peers;
+  /** The core's metrics port, one for all mailboxes. */
+  private readonly coreMetrics: Metrics;
+  /** What all mailboxes share (set once storage is open). */
+  private env: MailboxEnv | null = null;
+  private readonly warned = new Set<string>();
 
   constructor(
     readonly id: number,
@@ -104,6 +195,7 @@ export class Worker {
     this.maxConnections = cfg.maxConnections ?? Math.max(64, (openFileLimit() ?? 20_000) - 1024);
     this.wss = new WebSocketServer({
       noServer: true,
+      WebSocket: IrisWebSocket,
       maxPayload: cfg.maxPayload,
       perMessageDeflate: false,
       clientTracking: false,
@@ -114,6 +206,13 @@ export class Worker {
       forward: (to, batch) => this.forwardTo(to, batch),
       presence: (user) => this.presenceOf(user),
     };
+    this.coreMetrics = this.metrics.core();
+  }
+
+  warnOnce(key: string, msg: string): void {
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
+    this.log('warn', msg);
   }
 
   log(level: Level, msg: string): void {
@@ -300,7 +399,7 @@ export class Worker {
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroyOnError);
     const url = new URL(req.url ?? '/', 'http://iris.invalid');
     if (url.pathname !== CONNECT_PATH) return this.refuse(socket, { status: 404, code: 'not_found', message: 'no such endpoint' });
     if (this.draining) return this.refuse(socket, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
@@ -320,10 +419,16 @@ export class Worker {
     const uh: UpgradeHead = { method: req.method ?? 'GET', url: req.url ?? CONNECT_PATH, headers, remote: socket.remoteAddress ?? '' };
     if (this.cfg.route === 'pipe') return this.pipeTo(owner, socket, head, user, uh);
     // Hand the authenticated TCP socket itself to the owner: worker -> supervisor -> owner (SCM_RIGHTS). After
-    // this, the socket is the owner's; this process closes its copy.
+    // this, the socket is the owner's; this process closes its copy when the supervisor acknowledges it.
+    // Until then our copy must not read: the owner may already have sent the 101 and the client its hello, and
+    // bytes read here would be lost (see stopReading). Anything the stream already buffered travels with
+    // `head` (a client sends nothing before the 101, so normally both are empty).
     socket.pause();
+    const buffered = socket.readableLength > 0 ? (socket.read() as Buffer | null) : null;
+    if (!stopReading(socket) && !socket.destroyed) this.warnOnce('stop-reading', 'cannot stop reading a socket before its hand-off (Node internals changed?): clients may lose their hello; use IRIS_ROUTE=pipe');
+    const rest = buffered && buffered.length > 0 ? Buffer.concat([head, buffered]) : head;
     try {
-      await send({ t: 'handoff', to: owner, user, head: uh, rest: head.toString('base64'), from: this.id }, socket);
+      await send({ t: 'handoff', to: owner, user, head: uh, rest: rest.toString('base64'), from: this.id }, socket);
     } catch {
       this.refuse(socket, { status: 503, code: 'unavailable', message: 'could not reach the shard of this user; retry', headers: { 'retry-after': '1' } });
     }
@@ -336,7 +441,7 @@ export class Worker {
 
   private onHandoff(m: Extract<ToWorker, { t: 'handoff' }>, socket: Socket | undefined): void {
     if (!socket) return;
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroyOnError);
     if (this.draining) {
       return this.refuse(socket, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
     }
@@ -387,7 +492,7 @@ export class Worker {
 
   private acceptPipe(s: Socket): void {
     let buf = Buffer.alloc(0);
-    s.on('error', () => s.destroy());
+    s.on('error', destroyOnError);
     const onData = (chunk: Buffer) => {
       buf = Buffer.concat([buf, chunk]);
       if (buf.length < 4) return;
@@ -421,43 +526,55 @@ export class Worker {
     if (this.connCount >= this.maxConnections) {
       return this.refuse(socket, { status: 503, code: 'server_full', message: 'this server holds as many connections as it may; retry later', headers: { 'retry-after': '5' } });
     }
-    this.wss.handleUpgrade(req, socket, head, (ws) => this.attach(ws, user, via));
+    let attached = false;
+    this.wss.handleUpgrade(req, socket, head, (ws) => {
+      attached = true;
+      this.attach(ws, user, via);
+    });
+    // ws completes the handshake synchronously and then has its own error listener on the socket: ours goes
+    // (one listener less per connection). If the handshake was refused, ours stays until the socket is gone.
+    if (attached) socket.off('error', destroyOnError);
   }
 
-  private attach(ws: WebSocket, user: string, via: 'local' | 'handoff' | 'pipe'): void {
+  private attach(ws: IrisWebSocket, user: string, via: 'local' | 'handoff' | 'pipe'): void {
     if (this.draining) {
       ws.close(CLOSE_CODES.going_away, 'server shutting down');
       return;
     }
     const shard = this.shard(user);
-    const conn = new WsConn(ws, user, () => this.metrics.framesOut.inc());
-    shard.conns.add(conn);
+    const conn = new WsConn(ws, shard);
+    ws.conn = conn;
+    shard.add(conn);
     this.connCount++;
     this.metrics.connections.inc();
     this.metrics.connectionsTotal.inc({ via });
-    conn.helloTimer = setTimeout(() => {
+    conn.helloTimer = setTimeout(helloExpired, this.cfg.helloTimeoutMs, conn);
+    ws.on('message', onWsMessage);
+    ws.on('pong', onWsPong);
+    ws.on('error', ignore);
+    ws.on('close', onWsClose);
+  }
+
+  /** A WebSocket message from a client (onWsMessage). */
+  onFrame(conn: WsConn, data: RawData, isBinary: boolean): void {
+    this.metrics.framesIn.inc();
+    const shard = conn.owner as Shard;
+    const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+    this.track(shard, shard.mailbox.onMessage(conn, isBinary ? buf : buf.toString('utf8')), true);
+  }
+
+  /** A client WebSocket closed (onWsClose). */
+  onConnClose(conn: WsConn, code: number): void {
+    if (conn.helloTimer) {
+      clearTimeout(conn.helloTimer);
       conn.helloTimer = null;
-      if (conn.state === null) conn.close(CLOSE_CODES.hello_timeout, 'no hello within the hello timeout');
-    }, this.cfg.helloTimeoutMs);
-    ws.on('message', (data: RawData, isBinary: boolean) => {
-      this.metrics.framesIn.inc();
-      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-      this.track(shard, shard.mailbox.onMessage(conn, isBinary ? buf : buf.toString('utf8')), true);
-    });
-    ws.on('pong', () => {
-      conn.alive = true;
-    });
-    ws.on('error', () => {
-      // A close event follows.
-    });
-    ws.on('close', (code: number) => {
-      if (conn.helloTimer) clearTimeout(conn.helloTimer);
-      shard.conns.delete(conn);
-      this.connCount--;
-      this.metrics.connections.dec();
-      this.metrics.closes.inc({ code: String(code) });
-      this.track(shard, shard.mailbox.onClose(conn)).catch(() => undefined);
-    });
+    }
+    const shard = conn.owner as Shard;
+    shard.remove(conn);
+    this.connCount--;
+    this.metrics.connections.dec();
+    this.metrics.closes.inc({ code: String(code) });
+    this.track(shard, shard.mailbox.onClose(conn)).catch(() => undefined);
   }
 
   /** WebSocket ping every IRIS_WS_PING_MS; a socket that did not answer the previous one is dropped. */
@@ -484,18 +601,8 @@ export class Worker {
     let s = this.shards.get(user);
     if (s) return s;
     if (ownerOf(user, this.workers) !== this.id) throw new Error(`user ${user} is not owned by worker ${this.id}`);
-    const conns = new Set<WsConn>();
-    const shard: Shard = { user, conns, busy: 0, kick: false, wakeAt: null, wakeTimer: null, lastUsed: Date.now(), mailbox: null as unknown as Mailbox };
-    shard.mailbox = new Mailbox({
-      user,
-      storage: this.storage,
-      peers: this.peers,
-      sockets: { list: () => conns },
-      scheduler: { wakeAt: (ms) => this.wakeAt(shard, ms) },
-      clock: { now: () => Date.now() },
-      config: this.cfg.engine,
-      metrics: this.metrics.core(),
-    });
+    this.env ??= { storage: this.storage, peers: this.peers, clock: CLOCK, config: this.cfg.engine, metrics: this.coreMetrics };
+    const shard = new Shard(this, user, this.env);
     this.shards.set(user, shard);
     this.metrics.mailboxes.set(this.shards.size);
     return shard;
@@ -525,13 +632,14 @@ export class Worker {
     return p;
   }
 
-  private wakeAt(shard: Shard, ms: number): void {
+  /** The Scheduler port of a shard (Shard.wakeAt): one timer per shard, the earliest request wins. */
+  scheduleWake(shard: Shard, ms: number): void {
     if (this.draining) return;
-    if (shard.wakeAt !== null && shard.wakeAt <= ms) return;
+    if (shard.wakeAtMs !== null && shard.wakeAtMs <= ms) return;
     if (shard.wakeTimer) clearTimeout(shard.wakeTimer);
-    shard.wakeAt = ms;
+    shard.wakeAtMs = ms;
     shard.wakeTimer = setTimeout(() => {
-      shard.wakeAt = null;
+      shard.wakeAtMs = null;
       shard.wakeTimer = null;
       if (this.draining) return;
       this.track(shard, shard.mailbox.onWake()).catch((e: unknown) => this.log('warn', `wake of ${shard.user} failed: ${String(e)}`));
@@ -546,7 +654,7 @@ export class Worker {
   private evictIdle(): void {
     const cutoff = Date.now() - this.cfg.mailboxIdleMs;
     for (const [user, s] of this.shards) {
-      if (s.conns.size === 0 && s.busy === 0 && s.wakeTimer === null && s.lastUsed < cutoff) this.shards.delete(user);
+      if (s.conns.length === 0 && s.busy === 0 && s.wakeTimer === null && s.lastUsed < cutoff) this.shards.delete(user);
     }
     this.metrics.mailboxes.set(this.shards.size);
   }

@@ -1,11 +1,20 @@
 /**
- * Memory per idle connection: opens --conns authenticated, hello'd WebSockets (distinct users) to a one-worker
- * server and reports the worker's RSS growth per connection (from /proc), which sizes a box (docs/OPERATIONS.md).
+ * Memory per idle connection: opens --conns authenticated, hello'd WebSockets (distinct users, one mailbox each)
+ * to a real server and reports the server's RSS growth per connection (from /proc; every server process
+ * summed: supervisor and workers), which sizes a box (docs/OPERATIONS.md).
  *
- *   sh scripts/node.sh --import tsx onprem/bench/conns.ts [--conns 5000]
+ *   sh scripts/node.sh --import tsx onprem/bench/conns.ts [--conns 5000] [--workers 1] [--route handoff|pipe]
+ *                                                         [--bare [--bare-semi-space-mb 16]] [--heap] [--settle 3]
+ *
+ * --bare   also measures a bare `ws` server (WebSocketServer on node:http, one message answered per socket)
+ *          with the same client in the same run: the floor this is compared with. It runs with V8's default
+ *          young generation (like the bench's raw relay) unless --bare-semi-space-mb N gives it the cap Iris
+ *          workers have (IRIS_SEMI_SPACE_MB, 16 by default): like for like.
+ * --heap   takes a heap snapshot of worker 0 (a full GC first) before and after, and prints what the live
+ *          JavaScript heap gained per connection, by constructor: where the bytes go.
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -15,57 +24,310 @@ import { WebSocket } from 'ws';
 import { SUBPROTOCOL, decodeBinary, encodeBinary } from '../../protocol/index.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
-const { values } = parseArgs({ options: { conns: { type: 'string', default: '5000' }, port: { type: 'string', default: '18899' } } });
+const { values } = parseArgs({
+  options: {
+    conns: { type: 'string', default: '5000' },
+    port: { type: 'string', default: '18899' },
+    workers: { type: 'string', default: '1' },
+    route: { type: 'string', default: 'handoff' },
+    bare: { type: 'boolean', default: false },
+    heap: { type: 'boolean', default: false },
+    settle: { type: 'string', default: '3' },
+    'bare-semi-space-mb': { type: 'string', default: '0' },
+  },
+});
 const N = Math.min(15_000, Number(values.conns));
+const WORKERS = Number(values.workers);
+const WARM = 200;
 const SECRET = 'conns-bench';
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function rssKiB(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  return m ? Number(m[1]) : 0;
+  try {
+    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) : 0;
+  } catch {
+    return 0;
+  }
+}
+
+const sum = (pids: number[]) => pids.reduce((a, p) => a + rssKiB(p), 0);
+
+/** process.memoryUsage() and V8 heap spaces, KiB. */
+type Memory = Record<'rss' | 'heapTotal' | 'heapUsed' | 'external' | 'newSpace' | 'oldSpace' | 'oldUsed', number>;
+
+interface Server {
+  child: ChildProcess;
+  /** The server's own view of its memory (Iris: every worker's /metrics, summed), KiB. */
+  memory: () => Promise<Memory>;
+  /** Every process of the server (supervisor first). */
+  pids: number[];
+  /** The process whose heap --heap inspects. */
+  heapPid: number;
+  url: string;
+  welcome: (d: Buffer) => boolean;
+}
+
+async function waitLine(child: ChildProcess, re: RegExp): Promise<RegExpExecArray> {
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  for (let i = 0; i < 600; i++) {
+    const m = re.exec(out);
+    if (m) return m;
+    if (child.exitCode !== null) break;
+    await sleep(50);
+  }
+  throw new Error(`server did not start: ${out}`);
+}
+
+async function startIris(dataDir: string, snapDir: string): Promise<Server> {
+  const env: NodeJS.ProcessEnv = { ...process.env, IRIS_JWT_SECRET: SECRET, IRIS_CONNECT_RATE: '10000000', IRIS_LOG: 'error', IRIS_ROUTE: values.route };
+  if (values.heap) env['NODE_OPTIONS'] = `${process.env['NODE_OPTIONS'] ?? ''} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapDir}`.trim();
+  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'onprem/main.ts'), '--host', '127.0.0.1', '--port', values.port!, '--data-dir', dataDir, '--workers', String(WORKERS)], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
+    env,
+  });
+  const m = await waitLine(child, /pids ([\d,]+)/);
+  const workers = m[1]!.split(',').filter((x) => /^\d+$/.test(x)).map(Number);
+  return {
+    child,
+    pids: [child.pid!, ...workers],
+    heapPid: workers[0]!,
+    url: `ws://127.0.0.1:${values.port}/v1/connect`,
+    welcome: (d) => decodeBinary(new Uint8Array(d)).t === 'welcome',
+    memory: async () => {
+      const text = await (await fetch(`http://127.0.0.1:${values.port}/metrics`)).text();
+      const get = (name: string) => {
+        let v = 0;
+        for (const m of text.matchAll(new RegExp(`^${name}\\{[^}]*\\} (\\S+)$`, 'gm'))) v += Number(m[1]);
+        return v / 1024;
+      };
+      const space = (name: string, sp: string) => {
+        let v = 0;
+        for (const m of text.matchAll(new RegExp(`^${name}\\{space="${sp}",[^}]*\\} (\\S+)$`, 'gm'))) v += Number(m[1]);
+        return v / 1024;
+      };
+      return {
+        rss: get('iris_process_resident_memory_bytes'),
+        heapTotal: get('iris_nodejs_heap_size_total_bytes'),
+        heapUsed: get('iris_nodejs_heap_size_used_bytes'),
+        external: get('iris_nodejs_external_memory_bytes'),
+        newSpace: space('iris_nodejs_heap_space_size_total_bytes', 'new'),
+        oldSpace: space('iris_nodejs_heap_space_size_total_bytes', 'old'),
+        oldUsed: space('iris_nodejs_heap_space_size_used_bytes', 'old'),
+      };
+    },
+  };
+}
+
+/** The floor: a bare ws server, the same handshake (subprotocol) and one message answered per socket. */
+const BARE = `
+import { createServer } from 'node:http';
+import { getHeapSpaceStatistics } from 'node:v8';
+import { WebSocketServer } from 'ws';
+const wss = new WebSocketServer({ noServer: true, perMessageDeflate: false, clientTracking: false, handleProtocols: (p) => p.values().next().value });
+const server = createServer((_q, r) => {
+  const m = process.memoryUsage();
+  const sp = Object.fromEntries(getHeapSpaceStatistics().map((x) => [x.space_name, x]));
+  const k = (b) => b / 1024;
+  r.end(JSON.stringify({ rss: k(m.rss), heapTotal: k(m.heapTotal), heapUsed: k(m.heapUsed), external: k(m.external),
+    newSpace: k(sp.new_space.space_size), oldSpace: k(sp.old_space.space_size), oldUsed: k(sp.old_space.space_used_size) }));
+});
+server.on('upgrade', (req, socket, head) => wss.handleUpgrade(req, socket, head, (ws) => ws.on('message', (d) => ws.send(d))));
+server.listen(Number(process.argv[1]), '127.0.0.1', () => console.log('bare listening pids ' + process.pid));
+`;
+
+async function startBare(snapDir: string): Promise<Server> {
+  const flags = values.heap ? ['--heapsnapshot-signal=SIGUSR2', `--diagnostic-dir=${snapDir}`] : [];
+  const semi = Number(values['bare-semi-space-mb']);
+  if (semi > 0) flags.push(`--max-semi-space-size=${semi}`);
+  const child = spawn(process.execPath, [...flags, '--input-type=module', '-e', BARE, values.port!], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  await waitLine(child, /bare listening pids (\d+)/);
+  return {
+    child,
+    pids: [child.pid!],
+    heapPid: child.pid!,
+    url: `ws://127.0.0.1:${values.port}/v1/connect`,
+    welcome: () => true,
+    memory: async () => (await (await fetch(`http://127.0.0.1:${values.port}/mem`)).json()) as Memory,
+  };
+}
+
+async function stop(s: Server): Promise<void> {
+  if (s.child.exitCode !== null) return;
+  const exited = new Promise((r) => s.child.once('exit', r));
+  s.child.kill('SIGTERM');
+  await Promise.race([exited, sleep(15_000)]);
+  if (s.child.exitCode === null && s.child.signalCode === null) s.child.kill('SIGKILL');
+}
+
+/** Heap snapshot of pid (SIGUSR2; V8 runs a full GC first), summarized by node type and constructor name. */
+async function snapshot(pid: number, snapDir: string): Promise<Map<string, { n: number; bytes: number }>> {
+  const before = new Set(readdirSync(snapDir));
+  process.kill(pid, 'SIGUSR2');
+  let file: string | undefined;
+  for (let i = 0; i < 1200 && !file; i++) {
+    await sleep(100);
+    file = readdirSync(snapDir).find((f) => !before.has(f) && f.endsWith('.heapsnapshot'));
+  }
+  if (!file) throw new Error('no heap snapshot written');
+  // Written when the size stops changing.
+  let size = -1;
+  for (;;) {
+    await sleep(300);
+    const s = readFileSync(join(snapDir, file)).length;
+    if (s === size && s > 0) break;
+    size = s;
+  }
+  const snap = JSON.parse(readFileSync(join(snapDir, file), 'utf8')) as {
+    snapshot: { meta: { node_fields: string[]; node_types: [string[]] } };
+    nodes: number[];
+    strings: string[];
+  };
+  rmSync(join(snapDir, file));
+  const f = snap.snapshot.meta.node_fields;
+  const types = snap.snapshot.meta.node_types[0];
+  const [iType, iName, iSize] = [f.indexOf('type'), f.indexOf('name'), f.indexOf('self_size')];
+  const out = new Map<string, { n: number; bytes: number }>();
+  for (let i = 0; i < snap.nodes.length; i += f.length) {
+    const type = types[snap.nodes[i + iType]!]!;
+    let name = snap.strings[snap.nodes[i + iName]!]!;
+    if (type === 'string' || type === 'concatenated string' || type === 'sliced string') name = '';
+    if (type === 'code') name = '';
+    if (name.length > 60) name = name.slice(0, 57) + '...';
+    const key = `${type}${name ? ` ${name}` : ''}`;
+    const e = out.get(key) ?? { n: 0, bytes: 0 };
+    e.n++;
+    e.bytes += snap.nodes[i + iSize]!;
+    out.set(key, e);
+  }
+  return out;
+}
+
+function heapDiff(a: Map<string, { n: number; bytes: number }>, b: Map<string, { n: number; bytes: number }>, per: number): string {
+  const rows: { key: string; n: number; bytes: number }[] = [];
+  let total = 0;
+  for (const [key, e] of b) {
+    const p = a.get(key) ?? { n: 0, bytes: 0 };
+    const d = { key, n: (e.n - p.n) / per, bytes: (e.bytes - p.bytes) / per };
+    total += d.bytes;
+    if (d.bytes > 8) rows.push(d);
+  }
+  rows.sort((x, y) => y.bytes - x.bytes);
+  const lines = rows.slice(0, 30).map((r) => `  ${r.bytes.toFixed(0).padStart(6)} B  ${r.n.toFixed(2).padStart(6)} x  ${r.key}`);
+  return [`live JS heap gained per connection: ${total.toFixed(0)} B (top entries: bytes, objects, what)`, ...lines].join('\n');
+}
+
+interface Point {
+  conns: number;
+  rss: number;
+  each: number[];
+  mem: Memory;
+}
+
+/**
+ * Opens the connections in three steps and reads the memory after each (after --settle seconds). Two numbers
+ * come out: the average (RSS growth / connections, what the bench's memory mode reports) and the marginal cost
+ * (growth from the first step to the last / connections added), which leaves out what a process grows once
+ * whatever the connection count: above all V8's young generation, which grows under any sustained
+ * allocation (a burst of connects, or messaging) to its cap and stays there.
+ */
+async function measure(label: string, server: Server, snapDir: string): Promise<{ avg: number; marginal: number }> {
+  const sockets: WebSocket[] = [];
+  try {
+    const key = new TextEncoder().encode(SECRET);
+    // A connection closed before its welcome (e.g. 4000, hello timeout) is retried, at most twice, and counted.
+    let retried = 0;
+    const attempt = (token: string) =>
+      new Promise<WebSocket>((res, rej) => {
+        const ws = new WebSocket(server.url, [SUBPROTOCOL], { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
+        ws.once('open', () => ws.send(encodeBinary({ t: 'hello', device: 'd', cursor: 0 })));
+        ws.on('message', (d: Buffer) => server.welcome(d) && res(ws));
+        ws.once('close', (code: number) => rej(new Error(`closed ${code} before the welcome`)));
+        ws.once('error', rej);
+      });
+    const open = async (i: number) => {
+      const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(`c${i}`).setExpirationTime('1h').sign(key);
+      for (let a = 0; ; a++) {
+        try {
+          sockets.push(await attempt(token));
+          return;
+        } catch (e) {
+          if (a >= 2) throw e;
+          retried++;
+        }
+      }
+    };
+    const point = async (conns: number): Promise<Point> => ({ conns, rss: sum(server.pids), each: server.pids.map(rssKiB), mem: await server.memory() });
+    // Warm up (JIT, pools) with a few connections, then measure.
+    for (let i = 0; i < WARM; i++) await open(i);
+    await sleep(1000);
+    const snapA = values.heap ? await snapshot(server.heapPid, snapDir) : null;
+    if (snapA) await sleep(1000);
+    const points = [await point(0)];
+    const t0 = Date.now();
+    let opened = 0;
+    for (const target of [Math.round(N / 3), N]) {
+      for (; opened < target; opened += 50) {
+        const k = Math.min(50, target - opened);
+        await Promise.all(Array.from({ length: k }, (_, j) => open(WARM + opened + j)));
+      }
+      opened = target;
+      await sleep(Number(values.settle) * 1000);
+      points.push(await point(target));
+    }
+    const secs = (Date.now() - t0) / 1000;
+    const [p0, p1, p2] = points as [Point, Point, Point];
+    const avg = (p2.rss - p0.rss) / N;
+    const marginal = (p2.rss - p1.rss) / (p2.conns - p1.conns);
+    const procs = `${server.pids.length} process${server.pids.length > 1 ? 'es' : ''}`;
+    console.log(`${label}: ${N} idle connections (${secs.toFixed(1)} s${retried > 0 ? `; ${retried} closed before their welcome and retried` : ''})`);
+    console.log(`  server RSS (${procs}) ${Math.round(p0.rss / 1024)} -> ${Math.round(p1.rss / 1024)} (${p1.conns}) -> ${Math.round(p2.rss / 1024)} MiB (${p2.conns})`);
+    if (server.pids.length > 1) {
+      const names = server.pids.map((_, i) => (i === 0 ? 'supervisor' : `worker ${i - 1}`));
+      console.log(`  per process: ${names.map((n, i) => `${n} ${points.map((p) => Math.round(p.each[i]! / 1024)).join(' -> ')} MiB`).join('; ')}`);
+    }
+    console.log(`  average  ${avg.toFixed(1)} KiB per connection (RSS growth / ${N})`);
+    console.log(`  marginal ${marginal.toFixed(1)} KiB per connection (RSS growth from ${p1.conns} to ${p2.conns} connections)`);
+    const d = (k: keyof Memory, a: Point, b: Point) => ((b.mem[k] - a.mem[k]) / (b.conns - a.conns)).toFixed(1);
+    console.log(
+      `  marginal, as the server sees it: RSS ${d('rss', p1, p2)}, V8 old space ${d('oldSpace', p1, p2)} (used ${d('oldUsed', p1, p2)}), ` +
+        `young generation ${d('newSpace', p1, p2)}, external ${d('external', p1, p2)} KiB per connection`,
+    );
+    console.log(`  V8 young generation ${points.map((p) => Math.round(p.mem.newSpace / 1024)).join(' -> ')} MiB (one per process: it grows with the allocation rate, not the connection count)`);
+    if (snapA) {
+      const snapB = await snapshot(server.heapPid, snapDir);
+      // Only the inspected worker's share of the connections is in its heap.
+      console.log(heapDiff(snapA, snapB, WORKERS === 1 || label === 'bare ws' ? N : N / WORKERS));
+    }
+    return { avg, marginal };
+  } finally {
+    for (const s of sockets) s.terminate();
+  }
 }
 
 const dataDir = mkdtempSync(join(tmpdir(), 'iris-conns-bench-'));
-const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'onprem/main.ts'), '--port', values.port, '--data-dir', dataDir, '--workers', '1'], {
-  cwd: ROOT,
-  stdio: ['ignore', 'pipe', 'inherit'],
-  env: { ...process.env, IRIS_JWT_SECRET: SECRET, IRIS_CONNECT_RATE: '10000000', IRIS_LOG: 'error' },
-});
-let out = '';
-child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-let worker = 0;
-for (let i = 0; i < 600 && worker === 0; i++) {
-  const m = /pids (\d+)/.exec(out);
-  if (m) worker = Number(m[1]);
-  await sleep(50);
-}
-const sockets: WebSocket[] = [];
+const snapDir = mkdtempSync(join(tmpdir(), 'iris-conns-snap-'));
 try {
-  if (worker === 0) throw new Error(`server did not start: ${out}`);
-  const key = new TextEncoder().encode(SECRET);
-  // Warm up (JIT, pools) with a few connections, then measure.
-  const open = async (i: number) => {
-    const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(`c${i}`).setExpirationTime('1h').sign(key);
-    const ws = new WebSocket(`ws://127.0.0.1:${values.port}/v1/connect`, [SUBPROTOCOL], { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
-    await new Promise<void>((res, rej) => {
-      ws.once('open', () => ws.send(encodeBinary({ t: 'hello', device: 'd', cursor: 0 })));
-      ws.on('message', (d: Buffer) => decodeBinary(new Uint8Array(d)).t === 'welcome' && res());
-      ws.once('error', rej);
-    });
-    sockets.push(ws);
-  };
-  for (let i = 0; i < 200; i++) await open(i);
-  await sleep(1000);
-  const before = rssKiB(worker);
-  const t0 = Date.now();
-  for (let i = 200; i < N + 200; i += 50) await Promise.all(Array.from({ length: Math.min(50, N + 200 - i) }, (_, k) => open(i + k)));
-  const secs = (Date.now() - t0) / 1000;
-  await sleep(3000);
-  const after = rssKiB(worker);
-  console.log(`${N} idle connections (authenticated, hello'd, one mailbox each) in ${secs.toFixed(1)} s: worker RSS ${Math.round(before / 1024)} -> ${Math.round(after / 1024)} MiB = ${((after - before) / N).toFixed(1)} KiB per connection`);
+  const iris = await startIris(dataDir, snapDir);
+  let perIris: { avg: number; marginal: number };
+  try {
+    perIris = await measure(`iris (${WORKERS} worker${WORKERS > 1 ? 's' : ''}, authenticated, hello'd, one mailbox each)`, iris, snapDir);
+  } finally {
+    await stop(iris);
+  }
+  if (values.bare) {
+    const bare = await startBare(snapDir);
+    let perBare: { avg: number; marginal: number };
+    try {
+      perBare = await measure('bare ws', bare, snapDir);
+    } finally {
+      await stop(bare);
+    }
+    console.log(`ratio iris / bare ws: average ${(perIris.avg / perBare.avg).toFixed(2)}, marginal ${(perIris.marginal / perBare.marginal).toFixed(2)}`);
+  }
 } finally {
-  for (const s of sockets) s.terminate();
-  child.kill('SIGTERM');
-  await new Promise((r) => child.once('exit', r));
   rmSync(dataDir, { recursive: true, force: true });
+  rmSync(snapDir, { recursive: true, force: true });
 }

@@ -7,6 +7,7 @@ import { ConnectLimiter } from '../../onprem/http.js';
 import { ownerOf, userHash } from '../../onprem/owner.js';
 import { Dec, decodeForward, encodeForward } from '../../onprem/peers.js';
 import { GroupCommitStorage } from '../../onprem/storage.js';
+import { workerExecArgv } from '../../onprem/supervisor.js';
 import { removeDir, sleep, tempDir } from './helpers.js';
 
 const dirs: string[] = [];
@@ -170,6 +171,15 @@ describe('settings', () => {
     expect(() => onpremConfig({ IRIS_PORT: 'x' })).toThrow('IRIS_PORT must be an integer');
     expect(onpremConfig({ IRIS_JWT_SECRET: 's' }).devAuth).toBe(false);
     expect(onpremConfig({ IRIS_TLS_CERT: '/c', IRIS_TLS_KEY: '/k' }).route).toBe('pipe');
+  });
+
+  it("caps the workers' young generation (IRIS_SEMI_SPACE_MB), over inherited flags", () => {
+    expect(onpremConfig({}).semiSpaceMb).toBe(16);
+    expect(onpremConfig({ IRIS_SEMI_SPACE_MB: '0' }).semiSpaceMb).toBe(0);
+    expect(() => onpremConfig({ IRIS_SEMI_SPACE_MB: '-1' })).toThrow('IRIS_SEMI_SPACE_MB must be an integer');
+    // V8 takes the last occurrence: ours comes after whatever the supervisor was started with.
+    expect(workerExecArgv(16, ['--max-semi-space-size=64'])).toEqual(['--max-semi-space-size=64', '--max-semi-space-size=16']);
+    expect(workerExecArgv(0, ['--enable-source-maps'])).toEqual(['--enable-source-maps']);
   });
 
   it('limits connection attempts per address, per worker share', () => {
