@@ -1,6 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SignJWT } from 'jose';
@@ -8,26 +7,18 @@ import { WebSocket } from 'ws';
 import { IrisClient } from '../../client/index.js';
 import { ownerOf } from '../../onprem/owner.js';
 import { SUBPROTOCOL, decodeFrame, encodeFrame, type ClientFrame, type ServerFrame } from '../../protocol/index.js';
+import { freePort } from '../../scripts/lib/net.js';
 
 /**
  * Test harness for the on-prem server: starts the real CLI (the supervisor and its worker processes) on a free
  * loopback port with a temporary data directory, and stops exactly the processes it started, by pid.
  */
 
+export { freePort };
+
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const SECRET = 'onprem-test-secret';
 
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => res(port));
-    });
-  });
-}
 
 export function tempDir(prefix = 'iris-onprem-'): string {
   return mkdtempSync(join(tmpdir(), prefix));
