@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import type { Accounting } from '../../scripts/bench/coordinator.js';
 
 /**
  * CI smoke of the benchmark harness (scripts/bench): a seconds-long run, first against the raw relay alone,
@@ -13,16 +14,6 @@ import { afterAll, describe, expect, it } from 'vitest';
 const ROOT = resolve(import.meta.dirname, '../..');
 const dirs: string[] = [];
 
-interface Accounting {
-  sent: number;
-  acked: number;
-  errored: number;
-  unanswered: number;
-  delivered: number;
-  lost: number;
-  duplicated: number;
-  deliveredNotAcked: number;
-}
 
 interface BenchJson {
   runs: { label: string; role: string; result: { accounting: Accounting | null; opened: { ok: number; failed: number }; phases: unknown[] } }[];
