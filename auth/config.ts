@@ -1,7 +1,15 @@
 import type { JSONWebKeySet } from 'jose';
 
-/** Development HS256 secret: used only when IRIS_DEV_MODE=1 and no secret is configured (npm start, tests). */
+/**
+ * Development HS256 secret. It is public (it is in this file and in the README), so a server that accepts it
+ * accepts tokens anyone can mint for any user. It is accepted only when development mode was asked for
+ * explicitly AND no key of any kind is configured (see devAuthDecision); such a server says so at start and
+ * on /healthz.
+ */
 export const DEV_SECRET = 'iris-dev-secret-not-for-production';
+
+/** The one sentence every profile shows (start-up banner, /healthz) while the development secret is accepted. */
+export const DEV_AUTH_WARNING = `tokens signed with the PUBLIC development secret are accepted: anyone can mint one for any user (IRIS_DEV_MODE=1 and no IRIS_JWT_SECRET, IRIS_JWKS or IRIS_JWKS_URL)`;
 
 export interface AuthConfig {
   /** HS256 shared secret. */
@@ -14,28 +22,63 @@ export interface AuthConfig {
   audience?: string;
   /** Allowed clock skew for exp / nbf, in seconds. */
   clockToleranceSec: number;
+  /**
+   * True when tokens signed with the public DEV_SECRET verify: development mode without any configured key,
+   * or (by mistake) IRIS_JWT_SECRET set to DEV_SECRET itself. Adapters warn loudly while it is true.
+   */
+  devAuth: boolean;
+}
+
+/** The variables that configure a real key. Any one of them switches the development secret off for good. */
+export const KEY_SETTINGS = ['IRIS_JWT_SECRET', 'IRIS_JWKS', 'IRIS_JWKS_URL'] as const;
+
+export type DevAuthDecision =
+  /** A key is configured: the development secret is never accepted, whatever IRIS_DEV_MODE says. */
+  | 'keys'
+  /** No key, development mode asked for: the development secret is the key. */
+  | 'dev'
+  /** No key and no development mode: every token is refused (edge: 503; on-prem: refuses to start). */
+  | 'none';
+
+function str(env: Record<string, unknown>, k: string): string | undefined {
+  const v = env[k];
+  return typeof v === 'string' && v !== '' ? v : undefined;
+}
+
+/** True only for an explicit IRIS_DEV_MODE=1 (or "true"): anything else, unset included, is production. */
+export function devModeRequested(env: Record<string, unknown>): boolean {
+  const v = str(env, 'IRIS_DEV_MODE');
+  return v === '1' || v === 'true';
+}
+
+/**
+ * Whether the development secret may be used. It is the only place that decides it, for both profiles:
+ * a configured key of any kind wins over development mode, so turning on a JWKS in production can never leave
+ * the public secret accepted beside it.
+ */
+export function devAuthDecision(env: Record<string, unknown>): DevAuthDecision {
+  if (KEY_SETTINGS.some((k) => str(env, k) !== undefined)) return 'keys';
+  return devModeRequested(env) ? 'dev' : 'none';
 }
 
 /**
  * Reads auth settings from IRIS_* variables (Worker env or process.env):
  * IRIS_JWT_SECRET, IRIS_JWKS (JSON), IRIS_JWKS_URL, IRIS_JWT_ISSUER, IRIS_JWT_AUDIENCE,
- * IRIS_JWT_CLOCK_TOLERANCE (seconds, default 30), IRIS_DEV_MODE (1: fall back to DEV_SECRET).
+ * IRIS_JWT_CLOCK_TOLERANCE (seconds, default 30), IRIS_DEV_MODE (1: DEV_SECRET when no key is configured).
+ * Throws SyntaxError when IRIS_JWKS is not JSON.
  */
 export function authConfigFromEnv(env: Record<string, unknown>): AuthConfig {
-  const str = (k: string): string | undefined => {
-    const v = env[k];
-    return typeof v === 'string' && v !== '' ? v : undefined;
-  };
-  const cfg: AuthConfig = { clockToleranceSec: Number(str('IRIS_JWT_CLOCK_TOLERANCE') ?? 30) };
-  const secret = str('IRIS_JWT_SECRET') ?? (str('IRIS_DEV_MODE') === '1' ? DEV_SECRET : undefined);
+  const cfg: AuthConfig = { clockToleranceSec: Number(str(env, 'IRIS_JWT_CLOCK_TOLERANCE') ?? 30), devAuth: false };
+  const secret = str(env, 'IRIS_JWT_SECRET') ?? (devAuthDecision(env) === 'dev' ? DEV_SECRET : undefined);
   if (secret !== undefined) cfg.secret = secret;
-  const jwks = str('IRIS_JWKS');
+  cfg.devAuth = secret === DEV_SECRET;
+  const jwks = str(env, 'IRIS_JWKS');
   if (jwks !== undefined) cfg.jwks = JSON.parse(jwks) as JSONWebKeySet;
-  const jwksUrl = str('IRIS_JWKS_URL');
+  const jwksUrl = str(env, 'IRIS_JWKS_URL');
   if (jwksUrl !== undefined) cfg.jwksUrl = jwksUrl;
-  const iss = str('IRIS_JWT_ISSUER');
+  const iss = str(env, 'IRIS_JWT_ISSUER');
   if (iss !== undefined) cfg.issuer = iss;
-  const aud = str('IRIS_JWT_AUDIENCE');
+  const aud = str(env, 'IRIS_JWT_AUDIENCE');
   if (aud !== undefined) cfg.audience = aud;
   return cfg;
 }

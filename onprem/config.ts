@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
-import { AuthError, DEV_SECRET, authConfigFromEnv, type AuthConfig } from '../auth/index.js';
+import { AuthError, DEV_SECRET, authConfigFromEnv, devAuthDecision, devModeRequested, type AuthConfig } from '../auth/index.js';
 import { CONFIG_ENV_NAMES, ConfigError, configFromEnv, type Config } from '../core/config.js';
 import { LIMITS } from '../protocol/index.js';
 
@@ -53,7 +53,7 @@ const AUTH_SETTINGS: Record<string, string> = {
   IRIS_JWT_ISSUER: 'Required iss claim.',
   IRIS_JWT_AUDIENCE: 'Required aud claim.',
   IRIS_JWT_CLOCK_TOLERANCE: 'Clock skew allowed for exp / nbf, seconds (default 30).',
-  IRIS_DEV_MODE: 'On-prem default 1: without a secret or JWKS, accept tokens signed with the public DEV secret. 0: refuse to start.',
+  IRIS_DEV_MODE: 'Default 0. 1: with no IRIS_JWT_SECRET / IRIS_JWKS / IRIS_JWKS_URL, accept tokens signed with the PUBLIC dev secret (npm run onprem sets it). Ignored when any key is set.',
 };
 
 export function knownNames(): Set<string> {
@@ -180,8 +180,10 @@ export interface OnpremConfig {
   log: 'info' | 'warn' | 'error';
   engine: Config;
   auth: AuthConfig;
-  /** True when tokens are checked against the public development secret. */
+  /** True when tokens signed with the public development secret are accepted (banner, /healthz). */
   devAuth: boolean;
+  /** IRIS_DEV_MODE=1 was set but a key is configured, so the development secret is NOT accepted. */
+  devModeIgnored: boolean;
 }
 
 function int(s: Settings, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
@@ -211,14 +213,14 @@ export function onpremConfig(s: Settings): OnpremConfig {
     if (e instanceof ConfigError) throw new StartupError(e.message);
     throw e;
   }
-  const keyed = ['IRIS_JWT_SECRET', 'IRIS_JWKS', 'IRIS_JWKS_URL'].some((k) => (s[k] ?? '') !== '');
-  const devMode = (s['IRIS_DEV_MODE'] ?? '1') !== '0';
-  if (!keyed && !devMode) {
-    throw new StartupError('no JWT key configured: set IRIS_JWT_SECRET, IRIS_JWKS or IRIS_JWKS_URL (or IRIS_DEV_MODE=1 for development)');
+  const devRaw = s['IRIS_DEV_MODE'] ?? '0';
+  if (!['0', '1', 'true', 'false'].includes(devRaw)) throw new StartupError(`IRIS_DEV_MODE must be 0 or 1, got "${devRaw}"`);
+  if (devAuthDecision(s) === 'none') {
+    throw new StartupError('no JWT key configured: set IRIS_JWT_SECRET, IRIS_JWKS or IRIS_JWKS_URL (or IRIS_DEV_MODE=1 for local development)');
   }
   let auth: AuthConfig;
   try {
-    auth = authConfigFromEnv({ ...s, IRIS_DEV_MODE: devMode ? '1' : '0' });
+    auth = authConfigFromEnv(s);
   } catch (e) {
     if (e instanceof SyntaxError) throw new StartupError(`IRIS_JWKS is not valid JSON: ${e.message}`);
     if (e instanceof AuthError) throw new StartupError(e.message);
@@ -250,7 +252,8 @@ export function onpremConfig(s: Settings): OnpremConfig {
     log,
     engine,
     auth,
-    devAuth: !keyed && auth.secret === DEV_SECRET,
+    devAuth: auth.devAuth,
+    devModeIgnored: devModeRequested(s) && !auth.devAuth,
   };
 }
 
@@ -280,8 +283,8 @@ export function helpText(): string {
   lines.push(
     '',
     'Endpoints: ws(s)://HOST:PORT/v1/connect, /healthz, /readyz, /metrics (Prometheus).',
-    `Development default: with no IRIS_JWT_SECRET / IRIS_JWKS / IRIS_JWKS_URL, tokens signed with the PUBLIC`,
-    `secret "${DEV_SECRET}" are accepted (npm run token). Never expose that to a network.`,
+    'A key (IRIS_JWT_SECRET, IRIS_JWKS or IRIS_JWKS_URL) is required. Only with --dev-mode 1 and no key at all are',
+    `tokens signed with the PUBLIC secret "${DEV_SECRET}" accepted (npm run token). Never expose that to a network.`,
   );
   return lines.join('\n');
 }

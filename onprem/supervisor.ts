@@ -4,7 +4,7 @@ import { createServer, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
-import { DEV_SECRET } from '../auth/index.js';
+import { DEV_AUTH_WARNING, DEV_SECRET } from '../auth/index.js';
 import { defaultWorkers, helpText, onpremConfig, resolveSettings, StartupError, type OnpremConfig, type Settings } from './config.js';
 import { refuseSocket } from './http.js';
 import { isToSupervisor, stopReading, type MetricsJson, type ToSupervisor, type ToWorker } from './ipc.js';
@@ -419,10 +419,11 @@ export async function runSupervisor(argv: string[]): Promise<number> {
     const finalCfg = onpremConfig(resolved);
     if (finalCfg.devAuth) {
       say('');
-      say('*** DEVELOPMENT MODE: no IRIS_JWT_SECRET, IRIS_JWKS or IRIS_JWKS_URL is set, so tokens signed with the');
-      say(`*** PUBLIC development secret "${DEV_SECRET}" are accepted. Anyone can mint one.`);
-      say('*** Set a real key (and IRIS_DEV_MODE=0) before this listens on anything but loopback.');
+      say(`*** DEVELOPMENT MODE: ${DEV_AUTH_WARNING}.`);
+      say(`*** The secret is "${DEV_SECRET}". Set a real key and drop IRIS_DEV_MODE before this listens on anything but loopback.`);
       say('');
+    } else if (finalCfg.devModeIgnored) {
+      say('IRIS_DEV_MODE=1 is ignored: a key is configured, so the development secret is not accepted');
     }
     const sup = new Supervisor(finalCfg, resolved, workers);
     let stopping: Promise<number> | null = null;

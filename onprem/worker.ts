@@ -5,7 +5,7 @@ import { createConnection, createServer as createNetServer, type Server as NetSe
 import { join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type Server as WsServer, type WebSocket } from 'ws';
-import { TokenVerifier, authorizeUpgrade, isRefusal } from '../auth/index.js';
+import { DEV_AUTH_WARNING, TokenVerifier, authorizeUpgrade, isRefusal } from '../auth/index.js';
 import { Mailbox, type MailboxDeps } from '../core/mailbox.js';
 import { MailboxStore } from '../core/store.js';
 import type { Clock, Conn, ForwardBatch, ForwardResult, Metrics, Peers, Scheduler, Sockets } from '../core/ports.js';
@@ -350,7 +350,7 @@ export class Worker {
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0];
-    if (path === '/healthz') return json(res, 200, { ok: true, worker: this.id });
+    if (path === '/healthz') return json(res, 200, { ok: true, worker: this.id, ...(this.cfg.auth.devAuth && { devAuth: true, warning: DEV_AUTH_WARNING }) });
     if (path === '/readyz') {
       const ready = this.allReady();
       return json(res, ready ? 200 : 503, { ready, draining: this.draining, workers: this.readyMap.length > 0 ? this.readyMap : null });

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { afterAll, describe, expect, it } from 'vitest';
 import { onpremConfig, resolveSettings, settingName, StartupError } from '../../onprem/config.js';
+import { DEV_SECRET } from '../../auth/index.js';
 import { ConnectLimiter } from '../../onprem/http.js';
 import { ownerOf, userHash } from '../../onprem/owner.js';
 import { Dec, decodeForward, encodeForward } from '../../onprem/peers.js';
@@ -157,7 +158,7 @@ describe('settings', () => {
     const d = dir();
     const file = join(d, 'iris.json');
     writeFileSync(file, JSON.stringify({ port: 9000, 'data-dir': 'rel', IRIS_INBOX_CAP: 7, IRIS_WORKERS: 3 }));
-    const { settings } = resolveSettings(['--config', file, '--workers', '4'], { IRIS_PORT: '9001', IRIS_RATE_BURST: '9' }, '/somewhere');
+    const { settings } = resolveSettings(['--config', file, '--workers', '4'], { IRIS_PORT: '9001', IRIS_RATE_BURST: '9', IRIS_DEV_MODE: '1' }, '/somewhere');
     const cfg = onpremConfig(settings);
     expect(cfg.port).toBe(9001); // env over file
     expect(cfg.workers).toBe(4); // flag over file
@@ -168,15 +169,34 @@ describe('settings', () => {
     expect(cfg.host).toBe('127.0.0.1');
     expect(cfg.devAuth).toBe(true);
     expect(() => resolveSettings(['--bogus', '1'], {}, '/')).toThrow(StartupError);
-    expect(() => onpremConfig({ IRIS_PORT: 'x' })).toThrow('IRIS_PORT must be an integer');
+    expect(() => onpremConfig({ IRIS_PORT: 'x', IRIS_JWT_SECRET: 's' })).toThrow('IRIS_PORT must be an integer');
     expect(onpremConfig({ IRIS_JWT_SECRET: 's' }).devAuth).toBe(false);
-    expect(onpremConfig({ IRIS_TLS_CERT: '/c', IRIS_TLS_KEY: '/k' }).route).toBe('pipe');
+    expect(onpremConfig({ IRIS_TLS_CERT: '/c', IRIS_TLS_KEY: '/k', IRIS_JWT_SECRET: 's' }).route).toBe('pipe');
+  });
+
+  it('accepts the development secret only when asked for and no key is configured', () => {
+    // Not in development mode unless asked: no key and no IRIS_DEV_MODE is a start-up error, not the dev secret.
+    expect(() => onpremConfig({})).toThrow('no JWT key configured');
+    expect(() => onpremConfig({ IRIS_DEV_MODE: '0' })).toThrow('no JWT key configured');
+    expect(() => onpremConfig({ IRIS_DEV_MODE: 'yes' })).toThrow('IRIS_DEV_MODE must be 0 or 1');
+    const dev = onpremConfig({ IRIS_DEV_MODE: '1' });
+    expect([dev.devAuth, dev.auth.secret, dev.devModeIgnored]).toEqual([true, DEV_SECRET, false]);
+    // Any key switches the development secret off, and the ignored dev mode is reported.
+    const keyed: Record<string, string>[] = [{ IRIS_JWT_SECRET: 's' }, { IRIS_JWKS: '{"keys":[]}' }, { IRIS_JWKS_URL: 'https://keys.example/jwks.json' }];
+    for (const key of keyed) {
+      for (const dev of ['0', '1']) {
+        const c = onpremConfig({ ...key, IRIS_DEV_MODE: dev });
+        expect(c.devAuth, JSON.stringify(key)).toBe(false);
+        expect(c.auth.secret === DEV_SECRET, JSON.stringify(key)).toBe(false);
+        expect(c.devModeIgnored).toBe(dev === '1');
+      }
+    }
   });
 
   it("caps the workers' young generation (IRIS_SEMI_SPACE_MB), over inherited flags", () => {
-    expect(onpremConfig({}).semiSpaceMb).toBe(16);
-    expect(onpremConfig({ IRIS_SEMI_SPACE_MB: '0' }).semiSpaceMb).toBe(0);
-    expect(() => onpremConfig({ IRIS_SEMI_SPACE_MB: '-1' })).toThrow('IRIS_SEMI_SPACE_MB must be an integer');
+    expect(onpremConfig({ IRIS_JWT_SECRET: 's' }).semiSpaceMb).toBe(16);
+    expect(onpremConfig({ IRIS_SEMI_SPACE_MB: '0', IRIS_JWT_SECRET: 's' }).semiSpaceMb).toBe(0);
+    expect(() => onpremConfig({ IRIS_SEMI_SPACE_MB: '-1', IRIS_JWT_SECRET: 's' })).toThrow('IRIS_SEMI_SPACE_MB must be an integer');
     // V8 takes the last occurrence: ours comes after whatever the supervisor was started with.
     expect(workerExecArgv(16, ['--max-semi-space-size=64'])).toEqual(['--max-semi-space-size=64', '--max-semi-space-size=16']);
     expect(workerExecArgv(0, ['--enable-source-maps'])).toEqual(['--enable-source-maps']);
