@@ -21,6 +21,20 @@ export interface Config {
   retryMaxMs: number;
   /** How long a sender waits before retrying a full inbox. */
   fullRetryMs: number;
+  /**
+   * Frames one connection may send: sustained per second and burst, all frame types (beyond: rate_limited).
+   * The effective values are never below twice ratePerSec / rateBurst.
+   */
+  connFramesPerSec: number;
+  connFrameBurst: number;
+  /** Frames refused for the client's fault in a row before the connection is closed with 4002. */
+  maxErrorsInRow: number;
+  /**
+   * Bytes queued on one socket and not yet taken by the network before the server stops writing to it and
+   * closes it (4003 slow_consumer). Twice what a full sendWindow of the largest entries can hold in JSON, so a
+   * client that reads never reaches it.
+   */
+  maxQueuedBytes: number;
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -34,6 +48,10 @@ export const DEFAULT_CONFIG: Config = {
   retryBaseMs: 250,
   retryMaxMs: 30_000,
   fullRetryMs: 5_000,
+  connFramesPerSec: 500,
+  connFrameBurst: 2_000,
+  maxErrorsInRow: 20,
+  maxQueuedBytes: 48 * 1024 * 1024,
 };
 
 const ENV_NAMES: Record<keyof Config, string> = {
@@ -47,6 +65,10 @@ const ENV_NAMES: Record<keyof Config, string> = {
   retryBaseMs: 'IRIS_RETRY_BASE_MS',
   retryMaxMs: 'IRIS_RETRY_MAX_MS',
   fullRetryMs: 'IRIS_FULL_RETRY_MS',
+  connFramesPerSec: 'IRIS_CONN_RATE_PER_SEC',
+  connFrameBurst: 'IRIS_CONN_RATE_BURST',
+  maxErrorsInRow: 'IRIS_MAX_ERRORS_IN_ROW',
+  maxQueuedBytes: 'IRIS_MAX_QUEUED_BYTES',
 };
 
 export class ConfigError extends Error {

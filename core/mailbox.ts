@@ -27,6 +27,7 @@ import type {
   Sockets,
   Storage,
 } from './ports.js';
+import { ConnGuard } from './conn-guard.js';
 import { TokenBucket } from './ratelimit.js';
 import { MailboxStore } from './store.js';
 
@@ -78,6 +79,8 @@ export class Mailbox {
   private readonly pumpAgain = new WeakSet<Conn>();
   /** Highest seq each socket's device acked, as this process last saw it: saves a read per delivery. */
   private readonly ackedOf = new WeakMap<Conn, number>();
+  /** Per-connection frame rate and error count (core/conn-guard.ts). */
+  private readonly guards = new WeakMap<Conn, ConnGuard>();
 
   constructor(private readonly deps: MailboxDeps) {
     this.user = deps.user;
@@ -94,16 +97,29 @@ export class Mailbox {
    */
   async onMessage(conn: Conn, data: string | ArrayBuffer | ArrayBufferView): Promise<void> {
     const enc: Encoding = typeof data === 'string' ? 'json' : 'binary';
+    const guard = this.guardOf(conn);
+    if (guard.closed) return;
+    const wait = guard.admit(this.deps.clock.now());
+    if (wait > 0) {
+      // Not decoded, not answered beyond this one refusal: a flood costs a token-bucket check per frame.
+      this.error(conn, enc, 'rate_limited', 'too many frames on this connection', undefined, wait);
+      if (guard.refused('frame_rate')) this.closeForErrors(conn);
+      return;
+    }
     let ref: string | undefined;
     try {
       const frame = decodeFrame(data);
       if (!isClientFrame(frame)) throw new ProtocolError('unknown_type', `"${frame.t}" is a server frame`);
       if (frame.t === 'send') ref = frame.id;
       if (frame.t === 'presence_query') ref = frame.ref;
-      if (frame.t === 'ping') return this.reply(conn, enc, { t: 'pong' });
+      if (frame.t === 'ping') {
+        guard.ok();
+        return this.reply(conn, enc, { t: 'pong' });
+      }
       if (frame.t === 'hello') return await this.onHello(conn, frame, enc);
       const st = conn.state;
       if (st === null) throw new ProtocolError('hello_required', 'send a hello frame first', ref);
+      guard.ok();
       if (st.enc !== enc) conn.setState({ ...st, enc });
       switch (frame.t) {
         case 'send':
@@ -285,7 +301,7 @@ export class Mailbox {
           batch = batch.slice(0, Math.ceil(batch.length / 2));
           data = encodeFrame({ t: 'deliver', entries: batch }, now.enc);
         }
-        conn.send(data);
+        if (!this.write(conn, data)) return;
         conn.setState({ ...now, sent: batch[batch.length - 1]!.seq });
         this.deps.metrics?.delivered?.(batch.length);
         this.pumpAgain.add(conn);
@@ -315,7 +331,7 @@ export class Mailbox {
         work.push(this.pump(c));
         continue;
       }
-      c.send(data);
+      if (!this.write(c, data)) continue;
       c.setState({ ...st, sent: last });
       this.deps.metrics?.delivered?.(entries.length);
     }
@@ -453,7 +469,45 @@ export class Mailbox {
   // ------------------------------------------------------------------ replies
 
   private reply(conn: Conn, enc: Encoding, frame: ServerFrame): void {
-    conn.send(encodeFrame(frame, enc));
+    this.write(conn, encodeFrame(frame, enc));
+  }
+
+  /**
+   * The one way bytes reach a socket. A client that stopped reading cannot make the server hold more than
+   * maxQueuedBytes for it: past that the socket is closed (4003) and nothing more is written. Nothing is lost:
+   * undelivered entries stay in the inbox for the next connection.
+   */
+  private write(conn: Conn, data: string | Uint8Array): boolean {
+    const size = typeof data === 'string' ? data.length : data.byteLength;
+    if (conn.queuedBytes + size > this.deps.config.maxQueuedBytes) {
+      this.guardOf(conn).closed = true;
+      conn.close(CLOSE_CODES.slow_consumer, 'output queue full: the client is not reading');
+      return false;
+    }
+    conn.send(data);
+    return true;
+  }
+
+  private guardOf(conn: Conn): ConnGuard {
+    let g = this.guards.get(conn);
+    if (!g) {
+      const c = this.deps.config;
+      // Never below twice the user's send budget: sends allowed by that bucket, with their acks and pings, must
+      // not be refused by this one (a deployment that raises IRIS_RATE_* raises this with it).
+      const limits = {
+        framesPerSec: Math.max(c.connFramesPerSec, 2 * c.ratePerSec),
+        frameBurst: Math.max(c.connFrameBurst, 2 * c.rateBurst),
+        maxErrorsInRow: c.maxErrorsInRow,
+      };
+      g = new ConnGuard(limits, this.deps.clock.now());
+      this.guards.set(conn, g);
+    }
+    return g;
+  }
+
+  private closeForErrors(conn: Conn): void {
+    this.guardOf(conn).closed = true;
+    conn.close(CLOSE_CODES.too_many_errors, 'too many invalid frames');
   }
 
   private error(conn: Conn, enc: Encoding, code: ErrorCode, message: string, ref?: string, retryAfter?: number): void {
@@ -462,5 +516,6 @@ export class Mailbox {
     if (ref !== undefined) frame.ref = ref;
     if (retryAfter !== undefined) frame.retryAfter = retryAfter;
     this.reply(conn, enc, frame);
+    if (this.guardOf(conn).refused(code)) this.closeForErrors(conn);
   }
 }

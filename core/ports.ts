@@ -45,6 +45,11 @@ export interface Conn {
   setState(state: ConnState): void;
   /** Queues an encoded frame. Never throws for a closed socket. */
   send(data: string | Uint8Array): void;
+  /**
+   * Bytes handed to send() and not yet taken by the network (WebSocket.bufferedAmount); 0 where the platform
+   * cannot tell. The core stops writing to, and closes, a socket whose queue passes Config.maxQueuedBytes.
+   */
+  readonly queuedBytes: number;
   close(code: number, reason: string): void;
 }
 

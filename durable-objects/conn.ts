@@ -30,6 +30,12 @@ export class DoConn implements Conn {
     this.ws.serializeAttachment(this.att);
   }
 
+  get queuedBytes(): number {
+    // workerd's WebSocket keeps the standard counter; a runtime that does not report it gives 0 (no bound here,
+    // the per-connection frame rate still applies).
+    return this.ws.bufferedAmount ?? 0;
+  }
+
   send(data: string | Uint8Array): void {
     try {
       this.ws.send(data);

@@ -1,5 +1,6 @@
 import { WebSocket } from 'ws';
 import type { Conn, ConnState } from '../core/ports.js';
+import { CLOSE_CODES } from '../protocol/index.js';
 
 /**
  * The core's Conn over a `ws` socket. State lives in memory: unlike a hibernating Durable Object, the worker
@@ -14,6 +15,8 @@ import type { Conn, ConnState } from '../core/ports.js';
 export interface ConnOwner {
   /** Called for every frame sent to the client (a metric). */
   sent(): void;
+  /** Called when the server closes a client socket, with the code it sends (a metric). */
+  closing(code: number): void;
 }
 
 /** The `ws` socket class the worker's WebSocketServer creates (its `WebSocket` option): one extra field. */
@@ -45,6 +48,10 @@ export class WsConn implements Conn {
     }
   }
 
+  get queuedBytes(): number {
+    return this.ws.bufferedAmount;
+  }
+
   send(data: string | Uint8Array): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
     this.owner.sent();
@@ -57,6 +64,13 @@ export class WsConn implements Conn {
       this.helloTimer = null;
     }
     if (this.ws.readyState === WebSocket.CLOSED || this.ws.readyState === WebSocket.CLOSING) return;
+    this.owner.closing(code);
+    if (code === CLOSE_CODES.slow_consumer) {
+      // The close frame would wait behind everything the client is not reading (and `ws` would hold it all for
+      // its 30 s close timeout): free it now. The client sees the connection drop.
+      this.ws.terminate();
+      return;
+    }
     try {
       this.ws.close(code, reason);
     } catch {

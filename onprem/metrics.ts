@@ -21,6 +21,7 @@ export class WorkerMetrics {
   readonly errors: Counter<'code'>;
   readonly forwardFailures: Counter;
   readonly closes: Counter<'code'>;
+  readonly serverCloses: Counter<'code'>;
   readonly mailboxes: Gauge;
   readonly peerCalls: Counter<'op' | 'result'>;
   readonly peerLatency: Histogram<'op'>;
@@ -45,6 +46,7 @@ export class WorkerMetrics {
     this.errors = new Counter({ name: 'iris_errors_total', help: 'Error frames sent to clients, by protocol error code', labelNames: ['code'], registers });
     this.forwardFailures = new Counter({ name: 'iris_forward_failures_total', help: 'Failed hand-overs of outbox items to a recipient shard (retried with backoff)', registers });
     this.closes = new Counter({ name: 'iris_closes_total', help: 'Client WebSockets closed, by close code', labelNames: ['code'], registers });
+    this.serverCloses = new Counter({ name: 'iris_server_closes_total', help: 'Client WebSockets the server closed, by the close code it sent (4000 hello timeout, 4001 replaced, 4002 too many errors, 4003 slow consumer, ...)', labelNames: ['code'], registers });
     this.mailboxes = new Gauge({ name: 'iris_mailboxes', help: 'User mailboxes held in memory by this worker', registers });
     this.peerCalls = new Counter({ name: 'iris_peer_calls_total', help: 'Calls to other workers (forward, presence), by result', labelNames: ['op', 'result'], registers });
     this.peerLatency = new Histogram({

@@ -87,6 +87,10 @@ export class Shard implements Sockets, Scheduler, ConnOwner {
     this.worker.metrics.framesOut.inc();
   }
 
+  closing(code: number): void {
+    this.worker.metrics.serverCloses.inc({ code: String(code) });
+  }
+
   add(c: WsConn): void {
     this.conns = this.conns.length === 0 ? [c] : [...this.conns, c];
   }

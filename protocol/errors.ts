@@ -47,8 +47,10 @@ export const CLOSE_CODES = {
   hello_timeout: 4000,
   /** The same device connected again; the older socket is closed. Do not reconnect automatically. */
   replaced: 4001,
-  /** Too many invalid frames in a row. */
+  /** Too many invalid frames in a row (or frames past the per-connection rate, ignoring retryAfter). */
   too_many_errors: 4002,
+  /** The client did not read: what the server queued for this socket passed its bound. Reconnect and resume. */
+  slow_consumer: 4003,
 } as const;
 
 export type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];

@@ -56,6 +56,7 @@ const SETTINGS: Setting[] = [
 
 class BenchConn implements Conn {
   state: ConnState | null = null;
+  readonly queuedBytes = 0;
   constructor(private readonly onFrame: (c: BenchConn, data: Uint8Array) => void) {}
   setState(s: ConnState): void {
     this.state = s;

@@ -16,6 +16,8 @@ export class FakeConn implements Conn {
   state: ConnState | null = null;
   readonly frames: ServerFrame[] = [];
   closed: { code: number; reason: string } | null = null;
+  /** What the socket still holds for the client; a test sets it to play a client that stopped reading. */
+  queuedBytes = 0;
 
   constructor(
     readonly world: World,
