@@ -3,6 +3,7 @@ import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { CONFIG_ENV_NAMES, DEFAULT_CONFIG } from '../../core/config.js';
+import { code, parseTable } from './doc-tables.js';
 import {
   CLIENT_ID_PATTERN,
   CLOSE_CODES,
@@ -71,28 +72,6 @@ function parseBlocks(md: string): Block[] {
     blocks.push({ info: open[1]!.trim(), body: body.join('\n'), line: start + 1, heading, section });
   }
   return blocks;
-}
-
-/** Rows (header first, separator dropped) of the table after `<!-- table:name -->`. */
-function parseTable(md: string, name: string): string[][] | null {
-  const lines = md.split('\n');
-  const at = lines.findIndex((l) => l.trim() === `<!-- table:${name} -->`);
-  if (at < 0) return null;
-  let i = at + 1;
-  while (i < lines.length && lines[i]!.trim() === '') i++;
-  const rows: string[][] = [];
-  for (; i < lines.length && lines[i]!.trim().startsWith('|'); i++) {
-    const l = lines[i]!.trim();
-    if (/^\|[\s:|-]+\|$/.test(l)) continue;
-    rows.push(l.slice(1, l.endsWith('|') ? -1 : undefined).split('|').map((c) => c.trim()));
-  }
-  return rows;
-}
-
-/** The content of a cell's first code span, or null. */
-function code(cell: string | undefined): string | null {
-  const m = /`([^`]*)`/.exec(cell ?? '');
-  return m ? m[1]! : null;
 }
 
 function parseHex(body: string): Uint8Array {

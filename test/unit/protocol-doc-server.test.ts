@@ -1,0 +1,163 @@
+import { SignJWT } from 'jose';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { TokenVerifier, authConfigFromEnv, authorizeUpgrade, isRefusal, type UpgradeRequest } from '../../auth/index.js';
+import { code, parseTable } from './doc-tables.js';
+
+/**
+ * docs/PROTOCOL.md against the servers (not the codec, which protocol-doc.test.ts covers): the order in which
+ * refusals are decided, which refusals the adapters can send, and which close and error codes the servers
+ * really send. An outside test found the doc saying 426/400 come before the token and 1001/4000 "not sent";
+ * these checks fail on any such disagreement, in either direction.
+ */
+
+const ROOT = resolve(import.meta.dirname, '../..');
+const DOC = readFileSync(join(ROOT, 'docs/PROTOCOL.md'), 'utf8');
+
+function sources(...dirs: string[]): string {
+  let out = '';
+  for (const d of dirs) {
+    for (const f of readdirSync(join(ROOT, d), { recursive: true, encoding: 'utf8' })) {
+      if (f.endsWith('.ts') && !f.startsWith('bench')) out += readFileSync(join(ROOT, d, f), 'utf8') + '\n';
+    }
+  }
+  return out;
+}
+const SERVER = sources('core', 'onprem', 'durable-objects', 'workers', 'auth');
+const ADAPTERS = sources('onprem', 'durable-objects', 'workers', 'auth');
+
+function rows(table: string): string[][] {
+  const r = parseTable(DOC, table);
+  if (r === null) throw new Error(`PROTOCOL.md has no <!-- table:${table} -->`);
+  return r.slice(1);
+}
+
+// ------------------------------------------------------------------ refusal order
+
+const SECRET = 'doc-order-secret';
+const ISSUER = 'https://issuer.doc';
+
+interface Spec {
+  method: string;
+  upgrade: boolean;
+  protocols: string[];
+  token: Promise<string> | null;
+  limited: boolean;
+  configured: boolean;
+  user: string | null;
+}
+
+async function jwt(o: { sub?: string; iss?: string; exp?: number; nbf?: number; secret?: string; alg?: 'none' } = {}): Promise<string> {
+  const now = Math.floor(Date.now() / 1000);
+  if (o.alg === 'none') {
+    const b64 = (x: object) => Buffer.from(JSON.stringify(x)).toString('base64url');
+    return `${b64({ alg: 'none' })}.${b64({ sub: 'alice', iss: ISSUER, exp: now + 600 })}.`;
+  }
+  let t = new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(o.sub ?? 'alice').setIssuer(o.iss ?? ISSUER).setExpirationTime(now + (o.exp ?? 600));
+  if (o.nbf !== undefined) t = t.setNotBefore(now + o.nbf);
+  return t.sign(new TextEncoder().encode(o.secret ?? SECRET));
+}
+
+/** How to make a good request fail exactly one check: keyed by the table's error code. */
+const BREAK: Record<string, (s: Spec) => void> = {
+  method_not_allowed: (s) => void (s.method = 'POST'),
+  too_many_connects: (s) => void (s.limited = true),
+  missing_token: (s) => void (s.token = null),
+  auth_not_configured: (s) => void (s.configured = false),
+  malformed_token: (s) => void (s.token = Promise.resolve('not-a-jwt')),
+  unsupported_algorithm: (s) => void (s.token = jwt({ alg: 'none' })),
+  invalid_signature: (s) => void (s.token = jwt({ secret: 'someone-else' })),
+  token_expired: (s) => void (s.token = jwt({ exp: -600 })),
+  token_not_yet_valid: (s) => void (s.token = jwt({ nbf: 600 })),
+  claim_invalid: (s) => void (s.token = jwt({ iss: 'https://other.doc' })),
+  invalid_subject: (s) => void (s.token = jwt({ sub: 'no spaces allowed' })),
+  user_mismatch: (s) => void (s.user = 'bob'),
+  upgrade_required: (s) => void (s.upgrade = false),
+  unsupported_protocol: (s) => void (s.protocols = ['chat.v9']),
+};
+/** Breaks that change the same part of the request cannot be combined. */
+const TOKEN_BREAKS = new Set(['missing_token', 'malformed_token', 'unsupported_algorithm', 'invalid_signature', 'token_expired', 'token_not_yet_valid', 'claim_invalid', 'invalid_subject']);
+/** The doc says these are one verification step, in the JWT library's order. */
+const ONE_STEP = new Set([...TOKEN_BREAKS].filter((c) => c !== 'missing_token'));
+
+async function decide(breaks: string[]): Promise<{ status: number; code: string } | 'ok'> {
+  const s: Spec = { method: 'GET', upgrade: true, protocols: ['iris.v1'], token: jwt(), limited: false, configured: true, user: null };
+  for (const b of breaks) BREAK[b]!(s);
+  const headers: Record<string, string> = { 'sec-websocket-protocol': s.protocols.join(', ') };
+  if (s.upgrade) headers['upgrade'] = 'websocket';
+  if (s.token !== null) headers['authorization'] = `Bearer ${await s.token}`;
+  const url = new URL('http://iris.test/v1/connect');
+  if (s.user !== null) url.searchParams.set('user', s.user);
+  const req: UpgradeRequest = { method: s.method, url, header: (n) => headers[n.toLowerCase()] ?? null, ip: '192.0.2.1' };
+  const verifier = new TokenVerifier(authConfigFromEnv(s.configured ? { IRIS_JWT_SECRET: SECRET, IRIS_JWT_ISSUER: ISSUER } : {}));
+  const r = await authorizeUpgrade(req, { verifier, connectLimit: () => (s.limited ? 60 : 0) });
+  return isRefusal(r) ? { status: r.status, code: r.code } : 'ok';
+}
+
+describe('PROTOCOL.md section 3.3 agrees with auth/upgrade.ts', () => {
+  const table = rows('refusals').map((r) => ({ status: Number(r[0]), code: code(r[1])! }));
+
+  it('lists the path check first (each adapter routes before it authorizes) and a break for every other row', () => {
+    expect(table[0]).toEqual({ status: 404, code: 'not_found' });
+    expect(table.slice(1).map((r) => r.code).sort()).toEqual(Object.keys(BREAK).sort());
+  });
+
+  it('a good request passes, and each check alone answers its row', async () => {
+    expect(await decide([])).toBe('ok');
+    for (const row of table.slice(1)) expect(await decide([row.code]), row.code).toEqual(row);
+  });
+
+  it('when two checks fail, the one higher in the table answers', async () => {
+    const ordered = table.slice(1);
+    const wrong: string[] = [];
+    for (let i = 0; i < ordered.length; i++) {
+      for (let j = i + 1; j < ordered.length; j++) {
+        const a = ordered[i]!.code;
+        const b = ordered[j]!.code;
+        if (TOKEN_BREAKS.has(a) && TOKEN_BREAKS.has(b)) continue;
+        if (ONE_STEP.has(a) && ONE_STEP.has(b)) continue;
+        const got = await decide([a, b]);
+        if (got === 'ok' || got.code !== a) wrong.push(`${a} + ${b} answered ${got === 'ok' ? 'ok' : got.code}`);
+      }
+    }
+    expect(wrong).toEqual([]);
+  });
+});
+
+// ------------------------------------------------------------------ what the adapters can send
+
+describe('PROTOCOL.md lists exactly the refusals and codes the servers send', () => {
+  const sent = new Map<string, number>();
+  for (const m of ADAPTERS.matchAll(/status: (\d{3}), code: '([a-z_]+)'/g)) sent.set(m[2]!, Number(m[1]));
+
+  it('every refusal an adapter writes by hand is documented with its status', () => {
+    const doc = new Map([...rows('refusals'), ...rows('refusals-server')].map((r) => [code(r[1])!, Number(r[0])]));
+    const problems: string[] = [];
+    for (const [c, status] of sent) if (doc.get(c) !== status) problems.push(`${c}: sent as ${status}, documented as ${doc.get(c) ?? 'nothing'}`);
+    for (const r of rows('refusals-server')) if (!sent.has(code(r[1])!)) problems.push(`${code(r[1])}: documented, never sent`);
+    expect(problems).toEqual([]);
+  });
+
+  it('close codes marked † are never sent, and every other one is (or comes from the runtime)', () => {
+    const problems: string[] = [];
+    for (const r of rows('close-codes')) {
+      const name = code(r[1])!;
+      const used = new RegExp(`CLOSE_CODES\\.${name}\\b`).test(SERVER);
+      const dagger = r[2]!.includes('†');
+      if (dagger && used) problems.push(`${name} is marked not sent, but the server sends it`);
+      if (!dagger && !used && !/runtime/.test(r[2]!)) problems.push(`${name} is documented as sent, but nothing sends it`);
+    }
+    expect(problems).toEqual([]);
+  });
+
+  it('error codes marked † are never sent by the core', () => {
+    const core = sources('core');
+    const problems: string[] = [];
+    for (const r of rows('error-codes')) {
+      const name = code(r[1])!;
+      if (r.join('|').includes('†') && core.includes(`'${name}'`)) problems.push(`${name} is marked not sent, but core/ sends it`);
+    }
+    expect(problems).toEqual([]);
+  });
+});
