@@ -2,6 +2,7 @@ import { SignJWT } from 'jose';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { DEV_AUTH_COMBOS, devAuthVars, devSecretExpected } from '../fixtures/dev-auth-combos.js';
 import { AuthError, DEV_SECRET, TokenVerifier, authConfigFromEnv, devAuthDecision } from '../../auth/index.js';
 
 /**
@@ -27,19 +28,11 @@ async function accepts(v: TokenVerifier, token: string): Promise<boolean> {
   }
 }
 
-const combos: { secret: boolean; jwks: boolean; jwksUrl: boolean; dev: '' | '0' | '1' }[] = [];
-for (const secret of [false, true]) for (const j of [false, true]) for (const u of [false, true]) for (const dev of ['', '0', '1'] as const) combos.push({ secret, jwks: j, jwksUrl: u, dev });
-
 describe('the development secret', () => {
-  it.each(combos)('secret=$secret jwks=$jwks jwksUrl=$jwksUrl IRIS_DEV_MODE=$dev', async (c) => {
-    const env: Record<string, string> = {};
-    if (c.secret) env['IRIS_JWT_SECRET'] = 'a-real-secret';
-    if (c.jwks) env['IRIS_JWKS'] = jwks;
-    // Never fetched: an HS256 token is decided before any remote key set is consulted.
-    if (c.jwksUrl) env['IRIS_JWKS_URL'] = 'http://127.0.0.1:9/jwks.json';
-    if (c.dev !== '') env['IRIS_DEV_MODE'] = c.dev;
+  it.each(DEV_AUTH_COMBOS)('secret=$secret jwks=$jwks jwksUrl=$jwksUrl IRIS_DEV_MODE=$dev', async (c) => {
+    const env = devAuthVars(c, { secret: 'a-real-secret', jwks });
     const keyed = c.secret || c.jwks || c.jwksUrl;
-    const devAccepted = !keyed && c.dev === '1';
+    const devAccepted = devSecretExpected(c);
 
     const cfg = authConfigFromEnv(env);
     expect(cfg.devAuth).toBe(devAccepted);

@@ -2,6 +2,7 @@ import { env } from 'cloudflare:test';
 import { SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import { DEV_SECRET } from '../../auth/index.js';
+import { DEV_AUTH_COMBOS, devAuthVars, devSecretExpected } from '../fixtures/dev-auth-combos.js';
 import type { Env } from '../../durable-objects/env.js';
 import worker from '../../workers/edge.js';
 import { token } from './helpers.js';
@@ -40,19 +41,11 @@ async function connect(e: Env, tok: string): Promise<number> {
   return res.status;
 }
 
-const combos: { secret: boolean; jwks: boolean; jwksUrl: boolean; dev: '' | '0' | '1' }[] = [];
-for (const secret of [false, true]) for (const j of [false, true]) for (const u of [false, true]) for (const dev of ['', '0', '1'] as const) combos.push({ secret, jwks: j, jwksUrl: u, dev });
-
 describe('edge: the development secret', () => {
-  it.each(combos)('secret=$secret jwks=$jwks jwksUrl=$jwksUrl IRIS_DEV_MODE=$dev', async (c) => {
-    const vars: Record<string, string> = {};
-    if (c.secret) vars['IRIS_JWT_SECRET'] = 'test-secret';
-    if (c.jwks) vars['IRIS_JWKS'] = String(env['IRIS_JWKS']);
-    // Never fetched for an HS256 token: the algorithm decides which keys are consulted.
-    if (c.jwksUrl) vars['IRIS_JWKS_URL'] = 'http://127.0.0.1:9/jwks.json';
-    if (c.dev !== '') vars['IRIS_DEV_MODE'] = c.dev;
+  it.each(DEV_AUTH_COMBOS)('secret=$secret jwks=$jwks jwksUrl=$jwksUrl IRIS_DEV_MODE=$dev', async (c) => {
+    const vars = devAuthVars(c, { secret: 'test-secret', jwks: String(env['IRIS_JWKS']) });
     const keyed = c.secret || c.jwks || c.jwksUrl;
-    const devAccepted = !keyed && c.dev === '1';
+    const devAccepted = devSecretExpected(c);
     const handedOff: string[] = [];
     const e = edgeEnv(vars, handedOff);
 
