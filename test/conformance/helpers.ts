@@ -19,12 +19,15 @@ export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeou
 export class Seen {
   readonly messages: IrisMessage[] = [];
   readonly receipts: IrisReceipt[] = [];
+  /** Messages an earlier process on the same store handed out but never finished ('recovered'). */
+  readonly recovered: IrisMessage[] = [];
   readonly states: string[] = [];
   readonly errors: IrisError[] = [];
 
   constructor(c: IrisClient) {
     c.on('message', (m) => void this.messages.push(m));
     c.on('receipt', (r) => void this.receipts.push(r));
+    c.on('recovered', (r) => void (r.kind === 'message' && this.recovered.push(r.message)));
     c.on('state', (s) => void this.states.push(s));
     c.on('error', (e) => void this.errors.push(e));
   }
