@@ -42,7 +42,7 @@ interface Db {
   close(): void;
 }
 export interface IdbFactoryLike {
-  open(name: string, version: number): OpenReq;
+  open(name: string, version?: number): OpenReq;
 }
 
 interface OutboxRow extends PendingSend {
@@ -85,19 +85,33 @@ export class IndexedDbStore implements ClientStore {
   }
 
   private open(): Promise<Db> {
-    this.db ??= new Promise<Db>((resolve, reject) => {
-      const r = this.factory.open(this.name, 1);
-      r.onupgradeneeded = () => {
-        for (const s of STORES) if (!r.result.objectStoreNames.contains(s)) r.result.createObjectStore(s);
-      };
-      r.onsuccess = () => resolve(r.result);
-      r.onerror = () => reject(asError(r.error, 'open'));
-      r.onblocked = () => reject(new Error(`IndexedDB ${this.name}: upgrade blocked by another open tab`));
-    });
+    this.db ??= this.openVersion(1);
     this.db.catch(() => {
       this.db = null;
     });
     return this.db;
+  }
+
+  /**
+   * Opens the database and creates the object stores. A database that exists without them (something else
+   * opened the name first) is opened again one version up, which lets the upgrade create them.
+   */
+  private openVersion(version: number): Promise<Db> {
+    return new Promise<Db>((resolve, reject) => {
+      const r = this.factory.open(this.name, version);
+      r.onupgradeneeded = () => {
+        for (const s of STORES) if (!r.result.objectStoreNames.contains(s)) r.result.createObjectStore(s);
+      };
+      r.onsuccess = () => {
+        const db = r.result;
+        if (STORES.every((s) => db.objectStoreNames.contains(s))) return resolve(db);
+        const next = (db as unknown as { version?: number }).version ?? version;
+        db.close();
+        this.openVersion(next + 1).then(resolve, reject);
+      };
+      r.onerror = () => reject(asError(r.error, 'open'));
+      r.onblocked = () => reject(new Error(`IndexedDB ${this.name}: upgrade blocked by another open tab`));
+    });
   }
 
   /** Runs `fill` in one readwrite transaction (with the deferred handled marks); resolves once it committed. */
@@ -131,7 +145,7 @@ export class IndexedDbStore implements ClientStore {
       req(tx.objectStore('unhandled').getAll()),
     ]);
     const rows = (outbox as OutboxRow[]).sort((a, b) => a.ord - b.ord);
-    this.ord = rows.length > 0 ? rows[rows.length - 1]!.ord : 0;
+    this.ord = Math.max(this.ord, rows.length > 0 ? rows[rows.length - 1]!.ord : 0);
     return {
       cursor: typeof cursor === 'number' ? cursor : 0,
       outbox: rows.map((r) => ({ id: r.id, to: r.to, body: r.body, createdAt: r.createdAt })),
@@ -160,7 +174,9 @@ export class IndexedDbStore implements ClientStore {
   }
 
   putPending(item: PendingSend): Promise<void> {
-    const row: OutboxRow = { ...item, body: item.body.slice(), ord: ++this.ord };
+    // Time-based, so a send made before load() (or by a later page) still sorts after every stored one.
+    this.ord = Math.max(this.ord + 1, Date.now() * 1000);
+    const row: OutboxRow = { ...item, body: item.body.slice(), ord: this.ord };
     return this.write((tx) => tx.objectStore('outbox').put(row, item.id));
   }
 
