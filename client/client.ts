@@ -339,7 +339,11 @@ export class IrisClient {
         this.ackable = Math.max(this.ackable, st.cursor);
         // Entries an earlier client handed out whose listeners never finished: 'recovered' before anything new.
         const unfinished = st.unhandled ?? [];
-        if (unfinished.length > 0) this.deliveries = this.deliveries.then(() => this.recover(unfinished));
+        if (unfinished.length > 0) {
+          this.deliveries = this.deliveries
+            .then(() => this.recover(unfinished))
+            .catch((e: unknown) => this.emitError(new IrisError('internal', `recovery failed: ${errText(e)}`)));
+        }
         // Stored sends are older than anything sent from this instance so far: they go first.
         const fresh = [...this.outbox.entries()];
         this.outbox.clear();
