@@ -210,8 +210,9 @@ export class IrisClient {
 
   /**
    * Opens the connection. Resolves with the welcome frame. If the very first attempt fails (refused token,
-   * server unreachable, no welcome in time) it rejects and the client stays closed; once connected, drops
-   * are repaired by reconnecting with backoff, except after close code 4001 (replaced) or a 401/403 refusal.
+   * server unreachable, no welcome in time) it rejects and the client stays closed — except a 401 with a token
+   * callback, which is asked for a new token first. Once connected, drops are repaired by reconnecting with
+   * backoff (at least the server's Retry-After), except after close code 4001 (replaced) or auth_failed.
    */
   connect(): Promise<Welcome> {
     if (this.phase === 'open' && this.welcome) return Promise.resolve(this.welcome);
