@@ -5,11 +5,12 @@ import { defineConfig } from 'vitest/config';
 const testKeys = JSON.parse(readFileSync(new URL('./test/fixtures/test-keys.json', import.meta.url), 'utf8')) as { jwks: unknown };
 
 /**
- * Four projects, one `npm test`:
+ * Five projects, one `npm test`:
  *   unit        — protocol codec, core mailbox, auth, SDK: plain Node, no platform
  *   workers     — the edge Worker and the Durable Object inside workerd (vitest plugin)
  *   conformance — the black-box suite over the SDK, against real servers it starts itself
  *   onprem      — on-prem specific tests (multi-process server)
+ *   browser     — the SDK in headless Chromium (system /usr/bin/chromium) against an on-prem server
  */
 export default defineConfig({
   test: {
@@ -47,6 +48,18 @@ export default defineConfig({
           environment: 'node',
           fileParallelism: false,
           testTimeout: 60_000,
+          hookTimeout: 120_000,
+        },
+      },
+      {
+        test: {
+          // The SDK in a real browser (Chromium via playwright-core) against an on-prem server. Fails, never
+          // skips, when /usr/bin/chromium is missing: install it with apt-get install chromium.
+          name: 'browser',
+          include: ['test/browser/**/*.test.ts'],
+          environment: 'node',
+          fileParallelism: false,
+          testTimeout: 120_000,
           hookTimeout: 120_000,
         },
       },

@@ -58,9 +58,19 @@ export function isRefusal(r: { user: string } | Refusal): r is Refusal {
   return 'status' in r;
 }
 
-/** The HTTP headers of a refusal (JSON body; 401s name the problem in WWW-Authenticate). */
+/**
+ * The HTTP headers of a refusal (JSON body; 401s name the problem in WWW-Authenticate). A browser SDK learns
+ * why its handshake failed by GETting the same URL with ?access_token= (a simple request: no preflight); CORS
+ * lets a page of any origin read the status, the body and Retry-After of that answer. Nothing secret is in
+ * them: they only describe the token the caller itself sent.
+ */
 export function refusalHeaders(r: Refusal): Record<string, string> {
-  const h: Record<string, string> = { 'content-type': 'application/json', ...r.headers };
+  const h: Record<string, string> = {
+    'content-type': 'application/json',
+    'access-control-allow-origin': '*',
+    'access-control-expose-headers': 'retry-after, www-authenticate',
+    ...r.headers,
+  };
   if (r.status === 401) h['www-authenticate'] = `Bearer error="invalid_token", error_description="${r.code}"`;
   return h;
 }

@@ -22,6 +22,8 @@ import { Emitter, type Listener } from './emitter.js';
 import { IrisError } from './errors.js';
 import { IdGenerator } from './ids.js';
 import {
+  type FetchLike,
+  type ProbeResult,
   binaryOf,
   defaultWebSocket,
   describeErrorEvent,
@@ -30,14 +32,26 @@ import {
   type WebSocketConstructor,
   type WebSocketLike,
 } from './socket.js';
-import { MemoryStore, type ClientStore, type PendingSend } from './store.js';
-import type { ClientEvents, ConnectionState, IrisClientOptions, IrisMessage, IrisReceipt } from './types.js';
+import { defaultStore } from './default-store.js';
+import type { ClientStore, PendingSend, StoredEntry } from './store.js';
+import type { ClientEvents, ConnectionState, IrisClientOptions, IrisMessage, IrisReceipt, RecoveredEntry } from './types.js';
 
 const utf8 = new TextEncoder();
 const utf8Text = new TextDecoder();
 
 /** Errors answering a hello that no retry will fix. */
 const FATAL_HELLO_ERRORS = new Set(['too_many_devices', 'invalid_field', 'bad_state', 'hello_required']);
+
+/**
+ * Send refusals that only mean "not now": the client keeps the send and writes it again (same id) after the
+ * server's retry-after. rate_limited / outbox_full / unavailable concern every send of this user, so all sends
+ * pause; inbox_full concerns one recipient, so only that conversation waits.
+ */
+const TRANSIENT_SEND_ERRORS = new Set(['rate_limited', 'outbox_full', 'unavailable', 'inbox_full']);
+/** Wait before rewriting a transiently refused send whose error frame carried no retry-after. */
+const DEFAULT_SEND_RETRY_MS = 1000;
+/** Consecutive 401 refusals (each with a fresh token from the token callback) before giving up. */
+const MAX_AUTH_REFUSALS = 3;
 
 interface Waiter<T> {
   resolve: (v: T) => void;
@@ -52,6 +66,10 @@ interface Outgoing {
   ready: boolean;
   /** Generation of the socket it was last written to (0: none). */
   gen: number;
+  /** Not to be written before this time (ms since epoch): a transient refusal's retry-after. */
+  notBefore: number;
+  /** When the first transient refusal of this send came (0: none): bounds the total wait by retry.maxWaitMs. */
+  firstRefusal: number;
 }
 
 interface Query {
@@ -80,6 +98,8 @@ interface Sock {
   errorText: string;
   /** An error frame that answered the hello. */
   refusal: ErrorFrame | null;
+  /** Why the upgrade was refused, learnt by a plain GET after the handshake failed (null: not learnt). */
+  probe: Promise<ProbeResult | null> | null;
   closed: Promise<void>;
 }
 
@@ -101,6 +121,21 @@ export class IrisClient {
   private readonly ackEvery: number;
   private readonly ackDelayMs: number;
   private readonly maxOutbox: number;
+  /** Transient send refusals are retried by the client (false: send() rejects with them). */
+  private readonly retrySends: boolean;
+  private readonly retryMaxWaitMs: number;
+  /** No send is written before this time (rate_limited and the like concern the whole user). */
+  private sendsPausedUntil = 0;
+  private sendRetryTimer: ReturnType<typeof setTimeout> | null = null;
+  private sendRetryAt = 0;
+  /** Consecutive 401 refusals, and the token refused last. */
+  private authRefusals = 0;
+  private refusedToken: string | null = null;
+  /** Minimum wait before the next reconnect: the server's Retry-After on a 429/503 refusal. */
+  private retryAfterMs = 0;
+  /** Highest seq whose listeners finished (or that needed none): deliver_acks never go beyond it. */
+  private ackable = 0;
+  private detachPageHooks: (() => void) | null = null;
 
   private phase: Phase = 'idle';
   /** The app wants a connection (connect() called, close() not, not given up). */
@@ -136,12 +171,14 @@ export class IrisClient {
     this.opts = opts;
     this.device = opts.device;
     this.WS = opts.WebSocket ?? defaultWebSocket();
-    this.store = opts.store ?? new MemoryStore();
+    this.store = opts.store ?? defaultStore(opts.device);
     this.heartbeatMs = opts.heartbeatMs ?? 20_000;
     // The server keeps at most 256 entries unacked per socket (protocol), so an ack batch must stay below it.
     this.ackEvery = Math.max(1, Math.min(opts.ack?.every ?? 32, 128));
     this.ackDelayMs = Math.max(0, opts.ack?.delayMs ?? 50);
     this.maxOutbox = Math.max(1, opts.maxOutbox ?? 1000);
+    this.retrySends = opts.retry !== false;
+    this.retryMaxWaitMs = Math.max(0, (opts.retry === false ? undefined : opts.retry?.maxWaitMs) ?? 120_000);
   }
 
   // ------------------------------------------------------------------ public API
@@ -150,7 +187,10 @@ export class IrisClient {
     return this.phase === 'idle' ? 'closed' : this.phase;
   }
 
-  /** Highest sequence number the app has processed (and the store has recorded). */
+  /**
+   * Highest sequence number handed out to the app (recorded in the store before any listener saw it): no entry
+   * at or below it is ever emitted as `message` / `receipt` again by a client on the same store.
+   */
   get cursor(): number {
     return this.cursorValue;
   }
@@ -170,8 +210,9 @@ export class IrisClient {
 
   /**
    * Opens the connection. Resolves with the welcome frame. If the very first attempt fails (refused token,
-   * server unreachable, no welcome in time) it rejects and the client stays closed; once connected, drops
-   * are repaired by reconnecting with backoff, except after close code 4001 (replaced) or a 401/403 refusal.
+   * server unreachable, no welcome in time) it rejects and the client stays closed — except a 401 with a token
+   * callback, which is asked for a new token first. Once connected, drops are repaired by reconnecting with
+   * backoff (at least the server's Retry-After), except after close code 4001 (replaced) or auth_failed.
    */
   connect(): Promise<Welcome> {
     if (this.phase === 'open' && this.welcome) return Promise.resolve(this.welcome);
@@ -180,6 +221,10 @@ export class IrisClient {
     this.wanted = true;
     this.everOpened = false;
     this.attempt = 0;
+    this.authRefusals = 0;
+    this.refusedToken = null;
+    this.retryAfterMs = 0;
+    this.detachPageHooks ??= this.attachPageHooks();
     this.setPhase('connecting');
     void this.open();
     return p;
@@ -193,6 +238,10 @@ export class IrisClient {
   async close(): Promise<void> {
     this.wanted = false;
     this.clearTimer('reconnect');
+    this.clearTimer('sendRetry');
+    this.detachPageHooks?.();
+    this.detachPageHooks = null;
+    this.flushStore();
     const s = this.sock;
     if (s) {
       if (s.welcomed) this.flushAck();
@@ -232,13 +281,13 @@ export class IrisClient {
       return Promise.reject(new IrisError('outbox_full', `${this.outbox.size} sends are waiting for their acks`, { ref: id }));
     }
     return new Promise<SendAck>((resolve, reject) => {
-      const o: Outgoing = { item: { id, to, body: bytes, createdAt: Date.now() }, waiters: [{ resolve, reject }], ready: false, gen: 0 };
+      const o: Outgoing = { item: { id, to, body: bytes, createdAt: Date.now() }, waiters: [{ resolve, reject }], ready: false, gen: 0, notBefore: 0, firstRefusal: 0 };
       this.outbox.set(id, o);
       this.persist(
         () => this.store.putPending(o.item),
         () => {
           o.ready = true;
-          this.writeSend(o);
+          this.pumpSends();
         },
         (e) => {
           this.outbox.delete(id);
@@ -288,11 +337,19 @@ export class IrisClient {
       this.loaded = (async () => {
         const st = await this.store.load();
         this.cursorValue = Math.max(this.cursorValue, st.cursor);
+        this.ackable = Math.max(this.ackable, st.cursor);
+        // Entries an earlier client handed out whose listeners never finished: 'recovered' before anything new.
+        const unfinished = st.unhandled ?? [];
+        if (unfinished.length > 0) {
+          this.deliveries = this.deliveries
+            .then(() => this.recover(unfinished))
+            .catch((e: unknown) => this.emitError(new IrisError('internal', `recovery failed: ${errText(e)}`)));
+        }
         // Stored sends are older than anything sent from this instance so far: they go first.
         const fresh = [...this.outbox.entries()];
         this.outbox.clear();
         for (const item of st.outbox) {
-          if (!fresh.some(([id]) => id === item.id)) this.outbox.set(item.id, { item, waiters: [], ready: true, gen: 0 });
+          if (!fresh.some(([id]) => id === item.id)) this.outbox.set(item.id, { item, waiters: [], ready: true, gen: 0, notBefore: 0, firstRefusal: 0 });
         }
         for (const [id, o] of fresh) this.outbox.set(id, o);
       })();
@@ -305,16 +362,26 @@ export class IrisClient {
 
   private async open(): Promise<void> {
     const gen = ++this.gen;
-    let token: string;
     try {
       await this.ensureLoaded();
+    } catch (e) {
+      if (gen === this.gen && this.wanted) this.giveUp(new IrisError('connection_refused', `could not load the client store: ${errText(e)}`));
+      return;
+    }
+    let token: string;
+    try {
       const t = this.opts.token;
       token = typeof t === 'string' ? t : await t();
     } catch (e) {
-      if (gen === this.gen && this.wanted) this.giveUp(new IrisError('connection_refused', `could not prepare the connection: ${errText(e)}`));
+      if (gen === this.gen && this.wanted) this.giveUp(new IrisError('auth_failed', `the token callback failed: ${errText(e)}`));
       return;
     }
     if (gen !== this.gen || !this.wanted) return;
+    if (this.refusedToken !== null && token === this.refusedToken) {
+      // The callback handed back the token the server just refused: retrying cannot help.
+      this.giveUp(this.authError(this.lastAuthRefusal, 'the token callback returned the token the server refused'));
+      return;
+    }
     let ws: WebSocketLike;
     try {
       ws = this.createSocket(token);
@@ -337,6 +404,7 @@ export class IrisClient {
       helloCursor: 0,
       errorText: '',
       refusal: null,
+      probe: null,
       closed: new Promise<void>((r) => (markClosed = r)),
     };
     this.sock = sock;
@@ -415,33 +483,121 @@ export class IrisClient {
       this.giveUp(new IrisError(sock.refusal.code, sock.refusal.message, { closeCode: code }));
       return;
     }
+    if (!sock.opened && !timedOut) {
+      // The handshake failed. A WebSocket API does not say why, so ask the server with a plain GET of the same
+      // URL and token: it checks the token before the upgrade headers and answers with the refusal's status.
+      const gen = this.gen;
+      sock.probe = this.probeRefusal(sock);
+      void sock.probe.then((probe) => {
+        if (gen === this.gen && this.wanted && this.sock === null) this.afterFailure(sock, code, reason, probe, false);
+      });
+      return;
+    }
+    this.afterFailure(sock, code, reason, null, timedOut);
+  }
+
+  /** Decides, once the cause of a failed or lost connection is known, whether and when to try again. */
+  private afterFailure(sock: Sock, code: number, reason: string, probe: ProbeResult | null, timedOut: boolean): void {
     if (!sock.welcomed) {
-      const status = statusFromErrorText(sock.errorText) ?? (jwtExpired(sock.token, Date.now()) ? 401 : undefined);
-      if (status === 401 || status === 403) {
-        this.giveUp(new IrisError('connection_refused', `server refused the connection (HTTP ${status})`, { status, closeCode: code }));
+      const status = probe?.status ?? statusFromErrorText(sock.errorText) ?? (jwtExpired(sock.token, Date.now()) ? 401 : undefined);
+      const refusal: ProbeResult = probe ?? { status: status ?? 0 };
+      if (status === 401) {
+        this.authRefusals++;
+        this.refusedToken = sock.token;
+        this.lastAuthRefusal = refusal;
+        // With a token callback, a 401 means "ask for a new token": the next attempt calls it again.
+        if (typeof this.opts.token !== 'function') {
+          this.giveUp(this.authError(refusal, 'the token was refused and there is no token callback to get another'));
+          return;
+        }
+        if (this.authRefusals >= MAX_AUTH_REFUSALS) {
+          this.giveUp(this.authError(refusal, `${this.authRefusals} tokens in a row were refused`));
+          return;
+        }
+      } else if (status === 403) {
+        this.giveUp(this.authError(refusal, 'the token may not connect here'));
         return;
       }
-      if (!this.everOpened) {
-        const detail = sock.refusal?.message ?? (sock.errorText || reason || `close code ${code}`);
+      // Retry-After of a 429 (too many connects) or 503 (shard restarting, server full): wait at least that long.
+      this.retryAfterMs = probe?.retryAfter ?? 0;
+      if (!this.everOpened && status !== 401) {
+        const detail = probe?.message ?? sock.refusal?.message ?? (sock.errorText || reason || `close code ${code}`);
+        const details = {
+          closeCode: code,
+          ...(status && status !== 426 ? { status } : {}),
+          ...(probe?.code !== undefined ? { reason: probe.code } : {}),
+          ...(probe?.retryAfter !== undefined ? { retryAfter: probe.retryAfter } : {}),
+        };
         const err = timedOut
           ? new IrisError('timeout', 'no welcome from the server in time', { closeCode: code })
-          : new IrisError('connection_refused', `could not connect to ${this.opts.url}: ${detail}`, status ? { status, closeCode: code } : { closeCode: code });
+          : new IrisError('connection_refused', `could not connect to ${this.opts.url}: ${detail}`, details);
         this.giveUp(err);
         return;
       }
     }
-    this.setPhase('reconnecting');
-    const delay = backoffDelay(this.attempt++, this.opts.reconnect);
+    this.setPhase(this.everOpened ? 'reconnecting' : 'connecting');
+    const delay = Math.max(backoffDelay(this.attempt++, this.opts.reconnect), this.retryAfterMs);
+    this.retryAfterMs = 0;
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = null;
       if (this.wanted) void this.open();
     }, delay);
   }
 
+  private lastAuthRefusal: ProbeResult = { status: 401 };
+
+  /** The terminal error of a refused token: code auth_failed, the server's reason (token_expired, ...). */
+  private authError(r: ProbeResult, why: string): IrisError {
+    const reason = r.code ?? (r.status === 401 ? 'unauthorized' : r.status === 403 ? 'forbidden' : 'unknown');
+    return new IrisError('auth_failed', `server refused the connection (HTTP ${r.status || 401} ${reason}${r.message ? `: ${r.message}` : ''}); ${why}`, {
+      status: r.status || 401,
+      reason,
+    });
+  }
+
+  /**
+   * GETs the connect URL with the token: the server's refusal (status, JSON {error, message}, Retry-After), or
+   * null when that cannot be learnt (no fetch, network failure). Browsers: the token goes as ?access_token=
+   * (a simple GET needs no CORS preflight; refusals carry access-control-allow-origin: *), unless the client
+   * uses tokenTransport 'header'.
+   */
+  private async probeRefusal(sock: Sock): Promise<ProbeResult | null> {
+    const f = this.opts.fetch ?? (globalThis as { fetch?: FetchLike }).fetch;
+    if (this.opts.probeRefusals === false || typeof f !== 'function') return null;
+    try {
+      const u = new URL(this.opts.url);
+      u.protocol = u.protocol === 'wss:' ? 'https:' : 'http:';
+      const headers: Record<string, string> = {};
+      if ((this.opts.tokenTransport ?? 'subprotocol') === 'header') headers['authorization'] = `Bearer ${sock.token}`;
+      else u.searchParams.set('access_token', sock.token);
+      const timeout = typeof AbortSignal.timeout === 'function' ? { signal: AbortSignal.timeout(this.opts.connectTimeoutMs ?? 15_000) } : {};
+      const res = await f(u.toString(), { method: 'GET', headers, ...timeout });
+      let body: unknown = null;
+      try {
+        body = await res.json();
+      } catch {
+        // not JSON: the status alone
+      }
+      const b = (typeof body === 'object' && body !== null ? body : {}) as { error?: unknown; message?: unknown };
+      const retryAfter = parseRetryAfter(res.headers.get('retry-after'));
+      return {
+        status: res.status,
+        ...(typeof b.error === 'string' ? { code: b.error } : {}),
+        ...(typeof b.message === 'string' ? { message: b.message } : {}),
+        ...(retryAfter !== undefined ? { retryAfter } : {}),
+      };
+    } catch {
+      return null;
+    }
+  }
+
   /** Stops for good: no more reconnects until the app calls connect() again. */
   private giveUp(err: IrisError): void {
     this.wanted = false;
+    this.detachPageHooks?.();
+    this.detachPageHooks = null;
     this.clearTimer('reconnect');
+    this.clearTimer('sendRetry');
     this.stopTimers();
     const s = this.sock;
     this.sock = null;
@@ -458,7 +614,12 @@ export class IrisClient {
     this.connectWaiters = [];
     for (const w of waiters) w.reject(err);
     if (!hadConnectWaiters) this.emitError(err);
-    this.rejectAll(new IrisError('closed', `connection closed: ${err.message}`, err.closeCode !== undefined ? { closeCode: err.closeCode } : {}), false);
+    // A refused token ends pending sends with that error; other endings with 'closed'.
+    const sendErr =
+      err.code === 'auth_failed'
+        ? err
+        : new IrisError('closed', `connection closed: ${err.message}`, err.closeCode !== undefined ? { closeCode: err.closeCode } : {});
+    this.rejectAll(sendErr, false);
   }
 
   /** Rejects every waiting promise; the outbox items themselves stay (and stay in the store). */
@@ -471,11 +632,11 @@ export class IrisClient {
     for (const o of this.outbox.values()) {
       const ws = o.waiters;
       o.waiters = [];
-      for (const w of ws) w.reject(new IrisError(err.code, err.message, { ref: o.item.id }));
+      for (const w of ws) w.reject(err.withRef(o.item.id));
     }
     for (const q of this.queries.values()) {
       clearTimeout(q.timer);
-      q.waiter.reject(new IrisError(err.code, err.message, { ref: q.ref }));
+      q.waiter.reject(err.withRef(q.ref));
     }
     this.queries.clear();
   }
@@ -496,7 +657,7 @@ export class IrisClient {
     }, Math.max(5, Math.floor(every / 2)));
   }
 
-  private clearTimer(which: 'ack' | 'heartbeat' | 'connect' | 'reconnect'): void {
+  private clearTimer(which: 'ack' | 'heartbeat' | 'connect' | 'reconnect' | 'sendRetry'): void {
     switch (which) {
       case 'ack':
         if (this.ackTimer) clearTimeout(this.ackTimer);
@@ -513,6 +674,10 @@ export class IrisClient {
       case 'reconnect':
         if (this.reconnectTimer) clearTimeout(this.reconnectTimer);
         this.reconnectTimer = null;
+        break;
+      case 'sendRetry':
+        if (this.sendRetryTimer) clearTimeout(this.sendRetryTimer);
+        this.sendRetryTimer = null;
         break;
     }
   }
@@ -589,17 +754,20 @@ export class IrisClient {
     // cursor past the hello meanwhile: those come again and are skipped as duplicates.)
     if (f.cursor > this.cursorValue || f.cursor < sock.helloCursor) {
       this.cursorValue = f.cursor;
+      this.ackable = f.cursor;
       const c = f.cursor;
       this.persist(() => this.store.saveCursor(c), () => {}, (e) => this.emitError(new IrisError('internal', `store: ${errText(e)}`)));
     }
     this.welcome = f;
     this.everOpened = true;
     this.attempt = 0;
+    this.authRefusals = 0;
+    this.refusedToken = null;
     this.setPhase('open');
     const waiters = this.connectWaiters;
     this.connectWaiters = [];
     for (const w of waiters) w.resolve(f);
-    for (const o of this.outbox.values()) this.writeSend(o);
+    this.pumpSends();
     for (const q of this.queries.values()) this.writeQuery(q);
     this.events.emit('welcome', f, (e) => this.listenerFailed(e));
   }
@@ -612,6 +780,8 @@ export class IrisClient {
     for (const w of o.waiters) w.resolve(f);
     this.events.emit('ack', { ...f, to: o.item.to }, (e) => this.listenerFailed(e));
     this.settleDrain();
+    // The next send to this recipient may go now.
+    this.pumpSends();
   }
 
   private onError(sock: Sock, f: ErrorFrame): void {
@@ -619,14 +789,16 @@ export class IrisClient {
     const err = new IrisError(f.code, f.message, details);
     if (f.ref !== undefined) {
       const o = this.outbox.get(f.ref);
+      if (o && this.retryLater(o, f)) return;
       if (o) {
-        // Refused for good (a retry after retryAfter is a new send() by the app, which may reuse the id).
+        // Refused for good (or retries are off, or waited retry.maxWaitMs already).
         this.outbox.delete(f.ref);
         const id = f.ref;
         this.persist(() => this.store.deletePending(id), () => {}, () => {});
         for (const w of o.waiters) w.reject(err);
         if (o.waiters.length === 0) this.emitError(err);
         this.settleDrain();
+        this.pumpSends();
         return;
       }
       const q = this.queries.get(f.ref);
@@ -657,29 +829,64 @@ export class IrisClient {
     });
   }
 
-  /** Hands entries to the app in order, each exactly once: skips seq <= cursor, saves the cursor after each. */
+  /**
+   * Hands entries to the app in order, each at most once ever: the new ones (seq > cursor) are written to the
+   * store as handed out, with the new cursor, in one write BEFORE any listener sees them; then each goes to
+   * its listeners, is marked handled when they finished, and becomes ackable.
+   */
   private async process(entries: Entry[]): Promise<void> {
+    const fresh: Entry[] = [];
+    let top = this.cursorValue;
     for (const e of entries) {
-      if (!this.wanted) return; // closed: whatever is left comes again after the cursor next time
-      if (e.seq > this.cursorValue) {
+      if (e.seq > top) {
+        fresh.push(e);
+        top = e.seq;
+      }
+    }
+    if (fresh.length > 0) {
+      if (!this.wanted) return; // closed: nothing handed out; it all comes again after the cursor next time
+      const stored = fresh.map(toStored);
+      const p = this.persistPromise(() => this.store.handOut(stored, top));
+      if (p) await p;
+      this.cursorValue = top;
+    }
+    let i = 0;
+    for (const e of entries) {
+      if (i < fresh.length && fresh[i] === e) {
+        i++;
+        // Once handed out, an entry goes to its listeners even if close() came meanwhile: it will never be
+        // emitted as a message again, so this is its one chance outside 'recovered'.
         const errors = e.kind === 'message'
           ? await this.events.emitAsync('message', toMessage(e))
           : await this.events.emitAsync('receipt', toReceipt(e));
         for (const err of errors) this.listenerFailed(err);
-        this.cursorValue = e.seq;
         const seq = e.seq;
-        const p = this.persistPromise(() => this.store.saveCursor(seq));
-        if (p) await p;
+        this.persist(() => this.store.markHandled([seq]), () => {}, (err) => this.emitError(new IrisError('internal', `store: ${errText(err)}`)));
       }
+      // Acked only once its listeners finished: with a store that does not survive the process (MemoryStore),
+      // an entry whose handler was cut short by a crash then comes again from the server.
+      if (e.seq > this.ackable && e.seq <= this.cursorValue) this.ackable = e.seq;
       this.unacked++;
       this.scheduleAck();
+    }
+  }
+
+  /** Gives entries handed out by an earlier client whose listeners never finished to 'recovered' listeners. */
+  private async recover(entries: StoredEntry[]): Promise<void> {
+    for (const e of entries) {
+      const r: RecoveredEntry = e.kind === 'message' ? { kind: 'message', message: toMessage(e) } : { kind: 'receipt', receipt: toReceipt(e) };
+      const errors = await this.events.emitAsync('recovered', r);
+      for (const err of errors) this.listenerFailed(err);
+      if (errors.length > 0) continue; // a listener failed: keep it for the next start
+      const seq = e.seq;
+      this.persist(() => this.store.markHandled([seq]), () => {}, (err) => this.emitError(new IrisError('internal', `store: ${errText(err)}`)));
     }
   }
 
   private scheduleAck(): void {
     const s = this.sock;
     if (!s?.welcomed) return;
-    if (Math.min(this.cursorValue, s.maxSeq) <= s.acked) return;
+    if (Math.min(this.ackable, s.maxSeq) <= s.acked) return;
     if (this.unacked >= this.ackEvery) {
       this.flushAck();
       return;
@@ -692,7 +899,7 @@ export class IrisClient {
     const s = this.sock;
     if (!s?.welcomed) return;
     // Never ack beyond what this socket delivered (the server refuses that), nor beyond what the app processed.
-    const seq = Math.min(this.cursorValue, s.maxSeq);
+    const seq = Math.min(this.ackable, s.maxSeq);
     if (seq <= s.acked) return;
     s.acked = seq;
     this.unacked = 0;
@@ -701,11 +908,67 @@ export class IrisClient {
 
   // ------------------------------------------------------------------ outgoing frames
 
-  private writeSend(o: Outgoing): void {
+  /**
+   * Writes every send that may go now, oldest first. With retries on (the default) a recipient has at most one
+   * send in flight: a send refused with "not now" is written again after its retry-after, and nothing later to
+   * the same recipient may be accepted before it, which pipelining could not rule out (the server takes each
+   * send as it comes, so a later one could find a refilled bucket). Sends to different recipients overlap.
+   * With `retry: false` every send is written at once, as soon as it is stored.
+   */
+  private pumpSends(): void {
     const s = this.sock;
-    if (!o.ready || !s?.welcomed || o.gen === s.gen || !this.outbox.has(o.item.id)) return;
+    if (!s?.welcomed) return;
+    const now = Date.now();
+    const busy = new Set<string>();
+    let wake = Infinity;
+    for (const o of this.outbox.values()) {
+      const to = o.item.to;
+      if (!this.retrySends) {
+        if (o.ready && o.gen !== s.gen) this.writeSend(s, o);
+        continue;
+      }
+      if (busy.has(to)) continue;
+      busy.add(to);
+      if (!o.ready || o.gen === s.gen) continue; // not stored yet / in flight on this socket
+      const at = Math.max(o.notBefore, this.sendsPausedUntil);
+      if (at > now) {
+        wake = Math.min(wake, at);
+        continue;
+      }
+      this.writeSend(s, o);
+    }
+    if (wake !== Infinity && (!this.sendRetryTimer || wake < this.sendRetryAt)) {
+      this.clearTimer('sendRetry');
+      this.sendRetryAt = wake;
+      this.sendRetryTimer = setTimeout(() => {
+        this.sendRetryTimer = null;
+        this.pumpSends();
+      }, wake - now);
+    }
+  }
+
+  private writeSend(s: Sock, o: Outgoing): void {
     o.gen = s.gen;
     this.write(s, { t: 'send', id: o.item.id, to: o.item.to, body: o.item.body });
+  }
+
+  /**
+   * A "not now" refusal (rate_limited, inbox_full, outbox_full, unavailable): keeps the send to write it again,
+   * with the same id, after the server's retry-after. False when retries are off, the code is final, or the send
+   * has waited retry.maxWaitMs since its first refusal: then send() rejects with the error.
+   */
+  private retryLater(o: Outgoing, f: ErrorFrame): boolean {
+    if (!this.retrySends || !TRANSIENT_SEND_ERRORS.has(f.code)) return false;
+    const now = Date.now();
+    if (o.firstRefusal === 0) o.firstRefusal = now;
+    const wait = Math.max(1, f.retryAfter ?? DEFAULT_SEND_RETRY_MS);
+    if (now + wait - o.firstRefusal > this.retryMaxWaitMs) return false;
+    o.gen = 0;
+    if (f.code === 'inbox_full') o.notBefore = now + wait;
+    else this.sendsPausedUntil = Math.max(this.sendsPausedUntil, now + wait);
+    this.events.emit('retry', { id: o.item.id, to: o.item.to, code: f.code, retryAfter: wait }, (e) => this.listenerFailed(e));
+    this.pumpSends();
+    return true;
   }
 
   private writeQuery(q: Query): void {
@@ -766,6 +1029,39 @@ export class IrisClient {
 
   // ------------------------------------------------------------------ misc
 
+  /** Writes what the store deferred (handled marks); errors are reported, not thrown. */
+  private flushStore(): void {
+    const st = this.store;
+    if (!st.flush) return;
+    this.persist(() => st.flush!(), () => {}, (e) => this.emitError(new IrisError('internal', `store: ${errText(e)}`)));
+  }
+
+  /**
+   * In a browser, a page can be closed or reloaded at any moment after it is hidden, and timers stop running:
+   * send the pending deliver_ack and write deferred store updates as soon as the page is hidden, so a reload
+   * does not bring processed entries back from the server (they would be skipped by the cursor, but only a
+   * durable store knows the cursor). No-op outside browsers.
+   */
+  private attachPageHooks(): () => void {
+    const g = globalThis as {
+      addEventListener?: (type: string, fn: () => void) => void;
+      removeEventListener?: (type: string, fn: () => void) => void;
+      document?: { visibilityState?: string };
+    };
+    if (typeof g.addEventListener !== 'function' || typeof g.removeEventListener !== 'function' || g.document === undefined) return () => {};
+    const onHide = (): void => {
+      if (g.document?.visibilityState === 'visible') return;
+      this.flushAck();
+      this.flushStore();
+    };
+    g.addEventListener('pagehide', onHide);
+    g.addEventListener('visibilitychange', onHide);
+    return () => {
+      g.removeEventListener?.('pagehide', onHide);
+      g.removeEventListener?.('visibilitychange', onHide);
+    };
+  }
+
   private settleDrain(): void {
     if (this.outbox.size > 0) return;
     const ws = this.drainWaiters;
@@ -782,12 +1078,25 @@ export class IrisClient {
   }
 }
 
-function toMessage(e: Entry): IrisMessage {
+function toStored(e: Entry): StoredEntry {
+  return { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body };
+}
+
+/** Retry-After in ms: delta-seconds or an HTTP date. */
+function parseRetryAfter(v: string | null): number | undefined {
+  if (v === null || v.trim() === '') return undefined;
+  const n = Number(v);
+  if (Number.isFinite(n) && n >= 0) return Math.round(n * 1000);
+  const t = Date.parse(v);
+  return Number.isNaN(t) ? undefined : Math.max(0, t - Date.now());
+}
+
+function toMessage(e: StoredEntry): IrisMessage {
   const body = e.body;
   return { seq: e.seq, msg: e.msg, from: e.peer, ts: e.ts, body, text: () => utf8Text.decode(body) };
 }
 
-function toReceipt(e: Entry): IrisReceipt {
+function toReceipt(e: StoredEntry): IrisReceipt {
   return { seq: e.seq, msg: e.msg, by: e.peer, ts: e.ts };
 }
 

@@ -8,8 +8,11 @@ import type { ErrorCode } from '../protocol/index.js';
  *                       connection of the same device)
  *   timeout             no answer in time (welcome, presence)
  *   outbox_full         the local outbox holds maxOutbox unacknowledged sends (also a server code)
+ *   auth_failed         the server refused the token (HTTP 401 with no usable new token from the token
+ *                       callback, or 403): the client stops reconnecting; `reason` says why (token_expired,
+ *                       invalid_signature, claim_invalid, ...), `status` is the HTTP status
  */
-export type IrisErrorCode = ErrorCode | 'connection_refused' | 'closed' | 'timeout' | 'outbox_full';
+export type IrisErrorCode = ErrorCode | 'connection_refused' | 'closed' | 'timeout' | 'outbox_full' | 'auth_failed';
 
 export interface IrisErrorDetails {
   /** Milliseconds to wait before retrying, when the server said so. */
@@ -20,6 +23,8 @@ export interface IrisErrorDetails {
   status?: number;
   /** WebSocket close code that ended the connection, when that is the cause. */
   closeCode?: number;
+  /** The server's code for a refused handshake (the `error` field of its JSON body), e.g. token_expired. */
+  reason?: string;
 }
 
 export class IrisError extends Error {
@@ -29,6 +34,7 @@ export class IrisError extends Error {
   readonly ref?: string;
   readonly status?: number;
   readonly closeCode?: number;
+  readonly reason?: string;
 
   constructor(code: IrisErrorCode, message: string, details: IrisErrorDetails = {}) {
     super(message);
@@ -37,6 +43,17 @@ export class IrisError extends Error {
     if (details.ref !== undefined) this.ref = details.ref;
     if (details.status !== undefined) this.status = details.status;
     if (details.closeCode !== undefined) this.closeCode = details.closeCode;
+    if (details.reason !== undefined) this.reason = details.reason;
+  }
+
+  /** The same error about one request (a send's client id, a presence query's ref). */
+  withRef(ref: string): IrisError {
+    const d: IrisErrorDetails = { ref };
+    if (this.retryAfter !== undefined) d.retryAfter = this.retryAfter;
+    if (this.status !== undefined) d.status = this.status;
+    if (this.closeCode !== undefined) d.closeCode = this.closeCode;
+    if (this.reason !== undefined) d.reason = this.reason;
+    return new IrisError(this.code, this.message, d);
   }
 }
 

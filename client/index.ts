@@ -4,9 +4,10 @@
  */
 export { IrisClient } from './client.js';
 export { IrisError, isIrisError, type IrisErrorCode, type IrisErrorDetails } from './errors.js';
-export { MemoryStore, type ClientStore, type PendingSend, type StoredState } from './store.js';
+export { MemoryStore, type ClientStore, type PendingSend, type StoredEntry, type StoredState } from './store.js';
+export { IndexedDbStore, type IdbFactoryLike, type IndexedDbStoreOptions } from './idb-store.js';
 export { backoffDelay, type BackoffOptions } from './backoff.js';
-export type { SocketEvent, SocketInit, WebSocketConstructor, WebSocketLike } from './socket.js';
+export type { FetchLike, ProbeResult, SocketEvent, SocketInit, WebSocketConstructor, WebSocketLike } from './socket.js';
 export type {
   ClientEvents,
   ConnectionState,
@@ -14,6 +15,8 @@ export type {
   IrisMessage,
   IrisReceipt,
   PresenceInfo,
+  RecoveredEntry,
+  RetryEvent,
   SendAck,
   SentEvent,
   TokenTransport,

@@ -83,3 +83,19 @@ export function jwtExpired(token: string, nowMs: number): boolean {
     return false;
   }
 }
+
+/** The slice of the Fetch API the client uses to learn why a handshake was refused (global fetch fits). */
+export type FetchLike = (
+  url: string,
+  init: { method: string; headers: Record<string, string>; signal?: AbortSignal },
+) => Promise<{ status: number; headers: { get(name: string): string | null }; json(): Promise<unknown> }>;
+
+/** What a plain GET of the connect URL said about a refused handshake. */
+export interface ProbeResult {
+  status: number;
+  /** The `error` field of the server's JSON body (token_expired, invalid_signature, too_many_connects, ...). */
+  code?: string;
+  message?: string;
+  /** Retry-After, in ms. */
+  retryAfter?: number;
+}

@@ -1,10 +1,30 @@
 /**
- * Where a client keeps what must survive a restart of the app: the delivery cursor (highest sequence number
- * the app has processed) and the outbox (sends not yet acknowledged by the server). A new process with the
- * same device id and the same store resumes with nothing lost and nothing twice.
+ * Where a client keeps what must survive a restart of the app: the delivery cursor, the entries it has handed
+ * (or is about to hand) to the app whose handler has not finished yet, and the outbox (sends not yet
+ * acknowledged by the server).
  *
- * Methods may be synchronous (in-memory, Node file store, localStorage) or return promises (IndexedDB,
- * a database). The client calls them in order and never overlaps two calls.
+ * What the client promises the app, given a store:
+ * - **At most once, ever.** An entry is recorded as *handed out* — together with the new cursor, in ONE
+ *   atomic write (`handOut`) — before any `message` / `receipt` listener sees it and before it is acked to the
+ *   server. The cursor never moves back, so no later client with the same store emits it as a `message` or
+ *   `receipt` again, whatever point a crash (kill -9 included) hits.
+ * - **Nothing lost.** An entry is acked to the server only after `handOut` returned, so it is either still on
+ *   the server (and comes again, once) or in the store. When its listeners finished, the client calls
+ *   `markHandled`. Entries handed out whose listeners never finished (the process died, or the machine did)
+ *   are kept, and the next client with the same store gives them to `recovered` listeners before anything
+ *   new. A recovered entry may have been fully or partly processed: the app decides (typically by looking
+ *   up the server message id `msg` in its own data). `recovered` is at-least-once: a crash inside a
+ *   `recovered` listener brings the entry back again next time.
+ * - **Bounded.** Handled entries are forgotten; what remains is at most the entries of the deliver frames
+ *   being processed when the process stopped.
+ *
+ * How far these hold depends on the store: `MemoryStore` (the default outside browsers) only within one
+ * process (successive clients sharing the object); `FileStore` (Node, client/node-store.ts) across process
+ * crashes and, with fsync (the default), power loss; `IndexedDbStore` (client/idb-store.ts, the default where
+ * `indexedDB` exists) across page reloads and browser restarts, as far as the browser keeps the origin's data.
+ *
+ * Methods may be synchronous (in-memory, Node file store) or return promises (IndexedDB, a database). The
+ * client calls them in order and never overlaps two calls. A write that fails must leave the previous state.
  */
 export interface PendingSend {
   /** Client message id: the idempotency key, reused for every resend. */
@@ -15,37 +35,83 @@ export interface PendingSend {
   createdAt: number;
 }
 
+/** A delivered inbox entry as the store keeps it (the wire Entry). */
+export interface StoredEntry {
+  seq: number;
+  kind: 'message' | 'delivered';
+  /** Server message id. */
+  msg: string;
+  /** Sender of a message; recipient of a receipt. */
+  peer: string;
+  ts: number;
+  body: Uint8Array;
+}
+
 export interface StoredState {
+  /** Highest sequence number handed out (or skipped on the server's word): never handed out again. */
   cursor: number;
   /** Oldest first: the order they are resent in. */
   outbox: PendingSend[];
+  /** Entries handed out whose listeners did not finish, by sequence number. */
+  unhandled: StoredEntry[];
 }
 
 export interface ClientStore {
   load(): StoredState | Promise<StoredState>;
-  /** Called after the app's handler ran for the entry with this sequence number, before it is acked. */
+  /**
+   * ONE atomic write: records `entries` as handed out and sets the cursor to `cursor` (>= every entry's seq).
+   * Called before the app sees any of them and before they are acked.
+   */
+  handOut(entries: StoredEntry[], cursor: number): void | Promise<void>;
+  /**
+   * The listeners of these entries finished: forget them. A store may defer this write (to its next write,
+   * or a short timer): losing it in a crash only brings the entries back as `recovered`, never as `message`.
+   */
+  markHandled(seqs: number[]): void | Promise<void>;
+  /** Moves the cursor without handing anything out (the server says it is elsewhere). */
   saveCursor(cursor: number): void | Promise<void>;
   /** Called before a send is first written to the socket. */
   putPending(item: PendingSend): void | Promise<void>;
   /** Called when the server acknowledged the send (or refused it for good). */
   deletePending(id: string): void | Promise<void>;
+  /** Writes whatever was deferred (markHandled). Called by IrisClient.close() and when a page is hidden. */
+  flush?(): void | Promise<void>;
+}
+
+function copyEntry(e: StoredEntry): StoredEntry {
+  return { ...e, body: e.body.slice() };
 }
 
 /**
- * The default store: survives reconnects of one client object, not a restart of the process. Sharing one
- * MemoryStore between two successive clients simulates a persistent store (tests do this).
+ * The default store outside browsers: survives reconnects of one client object, not a restart of the process.
+ * Sharing one MemoryStore between two successive clients simulates a persistent store (tests do this).
  */
 export class MemoryStore implements ClientStore {
   cursor = 0;
   readonly outbox = new Map<string, PendingSend>();
+  readonly unhandled = new Map<number, StoredEntry>();
 
   constructor(initial?: Partial<StoredState>) {
     if (initial?.cursor !== undefined) this.cursor = initial.cursor;
     for (const p of initial?.outbox ?? []) this.outbox.set(p.id, p);
+    for (const e of initial?.unhandled ?? []) this.unhandled.set(e.seq, copyEntry(e));
   }
 
   load(): StoredState {
-    return { cursor: this.cursor, outbox: [...this.outbox.values()].map((p) => ({ ...p, body: p.body.slice() })) };
+    return {
+      cursor: this.cursor,
+      outbox: [...this.outbox.values()].map((p) => ({ ...p, body: p.body.slice() })),
+      unhandled: [...this.unhandled.values()].sort((a, b) => a.seq - b.seq).map(copyEntry),
+    };
+  }
+
+  handOut(entries: StoredEntry[], cursor: number): void {
+    for (const e of entries) this.unhandled.set(e.seq, copyEntry(e));
+    this.cursor = cursor;
+  }
+
+  markHandled(seqs: number[]): void {
+    for (const s of seqs) this.unhandled.delete(s);
   }
 
   saveCursor(cursor: number): void {

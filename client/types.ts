@@ -1,7 +1,7 @@
 import type { PresenceInfo, SendAck, Welcome } from '../protocol/index.js';
 import type { BackoffOptions } from './backoff.js';
 import type { IrisError } from './errors.js';
-import type { WebSocketConstructor } from './socket.js';
+import type { FetchLike, WebSocketConstructor } from './socket.js';
 import type { ClientStore } from './store.js';
 
 export type { PresenceInfo, SendAck, Welcome };
@@ -14,7 +14,11 @@ export type TokenTransport = 'subprotocol' | 'query' | 'header';
 export interface IrisClientOptions {
   /** ws(s)://host/v1/connect */
   url: string;
-  /** A JWT, or a function called before every (re)connect so expiring tokens can be refreshed. */
+  /**
+   * A JWT, or a function called before every (re)connect so expiring tokens can be refreshed. After a 401
+   * refusal the function is asked again; the client gives up with `auth_failed` after 3 refusals in a row, when
+   * it returns the token just refused, when it throws, or at once with a string token. 403 is final too.
+   */
   token: string | (() => string | Promise<string>);
   /** Stable per installation ([A-Za-z0-9._@+=-], 1-64 chars). One live socket per device. */
   device: string;
@@ -22,7 +26,10 @@ export interface IrisClientOptions {
   encoding?: 'binary' | 'json';
   /** Default 'subprotocol' (works everywhere). */
   tokenTransport?: TokenTransport;
-  /** Cursor and outbox persistence; default an in-memory store. */
+  /**
+   * Cursor, handed-out entries and outbox persistence. Default: an IndexedDB store (database `iris-client`,
+   * one per device id) where `indexedDB` exists (browsers), else an in-memory store.
+   */
   store?: ClientStore;
   reconnect?: BackoffOptions;
   /** WebSocket constructor; default the global one. */
@@ -37,6 +44,28 @@ export interface IrisClientOptions {
   maxOutbox?: number;
   /** Timeout of presence queries. Default 10 s. */
   requestTimeoutMs?: number;
+  /**
+   * Sends refused with rate_limited, inbox_full, outbox_full or unavailable are written again (same id) after
+   * the server's retry-after, one send in flight per recipient so order holds; send() resolves once durable.
+   * A send rejects with the refusal once waiting longer would exceed `maxWaitMs` since its first refusal
+   * (default 120 s). `false`: no retries, all sends pipelined, send() rejects with the first refusal.
+   */
+  retry?: false | { maxWaitMs?: number };
+  /** Learn why a handshake failed with a plain GET of the connect URL (default true, where fetch exists). */
+  probeRefusals?: boolean;
+  /** fetch for that GET; default the global one. */
+  fetch?: FetchLike;
+}
+
+/** An entry an earlier client on the same store handed out whose listeners never finished (see 'recovered'). */
+export type RecoveredEntry = { kind: 'message'; message: IrisMessage } | { kind: 'receipt'; receipt: IrisReceipt };
+
+/** A send refused with "not now" that the client will write again after retryAfter ms. */
+export interface RetryEvent {
+  id: string;
+  to: string;
+  code: string;
+  retryAfter: number;
 }
 
 /** A message for this user, handed to 'message' listeners in sequence order, exactly once per device. */
@@ -68,8 +97,19 @@ export interface SentEvent extends SendAck {
 }
 
 export interface ClientEvents {
-  /** Listeners may return a promise: the entry counts as processed (cursor saved, then acked) once it settles. */
+  /**
+   * At most once per entry, ever, for a given store: the entry is recorded in the store as handed out before
+   * listeners run. Listeners may return a promise: the entry counts as handled (and is acked) once it settles.
+   */
   message: IrisMessage;
+  /**
+   * On start, before anything new: entries an earlier client on the same store handed out whose listeners did
+   * not finish (crash, kill, page closed). They may have been processed in part or in full: check (e.g. by
+   * `msg`). Without a listener they count as handled.
+   */
+  recovered: RecoveredEntry;
+  /** A send was refused for now and will be written again (same id) after retryAfter ms. */
+  retry: RetryEvent;
   receipt: IrisReceipt;
   state: ConnectionState;
   /** Errors not tied to a send() or presence() call, and connection failures after connect() resolved. */

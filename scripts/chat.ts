@@ -88,6 +88,11 @@ client.on('state', (s: ConnectionState) => {
 });
 client.on('welcome', (w) => out(`* signed in as ${w.user} on device ${w.device} (resuming after #${w.cursor}, inbox head #${w.head})`));
 client.on('message', (m) => out(`[${clock(m.ts)}] ${m.from}: ${m.text()}`));
+// Shown by an earlier run that stopped before it finished printing them (the terminal may or may not have them).
+client.on('recovered', (r) => {
+  if (r.kind === 'message') out(`[${clock(r.message.ts)}] ${r.message.from}: ${r.message.text()}  (again: the last run stopped while showing it)`);
+});
+client.on('retry', (r) => out(`  … "${short(textById.get(r.id) ?? '')}" held by the server (${r.code}); resending in ${r.retryAfter} ms`));
 client.on('ack', (a) => {
   const text = textById.get(a.id) ?? '';
   textById.delete(a.id);

@@ -154,7 +154,7 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
-export async function token(user: string, opts: { secret?: string; expiresIn?: string } = {}): Promise<string> {
+export async function token(user: string, opts: { secret?: string; expiresIn?: string | number } = {}): Promise<string> {
   return new SignJWT({})
     .setProtectedHeader({ alg: 'HS256' })
     .setSubject(user)

@@ -1,8 +1,8 @@
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { MemoryStore, backoffDelay } from '../../client/index.js';
+import { MemoryStore, backoffDelay, type StoredEntry } from '../../client/index.js';
 import { FileStore } from '../../client/node-store.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'iris-store-'));
@@ -11,7 +11,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('FileStore', () => {
   it('starts empty when the file does not exist, without creating it', () => {
     const s = new FileStore(join(dir, 'none', 'x.json'));
-    expect(s.load()).toEqual({ cursor: 0, outbox: [] });
+    expect(s.load()).toEqual({ cursor: 0, outbox: [], unhandled: [] });
     expect(() => readFileSync(join(dir, 'none', 'x.json'))).toThrow();
   });
 
@@ -39,6 +39,41 @@ describe('FileStore', () => {
     const path = join(dir, 'other.json');
     writeFileSync(path, JSON.stringify({ hello: 1 }));
     expect(() => new FileStore(path)).toThrow(/not an Iris client store/);
+  });
+});
+
+describe('FileStore: handed-out entries', () => {
+  const e = (seq: number): StoredEntry => ({ seq, kind: 'message', msg: `bob:${seq}`, peer: 'bob', ts: seq, body: new Uint8Array([seq]) });
+
+  it('writes entries and cursor in one write; handled ones are forgotten once written (deferred, flushed)', () => {
+    const path = join(dir, 'handout.json');
+    const a = new FileStore(path, { handledDelayMs: 60_000 });
+    a.handOut([e(1), e(2), e(3)], 3);
+    // what a process killed right now leaves: all three handed out, cursor 3
+    let st = new FileStore(path).load();
+    expect([st.cursor, st.unhandled.map((x) => x.seq), [...st.unhandled[1]!.body]]).toEqual([3, [1, 2, 3], [2]]);
+    a.markHandled([1, 2]);
+    // deferred: a crash now brings 1 and 2 back as recovered, never as new
+    expect(new FileStore(path).load().unhandled.map((x) => x.seq)).toEqual([1, 2, 3]);
+    a.flush();
+    st = new FileStore(path).load();
+    expect([st.cursor, st.unhandled.map((x) => x.seq)]).toEqual([3, [3]]);
+    a.markHandled([3]);
+    a.handOut([e(4)], 4); // the next write carries the deferred mark
+    st = new FileStore(path).load();
+    expect([st.cursor, st.unhandled.map((x) => x.seq)]).toEqual([4, [4]]);
+  });
+
+  it('removes temp files left by dead processes when opened, and keeps those of live ones', () => {
+    const path = join(dir, 'tmp.json');
+    new FileStore(path).saveCursor(5);
+    const dead = 2 ** 22 + 12345; // above pid_max's default: no such process
+    writeFileSync(`${path}.${dead}.tmp`, '{"version":1,"cursor":9');
+    writeFileSync(`${path}.1.tmp`, 'init is alive');
+    const s = new FileStore(path);
+    expect(s.load().cursor).toBe(5);
+    expect(readdirSync(dir).filter((n) => n.startsWith('tmp.json.'))).toEqual(['tmp.json.1.tmp']);
+    rmSync(`${path}.1.tmp`);
   });
 });
 

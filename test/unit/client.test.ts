@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { IrisClient, IrisError, MemoryStore, type IrisClientOptions, type IrisMessage, type SocketEvent, type SocketInit } from '../../client/index.js';
+import { IrisClient, IrisError, MemoryStore, type IrisClientOptions, type IrisMessage, type SocketEvent, type SocketInit, type StoredEntry } from '../../client/index.js';
 import {
   PING_TEXT,
   decodeFrame,
@@ -129,6 +129,8 @@ function client(extra: Partial<IrisClientOptions> = {}): IrisClient {
     device: 'phone',
     WebSocket: FakeSocket,
     reconnect: { baseMs: 5, maxMs: 20 },
+    // No server to ask why a handshake failed, unless a test plays one.
+    fetch: () => Promise.reject(new Error('offline')),
     ...extra,
   });
   clients.push(c);
@@ -173,13 +175,13 @@ describe('IrisClient: connect', () => {
     expect(new URL(s2.url).searchParams.get('access_token')).toBe('t2');
   });
 
-  it('rejects connect() with connection_refused (status from the error text) and does not retry', async () => {
+  it('rejects connect() with auth_failed (status from the error text) and does not retry a string token', async () => {
     const c = client();
     const p = c.connect();
     (await nextSocket(1)).refuse('Unexpected server response: 401');
     const err = await p.catch((e: unknown) => e);
     expect(err).toBeInstanceOf(IrisError);
-    expect((err as IrisError).code).toBe('connection_refused');
+    expect((err as IrisError).code).toBe('auth_failed');
     expect((err as IrisError).status).toBe(401);
     await sleep(60);
     expect(FakeSocket.all).toHaveLength(1);
@@ -196,7 +198,7 @@ describe('IrisClient: connect', () => {
     lastSocket().serverClose(1006);
     (await nextSocket(2)).refuse();
     await waitFor(() => c.state === 'closed');
-    expect(errors.map((e) => [e.code, e.status])).toEqual([['connection_refused', 401]]);
+    expect(errors.map((e) => [e.code, e.status])).toEqual([['auth_failed', 401]]);
     await sleep(60);
     expect(FakeSocket.all).toHaveLength(2);
   });
@@ -242,7 +244,7 @@ describe('IrisClient: send and outbox', () => {
   });
 
   it('gives every send a distinct id', async () => {
-    const c = client();
+    const c = client({ retry: false });
     c.connect().catch(() => {});
     const s = await nextSocket(1);
     await s.welcome();
@@ -258,27 +260,29 @@ describe('IrisClient: send and outbox', () => {
     await s1.welcome();
     const p1 = c.send('bob', 'one');
     const p2 = c.send('bob', 'two');
+    await waitFor(() => s1.framesOf('send').length === 1); // one in flight per recipient
+    s1.push({ t: 'send_ack', id: s1.framesOf('send')[0]!.id, msg: 'alice:1', ts: 1, dup: false });
+    await p1;
     await waitFor(() => s1.framesOf('send').length === 2);
     const ids = s1.framesOf('send').map((f) => f.id);
-    s1.push({ t: 'send_ack', id: ids[0]!, msg: 'alice:1', ts: 1, dup: false });
-    await p1;
     s1.serverClose(1006); // "two" was maybe stored, maybe not: only its resend can tell
     await waitFor(() => c.state === 'reconnecting');
     const p3 = c.send('bob', 'three'); // while disconnected
     const s2 = await nextSocket(2);
     await s2.welcome();
+    await waitFor(() => s2.framesOf('send').length === 1);
+    expect(s2.framesOf('send')[0]!.id).toBe(ids[1]);
+    s2.push({ t: 'send_ack', id: ids[1]!, msg: 'alice:2', ts: 2, dup: true });
     await waitFor(() => s2.framesOf('send').length === 2);
     const resent = s2.framesOf('send');
     expect(resent.map((f) => new TextDecoder().decode(f.body))).toEqual(['two', 'three']);
-    expect(resent[0]!.id).toBe(ids[1]);
-    s2.push({ t: 'send_ack', id: ids[1]!, msg: 'alice:2', ts: 2, dup: true });
     s2.push({ t: 'send_ack', id: resent[1]!.id, msg: 'alice:3', ts: 3, dup: false });
     expect((await p2).msg).toBe('alice:2');
     expect((await p3).msg).toBe('alice:3');
   });
 
-  it('rejects a send with a typed IrisError on an error frame that names it, and does not resend it', async () => {
-    const c = client();
+  it('with retry: false, rejects a send with a typed IrisError on an error frame that names it, and does not resend it', async () => {
+    const c = client({ retry: false });
     c.connect().catch(() => {});
     const s1 = await nextSocket(1);
     await s1.welcome();
@@ -359,7 +363,7 @@ describe('IrisClient: deliveries, acks and the cursor', () => {
     await sleep(30);
     expect(seen).toEqual([1, 2]);
     expect(s.framesOf('deliver_ack').map((a) => a.seq)).toEqual([1]);
-    expect(c.cursor).toBe(1);
+    expect(c.cursor).toBe(3); // the whole frame was recorded as handed out before the first listener ran
     release();
     await waitFor(() => s.framesOf('deliver_ack').length === 3);
     expect(seen).toEqual([1, 2, 3]);
@@ -397,7 +401,7 @@ describe('IrisClient: deliveries, acks and the cursor', () => {
     s1.serverClose(1006); // while the app still works on 2
     const s2 = await nextSocket(2);
     const hello = await s2.welcome();
-    expect(hello.cursor).toBe(1);
+    expect(hello.cursor).toBe(2); // 2 is handed out (in the store), so it is never emitted again
     release(); // cursor moves to 2, but this socket has only delivered up to 1
     await waitFor(() => c.cursor === 2);
     await sleep(20);
@@ -405,7 +409,7 @@ describe('IrisClient: deliveries, acks and the cursor', () => {
     s2.push({ t: 'deliver', entries: [entry(2), entry(3)] });
     await waitFor(() => s2.framesOf('deliver_ack').some((a) => a.seq === 3));
     expect(seen).toEqual([1, 2, 3]);
-    expect(s2.framesOf('deliver_ack').map((a) => a.seq)).toEqual([2, 3]);
+    expect(s2.framesOf('deliver_ack').map((a) => a.seq)).toEqual([3]); // the hello already told the server 2
   });
 });
 
@@ -479,6 +483,16 @@ describe('IrisClient: asynchronous stores', () => {
       this.onSaved(c);
       this.inner.saveCursor(c);
     }
+    async handOut(entries: StoredEntry[], c: number) {
+      await this.later();
+      this.log.push(`cursor ${c}`);
+      this.onSaved(c);
+      this.inner.handOut(entries, c);
+    }
+    async markHandled(seqs: number[]) {
+      await this.later();
+      this.inner.markHandled(seqs);
+    }
     async putPending(p: { id: string; to: string; body: Uint8Array; createdAt: number }) {
       await this.later();
       this.log.push(`put ${new TextDecoder().decode(p.body)}`);
@@ -490,9 +504,9 @@ describe('IrisClient: asynchronous stores', () => {
     }
   }
 
-  it('keeps send order and saves each send before writing it, and each cursor before acking it', async () => {
+  it('keeps send order and saves each send before writing it, and hands out each frame in one write before acking', async () => {
     const store = new SlowStore();
-    const c = client({ store, ack: { every: 1, delayMs: 0 } });
+    const c = client({ store, ack: { every: 1, delayMs: 0 }, retry: false });
     c.on('message', () => {});
     c.connect().catch(() => {});
     const s = await nextSocket(1);
@@ -505,8 +519,9 @@ describe('IrisClient: asynchronous stores', () => {
     store.onSaved = () => ackedWhenSaved.push(Math.max(0, ...s.framesOf('deliver_ack').map((a) => a.seq)));
     s.push({ t: 'deliver', entries: [entry(1), entry(2), entry(3)] });
     await waitFor(() => s.framesOf('deliver_ack').some((a) => a.seq === 3));
-    // when the save of cursor n completed, nothing at or beyond n had been acked yet
-    expect(ackedWhenSaved).toEqual([0, 1, 2]);
+    // one write hands out the whole frame (entries + cursor 3), and it completed before any ack
+    expect(ackedWhenSaved).toEqual([0]);
+    expect(store.log.filter((l) => l.startsWith('cursor'))).toEqual(['cursor 3']);
     expect(s.framesOf('deliver_ack').map((a) => a.seq)).toEqual([1, 2, 3]);
     expect(store.inner.cursor).toBe(3);
   });
@@ -597,5 +612,229 @@ describe('IrisClient: connection upkeep', () => {
     await waitFor(() => errors.length === 1);
     expect(errors[0]!.code).toBe('bad_ack');
     expect(c.state).toBe('open');
+  });
+});
+
+describe('IrisClient: handed out at most once (issue 7, finding 1)', () => {
+  it('records each frame as handed out (entries + cursor, one write) before any listener sees it', async () => {
+    const store = new MemoryStore();
+    const c = client({ store });
+    const seenInStore: number[][] = [];
+    c.on('message', (m) => void seenInStore.push([m.seq, store.cursor, store.unhandled.has(m.seq) ? 1 : 0]));
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    s.push({ t: 'deliver', entries: [entry(1), entry(2)] });
+    await waitFor(() => seenInStore.length === 2 && store.unhandled.size === 0);
+    expect(seenInStore).toEqual([
+      [1, 2, 1],
+      [2, 2, 1],
+    ]);
+  });
+
+  it('gives entries whose handler never finished to "recovered" on the next start, never as a message again', async () => {
+    const store = new MemoryStore();
+    const c1 = client({ store, ack: { every: 1000, delayMs: 10_000 } });
+    const first: number[] = [];
+    c1.on('message', async (m) => {
+      first.push(m.seq);
+      if (m.seq === 2) await new Promise(() => {}); // the process dies in here
+    });
+    c1.connect().catch(() => {});
+    const s1 = await nextSocket(1);
+    await s1.welcome();
+    s1.push({ t: 'deliver', entries: [entry(1), entry(2), entry(3)] });
+    await waitFor(() => first.length === 2);
+    FakeSocket.all = []; // "kill": nothing reaches c1 any more
+
+    const c2 = client({ store });
+    const events: string[] = [];
+    c2.on('recovered', (r) => void events.push(r.kind === 'message' ? `rec ${r.message.seq} ${r.message.text()}` : `rec-receipt ${r.receipt.seq}`));
+    c2.on('message', (m) => void events.push(`msg ${m.seq}`));
+    c2.connect().catch(() => {});
+    const s2 = await nextSocket(1);
+    const hello = await s2.welcome(undefined, 4); // the server resumes after the hello cursor (it never got an ack)
+    expect(hello.cursor).toBe(3);
+    s2.push({ t: 'deliver', entries: [entry(1), entry(2), entry(3), entry(4)] });
+    await waitFor(() => events.includes('msg 4'));
+    expect(events, events.join(',')).toEqual(['rec 2 m2', 'rec 3 m3', 'msg 4']);
+    await waitFor(() => store.unhandled.size === 0);
+    await waitFor(() => s2.framesOf('deliver_ack').some((a) => a.seq === 4));
+  });
+});
+
+describe('IrisClient: why a handshake failed, token refresh (issue 7, finding 7)', () => {
+  /** A fetch that answers like the server's pre-upgrade check; records the URLs and headers it was asked. */
+  function fakeServer(answers: { status: number; error: string; retryAfter?: string }[]) {
+    const asked: { url: string; headers: Record<string, string> }[] = [];
+    const fetch = async (url: string, init: { headers: Record<string, string> }) => {
+      asked.push({ url, headers: init.headers });
+      const a = answers[Math.min(asked.length - 1, answers.length - 1)]!;
+      return {
+        status: a.status,
+        headers: { get: (n: string) => (n === 'retry-after' ? (a.retryAfter ?? null) : null) },
+        json: async () => ({ error: a.error, message: `said ${a.error}` }),
+      };
+    };
+    return { asked, fetch };
+  }
+
+  it('asks the server with a GET of the same URL and token, and reports its status and reason', async () => {
+    const srv = fakeServer([{ status: 401, error: 'invalid_signature' }]);
+    const c = client({ fetch: srv.fetch, token: 'bad.tok.en' });
+    const p = c.connect();
+    (await nextSocket(1)).refuse();
+    const err = (await p.catch((e: unknown) => e)) as IrisError;
+    expect([err.code, err.status, err.reason]).toEqual(['auth_failed', 401, 'invalid_signature']);
+    expect(srv.asked.map((a) => a.url)).toEqual(['http://iris.test/v1/connect?access_token=bad.tok.en']);
+    await sleep(30);
+    expect(FakeSocket.all).toHaveLength(1);
+    expect(c.state).toBe('closed');
+  });
+
+  it('uses the Authorization header for the GET with tokenTransport "header"', async () => {
+    const srv = fakeServer([{ status: 403, error: 'claim_invalid' }]);
+    const c = client({ fetch: srv.fetch, tokenTransport: 'header', url: 'wss://iris.test/v1/connect' });
+    const p = c.connect();
+    (await nextSocket(1)).refuse();
+    const err = (await p.catch((e: unknown) => e)) as IrisError;
+    expect([err.code, err.status, err.reason]).toEqual(['auth_failed', 403, 'claim_invalid']);
+    expect(srv.asked).toEqual([{ url: 'https://iris.test/v1/connect', headers: { authorization: 'Bearer tok' } }]);
+  });
+
+  it('on a 401 asks the token callback for a new token and connects with it', async () => {
+    const srv = fakeServer([{ status: 401, error: 'token_expired' }]);
+    const tokens = ['old', 'new'];
+    const c = client({ fetch: srv.fetch, token: () => tokens.shift() ?? 'none' });
+    const p = c.connect();
+    (await nextSocket(1)).refuse();
+    const s2 = await nextSocket(2);
+    expect(s2.init).toEqual(['iris.v1', 'bearer.new']);
+    await s2.welcome();
+    await p;
+    expect(c.state).toBe('open');
+  });
+
+  it('gives up with auth_failed when the callback returns the refused token again, or throws', async () => {
+    const srv = fakeServer([{ status: 401, error: 'token_expired' }]);
+    const c = client({ fetch: srv.fetch, token: () => 'same' });
+    const p = c.connect();
+    (await nextSocket(1)).refuse();
+    const err = (await p.catch((e: unknown) => e)) as IrisError;
+    expect([err.code, err.reason]).toEqual(['auth_failed', 'token_expired']);
+    expect(FakeSocket.all).toHaveLength(1);
+
+    const c2 = client({ fetch: srv.fetch, token: () => Promise.reject(new Error('no session')) });
+    const err2 = (await c2.connect().catch((e: unknown) => e)) as IrisError;
+    expect(err2.code).toBe('auth_failed');
+    expect(err2.message).toContain('no session');
+  });
+
+  it('a token that stops being valid after connecting: error event, state closed, no retries, sends reject with auth_failed', async () => {
+    const srv = fakeServer([{ status: 401, error: 'token_expired' }]);
+    let n = 0;
+    const c = client({ fetch: srv.fetch, token: () => `t${++n}` });
+    const errors: IrisError[] = [];
+    c.on('error', (e) => void errors.push(e));
+    c.connect().catch(() => {});
+    await (await nextSocket(1)).welcome();
+    const sent = c.send('bob', 'hi').catch((e: unknown) => e);
+    await waitFor(() => lastSocket().framesOf('send').length === 1);
+    lastSocket().serverClose(1006);
+    for (let i = 2; i <= 4; i++) (await nextSocket(i)).refuse(); // three fresh tokens, three refusals
+    await waitFor(() => c.state === 'closed');
+    expect(errors.map((e) => [e.code, e.status, e.reason])).toEqual([['auth_failed', 401, 'token_expired']]);
+    const err = (await sent) as IrisError;
+    expect([err.code, err.reason]).toEqual(['auth_failed', 'token_expired']);
+    await sleep(60);
+    expect(FakeSocket.all).toHaveLength(4);
+  });
+
+  it('honours Retry-After of a 503 before reconnecting, and keeps trying', async () => {
+    const srv = fakeServer([{ status: 503, error: 'unavailable', retryAfter: '1' }]);
+    const c = client({ fetch: srv.fetch });
+    c.connect().catch(() => {});
+    await (await nextSocket(1)).welcome();
+    lastSocket().serverClose(1006);
+    const s2 = await nextSocket(2);
+    const t0 = Date.now();
+    s2.refuse();
+    const s3 = await nextSocket(3);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(990); // backoff alone would be <= 20 ms
+    await s3.welcome();
+    await waitFor(() => c.state === 'open');
+  });
+
+  it('reports status, reason and retryAfter when the first connect is refused with 429', async () => {
+    const srv = fakeServer([{ status: 429, error: 'too_many_connects', retryAfter: '7' }]);
+    const c = client({ fetch: srv.fetch });
+    const p = c.connect();
+    (await nextSocket(1)).refuse();
+    const err = (await p.catch((e: unknown) => e)) as IrisError;
+    expect([err.code, err.status, err.reason, err.retryAfter]).toEqual(['connection_refused', 429, 'too_many_connects', 7000]);
+  });
+});
+
+describe('IrisClient: transient send refusals are retried (issue 7, finding 8)', () => {
+  const text = (f: { body: Uint8Array }) => new TextDecoder().decode(f.body);
+
+  it('rewrites a rate_limited send with the same id after retryAfter; a later send to the same recipient waits behind it', async () => {
+    const c = client();
+    const retries: string[] = [];
+    c.on('retry', (r) => void retries.push(`${r.code} ${r.retryAfter}`));
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const p1 = c.send('bob', 'one', { id: 'a1' });
+    const p2 = c.send('bob', 'two', { id: 'a2' });
+    await waitFor(() => s.framesOf('send').length === 1); // one in flight per recipient
+    const t0 = Date.now();
+    s.push({ t: 'error', code: 'rate_limited', message: 'slow down', ref: 'a1', retryAfter: 40 });
+    await waitFor(() => s.framesOf('send').length === 2);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(39);
+    expect(s.framesOf('send').map((f) => f.id)).toEqual(['a1', 'a1']);
+    s.push({ t: 'send_ack', id: 'a1', msg: 'alice:1', ts: 1, dup: false });
+    await waitFor(() => s.framesOf('send').length === 3);
+    expect(s.framesOf('send').map(text)).toEqual(['one', 'one', 'two']);
+    s.push({ t: 'send_ack', id: 'a2', msg: 'alice:2', ts: 2, dup: false });
+    expect([(await p1).msg, (await p2).msg]).toEqual(['alice:1', 'alice:2']);
+    expect(retries).toEqual(['rate_limited 40']);
+  });
+
+  it('inbox_full holds only that conversation; rate_limited pauses every send', async () => {
+    const c = client();
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    void c.send('bob', 'b1', { id: 'b1' }).catch(() => {});
+    await waitFor(() => s.framesOf('send').length === 1);
+    s.push({ t: 'error', code: 'inbox_full', message: 'full', ref: 'b1', retryAfter: 60_000 });
+    await waitFor(() => c.pending === 1 && s.framesOf('send').length === 1);
+    void c.send('bob', 'b2', { id: 'b2' }).catch(() => {});
+    void c.send('carol', 'c1', { id: 'c1' }).catch(() => {});
+    await waitFor(() => s.framesOf('send').length === 2);
+    expect(s.framesOf('send').map((f) => f.id)).toEqual(['b1', 'c1']); // b2 waits behind b1
+    s.push({ t: 'error', code: 'rate_limited', message: 'slow', ref: 'c1', retryAfter: 60_000 });
+    await waitFor(() => c.pending === 3);
+    void c.send('dave', 'd1', { id: 'd1' }).catch(() => {});
+    await sleep(30);
+    expect(s.framesOf('send').map((f) => f.id)).toEqual(['b1', 'c1']); // the whole user is paused
+    await c.close();
+  });
+
+  it('rejects once waiting longer would exceed retry.maxWaitMs, and does not retry final refusals', async () => {
+    const c = client({ retry: { maxWaitMs: 100 } });
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const p = c.send('bob', 'x', { id: 'x1' });
+    await waitFor(() => s.framesOf('send').length === 1);
+    s.push({ t: 'error', code: 'rate_limited', message: 'slow', ref: 'x1', retryAfter: 5000 });
+    const err = (await p.catch((e: unknown) => e)) as IrisError;
+    expect([err.code, err.retryAfter, err.ref]).toEqual(['rate_limited', 5000, 'x1']);
+    const q = c.send('nobody', 'y', { id: 'y1' });
+    await waitFor(() => s.framesOf('send').length === 2);
+    s.push({ t: 'error', code: 'invalid_recipient', message: 'no', ref: 'y1' });
+    expect(((await q.catch((e: unknown) => e)) as IrisError).code).toBe('invalid_recipient');
   });
 });
