@@ -1,7 +1,8 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { DEV_SECRET } from '../auth/index.js';
@@ -17,7 +18,10 @@ import { isToSupervisor, stopReading, type MetricsJson, type ToSupervisor, type 
 
 const WORKER_ENTRY = join(dirname(fileURLToPath(import.meta.url)), 'worker-main.ts');
 const META_FILE = 'iris-onprem.json';
+/** The supervisor's pid, for people: never used to decide anything. */
 const LOCK_FILE = 'iris-onprem.lock';
+/** The lock itself: a SQLite file the supervisor holds an exclusive (kernel-released) lock on. */
+const LOCK_DB = 'iris-onprem.lock.sqlite';
 /** sockaddr_un.sun_path is 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH = 107;
 
@@ -85,38 +89,68 @@ export function prepareDataDir(cfg: OnpremConfig): void {
   }
 }
 
-/** One server per data directory: a lock file holding the supervisor's pid (a dead pid's lock is taken over). */
+/**
+ * One server per data directory. The lock is a kernel lock, not a pid guess: the supervisor holds an
+ * exclusive SQLite lock (fcntl byte-range locks) on LOCK_DB for as long as it lives, and the kernel drops it
+ * when the process dies, however it dies. A pid check (`kill(pid, 0)`) was wrong both ways: a SIGKILLed
+ * supervisor that its parent had not reaped yet (a zombie) still looked alive, and a recycled pid belonging to
+ * any unrelated process blocked start-up for good. LOCK_FILE still gets the holder's pid, for operators and
+ * for the "in use" message only; nothing decides on it.
+ *
+ * fcntl locks belong to the process and are released when *any* descriptor of the file is closed by it, so
+ * nothing else in this process may open LOCK_DB (SQLite itself copes with its own connections).
+ */
 export function lockDataDir(cfg: OnpremConfig): () => void {
-  const file = join(cfg.dataDir, LOCK_FILE);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(file, 'wx', 0o644);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return () => {
-        try {
-          if (readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file);
-        } catch {
-          // Already gone.
-        }
-      };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new StartupError(`cannot create ${file}: ${(e as Error).message}`);
-    }
-    const pid = Number(readFileSync(file, 'utf8').trim());
-    let alive = false;
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
-      try {
-        process.kill(pid, 0);
-        alive = true;
-      } catch (e) {
-        alive = (e as NodeJS.ErrnoException).code === 'EPERM';
-      }
-    }
-    if (alive) throw new StartupError(`data directory ${cfg.dataDir} is in use by another iris-onprem (pid ${pid}); remove ${file} if that is wrong`);
-    rmSync(file, { force: true });
+  const dbFile = join(cfg.dataDir, LOCK_DB);
+  const pidFile = join(cfg.dataDir, LOCK_FILE);
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(dbFile, { timeout: 0 });
+  } catch (e) {
+    throw new StartupError(`cannot open ${dbFile}: ${(e as Error).message}`);
   }
-  throw new StartupError(`cannot lock ${cfg.dataDir}`);
+  try {
+    // EXCLUSIVE locking mode keeps the lock after the statement; BEGIN EXCLUSIVE takes it now (no waiting:
+    // timeout 0), and the transaction stays open until release() or process death.
+    db.exec('PRAGMA locking_mode = EXCLUSIVE');
+    db.exec('BEGIN EXCLUSIVE');
+  } catch (e) {
+    db.close();
+    const code = (e as { errcode?: unknown }).errcode;
+    // SQLITE_BUSY (5) / SQLITE_LOCKED (6): another live process holds it.
+    if (code === 5 || code === 6) {
+      let holder = 'unknown pid';
+      try {
+        const pid = readFileSync(pidFile, 'utf8').trim();
+        if (/^\d+$/.test(pid)) holder = `pid ${pid}`;
+      } catch {
+        // No pid recorded (yet): say so.
+      }
+      throw new StartupError(`data directory ${cfg.dataDir} is in use by another iris-onprem (${holder})`);
+    }
+    throw new StartupError(`cannot lock ${dbFile}: ${(e as Error).message}`);
+  }
+  try {
+    writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
+  } catch (e) {
+    db.close();
+    throw new StartupError(`cannot write ${pidFile}: ${(e as Error).message}`);
+  }
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    try {
+      if (readFileSync(pidFile, 'utf8').trim() === String(process.pid)) rmSync(pidFile);
+    } catch {
+      // Already gone.
+    }
+    try {
+      db.close(); // rolls back the empty transaction and drops the lock
+    } catch {
+      // The process is exiting anyway; the kernel drops the lock then.
+    }
+  };
 }
 
 /**
