@@ -8,6 +8,7 @@ import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { DEV_SECRET } from '../auth/index.js';
 import { defaultWorkers, helpText, onpremConfig, resolveSettings, StartupError, type OnpremConfig, type Settings } from './config.js';
 import { refuseSocket } from './http.js';
+import { describeError, oneLine } from './log.js';
 import { isToSupervisor, stopReading, type MetricsJson, type ToSupervisor, type ToWorker } from './ipc.js';
 
 /**
@@ -47,12 +48,17 @@ interface Slot {
   id: number;
   child: ChildProcess | null;
   ready: boolean;
+  /** The last ready_map generation this worker confirmed it applied. */
+  seen: number;
+  /** Its storage refuses writes (disk full). */
+  storageFull: boolean;
   restarts: number[];
   restartTimer: ReturnType<typeof setTimeout> | null;
 }
 
+/** One log entry, one line (multi-line text is folded). */
 function say(msg: string): void {
-  process.stderr.write(`iris-onprem: ${msg}\n`);
+  process.stderr.write(`iris-onprem: ${oneLine(msg)}\n`);
 }
 
 /** Creates the data directory if needed and proves it is writable, with a message an operator can act on. */
@@ -208,10 +214,17 @@ export class Supervisor {
   private readonly restartsMetric: Counter<'worker'>;
   private readonly readyMetric: Gauge;
   private readonly handoffs: Counter<'result'>;
+  private readonly storageFullMetric: Gauge;
   private nextRid = 1;
   private readonly scrapes = new Map<number, { want: number; got: MetricsJson[]; done: (m: MetricsJson[]) => void }>();
   private exitCode = 0;
   private onAllExited: (() => void) | null = null;
+  /** Generation of the last ready_map sent to the workers. */
+  private gen = 0;
+  /** Called whenever a worker confirms a ready_map: start() and restarts wait for every worker to have it. */
+  private onSeen: (() => void) | null = null;
+  /** Workers that came back and are not announced yet (announced once every worker routes to them). */
+  private readonly returning = new Set<number>();
 
   constructor(
     readonly cfg: OnpremConfig,
@@ -221,8 +234,9 @@ export class Supervisor {
     const registers = [this.registry];
     this.restartsMetric = new Counter({ name: 'iris_worker_restarts_total', help: 'Worker processes restarted after they died', labelNames: ['worker'], registers });
     this.readyMetric = new Gauge({ name: 'iris_workers_ready', help: 'Worker processes up and serving', registers });
+    this.storageFullMetric = new Gauge({ name: 'iris_workers_storage_full', help: 'Workers whose storage refuses writes (disk full)', registers });
     this.handoffs = new Counter({ name: 'iris_handoffs_total', help: 'Sockets relayed from the accepting worker to the owning worker, by result', labelNames: ['result'], registers });
-    for (let i = 0; i < workers; i++) this.slots.push({ id: i, child: null, ready: false, restarts: [], restartTimer: null });
+    for (let i = 0; i < workers; i++) this.slots.push({ id: i, child: null, ready: false, seen: 0, storageFull: false, restarts: [], restartTimer: null });
   }
 
   /** Starts every worker; resolves when all are ready, rejects (after stopping them) if any fails. */
@@ -252,7 +266,21 @@ export class Supervisor {
       throw e;
     }
     this.started = true;
-    this.broadcastReady();
+    // Every worker must have applied the map in which all are up before we say ready: until a worker has, it
+    // refuses connects for users of the others with 503 (the owner looks down to it).
+    await new Promise<void>((resolve) => {
+      this.onSeen = () => {
+        if (!this.isReady()) return;
+        this.onSeen = null;
+        resolve();
+      };
+      this.broadcastReady();
+    });
+  }
+
+  /** Ready: every worker up, every worker routing by a map that says so, none draining. */
+  isReady(): boolean {
+    return !this.draining && this.slots.every((s) => s.ready && s.seen === this.gen);
   }
 
   private spawn(slot: Slot, startup?: { ready: () => void; fail: (msg: string) => void }): void {
@@ -270,9 +298,14 @@ export class Supervisor {
         slot.ready = true;
         if (startup) startup.ready();
         else {
-          say(`worker ${slot.id} is back (pid ${child.pid})`);
+          this.returning.add(slot.id);
           this.broadcastReady();
         }
+        return;
+      }
+      if (m.t === 'ready_seen') {
+        if (m.gen > slot.seen) slot.seen = m.gen;
+        this.seenChanged();
         return;
       }
       if (m.t === 'fatal') {
@@ -289,6 +322,11 @@ export class Supervisor {
       slot.child = null;
       const wasReady = slot.ready;
       slot.ready = false;
+      slot.seen = 0;
+      if (slot.storageFull) {
+        slot.storageFull = false;
+        this.storageFullMetric.set(this.slots.filter((s) => s.storageFull).length);
+      }
       if (this.draining) {
         if (this.slots.every((s) => s.child === null)) this.onAllExited?.();
         return;
@@ -320,7 +358,17 @@ export class Supervisor {
   private broadcastReady(): void {
     const ready = this.slots.map((s) => s.ready);
     this.readyMetric.set(ready.filter(Boolean).length);
-    for (const s of this.slots) if (s.child?.connected) s.child.send({ t: 'ready_map', ready } satisfies ToWorker);
+    const gen = ++this.gen;
+    for (const s of this.slots) if (s.child?.connected) s.child.send({ t: 'ready_map', ready, gen } satisfies ToWorker);
+  }
+
+  /** A worker confirmed a ready_map: announce workers that are back once everyone routes to them. */
+  private seenChanged(): void {
+    this.onSeen?.();
+    if (this.returning.size > 0 && this.isReady()) {
+      for (const id of this.returning) say(`worker ${id} is back (pid ${this.slots[id]?.child?.pid})`);
+      this.returning.clear();
+    }
   }
 
   private onMessage(from: Slot, m: ToSupervisor, handle: unknown): void {
@@ -347,6 +395,21 @@ export class Supervisor {
         });
         return;
       }
+      case 'readyz':
+        from.child?.send({
+          t: 'readyz_res',
+          rid: m.rid,
+          ready: this.isReady() && !this.slots.some((s) => s.storageFull),
+          workers: this.slots.map((s) => s.ready && s.seen === this.gen),
+          storageFull: this.slots.filter((s) => s.storageFull).map((s) => s.id),
+        } satisfies ToWorker);
+        return;
+      case 'storage':
+        if (from.storageFull !== m.full) {
+          from.storageFull = m.full;
+          this.storageFullMetric.set(this.slots.filter((s) => s.storageFull).length);
+        }
+        return;
       case 'gather':
         void this.gather().then(
           (text) => from.child?.send({ t: 'gathered', rid: m.rid, text, contentType: this.registry.contentType } satisfies ToWorker),
@@ -476,8 +539,10 @@ export async function runSupervisor(argv: string[]): Promise<number> {
     await sup.start();
     const scheme = finalCfg.tls ? 'wss' : 'ws';
     const hostForUrl = finalCfg.host.includes(':') ? `[${finalCfg.host}]` : finalCfg.host;
+    // Printed only once every worker is up and routes connects to every other: a connect made after this
+    // line succeeds on the first try, whichever worker accepts it and whoever owns the user.
     process.stdout.write(
-      `iris-onprem listening on ${scheme}://${hostForUrl}:${port}/v1/connect (${workers} workers, pids ${sup.pids().join(',')}, ` +
+      `iris-onprem ready: listening on ${scheme}://${hostForUrl}:${port}/v1/connect (${workers} workers, pids ${sup.pids().join(',')}, ` +
         `data ${finalCfg.dataDir}, route ${finalCfg.route})\n`,
     );
     // Stay up until a signal starts the drain.
@@ -493,7 +558,7 @@ export async function runSupervisor(argv: string[]): Promise<number> {
     return code;
   } catch (e) {
     if (e instanceof StartupError) say(`error: ${e.message}`);
-    else say(`error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    else say(`error: ${describeError(e)}`);
     return 1;
   } finally {
     release?.();
