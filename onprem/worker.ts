@@ -231,6 +231,18 @@ export class Worker {
     writeLog(this.id, level, msg);
   }
 
+  /**
+   * The disk filled up, or has room again: one log line per change (never one per refused write), the
+   * iris_storage_full gauge, and the supervisor's /readyz. Meanwhile senders get `unavailable` with a
+   * retry-after, hellos, deliveries and acks keep working (core/mailbox.ts), and nothing acked is lost.
+   */
+  private storageFull(full: boolean, e: unknown): void {
+    this.metrics.storageFull.set(full ? 1 : 0);
+    if (full) this.log('error', `storage full (${describeError(e)}): refusing writes, senders get unavailable + retry-after; free disk space`);
+    else this.log('warn', 'storage accepts writes again');
+    void send({ t: 'storage', full }).catch(() => undefined);
+  }
+
   // ------------------------------------------------------------------ start / stop
 
   async start(): Promise<void> {
@@ -239,7 +251,7 @@ export class Worker {
       this.storage = new GroupCommitStorage(file, {
         windowMs: this.cfg.commitWindowMs,
         maxBatch: this.cfg.commitMaxBatch,
-        observer: this.metrics.commitObserver(),
+        observer: { ...this.metrics.commitObserver(), full: (full, e) => this.storageFull(full, e) },
       });
     } catch (e) {
       throw new Error(`cannot open ${file}: ${(e as Error).message}`);
