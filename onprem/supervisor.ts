@@ -268,14 +268,24 @@ export class Supervisor {
     this.started = true;
     // Every worker must have applied the map in which all are up before we say ready: until a worker has, it
     // refuses connects for users of the others with 503 (the owner looks down to it).
-    await new Promise<void>((resolve) => {
-      this.onSeen = () => {
-        if (!this.isReady()) return;
-        this.onSeen = null;
-        resolve();
-      };
-      this.broadcastReady();
-    });
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        timer = setTimeout(() => reject(new StartupError('workers did not confirm readiness within 60 s')), 60_000);
+        this.onSeen = () => {
+          if (!this.isReady()) return;
+          this.onSeen = null;
+          resolve();
+        };
+        this.broadcastReady();
+      });
+    } catch (e) {
+      this.onSeen = null;
+      await this.killAll();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Ready: every worker up, every worker routing by a map that says so, none draining. */
