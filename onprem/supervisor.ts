@@ -308,6 +308,7 @@ export class Supervisor {
         slot.ready = true;
         if (startup) startup.ready();
         else {
+          say(`worker ${slot.id} started (pid ${child.pid}); waiting for every worker to route to it`);
           this.returning.add(slot.id);
           this.broadcastReady();
         }

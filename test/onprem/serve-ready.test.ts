@@ -86,6 +86,33 @@ describe('readiness', () => {
       expect((await s.server.stop()).code).toBe(0);
     }
   });
+  it('a restarted worker is "back" only once every other worker routes to it', async () => {
+    const s = await startServer({ workers: 2 });
+    dirs.push(s.dataDir);
+    const [w0, w1] = s.server.workerPids;
+    try {
+      // Worker 0 cannot process anything (stopped) while worker 1 dies and comes back: worker 0 would still
+      // refuse worker 1's users with 503, so nothing may say worker 1 is back yet.
+      process.kill(w0!, 'SIGSTOP');
+      process.kill(w1!, 'SIGKILL');
+      await waitFor('worker 1 to start again', () => /worker 1 (started|is back)/.test(s.server.stderr), 30_000);
+      expect(s.server.stderr).not.toMatch(/worker 1 is back/);
+      process.kill(w0!, 'SIGCONT');
+      await waitFor('worker 1 to be back', () => /worker 1 is back/.test(s.server.stderr));
+      expect((await fetch(`http://127.0.0.1:${s.port}/readyz`)).status).toBe(200);
+      const users = [...usersOn(0, 2, 'again0-', 4), ...usersOn(1, 2, 'again1-', 4)];
+      const opened = await Promise.allSettled(users.map(async (u) => RawClient.open(s.url, await token(u))));
+      expect(opened.filter((r) => r.status === 'rejected').map((r) => String((r as PromiseRejectedResult).reason))).toEqual([]);
+      for (const r of opened) if (r.status === 'fulfilled') r.value.close();
+    } finally {
+      try {
+        process.kill(w0!, 'SIGCONT');
+      } catch {
+        // Gone.
+      }
+      expect((await s.server.stop()).code).toBe(0);
+    }
+  });
 });
 
 describe('HTTP refusals and logs', () => {
