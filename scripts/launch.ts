@@ -14,8 +14,8 @@
  * - once the program exited, sends SIGTERM to what is left of its group, then SIGKILL after 5 s, and exits
  *   with the program's status.
  *
- * A terminal's Ctrl-C reaches npm, the shell and this process (the foreground group), not the program's
- * group: the program gets it once, from here.
+ * A terminal's Ctrl-C reaches npm and this process (the foreground group), not the program's group: the
+ * program gets it once, from here.
  */
 import { spawn } from 'node:child_process';
 
@@ -46,8 +46,21 @@ function signalGroup(sig: NodeJS.Signals | 0): boolean {
   }
 }
 
+/**
+ * A terminal's Ctrl-C reaches this process twice: from the terminal (we are in its foreground group) and
+ * from npm, which forwards SIGINT to its child. The on-prem supervisor reads a second SIGINT as "stop
+ * waiting, kill the workers", so copies of one signal arriving together count once. A person pressing
+ * Ctrl-C again is far slower than this window.
+ */
+const SAME_SIGNAL_MS = 300;
+const lastSent = new Map<NodeJS.Signals, number>();
+
 function forward(sig: NodeJS.Signals): void {
   if (child.exitCode !== null || child.signalCode !== null) return;
+  const now = Date.now();
+  const last = lastSent.get(sig);
+  if (last !== undefined && now - last < SAME_SIGNAL_MS) return;
+  lastSent.set(sig, now);
   try {
     child.kill(sig);
   } catch {

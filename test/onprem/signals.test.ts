@@ -72,9 +72,10 @@ function portFree(port: number): Promise<boolean> {
   });
 }
 
-function npm(cwd: string, args: string[], env: Record<string, string>): { child: ChildProcess; out: () => string; exited: Promise<void> } {
+function npm(cwd: string, args: string[], env: Record<string, string>, ownGroup = false): { child: ChildProcess; out: () => string; exited: Promise<void> } {
   let out = '';
-  const child = spawn('npm', args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  // ownGroup: npm leads a process group of its own, like a job in a terminal.
+  const child = spawn('npm', args, { cwd, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: ownGroup });
   child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
@@ -109,6 +110,30 @@ describe('signals to npm reach everything below it', () => {
       }
     });
   }
+
+  it('npm run onprem, Ctrl-C at a terminal (SIGINT to npm and everything in its process group): one clean drain', async () => {
+    const data = tempDir('iris-onprem-sig-');
+    dirs.push(data);
+    const port = await freePort();
+    const run = npm(ROOT, ['run', 'onprem', '--', '--host', '127.0.0.1', '--port', String(port), '--data-dir', data, '--workers', '2'], TEST_ENV, true);
+    try {
+      await waitFor('the server to be ready', () => /listening on/.test(run.out()), 60_000, 50);
+      const below = descendants(run.child.pid!);
+      for (const p of below) leftovers.add(p);
+      // What a terminal does: the signal to the foreground process group (npm and the launcher; npm also
+      // forwards it to the launcher).
+      process.kill(-run.child.pid!, 'SIGINT');
+      await run.exited;
+      await waitFor('every process below npm to exit', () => below.every((p) => !alive(p)), 30_000, 50);
+      for (const p of below) leftovers.delete(p);
+      expect(run.out()).toMatch(/SIGINT: draining/);
+      expect(run.out()).not.toMatch(/again: killing/);
+      expect(run.out()).toMatch(/iris-onprem: stopped\n/);
+      expect(await portFree(port)).toBe(true);
+    } finally {
+      run.child.kill('SIGKILL');
+    }
+  });
 
   for (const sig of SIGNALS) {
     it(`npm start (wrangler dev, workerd), ${sig}`, async () => {
