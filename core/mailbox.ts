@@ -28,6 +28,7 @@ import type {
   Storage,
 } from './ports.js';
 import { ConnGuard } from './conn-guard.js';
+import { StorageFullError } from './ports.js';
 import { TokenBucket } from './ratelimit.js';
 import { MailboxStore } from './store.js';
 
@@ -131,6 +132,8 @@ export class Mailbox {
       }
     } catch (e) {
       if (e instanceof ProtocolError) return this.error(conn, enc, e.code, e.message, e.ref ?? ref);
+      // Not a bug: the disk is full. Retryable, with a retry-after, and not worth a log line per frame.
+      if (e instanceof StorageFullError) return this.error(conn, enc, 'unavailable', 'server storage is full; retry later', ref, e.retryAfterMs);
       this.error(conn, enc, 'internal', 'internal error', ref);
       console.error(`iris: ${this.user}: unexpected error`, e);
     }
@@ -173,6 +176,17 @@ export class Mailbox {
       this.store.setLastSeen(now);
       this.trim();
       return { cursor, head };
+    }).catch((e: unknown) => {
+      // Disk full: a hello must still work, so that devices can read (and ack) what waits for them. Nothing
+      // is registered; the cursor is computed the same way from what is stored.
+      if (!(e instanceof StorageFullError)) throw e;
+      return this.tx(() => {
+        const u = this.store.peekUserRow();
+        const head = (u?.next_seq ?? 1) - 1;
+        const trimmed = u?.trimmed ?? 0;
+        const known = this.store.deviceCursor(f.device);
+        return { cursor: Math.min(head, Math.max(known ?? trimmed, f.cursor, trimmed)), head };
+      });
     });
     if (r === null) {
       this.error(conn, enc, 'too_many_devices', `all ${this.deps.config.maxDevices} devices of this user are connected`);
@@ -238,6 +252,11 @@ export class Mailbox {
       // Trimming needs every device's cursor: do it in steps of TRIM_STEP entries, not on every ack.
       if (f.seq - u.trimmed >= TRIM_STEP) this.trim();
       return [...recipients];
+    }).catch((e: unknown): string[] => {
+      // Disk full: the cursor stays where it was stored (a reconnect redelivers; the SDK drops what it has
+      // seen) and receipts wait for a later ack, but this socket's window moves on so reading continues.
+      if (e instanceof StorageFullError) return [];
+      throw e;
     });
     // Receipts are outbox items like messages: arm the same safety net in case this shard goes away now.
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);

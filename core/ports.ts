@@ -14,6 +14,23 @@ export interface Sql {
   all<T extends Row = Row>(query: string, ...params: SqlValue[]): T[];
 }
 
+/**
+ * Storage.commit rejects with this when the disk (or the database) is full. Nothing of fn was kept, nothing
+ * was acked; the condition is expected to pass (an operator frees space, recipients drain their inboxes), so
+ * callers answer with a retryable error (`unavailable` + retryAfterMs) and keep serving what needs no write.
+ */
+export class StorageFullError extends Error {
+  override readonly name = 'StorageFullError';
+  constructor(
+    message: string,
+    /** When a write is worth trying again. */
+    readonly retryAfterMs: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
 export interface Storage {
   readonly sql: Sql;
   /**

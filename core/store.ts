@@ -66,6 +66,12 @@ export class MailboxStore {
     return this.row;
   }
 
+  /** The user's counters if the user exists; never writes (for paths that must work while writes fail). */
+  peekUserRow(): Readonly<UserRow> | undefined {
+    if (this.row) return this.row;
+    return this.sql.all<UserRow>(`SELECT next_seq, next_n, trimmed, delivered, last_seen FROM users WHERE user = ?`, this.user)[0];
+  }
+
   private mutableRow(): UserRow {
     this.userRow();
     return this.row!;

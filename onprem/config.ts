@@ -33,6 +33,7 @@ export const ONPREM_SETTINGS: Record<string, SettingDoc> = {
   IRIS_ROUTE: { def: 'handoff', doc: 'How a connection reaches its owner: handoff (pass the socket) or pipe (byte relay). TLS forces pipe.' },
   IRIS_COMMIT_WINDOW_MS: { def: '0', doc: 'Group commit window: 0 = end of the event-loop turn; N = at most N ms after the first write.' },
   IRIS_COMMIT_MAX_BATCH: { def: '1024', doc: 'Group commit: commit as soon as this many operations wait.' },
+  IRIS_HEADERS_TIMEOUT_MS: { def: '10000', doc: 'HTTP request headers must arrive within this time (else 408).' },
   IRIS_HELLO_TIMEOUT_MS: { def: '10000', doc: 'Close (4000) a connection that sent no hello within this time.' },
   IRIS_CONNECT_RATE: { def: '600', doc: 'Connection attempts per minute per client IP (429 beyond), split across workers.' },
   IRIS_MAX_CONNECTIONS: { def: '', doc: 'WebSockets per worker before 503 (default: open-file limit minus 1024).' },
@@ -168,6 +169,7 @@ export interface OnpremConfig {
   commitWindowMs: number;
   commitMaxBatch: number;
   helloTimeoutMs: number;
+  headersTimeoutMs: number;
   connectRatePerMin: number;
   maxConnections: number | null;
   pingMs: number;
@@ -241,6 +243,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
     commitWindowMs: int(s, 'IRIS_COMMIT_WINDOW_MS', 0, 1000),
     commitMaxBatch: int(s, 'IRIS_COMMIT_MAX_BATCH', 1),
     helloTimeoutMs: int(s, 'IRIS_HELLO_TIMEOUT_MS', 1),
+    headersTimeoutMs: int(s, 'IRIS_HEADERS_TIMEOUT_MS', 100, 600_000),
     connectRatePerMin: int(s, 'IRIS_CONNECT_RATE', 1),
     maxConnections: (s['IRIS_MAX_CONNECTIONS'] ?? '') === '' ? null : int(s, 'IRIS_MAX_CONNECTIONS', 1),
     pingMs: int(s, 'IRIS_WS_PING_MS', 100),

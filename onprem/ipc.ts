@@ -21,8 +21,10 @@ export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
 
 export type ToWorker =
   | { t: 'init'; id: number; workers: number; settings: Settings }
-  /** Which workers are up (index = worker id); sent on every change. */
-  | { t: 'ready_map'; ready: boolean[] }
+  /** Which workers are up (index = worker id); sent on every change, numbered: the worker answers ready_seen. */
+  | { t: 'ready_map'; ready: boolean[]; gen: number }
+  /** Answer to a worker's readyz question: the supervisor's view, the one source of truth for readiness. */
+  | { t: 'readyz_res'; rid: number; ready: boolean; workers: boolean[]; storageFull: number[] }
   /** A connection for a user this worker owns, authenticated by the worker that accepted it. */
   | { t: 'handoff'; user: string; head: UpgradeHead; rest: string; from: number }
   | { t: 'metrics_req'; rid: number }
@@ -31,6 +33,12 @@ export type ToWorker =
 
 export type ToSupervisor =
   | { t: 'ready' }
+  /** The worker applied ready_map `gen`: from now on it routes connects by it. */
+  | { t: 'ready_seen'; gen: number }
+  /** GET /readyz reached this worker: is the whole server ready? */
+  | { t: 'readyz'; rid: number }
+  /** This worker's storage refuses writes (disk full), or accepts them again. */
+  | { t: 'storage'; full: boolean }
   | { t: 'fatal'; message: string }
   | { t: 'handoff'; to: number; user: string; head: UpgradeHead; rest: string; from: number }
   | { t: 'metrics_res'; rid: number; metrics: MetricsJson }

@@ -29,6 +29,7 @@ export class WorkerMetrics {
   readonly commitRows: Histogram;
   readonly commitSeconds: Histogram;
   readonly commitFailures: Counter;
+  readonly storageFull: Gauge;
 
   constructor(worker: number) {
     const r = this.registry;
@@ -74,6 +75,7 @@ export class WorkerMetrics {
       buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
       registers,
     });
+    this.storageFull = new Gauge({ name: 'iris_storage_full', help: '1 while this worker refuses writes because its disk (or database) is full', registers });
     this.commitFailures = new Counter({ name: 'iris_commit_failures_total', help: 'COMMITs that failed (each fails all operations of its batch)', registers });
   }
 

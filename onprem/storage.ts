@@ -1,5 +1,5 @@
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import type { Sql, SqlValue, Storage } from '../core/ports.js';
+import { StorageFullError, type Sql, type SqlValue, type Storage } from '../core/ports.js';
 import { migrate } from '../core/schema.js';
 
 /**
@@ -23,6 +23,8 @@ export interface CommitObserver {
   /** One COMMIT: how many commit() calls it made durable, rows changed, and how long COMMIT (the fsync) took. */
   committed(fns: number, rows: number, seconds: number): void;
   failed?(error: unknown): void;
+  /** The storage went full (error: the SQLite error that said so), or accepts writes again (error null). */
+  full?(isFull: boolean, error: unknown): void;
 }
 
 export interface GroupCommitOptions {
@@ -31,6 +33,19 @@ export interface GroupCommitOptions {
   /** Close the batch as soon as it holds this many commit() calls. */
   maxBatch: number;
   observer?: CommitObserver;
+  /** While full, writes are refused up front and one batch every this many ms tries for real. Default 1000. */
+  fullRetryMs?: number;
+}
+
+/** SQLITE_FULL: the disk (ENOSPC on a write) or max_page_count. */
+const SQLITE_FULL = 13;
+
+export function isFullError(e: unknown): boolean {
+  if (typeof e !== 'object' || e === null) return false;
+  const code = (e as { errcode?: unknown }).errcode;
+  // The primary code is the low byte of an extended one.
+  if (typeof code === 'number' && (code & 0xff) === SQLITE_FULL) return true;
+  return e instanceof Error && /database or disk is full/i.test(e.message);
 }
 
 interface Prepared {
@@ -66,11 +81,19 @@ export class GroupCommitStorage implements Storage {
   private depth = 0;
   private readonly savepoint: StatementSync;
   private readonly release: StatementSync;
+  /**
+   * Disk full: null when writes go through. Otherwise the time of the next probe: until then a fn that writes
+   * is rolled back and refused at once (no doomed COMMIT, and readers never share a batch with a write that
+   * will fail); the first write after it goes through as a probe, and a COMMIT that succeeds ends the state.
+   */
+  private fullProbeAt: number | null = null;
+  private readonly fullRetryMs: number;
 
   constructor(
     readonly path: string,
     private readonly opts: GroupCommitOptions,
   ) {
+    this.fullRetryMs = opts.fullRetryMs ?? 1000;
     this.db = new DatabaseSync(path);
     this.db.exec('PRAGMA journal_mode = WAL');
     this.db.exec('PRAGMA synchronous = FULL');
@@ -152,19 +175,25 @@ export class GroupCommitStorage implements Storage {
     this.depth++;
     try {
       out = fn();
+      if (this.fullProbeAt !== null && this.rows > before) {
+        if (Date.now() < this.fullProbeAt) throw this.fullError(null);
+        this.fullProbeAt = Date.now() + this.fullRetryMs; // this one is the probe; the next in fullRetryMs
+      }
     } catch (e) {
       this.depth--;
+      if (isFullError(e)) this.becameFull(e);
+      const err = isFullError(e) ? this.fullError(e) : e;
       try {
         this.db.exec('ROLLBACK TO iris_fn');
         this.db.exec('RELEASE iris_fn');
       } catch {
         // Some errors (I/O, disk full) make SQLite roll back the whole transaction: the batch is lost.
         this.abort(e);
-        return Promise.reject(e);
+        return Promise.reject(err);
       }
       this.rows = before;
       this.settle();
-      return Promise.reject(e);
+      return Promise.reject(err);
     }
     this.depth--;
     this.release.run();
@@ -181,6 +210,23 @@ export class GroupCommitStorage implements Storage {
     if (this.waiting.length >= this.opts.maxBatch) this.flush();
     else this.schedule();
     return p;
+  }
+
+  /** True while writes are refused for lack of space. */
+  get full(): boolean {
+    return this.fullProbeAt !== null;
+  }
+
+  private fullError(cause: unknown): StorageFullError {
+    // Retry when the next probe may run (never sooner than 250 ms: a client loop must not spin).
+    const wait = this.fullProbeAt === null ? this.fullRetryMs : this.fullProbeAt - Date.now();
+    return new StorageFullError('storage is full; nothing was written', Math.max(250, wait), cause === null ? undefined : { cause });
+  }
+
+  private becameFull(e: unknown): void {
+    const was = this.fullProbeAt !== null;
+    this.fullProbeAt = Date.now() + this.fullRetryMs;
+    if (!was) this.opts.observer?.full?.(true, e);
   }
 
   /** After a rolled-back fn: close an empty transaction at once, else keep waiting for the batch. */
@@ -218,11 +264,19 @@ export class GroupCommitStorage implements Storage {
     if (rows > 0 || waiting.length > 0) {
       this.opts.observer?.committed(waiting.length, rows, Number(process.hrtime.bigint() - t0) / 1e9);
     }
+    if (rows > 0 && this.fullProbeAt !== null) {
+      this.fullProbeAt = null;
+      this.opts.observer?.full?.(false, null);
+    }
     for (const w of waiting) w.resolve();
   }
 
   /** The open transaction is lost as a whole (e.g. disk full, I/O error): nobody was acked, every waiter gets the error. */
   private abort(e: unknown): void {
+    if (isFullError(e)) {
+      this.becameFull(e);
+      e = this.fullError(e);
+    }
     const waiting = this.waiting;
     this.waiting = [];
     this.rows = 0;

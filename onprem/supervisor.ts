@@ -1,12 +1,14 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { chmodSync, closeSync, mkdirSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
 import { dirname, join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { DEV_AUTH_WARNING, DEV_SECRET } from '../auth/index.js';
 import { defaultWorkers, helpText, onpremConfig, resolveSettings, StartupError, type OnpremConfig, type Settings } from './config.js';
 import { refuseSocket } from './http.js';
+import { describeError, oneLine } from './log.js';
 import { isToSupervisor, stopReading, type MetricsJson, type ToSupervisor, type ToWorker } from './ipc.js';
 
 /**
@@ -17,7 +19,10 @@ import { isToSupervisor, stopReading, type MetricsJson, type ToSupervisor, type 
 
 const WORKER_ENTRY = join(dirname(fileURLToPath(import.meta.url)), 'worker-main.ts');
 const META_FILE = 'iris-onprem.json';
+/** The supervisor's pid, for people: never used to decide anything. */
 const LOCK_FILE = 'iris-onprem.lock';
+/** The lock itself: a SQLite file the supervisor holds an exclusive (kernel-released) lock on. */
+const LOCK_DB = 'iris-onprem.lock.sqlite';
 /** sockaddr_un.sun_path is 108 bytes including the terminating NUL. */
 const MAX_SOCKET_PATH = 107;
 
@@ -43,12 +48,17 @@ interface Slot {
   id: number;
   child: ChildProcess | null;
   ready: boolean;
+  /** The last ready_map generation this worker confirmed it applied. */
+  seen: number;
+  /** Its storage refuses writes (disk full). */
+  storageFull: boolean;
   restarts: number[];
   restartTimer: ReturnType<typeof setTimeout> | null;
 }
 
+/** One log entry, one line (multi-line text is folded). */
 function say(msg: string): void {
-  process.stderr.write(`iris-onprem: ${msg}\n`);
+  process.stderr.write(`iris-onprem: ${oneLine(msg)}\n`);
 }
 
 /** Creates the data directory if needed and proves it is writable, with a message an operator can act on. */
@@ -85,38 +95,68 @@ export function prepareDataDir(cfg: OnpremConfig): void {
   }
 }
 
-/** One server per data directory: a lock file holding the supervisor's pid (a dead pid's lock is taken over). */
+/**
+ * One server per data directory. The lock is a kernel lock, not a pid guess: the supervisor holds an
+ * exclusive SQLite lock (fcntl byte-range locks) on LOCK_DB for as long as it lives, and the kernel drops it
+ * when the process dies, however it dies. A pid check (`kill(pid, 0)`) was wrong both ways: a SIGKILLed
+ * supervisor that its parent had not reaped yet (a zombie) still looked alive, and a recycled pid belonging to
+ * any unrelated process blocked start-up for good. LOCK_FILE still gets the holder's pid, for operators and
+ * for the "in use" message only; nothing decides on it.
+ *
+ * fcntl locks belong to the process and are released when *any* descriptor of the file is closed by it, so
+ * nothing else in this process may open LOCK_DB (SQLite itself copes with its own connections).
+ */
 export function lockDataDir(cfg: OnpremConfig): () => void {
-  const file = join(cfg.dataDir, LOCK_FILE);
-  for (let attempt = 0; attempt < 2; attempt++) {
-    try {
-      const fd = openSync(file, 'wx', 0o644);
-      writeSync(fd, `${process.pid}\n`);
-      closeSync(fd);
-      return () => {
-        try {
-          if (readFileSync(file, 'utf8').trim() === String(process.pid)) rmSync(file);
-        } catch {
-          // Already gone.
-        }
-      };
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw new StartupError(`cannot create ${file}: ${(e as Error).message}`);
-    }
-    const pid = Number(readFileSync(file, 'utf8').trim());
-    let alive = false;
-    if (Number.isInteger(pid) && pid > 0 && pid !== process.pid) {
-      try {
-        process.kill(pid, 0);
-        alive = true;
-      } catch (e) {
-        alive = (e as NodeJS.ErrnoException).code === 'EPERM';
-      }
-    }
-    if (alive) throw new StartupError(`data directory ${cfg.dataDir} is in use by another iris-onprem (pid ${pid}); remove ${file} if that is wrong`);
-    rmSync(file, { force: true });
+  const dbFile = join(cfg.dataDir, LOCK_DB);
+  const pidFile = join(cfg.dataDir, LOCK_FILE);
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(dbFile, { timeout: 0 });
+  } catch (e) {
+    throw new StartupError(`cannot open ${dbFile}: ${(e as Error).message}`);
   }
-  throw new StartupError(`cannot lock ${cfg.dataDir}`);
+  try {
+    // EXCLUSIVE locking mode keeps the lock after the statement; BEGIN EXCLUSIVE takes it now (no waiting:
+    // timeout 0), and the transaction stays open until release() or process death.
+    db.exec('PRAGMA locking_mode = EXCLUSIVE');
+    db.exec('BEGIN EXCLUSIVE');
+  } catch (e) {
+    db.close();
+    const code = (e as { errcode?: unknown }).errcode;
+    // SQLITE_BUSY (5) / SQLITE_LOCKED (6): another live process holds it.
+    if (code === 5 || code === 6) {
+      let holder = 'unknown pid';
+      try {
+        const pid = readFileSync(pidFile, 'utf8').trim();
+        if (/^\d+$/.test(pid)) holder = `pid ${pid}`;
+      } catch {
+        // No pid recorded (yet): say so.
+      }
+      throw new StartupError(`data directory ${cfg.dataDir} is in use by another iris-onprem (${holder})`);
+    }
+    throw new StartupError(`cannot lock ${dbFile}: ${(e as Error).message}`);
+  }
+  try {
+    writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
+  } catch (e) {
+    db.close();
+    throw new StartupError(`cannot write ${pidFile}: ${(e as Error).message}`);
+  }
+  let released = false;
+  return () => {
+    if (released) return;
+    released = true;
+    try {
+      if (readFileSync(pidFile, 'utf8').trim() === String(process.pid)) rmSync(pidFile);
+    } catch {
+      // Already gone.
+    }
+    try {
+      db.close(); // rolls back the empty transaction and drops the lock
+    } catch {
+      // The process is exiting anyway; the kernel drops the lock then.
+    }
+  };
 }
 
 /**
@@ -174,10 +214,17 @@ export class Supervisor {
   private readonly restartsMetric: Counter<'worker'>;
   private readonly readyMetric: Gauge;
   private readonly handoffs: Counter<'result'>;
+  private readonly storageFullMetric: Gauge;
   private nextRid = 1;
   private readonly scrapes = new Map<number, { want: number; got: MetricsJson[]; done: (m: MetricsJson[]) => void }>();
   private exitCode = 0;
   private onAllExited: (() => void) | null = null;
+  /** Generation of the last ready_map sent to the workers. */
+  private gen = 0;
+  /** Called whenever a worker confirms a ready_map: start() and restarts wait for every worker to have it. */
+  private onSeen: (() => void) | null = null;
+  /** Workers that came back and are not announced yet (announced once every worker routes to them). */
+  private readonly returning = new Set<number>();
 
   constructor(
     readonly cfg: OnpremConfig,
@@ -187,8 +234,9 @@ export class Supervisor {
     const registers = [this.registry];
     this.restartsMetric = new Counter({ name: 'iris_worker_restarts_total', help: 'Worker processes restarted after they died', labelNames: ['worker'], registers });
     this.readyMetric = new Gauge({ name: 'iris_workers_ready', help: 'Worker processes up and serving', registers });
+    this.storageFullMetric = new Gauge({ name: 'iris_workers_storage_full', help: 'Workers whose storage refuses writes (disk full)', registers });
     this.handoffs = new Counter({ name: 'iris_handoffs_total', help: 'Sockets relayed from the accepting worker to the owning worker, by result', labelNames: ['result'], registers });
-    for (let i = 0; i < workers; i++) this.slots.push({ id: i, child: null, ready: false, restarts: [], restartTimer: null });
+    for (let i = 0; i < workers; i++) this.slots.push({ id: i, child: null, ready: false, seen: 0, storageFull: false, restarts: [], restartTimer: null });
   }
 
   /** Starts every worker; resolves when all are ready, rejects (after stopping them) if any fails. */
@@ -218,7 +266,31 @@ export class Supervisor {
       throw e;
     }
     this.started = true;
-    this.broadcastReady();
+    // Every worker must have applied the map in which all are up before we say ready: until a worker has, it
+    // refuses connects for users of the others with 503 (the owner looks down to it).
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        timer = setTimeout(() => reject(new StartupError('workers did not confirm readiness within 60 s')), 60_000);
+        this.onSeen = () => {
+          if (!this.isReady()) return;
+          this.onSeen = null;
+          resolve();
+        };
+        this.broadcastReady();
+      });
+    } catch (e) {
+      this.onSeen = null;
+      await this.killAll();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Ready: every worker up, every worker routing by a map that says so, none draining. */
+  isReady(): boolean {
+    return !this.draining && this.slots.every((s) => s.ready && s.seen === this.gen);
   }
 
   private spawn(slot: Slot, startup?: { ready: () => void; fail: (msg: string) => void }): void {
@@ -236,9 +308,15 @@ export class Supervisor {
         slot.ready = true;
         if (startup) startup.ready();
         else {
-          say(`worker ${slot.id} is back (pid ${child.pid})`);
+          say(`worker ${slot.id} started (pid ${child.pid}); waiting for every worker to route to it`);
+          this.returning.add(slot.id);
           this.broadcastReady();
         }
+        return;
+      }
+      if (m.t === 'ready_seen') {
+        if (m.gen > slot.seen) slot.seen = m.gen;
+        this.seenChanged();
         return;
       }
       if (m.t === 'fatal') {
@@ -255,6 +333,11 @@ export class Supervisor {
       slot.child = null;
       const wasReady = slot.ready;
       slot.ready = false;
+      slot.seen = 0;
+      if (slot.storageFull) {
+        slot.storageFull = false;
+        this.storageFullMetric.set(this.slots.filter((s) => s.storageFull).length);
+      }
       if (this.draining) {
         if (this.slots.every((s) => s.child === null)) this.onAllExited?.();
         return;
@@ -286,7 +369,17 @@ export class Supervisor {
   private broadcastReady(): void {
     const ready = this.slots.map((s) => s.ready);
     this.readyMetric.set(ready.filter(Boolean).length);
-    for (const s of this.slots) if (s.child?.connected) s.child.send({ t: 'ready_map', ready } satisfies ToWorker);
+    const gen = ++this.gen;
+    for (const s of this.slots) if (s.child?.connected) s.child.send({ t: 'ready_map', ready, gen } satisfies ToWorker);
+  }
+
+  /** A worker confirmed a ready_map: announce workers that are back once everyone routes to them. */
+  private seenChanged(): void {
+    this.onSeen?.();
+    if (this.returning.size > 0 && this.isReady()) {
+      for (const id of this.returning) say(`worker ${id} is back (pid ${this.slots[id]?.child?.pid})`);
+      this.returning.clear();
+    }
   }
 
   private onMessage(from: Slot, m: ToSupervisor, handle: unknown): void {
@@ -313,6 +406,21 @@ export class Supervisor {
         });
         return;
       }
+      case 'readyz':
+        from.child?.send({
+          t: 'readyz_res',
+          rid: m.rid,
+          ready: this.isReady() && !this.slots.some((s) => s.storageFull),
+          workers: this.slots.map((s) => s.ready && s.seen === this.gen),
+          storageFull: this.slots.filter((s) => s.storageFull).map((s) => s.id),
+        } satisfies ToWorker);
+        return;
+      case 'storage':
+        if (from.storageFull !== m.full) {
+          from.storageFull = m.full;
+          this.storageFullMetric.set(this.slots.filter((s) => s.storageFull).length);
+        }
+        return;
       case 'gather':
         void this.gather().then(
           (text) => from.child?.send({ t: 'gathered', rid: m.rid, text, contentType: this.registry.contentType } satisfies ToWorker),
@@ -443,8 +551,10 @@ export async function runSupervisor(argv: string[]): Promise<number> {
     await sup.start();
     const scheme = finalCfg.tls ? 'wss' : 'ws';
     const hostForUrl = finalCfg.host.includes(':') ? `[${finalCfg.host}]` : finalCfg.host;
+    // Printed only once every worker is up and routes connects to every other: a connect made after this
+    // line succeeds on the first try, whichever worker accepts it and whoever owns the user.
     process.stdout.write(
-      `iris-onprem listening on ${scheme}://${hostForUrl}:${port}/v1/connect (${workers} workers, pids ${sup.pids().join(',')}, ` +
+      `iris-onprem ready: listening on ${scheme}://${hostForUrl}:${port}/v1/connect (${workers} workers, pids ${sup.pids().join(',')}, ` +
         `data ${finalCfg.dataDir}, route ${finalCfg.route})\n`,
     );
     // Stay up until a signal starts the drain.
@@ -460,7 +570,7 @@ export async function runSupervisor(argv: string[]): Promise<number> {
     return code;
   } catch (e) {
     if (e instanceof StartupError) say(`error: ${e.message}`);
-    else say(`error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    else say(`error: ${describeError(e)}`);
     return 1;
   } finally {
     release?.();

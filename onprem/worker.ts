@@ -18,6 +18,7 @@ import { WorkerMetrics } from './metrics.js';
 import { ownerOf } from './owner.js';
 import { PeerClient, PeerServer } from './peers.js';
 import { GroupCommitStorage } from './storage.js';
+import { LogLimiter, describeError, formatArgs, oneLine } from './log.js';
 
 /**
  * One worker process: owns the users whose id hashes to it (ownerOf), their mailboxes and one SQLite file.
@@ -136,6 +137,15 @@ function helloExpired(conn: WsConn): void {
 
 type Level = 'info' | 'warn' | 'error';
 const LEVELS: Record<Level, number> = { info: 0, warn: 1, error: 2 };
+const limiter = new LogLimiter();
+
+/** Every log line of a worker: one line, prefixed, rate-limited (see onprem/log.ts). */
+function writeLog(id: number | string, level: Level, msg: string): void {
+  const dropped = limiter.take();
+  if (dropped === null) return;
+  if (dropped > 0) process.stderr.write(`iris-onprem[w${id}] warn: ${dropped} log line(s) left out (rate limit)\n`);
+  process.stderr.write(`iris-onprem[w${id}] ${level}: ${oneLine(msg)}\n`);
+}
 
 function send(m: ToSupervisor, handle?: Socket): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -180,6 +190,7 @@ export class Worker {
   private readonly maxConnections: number;
   private readonly timers: ReturnType<typeof setInterval>[] = [];
   private readonly gathers = new Map<number, (text: string | null, contentType: string) => void>();
+  private readonly readyzWaiters = new Map<number, (r: Extract<ToWorker, { t: 'readyz_res' }>) => void>();
   private nextGather = 1;
   private readonly peers: Peers;
   /** The core's metrics port, one for all mailboxes. */
@@ -221,7 +232,19 @@ export class Worker {
 
   log(level: Level, msg: string): void {
     if (LEVELS[level] < LEVELS[this.cfg.log]) return;
-    process.stderr.write(`iris-onprem[w${this.id}] ${level}: ${msg}\n`);
+    writeLog(this.id, level, msg);
+  }
+
+  /**
+   * The disk filled up, or has room again: one log line per change (never one per refused write), the
+   * iris_storage_full gauge, and the supervisor's /readyz. Meanwhile senders get `unavailable` with a
+   * retry-after, hellos, deliveries and acks keep working (core/mailbox.ts), and nothing acked is lost.
+   */
+  private storageFull(full: boolean, e: unknown): void {
+    this.metrics.storageFull.set(full ? 1 : 0);
+    if (full) this.log('error', `storage full (${describeError(e)}): refusing writes, senders get unavailable + retry-after; free disk space`);
+    else this.log('warn', 'storage accepts writes again');
+    void send({ t: 'storage', full }).catch(() => undefined);
   }
 
   // ------------------------------------------------------------------ start / stop
@@ -232,7 +255,7 @@ export class Worker {
       this.storage = new GroupCommitStorage(file, {
         windowMs: this.cfg.commitWindowMs,
         maxBatch: this.cfg.commitMaxBatch,
-        observer: this.metrics.commitObserver(),
+        observer: { ...this.metrics.commitObserver(), full: (full, e) => this.storageFull(full, e) },
       });
     } catch (e) {
       throw new Error(`cannot open ${file}: ${(e as Error).message}`);
@@ -256,6 +279,11 @@ export class Worker {
     this.recover();
   }
 
+  /** Node checks header timeouts only this often (its default, 30 s, would stretch a 10 s timeout to 40 s). */
+  private checkEveryMs(): number {
+    return Math.max(50, Math.min(1000, Math.floor(this.cfg.headersTimeoutMs / 4)));
+  }
+
   private listen(): Promise<void> {
     const onRequest = (req: IncomingMessage, res: ServerResponse) => this.onRequest(req, res);
     let server: HttpServer;
@@ -268,21 +296,30 @@ export class Worker {
       } catch (e) {
         return Promise.reject(new Error(`cannot read TLS certificate or key: ${(e as Error).message}`));
       }
-      server = createHttpsServer({ cert, key }, onRequest) as unknown as HttpServer;
+      server = createHttpsServer({ cert, key, connectionsCheckingInterval: this.checkEveryMs() }, onRequest) as unknown as HttpServer;
     } else {
-      server = createHttpServer(onRequest);
+      server = createHttpServer({ connectionsCheckingInterval: this.checkEveryMs() }, onRequest);
     }
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       this.onUpgrade(req, socket as Socket, head).catch((e: unknown) => {
-        this.log('error', `upgrade failed: ${String(e)}`);
+        this.log('error', `upgrade failed: ${describeError(e)}`);
         refuseSocket(socket, { status: 500, code: 'internal', message: 'internal error' });
       });
     });
-    server.on('clientError', (_e, socket: Duplex) => {
-      if (!socket.destroyed) socket.end('HTTP/1.1 400 Bad Request\r\nconnection: close\r\n\r\n');
+    server.on('clientError', (e: NodeJS.ErrnoException, socket: Duplex) => {
+      // The same JSON refusal as every other answer, with the status that says what was wrong.
+      const r: Refusal =
+        e.code === 'HPE_HEADER_OVERFLOW'
+          ? { status: 431, code: 'headers_too_large', message: 'request headers are too large' }
+          : e.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+            ? { status: 408, code: 'request_timeout', message: 'request headers did not arrive in time' }
+            : { status: 400, code: 'bad_request', message: 'malformed HTTP request' };
+      this.metrics.refused.inc({ code: r.code });
+      refuseSocket(socket, r);
     });
-    server.headersTimeout = 10_000;
-    server.requestTimeout = 15_000;
+    server.headersTimeout = this.cfg.headersTimeoutMs;
+    // Must be above headersTimeout; a request here is headers only (no bodies), so a little more is plenty.
+    server.requestTimeout = this.cfg.headersTimeoutMs + 5000;
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) => {
@@ -325,7 +362,15 @@ export class Worker {
     switch (m.t) {
       case 'ready_map':
         this.readyMap = this.draining ? [] : m.ready;
+        // The supervisor waits for this before it calls the server (or a restarted worker) ready.
+        void send({ t: 'ready_seen', gen: m.gen }).catch(() => undefined);
         break;
+      case 'readyz_res': {
+        const cb = this.readyzWaiters.get(m.rid);
+        this.readyzWaiters.delete(m.rid);
+        cb?.(m);
+        break;
+      }
       case 'handoff':
         this.onHandoff(m, handle as Socket | undefined);
         break;
@@ -354,10 +399,28 @@ export class Worker {
 
   private onRequest(req: IncomingMessage, res: ServerResponse): void {
     const path = (req.url ?? '/').split('?')[0];
+    // Liveness only: this worker process runs and answers. Whether the server can serve is /readyz.
     if (path === '/healthz') return json(res, 200, { ok: true, worker: this.id, ...(this.cfg.auth.devAuth && { devAuth: true, warning: DEV_AUTH_WARNING }) });
     if (path === '/readyz') {
-      const ready = this.allReady();
-      return json(res, ready ? 200 : 503, { ready, draining: this.draining, workers: this.readyMap.length > 0 ? this.readyMap : null });
+      // The supervisor's view decides (it knows which workers are up and which route to which); a draining
+      // worker answers for itself.
+      if (this.draining) return json(res, 503, { ready: false, draining: true, workers: null, storageFull: [] });
+      const rid = this.nextGather++;
+      const timer = setTimeout(() => {
+        this.readyzWaiters.delete(rid);
+        json(res, 503, { ready: false, draining: false, workers: null, storageFull: [], error: 'supervisor did not answer' });
+      }, 2000);
+      this.readyzWaiters.set(rid, (r) => {
+        clearTimeout(timer);
+        const ready = r.ready && !this.draining;
+        json(res, ready ? 200 : 503, { ready, draining: this.draining, workers: r.workers, storageFull: r.storageFull });
+      });
+      send({ t: 'readyz', rid }).catch(() => {
+        clearTimeout(timer);
+        this.readyzWaiters.delete(rid);
+        json(res, 503, { ready: false, draining: this.draining, workers: null, storageFull: [], error: 'supervisor unreachable' });
+      });
+      return;
     }
     if (path === '/metrics') {
       const rid = this.nextGather++;
@@ -646,7 +709,7 @@ export class Worker {
       shard.wakeAtMs = null;
       shard.wakeTimer = null;
       if (this.draining) return;
-      this.track(shard, shard.mailbox.onWake()).catch((e: unknown) => this.log('warn', `wake of ${shard.user} failed: ${String(e)}`));
+      this.track(shard, shard.mailbox.onWake()).catch((e: unknown) => this.log('warn', `wake of ${shard.user} failed: ${describeError(e)}`));
     }, Math.max(0, ms - Date.now()));
   }
 
@@ -673,7 +736,7 @@ export class Worker {
         continue;
       }
       const s = this.shard(user);
-      this.track(s, s.mailbox.onWake()).catch((e: unknown) => this.log('warn', `resume of ${user} failed: ${String(e)}`));
+      this.track(s, s.mailbox.onWake()).catch((e: unknown) => this.log('warn', `resume of ${user} failed: ${describeError(e)}`));
     }
   }
 
@@ -743,6 +806,26 @@ export async function runWorker(): Promise<void> {
   let worker: Worker | null = null;
   let exiting = false;
   const pending: { m: ToWorker; h: unknown }[] = [];
+  // The core logs through console (a forward that failed, an unexpected error) with Error objects, which
+  // console prints with multi-line stacks: route it through the one-line, rate-limited worker log.
+  const id = process.env['IRIS_ONPREM_WORKER'] ?? '?';
+  const viaLog = (level: Level) => (...args: unknown[]) => {
+    if (worker) worker.log(level, formatArgs(args));
+    else writeLog(id, level, formatArgs(args));
+  };
+  console.error = viaLog('error');
+  console.warn = viaLog('warn');
+  console.info = viaLog('info');
+  console.log = viaLog('info');
+  // A bug that escapes everything: one line, then die (the supervisor restarts the worker).
+  process.on('uncaughtException', (e) => {
+    writeLog(id, 'error', `uncaught exception, exiting: ${describeError(e)}`);
+    process.exit(1);
+  });
+  process.on('unhandledRejection', (e) => {
+    writeLog(id, 'error', `unhandled rejection, exiting: ${describeError(e)}`);
+    process.exit(1);
+  });
 
   const drainAndExit = async (why: string) => {
     if (exiting) return;
@@ -753,7 +836,7 @@ export async function runWorker(): Promise<void> {
     try {
       await worker.drain();
     } catch (e) {
-      worker.log('error', `drain failed: ${String(e)}`);
+      worker.log('error', `drain failed: ${describeError(e)}`);
     }
     clearTimeout(hard);
     await send({ t: 'drained' }).catch(() => undefined);
@@ -775,8 +858,10 @@ export async function runWorker(): Promise<void> {
   });
   // The supervisor is gone (killed): never linger holding the port and the data.
   process.on('disconnect', () => void drainAndExit('supervisor disconnected'));
-  // Signals go to the supervisor; a worker waits for its drain message (Ctrl-C reaches the whole group).
+  // Signals go to the supervisor; a worker waits for its drain message (Ctrl-C or a terminal hang-up reaches
+  // the whole group; the supervisor drains on both, and a worker killed by SIGHUP's default would not drain).
   process.on('SIGINT', () => undefined);
+  process.on('SIGHUP', () => undefined);
   process.on('SIGTERM', () => void drainAndExit('SIGTERM'));
 
   async function start(init: Extract<ToWorker, { t: 'init' }>): Promise<void> {

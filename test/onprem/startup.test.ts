@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
@@ -45,16 +46,24 @@ describe('start-up errors', () => {
     const base = dir();
     const d = join(base, 'data');
     mkdirSync(d);
-    chmodSync(base, 0o755);
-    chmodSync(d, 0o555);
-    // root writes anywhere: run the server as nobody then (spawn drops to that uid), else as ourselves.
-    const as = process.getuid?.() === 0 ? { uid: 65534, gid: 65534 } : {};
-    const port = await freePort();
-    const r = await runToExit(args(d, port), {}, 30_000, as);
-    expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/error: data directory .*\/data is not writable: EACCES/);
-    expect(r.stdout).not.toMatch(/listening/);
-    expect(await portIsFree(port)).toBe(true);
+    // The server runs as us, from wherever the checkout is. Root writes through any mode bits, so as root
+    // the directory becomes a read-only bind mount of itself (binds root too); otherwise mode 0555 does it.
+    const root = process.getuid?.() === 0;
+    if (root) {
+      execFileSync('mount', ['--bind', d, d]);
+      execFileSync('mount', ['-o', 'remount,ro,bind', d]);
+    } else chmodSync(d, 0o555);
+    try {
+      const port = await freePort();
+      const r = await runToExit(args(d, port));
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/error: data directory .*\/data is not writable: (EACCES|EROFS)/);
+      expect(r.stdout).not.toMatch(/listening/);
+      expect(await portIsFree(port)).toBe(true);
+    } finally {
+      if (root) execFileSync('umount', [d]);
+      else chmodSync(d, 0o755);
+    }
   });
 
   it('refuses a data directory that is a file', async () => {

@@ -7,6 +7,8 @@ import { DEV_SECRET } from '../../auth/index.js';
 import { ConnectLimiter } from '../../onprem/http.js';
 import { ownerOf, userHash } from '../../onprem/owner.js';
 import { Dec, decodeForward, encodeForward } from '../../onprem/peers.js';
+import { StorageFullError } from '../../core/ports.js';
+import { LogLimiter, describeError, formatArgs } from '../../onprem/log.js';
 import { GroupCommitStorage } from '../../onprem/storage.js';
 import { workerExecArgv } from '../../onprem/supervisor.js';
 import { removeDir, sleep, tempDir } from './helpers.js';
@@ -208,5 +210,49 @@ describe('settings', () => {
     expect(l.take('1.2.3.4', 0)).toBeGreaterThan(0);
     expect(l.take('5.6.7.8', 0)).toBe(0);
     expect(l.take('1.2.3.4', 20_000)).toBe(0); // one token back after a third of a minute
+  });
+});
+
+describe('group commit when the database is full (SQLITE_FULL via max_page_count)', () => {
+  it('refuses writes with StorageFullError, keeps reads, probes, and recovers', async () => {
+    const file = join(dir(), 'full.sqlite');
+    const changes: boolean[] = [];
+    const s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 1000, fullRetryMs: 50, observer: { committed: () => undefined, full: (f) => void changes.push(f) } });
+    try {
+      await s.commit(() => insert(s, 'u', 1));
+      const pages = (s.db.prepare('PRAGMA page_count').get() as { page_count: number }).page_count;
+      s.db.exec(`PRAGMA max_page_count = ${pages}`);
+      const big = new Uint8Array(64 * 1024);
+      const write = (seq: number) => () => s.sql.all(`INSERT INTO inbox (user, seq, kind, msg, peer, ts, body) VALUES ('u', ?, 1, 'm', 'p', 0, ?)`, seq, big);
+      const e1 = await s.commit(write(2)).then(() => null, (e: unknown) => e);
+      expect(e1).toBeInstanceOf(StorageFullError);
+      expect((e1 as StorageFullError).retryAfterMs).toBeGreaterThan(0);
+      expect(s.full).toBe(true);
+      // Refused up front now (no statement runs into the limit), reads still work.
+      await expect(s.commit(write(3))).rejects.toBeInstanceOf(StorageFullError);
+      await expect(s.commit(() => s.sql.all(`SELECT count(*) AS c FROM inbox`)[0])).resolves.toEqual({ c: 1 });
+      expect(changes).toEqual([true]);
+      // Space again: after the probe interval a write goes through and ends the state.
+      s.db.exec('PRAGMA max_page_count = 1073741823');
+      await sleep(60);
+      await s.commit(write(4));
+      expect(s.full).toBe(false);
+      expect(changes).toEqual([true, false]);
+    } finally {
+      s.close();
+    }
+  });
+});
+
+describe('one line per log entry', () => {
+  it('describes errors with their cause chain on one line and rate-limits', () => {
+    const e = new Error('outer\nsecond line', { cause: Object.assign(new Error('inner'), { code: 'ENOSPC' }) });
+    expect(describeError(e)).toBe('Error: outer | second line <- cause: Error: inner (ENOSPC)');
+    expect(formatArgs(['iris: forward failed:', e])).not.toMatch(/\n/);
+    let t = 0;
+    const l = new LogLimiter(2, 1, () => t);
+    expect([l.take(), l.take(), l.take(), l.take()]).toEqual([0, 0, null, null]);
+    t = 1000;
+    expect(l.take()).toBe(2); // allowed again, and says how many were left out
   });
 });
