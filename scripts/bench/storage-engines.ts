@@ -3,7 +3,7 @@
  * path on each engine, one durable commit per batch, and only then is the batch counted as acked.
  *
  *   sh scripts/node.sh --import tsx scripts/bench/storage-engines.ts [--messages 30000] [--users 10000]
- *     [--batch 10,100,1000] [--body 100] [--engines sqlite-core,sqlite-log,lmdb,lmdb-overlap,lmdb-sync,level]
+ *     [--batch 100,1000] [--body 100] [--engines sqlite-core,sqlite-log,lmdb,lmdb-overlap,lmdb-sync,level]
  *     [--repeat 1] [--crash-iterations 3] [--crash-batch 100]
  *
  * Per commit batch of B messages (what group commit produces under load), each 1:1 from a random sender to a
@@ -57,7 +57,7 @@ const { values: args } = parseArgs({
   options: {
     messages: { type: 'string', default: '30000' },
     users: { type: 'string', default: '10000' },
-    batch: { type: 'string', default: '10,100,1000' },
+    batch: { type: 'string', default: '100,1000' },
     body: { type: 'string', default: '100' },
     engines: { type: 'string', default: ENGINES.join(',') },
     'crash-iterations': { type: 'string', default: '3' },
