@@ -201,13 +201,15 @@ interface TrimPlan {
   dedupUpTo: Map<string, number>;
 }
 
-function sqliteCore(dir: string): Engine {
-  const w = new CoreWriter(openSqlite(join(dir, 'core.sqlite')), USERS);
-  const db = w.db;
+/** fresh: a new file, migrated, with users created (CoreWriter). Otherwise the file a crashed child left, read only. */
+function sqliteCore(dir: string, fresh: boolean): Engine {
+  const file = join(dir, 'core.sqlite');
+  const w = fresh ? new CoreWriter(openSqlite(file), USERS) : undefined;
+  const db = w?.db ?? openSqlite(file);
   const one = (q: string, ...p: (string | number)[]) => Number(Object.values(db.prepare(q).get(...p) ?? { v: 0 })[0] ?? 0);
   const read = db.prepare('SELECT seq, body FROM inbox WHERE user = ? AND seq > ? ORDER BY seq LIMIT ?');
   return {
-    write: (b) => w.write(b.entries),
+    write: (b) => w!.write(b.entries),
     readInbox: (user, after, limit) => read.all(user, after, limit).map((r) => ({ rseq: Number(r['seq']), body: r['body'] as Uint8Array })),
     trim(_upTo, plan) {
       // What core/store.ts does once every device acked: per user, DELETE inbox ... seq <= acked, dedup n <= window.
@@ -508,11 +510,11 @@ async function levelEngine(dir: string): Promise<Engine> {
   };
 }
 
-/** Opens (creating on first use) the engine's store in dir. sqlite-core always starts from a fresh schema. */
+/** Opens the engine's store in dir, creating it on first use (fresh: the sqlite-core baseline sets up its schema). */
 async function openEngine(name: EngineName, dir: string, fresh: boolean): Promise<Engine> {
   switch (name) {
     case 'sqlite-core':
-      return fresh ? sqliteCore(dir) : reopenCore(dir);
+      return sqliteCore(dir, fresh);
     case 'sqlite-log':
       return sqliteLog(dir);
     case 'lmdb':
@@ -524,31 +526,6 @@ async function openEngine(name: EngineName, dir: string, fresh: boolean): Promis
     case 'level':
       return levelEngine(dir);
   }
-}
-
-/** sqlite-core after a crash: the same queries as sqliteCore() over the existing file, no migration. */
-function reopenCore(dir: string): Engine {
-  const db = openSqlite(join(dir, 'core.sqlite'));
-  const one = (q: string, ...p: number[]) => Number(Object.values(db.prepare(q).get(...p) ?? { v: 0 })[0] ?? 0);
-  const unsupported = () => {
-    throw new Error('read-only reopen');
-  };
-  return {
-    write: unsupported,
-    readInbox: unsupported,
-    trim: unsupported,
-    body: (e) => db.prepare('SELECT body FROM inbox WHERE user = ? AND seq = ?').get(e.recipient, e.rseq)?.['body'] as Uint8Array | undefined,
-    countUpTo: (upTo) => one('SELECT count(*) FROM inbox WHERE ts <= ?', TS0 + upTo),
-    counts: () => ({
-      log: one('SELECT count(*) FROM inbox'),
-      inbox: one('SELECT count(*) FROM inbox'),
-      dedup: one('SELECT count(*) FROM dedup'),
-      peers: one('SELECT count(*) FROM peers'),
-      sentSum: one('SELECT sum(next_n - 1) FROM users'),
-      receivedSum: one('SELECT sum(next_seq - 1) FROM users'),
-    }),
-    close: () => db.close(),
-  };
 }
 
 // ---------------------------------------------------------------------------------------------------------
