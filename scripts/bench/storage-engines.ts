@@ -4,13 +4,16 @@
  *
  *   sh scripts/node.sh --import tsx scripts/bench/storage-engines.ts [--messages 30000] [--users 10000]
  *     [--batch 100,1000] [--body 100] [--engines sqlite-core,sqlite-log,lmdb,lmdb-overlap,lmdb-sync,level]
- *     [--repeat 1] [--crash-iterations 3] [--crash-batch 100]
+ *     [--inbox-index stored|memory] [--repeat 1] [--crash-iterations 3] [--crash-batch 100]
  *
  * Per commit batch of B messages (what group commit produces under load), each 1:1 from a random sender to a
  * random recipient among U users, with an incompressible body (E2E ciphertext):
  *   - the message (sender, recipient, client id, server ts, body, sender's outbox n, recipient's inbox seq) is
  *     appended once to a log keyed by a monotonically increasing log sequence;
- *   - an inbox index entry (recipient, inbox seq) -> log seq, so a device's delivery read is a range read;
+ *   - an inbox index entry (recipient, inbox seq) -> log seq, so a device's delivery read is a range read
+ *     (--inbox-index memory: no stored index; the worker keeps each user's pending log seqs in memory, as it
+ *     could rebuild them from the untrimmed log at start, and the delivery read is point reads of the log;
+ *     sqlite-core keeps its own inbox table either way);
  *   - the client id's durable dedup record, in the same batch. It is its own append-only record keyed by log
  *     seq (not the log entry) because it lives for the dedup window, while the log entry goes when acked;
  *   - per touched user once per batch: outbox counter and inbox seq; per touched (recipient, sender) pair once
@@ -63,6 +66,7 @@ const { values: args } = parseArgs({
     'crash-iterations': { type: 'string', default: '3' },
     'crash-batch': { type: 'string', default: '100' },
     repeat: { type: 'string', default: '1' },
+    'inbox-index': { type: 'string', default: 'stored' },
     // Internal: the crash check's child process.
     child: { type: 'string' },
     dir: { type: 'string' },
@@ -75,6 +79,9 @@ const BATCHES = args.batch.split(',').map(Number);
 const CRASH_ITERATIONS = Number(args['crash-iterations']);
 const CRASH_BATCH = Number(args['crash-batch']);
 const REPEAT = Number(args.repeat);
+/** Whether the log engines store the inbox index (recipient, inbox seq) -> log seq, or keep it in memory. */
+const STORED_INDEX = args['inbox-index'] !== 'memory';
+if (!['stored', 'memory'].includes(args['inbox-index'])) throw new Error('--inbox-index is stored or memory');
 const engines = args.engines.split(',') as EngineName[];
 for (const e of engines) if (!ENGINES.includes(e)) throw new Error(`unknown engine ${e}; known: ${ENGINES.join(', ')}`);
 if (!(N > 0 && USERS > 1 && BODY >= 8 && BATCHES.every((b) => b > 0))) throw new Error('bad --messages/--users/--body/--batch');
@@ -143,6 +150,8 @@ class Sequencer {
   readonly nextN = new Int32Array(USERS).fill(1);
   readonly nextSeq = new Int32Array(USERS).fill(1);
   readonly pairs = new Set<number>();
+  /** Per user, the log seqs of its inbox in inbox-seq order (index rseq - 1): the in-memory inbox index. */
+  readonly inbox = Array.from({ length: USERS }, () => [] as number[]);
 
   batch(msgs: readonly Message[]): Batch {
     const entries: Entry[] = [];
@@ -152,6 +161,7 @@ class Sequencer {
       const n = this.nextN[m.from]!++;
       const rseq = this.nextSeq[m.to]!++;
       entries.push({ ...m, sender: NAMES[m.from]!, recipient: NAMES[m.to]!, n, rseq });
+      this.inbox[m.to]!.push(m.seq);
       touched.add(m.from).add(m.to);
       const pair = m.to * USERS + m.from;
       peers.set(pair, { user: NAMES[m.to]!, peer: NAMES[m.from]!, lastN: n });
@@ -185,6 +195,8 @@ interface Engine {
   write(b: Batch): void | Promise<void>;
   /** Up to `limit` inbox entries of `user` after inbox seq `after`, in order (the delivery read). */
   readInbox(user: string, after: number, limit: number): InboxItem[] | Promise<InboxItem[]>;
+  /** The log entries with these seqs, in order (the delivery read with the in-memory inbox index). */
+  readLog?(seqs: readonly number[]): InboxItem[] | Promise<InboxItem[]>;
   /** Deletes messages with log seq <= upTo, their inbox entries and dedup records, in one durable commit. */
   trim(upTo: number, plan: TrimPlan): number | Promise<number>;
   /** The stored body of message `e`, or undefined. */
@@ -240,7 +252,7 @@ function sqliteLog(dir: string): Engine {
   const db: DatabaseSync = openSqlite(join(dir, 'log.sqlite'));
   db.exec(`CREATE TABLE IF NOT EXISTS log (seq INTEGER PRIMARY KEY, sender TEXT NOT NULL, n INTEGER NOT NULL,
              recipient TEXT NOT NULL, rseq INTEGER NOT NULL, cid TEXT NOT NULL, ts INTEGER NOT NULL, body BLOB NOT NULL)`);
-  db.exec(`CREATE INDEX IF NOT EXISTS log_inbox ON log (recipient, rseq)`);
+  if (STORED_INDEX) db.exec(`CREATE INDEX IF NOT EXISTS log_inbox ON log (recipient, rseq)`);
   db.exec(`CREATE TABLE IF NOT EXISTS dedup (seq INTEGER PRIMARY KEY, sender TEXT NOT NULL, cid TEXT NOT NULL)`);
   db.exec(`CREATE TABLE IF NOT EXISTS users (user TEXT PRIMARY KEY, next_n INTEGER NOT NULL, next_seq INTEGER NOT NULL) WITHOUT ROWID`);
   db.exec(`CREATE TABLE IF NOT EXISTS peers (user TEXT NOT NULL, peer TEXT NOT NULL, last_n INTEGER NOT NULL, PRIMARY KEY (user, peer)) WITHOUT ROWID`);
@@ -251,6 +263,7 @@ function sqliteLog(dir: string): Engine {
   );
   const upPeer = db.prepare('INSERT INTO peers (user, peer, last_n) VALUES (?, ?, ?) ON CONFLICT (user, peer) DO UPDATE SET last_n = excluded.last_n');
   const read = db.prepare('SELECT rseq, body FROM log WHERE recipient = ? AND rseq > ? ORDER BY rseq LIMIT ?');
+  const point = db.prepare('SELECT rseq, body FROM log WHERE seq = ?');
   const one = (q: string, ...p: (string | number)[]) => Number(Object.values(db.prepare(q).get(...p) ?? { v: 0 })[0] ?? 0);
   return {
     write(b) {
@@ -264,6 +277,8 @@ function sqliteLog(dir: string): Engine {
       db.exec('COMMIT');
     },
     readInbox: (user, after, limit) => read.all(user, after, limit).map((r) => ({ rseq: Number(r['rseq']), body: r['body'] as Uint8Array })),
+    readLog: (seqs) =>
+      seqs.map((seq) => point.get(seq)).filter((r) => r !== undefined).map((r) => ({ rseq: Number(r['rseq']), body: r['body'] as Uint8Array })),
     trim(upTo) {
       db.exec('BEGIN');
       const rows = Number(db.prepare('DELETE FROM log WHERE seq <= ?').run(upTo).changes) + Number(db.prepare('DELETE FROM dedup WHERE seq <= ?').run(upTo).changes);
@@ -274,7 +289,7 @@ function sqliteLog(dir: string): Engine {
     countUpTo: (upTo) => one('SELECT count(*) FROM log WHERE seq <= ?', upTo),
     counts: () => ({
       log: one('SELECT count(*) FROM log'),
-      inbox: one('SELECT count(*) FROM log INDEXED BY log_inbox WHERE recipient >= ?', ''),
+      inbox: STORED_INDEX ? one('SELECT count(*) FROM log INDEXED BY log_inbox WHERE recipient >= ?', '') : 0,
       dedup: one('SELECT count(*) FROM dedup'),
       peers: one('SELECT count(*) FROM peers'),
       sentSum: one('SELECT sum(next_n - 1) FROM users'),
@@ -349,7 +364,7 @@ function kvPuts(b: Batch): [Buffer, Buffer][] {
   const out: [Buffer, Buffer][] = [];
   for (const e of b.entries) {
     out.push([seqKey(K.log, e.seq), encodeEntry(e)]);
-    out.push([inboxKey(e.recipient, e.rseq), seqKey(K.log, e.seq).subarray(1)]);
+    if (STORED_INDEX) out.push([inboxKey(e.recipient, e.rseq), seqKey(K.log, e.seq).subarray(1)]);
     out.push([seqKey(K.dedup, e.seq), Buffer.from(`${e.sender}\0${e.cid}`, 'latin1')]);
   }
   for (const u of b.users) {
@@ -418,12 +433,14 @@ function lmdbEngine(dir: string, mode: 'async' | 'overlap' | 'sync'): Engine {
       }
       return out;
     },
+    readLog: (seqs) =>
+      seqs.map((seq) => of(K.log).getBinary(seqKey(K.log, seq))).filter((r) => r !== undefined).map(decodeEntry),
     async trim(upTo) {
       let rows = 0;
       let last: Promise<boolean> | undefined;
       for (const { key, value } of of(K.log).getRange({ end: seqKey(K.log, upTo + 1) })) {
         const e = decodeEntry(value);
-        of(K.inbox).remove(inboxKey(e.recipient, e.rseq));
+        if (STORED_INDEX) of(K.inbox).remove(inboxKey(e.recipient, e.rseq));
         last = of(K.log).remove(key);
         rows++;
       }
@@ -474,16 +491,25 @@ async function levelEngine(dir: string): Promise<Engine> {
       const recs = await db.getMany(seqs.map((seq) => Buffer.concat([Buffer.from([K.log]), seq])));
       return recs.filter((r) => r !== undefined).map(decodeEntry);
     },
+    async readLog(seqs) {
+      const recs = await db.getMany(seqs.map((seq) => seqKey(K.log, seq)));
+      return recs.filter((r) => r !== undefined).map(decodeEntry);
+    },
     async trim(upTo) {
       const ops: { type: 'del'; key: Buffer }[] = [];
+      let rows = 0;
       for await (const [key, value] of db.iterator({ gte: seqKey(K.log, 0), lte: seqKey(K.log, upTo) })) {
         const e = decodeEntry(value);
-        ops.push({ type: 'del', key }, { type: 'del', key: inboxKey(e.recipient, e.rseq) });
+        ops.push({ type: 'del', key });
+        if (STORED_INDEX) ops.push({ type: 'del', key: inboxKey(e.recipient, e.rseq) });
+        rows++;
       }
-      const logRows = ops.length / 2;
-      for await (const key of db.keys({ gte: seqKey(K.dedup, 0), lte: seqKey(K.dedup, upTo) })) ops.push({ type: 'del', key });
+      for await (const key of db.keys({ gte: seqKey(K.dedup, 0), lte: seqKey(K.dedup, upTo) })) {
+        ops.push({ type: 'del', key });
+        rows++;
+      }
       await db.batch(ops, { sync: true });
-      return logRows + (ops.length - 2 * logRows);
+      return rows;
     },
     async body(e) {
       const rec = await db.get(seqKey(K.log, e.seq));
@@ -587,7 +613,8 @@ async function measure(name: EngineName, batchSize: number, msgs: readonly Messa
 
     // Everything is there.
     const c = await engine.counts();
-    const want: Counts = { log: N, inbox: N, dedup: N, peers: seq.pairs.size, sentSum: N, receivedSum: N };
+    const memoryIndex = !STORED_INDEX && name !== 'sqlite-core';
+    const want: Counts = { log: N, inbox: memoryIndex ? 0 : N, dedup: N, peers: seq.pairs.size, sentSum: N, receivedSum: N };
     for (const k of Object.keys(want) as (keyof Counts)[]) if (c[k] !== want[k]) problems.push(`${k} ${c[k]} != ${want[k]}`);
     for (const e of [entries[0]!, entries[entries.length >> 1]!, entries[entries.length - 1]!]) {
       if (!sameBytes(await engine.body(e), e.body)) problems.push(`body of seq ${e.seq} differs`);
@@ -600,7 +627,10 @@ async function measure(name: EngineName, batchSize: number, msgs: readonly Messa
     for (const e of entries) (byRecipient.get(e.recipient) ?? byRecipient.set(e.recipient, []).get(e.recipient)!).push(e);
     const r0 = performance.now();
     const got: InboxItem[][] = [];
-    for (const u of readers) got.push(await engine.readInbox(NAMES[u]!, seq.nextSeq[u]! >> 1, 50));
+    for (const u of readers) {
+      const after = seq.nextSeq[u]! >> 1;
+      got.push(await (memoryIndex ? engine.readLog!(seq.inbox[u]!.slice(after, after + 50)) : engine.readInbox(NAMES[u]!, after, 50)));
+    }
     const readUsPerPage = ((performance.now() - r0) * 1000) / pages;
     readers.forEach((u, i) => {
       const expected = (byRecipient.get(NAMES[u]!) ?? []).slice(seq.nextSeq[u]! >> 1, (seq.nextSeq[u]! >> 1) + 50);
@@ -622,7 +652,9 @@ async function measure(name: EngineName, batchSize: number, msgs: readonly Messa
     const trimMs = performance.now() - t1;
     const after = await engine.counts();
     if (trimRows !== 2 * half) problems.push(`trim deleted ${trimRows} rows, want ${2 * half}`);
-    if (after.log !== N - half || after.inbox !== N - half || after.dedup !== N - half) problems.push(`after trim: ${JSON.stringify(after)}`);
+    if (after.log !== N - half || after.inbox !== (memoryIndex ? 0 : N - half) || after.dedup !== N - half) {
+      problems.push(`after trim: ${JSON.stringify(after)}`);
+    }
     if (!sameBytes(await engine.body(entries[N - 1]!), entries[N - 1]!.body)) problems.push('last body gone after trim');
     await engine.close();
     return { engine: name, batch: batchSize, secs, cpuUs: (cpu.user + cpu.system) / N, commits: batches.length, disk, readUsPerPage, trimMs, trimRows, written, problems };
@@ -651,7 +683,8 @@ async function crashCheck(name: EngineName, iteration: number): Promise<{ acked:
   const dir = mkdtempSync(join(tmpdir(), `iris-engines-crash-${name}-`));
   try {
     const script = fileURLToPath(import.meta.url);
-    const argv = [...process.execArgv, script, '--child', name, '--dir', dir, '--users', String(USERS), '--body', String(BODY), '--crash-batch', String(CRASH_BATCH)];
+    const argv = [...process.execArgv, script, '--child', name, '--dir', dir, '--users', String(USERS), '--body', String(BODY), '--crash-batch', String(CRASH_BATCH),
+      '--inbox-index', args['inbox-index']];
     const proc = spawn(process.execPath, argv, { stdio: ['ignore', 'pipe', 'inherit'] });
     let acked = 0;
     let buf = '';
@@ -677,7 +710,8 @@ async function crashCheck(name: EngineName, iteration: number): Promise<{ acked:
     const stored = await engine.countUpTo(acked);
     if (stored !== acked) problems.push(`${acked - stored} acked messages missing`);
     // Batches are atomic: counters, dedup records and the log agree, and the log is whole batches.
-    if (c.sentSum !== c.log || c.receivedSum !== c.log || c.dedup !== c.log || c.inbox !== c.log || c.log % CRASH_BATCH !== 0) {
+    const inbox = !STORED_INDEX && name !== 'sqlite-core' ? 0 : c.log;
+    if (c.sentSum !== c.log || c.receivedSum !== c.log || c.dedup !== c.log || c.inbox !== inbox || c.log % CRASH_BATCH !== 0) {
       problems.push(`torn state: ${JSON.stringify(c)}`);
     }
     if (acked > 0) {
@@ -702,7 +736,7 @@ async function main(): Promise<void> {
   if (args.child) return child(args.child as EngineName, args.dir!);
   const started = performance.now();
   console.log(
-    `storage engines: ${fmt(N)} messages, ${fmt(USERS)} users, ${BODY}-byte bodies, batches of ${BATCHES.join('/')} per durable commit; ` +
+    `storage engines: ${fmt(N)} messages, ${fmt(USERS)} users, ${BODY}-byte bodies, batches of ${BATCHES.join('/')} per durable commit; inbox index ${STORED_INDEX ? 'stored' : 'in memory'}; ` +
       `node ${process.version}; ${new Date().toISOString()}`,
   );
   const msgs = Array.from({ length: N }, (_, i) => message(i + 1));
