@@ -26,13 +26,15 @@
  *   lmdb          lmdb-js, overlappingSync: false, noSync/noMetaSync false: every put of the batch is queued in
  *                 one event turn (one LMDB write txn on lmdb-js's write thread); the promise resolves after
  *                 mdb_txn_commit, which syncs the data and the meta page before returning
- *   lmdb-overlap  lmdb-js with its Linux default overlappingSync: true: the put promise resolves when the txn is
- *                 committed (visible) but before it is on disk, so the ack waits for db.flushed as well
+ *   lmdb-overlap  lmdb-js with its Linux default overlappingSync: true: its docs only promise that the put
+ *                 promise resolves at commit (visible), possibly before the flush, so the ack waits for
+ *                 db.flushed as well
  *   lmdb-sync     lmdb-js, overlappingSync: false, the batch in one db.transactionSync on the main thread (like
  *                 node:sqlite: the commit and its sync block the event loop), instead of lmdb-js's write thread
  *   level         classic-level (LevelDB): one db.batch(ops, { sync: true }) per batch (fdatasync of its log)
  * Reported per engine and batch size: msg/s over the write loop, CPU µs per message (process.cpuUsage, all
- * threads, user + system), commits/s, allocated bytes on disk after the writes, ratios to sqlite-core and
+ * threads, user + system), commits/s, allocated bytes on disk after the writes, bytes written to storage per
+ * message (/proc/self/io write_bytes), ratios to sqlite-core and
  * sqlite-log of the same batch size in this invocation; then the delivery read (pages of 50 from the middle
  * of a random user's inbox, by cursor) and the trim (bulk delete of the acked first half of the log, its inbox
  * entries and dedup records, one durable commit), each verified. Every run checks afterwards that all rows /
