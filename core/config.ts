@@ -21,6 +21,15 @@ export interface Config {
   retryMaxMs: number;
   /** How long a sender waits before retrying a full inbox. */
   fullRetryMs: number;
+  /** A connection that has not sent `hello` this long after the upgrade is closed with 4000 hello_timeout. */
+  helloTimeoutMs: number;
+  /**
+   * Heartbeat period. On-prem sends a WebSocket ping this often and drops a socket that missed the previous
+   * pong. Cloudflare cannot ping without waking the object, so it closes (4003 idle_timeout) a socket from
+   * which nothing — no frame, not even the `{"t":"ping"}` heartbeat — arrived for 2 x this. Either way a
+   * silent client is gone within 2 x pingMs.
+   */
+  pingMs: number;
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -34,6 +43,8 @@ export const DEFAULT_CONFIG: Config = {
   retryBaseMs: 250,
   retryMaxMs: 30_000,
   fullRetryMs: 5_000,
+  helloTimeoutMs: 10_000,
+  pingMs: 30_000,
 };
 
 const ENV_NAMES: Record<keyof Config, string> = {
@@ -47,6 +58,8 @@ const ENV_NAMES: Record<keyof Config, string> = {
   retryBaseMs: 'IRIS_RETRY_BASE_MS',
   retryMaxMs: 'IRIS_RETRY_MAX_MS',
   fullRetryMs: 'IRIS_FULL_RETRY_MS',
+  helloTimeoutMs: 'IRIS_HELLO_TIMEOUT_MS',
+  pingMs: 'IRIS_WS_PING_MS',
 };
 
 export class ConfigError extends Error {

@@ -49,6 +49,8 @@ export const CLOSE_CODES = {
   replaced: 4001,
   /** Too many invalid frames in a row. */
   too_many_errors: 4002,
+  /** Nothing (no frame, no heartbeat) arrived from the client for 2 x the ping interval (Cloudflare profile). */
+  idle_timeout: 4003,
 } as const;
 
 export type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];
