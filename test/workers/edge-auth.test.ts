@@ -1,5 +1,6 @@
 import { SELF } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
+import { MAX_TOKEN_LENGTH } from '../../auth/index.js';
 import { token, unsignedToken, upgradeRequest } from './helpers.js';
 
 /** Every refusal happens at the edge, as an HTTP status, before a WebSocket exists. */
@@ -65,6 +66,39 @@ describe('token matrix', () => {
     refused(await upgradeRequest(bearer(await token('alice:admin'))), 403, 'invalid_subject'));
   it('subject different from the requested user: 403', async () =>
     refused(await upgradeRequest(bearer(await token('alice')), '?user=bob'), 403, 'user_mismatch'));
+});
+
+describe('token size', () => {
+  /** A valid token of exactly `length` characters: padded with a claim. */
+  async function sized(user: string, length: number): Promise<string> {
+    const base = (await token(user, { claims: { pad: '' } })).length;
+    // Base64url grows by 4 characters per 3 bytes of claim; pad to just under, then trim by re-signing.
+    let pad = Math.floor(((length - base) * 3) / 4);
+    for (;;) {
+      const t = await token(user, { claims: { pad: 'x'.repeat(pad) } });
+      if (t.length <= length) return t;
+      pad--;
+    }
+  }
+
+  it('refuses a token longer than MAX_TOKEN_LENGTH with 431 in each of the three places, before verifying it', async () => {
+    const big = await sized('big', MAX_TOKEN_LENGTH + 100);
+    expect(big.length).toBeGreaterThan(MAX_TOKEN_LENGTH);
+    await refused(await upgradeRequest(bearer(big)), 431, 'token_too_large');
+    await refused(await upgradeRequest({ 'Sec-WebSocket-Protocol': `iris.v1, bearer.${big}` }), 431, 'token_too_large');
+    await refused(await upgradeRequest({}, `?access_token=${big}`), 431, 'token_too_large');
+    // Refused on size alone: 100 KB of garbage gets the same answer, not a verification error.
+    await refused(await upgradeRequest(bearer('x'.repeat(100_000))), 431, 'token_too_large');
+  });
+
+  it('accepts a valid token of exactly MAX_TOKEN_LENGTH characters', async () => {
+    const t = await sized('edge', MAX_TOKEN_LENGTH);
+    expect(t.length).toBeGreaterThan(MAX_TOKEN_LENGTH - 4);
+    const res = await upgradeRequest(bearer(t));
+    expect(res.status).toBe(101);
+    res.webSocket!.accept();
+    res.webSocket!.close();
+  });
 });
 
 describe('upgrade checks', () => {
