@@ -11,6 +11,9 @@ import { doStorage } from './storage.js';
 /** Header the edge Worker sets to the verified user id. Only the Worker can reach this object. */
 export const USER_HEADER = 'X-Iris-User';
 
+/** What workerd puts in place of each invalid UTF-8 sequence of a text message. */
+const REPLACEMENT_CHARACTER = '\uFFFD';
+
 /** The liveness sweep never re-arms the alarm sooner than this: a bound on wake-ups, whatever the sockets do. */
 const SWEEP_MIN_GAP_MS = 1_000;
 
@@ -66,6 +69,15 @@ export class UserShard extends DurableObject<Env> {
     // Closed by the server (replaced, timed out): what the client still sends is not acted on.
     if (conn.closed) return;
     conn.touch(Date.now());
+    if (typeof message === 'string' && message.includes(REPLACEMENT_CHARACTER)) {
+      // workerd does not close a text message with invalid UTF-8 (1007, as on-prem's ws does): it decodes it
+      // with U+FFFD for each bad sequence and hands us the string, so an invalid sequence and a literal U+FFFD
+      // look the same here. No valid client frame needs a literal U+FFFD (every field is ASCII, and unknown
+      // fields can say \ufffd), so treat it as invalid UTF-8 — the documented close, not a decoded frame.
+      conn.close(CLOSE_CODES.invalid_payload, 'text message is not valid UTF-8');
+      await this.release(conn);
+      return;
+    }
     await this.mailboxFor(conn.user).onMessage(conn, message);
   }
 

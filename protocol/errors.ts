@@ -40,6 +40,8 @@ export const CLOSE_CODES = {
   going_away: 1001,
   /** The peer broke the protocol badly enough that the connection cannot continue. */
   protocol_error: 1002,
+  /** A text message that is not valid UTF-8 (RFC 6455 "invalid frame payload data"). */
+  invalid_payload: 1007,
   /** Transport-level size cap exceeded (far above maxFrameBytes); the runtime closes the socket. */
   too_big: 1009,
   internal_error: 1011,
