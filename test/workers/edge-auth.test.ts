@@ -137,4 +137,18 @@ describe('upgrade checks', () => {
     const other = await upgradeRequest({ 'CF-Connecting-IP': '203.0.113.10' });
     expect(other.status).toBe(401);
   });
+  it('a client-sent CF-Connecting-IP does not dodge the limit on a local run (loopback host)', async () => {
+    // Under wrangler dev the header is whatever the client sent; a fresh value per request must not be a
+    // fresh bucket. Requests addressed to a loopback host cannot have come through Cloudflare's edge.
+    let last: Response | null = null;
+    let i = 0;
+    for (; i < 1400; i++) {
+      last = await SELF.fetch('http://127.0.0.1:8787/v1/connect', {
+        headers: { Upgrade: 'websocket', 'Sec-WebSocket-Protocol': 'iris.v1', 'CF-Connecting-IP': `198.51.100.${i % 250}` },
+      });
+      if (last.status === 429) break;
+    }
+    expect(last!.status).toBe(429);
+    expect(await last!.json()).toMatchObject({ error: 'too_many_connects' });
+  });
 });
