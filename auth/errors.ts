@@ -4,6 +4,7 @@
  */
 export type AuthErrorCode =
   | 'missing_token'
+  | 'token_too_large'
   | 'malformed_token'
   | 'invalid_signature'
   | 'unsupported_algorithm'
@@ -14,8 +15,13 @@ export type AuthErrorCode =
   | 'user_mismatch'
   | 'auth_not_configured';
 
-const STATUS: Record<AuthErrorCode, 401 | 403 | 503> = {
+export type AuthErrorStatus = 401 | 403 | 431 | 503;
+
+const STATUS: Record<AuthErrorCode, AuthErrorStatus> = {
   missing_token: 401,
+  // 431, not 401: a new token from the same issuer would be just as large, and 401 means "get a new token".
+  // It is also what Node itself answers on-prem when the headers pass its own 16 KiB limit.
+  token_too_large: 431,
   malformed_token: 401,
   invalid_signature: 401,
   unsupported_algorithm: 401,
@@ -29,7 +35,7 @@ const STATUS: Record<AuthErrorCode, 401 | 403 | 503> = {
 
 export class AuthError extends Error {
   override readonly name = 'AuthError';
-  readonly status: 401 | 403 | 503;
+  readonly status: AuthErrorStatus;
   constructor(
     readonly code: AuthErrorCode,
     message: string,

@@ -1,5 +1,12 @@
 import { SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX } from '../protocol/limits.js';
 
+/**
+ * Longest token accepted, in characters, wherever it is carried. Real JWTs are well under 2 KiB; the bound
+ * keeps a 100 KB "token" from reaching the verifier (base64 decoding, JSON parsing, a signature over it) and
+ * gives both profiles one limit: on-prem Node refuses past 16 KiB of headers anyway, workerd did not.
+ */
+export const MAX_TOKEN_LENGTH = 8192;
+
 /** Header-like lookup, so Fetch Headers and Node's IncomingHttpHeaders both fit. */
 export type HeaderGetter = (name: string) => string | null | undefined;
 

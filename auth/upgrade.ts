@@ -1,5 +1,5 @@
 import { AuthError } from './errors.js';
-import { checkUpgrade, tokenFromRequest, type HeaderGetter } from './request.js';
+import { MAX_TOKEN_LENGTH, checkUpgrade, tokenFromRequest, type HeaderGetter } from './request.js';
 import type { TokenVerifier } from './verify.js';
 
 /** An HTTP refusal sent instead of a WebSocket: the status, and a JSON body {error: code, message}. */
@@ -26,7 +26,8 @@ export interface UpgradeChecks {
 
 /**
  * Everything decided before a WebSocket exists, in one order for both profiles:
- * method -> per-IP connect rate -> token -> ?user -> WebSocket upgrade + `iris.v1`.
+ * method -> per-IP connect rate -> token (present, at most MAX_TOKEN_LENGTH, verified) -> ?user ->
+ * WebSocket upgrade + `iris.v1`.
  * The token is checked before the upgrade headers so that a client whose handshake failed can learn why
  * with a plain GET (a WebSocket API does not expose the status of a refused upgrade).
  */
@@ -40,6 +41,11 @@ export async function authorizeUpgrade(req: UpgradeRequest, checks: UpgradeCheck
   }
   const token = tokenFromRequest(req.header, req.url);
   if (!token) return { status: 401, code: 'missing_token', message: 'send a bearer token' };
+  if (token.length > MAX_TOKEN_LENGTH) {
+    // Before any verification work: nothing about an oversized token is looked at.
+    const e = new AuthError('token_too_large', `token longer than ${MAX_TOKEN_LENGTH} characters`);
+    return { status: e.status, code: e.code, message: e.message };
+  }
   let user: string;
   try {
     ({ user } = await checks.verifier.verify(token));

@@ -35,6 +35,15 @@ export interface Config {
    * client that reads never reaches it.
    */
   maxQueuedBytes: number;
+  /** A connection that has not sent `hello` this long after the upgrade is closed with 4000 hello_timeout. */
+  helloTimeoutMs: number;
+  /**
+   * Heartbeat period. On-prem sends a WebSocket ping this often and drops a socket that missed the previous
+   * pong. Cloudflare cannot ping without waking the object, so it closes (4004 idle_timeout) a socket from
+   * which nothing — no frame, not even the `{"t":"ping"}` heartbeat — arrived for 2 x this. Either way a
+   * silent client is gone within 2 x pingMs.
+   */
+  pingMs: number;
 }
 
 export const DEFAULT_CONFIG: Config = {
@@ -52,6 +61,8 @@ export const DEFAULT_CONFIG: Config = {
   connFrameBurst: 2_000,
   maxErrorsInRow: 20,
   maxQueuedBytes: 48 * 1024 * 1024,
+  helloTimeoutMs: 10_000,
+  pingMs: 30_000,
 };
 
 const ENV_NAMES: Record<keyof Config, string> = {
@@ -69,6 +80,8 @@ const ENV_NAMES: Record<keyof Config, string> = {
   connFrameBurst: 'IRIS_CONN_RATE_BURST',
   maxErrorsInRow: 'IRIS_MAX_ERRORS_IN_ROW',
   maxQueuedBytes: 'IRIS_MAX_QUEUED_BYTES',
+  helloTimeoutMs: 'IRIS_HELLO_TIMEOUT_MS',
+  pingMs: 'IRIS_WS_PING_MS',
 };
 
 export class ConfigError extends Error {

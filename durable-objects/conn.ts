@@ -1,20 +1,40 @@
 import type { Conn, ConnState } from '../core/ports.js';
 
 /**
- * What a hibernatable socket remembers while its Durable Object is evicted (at most 16 KiB): whose it is and
- * the core's per-socket state. Kept small and flat; it is rewritten on every delivery batch.
+ * What a hibernatable socket remembers while its Durable Object is evicted (at most 16 KiB): whose it is, the
+ * core's per-socket state, and what the liveness sweep (UserShard.sweep) needs. Kept small and flat.
  */
 export interface Attachment {
   user: string;
   state: ConnState | null;
+  /** When the upgrade was accepted (ms): the hello timeout counts from here. */
+  opened: number;
+  /**
+   * When a message last reached the object from this socket (ms), coarsely (see ACTIVE_GRANULARITY_MS).
+   * Heartbeats answered by the runtime are not counted here: getWebSocketAutoResponseTimestamp has them.
+   */
+  active: number;
+  /** The server closed this socket: it no longer counts as online and gets nothing more. */
+  closed?: true;
+  /** Mailbox.onClose ran for it (presence updated); a later close event must not run it again. */
+  released?: true;
 }
+
+/**
+ * Activity is written to the attachment at most this often per socket: a flood of frames costs one
+ * serializeAttachment per second, not one per frame. The idle timeout (2 x IRIS_WS_PING_MS) is far coarser.
+ */
+const ACTIVE_GRANULARITY_MS = 1_000;
 
 /** The core's Conn over a hibernatable WebSocket. */
 export class DoConn implements Conn {
   private att: Attachment;
 
   constructor(readonly ws: WebSocket) {
-    this.att = ws.deserializeAttachment() as Attachment;
+    const att = ws.deserializeAttachment() as Partial<Attachment> & { user: string };
+    // A socket accepted by an older version has no timestamps: start counting now rather than close it early.
+    const now = Date.now();
+    this.att = { ...att, state: att.state ?? null, opened: att.opened ?? now, active: att.active ?? now };
   }
 
   get user(): string {
@@ -25,9 +45,35 @@ export class DoConn implements Conn {
     return this.att.state;
   }
 
+  get opened(): number {
+    return this.att.opened;
+  }
+
+  /** Closed by the server: excluded from the core's socket list. */
+  get closed(): boolean {
+    return this.att.closed === true;
+  }
+
+  get released(): boolean {
+    return this.att.released === true;
+  }
+
+  /** Last time anything arrived from the client: a message, or a heartbeat the runtime answered. */
+  lastHeard(autoResponse: Date | null): number {
+    return Math.max(this.att.active, autoResponse?.getTime() ?? 0);
+  }
+
+  /** A message arrived from the client. */
+  touch(now: number): void {
+    if (now - this.att.active >= ACTIVE_GRANULARITY_MS) this.write({ ...this.att, active: now });
+  }
+
+  markReleased(): void {
+    this.write({ ...this.att, released: true });
+  }
+
   setState(state: ConnState): void {
-    this.att = { user: this.att.user, state };
-    this.ws.serializeAttachment(this.att);
+    this.write({ ...this.att, state });
   }
 
   get queuedBytes(): number {
@@ -45,10 +91,20 @@ export class DoConn implements Conn {
   }
 
   close(code: number, reason: string): void {
+    if (!this.closed) this.write({ ...this.att, closed: true });
     try {
       this.ws.close(code, reason);
     } catch {
       // Already closed.
+    }
+  }
+
+  private write(att: Attachment): void {
+    this.att = att;
+    try {
+      this.ws.serializeAttachment(att);
+    } catch {
+      // The socket is already gone; the in-memory copy is all that is left to keep.
     }
   }
 }

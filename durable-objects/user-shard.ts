@@ -3,13 +3,19 @@ import { configFromEnv, type Config } from '../core/config.js';
 import { Mailbox } from '../core/mailbox.js';
 import type { ForwardBatch, ForwardResult, Peers, Scheduler } from '../core/ports.js';
 import { migrate } from '../core/schema.js';
-import { PING_TEXT, PONG_TEXT, SUBPROTOCOL, type PresenceInfo } from '../protocol/index.js';
+import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type PresenceInfo } from '../protocol/index.js';
 import { DoConn, type Attachment } from './conn.js';
 import type { Env } from './env.js';
 import { doStorage } from './storage.js';
 
 /** Header the edge Worker sets to the verified user id. Only the Worker can reach this object. */
 export const USER_HEADER = 'X-Iris-User';
+
+/** What workerd puts in place of each invalid UTF-8 sequence of a text message. */
+const REPLACEMENT_CHARACTER = '\uFFFD';
+
+/** The liveness sweep never re-arms the alarm sooner than this: a bound on wake-ups, whatever the sockets do. */
+const SWEEP_MIN_GAP_MS = 1_000;
 
 /**
  * One user's shard on Cloudflare: a thin adapter from the Durable Object lifecycle to core/Mailbox.
@@ -18,6 +24,13 @@ export const USER_HEADER = 'X-Iris-User';
  * they stay open; it is rebuilt (constructor again) when a message, close, alarm or RPC arrives. Everything
  * that must survive is in SQLite or in the socket attachments. Heartbeat pings are answered by the runtime
  * (setWebSocketAutoResponse) and never wake the object.
+ *
+ * Liveness (on-prem has a timer per socket and WebSocket pings; here a timer would keep the object awake):
+ * one alarm, shared with the core's forward retries (wakeAt keeps the earliest request), runs sweep(),
+ * which closes sockets that sent no hello within IRIS_HELLO_TIMEOUT_MS (4000) and sockets from which
+ * nothing — no frame, no auto-answered heartbeat (getWebSocketAutoResponseTimestamp) — arrived for
+ * 2 x IRIS_WS_PING_MS (4004 idle_timeout), and re-arms itself for the next such deadline while sockets are open. With
+ * the SDK pinging every 20-30 s that is one wake-up per ~30 s per connected user, not one per ping.
  */
 export class UserShard extends DurableObject<Env> {
   private readonly storage = doStorage(this.ctx.storage);
@@ -44,32 +57,86 @@ export class UserShard extends DurableObject<Env> {
     this.mailboxFor(user);
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
-    const att: Attachment = { user, state: null };
+    const now = Date.now();
+    const att: Attachment = { user, state: null, opened: now, active: now };
     server.serializeAttachment(att);
+    this.wakeAt(now + this.config.helloTimeoutMs);
     return new Response(null, { status: 101, webSocket: client, headers: { 'Sec-WebSocket-Protocol': SUBPROTOCOL } });
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     const conn = this.conn(ws);
+    // Closed by the server (replaced, timed out): what the client still sends is not acted on.
+    if (conn.closed) return;
+    conn.touch(Date.now());
+    if (typeof message === 'string' && message.includes(REPLACEMENT_CHARACTER)) {
+      // workerd does not close a text message with invalid UTF-8 (1007, as on-prem's ws does): it decodes it
+      // with U+FFFD for each bad sequence and hands us the string, so an invalid sequence and a literal U+FFFD
+      // look the same here. No valid client frame needs a literal U+FFFD (every field is ASCII, and unknown
+      // fields can say \ufffd), so treat it as invalid UTF-8 — the documented close, not a decoded frame.
+      conn.close(CLOSE_CODES.invalid_payload, 'text message is not valid UTF-8');
+      await this.release(conn);
+      return;
+    }
     await this.mailboxFor(conn.user).onMessage(conn, message);
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
     const conn = this.conn(ws);
     conn.close(code === 1005 || code === 1006 ? 1000 : code, reason);
-    await this.mailboxFor(conn.user).onClose(conn);
+    await this.release(conn);
   }
 
   override async webSocketError(ws: WebSocket): Promise<void> {
-    const conn = this.conn(ws);
-    await this.mailboxFor(conn.user).onClose(conn);
+    await this.release(this.conn(ws));
   }
 
   override async alarm(): Promise<void> {
     this.alarmAt = null;
+    await this.sweep(Date.now());
     if (!this.hasSchema()) return;
-    const user = this.storage.sql.all<{ user: string }>(`SELECT user FROM users LIMIT 1`)[0]?.user;
+    const user = this.mailbox?.user ?? this.storage.sql.all<{ user: string }>(`SELECT user FROM users LIMIT 1`)[0]?.user;
     if (user !== undefined) await this.mailboxFor(user).onWake();
+  }
+
+  /**
+   * Closes sockets past their hello or idle deadline and re-arms the alarm for the earliest deadline left.
+   * A socket closed here is released at once (presence: offline, last seen now): a dead client never answers
+   * the close, so waiting for webSocketClose would leave it "online".
+   */
+  private async sweep(now: number): Promise<void> {
+    const { helloTimeoutMs, pingMs } = this.config;
+    let next = Infinity;
+    const released: Promise<void>[] = [];
+    for (const ws of this.ctx.getWebSockets()) {
+      const conn = this.conn(ws);
+      if (conn.closed) continue;
+      const hello = conn.state === null;
+      const due = hello ? conn.opened + helloTimeoutMs : conn.lastHeard(this.ctx.getWebSocketAutoResponseTimestamp(ws)) + 2 * pingMs;
+      if (due > now) {
+        next = Math.min(next, due);
+        continue;
+      }
+      if (hello) conn.close(CLOSE_CODES.hello_timeout, 'no hello within the hello timeout');
+      else conn.close(CLOSE_CODES.idle_timeout, 'nothing received within the idle timeout');
+      released.push(this.release(conn));
+    }
+    await Promise.all(released);
+    if (next !== Infinity) this.wakeAt(Math.max(next, now + SWEEP_MIN_GAP_MS));
+  }
+
+  /** The socket is gone for the core: runs Mailbox.onClose once, whichever of close, error or sweep comes first. */
+  private async release(conn: DoConn): Promise<void> {
+    if (conn.released) return;
+    conn.markReleased();
+    await this.mailboxFor(conn.user).onClose(conn);
+  }
+
+  /** The object's single alarm, shared by the core (forward retries) and the liveness sweep: the earliest wins. */
+  private wakeAt(ms: number): void {
+    if (this.alarmAt !== null && this.alarmAt <= ms) return;
+    this.alarmAt = ms;
+    void this.ctx.storage.setAlarm(ms);
   }
 
   // ---- RPC from other users' shards (DO -> RPC -> DO) ----
@@ -112,19 +179,14 @@ export class UserShard extends DurableObject<Env> {
       forward: (to, batch) => env.USERS.get(env.USERS.idFromName(to)).receive(to, batch),
       presence: (u) => env.USERS.get(env.USERS.idFromName(u)).presence(u),
     };
-    const scheduler: Scheduler = {
-      wakeAt: (ms) => {
-        if (this.alarmAt !== null && this.alarmAt <= ms) return;
-        this.alarmAt = ms;
-        void this.ctx.storage.setAlarm(ms);
-      },
-    };
+    const scheduler: Scheduler = { wakeAt: (ms) => this.wakeAt(ms) };
     this.mailbox = new Mailbox({
       user,
       storage: this.storage,
       peers,
       scheduler,
-      sockets: { list: () => this.ctx.getWebSockets().map((ws) => this.conn(ws)) },
+      // A socket the server closed is not online and gets nothing more, even before its close event.
+      sockets: { list: () => this.ctx.getWebSockets().map((ws) => this.conn(ws)).filter((c) => !c.closed) },
       clock: { now: () => Date.now() },
       config: this.config,
     });

@@ -40,6 +40,8 @@ export const CLOSE_CODES = {
   going_away: 1001,
   /** The peer broke the protocol badly enough that the connection cannot continue. */
   protocol_error: 1002,
+  /** A text message that is not valid UTF-8 (RFC 6455 "invalid frame payload data"). */
+  invalid_payload: 1007,
   /** Transport-level size cap exceeded (far above maxFrameBytes); the runtime closes the socket. */
   too_big: 1009,
   internal_error: 1011,
@@ -51,6 +53,8 @@ export const CLOSE_CODES = {
   too_many_errors: 4002,
   /** The client did not read: what the server queued for this socket passed its bound. Reconnect and resume. */
   slow_consumer: 4003,
+  /** Nothing (no frame, no heartbeat) arrived from the client for 2 x the ping interval (Cloudflare profile). */
+  idle_timeout: 4004,
 } as const;
 
 export type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];

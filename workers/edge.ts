@@ -1,6 +1,7 @@
 import { DEV_AUTH_WARNING, TokenVerifier, authConfigFromEnv, authorizeUpgrade, isRefusal, refusalBody, refusalHeaders, type AuthConfig } from '../auth/index.js';
 import type { Env } from '../durable-objects/env.js';
 import { USER_HEADER } from '../durable-objects/user-shard.js';
+import { connectKey } from './connect-key.js';
 
 export { UserShard } from '../durable-objects/user-shard.js';
 
@@ -35,7 +36,7 @@ export default {
 
     const limiter = env.CONNECT_LIMITER;
     const verdict = await authorizeUpgrade(
-      { method: request.method, url, header: (n) => request.headers.get(n), ip: request.headers.get('CF-Connecting-IP') ?? 'unknown' },
+      { method: request.method, url, header: (n) => request.headers.get(n), ip: connectKey(request, url, env) },
       {
         verifier: verifierFor(env).v,
         ...(limiter && { connectLimit: async (ip: string) => ((await limiter.limit({ key: ip })).success ? 0 : 60) }),

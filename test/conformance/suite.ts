@@ -5,6 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { WebSocket as WsSocket } from 'ws';
 import { IrisClient, IrisError, MemoryStore, type SendAck } from '../../client/index.js';
 import { FileStore } from '../../client/node-store.js';
 import { encodeBinary, type ErrorCode } from '../../protocol/index.js';
@@ -349,7 +350,24 @@ export function runConformance(name: string, start: () => Promise<Target>): void
       expect(b.seen.errors).toEqual([]);
     });
 
-    it('refuses missing, badly signed and expired tokens with HTTP 401 before the upgrade, on every token transport', async () => {
+    it('closes a connection that sends invalid UTF-8 in a text message with 1007 (PROTOCOL.md section 5)', async () => {
+      // The WebSocket API cannot send invalid UTF-8; the ws package sends the bytes as they are.
+      const ws = new WsSocket(target.url, ['iris.v1', `bearer.${await target.token(user('u8'))}`]);
+      const got: string[] = [];
+      ws.on('message', (d) => got.push(String(d)));
+      const closed = new Promise<number>((r) => ws.on('close', (code) => r(code)));
+      await new Promise<void>((r, j) => {
+        ws.once('open', () => r());
+        ws.once('error', j);
+      });
+      ws.send('{"t":"ping","x":"ok"}');
+      ws.send(Buffer.from('{"t":"ping","x":"\xc3\x28"}', 'latin1'), { binary: false }); // c3 28: a broken 2-byte sequence
+      expect(await closed).toBe(1007);
+      // The valid ping before it was answered; the invalid one was never decoded as a frame.
+      expect(got).toEqual(['{"t":"pong"}']);
+    });
+
+        it('refuses missing, badly signed and expired tokens with HTTP 401 before the upgrade, on every token transport', async () => {
       const u = user('t');
       const good = await target.token(u);
       const [head, payload, sig] = good.split('.') as [string, string, string];

@@ -61,6 +61,8 @@ export async function startWrangler(opts: WranglerOptions = {}): Promise<Target>
     IRIS_JWT_SECRET: DEV_SECRET,
     IRIS_RATE_PER_SEC: '5000',
     IRIS_RATE_BURST: '5000',
+    // A local run: CF-Connecting-IP is whatever the client sent (workers/edge.ts connectKey).
+    IRIS_TRUST_CF_CONNECTING_IP: '0',
     ...opts.vars,
   };
   const url = `ws://127.0.0.1:${port}/v1/connect`;

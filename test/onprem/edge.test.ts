@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SignJWT } from 'jose';
+import { MAX_TOKEN_LENGTH } from '../../auth/index.js';
 import { LIMITS, SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX } from '../../protocol/index.js';
-import { RawClient, removeDir, scrape, startServer, token, usersOn, type ServerProcess } from './helpers.js';
+import { RawClient, SECRET, removeDir, scrape, startServer, token, usersOn, type ServerProcess } from './helpers.js';
 
 /**
  * The listener's edge behaviour, matching workers/edge.ts: refusals before the upgrade with the same statuses
@@ -89,6 +91,26 @@ describe('edge: HTTP and WebSocket limits', () => {
     const m = await scrape(port);
     const refusedMissing = (m.get('iris_connects_refused_total{code="missing_token",worker="0"}') ?? 0) + (m.get('iris_connects_refused_total{code="missing_token",worker="1"}') ?? 0);
     expect(refusedMissing).toBeGreaterThanOrEqual(1);
+  });
+
+  it('refuses a valid token longer than MAX_TOKEN_LENGTH with 431 token_too_large, wherever it is carried', async () => {
+    // Valid and signed, just large: below Node's own 16 KiB header limit, so only the shared check refuses it.
+    const big = await new SignJWT({ pad: 'x'.repeat(MAX_TOKEN_LENGTH) })
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(u!)
+      .setExpirationTime('1h')
+      .sign(new TextEncoder().encode(SECRET));
+    expect(big.length).toBeGreaterThan(MAX_TOKEN_LENGTH);
+    expect(big.length).toBeLessThan(12 * 1024);
+    for (const p of [
+      RawClient.open(url, big),
+      RawClient.open(url, null, { protocols: [SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + big] }),
+      RawClient.open(`${url}?access_token=${big}`, null),
+    ]) {
+      const r = await refused(p);
+      expect(r.status).toBe(431);
+      expect(JSON.parse(r.body)).toMatchObject({ error: 'token_too_large' });
+    }
   });
 
   it('takes the token from the subprotocol or the query, and never echoes it', async () => {

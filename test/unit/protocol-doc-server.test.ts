@@ -64,6 +64,7 @@ const BREAK: Record<string, (s: Spec) => void> = {
   method_not_allowed: (s) => void (s.method = 'POST'),
   too_many_connects: (s) => void (s.limited = true),
   missing_token: (s) => void (s.token = null),
+  token_too_large: (s) => void (s.token = Promise.resolve('x'.repeat(9000))),
   auth_not_configured: (s) => void (s.configured = false),
   malformed_token: (s) => void (s.token = Promise.resolve('not-a-jwt')),
   unsupported_algorithm: (s) => void (s.token = jwt({ alg: 'none' })),
@@ -77,9 +78,9 @@ const BREAK: Record<string, (s: Spec) => void> = {
   unsupported_protocol: (s) => void (s.protocols = ['chat.v9']),
 };
 /** Breaks that change the same part of the request cannot be combined. */
-const TOKEN_BREAKS = new Set(['missing_token', 'malformed_token', 'unsupported_algorithm', 'invalid_signature', 'token_expired', 'token_not_yet_valid', 'claim_invalid', 'invalid_subject']);
+const TOKEN_BREAKS = new Set(['missing_token', 'token_too_large', 'malformed_token', 'unsupported_algorithm', 'invalid_signature', 'token_expired', 'token_not_yet_valid', 'claim_invalid', 'invalid_subject']);
 /** The doc says these are one verification step, in the JWT library's order. */
-const ONE_STEP = new Set([...TOKEN_BREAKS].filter((c) => c !== 'missing_token'));
+const ONE_STEP = new Set([...TOKEN_BREAKS].filter((c) => c !== 'missing_token' && c !== 'token_too_large'));
 
 async function decide(breaks: string[]): Promise<{ status: number; code: string } | 'ok'> {
   const s: Spec = { method: 'GET', upgrade: true, protocols: ['iris.v1'], token: jwt(), limited: false, configured: true, user: null };

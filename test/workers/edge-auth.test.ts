@@ -1,5 +1,6 @@
 import { SELF } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
+import { MAX_TOKEN_LENGTH } from '../../auth/index.js';
 import { token, unsignedToken, upgradeRequest } from './helpers.js';
 
 /** Every refusal happens at the edge, as an HTTP status, before a WebSocket exists. */
@@ -67,6 +68,39 @@ describe('token matrix', () => {
     refused(await upgradeRequest(bearer(await token('alice')), '?user=bob'), 403, 'user_mismatch'));
 });
 
+describe('token size', () => {
+  /** A valid token of exactly `length` characters: padded with a claim. */
+  async function sized(user: string, length: number): Promise<string> {
+    const base = (await token(user, { claims: { pad: '' } })).length;
+    // Base64url grows by 4 characters per 3 bytes of claim; pad to just under, then trim by re-signing.
+    let pad = Math.floor(((length - base) * 3) / 4);
+    for (;;) {
+      const t = await token(user, { claims: { pad: 'x'.repeat(pad) } });
+      if (t.length <= length) return t;
+      pad--;
+    }
+  }
+
+  it('refuses a token longer than MAX_TOKEN_LENGTH with 431 in each of the three places, before verifying it', async () => {
+    const big = await sized('big', MAX_TOKEN_LENGTH + 100);
+    expect(big.length).toBeGreaterThan(MAX_TOKEN_LENGTH);
+    await refused(await upgradeRequest(bearer(big)), 431, 'token_too_large');
+    await refused(await upgradeRequest({ 'Sec-WebSocket-Protocol': `iris.v1, bearer.${big}` }), 431, 'token_too_large');
+    await refused(await upgradeRequest({}, `?access_token=${big}`), 431, 'token_too_large');
+    // Refused on size alone: 100 KB of garbage gets the same answer, not a verification error.
+    await refused(await upgradeRequest(bearer('x'.repeat(100_000))), 431, 'token_too_large');
+  });
+
+  it('accepts a valid token of exactly MAX_TOKEN_LENGTH characters', async () => {
+    const t = await sized('edge', MAX_TOKEN_LENGTH);
+    expect(t.length).toBeGreaterThan(MAX_TOKEN_LENGTH - 4);
+    const res = await upgradeRequest(bearer(t));
+    expect(res.status).toBe(101);
+    res.webSocket!.accept();
+    res.webSocket!.close();
+  });
+});
+
 describe('upgrade checks', () => {
   it('a plain GET: 401 without a token (so a client can learn why its handshake failed), 426 with one', async () => {
     await refused(await SELF.fetch('http://iris.test/v1/connect'), 401, 'missing_token');
@@ -102,5 +136,19 @@ describe('upgrade checks', () => {
     expect(last!.headers.get('retry-after')).toBe('60');
     const other = await upgradeRequest({ 'CF-Connecting-IP': '203.0.113.10' });
     expect(other.status).toBe(401);
+  });
+  it('a client-sent CF-Connecting-IP does not dodge the limit on a local run (loopback host)', async () => {
+    // Under wrangler dev the header is whatever the client sent; a fresh value per request must not be a
+    // fresh bucket. Requests addressed to a loopback host cannot have come through Cloudflare's edge.
+    let last: Response | null = null;
+    let i = 0;
+    for (; i < 1400; i++) {
+      last = await SELF.fetch('http://127.0.0.1:8787/v1/connect', {
+        headers: { Upgrade: 'websocket', 'Sec-WebSocket-Protocol': 'iris.v1', 'CF-Connecting-IP': `198.51.100.${i % 250}` },
+      });
+      if (last.status === 429) break;
+    }
+    expect(last!.status).toBe(429);
+    expect(await last!.json()).toMatchObject({ error: 'too_many_connects' });
   });
 });

@@ -17,12 +17,14 @@ export interface TokenOptions {
   /** Seconds relative to now. */
   exp?: number;
   nbf?: number;
+  /** Extra claims (e.g. padding to make a token of a given size). */
+  claims?: Record<string, unknown>;
 }
 
 export async function token(user: string | undefined, o: TokenOptions = {}): Promise<string> {
   const alg = o.alg ?? 'HS256';
   const now = Math.floor(Date.now() / 1000);
-  let jwt = new SignJWT({}).setIssuer(o.iss ?? ISSUER).setAudience(o.aud ?? AUDIENCE).setIssuedAt(now).setExpirationTime(now + (o.exp ?? 3600));
+  let jwt = new SignJWT(o.claims ?? {}).setIssuer(o.iss ?? ISSUER).setAudience(o.aud ?? AUDIENCE).setIssuedAt(now).setExpirationTime(now + (o.exp ?? 3600));
   if (user !== undefined) jwt = jwt.setSubject(user);
   if (o.nbf !== undefined) jwt = jwt.setNotBefore(now + o.nbf);
   if (alg === 'HS256') return jwt.setProtectedHeader({ alg }).sign(SECRET);

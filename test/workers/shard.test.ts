@@ -185,6 +185,24 @@ describe('bounds and bad input', () => {
     b.close();
   });
 
+  it('closes with 1007 a text message workerd had to decode with replacement characters', async () => {
+    // A JS string cannot hold invalid UTF-8; a lone surrogate is sent as EF BF BD (U+FFFD), which is exactly
+    // what workerd hands the shard for an invalid byte sequence (the conformance suite sends real bad bytes).
+    for (const text of ['{"t":"ping"}\uD800', '{"t":"ping","x":"\uFFFD"}']) {
+      const a = await TestClient.connect('u-alice', 'a1');
+      a.ws.send(text);
+      await a.waitFor(() => a.closed !== null);
+      expect(a.closed?.code).toBe(1007);
+      expect(a.of('pong')).toEqual([]);
+    }
+    // The same character escaped in JSON is plain ASCII on the wire, and fine.
+    const b = await TestClient.connect('u-alice', 'a1');
+    b.ws.send('{"t":"ping","x":"\\ufffd"}');
+    await b.waitFor(() => b.frames.some((f) => f.t === 'pong'));
+    expect(b.closed).toBeNull();
+    b.close();
+  });
+
   it('answers the heartbeat ping text with the pong text', async () => {
     const a = await TestClient.connect('p-alice', 'a1');
     const pong = new Promise<string>((r) => a.ws.addEventListener('message', (e) => typeof e.data === 'string' && r(e.data)));
