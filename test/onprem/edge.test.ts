@@ -102,12 +102,13 @@ describe('edge: HTTP and WebSocket limits', () => {
       .sign(new TextEncoder().encode(SECRET));
     expect(big.length).toBeGreaterThan(MAX_TOKEN_LENGTH);
     expect(big.length).toBeLessThan(12 * 1024);
-    for (const p of [
-      RawClient.open(url, big),
-      RawClient.open(url, null, { protocols: [SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + big] }),
-      RawClient.open(`${url}?access_token=${big}`, null),
+    // One at a time: a refusal that settled before it was awaited would be an unhandled rejection.
+    for (const open of [
+      () => RawClient.open(url, big),
+      () => RawClient.open(url, null, { protocols: [SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX + big] }),
+      () => RawClient.open(`${url}?access_token=${big}`, null),
     ]) {
-      const r = await refused(p);
+      const r = await refused(open());
       expect(r.status).toBe(431);
       expect(JSON.parse(r.body)).toMatchObject({ error: 'token_too_large' });
     }
