@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, removeDir, sdkClient, startServer, tempDir, token, waitFor, type ServerProcess } from './helpers.js';
+import { mulberry32 } from '../fixtures/prng.js';
 
 /**
  * Finding 1 of issue 7: an app killed with SIGKILL while the FileStore was writing (after its handler ran) got
@@ -35,17 +36,7 @@ interface Life {
   stderr: string;
 }
 
-/** Seeded PRNG (mulberry32) so a failing run can be replayed with the printed seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const prng = mulberry32;
 
 describe('client crash safety (FileStore, SIGKILL mid-stream)', () => {
   it('never hands the app the same message twice and loses none, across many kills at random points', async () => {

@@ -10,6 +10,7 @@ import {
   isErrorCode,
   type Frame,
 } from '../../protocol/index.js';
+import { mulberry32 } from '../fixtures/prng.js';
 
 /**
  * A small, seeded, bounded fuzz of both decoders: 10,000 binary and 10,000 JSON inputs, random and mutated
@@ -21,17 +22,7 @@ import {
 const SEED = Number(process.env['IRIS_FUZZ_SEED'] ?? 0x1d15);
 const RUNS = 10_000;
 
-/** mulberry32: tiny, seedable, good enough for fuzzing. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 const te = new TextEncoder();
 const MAX = LIMITS.maxInteger;
