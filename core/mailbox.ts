@@ -104,7 +104,7 @@ export class Mailbox {
     if (wait > 0) {
       // Not decoded, not answered beyond this one refusal: a flood costs a token-bucket check per frame.
       this.error(conn, enc, 'rate_limited', 'too many frames on this connection', undefined, wait);
-      if (guard.refused('frame_rate')) this.closeForErrors(conn);
+      if (guard.overRate) this.closeForErrors(conn);
       return;
     }
     let ref: string | undefined;

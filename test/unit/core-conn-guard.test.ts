@@ -60,12 +60,30 @@ describe('per-connection bounds', () => {
     w.now += 500;
     await a.frame({ t: 'ping' });
     expect(a.of('pong')).toHaveLength(4);
-    // Ignoring retryAfter: each refusal counts; the third in a row closes.
-    await a.frame({ t: 'ping' });
-    await a.frame({ t: 'ping' });
-    await a.frame({ t: 'ping' });
-    expect(a.closed?.code).toBe(CLOSE_CODES.too_many_errors);
+    expect(a.closed).toBeNull();
     expect(b.closed).toBeNull();
+  });
+
+  it('closes a connection that keeps flooding past its frame rate (4002), even when the refill lets some frames through', async () => {
+    const flood = async (gapMs: number, perRound: number, rounds: number) => {
+      const w = new World({ connFrameBurst: 4, connFramesPerSec: 2, rateBurst: 1, ratePerSec: 1, maxErrorsInRow: 3 });
+      const a = w.connect('alice');
+      await a.hello('a1');
+      for (let i = 0; i < 3; i++) await a.frame({ t: 'ping' }); // the burst is spent
+      for (let i = 0; i < rounds && !a.closed; i++) {
+        w.now += gapMs; // the refill gives one frame back every 500 ms
+        for (let j = 0; j < perRound; j++) await a.frame({ t: 'ping' });
+      }
+      return a;
+    };
+    // Two frames every 500 ms against 2 per second: one refused each round, less than a second apart.
+    const flooder = await flood(500, 2, 10);
+    expect(flooder.closed?.code).toBe(CLOSE_CODES.too_many_errors);
+    expect(flooder.of('error').filter((e) => e.code === 'rate_limited')).toHaveLength(3);
+    // One frame over every second: refused each round, but a second apart, so the count starts again.
+    const bursty = await flood(1_000, 3, 10);
+    expect(bursty.of('error').filter((e) => e.code === 'rate_limited')).toHaveLength(10);
+    expect(bursty.closed).toBeNull();
   });
 
   it('closes a socket that stopped reading (4003) instead of queueing more; the entries wait for the next connection', async () => {
