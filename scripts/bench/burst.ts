@@ -38,12 +38,16 @@ interface Options {
   json: string | null;
   role: 'main' | 'flood';
   mode: string;
+  /** Which scenarios to run; the echo ones need the bench config's EchoShard (not there with --url). */
+  scenarios: string[];
 }
+
+const SCENARIOS = ['idle', 'iris-frames', 'echo-frames', 'iris-sends', 'echo-sends'];
 
 const BODY = new Uint8Array(64).fill(0x61);
 
 function parse(argv: string[]): Options {
-  const o: Options = { url: null, secret: 'bench-burst-secret', seconds: 10, victimMs: 20, burstRate: 5000, window: 1000, json: null, role: 'main', mode: '' };
+  const o: Options = { url: null, secret: 'bench-burst-secret', seconds: 10, victimMs: 20, burstRate: 5000, window: 1000, json: null, role: 'main', mode: '', scenarios: SCENARIOS };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const v = () => {
@@ -60,12 +64,14 @@ function parse(argv: string[]): Options {
     else if (a === '--json') o.json = v();
     else if (a === '--role') o.role = v() as Options['role'];
     else if (a === '--mode') o.mode = v();
+    else if (a === '--scenarios') o.scenarios = v().split(',');
     else if (a === '--help') {
-      console.log('options: --url ws://host:port  --secret S  --seconds 10  --victim-ms 20  --burst-rate 5000  --window 1000  --json FILE');
+      console.log('options: --url ws://host:port  --secret S  --seconds 10  --victim-ms 20  --burst-rate 5000  --window 1000  --json FILE  --scenarios ' + SCENARIOS.join(','));
       process.exit(0);
     } else throw new Error(`unknown option ${a}`);
   }
   if (!(o.seconds > 0 && o.seconds <= 120)) throw new Error('--seconds must be in (0, 120]');
+  for (const sc of o.scenarios) if (!SCENARIOS.includes(sc)) throw new Error(`unknown scenario ${sc} (${SCENARIOS.join(', ')})`);
   return o;
 }
 
@@ -288,7 +294,7 @@ async function main(): Promise<void> {
     const to = `victim-peer-${run}`;
     // Warm-up: both shards exist and the path is compiled before anything is measured.
     await victim(ws, to, { ...o, seconds: 1 }, 'warm');
-    for (const mode of ['idle', 'iris-frames', 'echo-frames', 'iris-sends', 'echo-sends']) {
+    for (const mode of o.scenarios) {
       // A flood leaves a backlog in workerd after the flooder is gone: start each scenario once it drained
       // (one victim send acked within 50 ms), for at most 60 s.
       const settle = Date.now() + 60_000;
