@@ -30,7 +30,11 @@ const ACTIVE_GRANULARITY_MS = 1_000;
 export class DoConn implements Conn {
   private att: Attachment;
 
-  constructor(readonly ws: WebSocket) {
+  constructor(
+    readonly ws: WebSocket,
+    /** Where frames sent are counted (UserShard's stats); a fresh counter when not given. */
+    private readonly counts: { wsOut: number } = { wsOut: 0 },
+  ) {
     const att = ws.deserializeAttachment() as Partial<Attachment> & { user: string };
     // A socket accepted by an older version has no timestamps: start counting now rather than close it early.
     const now = Date.now();
@@ -83,6 +87,7 @@ export class DoConn implements Conn {
   }
 
   send(data: string | Uint8Array): void {
+    this.counts.wsOut++;
     try {
       this.ws.send(data);
     } catch {

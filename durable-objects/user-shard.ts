@@ -6,7 +6,8 @@ import { migrate } from '../core/schema.js';
 import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type PresenceInfo } from '../protocol/index.js';
 import { DoConn, type Attachment } from './conn.js';
 import type { Env } from './env.js';
-import { doStorage } from './storage.js';
+import type { ShardStats } from './stats.js';
+import { doStorage, sqlCounters, type StatementTally } from './storage.js';
 
 /** Header the edge Worker sets to the verified user id. Only the Worker can reach this object. */
 export const USER_HEADER = 'X-Iris-User';
@@ -33,7 +34,21 @@ const SWEEP_MIN_GAP_MS = 1_000;
  * the SDK pinging every 20-30 s that is one wake-up per ~30 s per connected user, not one per ping.
  */
 export class UserShard extends DurableObject<Env> {
-  private readonly storage = doStorage(this.ctx.storage);
+  /** Billing-relevant counters (see stats.ts): a handful of integer adds per event, always on. */
+  private readonly counts: Omit<ShardStats, 'databaseBytes' | 'statements'> = {
+    instance: crypto.randomUUID(),
+    sql: sqlCounters(),
+    rpcOut: { forward: 0, presence: 0 },
+    rpcIn: { receive: 0, presence: 0 },
+    wsIn: 0,
+    wsOut: 0,
+    upgrades: 0,
+    alarms: 0,
+    handlerMs: 0,
+  };
+  /** Rows per statement text: only with IRIS_SQL_TALLY=1 (measurement runs), as it costs a map lookup per statement. */
+  private readonly tally: Map<string, StatementTally> | null = this.env['IRIS_SQL_TALLY'] === '1' ? new Map() : null;
+  private readonly storage = doStorage(this.ctx.storage, this.counts.sql, this.tally);
   private readonly config: Config;
   private readonly conns = new WeakMap<WebSocket, DoConn>();
   private mailbox: Mailbox | null = null;
@@ -50,11 +65,16 @@ export class UserShard extends DurableObject<Env> {
 
   /** The WebSocket upgrade, forwarded by the edge Worker after it verified the token. */
   override async fetch(request: Request): Promise<Response> {
+    return this.timed(() => this.upgrade(request));
+  }
+
+  private async upgrade(request: Request): Promise<Response> {
     const user = request.headers.get(USER_HEADER);
     if (!user || request.headers.get('Upgrade')?.toLowerCase() !== 'websocket') {
       return new Response('expected a WebSocket upgrade from the edge', { status: 400 });
     }
     this.mailboxFor(user);
+    this.counts.upgrades++;
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
     const now = Date.now();
@@ -65,6 +85,11 @@ export class UserShard extends DurableObject<Env> {
   }
 
   override async webSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
+    this.counts.wsIn++;
+    return this.timed(() => this.onSocketMessage(ws, message));
+  }
+
+  private async onSocketMessage(ws: WebSocket, message: string | ArrayBuffer): Promise<void> {
     const conn = this.conn(ws);
     // Closed by the server (replaced, timed out): what the client still sends is not acted on.
     if (conn.closed) return;
@@ -82,16 +107,23 @@ export class UserShard extends DurableObject<Env> {
   }
 
   override async webSocketClose(ws: WebSocket, code: number, reason: string): Promise<void> {
-    const conn = this.conn(ws);
-    conn.close(code === 1005 || code === 1006 ? 1000 : code, reason);
-    await this.release(conn);
+    return this.timed(async () => {
+      const conn = this.conn(ws);
+      conn.close(code === 1005 || code === 1006 ? 1000 : code, reason);
+      await this.release(conn);
+    });
   }
 
   override async webSocketError(ws: WebSocket): Promise<void> {
-    await this.release(this.conn(ws));
+    return this.timed(() => this.release(this.conn(ws)));
   }
 
   override async alarm(): Promise<void> {
+    this.counts.alarms++;
+    return this.timed(() => this.onAlarm());
+  }
+
+  private async onAlarm(): Promise<void> {
     this.alarmAt = null;
     await this.sweep(Date.now());
     if (!this.hasSchema()) return;
@@ -142,13 +174,43 @@ export class UserShard extends DurableObject<Env> {
   // ---- RPC from other users' shards (DO -> RPC -> DO) ----
 
   async receive(user: string, batch: ForwardBatch): Promise<ForwardResult> {
-    return this.mailboxFor(user).receive(batch);
+    this.counts.rpcIn.receive++;
+    return this.timed(() => this.mailboxFor(user).receive(batch));
   }
 
   async presence(user: string): Promise<PresenceInfo> {
-    // Asking about a user who never connected must not create storage for them.
-    if (!this.mailbox && !this.hasSchema()) return { user, online: false, lastSeen: 0 };
-    return this.mailboxFor(user).presence();
+    this.counts.rpcIn.presence++;
+    return this.timed(async () => {
+      // Asking about a user who never connected must not create storage for them.
+      if (!this.mailbox && !this.hasSchema()) return { user, online: false, lastSeen: 0 };
+      return this.mailboxFor(user).presence();
+    });
+  }
+
+  /**
+   * The counters of stats.ts, for tests and measurement (scripts/bench/cf-rows.ts). Reads nothing from SQL and
+   * creates no storage; not counted in rpcIn, so polling it does not disturb what it reports.
+   */
+  async stats(): Promise<ShardStats> {
+    const s: ShardStats = {
+      ...this.counts,
+      sql: { ...this.counts.sql },
+      rpcOut: { ...this.counts.rpcOut },
+      rpcIn: { ...this.counts.rpcIn },
+      databaseBytes: this.ctx.storage.sql.databaseSize,
+    };
+    if (this.tally !== null) s.statements = Object.fromEntries([...this.tally].map(([q, t]) => [q, { ...t }]));
+    return s;
+  }
+
+  /** Adds the wall time of one event handler to handlerMs (a lower bound: see ShardStats.handlerMs). */
+  private async timed<T>(run: () => Promise<T>): Promise<T> {
+    const t0 = Date.now();
+    try {
+      return await run();
+    } finally {
+      this.counts.handlerMs += Date.now() - t0;
+    }
   }
 
   // ---- wiring ----
@@ -156,7 +218,7 @@ export class UserShard extends DurableObject<Env> {
   private conn(ws: WebSocket): DoConn {
     let c = this.conns.get(ws);
     if (!c) {
-      c = new DoConn(ws);
+      c = new DoConn(ws, this.counts);
       this.conns.set(ws, c);
     }
     return c;
@@ -175,9 +237,16 @@ export class UserShard extends DurableObject<Env> {
     // presence stays empty.
     this.ctx.storage.transactionSync(() => migrate(this.storage.sql, Date.now()));
     const env = this.env;
+    const counts = this.counts.rpcOut;
     const peers: Peers = {
-      forward: (to, batch) => env.USERS.get(env.USERS.idFromName(to)).receive(to, batch),
-      presence: (u) => env.USERS.get(env.USERS.idFromName(u)).presence(u),
+      forward: (to, batch) => {
+        counts.forward++;
+        return env.USERS.get(env.USERS.idFromName(to)).receive(to, batch);
+      },
+      presence: (u) => {
+        counts.presence++;
+        return env.USERS.get(env.USERS.idFromName(u)).presence(u);
+      },
     };
     const scheduler: Scheduler = { wakeAt: (ms) => this.wakeAt(ms) };
     this.mailbox = new Mailbox({
