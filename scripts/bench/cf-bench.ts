@@ -9,6 +9,9 @@
  *
  * With the pairs pattern both ends of a pair share a room (one object relays between its two sockets); with
  * the hot pattern every connection shares room 0 (one object). Everything else is the Iris Worker.
+ *
+ *   GET /bench/stats?user=U  -> UserShard(U).stats() as JSON (durable-objects/stats.ts): the counters
+ *   scripts/bench/cf-rows.ts reads. Bench config only; the production edge has no such route.
  */
 import { DurableObject } from 'cloudflare:workers';
 import iris, { UserShard } from '../../workers/edge.js';
@@ -50,6 +53,11 @@ export class EchoShard extends DurableObject<Env> {
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     const url = new URL(request.url);
+    if (url.pathname === '/bench/stats') {
+      const user = url.searchParams.get('user');
+      if (!user) return new Response('user required', { status: 400 });
+      return Response.json(await env.USERS.get(env.USERS.idFromName(user)).stats());
+    }
     if (url.pathname === '/bench/echo') {
       if (request.headers.get('Upgrade')?.toLowerCase() !== 'websocket') return new Response('websocket only', { status: 426 });
       const room = url.searchParams.get('room') ?? '0';

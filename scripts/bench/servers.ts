@@ -145,7 +145,7 @@ export async function startRelay(port: number, workers: number, profileDir: stri
 }
 
 /** wrangler dev on the bench config: the Iris Worker + UserShard and the bare EchoShard, one local workerd. */
-export async function startWrangler(port: number, secret: string): Promise<Server> {
+export async function startWrangler(port: number, secret: string, vars: Record<string, string> = {}): Promise<Server> {
   const persist = mkdtempSync(join(tmpdir(), 'iris-bench-wrangler-'));
   const inspector = await freePort();
   const args = [
@@ -153,6 +153,7 @@ export async function startWrangler(port: number, secret: string): Promise<Serve
     '-c', join(ROOT, 'scripts/bench/wrangler.bench.toml'),
     '--ip', '127.0.0.1', '--port', String(port),
     '--var', 'IRIS_DEV_MODE:1', '--var', `IRIS_JWT_SECRET:${secret}`,
+    ...Object.entries(vars).flatMap(([k, v]) => ['--var', `${k}:${v}`]),
     '--persist-to', persist, '--inspector-port', String(inspector), '--show-interactive-dev-session=false', '--log-level', 'warn',
   ];
   const s = start(args, { WRANGLER_SEND_METRICS: 'false', CI: '1' });
