@@ -256,6 +256,8 @@ interface Delta {
   alarms: number;
   upgrades: number;
   handlerMs: number;
+  /** Growth of the SQLite database (ctx.storage.sql.databaseSize): what stays stored, for the GB-month item. */
+  databaseBytes: number;
 }
 
 interface Result {
@@ -286,6 +288,7 @@ function delta(a: ShardStats, b: ShardStats, who: string): Delta {
     alarms: b.alarms - a.alarms,
     upgrades: b.upgrades - a.upgrades,
     handlerMs: b.handlerMs - a.handlerMs,
+    databaseBytes: b.databaseBytes - a.databaseBytes,
   };
 }
 
@@ -407,6 +410,7 @@ function table(results: Result[]): string {
     ['upgrades / msg', (r) => f(r.total.upgrades / r.messages, 3)],
     ['billed DO requests / msg (RPC + alarms + upgrades + WS in / 20)', (r) => f(requestsPerMsg(r), 3)],
     ['DO handler wall ms / msg (lower bound)', (r) => f(r.total.handlerMs / r.messages)],
+    ['database growth, bytes / msg', (r) => f(r.total.databaseBytes / r.messages, 0)],
     ['$ per million msgs: requests', (r) => f(costPerMillion(r).requests, 3)],
     ['$ per million msgs: rows written', (r) => f(costPerMillion(r).rowsWritten, 3)],
     ['$ per million msgs: rows read', (r) => f(costPerMillion(r).rowsRead, 4)],
