@@ -455,7 +455,7 @@ async function main(): Promise<void> {
   } finally {
     await server?.stop();
   }
-  console.log(`\n${server?.command ?? base}`);
+  console.log(`\n\`${server?.command ?? base}\`\n`);
   console.log(table(results));
   if (o.statements) for (const r of results) console.log(statementTable(r));
   if (o.json) writeFileSync(o.json, JSON.stringify({ options: o, prices: PRICES, results }, null, 2));

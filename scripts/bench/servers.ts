@@ -178,7 +178,7 @@ export async function startWrangler(port: number, secret: string, vars: Record<s
     echoUrl: `ws://127.0.0.1:${port}/bench/echo`,
     pid: s.child.pid!,
     workers: 1,
-    command: `wrangler dev -c scripts/bench/wrangler.bench.toml --ip 127.0.0.1 --port ${port} --var IRIS_DEV_MODE:1`,
+    command: `wrangler dev -c scripts/bench/wrangler.bench.toml --ip 127.0.0.1 --port ${port} --var IRIS_DEV_MODE:1${Object.entries(vars).map(([k, v]) => ` --var ${k}:${v}`).join('')}`,
     stop: async () => {
       await stopSpawned(s, 5000);
       rmSync(persist, { recursive: true, force: true });
