@@ -68,6 +68,7 @@ interface BucketAcc {
   sent: number;
   acked: number;
   delivered: number;
+  deliveredUnaffected: number;
   errors: number;
   hist: hdr.Histogram;
 }
@@ -136,7 +137,7 @@ function bucketAt(t: number): BucketAcc | null {
   const sec = Math.floor((t - phase.msg.t0) / 1000);
   let b = buckets.get(sec);
   if (!b) {
-    b = { sent: 0, acked: 0, delivered: 0, errors: 0, hist: newHist() };
+    b = { sent: 0, acked: 0, delivered: 0, deliveredUnaffected: 0, errors: 0, hist: newHist() };
     buckets.set(sec, b);
   }
   return b;
@@ -337,7 +338,10 @@ async function openAll(cfg: InitMsg): Promise<void> {
 
 // ------------------------------------------------------------------ receiving
 
-function onBody(b: Uint8Array, off: number, t: number): void {
+/** Kill mode: connections whose user the killed worker owns. */
+let affected: ReadonlySet<number> = new Set();
+
+function onBody(b: Uint8Array, off: number, t: number, rx: number): void {
   if (b.length < off + BODY_HEADER) {
     countError('short_body');
     return;
@@ -358,6 +362,7 @@ function onBody(b: Uint8Array, off: number, t: number): void {
   const bucket = bucketAt(t);
   if (bucket) {
     bucket.delivered++;
+    if (!affected.has(sender) && !affected.has(rx)) bucket.deliveredUnaffected++;
     recordUs(bucket.hist, t - sched);
   }
   if (phase) {
@@ -372,7 +377,7 @@ function onBody(b: Uint8Array, off: number, t: number): void {
 function onMessage(c: Conn, buf: Buffer): void {
   const t = now();
   if (init!.wire !== 'iris') {
-    onBody(buf, 4, t);
+    onBody(buf, 4, t, c.spec.idx);
     return;
   }
   let f;
@@ -416,7 +421,7 @@ function onMessage(c: Conn, buf: Buffer): void {
           countError('stale_entry');
           continue;
         }
-        if (e.kind === 'message') onBody(e.body, 0, t);
+        if (e.kind === 'message') onBody(e.body, 0, t, c.spec.idx);
         else totals.receipts++;
         c.lastSeq = e.seq;
       }
@@ -555,6 +560,7 @@ function startPhase(m: PhaseMsg): void {
     errors: {},
   };
   buckets = new Map();
+  affected = new Set(m.affected);
   const wait = Math.max(0, m.t0 - now());
   setTimeout(sendDue, wait);
   if (m.killAt !== null) {
@@ -570,7 +576,7 @@ function flushBuckets(all: boolean): Bucket[] {
   const out: Bucket[] = [];
   for (const [sec, b] of buckets) {
     if (!all && sec >= cur) continue;
-    out.push({ sec, sent: b.sent, acked: b.acked, delivered: b.delivered, errors: b.errors, deliverHist: encodeHist(b.hist) });
+    out.push({ sec, sent: b.sent, acked: b.acked, delivered: b.delivered, deliveredUnaffected: b.deliveredUnaffected, errors: b.errors, deliverHist: encodeHist(b.hist) });
     buckets.delete(sec);
   }
   return out;

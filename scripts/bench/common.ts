@@ -247,6 +247,8 @@ export interface PhaseMsg {
    * figures need no round trip after the kill.
    */
   killAt: number | null;
+  /** Kill mode: connection indices whose user the killed worker owns (deliveries between others are counted apart). */
+  affected: number[];
 }
 
 export type ToClient =
@@ -263,6 +265,8 @@ export interface Bucket {
   sent: number;
   acked: number;
   delivered: number;
+  /** Kill mode: delivered between two connections the killed worker does not own. */
+  deliveredUnaffected: number;
   errors: number;
   deliverHist: string;
 }

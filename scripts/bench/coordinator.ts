@@ -105,6 +105,8 @@ export interface TimelinePoint {
   sent: number;
   acked: number;
   delivered: number;
+  /** Kill mode: delivered between connections the killed worker does not own. */
+  deliveredUnaffected: number;
   errors: number;
   p50: number;
   p99: number;
@@ -229,6 +231,7 @@ interface TimelineAcc {
   sent: number;
   acked: number;
   delivered: number;
+  deliveredUnaffected: number;
   errors: number;
   hists: string[];
 }
@@ -282,9 +285,10 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
   const addBucket = (sec: number, phase: number, b: Bucket) => {
     let a = timeline.get(sec);
     if (!a) {
-      a = { phase, offered: 0, sent: 0, acked: 0, delivered: 0, errors: 0, hists: [] };
+      a = { phase, offered: 0, sent: 0, acked: 0, delivered: 0, deliveredUnaffected: 0, errors: 0, hists: [] };
       timeline.set(sec, a);
     }
+    a.deliveredUnaffected += b.deliveredUnaffected;
     a.sent += b.sent;
     a.acked += b.acked;
     a.delivered += b.delivered;
@@ -382,11 +386,12 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
         const t0 = Math.max(now() + 300, runT0);
         const measureFrom = t0 + warmupMs;
         const killAt = spec.kill !== null && n === 0 ? measureFrom + spec.kill.atMs : null;
-        const msg: PhaseMsg = { t: 'phase', phase: n, rate: 0, t0, measureFrom, end: measureFrom + durationMs, maxInflight: spec.maxInflight, killAt };
+        const affected = killAt === null ? [] : assignment.flat().filter((c) => spec.kill!.owns(c.user)).map((c) => c.idx);
+        const msg: PhaseMsg = { t: 'phase', phase: n, rate: 0, t0, measureFrom, end: measureFrom + durationMs, maxInflight: spec.maxInflight, killAt, affected };
         if (killAt !== null) killPhase = msg;
         current = msg;
         for (let s = Math.round((t0 - runT0) / 1000); s < Math.round((msg.end - runT0) / 1000); s++) {
-          const a = timeline.get(s) ?? { phase: n, offered: 0, sent: 0, acked: 0, delivered: 0, errors: 0, hists: [] };
+          const a = timeline.get(s) ?? { phase: n, offered: 0, sent: 0, acked: 0, delivered: 0, deliveredUnaffected: 0, errors: 0, hists: [] };
           a.offered = rate;
           a.phase = n;
           timeline.set(s, a);
@@ -550,6 +555,7 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
             sent: a.sent,
             acked: a.acked,
             delivered: a.delivered,
+            deliveredUnaffected: a.deliveredUnaffected,
             errors: a.errors,
             p50: h.totalCount > 0 ? h.getValueAtPercentile(50) / 1000 : 0,
             p99: h.totalCount > 0 ? h.getValueAtPercentile(99) / 1000 : 0,
@@ -579,6 +585,7 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
           measureFrom: kp.measureFrom,
           end: kp.end,
           owned,
+          unaffectedSenders: assignment.flat().filter((c) => c.to >= 0 && !owned.has(c.idx) && !owned.has(c.to)).length,
           snapshot: account(snaps.map((m) => m.account), 0),
           snapshotAt: snaps.map((m) => m.at),
           recovery: mergeRecovery(accounts.map((x) => x.recovery)),

@@ -53,6 +53,11 @@ export interface KillResult {
   killedAtMs: number;
   /** Connections whose user the killed worker owns, and how many of them / of the others dropped. */
   ownedConnections: number;
+  /**
+   * Senders where neither end is owned by the killed worker. With 2 workers and the pairs pattern there are
+   * none: FNV-1a's lowest bit is the parity of the last character, so users -2p and -2p+1 never share a worker.
+   */
+  unaffectedSenders: number;
   droppedOwned: number;
   droppedOther: number;
   reconnected: number;
@@ -80,6 +85,13 @@ export interface KillResult {
     ackedAfter: number;
     /** Lowest delivered/s in a full second from the kill to the end of the window. */
     deliveredMin: number;
+    /**
+     * The same for messages between two users the killed worker does not own: whether the kill disturbed
+     * anyone else (before, lowest second from the kill on, after).
+     */
+    unaffectedBefore: number;
+    unaffectedMin: number;
+    unaffectedAfter: number;
     secondsBefore: number;
     secondsAfter: number;
   };
@@ -174,6 +186,7 @@ export interface KillInputs {
   end: number;
   /** Global connection index -> whether the killed worker owns its user. */
   owned: ReadonlySet<number>;
+  unaffectedSenders: number;
   snapshot: Accounting;
   snapshotAt: number[];
   recovery: ReconnectStats;
@@ -205,6 +218,7 @@ export function killResult(k: KillInputs): KillResult {
     killedAt: new Date(k.fired.at).toISOString(),
     killedAtMs: k.fired.at,
     ownedConnections: k.owned.size,
+    unaffectedSenders: k.unaffectedSenders,
     droppedOwned,
     droppedOther: dropped.size - droppedOwned,
     reconnected: r.reconnected,
@@ -236,6 +250,10 @@ export function killResult(k: KillInputs): KillResult {
       deliveredAfter: mean(after, (p) => p.delivered),
       ackedAfter: mean(after, (p) => p.acked),
       deliveredMin: during.length === 0 ? 0 : Math.min(...during.map((p) => p.delivered)),
+      // `?? 0`: timelines written before this field existed (--render of an older result.json).
+      unaffectedBefore: mean(before, (p) => p.deliveredUnaffected ?? 0),
+      unaffectedMin: during.length === 0 ? 0 : Math.min(...during.map((p) => p.deliveredUnaffected ?? 0)),
+      unaffectedAfter: mean(after, (p) => p.deliveredUnaffected ?? 0),
       secondsBefore: before.length,
       secondsAfter: after.length,
     },
@@ -273,7 +291,10 @@ export function killLines(label: string, k: KillResult): string[] {
     s === null
       ? `[${label}] kill: supervisor: no log lines`
       : `[${label}] kill: supervisor: died line ${ms(s.diedMs)}, restarted (pid ${s.newPid ?? '?'}) ${ms(s.startedMs)}, back ${ms(s.backMs)}`,
-    `[${label}] kill: delivered/s ${k.throughput.deliveredBefore} before, ${k.throughput.deliveredAfter} after, lowest second ${k.throughput.deliveredMin}` +
+    `[${label}] kill: delivered/s ${k.throughput.deliveredBefore} before, ${k.throughput.deliveredAfter} after, lowest second ${k.throughput.deliveredMin}; ` +
+      ((k.unaffectedSenders ?? 0) === 0
+        ? 'no sender whose pair is wholly on other workers'
+        : `between users of the other workers (${k.unaffectedSenders} senders) ${k.throughput.unaffectedBefore} before, ${k.throughput.unaffectedAfter} after, lowest second ${k.throughput.unaffectedMin}`) +
       `; ${k.pass ? 'PASS' : `FAIL (${k.failures.join('; ')})`}`,
   ];
 }

@@ -302,6 +302,10 @@ async function main(): Promise<number> {
         judgeKill(k, result.accounting!);
         for (const line of killLines(p.label, k)) log(line);
         if (!k.pass) killFailed = true;
+        // What the server said around the kill (worker warnings, the supervisor's restart), stamped ms after the kill.
+        const logFile = join(outDir, `server-${i}.log`);
+        writeFileSync(logFile, (server.lines?.() ?? []).map((l) => `${(l.t - k.killedAtMs).toFixed(1).padStart(10)} ms  ${l.text}`).join('\n') + '\n');
+        log(`[${p.label}] server output: ${relative(process.cwd(), logFile)}`);
       }
       runs.push({ label: p.label, role: p.role, target: p.target, workers: p.workers, connections: p.connections, server: { kind: server.kind, command: server.command, workers: server.workers }, result });
       if (server !== shared) {

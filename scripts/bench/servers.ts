@@ -138,7 +138,8 @@ export async function startOnprem(o: OnpremOptions): Promise<Server> {
     url: `ws://127.0.0.1:${m[1]}/v1/connect`,
     pid: s.child.pid!,
     workers: Number(m[2]),
-    workerPids: m[3]!.split(',').map(Number),
+    // The list is followed by a comma in the ready line ("pids 1,2, data ...").
+    workerPids: m[3]!.split(',').filter((x) => x !== '').map(Number),
     lines: () => s.lines,
     command: `npm run onprem -- ${args.slice(args.indexOf('--host')).join(' ')}`,
     stop: async () => {
