@@ -277,6 +277,8 @@ export function judgeKill(kr: KillResult, a: Accounting): void {
   kr.pass = f.length === 0;
 }
 
+/** A mean over whole seconds of the timeline; a short window may have none on one side of the kill. */
+const perSec = (v: number, seconds: number) => (seconds === 0 ? 'n/a (no whole second)' : String(v));
 const ms = (v: number | null) => (v === null ? 'never' : `${v.toLocaleString('en-US')} ms`);
 
 export function killLines(label: string, k: KillResult): string[] {
@@ -291,10 +293,12 @@ export function killLines(label: string, k: KillResult): string[] {
     s === null
       ? `[${label}] kill: supervisor: no log lines`
       : `[${label}] kill: supervisor: died line ${ms(s.diedMs)}, restarted (pid ${s.newPid ?? '?'}) ${ms(s.startedMs)}, back ${ms(s.backMs)}`,
-    `[${label}] kill: delivered/s ${k.throughput.deliveredBefore} before, ${k.throughput.deliveredAfter} after, lowest second ${k.throughput.deliveredMin}; ` +
+    `[${label}] kill: delivered/s ${perSec(k.throughput.deliveredBefore, k.throughput.secondsBefore)} before, ` +
+      `${perSec(k.throughput.deliveredAfter, k.throughput.secondsAfter)} after, lowest second ${k.throughput.deliveredMin}; ` +
       ((k.unaffectedSenders ?? 0) === 0
         ? 'no sender whose pair is wholly on other workers'
-        : `between users of the other workers (${k.unaffectedSenders} senders) ${k.throughput.unaffectedBefore} before, ${k.throughput.unaffectedAfter} after, lowest second ${k.throughput.unaffectedMin}`) +
+        : `between users of the other workers (${k.unaffectedSenders} senders) ${perSec(k.throughput.unaffectedBefore, k.throughput.secondsBefore)} before, ` +
+          `${perSec(k.throughput.unaffectedAfter, k.throughput.secondsAfter)} after, lowest second ${k.throughput.unaffectedMin}`) +
       `; ${k.pass ? 'PASS' : `FAIL (${k.failures.join('; ')})`}`,
   ];
 }
