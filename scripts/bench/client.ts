@@ -9,6 +9,11 @@
  *                     client (one per connection per event-loop turn)
  *   accounting:       a bit per (sender, seq) acked and delivered, so the coordinator can count lost and
  *                     duplicated messages exactly
+ *   reconnect (kill mode only): a connection that drops is reopened with backoff; its hello carries the
+ *                     connection's cursor (the highest entry seq it processed), so deliveries resume after it;
+ *                     every unacked send is written again with the same client id (the server's dedup window
+ *                     answers a send it already committed with the original ack), and messages scheduled
+ *                     while it is down wait in an outbox and are written after the welcome, like the SDK's
  */
 import { SignJWT } from 'jose';
 import { WebSocket, type RawData } from 'ws';
@@ -32,6 +37,7 @@ import {
   type InitMsg,
   type PhaseMsg,
   type PhaseResult,
+  type ReconnectStats,
   type ToClient,
   type Totals,
 } from './common.js';
@@ -43,18 +49,26 @@ interface Conn {
   closed: boolean;
   /** Sender side. */
   seq: number;
+  /** Unacked sends: seq -> scheduled time (the body is rebuilt from both for a resend). */
   pending: Map<number, number>;
   acked: BitSet | null;
   errored: number;
   /** Receiver side (iris): highest entry seq seen, and whether an ack is due. */
   lastSeq: number;
   ackDue: boolean;
+  /** Kill mode: dropped and being reopened (sends go to `pending` unwritten until the welcome). */
+  down: boolean;
+  /** Reconnected at least once, and whether its first deliver / send_ack since then was seen. */
+  reconnected: boolean;
+  sawDeliverSinceReconnect: boolean;
+  sawAckSinceReconnect: boolean;
 }
 
 interface BucketAcc {
   sent: number;
   acked: number;
   delivered: number;
+  deliveredUnaffected: number;
   errors: number;
   hist: hdr.Histogram;
 }
@@ -90,6 +104,20 @@ let buckets = new Map<number, BucketAcc>();
 let ackQueue: Conn[] = [];
 let ackScheduled = false;
 let body: Uint8Array = new Uint8Array(0);
+const recovery: ReconnectStats = {
+  dropped: [],
+  reconnected: 0,
+  down: [],
+  firstDropAt: null,
+  firstWelcomeAt: null,
+  lastWelcomeAt: null,
+  firstDeliverAt: null,
+  firstAckAt: null,
+  resent: 0,
+  queued: 0,
+  attempts: {},
+  stale: 0,
+};
 
 function post(m: FromClient): void {
   process.send?.(m);
@@ -109,7 +137,7 @@ function bucketAt(t: number): BucketAcc | null {
   const sec = Math.floor((t - phase.msg.t0) / 1000);
   let b = buckets.get(sec);
   if (!b) {
-    b = { sent: 0, acked: 0, delivered: 0, errors: 0, hist: newHist() };
+    b = { sent: 0, acked: 0, delivered: 0, deliveredUnaffected: 0, errors: 0, hist: newHist() };
     buckets.set(sec, b);
   }
   return b;
@@ -173,6 +201,9 @@ async function connectOnce(c: Conn, cfg: InitMsg): Promise<void> {
       done = true;
       clearTimeout(timer);
       ws.removeAllListeners();
+      // Attached now, not after the promise settles: ws emits every frame of one TCP chunk synchronously, and
+      // after a reconnect the backlog's first deliver often shares the chunk with the welcome.
+      attach(c, ws);
       resolve();
     };
     ws.on('unexpected-response', (_req, res) => {
@@ -184,7 +215,9 @@ async function connectOnce(c: Conn, cfg: InitMsg): Promise<void> {
     // 4000 = the server's hello timeout (it was too busy to answer in time): a real client reconnects.
     ws.on('close', (code: number) => fail(new ConnectError(`close_${code}_before_ready`, code === 4000 || code === 1001 || code === 1006)));
     ws.on('open', () => {
-      if (cfg.wire === 'iris') ws.send(encodeBinary({ t: 'hello', device: 'bench', cursor: 0 }));
+      // The cursor is what this connection has processed: 0 at first, and after a reconnect deliveries resume
+      // after it (PROTOCOL.md section 8), so an entry seen before the drop is not sent again.
+      if (cfg.wire === 'iris') ws.send(encodeBinary({ t: 'hello', device: 'bench', cursor: c.lastSeq }));
     });
     ws.on('message', (data: RawData) => {
       const buf = data as Buffer;
@@ -199,16 +232,68 @@ async function connectOnce(c: Conn, cfg: InitMsg): Promise<void> {
       } else if (buf.length === 1) ok();
     });
   });
+}
+
+function attach(c: Conn, ws: WebSocket): void {
   c.ws = ws;
   c.ready = true;
+  c.closed = false;
   ws.on('message', (data: RawData) => onMessage(c, data as Buffer));
   ws.on('error', () => undefined);
   ws.on('close', (code: number) => {
-    c.closed = true;
+    if (c.ws !== ws) return;
     c.ready = false;
     totals.closed++;
-    if (!closing) countError(`close_${code}`);
+    if (closing) {
+      c.closed = true;
+      return;
+    }
+    countError(`close_${code}`);
+    if (!init!.reconnect) {
+      c.closed = true;
+      return;
+    }
+    c.down = true;
+    recovery.dropped.push(c.spec.idx);
+    recovery.firstDropAt ??= now();
+    void reconnect(c);
   });
+}
+
+/**
+ * Kill mode: reopen a dropped connection until it gets a welcome or the run closes. Backoff 50, 100, then every
+ * 200 ms: the time until the users are served again is what is measured, and the retry interval bounds its
+ * resolution, so this retries more often than the server's `retry-after: 1` asks (a real client would wait
+ * the second); a 503 from the supervisor costs little, and the attempts are counted.
+ */
+async function reconnect(c: Conn): Promise<void> {
+  const cfg = init!;
+  for (let attempt = 0; !closing; attempt++) {
+    await sleep(Math.min(200, 50 * 2 ** attempt));
+    if (closing) return;
+    try {
+      await connectOnce(c, cfg);
+    } catch (e) {
+      const code = e instanceof ConnectError ? e.code : String(e);
+      recovery.attempts[code] = (recovery.attempts[code] ?? 0) + 1;
+      continue;
+    }
+    const t = now();
+    c.down = false;
+    c.reconnected = true;
+    c.sawDeliverSinceReconnect = false;
+    c.sawAckSinceReconnect = false;
+    recovery.reconnected++;
+    recovery.firstWelcomeAt ??= t;
+    recovery.lastWelcomeAt = t;
+    // Every unacked send again, in order, with its client id and original body: one the server committed
+    // before the drop is answered from its dedup window and stored once; one it never committed is stored now.
+    for (const [seq, sched] of [...c.pending].sort((a, b) => a[0] - b[0])) {
+      writeSend(c, seq, sched);
+      recovery.resent++;
+    }
+    return;
+  }
 }
 
 async function openAll(cfg: InitMsg): Promise<void> {
@@ -253,7 +338,10 @@ async function openAll(cfg: InitMsg): Promise<void> {
 
 // ------------------------------------------------------------------ receiving
 
-function onBody(b: Uint8Array, off: number, t: number): void {
+/** Kill mode: connections whose user the killed worker owns. */
+let affected: ReadonlySet<number> = new Set();
+
+function onBody(b: Uint8Array, off: number, t: number, rx: number): void {
   if (b.length < off + BODY_HEADER) {
     countError('short_body');
     return;
@@ -274,6 +362,7 @@ function onBody(b: Uint8Array, off: number, t: number): void {
   const bucket = bucketAt(t);
   if (bucket) {
     bucket.delivered++;
+    if (!affected.has(sender) && !affected.has(rx)) bucket.deliveredUnaffected++;
     recordUs(bucket.hist, t - sched);
   }
   if (phase) {
@@ -288,7 +377,7 @@ function onBody(b: Uint8Array, off: number, t: number): void {
 function onMessage(c: Conn, buf: Buffer): void {
   const t = now();
   if (init!.wire !== 'iris') {
-    onBody(buf, 4, t);
+    onBody(buf, 4, t, c.spec.idx);
     return;
   }
   let f;
@@ -307,6 +396,10 @@ function onMessage(c: Conn, buf: Buffer): void {
       totals.pending--;
       c.acked!.add(seq);
       totals.acked++;
+      if (c.reconnected && !c.sawAckSinceReconnect) {
+        c.sawAckSinceReconnect = true;
+        recovery.firstAckAt ??= t;
+      }
       const b = bucketAt(t);
       if (b) b.acked++;
       if (phase && inWindow(sched)) {
@@ -316,10 +409,21 @@ function onMessage(c: Conn, buf: Buffer): void {
       return;
     }
     case 'deliver': {
+      if (c.reconnected && !c.sawDeliverSinceReconnect) {
+        c.sawDeliverSinceReconnect = true;
+        recovery.firstDeliverAt ??= t;
+      }
       for (const e of f.entries) {
-        if (e.kind === 'message') onBody(e.body, 0, t);
+        // Exactly once to the app (PROTOCOL.md section 8): an entry at or below the cursor was processed
+        // already. Counted, because a server that sends one is worth knowing about.
+        if (e.seq <= c.lastSeq) {
+          recovery.stale++;
+          countError('stale_entry');
+          continue;
+        }
+        if (e.kind === 'message') onBody(e.body, 0, t, c.spec.idx);
         else totals.receipts++;
-        if (e.seq > c.lastSeq) c.lastSeq = e.seq;
+        c.lastSeq = e.seq;
       }
       if (!c.ackDue) {
         c.ackDue = true;
@@ -366,13 +470,20 @@ function flushAcks(): void {
 
 // ------------------------------------------------------------------ sending
 
+/** One Iris send frame; the client id is the per-connection seq, so a resend is recognised by the server. */
+function writeSend(c: Conn, seq: number, sched: number): void {
+  writeHeader(body, 0, c.spec.idx, seq, sched);
+  c.ws!.send(encodeBinary({ t: 'send', id: seq.toString(36), to: c.spec.toUser, body }));
+}
+
 function sendOne(c: Conn, sched: number, t: number, ph: PhaseState): void {
   const ws = c.ws!;
   const seq = c.seq++;
   const cfg = init!;
   if (cfg.wire === 'iris') {
-    writeHeader(body, 0, c.spec.idx, seq, sched);
-    ws.send(encodeBinary({ t: 'send', id: seq.toString(36), to: c.spec.toUser, body }));
+    // While down (kill mode) the send waits in the outbox (`pending`) and goes out after the welcome.
+    if (c.down) recovery.queued++;
+    else writeSend(c, seq, sched);
     c.pending.set(seq, sched);
     totals.pending++;
   } else {
@@ -403,7 +514,7 @@ function sendDue(): void {
     if (sched > until || sched >= end) break;
     const c = ph.senders[ph.next % S]!;
     ph.next++;
-    if (!c.ready || c.closed || !c.ws) {
+    if (!c.down && (!c.ready || c.closed || !c.ws)) {
       countError('send_on_closed', inWindow(sched));
       continue;
     }
@@ -449,8 +560,12 @@ function startPhase(m: PhaseMsg): void {
     errors: {},
   };
   buckets = new Map();
+  affected = new Set(m.affected);
   const wait = Math.max(0, m.t0 - now());
   setTimeout(sendDue, wait);
+  if (m.killAt !== null) {
+    setTimeout(() => post({ t: 'snapshot', proc: init!.proc, at: now(), account: account() }), Math.max(0, m.killAt - now()));
+  }
 }
 
 // ------------------------------------------------------------------ reporting
@@ -461,7 +576,7 @@ function flushBuckets(all: boolean): Bucket[] {
   const out: Bucket[] = [];
   for (const [sec, b] of buckets) {
     if (!all && sec >= cur) continue;
-    out.push({ sec, sent: b.sent, acked: b.acked, delivered: b.delivered, errors: b.errors, deliverHist: encodeHist(b.hist) });
+    out.push({ sec, sent: b.sent, acked: b.acked, delivered: b.delivered, deliveredUnaffected: b.deliveredUnaffected, errors: b.errors, deliverHist: encodeHist(b.hist) });
     buckets.delete(sec);
   }
   return out;
@@ -504,6 +619,7 @@ function account(): AccountMsg {
     delivered: [...deliveredBy].map(([sender, bits]) => ({ sender, bits: bits.compact() })),
     duplicates: totals.duplicates,
     receipts: totals.receipts,
+    recovery: { ...recovery, attempts: { ...recovery.attempts }, dropped: [...recovery.dropped], down: conns.filter((c) => c.down).map((c) => c.spec.idx) },
   };
 }
 
@@ -538,6 +654,10 @@ process.on('message', (m: ToClient) => {
           errored: 0,
           lastSeq: 0,
           ackDue: false,
+          down: false,
+          reconnected: false,
+          sawDeliverSinceReconnect: false,
+          sawAckSinceReconnect: false,
         };
         conns.push(c);
         byIdx.set(spec.idx, c);

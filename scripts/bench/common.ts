@@ -223,6 +223,11 @@ export interface InitMsg {
   connectConcurrency: number;
   connectTimeoutMs: number;
   conns: ConnSpec[];
+  /**
+   * Iris only: reconnect a connection that drops mid-run and resume on it (the worker-kill mode). Off for the
+   * other runs, where a dropped connection is a fault to report, not something to recover from.
+   */
+  reconnect: boolean;
 }
 
 export interface PhaseMsg {
@@ -236,6 +241,14 @@ export interface PhaseMsg {
   end: number;
   /** Abort sending in this phase when this many sends wait for their ack (per process). */
   maxInflight: number;
+  /**
+   * Common-clock ms at which the coordinator SIGKILLs a server worker (kill mode), or null. Each client
+   * process takes its accounting snapshot on its own timer at that instant, so the "in flight at the kill"
+   * figures need no round trip after the kill.
+   */
+  killAt: number | null;
+  /** Kill mode: connection indices whose user the killed worker owns (deliveries between others are counted apart). */
+  affected: number[];
 }
 
 export type ToClient =
@@ -252,6 +265,8 @@ export interface Bucket {
   sent: number;
   acked: number;
   delivered: number;
+  /** Kill mode: delivered between two connections the killed worker does not own. */
+  deliveredUnaffected: number;
   errors: number;
   deliverHist: string;
 }
@@ -297,12 +312,38 @@ export interface SenderAccount {
   pending: number;
 }
 
+/** What one client process saw of dropped connections and their recovery (kill mode). Times: common clock ms. */
+export interface ReconnectStats {
+  /** Connection indices that dropped after they were ready (closed by the server or the socket died). */
+  dropped: number[];
+  /** Connections that got a welcome again after dropping. */
+  reconnected: number;
+  /** Connections still down when the numbers were taken. */
+  down: number[];
+  firstDropAt: number | null;
+  /** First and last welcome on a reconnected connection. */
+  firstWelcomeAt: number | null;
+  lastWelcomeAt: number | null;
+  /** First deliver frame and first send_ack received on a connection after it reconnected. */
+  firstDeliverAt: number | null;
+  firstAckAt: number | null;
+  /** Unacked sends written again, with the same client id, after a reconnect. */
+  resent: number;
+  /** Messages scheduled while their connection was down: kept in the client's outbox, written after the reconnect. */
+  queued: number;
+  /** Failed reconnect attempts, by cause (a 503 while the worker restarts is expected). */
+  attempts: Record<string, number>;
+  /** Entries with seq <= the connection's cursor: the protocol says the client drops them; the server should not send them. */
+  stale: number;
+}
+
 export interface AccountMsg {
   senders: SenderAccount[];
   /** Per sender index: delivered sequence numbers seen by this process. */
   delivered: { sender: number; bits: Uint8Array }[];
   duplicates: number;
   receipts: number;
+  recovery: ReconnectStats;
 }
 
 export type FromClient =
@@ -310,4 +351,6 @@ export type FromClient =
   | { t: 'tick'; proc: number; phase: number; buckets: Bucket[]; totals: Totals; errors: Record<string, number> }
   | { t: 'phase_result'; proc: number; result: PhaseResult }
   | { t: 'account'; proc: number; account: AccountMsg }
+  /** The accounting at PhaseMsg.killAt (kill mode); `at` is when the client's timer actually fired. */
+  | { t: 'snapshot'; proc: number; at: number; account: AccountMsg }
   | { t: 'fatal'; proc: number; message: string };

@@ -29,6 +29,7 @@ import {
 } from './common.js';
 import type { Mode, Pattern } from './options.js';
 import { cpuSeconds, processTree, ROOT, treeRss, type ProcMem } from './servers.js';
+import { killResult, mergeRecovery, type KillFired, type KillResult, type KillSpec } from './kill.js';
 
 const CLIENT = join(ROOT, 'scripts/bench/client.ts');
 
@@ -62,6 +63,8 @@ export interface LoadSpec {
   quiet: boolean;
   /** node --cpu-prof of the client processes into <dir>/clients. */
   profileDir: string | null;
+  /** Worker-kill mode (fixed mode only): clients reconnect and resume, and one worker is SIGKILLed mid-window. */
+  kill: KillSpec | null;
 }
 
 export interface PhaseSummary {
@@ -102,6 +105,8 @@ export interface TimelinePoint {
   sent: number;
   acked: number;
   delivered: number;
+  /** Kill mode: delivered between connections the killed worker does not own. */
+  deliveredUnaffected: number;
   errors: number;
   p50: number;
   p99: number;
@@ -146,6 +151,8 @@ export interface LoadResult {
   timeline: TimelinePoint[];
   accounting: Accounting | null;
   memory: MemoryResult | null;
+  /** Worker-kill mode: what was killed, what was in flight, how long the recovery took. */
+  kill: KillResult | null;
   errors: Record<string, number>;
 }
 
@@ -224,6 +231,7 @@ interface TimelineAcc {
   sent: number;
   acked: number;
   delivered: number;
+  deliveredUnaffected: number;
   errors: number;
   hists: string[];
 }
@@ -277,9 +285,10 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
   const addBucket = (sec: number, phase: number, b: Bucket) => {
     let a = timeline.get(sec);
     if (!a) {
-      a = { phase, offered: 0, sent: 0, acked: 0, delivered: 0, errors: 0, hists: [] };
+      a = { phase, offered: 0, sent: 0, acked: 0, delivered: 0, deliveredUnaffected: 0, errors: 0, hists: [] };
       timeline.set(sec, a);
     }
+    a.deliveredUnaffected += b.deliveredUnaffected;
     a.sent += b.sent;
     a.acked += b.acked;
     a.delivered += b.delivered;
@@ -302,8 +311,11 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
     timeline: [],
     accounting: null,
     memory: null,
+    kill: null,
     errors: {},
   };
+  let fired: KillFired | null = null;
+  let killPhase: PhaseMsg | null = null;
   const clientPids = () => procs.map((p) => p.child.pid!).filter(Boolean);
   const serverCpu = () => (spec.serverPid === null ? null : cpuSeconds(processTree(spec.serverPid)));
 
@@ -322,6 +334,7 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
         connectConcurrency: spec.connectConcurrency,
         connectTimeoutMs: 30_000,
         conns: assignment[p.id]!,
+        reconnect: spec.kill !== null && spec.wire === 'iris',
       });
     }
     const progress = setInterval(() => {
@@ -371,10 +384,14 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
       runT0 = now() + 300;
       const runPhase = async (n: number, rate: number, warmupMs: number, durationMs: number): Promise<PhaseSummary> => {
         const t0 = Math.max(now() + 300, runT0);
-        const msg: PhaseMsg = { t: 'phase', phase: n, rate: 0, t0, measureFrom: t0 + warmupMs, end: t0 + warmupMs + durationMs, maxInflight: spec.maxInflight };
+        const measureFrom = t0 + warmupMs;
+        const killAt = spec.kill !== null && n === 0 ? measureFrom + spec.kill.atMs : null;
+        const affected = killAt === null ? [] : assignment.flat().filter((c) => spec.kill!.owns(c.user)).map((c) => c.idx);
+        const msg: PhaseMsg = { t: 'phase', phase: n, rate: 0, t0, measureFrom, end: measureFrom + durationMs, maxInflight: spec.maxInflight, killAt, affected };
+        if (killAt !== null) killPhase = msg;
         current = msg;
         for (let s = Math.round((t0 - runT0) / 1000); s < Math.round((msg.end - runT0) / 1000); s++) {
-          const a = timeline.get(s) ?? { phase: n, offered: 0, sent: 0, acked: 0, delivered: 0, errors: 0, hists: [] };
+          const a = timeline.get(s) ?? { phase: n, offered: 0, sent: 0, acked: 0, delivered: 0, deliveredUnaffected: 0, errors: 0, hists: [] };
           a.offered = rate;
           a.phase = n;
           timeline.set(s, a);
@@ -385,6 +402,18 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
         let cpu1: { s: number | null; c: number; t: number } | null = null;
         const atFrom = setTimeout(() => (cpu0 = { s: serverCpu(), c: cpuSeconds(clientPids()), t: now() }), Math.max(0, msg.measureFrom - now()));
         const atEnd = setTimeout(() => (cpu1 = { s: serverCpu(), c: cpuSeconds(clientPids()), t: now() }), Math.max(0, msg.end - now()));
+        // The clients take their snapshot on their own timers at the same common-clock instant.
+        const atKill =
+          killAt === null
+            ? undefined
+            : setTimeout(() => {
+                try {
+                  fired = spec.kill!.fire();
+                  log(`[${spec.label}] killed worker ${fired.slot} (pid ${fired.pid}) with SIGKILL`);
+                } catch (e) {
+                  fatal ??= `kill: ${e instanceof Error ? e.message : String(e)}`;
+                }
+              }, Math.max(0, killAt - now()));
         const live = setInterval(() => {
           if (spec.quiet) return;
           const sec = Math.floor((now() - runT0) / 1000) - 1;
@@ -428,6 +457,7 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
           clearInterval(live);
           clearTimeout(atFrom);
           clearTimeout(atEnd);
+          clearTimeout(atKill);
         }
       };
 
@@ -525,6 +555,7 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
             sent: a.sent,
             acked: a.acked,
             delivered: a.delivered,
+            deliveredUnaffected: a.deliveredUnaffected,
             errors: a.errors,
             p50: h.totalCount > 0 ? h.getValueAtPercentile(50) / 1000 : 0,
             p99: h.totalCount > 0 ? h.getValueAtPercentile(99) / 1000 : 0,
@@ -540,6 +571,28 @@ export async function runLoad(spec: LoadSpec, log: (line: string) => void): Prom
         `[${spec.label}] accounting: sent ${a.sent}, acked ${a.acked}, refused ${a.errored}, unanswered ${a.unanswered}, ` +
           `delivered ${a.delivered}, lost ${a.lost}, duplicated ${a.duplicated}, delivered-not-acked ${a.deliveredNotAcked}, receipts ${a.receipts}`,
       );
+      if (spec.kill !== null) {
+        const kp = killPhase as PhaseMsg | null;
+        const fk = fired as KillFired | null;
+        if (kp === null || fk === null) throw new Error('kill mode: the worker was never killed (the window ended first?)');
+        const snaps = await Promise.all(procs.map((p) => p.next('snapshot', 10_000)));
+        const owned = new Set(assignment.flat().filter((c) => spec.kill!.owns(c.user)).map((c) => c.idx));
+        result.kill = killResult({
+          fired: fk,
+          atMs: spec.kill.atMs,
+          runT0,
+          t0: kp.t0,
+          measureFrom: kp.measureFrom,
+          end: kp.end,
+          owned,
+          unaffectedSenders: assignment.flat().filter((c) => c.to >= 0 && !owned.has(c.idx) && !owned.has(c.to)).length,
+          snapshot: account(snaps.map((m) => m.account), 0),
+          snapshotAt: snaps.map((m) => m.at),
+          recovery: mergeRecovery(accounts.map((x) => x.recovery)),
+          final: a,
+          timeline: result.timeline,
+        });
+      }
     }
     for (const p of procs) sumErrors(result.errors, p.errors);
   } finally {

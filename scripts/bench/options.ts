@@ -4,6 +4,7 @@
  */
 import { parseArgs } from 'node:util';
 import { DEV_SECRET } from '../../auth/config.js';
+import { parseDuration } from './kill.js';
 
 export type Target = 'onprem' | 'url' | 'relay' | 'cloudflare';
 export type Baseline = 'relay' | 'echo' | 'none';
@@ -53,6 +54,9 @@ export interface Options {
   render: string | null;
   keepData: boolean;
   quiet: boolean;
+  /** Worker-kill mode: SIGKILL on-prem worker `killWorker` this many ms into the measured window (null: off). */
+  killWorkerAtMs: number | null;
+  killWorker: number;
 }
 
 export const DEFAULTS: Options = {
@@ -94,6 +98,8 @@ export const DEFAULTS: Options = {
   render: null,
   keepData: false,
   quiet: false,
+  killWorkerAtMs: null,
+  killWorker: 0,
 };
 
 export interface Preset {
@@ -178,6 +184,8 @@ const SPEC = {
   profile: { type: 'string' },
   render: { type: 'string' },
   'keep-data': { type: 'boolean' },
+  'kill-worker-at': { type: 'string' },
+  'kill-worker': { type: 'string' },
   quiet: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -255,6 +263,25 @@ export function parseOptions(argv: string[]): { options: Options; help: boolean 
   if (v.render !== undefined) o.render = v.render;
   if (v['keep-data']) o.keepData = true;
   if (v.quiet) o.quiet = true;
+  if (v['kill-worker-at'] !== undefined) {
+    try {
+      o.killWorkerAtMs = parseDuration('kill-worker-at', v['kill-worker-at']);
+    } catch (e) {
+      throw new UsageError((e as Error).message);
+    }
+  }
+  if (v['kill-worker'] !== undefined) {
+    if (o.killWorkerAtMs === null) throw new UsageError('--kill-worker needs --kill-worker-at');
+    o.killWorker = Math.round(num('kill-worker', v['kill-worker'], 0, 1023));
+  }
+  if (o.killWorkerAtMs !== null) {
+    if (o.target !== 'onprem') throw new UsageError('--kill-worker-at needs --target onprem (it kills one of the workers this run starts)');
+    if (o.mode !== 'fixed') throw new UsageError('--kill-worker-at needs --mode fixed (one phase at one rate)');
+    if (o.killWorkerAtMs >= o.durationS * 1000) throw new UsageError(`--kill-worker-at ${o.killWorkerAtMs / 1000} s is not inside the ${o.durationS} s window (--duration)`);
+    if (o.workers.some((w) => o.killWorker >= w)) throw new UsageError(`--kill-worker ${o.killWorker}: there are only ${Math.min(...o.workers)} worker(s)`);
+    // The figure is recovery inside one run (before vs after the kill), not a ratio: no baseline unless asked.
+    if (v.baseline === undefined) o.baseline = 'none';
+  }
   if (o.target === 'url' && o.url === null) throw new UsageError('--target url needs --url ws://host:port/v1/connect');
   if (o.target === 'cloudflare' && o.baseline === 'relay') o.baseline = 'echo';
   if (o.target !== 'cloudflare' && o.baseline === 'echo') throw new UsageError('--baseline echo needs --target cloudflare');
@@ -303,6 +330,14 @@ export function helpText(): string {
     '                             flame graphs (SVG) per process in DIR/profiles.md',
     '  --render DIR               redo summary.md and the plots of DIR from its result.json',
     '  --keep-data --quiet --secret S',
+    '',
+    'Worker kill (on-prem, fixed mode; no baseline unless --baseline is given):',
+    '  --kill-worker-at T         SIGKILL one server worker T into the measured window (10s, 2.5s, 500ms).',
+    '                             The load keeps running; clients of its users reconnect, resume after their',
+    '                             cursor and resend unacked sends with the same id. Reports what was in flight',
+    '                             at the kill, time until its users were served again, the supervisor restart,',
+    '                             throughput before/after. Exit 1 unless 0 lost, 0 duplicated, 0 unanswered.',
+    '  --kill-worker N            which worker (index into the pids the server prints)            [0]',
   ];
   return lines.join('\n');
 }

@@ -16,6 +16,8 @@ import { checkTargets, compare, summaryMarkdown, writePlots, type RunRecord } fr
 import { externalServer, freePort, ROOT, startOnprem, startRelay, startWrangler, treeRss, type Server } from './servers.js';
 import type { Wire } from './common.js';
 import { flameSvg, summarizeProfile } from './profile.js';
+import { judgeKill, killLines, killWorker, supervisorTimes, type KillSpec } from './kill.js';
+import { ownerOf } from '../../onprem/owner.js';
 
 function findProfiles(dir: string): string[] {
   const out: string[] = [];
@@ -213,6 +215,7 @@ async function main(): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   const runs: RunRecord[] = [];
+  let killFailed = false;
   try {
     for (const [i, p] of plan.entries()) {
       let server: Server;
@@ -243,6 +246,15 @@ async function main(): Promise<number> {
         await new Promise((r) => setTimeout(r, 2000));
         log(`[${p.label}] idle server RSS ${(treeRss(server.pid).totalKiB / 1024).toFixed(1)} MiB`);
       }
+      let kill: KillSpec | null = null;
+      if (o.killWorkerAtMs !== null && p.role === 'sut' && p.server === 'onprem') {
+        const pids = server.workerPids ?? [];
+        const supervisor = server.pid!;
+        const slot = o.killWorker;
+        const workers = server.workers;
+        log(`[${p.label}] kill mode: worker ${slot} (pid ${pids[slot] ?? '?'} of ${pids.join(',')}) is SIGKILLed ${o.killWorkerAtMs / 1000} s into the window`);
+        kill = { atMs: o.killWorkerAtMs, fire: () => killWorker(supervisor, pids, slot), owns: (user) => ownerOf(user, workers) === slot };
+      }
       const spec: LoadSpec = {
         label: p.label,
         wire: p.wire,
@@ -271,6 +283,7 @@ async function main(): Promise<number> {
         serverPid: server.pid,
         quiet: o.quiet,
         profileDir: profDir,
+        kill,
       };
       let result;
       try {
@@ -278,6 +291,21 @@ async function main(): Promise<number> {
       } catch (e) {
         log(`[${p.label}] failed: ${e instanceof Error ? e.message : String(e)}\n--- server output (tail) ---\n${server.output().slice(-3000)}`);
         throw e;
+      }
+      if (result.kill !== null) {
+        // The supervisor logs "died", "started (pid)" and "is back"; the last can follow the drain by a little.
+        const k = result.kill;
+        const fired = { slot: k.slot, pid: k.pid, at: k.killedAtMs, checked: k.checked };
+        const deadline = Date.now() + 10_000;
+        while (supervisorTimes(server.lines?.() ?? [], fired).backMs === null && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+        k.supervisor = supervisorTimes(server.lines?.() ?? [], fired);
+        judgeKill(k, result.accounting!);
+        for (const line of killLines(p.label, k)) log(line);
+        if (!k.pass) killFailed = true;
+        // What the server said around the kill (worker warnings, the supervisor's restart), stamped ms after the kill.
+        const logFile = join(outDir, `server-${i}.log`);
+        writeFileSync(logFile, (server.lines?.() ?? []).map((l) => `${(l.t - k.killedAtMs).toFixed(1).padStart(10)} ms  ${l.text}`).join('\n') + '\n');
+        log(`[${p.label}] server output: ${relative(process.cwd(), logFile)}`);
       }
       runs.push({ label: p.label, role: p.role, target: p.target, workers: p.workers, connections: p.connections, server: { kind: server.kind, command: server.command, workers: server.workers }, result });
       if (server !== shared) {
@@ -295,6 +323,10 @@ async function main(): Promise<number> {
   process.stdout.write(summary);
   if (o.profile !== null) log(`bench: CPU profiles: ${writeProfiles(resolve(o.profile))}`);
   log(`bench: wrote ${join(relative(process.cwd(), outDir) || '.', 'result.json')} (+ summary.md and plots)`);
+  if (killFailed) {
+    log('bench: worker-kill run FAILED (see the kill lines above): an acked message was lost or duplicated, or the users were not served again');
+    return 1;
+  }
   return 0;
 }
 

@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { sleep } from './common.js';
+import { now, sleep } from './common.js';
 export { freePort } from '../lib/net.js';
 import { freePort } from '../lib/net.js';
 
@@ -27,12 +27,18 @@ export interface Server {
   command: string;
   stop(): Promise<void>;
   output(): string;
+  /** On-prem: the worker pids of the ready line, in worker order (the kill mode picks one of them). */
+  workerPids?: number[];
+  /** Complete output lines with the common-clock time they arrived (the kill mode reads the supervisor's). */
+  lines?: () => { t: number; text: string }[];
 }
 
 
 interface Spawned {
   child: ChildProcess;
   out: { text: string };
+  /** The last 5,000 complete lines, each stamped when it arrived. */
+  lines: { t: number; text: string }[];
   exited: Promise<void>;
 }
 
@@ -44,14 +50,27 @@ function start(args: string[], env: Record<string, string>): Spawned {
     detached: true,
   });
   const out = { text: '' };
+  const lines: { t: number; text: string }[] = [];
   const keep = (d: string) => {
     out.text += d;
     if (out.text.length > 200_000) out.text = out.text.slice(-100_000);
   };
-  child.stdout!.setEncoding('utf8').on('data', keep);
-  child.stderr!.setEncoding('utf8').on('data', keep);
+  // Per stream, so a partial line of stdout is never glued to one of stderr.
+  const splitter = () => {
+    let partial = '';
+    return (d: string) => {
+      keep(d);
+      const t = now();
+      const parts = (partial + d).split('\n');
+      partial = parts.pop()!;
+      for (const text of parts) lines.push({ t, text });
+      if (lines.length > 5000) lines.splice(0, lines.length - 5000);
+    };
+  };
+  child.stdout!.setEncoding('utf8').on('data', splitter());
+  child.stderr!.setEncoding('utf8').on('data', splitter());
   const exited = new Promise<void>((r) => child.once('exit', () => r()));
-  return { child, out, exited };
+  return { child, out, lines, exited };
 }
 
 async function stopSpawned(s: Spawned, graceMs: number): Promise<void> {
@@ -113,12 +132,15 @@ export async function startOnprem(o: OnpremOptions): Promise<Server> {
     ...ONPREM_BENCH_FLAGS, ...o.args,
   ];
   const s = start(args, { IRIS_JWT_SECRET: o.secret });
-  const m = await waitOutput(s, /listening on wss?:\/\/[^\s]+:(\d+)\/v1\/connect \((\d+) workers/, 60_000, 'on-prem server');
+  const m = await waitOutput(s, /listening on wss?:\/\/[^\s]+:(\d+)\/v1\/connect \((\d+) workers, pids ([\d,]+)/, 60_000, 'on-prem server');
   return {
     kind: 'onprem',
     url: `ws://127.0.0.1:${m[1]}/v1/connect`,
     pid: s.child.pid!,
     workers: Number(m[2]),
+    // The list is followed by a comma in the ready line ("pids 1,2, data ...").
+    workerPids: m[3]!.split(',').filter((x) => x !== '').map(Number),
+    lines: () => s.lines,
     command: `npm run onprem -- ${args.slice(args.indexOf('--host')).join(' ')}`,
     stop: async () => {
       await stopSpawned(s, 20_000);
