@@ -95,6 +95,7 @@ async function run(s: Setting): Promise<void> {
     forward: (to: string, batch: ForwardBatch): Promise<ForwardResult> => box(to).mb.receive(batch),
     presence: async (u) => box(u).mb.presence(),
   };
+  let acksInFlight = 0;
   const onFrame = (user: string) => (c: BenchConn, data: Uint8Array) => {
     const f = decodeBinary(data);
     if (f.t === 'send_ack') {
@@ -105,8 +106,10 @@ async function run(s: Setting): Promise<void> {
       delivered += f.entries.filter((e) => e.kind === 'message').length;
       receipts += f.entries.filter((e) => e.kind === 'delivered').length;
       const seq = f.entries[f.entries.length - 1]!.seq;
-      // The device acks what it got, as the SDK does (cumulative).
-      setImmediate(() => void send(user, c, encodeBinary({ t: 'deliver_ack', seq })));
+      // The device acks what it got, as the SDK does (cumulative). Counted, so the run closes the storage only
+      // after the last ack was applied.
+      acksInFlight++;
+      setImmediate(() => void send(user, c, encodeBinary({ t: 'deliver_ack', seq })).finally(() => acksInFlight--));
     }
   };
   // The worker's shard bookkeeping (onprem/worker.ts): timers for wakeAt, and the idle kick (Worker.track).
@@ -189,7 +192,7 @@ async function run(s: Setting): Promise<void> {
     pump();
   });
   const tAck = performance.now();
-  while ((delivered < sent || receipts < sent) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
+  while ((delivered < sent || receipts < sent || acksInFlight > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
   const t1 = performance.now();
   for (const t of timers) clearTimeout(t);
   storage.close();
