@@ -56,10 +56,12 @@ export default defineConfig({
       },
       {
         test: {
-          // The SDK in a real browser (Chromium via playwright-core) against an on-prem server. Fails, never
-          // skips, when /usr/bin/chromium is missing: install it with apt-get install chromium.
+          // The SDK in a real browser (Chromium via playwright-core) against an on-prem server. The global
+          // setup installs Debian's chromium when it is missing and apt-get can run; otherwise the tests fail,
+          // never skip.
           name: 'browser',
           include: ['test/browser/**/*.test.ts'],
+          globalSetup: ['test/browser/install-chromium.ts'],
           environment: 'node',
           fileParallelism: false,
           testTimeout: 120_000,
