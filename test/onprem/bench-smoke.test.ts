@@ -1,9 +1,8 @@
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { Accounting } from '../../scripts/bench/coordinator.js';
+import { runBench } from './helpers.js';
 
 /**
  * CI smoke of the benchmark harness (scripts/bench): a seconds-long run, first against the raw relay alone,
@@ -20,24 +19,10 @@ interface BenchJson {
   files: string[];
 }
 
-function bench(args: string[], timeoutMs: number): Promise<{ code: number | null; out: string; dir: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'iris-bench-smoke-'));
-  dirs.push(dir);
-  return new Promise((res) => {
-    const child = spawn('sh', [join(ROOT, 'scripts/node.sh'), '--import', 'tsx', join(ROOT, 'scripts/bench/run.ts'), ...args, '--out', dir, '--quiet'], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (out += d));
-    // The harness bounds itself; this only guards against a hang. SIGINT makes it stop the servers it started.
-    const guard = setTimeout(() => child.kill('SIGINT'), timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(guard);
-      res({ code, out, dir });
-    });
-  });
+async function bench(args: string[], timeoutMs: number): Promise<{ code: number | null; out: string; dir: string }> {
+  const r = await runBench(args, timeoutMs, 'iris-bench-smoke-');
+  dirs.push(r.dir);
+  return r;
 }
 
 function checkResult(dir: string, out: string, expectedRuns: number): BenchJson {

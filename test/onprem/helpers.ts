@@ -280,3 +280,25 @@ export class RawClient {
     this.ws.terminate();
   }
 }
+
+/**
+ * Runs the load harness (scripts/bench/run.ts) with `args` into a fresh temp dir, collecting its output. The
+ * harness bounds itself; `timeoutMs` only guards against a hang (SIGINT makes it stop the servers it started).
+ */
+export function runBench(args: string[], timeoutMs: number, prefix = 'iris-bench-'): Promise<{ code: number | null; out: string; dir: string }> {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  return new Promise((res) => {
+    const child = spawn('sh', [join(ROOT, 'scripts/node.sh'), '--import', 'tsx', join(ROOT, 'scripts/bench/run.ts'), ...args, '--out', dir, '--quiet'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const guard = setTimeout(() => child.kill('SIGINT'), timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(guard);
+      res({ code, out, dir });
+    });
+  });
+}
