@@ -113,7 +113,8 @@ export const BARRIER_GRACE_MS = 1_000;
  * every recipient, or only X's for inbox_full — is refused with the same code and the remaining retryAfter,
  * without spending a token or writing anything, until the resend of X is accepted (a refusal of it renews
  * the barrier), or `until` passed (the client gave up on X), or the connection is gone. Duplicates of accepted
- * sends are acked before this check: they change nothing.
+ * sends are acked before this check and change nothing (but a duplicate of X itself lifts its barrier: X was
+ * accepted after all).
  *
  * Kept in memory, like the rest of ConnGuard: a Durable Object that hibernates forgets its barriers, which
  * only errs towards accepting a send. That cannot reorder a conforming client (the SDK): after a refusal it

@@ -210,7 +210,10 @@ export class Mailbox {
       // Dedup before everything else: a retry of an accepted message gets its original ack even when the
       // sender is now rate limited or the recipient is now full, or a barrier is up.
       const prior = this.store.dedupLookup(f.id);
-      if (prior) return { ok: true, n: prior.n, ts: prior.ts, dup: true } as const;
+      if (prior) {
+        barrier.accepted(f.id, f.to); // if it held a barrier, it is accepted after all
+        return { ok: true, n: prior.n, ts: prior.ts, dup: true } as const;
+      }
       // After a "not now" refusal on this connection, later sends in its scope wait behind the refused one
       // (conn-guard.ts, SendBarrier): refused as it was, without spending a token. This runs synchronously on
       // arrival (commit runs fn at once), so a send arriving right behind a refused one always sees the barrier.

@@ -925,6 +925,49 @@ describe('IrisClient: transient send refusals are retried (issue 7, finding 8)',
     expect(done).toEqual(['x1', 'x3', 'x2', 'x4']);
   });
 
+  it('after a rate_limited refusal paces its sends one per retryAfter until the outbox is empty', async () => {
+    const c = client();
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const ids = ['y1', 'y2', 'y3'];
+    const p = ids.map((id) => c.send('bob', id, { id }));
+    await waitFor(() => s.framesOf('send').length === 3);
+    s.push({ t: 'error', code: 'rate_limited', message: 'slow', ref: 'y1', retryAfter: 60 });
+    s.push({ t: 'error', code: 'rate_limited', message: 'held', ref: 'y2', retryAfter: 60 });
+    s.push({ t: 'error', code: 'rate_limited', message: 'held', ref: 'y3', retryAfter: 60 });
+    await waitFor(() => s.framesOf('send').length === 4);
+    await sleep(25);
+    expect(s.framesOf('send').map((f) => f.id)).toEqual([...ids, 'y1']); // not y2, y3 at once: paced
+    await waitFor(() => s.framesOf('send').length === 6);
+    expect(s.framesOf('send').map((f) => f.id)).toEqual([...ids, ...ids]);
+    ids.forEach((id, i) => s.push({ t: 'send_ack', id, msg: `alice:${i + 1}`, ts: 1, dup: false }));
+    await Promise.all(p);
+    // Idle again: the next burst goes out at once.
+    const q = ['z1', 'z2', 'z3'].map((id) => c.send('bob', id, { id }));
+    await waitFor(() => s.framesOf('send').length === 9, 20);
+    ['z1', 'z2', 'z3'].forEach((id, i) => s.push({ t: 'send_ack', id, msg: `alice:${i + 4}`, ts: 1, dup: false }));
+    await Promise.all(q);
+  });
+
+  it('a frame-rate refusal (no ref) writes every send in flight again, in order, after its retryAfter', async () => {
+    const c = client();
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const p = ['f1', 'f2'].map((id) => c.send('bob', id, { id }));
+    await waitFor(() => s.framesOf('send').length === 2);
+    s.push({ t: 'error', code: 'rate_limited', message: 'too many frames on this connection', retryAfter: 20 });
+    await waitFor(() => s.framesOf('send').length === 3); // the window starts again from one
+    s.push({ t: 'send_ack', id: 'f1', msg: 'alice:1', ts: 1, dup: false }); // the first copy was read after all
+    s.push({ t: 'send_ack', id: 'f1', msg: 'alice:1', ts: 1, dup: true });
+    await waitFor(() => s.framesOf('send').length === 4);
+    expect(s.framesOf('send').map((f) => f.id)).toEqual(['f1', 'f2', 'f1', 'f2']);
+    s.push({ t: 'send_ack', id: 'f2', msg: 'alice:2', ts: 1, dup: false });
+    expect((await Promise.all(p)).map((a) => a.msg)).toEqual(['alice:1', 'alice:2']);
+    expect(c.pending).toBe(0);
+  });
+
   it('rejects once waiting longer would exceed retry.maxWaitMs, and does not retry final refusals', async () => {
     const c = client({ retry: { maxWaitMs: 100 } });
     c.connect().catch(() => {});

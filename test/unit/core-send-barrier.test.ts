@@ -170,3 +170,29 @@ describe('send barrier', () => {
     expect(last(a)).toMatchObject({ t: 'send_ack', id: 'c1' });
   });
 });
+
+describe('send barrier: storage full', () => {
+  it('an unavailable refusal (disk full) raises it too', async () => {
+    const { StorageFullError } = await import('../../core/ports.js');
+    const w = new World();
+    const a = w.connect('alice');
+    await a.hello('a1');
+    const commit = w.storage.commit.bind(w.storage);
+    let full = true;
+    // Refused the way on-prem refuses writes while full: nothing of fn is kept.
+    (w.storage as { commit: typeof commit }).commit = <T>(fn: () => T): Promise<T> =>
+      commit(() => {
+        const v = fn();
+        if (full) throw new StorageFullError('disk full', 500);
+        return v;
+      });
+    await a.post('bob', 'm1', 'c1');
+    expect(last(a)).toMatchObject({ code: 'unavailable', ref: 'c1', retryAfter: 500 });
+    full = false; // space came back at once
+    await a.post('bob', 'm2', 'c2');
+    expect(last(a)).toMatchObject({ code: 'unavailable', ref: 'c2' });
+    await a.post('bob', 'm1', 'c1');
+    await a.post('bob', 'm2', 'c2');
+    expect(acks(a)).toEqual(['c1', 'c2']);
+  });
+});
