@@ -833,6 +833,9 @@ export class IrisClient {
         q.waiter.reject(err);
         return;
       }
+      // A "not now" for a send already acked: the answer to an extra copy of it (written again after a
+      // frame-rate refusal, say). Nothing to do.
+      if (TRANSIENT_SEND_ERRORS.has(f.code) && sock.welcomed) return;
     }
     if (f.code === 'rate_limited' && this.retrySends && sock.welcomed) {
       // The connection's frame rate (no ref): the refused frame was not read, and it may have been a send.

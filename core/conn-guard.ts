@@ -126,9 +126,11 @@ export class SendBarrier {
 
   /** The refusal for a send that a barrier holds back, or null when the send may be handled. */
   check(id: string, to: string, now: number): { code: BarrierCode; retryAfter: number } | null {
-    for (const b of [this.live(this.all, now), this.live(this.byRecipient.get(to), now)]) {
-      if (b && b.id !== id) return { code: b.code, retryAfter: Math.max(1, b.retryAt - now) };
-    }
+    if (this.all === null && this.byRecipient.size === 0) return null; // the hot path: no barrier
+    const all = this.live(this.all, now);
+    if (all && all.id !== id) return { code: all.code, retryAfter: Math.max(1, all.retryAt - now) };
+    const one = this.live(this.byRecipient.get(to), now);
+    if (one && one.id !== id) return { code: one.code, retryAfter: Math.max(1, one.retryAt - now) };
     return null;
   }
 
@@ -148,13 +150,6 @@ export class SendBarrier {
   accepted(id: string, to: string): void {
     if (this.all?.id === id) this.all = null;
     if (this.byRecipient.get(to)?.id === id) this.byRecipient.delete(to);
-  }
-
-  /** True while any barrier is up (tests, metrics). */
-  up(now: number): boolean {
-    if (this.live(this.all, now)) return true;
-    for (const to of [...this.byRecipient.keys()]) if (this.live(this.byRecipient.get(to), now)) return true;
-    return false;
   }
 
   private live(b: Barrier | null | undefined, now: number): Barrier | null {
