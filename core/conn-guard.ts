@@ -118,7 +118,9 @@ export const BARRIER_GRACE_MS = 1_000;
  *
  * Kept in memory, like the rest of ConnGuard: a Durable Object that hibernates forgets its barriers, which
  * only errs towards accepting a send. That cannot reorder a conforming client (the SDK): after a refusal it
- * writes nothing new in the refusal's scope before the refused send is written again, first, after retryAfter.
+ * writes nothing new in the refusal's scope before the refused send is written again, first, after retryAfter;
+ * and the sends it had in flight behind the refused one arrive right after it, long before an object goes idle
+ * enough to hibernate (a restart that loses the memory closes the sockets with it).
  */
 export class SendBarrier {
   private all: Barrier | null = null;
