@@ -50,6 +50,14 @@ const FATAL_HELLO_ERRORS = new Set(['too_many_devices', 'invalid_field', 'bad_st
 const TRANSIENT_SEND_ERRORS = new Set(['rate_limited', 'outbox_full', 'unavailable', 'inbox_full']);
 /** Wait before rewriting a transiently refused send whose error frame carried no retry-after. */
 const DEFAULT_SEND_RETRY_MS = 1000;
+/**
+ * Sends written and not yet answered on one connection, at most (retries on). The window halves on a "not now"
+ * refusal and grows by one per ack, so a rate-limited client settles near the rate it is allowed instead of
+ * rewriting a full window behind every refusal (each rewrite is a frame against the connection's frame rate).
+ */
+const MAX_SENDS_IN_FLIGHT = 128;
+/** Longest gap kept between two sends while pacing to a rate limit (see `paceMs`). */
+const MAX_PACE_MS = 1000;
 /** Consecutive 401 refusals (each with a fresh token from the token callback) before giving up. */
 const MAX_AUTH_REFUSALS = 3;
 
@@ -70,6 +78,12 @@ interface Outgoing {
   notBefore: number;
   /** When the first transient refusal of this send came (0: none): bounds the total wait by retry.maxWaitMs. */
   firstRefusal: number;
+  /**
+   * In flight on the current socket, and an earlier send in its scope was refused after it was written: the
+   * server's barrier most likely refuses it too, but it may have been accepted first. Until its own answer
+   * comes, nothing later to its recipient is written (that could overtake its resend).
+   */
+  doubt: boolean;
 }
 
 interface Query {
@@ -126,6 +140,15 @@ export class IrisClient {
   private readonly retryMaxWaitMs: number;
   /** No send is written before this time (rate_limited and the like concern the whole user). */
   private sendsPausedUntil = 0;
+  /** Sends that may be in flight at once now (retries on): AIMD between 1 and MAX_SENDS_IN_FLIGHT. */
+  private sendWindow = MAX_SENDS_IN_FLIGHT;
+  /**
+   * After a rate_limited refusal the bucket is empty and refills one token every ~retryAfter ms: sends are then
+   * written at most one per paceMs (the largest retryAfter seen since) instead of in bursts that the barrier
+   * would mostly refuse. 0: not pacing. Reset when every send is acked (the bucket refills while idle).
+   */
+  private paceMs = 0;
+  private nextSendAt = 0;
   private sendRetryTimer: ReturnType<typeof setTimeout> | null = null;
   private sendRetryAt = 0;
   /** Consecutive 401 refusals, and the token refused last. */
@@ -281,7 +304,7 @@ export class IrisClient {
       return Promise.reject(new IrisError('outbox_full', `${this.outbox.size} sends are waiting for their acks`, { ref: id }));
     }
     return new Promise<SendAck>((resolve, reject) => {
-      const o: Outgoing = { item: { id, to, body: bytes, createdAt: Date.now() }, waiters: [{ resolve, reject }], ready: false, gen: 0, notBefore: 0, firstRefusal: 0 };
+      const o: Outgoing = { item: { id, to, body: bytes, createdAt: Date.now() }, waiters: [{ resolve, reject }], ready: false, gen: 0, notBefore: 0, firstRefusal: 0, doubt: false };
       this.outbox.set(id, o);
       this.persist(
         () => this.store.putPending(o.item),
@@ -349,7 +372,7 @@ export class IrisClient {
         const fresh = [...this.outbox.entries()];
         this.outbox.clear();
         for (const item of st.outbox) {
-          if (!fresh.some(([id]) => id === item.id)) this.outbox.set(item.id, { item, waiters: [], ready: true, gen: 0, notBefore: 0, firstRefusal: 0 });
+          if (!fresh.some(([id]) => id === item.id)) this.outbox.set(item.id, { item, waiters: [], ready: true, gen: 0, notBefore: 0, firstRefusal: 0, doubt: false });
         }
         for (const [id, o] of fresh) this.outbox.set(id, o);
       })();
@@ -780,7 +803,9 @@ export class IrisClient {
     for (const w of o.waiters) w.resolve(f);
     this.events.emit('ack', { ...f, to: o.item.to }, (e) => this.listenerFailed(e));
     this.settleDrain();
-    // The next send to this recipient may go now.
+    // Accepted in order (a send the server took before refusing an earlier one would have been refused by
+    // its barrier): it needs no resend, and the window may grow.
+    if (this.sendWindow < MAX_SENDS_IN_FLIGHT) this.sendWindow++;
     this.pumpSends();
   }
 
@@ -808,6 +833,14 @@ export class IrisClient {
         q.waiter.reject(err);
         return;
       }
+      // A "not now" for a send already acked: the answer to an extra copy of it (written again after a
+      // frame-rate refusal, say). Nothing to do.
+      if (TRANSIENT_SEND_ERRORS.has(f.code) && sock.welcomed) return;
+    }
+    if (f.code === 'rate_limited' && this.retrySends && sock.welcomed) {
+      // The connection's frame rate (no ref): the refused frame was not read, and it may have been a send.
+      // Everything in flight is written again, in order, after retryAfter (the server dedups what it had).
+      this.frameRateRefused(sock, Math.max(1, f.retryAfter ?? DEFAULT_SEND_RETRY_MS));
     }
     if (!sock.welcomed) {
       // The hello was refused. Fatal ones end the connection attempt now; the rest close and retry.
@@ -909,33 +942,55 @@ export class IrisClient {
   // ------------------------------------------------------------------ outgoing frames
 
   /**
-   * Writes every send that may go now, oldest first. With retries on (the default) a recipient has at most one
-   * send in flight: a send refused with "not now" is written again after its retry-after, and nothing later to
-   * the same recipient may be accepted before it, which pipelining could not rule out (the server takes each
-   * send as it comes, so a later one could find a refilled bucket). Sends to different recipients overlap.
-   * With `retry: false` every send is written at once, as soon as it is stored.
+   * Writes every send that may go now, oldest first. With `retry: false` every send is written at once, as soon
+   * as it is stored. With retries on (the default) sends are pipelined, up to `sendWindow` in flight, and the
+   * order of send() calls to one recipient stays the order in which the server accepts them:
+   * - the server keeps a barrier per connection (docs/PROTOCOL.md 9.3): after refusing send X with "not now"
+   *   it refuses every later send in X's scope until X comes again;
+   * - so after such a refusal this client writes nothing in the scope (every recipient, or X's for inbox_full)
+   *   until retryAfter passed, then writes X and what follows it again in their original order;
+   * - a send that was in flight behind X (`doubt`) holds back later sends to its recipient until its own
+   *   answer comes: a refusal (then it is written again in its place) or an ack (it was accepted in order).
    */
   private pumpSends(): void {
     const s = this.sock;
     if (!s?.welcomed) return;
+    if (!this.retrySends) {
+      for (const o of this.outbox.values()) if (o.ready && o.gen !== s.gen) this.writeSend(s, o);
+      return;
+    }
     const now = Date.now();
-    const busy = new Set<string>();
+    let inFlight = 0;
+    for (const o of this.outbox.values()) if (o.gen === s.gen) inFlight++;
+    const held = new Set<string>();
     let wake = Infinity;
     for (const o of this.outbox.values()) {
       const to = o.item.to;
-      if (!this.retrySends) {
-        if (o.ready && o.gen !== s.gen) this.writeSend(s, o);
+      if (held.has(to)) continue;
+      if (!o.ready) {
+        held.add(to); // not stored yet: nothing later to its recipient overtakes it
         continue;
       }
-      if (busy.has(to)) continue;
-      busy.add(to);
-      if (!o.ready || o.gen === s.gen) continue; // not stored yet / in flight on this socket
+      if (o.gen === s.gen) {
+        if (o.doubt) held.add(to);
+        continue;
+      }
       const at = Math.max(o.notBefore, this.sendsPausedUntil);
       if (at > now) {
         wake = Math.min(wake, at);
+        held.add(to);
         continue;
       }
+      if (inFlight >= this.sendWindow) break; // the rest follow as answers come, in order
+      if (this.paceMs > 0) {
+        if (now < this.nextSendAt) {
+          wake = Math.min(wake, this.nextSendAt);
+          break;
+        }
+        this.nextSendAt = now + this.paceMs;
+      }
       this.writeSend(s, o);
+      inFlight++;
     }
     if (wake !== Infinity && (!this.sendRetryTimer || wake < this.sendRetryAt)) {
       this.clearTimer('sendRetry');
@@ -949,13 +1004,15 @@ export class IrisClient {
 
   private writeSend(s: Sock, o: Outgoing): void {
     o.gen = s.gen;
+    o.doubt = false;
     this.write(s, { t: 'send', id: o.item.id, to: o.item.to, body: o.item.body });
   }
 
   /**
    * A "not now" refusal (rate_limited, inbox_full, outbox_full, unavailable): keeps the send to write it again,
-   * with the same id, after the server's retry-after. False when retries are off, the code is final, or the send
-   * has waited retry.maxWaitMs since its first refusal: then send() rejects with the error.
+   * with the same id, after the server's retry-after, and marks the sends written after it in its scope as in
+   * doubt (see pumpSends). False when retries are off, the code is final, or the send has waited
+   * retry.maxWaitMs since its first refusal: then send() rejects with the error.
    */
   private retryLater(o: Outgoing, f: ErrorFrame): boolean {
     if (!this.retrySends || !TRANSIENT_SEND_ERRORS.has(f.code)) return false;
@@ -963,12 +1020,44 @@ export class IrisClient {
     if (o.firstRefusal === 0) o.firstRefusal = now;
     const wait = Math.max(1, f.retryAfter ?? DEFAULT_SEND_RETRY_MS);
     if (now + wait - o.firstRefusal > this.retryMaxWaitMs) return false;
+    const s = this.sock;
+    // The first refusal of a run (not one that only echoes the server's barrier): back off the window.
+    if (!o.doubt) {
+      this.sendWindow = Math.max(1, Math.floor(this.sendWindow / 2));
+      if (f.code === 'rate_limited') this.paceMs = Math.min(MAX_PACE_MS, Math.max(this.paceMs, wait));
+    }
     o.gen = 0;
-    if (f.code === 'inbox_full') o.notBefore = now + wait;
+    o.doubt = false;
+    const scope = f.code === 'inbox_full' ? o.item.to : null;
+    if (scope !== null) o.notBefore = now + wait;
     else this.sendsPausedUntil = Math.max(this.sendsPausedUntil, now + wait);
+    if (s) {
+      let after = false;
+      for (const x of this.outbox.values()) {
+        if (x === o) after = true;
+        else if (after && x.gen === s.gen && (scope === null || x.item.to === scope)) x.doubt = true;
+      }
+    }
     this.events.emit('retry', { id: o.item.id, to: o.item.to, code: f.code, retryAfter: wait }, (e) => this.listenerFailed(e));
     this.pumpSends();
     return true;
+  }
+
+  /**
+   * The server refused a frame for the connection's frame rate, unread: if it was a send, no answer will come
+   * for it. Pause all sends for retryAfter, then write everything that was in flight again, in order (answers
+   * to the first copies still count; duplicates are acked by the server's dedup).
+   */
+  private frameRateRefused(s: Sock, wait: number): void {
+    const now = Date.now();
+    this.sendWindow = 1;
+    this.sendsPausedUntil = Math.max(this.sendsPausedUntil, now + wait);
+    for (const o of this.outbox.values()) {
+      if (o.gen !== s.gen) continue;
+      o.gen = 0;
+      o.doubt = false;
+    }
+    this.pumpSends();
   }
 
   private writeQuery(q: Query): void {
@@ -1064,6 +1153,8 @@ export class IrisClient {
 
   private settleDrain(): void {
     if (this.outbox.size > 0) return;
+    this.paceMs = 0;
+    this.sendWindow = MAX_SENDS_IN_FLIGHT;
     const ws = this.drainWaiters;
     this.drainWaiters = [];
     for (const w of ws) w();

@@ -46,7 +46,8 @@ export interface IrisClientOptions {
   requestTimeoutMs?: number;
   /**
    * Sends refused with rate_limited, inbox_full, outbox_full or unavailable are written again (same id) after
-   * the server's retry-after, one send in flight per recipient so order holds; send() resolves once durable.
+   * the server's retry-after; sends stay pipelined and keep their order per recipient (the server's send
+   * barrier, docs/PROTOCOL.md 9.3, and in-order resends); send() resolves once durable.
    * A send rejects with the refusal once waiting longer would exceed `maxWaitMs` since its first refusal
    * (default 120 s). `false`: no retries, all sends pipelined, send() rejects with the first refusal.
    */

@@ -11,6 +11,9 @@ import { TokenBucket } from './ratelimit.js';
  *   Past the limit the connection is closed with 4002 too_many_errors. Frame-rate refusals count on their own
  *   and start again only after a second without one.
  * - Replies are bounded in bytes by the adapter's view of what is still queued on the socket (Conn.queuedBytes).
+ * - After a "not now" send refusal, later sends wait behind the refused one (SendBarrier, below). Those
+ *   refusals are back-pressure: like every rate_limited / inbox_full / outbox_full / unavailable of a send,
+ *   they never count towards 4002.
  *
  * Kept in memory: a shard that hibernates or restarts starts a connection afresh, which only ever errs
  * towards letting a client talk.
@@ -46,6 +49,8 @@ export class ConnGuard {
   private lastRateRefusal = Number.NEGATIVE_INFINITY;
   /** Set once the core closed this connection: frames still in flight from it are dropped unanswered. */
   closed = false;
+  /** Holds back later sends after a "not now" refusal, so that acceptance order is send order (SendBarrier). */
+  readonly barrier = new SendBarrier();
 
   constructor(
     private readonly limits: ConnLimits,
@@ -79,5 +84,82 @@ export class ConnGuard {
   /** A frame was handled without a client-fault refusal. */
   ok(): void {
     this.errorsInRow = 0;
+  }
+}
+
+/** A send refusal that raises a barrier: "not now", with a retry-after. */
+export type BarrierCode = 'rate_limited' | 'inbox_full' | 'outbox_full' | 'unavailable';
+
+interface Barrier {
+  /** Client message id of the send whose refusal raised it: its resend is handled normally. */
+  id: string;
+  code: BarrierCode;
+  /** When the refused send may be sent again (its retryAfter). */
+  retryAt: number;
+  /** When the barrier lifts on its own: retryAt plus a grace of max(BARRIER_GRACE_MS, retryAfter). */
+  until: number;
+}
+
+/** Least grace after a refused send's retryAfter before its barrier lifts without a resend. */
+export const BARRIER_GRACE_MS = 1_000;
+
+/**
+ * The send barrier of one connection (docs/PROTOCOL.md 8.4, 9.3): keeps the acceptance order of a pipelining
+ * client equal to its send order across "not now" refusals. Without it, send m1 could be refused (the bucket
+ * is empty) while m2, a moment later on the same connection, finds a refilled token and is accepted: m2 before
+ * m1, though the client sent m1 first.
+ *
+ * After a send X is refused with a retryable code, every later send on the connection in the refusal's scope —
+ * every recipient, or only X's for inbox_full — is refused with the same code and the remaining retryAfter,
+ * without spending a token or writing anything, until the resend of X is accepted (a refusal of it renews
+ * the barrier), or `until` passed (the client gave up on X), or the connection is gone. Duplicates of accepted
+ * sends are acked before this check and change nothing (but a duplicate of X itself lifts its barrier: X was
+ * accepted after all).
+ *
+ * Kept in memory, like the rest of ConnGuard: a Durable Object that hibernates forgets its barriers, which
+ * only errs towards accepting a send. That cannot reorder a conforming client (the SDK): after a refusal it
+ * writes nothing new in the refusal's scope before the refused send is written again, first, after retryAfter;
+ * and the sends it had in flight behind the refused one arrive right after it, long before an object goes idle
+ * enough to hibernate (a restart that loses the memory closes the sockets with it).
+ */
+export class SendBarrier {
+  private all: Barrier | null = null;
+  private readonly byRecipient = new Map<string, Barrier>();
+
+  /** The refusal for a send that a barrier holds back, or null when the send may be handled. */
+  check(id: string, to: string, now: number): { code: BarrierCode; retryAfter: number } | null {
+    if (this.all === null && this.byRecipient.size === 0) return null; // the hot path: no barrier
+    const all = this.live(this.all, now);
+    if (all && all.id !== id) return { code: all.code, retryAfter: Math.max(1, all.retryAt - now) };
+    const one = this.live(this.byRecipient.get(to), now);
+    if (one && one.id !== id) return { code: one.code, retryAfter: Math.max(1, one.retryAt - now) };
+    return null;
+  }
+
+  /** Send `id` to `to` was refused with a retryable code: raise (or renew) the barrier of that scope. */
+  refused(id: string, to: string, code: BarrierCode, retryAfter: number, now: number): void {
+    const b: Barrier = { id, code, retryAt: now + retryAfter, until: now + retryAfter + Math.max(BARRIER_GRACE_MS, retryAfter) };
+    if (code === 'inbox_full') {
+      this.byRecipient.set(to, b);
+      // Only that conversation waits now: a user-wide barrier held by the same send is over.
+      if (this.all?.id === id) this.all = null;
+    } else {
+      this.all = b;
+    }
+  }
+
+  /** Send `id` was accepted: the barriers it held lift. */
+  accepted(id: string, to: string): void {
+    if (this.all?.id === id) this.all = null;
+    if (this.byRecipient.get(to)?.id === id) this.byRecipient.delete(to);
+  }
+
+  private live(b: Barrier | null | undefined, now: number): Barrier | null {
+    if (!b) return null;
+    if (b.until > now) return b;
+    // Lifted by time: the client gave up on the refused send (or never resent it).
+    if (b === this.all) this.all = null;
+    else for (const [to, x] of this.byRecipient) if (x === b) this.byRecipient.delete(to);
+    return null;
   }
 }

@@ -27,7 +27,7 @@ import type {
   Sockets,
   Storage,
 } from './ports.js';
-import { ConnGuard } from './conn-guard.js';
+import { ConnGuard, type BarrierCode } from './conn-guard.js';
 import { StorageFullError } from './ports.js';
 import { TokenBucket } from './ratelimit.js';
 import { MailboxStore } from './store.js';
@@ -205,21 +205,40 @@ export class Mailbox {
   private async onSend(conn: Conn, f: Send): Promise<void> {
     const now = this.deps.clock.now();
     const { config } = this.deps;
+    const barrier = this.guardOf(conn).barrier;
     const r = await this.tx(() => {
       // Dedup before everything else: a retry of an accepted message gets its original ack even when the
-      // sender is now rate limited or the recipient is now full.
+      // sender is now rate limited or the recipient is now full, or a barrier is up.
       const prior = this.store.dedupLookup(f.id);
-      if (prior) return { ok: true, n: prior.n, ts: prior.ts, dup: true } as const;
-      const wait = this.bucket.take(now);
-      if (wait > 0) return { ok: false, code: 'rate_limited', retryAfter: wait, message: 'send rate exceeded' } as const;
-      const full = this.fullUntil.get(f.to) ?? 0;
-      if (full > now) return { ok: false, code: 'inbox_full', retryAfter: full - now, message: `inbox of ${f.to} is full` } as const;
-      if (this.store.outboxCount() >= config.outboxCap) {
-        return { ok: false, code: 'outbox_full', retryAfter: config.fullRetryMs, message: 'too many messages waiting for their recipients' } as const;
+      if (prior) {
+        barrier.accepted(f.id, f.to); // if it held a barrier, it is accepted after all
+        return { ok: true, n: prior.n, ts: prior.ts, dup: true } as const;
       }
+      // After a "not now" refusal on this connection, later sends in its scope wait behind the refused one
+      // (conn-guard.ts, SendBarrier): refused as it was, without spending a token. This runs synchronously on
+      // arrival (commit runs fn at once), so a send arriving right behind a refused one always sees the barrier.
+      const held = barrier.check(f.id, f.to, now);
+      if (held) return { ok: false, code: held.code, retryAfter: held.retryAfter, message: 'an earlier send on this connection was refused; resend it first' } as const;
+      const refuse = (code: BarrierCode, retryAfter: number, message: string) => {
+        barrier.refused(f.id, f.to, code, retryAfter, now);
+        return { ok: false, code, retryAfter, message } as const;
+      };
+      const wait = this.bucket.take(now);
+      if (wait > 0) return refuse('rate_limited', wait, 'send rate exceeded');
+      const full = this.fullUntil.get(f.to) ?? 0;
+      if (full > now) return refuse('inbox_full', full - now, `inbox of ${f.to} is full`);
+      if (this.store.outboxCount() >= config.outboxCap) {
+        return refuse('outbox_full', config.fullRetryMs, 'too many messages waiting for their recipients');
+      }
+      barrier.accepted(f.id, f.to);
       const n = this.store.outboxAppend(f.to, 'message', null, now, f.body, f.id);
       if (n % 256 === 0 && n > config.dedupWindow) this.store.dedupPrune(n - config.dedupWindow);
       return { ok: true, n, ts: now, dup: false } as const;
+    }).catch((e: unknown) => {
+      // Disk full: nothing was stored. "Not now" like the refusals above, so it raises the barrier too (when
+      // the commit itself failed, sends that ran in the same batch fail with it).
+      if (e instanceof StorageFullError) barrier.refused(f.id, f.to, 'unavailable', e.retryAfterMs, now);
+      throw e;
     });
     const enc = conn.state?.enc ?? 'binary';
     if (!r.ok) return this.error(conn, enc, r.code, r.message, f.id, r.retryAfter);

@@ -99,8 +99,8 @@ export class ClientPool {
       device: 'd1',
       reconnect: { baseMs: 100, maxMs: 1000 },
       // The suite measures the server: sends are pipelined and Sender retries transient refusals itself,
-      // checking FIFO against the order the server accepted (the SDK's own retries, one send per recipient
-      // in flight, are tested in test/unit and test/onprem).
+      // checking FIFO against the order the server accepted (the SDK's own retries, pipelined behind the
+      // server's send barrier, are tested in test/unit and test/onprem).
       retry: false,
       ...extra,
     });

@@ -260,20 +260,18 @@ describe('IrisClient: send and outbox', () => {
     await s1.welcome();
     const p1 = c.send('bob', 'one');
     const p2 = c.send('bob', 'two');
-    await waitFor(() => s1.framesOf('send').length === 1); // one in flight per recipient
+    await waitFor(() => s1.framesOf('send').length === 2); // pipelined
     s1.push({ t: 'send_ack', id: s1.framesOf('send')[0]!.id, msg: 'alice:1', ts: 1, dup: false });
     await p1;
-    await waitFor(() => s1.framesOf('send').length === 2);
     const ids = s1.framesOf('send').map((f) => f.id);
     s1.serverClose(1006); // "two" was maybe stored, maybe not: only its resend can tell
     await waitFor(() => c.state === 'reconnecting');
     const p3 = c.send('bob', 'three'); // while disconnected
     const s2 = await nextSocket(2);
     await s2.welcome();
-    await waitFor(() => s2.framesOf('send').length === 1);
+    await waitFor(() => s2.framesOf('send').length === 2);
     expect(s2.framesOf('send')[0]!.id).toBe(ids[1]);
     s2.push({ t: 'send_ack', id: ids[1]!, msg: 'alice:2', ts: 2, dup: true });
-    await waitFor(() => s2.framesOf('send').length === 2);
     const resent = s2.framesOf('send');
     expect(resent.map((f) => new TextDecoder().decode(f.body))).toEqual(['two', 'three']);
     s2.push({ t: 'send_ack', id: resent[1]!.id, msg: 'alice:3', ts: 3, dup: false });
@@ -787,18 +785,17 @@ describe('IrisClient: transient send refusals are retried (issue 7, finding 8)',
     await s.welcome();
     const p1 = c.send('bob', 'one', { id: 'a1' });
     const p2 = c.send('bob', 'two', { id: 'a2' });
-    await waitFor(() => s.framesOf('send').length === 1); // one in flight per recipient
+    await waitFor(() => s.framesOf('send').length === 2); // pipelined
     const t0 = Date.now();
     s.push({ t: 'error', code: 'rate_limited', message: 'slow down', ref: 'a1', retryAfter: 40 });
-    await waitFor(() => s.framesOf('send').length === 2);
+    s.push({ t: 'error', code: 'rate_limited', message: 'barrier', ref: 'a2', retryAfter: 40 }); // the server's barrier
+    await waitFor(() => s.framesOf('send').length === 4);
     expect(Date.now() - t0).toBeGreaterThanOrEqual(39);
-    expect(s.framesOf('send').map((f) => f.id)).toEqual(['a1', 'a1']);
+    expect(s.framesOf('send').map(text)).toEqual(['one', 'two', 'one', 'two']);
     s.push({ t: 'send_ack', id: 'a1', msg: 'alice:1', ts: 1, dup: false });
-    await waitFor(() => s.framesOf('send').length === 3);
-    expect(s.framesOf('send').map(text)).toEqual(['one', 'one', 'two']);
     s.push({ t: 'send_ack', id: 'a2', msg: 'alice:2', ts: 2, dup: false });
     expect([(await p1).msg, (await p2).msg]).toEqual(['alice:1', 'alice:2']);
-    expect(retries).toEqual(['rate_limited 40']);
+    expect(retries).toEqual(['rate_limited 40', 'rate_limited 40']);
   });
 
   it('inbox_full holds only that conversation; rate_limited pauses every send', async () => {
@@ -820,6 +817,155 @@ describe('IrisClient: transient send refusals are retried (issue 7, finding 8)',
     await sleep(30);
     expect(s.framesOf('send').map((f) => f.id)).toEqual(['b1', 'c1']); // the whole user is paused
     await c.close();
+  });
+
+  /**
+   * Plays the server's send path on a fake socket: each send frame, in arrival order, is answered by dedup,
+   * then the connection's barrier, then `admit` (the test's bucket). Records the order of acceptance.
+   */
+  function playServer(s: FakeSocket, admit: (id: string) => number) {
+    const accepted: string[] = [];
+    const msgOf = new Map<string, string>();
+    let seen = 0;
+    let barrier: { id: string; until: number } | null = null;
+    const step = () => {
+      const sends = s.framesOf('send');
+      for (; seen < sends.length; seen++) {
+        const f = sends[seen]!;
+        const prior = msgOf.get(f.id);
+        if (prior) {
+          s.push({ t: 'send_ack', id: f.id, msg: prior, ts: 1, dup: true });
+          continue;
+        }
+        const now = Date.now();
+        if (barrier && barrier.until > now && barrier.id !== f.id) {
+          s.push({ t: 'error', code: 'rate_limited', message: 'held', ref: f.id, retryAfter: Math.max(1, barrier.until - now) });
+          continue;
+        }
+        const wait = admit(f.id);
+        if (wait > 0) {
+          barrier = { id: f.id, until: now + wait };
+          s.push({ t: 'error', code: 'rate_limited', message: 'slow', ref: f.id, retryAfter: wait });
+          continue;
+        }
+        if (barrier?.id === f.id) barrier = null;
+        accepted.push(f.id);
+        msgOf.set(f.id, `alice:${accepted.length}`);
+        s.push({ t: 'send_ack', id: f.id, msg: `alice:${accepted.length}`, ts: 1, dup: false });
+      }
+    };
+    return { accepted, step };
+  }
+
+  it('pipelines sends; with a refusal in the middle they are accepted in send() order, each send() resolving once', async () => {
+    const c = client();
+    const retries: string[] = [];
+    c.on('retry', (r) => void retries.push(r.id));
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const ids = Array.from({ length: 8 }, (_, i) => `m${i + 1}`);
+    const settled: string[] = [];
+    const sends = ids.map((id) =>
+      c.send('bob', id, { id }).then(
+        (a) => void settled.push(`${a.id} ${a.msg}`),
+        (e: unknown) => void settled.push(`${id} rejected ${String(e)}`),
+      ),
+    );
+    await waitFor(() => s.framesOf('send').length === 8); // all in flight at once: no round trip each
+    // m3 finds the bucket empty; a token comes back right after, which m4 would get without the barrier.
+    let tokens = 2;
+    let refusedOnce = false;
+    const srv = playServer(s, (id) => {
+      if (id === 'm3' && !refusedOnce) {
+        refusedOnce = true;
+        tokens = 1_000;
+        return 30;
+      }
+      return tokens-- > 0 ? 0 : 30;
+    });
+    srv.step();
+    await waitFor(() => s.framesOf('send').length > 8);
+    for (let i = 0; i < 50 && settled.length < 8; i++) {
+      srv.step();
+      await sleep(5);
+    }
+    await Promise.all(sends);
+    expect(srv.accepted).toEqual(ids);
+    expect(settled).toEqual(ids.map((id, i) => `${id} alice:${i + 1}`));
+    expect(retries).toEqual(['m3', 'm4', 'm5', 'm6', 'm7', 'm8']);
+    // Written again from m3, in order, once each.
+    expect(s.framesOf('send').map((f) => f.id)).toEqual([...ids, ...ids.slice(2)]);
+    expect(c.pending).toBe(0);
+  });
+
+  it('a send in flight behind a refused one holds its recipient until its own answer: an ack counts as accepted', async () => {
+    const c = client();
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const done: string[] = [];
+    const p = ['x1', 'x2', 'x3'].map((id) => c.send('bob', id, { id }).then((a) => void done.push(a.id)));
+    await waitFor(() => s.framesOf('send').length === 3);
+    s.push({ t: 'send_ack', id: 'x1', msg: 'alice:1', ts: 1, dup: false });
+    s.push({ t: 'error', code: 'rate_limited', message: 'slow', ref: 'x2', retryAfter: 5 });
+    await sleep(30); // past retryAfter: x2 is written again, but x3's answer is still out
+    expect(s.framesOf('send').map((f) => f.id)).toEqual(['x1', 'x2', 'x3', 'x2']);
+    void c.send('bob', 'x4', { id: 'x4' }).then((a) => void done.push(a.id));
+    await sleep(20);
+    expect(s.framesOf('send').map((f) => f.id)).toEqual(['x1', 'x2', 'x3', 'x2']); // x4 may not overtake x3
+    // x3 was accepted by a server that had lost its barrier (say it restarted): it is done, not resent.
+    s.push({ t: 'send_ack', id: 'x3', msg: 'alice:2', ts: 2, dup: false });
+    await waitFor(() => s.framesOf('send').length === 5);
+    expect(s.framesOf('send').map((f) => f.id)).toEqual(['x1', 'x2', 'x3', 'x2', 'x4']);
+    s.push({ t: 'send_ack', id: 'x2', msg: 'alice:3', ts: 3, dup: false });
+    s.push({ t: 'send_ack', id: 'x4', msg: 'alice:4', ts: 4, dup: false });
+    await Promise.all(p);
+    await waitFor(() => done.length === 4);
+    expect(done).toEqual(['x1', 'x3', 'x2', 'x4']);
+  });
+
+  it('after a rate_limited refusal paces its sends one per retryAfter until the outbox is empty', async () => {
+    const c = client();
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const ids = ['y1', 'y2', 'y3'];
+    const p = ids.map((id) => c.send('bob', id, { id }));
+    await waitFor(() => s.framesOf('send').length === 3);
+    s.push({ t: 'error', code: 'rate_limited', message: 'slow', ref: 'y1', retryAfter: 60 });
+    s.push({ t: 'error', code: 'rate_limited', message: 'held', ref: 'y2', retryAfter: 60 });
+    s.push({ t: 'error', code: 'rate_limited', message: 'held', ref: 'y3', retryAfter: 60 });
+    await waitFor(() => s.framesOf('send').length === 4);
+    await sleep(25);
+    expect(s.framesOf('send').map((f) => f.id)).toEqual([...ids, 'y1']); // not y2, y3 at once: paced
+    await waitFor(() => s.framesOf('send').length === 6);
+    expect(s.framesOf('send').map((f) => f.id)).toEqual([...ids, ...ids]);
+    ids.forEach((id, i) => s.push({ t: 'send_ack', id, msg: `alice:${i + 1}`, ts: 1, dup: false }));
+    await Promise.all(p);
+    // Idle again: the next burst goes out at once.
+    const q = ['z1', 'z2', 'z3'].map((id) => c.send('bob', id, { id }));
+    await waitFor(() => s.framesOf('send').length === 9, 20);
+    ['z1', 'z2', 'z3'].forEach((id, i) => s.push({ t: 'send_ack', id, msg: `alice:${i + 4}`, ts: 1, dup: false }));
+    await Promise.all(q);
+  });
+
+  it('a frame-rate refusal (no ref) writes every send in flight again, in order, after its retryAfter', async () => {
+    const c = client();
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const p = ['f1', 'f2'].map((id) => c.send('bob', id, { id }));
+    await waitFor(() => s.framesOf('send').length === 2);
+    s.push({ t: 'error', code: 'rate_limited', message: 'too many frames on this connection', retryAfter: 20 });
+    await waitFor(() => s.framesOf('send').length === 3); // the window starts again from one
+    s.push({ t: 'send_ack', id: 'f1', msg: 'alice:1', ts: 1, dup: false }); // the first copy was read after all
+    s.push({ t: 'send_ack', id: 'f1', msg: 'alice:1', ts: 1, dup: true });
+    await waitFor(() => s.framesOf('send').length === 4);
+    expect(s.framesOf('send').map((f) => f.id)).toEqual(['f1', 'f2', 'f1', 'f2']);
+    s.push({ t: 'send_ack', id: 'f2', msg: 'alice:2', ts: 1, dup: false });
+    expect((await Promise.all(p)).map((a) => a.msg)).toEqual(['alice:1', 'alice:2']);
+    expect(c.pending).toBe(0);
   });
 
   it('rejects once waiting longer would exceed retry.maxWaitMs, and does not retry final refusals', async () => {
