@@ -83,9 +83,13 @@ export interface IrisMessage {
 }
 
 /** A message this user sent reached a device of its recipient. */
+/**
+ * A cumulative delivery receipt: every message this client's user sent to `by`, up to and including `msg`, has
+ * reached one of `by`'s devices (one receipt covers a whole acknowledged burst; docs/PROTOCOL.md 9.6).
+ */
 export interface IrisReceipt {
   seq: number;
-  /** Server message id of the message (as in its SendAck). */
+  /** Server message id (as in its SendAck) of the newest message covered; every earlier one to `by` is too. */
   msg: string;
   /** The recipient. */
   by: string;

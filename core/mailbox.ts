@@ -260,11 +260,15 @@ export class Mailbox {
       const u = this.store.userRow();
       const recipients = new Set<string>();
       if (f.seq > u.delivered) {
-        // First device to ack a message: tell its sender, through the same reliable outbox as messages.
-        for (const m of this.store.messagesBetween(u.delivered, f.seq)) {
-          if (m.peer === this.user) continue;
-          this.store.outboxAppend(m.peer, 'delivered', m.msg, now, EMPTY);
-          recipients.add(m.peer);
+        // First device to ack these messages: tell each sender, through the same reliable outbox as messages,
+        // with ONE cumulative receipt per sender — its newest message acked here. Each sender's messages entered
+        // this inbox in the order they were sent (per-conversation FIFO), so the newest one delivered implies
+        // every earlier one: a burst of N messages costs one receipt, not N.
+        const newest = new Map<string, string>();
+        for (const m of this.store.messagesBetween(u.delivered, f.seq)) if (m.peer !== this.user) newest.set(m.peer, m.msg);
+        for (const [peer, msg] of newest) {
+          this.store.outboxAppend(peer, 'delivered', msg, now, EMPTY);
+          recipients.add(peer);
         }
         this.store.setDelivered(f.seq);
       }

@@ -74,6 +74,8 @@ const client = new IrisClient({
 /** Text of what we sent, by client id (from this run or resumed from the store) and then by server id. */
 const textById = new Map<string, string>();
 const textByMsg = new Map<string, string>();
+/** Per peer, the server ids of our acked messages not yet covered by a (cumulative) receipt, in ack order. */
+const unreceipted = new Map<string, string[]>();
 const decoder = new TextDecoder();
 for (const p of store.load().outbox) textById.set(p.id, decoder.decode(p.body));
 let awaitingReceipts = 0;
@@ -97,13 +99,25 @@ client.on('ack', (a) => {
   const text = textById.get(a.id) ?? '';
   textById.delete(a.id);
   textByMsg.set(a.msg, text);
-  if (!a.dup) awaitingReceipts++;
+  if (!a.dup) {
+    awaitingReceipts++;
+    const list = unreceipted.get(a.to) ?? [];
+    list.push(a.msg);
+    unreceipted.set(a.to, list);
+  }
   out(`  ✓ "${short(text)}" -> ${a.to} (${a.msg}${a.dup ? ', already stored' : ''})`);
 });
 client.on('receipt', (r) => {
-  const text = textByMsg.get(r.msg);
-  if (text !== undefined) awaitingReceipts = Math.max(0, awaitingReceipts - 1);
-  out(`  ✓✓ "${short(text ?? r.msg)}" delivered to ${r.by} at ${clock(r.ts)}`);
+  // Cumulative: r.msg and every message acked to r.by before it were delivered.
+  const list = unreceipted.get(r.by) ?? [];
+  const upTo = list.indexOf(r.msg);
+  const covered = upTo >= 0 ? list.splice(0, upTo + 1) : [r.msg];
+  for (const msg of covered) {
+    const text = textByMsg.get(msg);
+    if (text !== undefined) awaitingReceipts = Math.max(0, awaitingReceipts - 1);
+    textByMsg.delete(msg);
+    out(`  ✓✓ "${short(text ?? msg)}" delivered to ${r.by} at ${clock(r.ts)}`);
+  }
 });
 client.on('error', (e) => out(`! ${e.code}: ${e.message}`));
 

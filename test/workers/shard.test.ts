@@ -30,9 +30,10 @@ describe('1:1 messaging through the shard', () => {
     expect(await b.receive(2)).toEqual(['first', 'second']);
     a.post('o-bob', 'live', 'c3');
     expect(await b.receive(3)).toEqual(['first', 'second', 'live']);
-    await a.waitFor(() => a.entries().filter((e) => e.kind === 'delivered').length === 3);
+    // Receipts are cumulative: the two offline messages arrive in one deliver frame and one ack, so one receipt
+    // names the second; the live message gets its own.
+    await a.waitFor(() => a.entries().some((e) => e.kind === 'delivered' && e.msg === 'o-alice:3'));
     expect(a.entries().map((e) => [e.kind, e.msg, e.peer])).toEqual([
-      ['delivered', 'o-alice:1', 'o-bob'],
       ['delivered', 'o-alice:2', 'o-bob'],
       ['delivered', 'o-alice:3', 'o-bob'],
     ]);
