@@ -35,6 +35,7 @@ import type { StatementTally } from '../../durable-objects/storage.js';
 import { decodeFrame } from '../../protocol/index.js';
 import { mintToken } from '../token.js';
 import { freePort, startWrangler, type Server } from './servers.js';
+import { parseArgs } from 'node:util';
 
 // ------------------------------------------------------------------ prices
 
@@ -73,27 +74,35 @@ const SCENARIOS = ['online', 'paced', 'offline', 'sparse'];
 
 function parse(argv: string[]): Options {
   const o: Options = { url: null, secret: 'bench-cf-rows-secret', n: 1000, paced: 200, sparse: 4, sparseGapMs: 2500, scenarios: SCENARIOS, json: null, statements: true };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${a} needs a value`);
-      return x;
-    };
-    if (a === '--url') o.url = v().replace(/^ws/, 'http').replace(/\/v1\/connect$/, '').replace(/\/$/, '');
-    else if (a === '--secret') o.secret = v();
-    else if (a === '--n') o.n = Number(v());
-    else if (a === '--paced') o.paced = Number(v());
-    else if (a === '--sparse') o.sparse = Number(v());
-    else if (a === '--sparse-gap-ms') o.sparseGapMs = Number(v());
-    else if (a === '--scenarios') o.scenarios = v().split(',');
-    else if (a === '--json') o.json = v();
-    else if (a === '--no-statements') o.statements = false;
-    else if (a === '--help') {
-      console.log(`options: --url http://host:port --secret S --n 1000 --paced 200 --sparse 4 --sparse-gap-ms 2500 --scenarios ${SCENARIOS.join(',')} --json FILE --no-statements`);
-      process.exit(0);
-    } else throw new Error(`unknown option ${a}`);
+  const { values: v } = parseArgs({
+    args: argv,
+    strict: true,
+    options: {
+      url: { type: 'string' },
+      secret: { type: 'string' },
+      n: { type: 'string' },
+      paced: { type: 'string' },
+      sparse: { type: 'string' },
+      'sparse-gap-ms': { type: 'string' },
+      scenarios: { type: 'string' },
+      json: { type: 'string' },
+      'no-statements': { type: 'boolean' },
+      help: { type: 'boolean' },
+    },
+  });
+  if (v.help) {
+    console.log(`options: --url http://host:port --secret S --n 1000 --paced 200 --sparse 4 --sparse-gap-ms 2500 --scenarios ${SCENARIOS.join(',')} --json FILE --no-statements`);
+    process.exit(0);
   }
+  if (v.url !== undefined) o.url = v.url.replace(/^ws/, 'http').replace(/\/v1\/connect$/, '').replace(/\/$/, '');
+  if (v.secret !== undefined) o.secret = v.secret;
+  if (v.n !== undefined) o.n = Number(v.n);
+  if (v.paced !== undefined) o.paced = Number(v.paced);
+  if (v.sparse !== undefined) o.sparse = Number(v.sparse);
+  if (v['sparse-gap-ms'] !== undefined) o.sparseGapMs = Number(v['sparse-gap-ms']);
+  if (v.scenarios !== undefined) o.scenarios = v.scenarios.split(',');
+  if (v.json !== undefined) o.json = v.json;
+  if (v['no-statements']) o.statements = false;
   for (const [k, x, max] of [['--n', o.n, 10_000], ['--paced', o.paced, 2_000], ['--sparse', o.sparse, 20]] as const) {
     if (!(Number.isInteger(x) && x >= 0 && x <= max)) throw new Error(`${k} must be an integer in [0, ${max}]`);
   }
