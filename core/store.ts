@@ -7,6 +7,12 @@ import type { ForwardItem, Sql } from './ports.js';
  * The mailbox is the only writer of its user's rows, so the user's counters and outbox size are cached here
  * instead of read back on every message (they were ~30% of the statements per message). A failed commit
  * rolls the database back but not this cache: the mailbox calls forget() whenever a commit rejects.
+ *
+ * The two sequence counters are derived, not rewritten per message (each rewrite is a billed row on Cloudflare
+ * and a statement on-prem): `next_seq` is one past the highest inbox seq still stored (or past `trimmed`), and
+ * `next_n` one past the highest outbox or dedup number; the stored columns are floors, written only when the
+ * rows that carry a number are about to go (see outboxDelete). A number is therefore never handed out twice,
+ * across restarts included, which the recipients' dedup by outbox number and the devices' cursors rely on.
  */
 
 export interface UserRow {
@@ -26,6 +32,9 @@ const KIND_NAMES: Record<number, EntryKind> = { [ENTRY_KINDS.message]: 'message'
 export class MailboxStore {
   private row: UserRow | null = null;
   private outboxMessages: number | null = null;
+  /** next_n as stored in the users row (a floor), and the highest number a dedup record still carries. */
+  private storedNextN = 0;
+  private maxDedupN = 0;
   /**
    * Exact in-memory mirrors of the outbox, per recipient, kept in step with the SQL rows inside the same
    * transactions. Forwarding reads them instead of SQL. Dropped when they grow past MIRROR_MAX (a recipient
@@ -41,6 +50,8 @@ export class MailboxStore {
   /** Drops the caches; the next read goes to SQL. */
   forget(): void {
     this.row = null;
+    this.storedNextN = 0;
+    this.maxDedupN = 0;
     this.outboxMessages = null;
     this.mirrors.clear();
   }
@@ -56,20 +67,34 @@ export class MailboxStore {
   /** The user's counters, creating the row on first use (only write paths call this). Read-only view. */
   userRow(): Readonly<UserRow> {
     if (this.row) return this.row;
-    const q = `SELECT next_seq, next_n, trimmed, delivered, last_seen FROM users WHERE user = ?`;
-    let r = this.sql.all<UserRow>(q, this.user)[0];
+    let r = this.readUserRow();
     if (!r) {
       this.ensureUser();
-      r = this.sql.all<UserRow>(q, this.user)[0]!;
+      r = this.readUserRow()!;
     }
-    this.row = { ...r };
+    this.row = r;
     return this.row;
   }
 
   /** The user's counters if the user exists; never writes (for paths that must work while writes fail). */
   peekUserRow(): Readonly<UserRow> | undefined {
-    if (this.row) return this.row;
-    return this.sql.all<UserRow>(`SELECT next_seq, next_n, trimmed, delivered, last_seen FROM users WHERE user = ?`, this.user)[0];
+    return this.row ?? this.readUserRow();
+  }
+
+  /** The stored row with the counters derived from the rows that carry the numbers (see the class comment). */
+  private readUserRow(): UserRow | undefined {
+    const r = this.sql.all<UserRow>(`SELECT next_seq, next_n, trimmed, delivered, last_seen FROM users WHERE user = ?`, this.user)[0];
+    if (!r) return undefined;
+    const max = (q: string) => this.sql.all<{ m: number | null }>(q, this.user)[0]?.m ?? 0;
+    const maxSeq = max(`SELECT max(seq) AS m FROM inbox WHERE user = ?`);
+    const maxOutboxN = max(`SELECT max(n) AS m FROM outbox WHERE user = ?`);
+    this.maxDedupN = max(`SELECT max(n) AS m FROM dedup WHERE user = ?`);
+    this.storedNextN = r.next_n;
+    return {
+      ...r,
+      next_seq: Math.max(r.next_seq, maxSeq + 1, r.trimmed + 1),
+      next_n: Math.max(r.next_n, maxOutboxN + 1, this.maxDedupN + 1),
+    };
   }
 
   private mutableRow(): UserRow {
@@ -102,8 +127,10 @@ export class MailboxStore {
       `INSERT INTO outbox (user, n, recipient, kind, msg, ts, body) VALUES (?, ?, ?, ?, ?, ?, ?)`,
       this.user, n, recipient, ENTRY_KINDS[kind], id, ts, body,
     );
-    if (cid !== undefined) this.sql.all(`INSERT INTO dedup (user, cid, n, ts) VALUES (?, ?, ?, ?)`, this.user, cid, n, ts);
-    this.sql.all(`UPDATE users SET next_n = ? WHERE user = ?`, n + 1, this.user);
+    if (cid !== undefined) {
+      this.sql.all(`INSERT INTO dedup (user, cid, n, ts) VALUES (?, ?, ?, ?)`, this.user, cid, n, ts);
+      this.maxDedupN = n;
+    }
     row.next_n = n + 1;
     if (kind === 'message' && this.outboxMessages !== null) this.outboxMessages++;
     const mirror = this.mirrors.get(recipient);
@@ -146,6 +173,13 @@ export class MailboxStore {
   }
 
   outboxDelete(recipient: string, upToN: number): void {
+    // The rows going may carry the highest number handed out (a receipt has no dedup record): keep it in the
+    // stored floor first, so it is never handed out again after a restart.
+    const row = this.mutableRow();
+    if (upToN > this.maxDedupN && upToN >= this.storedNextN) {
+      this.sql.all(`UPDATE users SET next_n = ? WHERE user = ?`, row.next_n, this.user);
+      this.storedNextN = row.next_n;
+    }
     const mirror = this.mirrors.get(recipient);
     if (mirror) {
       this.sql.all(`DELETE FROM outbox WHERE user = ? AND recipient = ? AND n <= ?`, this.user, recipient, upToN);
@@ -186,7 +220,7 @@ export class MailboxStore {
       );
       seq++;
     }
-    this.sql.all(`UPDATE users SET next_seq = ? WHERE user = ?`, seq, this.user);
+    // Not stored: derived from the highest inbox seq (and `trimmed`) when the row is next read from SQL.
     this.mutableRow().next_seq = seq;
     return seq - 1;
   }
