@@ -1,0 +1,64 @@
+import { DatabaseSync } from 'node:sqlite';
+import { describe, expect, it } from 'vitest';
+import type { Sql, SqlValue } from '../../core/ports.js';
+import { SCHEMA_VERSION, migrate } from '../../core/schema.js';
+import { MailboxStore } from '../../core/store.js';
+
+/**
+ * Migration 2 rebuilds the outbox keyed by recipient and drops the two secondary indexes. A shard that was
+ * written by version 1 (a Durable Object or an on-prem worker file with messages still waiting) must come out
+ * of it with every row, readable by the same queries.
+ */
+function open(): { db: DatabaseSync; sql: Sql } {
+  const db = new DatabaseSync(':memory:');
+  return { db, sql: { all: <T>(q: string, ...p: SqlValue[]) => db.prepare(q).all(...p) as T[] } };
+}
+
+describe('schema migration 1 -> 2', () => {
+  it('keeps every waiting outbox row and dedup record, and drops the secondary indexes', () => {
+    const { db, sql } = open();
+    db.exec('BEGIN');
+    expect(migrate(sql, 1, 1)).toBe(1);
+    const body = new Uint8Array([1, 2, 3]);
+    sql.all(`INSERT INTO users (user, next_seq, next_n, trimmed, delivered, last_seen) VALUES ('alice', 1, 6, 0, 0, 0)`);
+    const recipients = ['bob', 'carol', 'bob', 'carol', 'bob'];
+    recipients.forEach((r, i) => {
+      sql.all(`INSERT INTO outbox (user, n, recipient, kind, msg, ts, body) VALUES ('alice', ?, ?, 1, ?, 7, ?)`, i + 1, r, `alice:${i + 1}`, body);
+      sql.all(`INSERT INTO dedup (user, cid, n, ts) VALUES ('alice', ?, ?, 7)`, `c${i + 1}`, i + 1);
+    });
+    db.exec('COMMIT');
+
+    db.exec('BEGIN');
+    expect(migrate(sql, 2)).toBe(SCHEMA_VERSION);
+    db.exec('COMMIT');
+    expect(SCHEMA_VERSION).toBe(2);
+    const indexes = sql.all<{ name: string }>(`SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL`).map((r) => r.name);
+    expect(indexes).toEqual([]);
+    expect(sql.all(`SELECT version FROM iris_migrations ORDER BY version`)).toEqual([{ version: 1 }, { version: 2 }]);
+
+    const store = new MailboxStore(sql, 'alice');
+    expect(store.outboxFor('bob', 10).map((i) => i.n)).toEqual([1, 3, 5]);
+    expect(store.outboxFor('carol', 10).map((i) => [i.n, i.msg])).toEqual([[2, 'alice:2'], [4, 'alice:4']]);
+    expect(store.outboxRecipients().sort()).toEqual(['bob', 'carol']);
+    expect(store.outboxCount()).toBe(5);
+    expect(store.dedupLookup('c3')).toEqual({ n: 3, ts: 7 });
+    expect(store.userRow().next_n).toBe(6);
+    // And the migrated tables take new rows as version 2 writes them.
+    db.exec('BEGIN');
+    expect(store.outboxAppend('bob', 'message', null, 8, body, 'c6')).toBe(6);
+    store.outboxDelete('bob', 3);
+    store.dedupPrune(2);
+    db.exec('COMMIT');
+    expect(store.outboxFor('bob', 10).map((i) => i.n)).toEqual([5, 6]);
+    expect(store.dedupLookup('c1')).toBeUndefined();
+    expect(store.dedupLookup('c6')).toEqual({ n: 6, ts: 8 });
+  });
+
+  it('a new database gets both migrations at once', () => {
+    const { db, sql } = open();
+    db.exec('BEGIN');
+    expect(migrate(sql, 1)).toBe(2);
+    expect(migrate(sql, 1)).toBe(2); // idempotent
+    db.exec('COMMIT');
+  });
+});
