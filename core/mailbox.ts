@@ -406,14 +406,14 @@ export class Mailbox {
           full = true;
           break;
         }
-        entries.push({ kind: item.kind, msg: item.msg, peer: batch.from, ts: item.ts, body: item.body });
+        entries.push({ kind: item.kind, msg: item.msg, peer: batch.from, ts: item.ts, body: item.body, n: item.n });
         size++;
         accepted = item.n;
       }
       const first = u.next_seq;
       if (entries.length > 0) this.store.inboxAppend(first, entries);
       if (accepted > last) this.store.setPeerLastN(batch.from, accepted);
-      return { accepted, full, stored: entries.map((e, i): Entry => ({ ...e, seq: first + i })) };
+      return { accepted, full, stored: entries.map((e, i): Entry => ({ kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body, seq: first + i })) };
     });
     if (r.stored.length > 0) await this.pushLive(r.stored);
     return r.full ? { acceptedUpTo: r.accepted, retryAfter: this.deps.config.fullRetryMs } : { acceptedUpTo: r.accepted };

@@ -60,6 +60,11 @@ const MIGRATIONS: readonly (readonly string[])[] = [
     `ALTER TABLE outbox_v2 RENAME TO outbox`,
     `DROP INDEX dedup_by_n`,
   ],
+  // 3: each inbox entry keeps the sender's outbox number, so the per-sender dedup mark (peers.last_n) need not
+  // be rewritten with every batch received: it is the highest number among a sender's entries still stored,
+  // and peers.last_n becomes a floor written when the trim deletes entries. Rows written before this carry 0;
+  // their marks are in peers, which the old code wrote with every batch.
+  [`ALTER TABLE inbox ADD COLUMN n INTEGER NOT NULL DEFAULT 0`],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -32,6 +32,8 @@ const KIND_NAMES: Record<number, EntryKind> = { [ENTRY_KINDS.message]: 'message'
 export class MailboxStore {
   private row: UserRow | null = null;
   private outboxMessages: number | null = null;
+  /** Per sender, the highest outbox number received (the incoming dedup key); null until first needed. */
+  private lastN: Map<string, number> | null = null;
   /** next_n as stored in the users row (a floor), and the highest number a dedup record still carries. */
   private storedNextN = 0;
   private maxDedupN = 0;
@@ -50,6 +52,7 @@ export class MailboxStore {
   /** Drops the caches; the next read goes to SQL. */
   forget(): void {
     this.row = null;
+    this.lastN = null;
     this.storedNextN = 0;
     this.maxDedupN = 0;
     this.outboxMessages = null;
@@ -199,24 +202,36 @@ export class MailboxStore {
 
   // ---- incoming ----
 
+  /**
+   * The highest outbox number received from `peer`: the larger of its stored floor (peers.last_n, written by the
+   * trim) and the highest number among its entries still in the inbox. Read for every sender at once, the first
+   * time one is needed (one scan of this user's inbox, which inboxCap bounds), then kept in memory.
+   */
   peerLastN(peer: string): number {
-    return this.sql.all<{ n: number }>(`SELECT last_n AS n FROM peers WHERE user = ? AND peer = ?`, this.user, peer)[0]?.n ?? 0;
+    if (this.lastN === null) {
+      const m = new Map<string, number>();
+      for (const r of this.sql.all<{ peer: string; n: number }>(`SELECT peer, last_n AS n FROM peers WHERE user = ?`, this.user)) m.set(r.peer, r.n);
+      for (const r of this.sql.all<{ peer: string; n: number }>(`SELECT peer, max(n) AS n FROM inbox WHERE user = ? GROUP BY peer`, this.user)) {
+        m.set(r.peer, Math.max(m.get(r.peer) ?? 0, r.n));
+      }
+      this.lastN = m;
+    }
+    return this.lastN.get(peer) ?? 0;
   }
 
+  /** Not stored: the entries appended in the same transaction carry the numbers (see peerLastN). */
   setPeerLastN(peer: string, n: number): void {
-    this.sql.all(
-      `INSERT INTO peers (user, peer, last_n) VALUES (?, ?, ?) ON CONFLICT (user, peer) DO UPDATE SET last_n = excluded.last_n`,
-      this.user, peer, n,
-    );
+    this.peerLastN(peer);
+    this.lastN!.set(peer, n);
   }
 
-  /** Appends entries to the inbox starting at next_seq; returns the last seq written. */
-  inboxAppend(startSeq: number, entries: Omit<Entry, 'seq'>[]): number {
+  /** Appends entries (each with its sender's outbox number) to the inbox starting at next_seq; returns the last seq. */
+  inboxAppend(startSeq: number, entries: (Omit<Entry, 'seq'> & { n: number })[]): number {
     let seq = startSeq;
     for (const e of entries) {
       this.sql.all(
-        `INSERT INTO inbox (user, seq, kind, msg, peer, ts, body) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-        this.user, seq, ENTRY_KINDS[e.kind], e.msg, e.peer, e.ts, e.body,
+        `INSERT INTO inbox (user, seq, kind, msg, peer, ts, body, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        this.user, seq, ENTRY_KINDS[e.kind], e.msg, e.peer, e.ts, e.body, e.n,
       );
       seq++;
     }
@@ -248,6 +263,16 @@ export class MailboxStore {
   }
 
   trimInbox(upTo: number): void {
+    // The entries going carry their senders' dedup marks: keep each sender's highest as its floor first.
+    for (const r of this.sql.all<{ peer: string; n: number }>(
+      `SELECT peer, max(n) AS n FROM inbox WHERE user = ? AND seq <= ? GROUP BY peer`,
+      this.user, upTo,
+    )) {
+      this.sql.all(
+        `INSERT INTO peers (user, peer, last_n) VALUES (?, ?, ?) ON CONFLICT (user, peer) DO UPDATE SET last_n = max(last_n, excluded.last_n)`,
+        this.user, r.peer, r.n,
+      );
+    }
     this.sql.all(`DELETE FROM inbox WHERE user = ? AND seq <= ?`, this.user, upTo);
     this.sql.all(`UPDATE users SET trimmed = ? WHERE user = ?`, upTo, this.user);
     this.mutableRow().trimmed = upTo;

@@ -43,4 +43,28 @@ describe('sequence counters survive restarts without being rewritten per message
     await alice.post('bob', 'and again', 'c72');
     expect(alice.of('send_ack').at(-1)!.msg).toBe('alice:72');
   });
+
+  it("a sender's dedup mark survives a restart without being written per batch: a retried forward is not stored twice", async () => {
+    const w = new World();
+    const alice = w.connect('alice');
+    await alice.hello('a1');
+    for (let i = 1; i <= 3; i++) await alice.post('bob', `m${i}`, `c${i}`);
+    const item = (n: number) => ({ n, kind: 'message' as const, msg: `alice:${n}`, ts: w.now, body: new TextEncoder().encode(`m${n}`) });
+    // Entries still stored: the mark comes from their numbers.
+    w.evict('bob');
+    expect(await w.mailbox('bob').receive({ from: 'alice', items: [item(2), item(3)] })).toEqual({ acceptedUpTo: 3 });
+    expect(w.count('inbox', 'bob')).toBe(3);
+    // Entries trimmed away: the mark comes from the floor the trim wrote.
+    const bob = w.connect('bob');
+    await bob.hello('b1');
+    for (let i = 4; i <= 70; i++) await alice.post('bob', `m${i}`, `c${i}`);
+    await bob.ack(bob.entries().at(-1)!.seq);
+    expect(w.count('inbox', 'bob')).toBe(0);
+    w.evict('bob');
+    expect(await w.mailbox('bob').receive({ from: 'alice', items: [item(69), item(70)] })).toEqual({ acceptedUpTo: 70 });
+    expect(w.count('inbox', 'bob')).toBe(0);
+    expect(bob.texts()).toHaveLength(70);
+    await alice.post('bob', 'm71', 'c71');
+    expect(bob.texts().at(-1)).toBe('m71');
+  });
 });

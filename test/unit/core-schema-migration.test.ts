@@ -31,10 +31,10 @@ describe('schema migration 1 -> 2', () => {
     db.exec('BEGIN');
     expect(migrate(sql, 2)).toBe(SCHEMA_VERSION);
     db.exec('COMMIT');
-    expect(SCHEMA_VERSION).toBe(2);
+    expect(SCHEMA_VERSION).toBe(3);
     const indexes = sql.all<{ name: string }>(`SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL`).map((r) => r.name);
     expect(indexes).toEqual([]);
-    expect(sql.all(`SELECT version FROM iris_migrations ORDER BY version`)).toEqual([{ version: 1 }, { version: 2 }]);
+    expect(sql.all(`SELECT version FROM iris_migrations ORDER BY version`)).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }]);
 
     const store = new MailboxStore(sql, 'alice');
     expect(store.outboxFor('bob', 10).map((i) => i.n)).toEqual([1, 3, 5]);
@@ -54,11 +54,35 @@ describe('schema migration 1 -> 2', () => {
     expect(store.dedupLookup('c6')).toEqual({ n: 6, ts: 8 });
   });
 
-  it('a new database gets both migrations at once', () => {
+  it('3: per-sender dedup marks written by version 2 stay exact; new entries carry their numbers', () => {
     const { db, sql } = open();
     db.exec('BEGIN');
-    expect(migrate(sql, 1)).toBe(2);
-    expect(migrate(sql, 1)).toBe(2); // idempotent
+    migrate(sql, 1, 2);
+    sql.all(`INSERT INTO users (user, next_seq, next_n, trimmed, delivered, last_seen) VALUES ('bob', 3, 1, 0, 0, 0)`);
+    for (const seq of [1, 2]) sql.all(`INSERT INTO inbox (user, seq, kind, msg, peer, ts, body) VALUES ('bob', ?, 1, ?, 'alice', 7, x'00')`, seq, `alice:${seq + 40}`);
+    sql.all(`INSERT INTO peers (user, peer, last_n) VALUES ('bob', 'alice', 42), ('bob', 'carol', 9)`);
+    db.exec('COMMIT');
+    db.exec('BEGIN');
+    migrate(sql, 2);
+    db.exec('COMMIT');
+    const store = new MailboxStore(sql, 'bob');
+    expect(store.peerLastN('alice')).toBe(42);
+    expect(store.peerLastN('carol')).toBe(9);
+    expect(store.peerLastN('dave')).toBe(0);
+    db.exec('BEGIN');
+    store.inboxAppend(3, [{ kind: 'message', msg: 'alice:43', peer: 'alice', ts: 8, body: new Uint8Array(1), n: 43 }]);
+    store.setPeerLastN('alice', 43);
+    store.trimInbox(3); // everything goes: alice's floor must now say 43
+    db.exec('COMMIT');
+    expect(sql.all(`SELECT last_n FROM peers WHERE user = 'bob' AND peer = 'alice'`)).toEqual([{ last_n: 43 }]);
+    expect(new MailboxStore(sql, 'bob').peerLastN('alice')).toBe(43);
+  });
+
+  it('a new database gets every migration at once', () => {
+    const { db, sql } = open();
+    db.exec('BEGIN');
+    expect(migrate(sql, 1)).toBe(SCHEMA_VERSION);
+    expect(migrate(sql, 1)).toBe(SCHEMA_VERSION); // idempotent
     db.exec('COMMIT');
   });
 });
