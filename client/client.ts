@@ -15,6 +15,7 @@ import {
   type PresenceInfo,
   type SendAck,
   type ServerFrame,
+  type Receipts,
   type Welcome,
 } from '../protocol/index.js';
 import { backoffDelay } from './backoff.js';
@@ -169,6 +170,8 @@ export class IrisClient {
   private gen = 0;
   private attempt = 0;
   private cursorValue = 0;
+  /** Receipt version processed (PROTOCOL.md 9.6): the `upTo` of the last receipts frame whose listeners ran. */
+  private receiptsValue = 0;
   private loaded: Promise<void> | null = null;
   private welcome: Welcome | null = null;
   private connectWaiters: Waiter<Welcome>[] = [];
@@ -361,6 +364,7 @@ export class IrisClient {
         const st = await this.store.load();
         this.cursorValue = Math.max(this.cursorValue, st.cursor);
         this.ackable = Math.max(this.ackable, st.cursor);
+        this.receiptsValue = Math.max(this.receiptsValue, st.receipts ?? 0);
         // Entries an earlier client handed out whose listeners never finished: 'recovered' before anything new.
         const unfinished = st.unhandled ?? [];
         if (unfinished.length > 0) {
@@ -470,7 +474,7 @@ export class IrisClient {
     if (this.sock !== sock) return;
     sock.opened = true;
     sock.helloCursor = this.cursorValue;
-    this.write(sock, { t: 'hello', device: this.device, cursor: sock.helloCursor });
+    this.write(sock, { t: 'hello', device: this.device, cursor: sock.helloCursor, receipts: this.receiptsValue });
     this.startHeartbeat(sock);
   }
 
@@ -748,6 +752,8 @@ export class IrisClient {
         return this.onSendAck(f);
       case 'deliver':
         return this.onDeliver(sock, f.entries);
+      case 'receipts':
+        return this.onReceipts(f);
       case 'presence': {
         const q = this.queries.get(f.ref);
         if (!q) return;
@@ -860,6 +866,26 @@ export class IrisClient {
     this.deliveries = this.deliveries.then(() => this.process(entries)).catch((e: unknown) => {
       this.emitError(new IrisError('internal', `delivery processing failed: ${errText(e)}`));
     });
+  }
+
+  /**
+   * Receipt states (PROTOCOL.md 9.6), in the same queue as deliveries so listeners see them in arrival order. The
+   * version is recorded after the listeners ran: a crash before that replays them (a receipt is idempotent
+   * state), it never skips one.
+   */
+  private onReceipts(f: Receipts): void {
+    this.deliveries = this.deliveries
+      .then(async () => {
+        for (const it of f.items) {
+          const errors = await this.events.emitAsync('receipt', { seq: 0, msg: it.msg, by: it.peer, ts: it.ts });
+          for (const err of errors) this.listenerFailed(err);
+        }
+        // The server's version is authoritative (it starts again from 0 when its store was replaced).
+        this.receiptsValue = f.upTo;
+        const st = this.store;
+        if (st.saveReceipts) this.persist(() => st.saveReceipts!(f.upTo), () => {}, (e) => this.emitError(new IrisError('internal', `store: ${errText(e)}`)));
+      })
+      .catch((e: unknown) => this.emitError(new IrisError('internal', `receipt processing failed: ${errText(e)}`)));
   }
 
   /**

@@ -6,7 +6,8 @@
  * 100 ms later, or `flush()`, which the client calls when the page is hidden): losing it only brings those
  * entries back as `recovered`.
  *
- * Layout: database `name` (default `iris-client-<device>`), version 1, object stores `meta` (key 'cursor'),
+ * Layout: database `name` (default `iris-client-<device>`), version 1, object stores `meta` (keys 'cursor' and
+ * 'receipts'),
  * `outbox` (key: client id; `ord` keeps the send order) and `unhandled` (key: seq).
  */
 import type { ClientStore, PendingSend, StoredEntry, StoredState } from './store.js';
@@ -139,8 +140,9 @@ export class IndexedDbStore implements ClientStore {
   async load(): Promise<StoredState> {
     const db = await this.open();
     const tx = db.transaction(STORES, 'readonly');
-    const [cursor, outbox, unhandled] = await Promise.all([
+    const [cursor, receipts, outbox, unhandled] = await Promise.all([
       req(tx.objectStore('meta').get('cursor')),
+      req(tx.objectStore('meta').get('receipts')),
       req(tx.objectStore('outbox').getAll()),
       req(tx.objectStore('unhandled').getAll()),
     ]);
@@ -148,6 +150,7 @@ export class IndexedDbStore implements ClientStore {
     this.ord = Math.max(this.ord, rows.length > 0 ? rows[rows.length - 1]!.ord : 0);
     return {
       cursor: typeof cursor === 'number' ? cursor : 0,
+      receipts: typeof receipts === 'number' ? receipts : 0,
       outbox: rows.map((r) => ({ id: r.id, to: r.to, body: r.body, createdAt: r.createdAt })),
       unhandled: (unhandled as StoredEntry[]).filter((e) => !this.handled.has(e.seq)).sort((a, b) => a.seq - b.seq),
     };
@@ -171,6 +174,10 @@ export class IndexedDbStore implements ClientStore {
 
   saveCursor(cursor: number): Promise<void> {
     return this.write((tx) => tx.objectStore('meta').put(cursor, 'cursor'));
+  }
+
+  saveReceipts(version: number): Promise<void> {
+    return this.write((tx) => tx.objectStore('meta').put(version, 'receipts'));
   }
 
   putPending(item: PendingSend): Promise<void> {

@@ -18,6 +18,8 @@ import type { ClientStore, PendingSend, StoredEntry, StoredState } from './store
 interface FileShape {
   version: 1;
   cursor: number;
+  /** Receipt version processed (absent in files of older SDKs). */
+  receipts?: number;
   outbox: { id: string; to: string; body: string; createdAt: number }[];
   /** Handed-out entries whose listeners had not finished at the last write (absent in files of older SDKs). */
   unhandled?: { seq: number; kind: StoredEntry['kind']; msg: string; peer: string; ts: number; body: string }[];
@@ -37,6 +39,7 @@ const unb64 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'base64')
 
 export class FileStore implements ClientStore {
   private cursor = 0;
+  private receipts = 0;
   private readonly outbox = new Map<string, PendingSend>();
   private readonly unhandled = new Map<number, StoredEntry>();
   private readonly meta: Record<string, string> = {};
@@ -61,6 +64,7 @@ export class FileStore implements ClientStore {
       const f = JSON.parse(raw) as Partial<FileShape>;
       if (f.version !== 1) throw new Error(`${path}: not an Iris client store (version ${String(f.version)})`);
       this.cursor = typeof f.cursor === 'number' ? f.cursor : 0;
+      this.receipts = typeof f.receipts === 'number' ? f.receipts : 0;
       for (const p of f.outbox ?? []) this.outbox.set(p.id, { id: p.id, to: p.to, body: unb64(p.body), createdAt: p.createdAt });
       for (const e of f.unhandled ?? []) this.unhandled.set(e.seq, { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: unb64(e.body) });
       Object.assign(this.meta, f.meta ?? {});
@@ -70,6 +74,7 @@ export class FileStore implements ClientStore {
   load(): StoredState {
     return {
       cursor: this.cursor,
+      receipts: this.receipts,
       outbox: [...this.outbox.values()].map((p) => ({ ...p, body: new Uint8Array(p.body) })),
       unhandled: [...this.unhandled.values()].sort((a, b) => a.seq - b.seq).map((e) => ({ ...e, body: new Uint8Array(e.body) })),
     };
@@ -93,6 +98,15 @@ export class FileStore implements ClientStore {
   saveCursor(cursor: number): void {
     this.cursor = cursor;
     this.write();
+  }
+
+  /** Deferred like markHandled: a lost write only replays receipts (idempotent). */
+  saveReceipts(version: number): void {
+    if (this.receipts === version) return;
+    this.receipts = version;
+    if (this.deferred) return;
+    this.deferred = setTimeout(() => this.write(), this.handledDelayMs);
+    (this.deferred as { unref?: () => void }).unref?.();
   }
 
   putPending(item: PendingSend): void {
@@ -124,6 +138,7 @@ export class FileStore implements ClientStore {
     const shape: FileShape = {
       version: 1,
       cursor: this.cursor,
+      receipts: this.receipts,
       outbox: [...this.outbox.values()].map((p) => ({ id: p.id, to: p.to, body: b64(p.body), createdAt: p.createdAt })),
       unhandled: [...this.unhandled.values()].map((e) => ({ seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: b64(e.body) })),
       meta: this.meta,

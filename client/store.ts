@@ -54,6 +54,8 @@ export interface StoredState {
   outbox: PendingSend[];
   /** Entries handed out whose listeners did not finish, by sequence number. */
   unhandled: StoredEntry[];
+  /** The receipt version processed (the `upTo` of the last `receipts` frame; PROTOCOL.md 9.6). 0 or absent: none. */
+  receipts?: number;
 }
 
 export interface ClientStore {
@@ -70,6 +72,12 @@ export interface ClientStore {
   markHandled(seqs: number[]): void | Promise<void>;
   /** Moves the cursor without handing anything out (the server says it is elsewhere). */
   saveCursor(cursor: number): void | Promise<void>;
+  /**
+   * Records the receipt version, after the `receipt` listeners of its frame ran. Optional: a store without it
+   * gets every receipt state again when the app restarts (receipts are idempotent, so only the cost differs).
+   * May be deferred like markHandled: losing it replays receipts, it never loses one.
+   */
+  saveReceipts?(version: number): void | Promise<void>;
   /** Called before a send is first written to the socket. */
   putPending(item: PendingSend): void | Promise<void>;
   /** Called when the server acknowledged the send (or refused it for good). */
@@ -88,11 +96,13 @@ function copyEntry(e: StoredEntry): StoredEntry {
  */
 export class MemoryStore implements ClientStore {
   cursor = 0;
+  receipts = 0;
   readonly outbox = new Map<string, PendingSend>();
   readonly unhandled = new Map<number, StoredEntry>();
 
   constructor(initial?: Partial<StoredState>) {
     if (initial?.cursor !== undefined) this.cursor = initial.cursor;
+    if (initial?.receipts !== undefined) this.receipts = initial.receipts;
     for (const p of initial?.outbox ?? []) this.outbox.set(p.id, p);
     for (const e of initial?.unhandled ?? []) this.unhandled.set(e.seq, copyEntry(e));
   }
@@ -100,6 +110,7 @@ export class MemoryStore implements ClientStore {
   load(): StoredState {
     return {
       cursor: this.cursor,
+      receipts: this.receipts,
       outbox: [...this.outbox.values()].map((p) => ({ ...p, body: p.body.slice() })),
       unhandled: [...this.unhandled.values()].sort((a, b) => a.seq - b.seq).map(copyEntry),
     };
@@ -116,6 +127,10 @@ export class MemoryStore implements ClientStore {
 
   saveCursor(cursor: number): void {
     this.cursor = cursor;
+  }
+
+  saveReceipts(version: number): void {
+    this.receipts = version;
   }
 
   putPending(item: PendingSend): void {

@@ -88,6 +88,7 @@ export interface IrisMessage {
  * reached one of `by`'s devices (one receipt covers a whole acknowledged burst; docs/PROTOCOL.md 9.6).
  */
 export interface IrisReceipt {
+  /** 0 for receipts sent as state (every current server); the inbox seq of a legacy `delivered` entry. */
   seq: number;
   /** Server message id (as in its SendAck) of the newest message covered; every earlier one to `by` is too. */
   msg: string;

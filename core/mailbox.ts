@@ -12,6 +12,7 @@ import {
   type Hello,
   type PresenceInfo,
   type PresenceQuery,
+  type ReceiptState,
   type Send,
   type ServerFrame,
 } from '../protocol/index.js';
@@ -21,6 +22,7 @@ import type {
   Conn,
   ForwardBatch,
   ForwardResult,
+  HandOver,
   Metrics,
   Peers,
   Scheduler,
@@ -47,9 +49,16 @@ export interface MailboxDeps {
 const FORWARD_BATCH = 64;
 /** If the runtime drops a shard between ack and forward, its scheduled wake retries within this. */
 const FORWARD_SAFETY_NET_MS = 2_000;
-const EMPTY = new Uint8Array(0);
 /** Acked inbox entries are deleted in steps of this many (they still count towards inboxCap until then). */
 const TRIM_STEP = 64;
+
+/** What accept() stored: how far the batch was taken, whether the inbox is full, the receipt version, the entries. */
+interface Accepted {
+  accepted: number;
+  full: boolean;
+  v: number;
+  stored: Entry[];
+}
 
 interface ForwardState {
   running: Promise<void> | null;
@@ -62,10 +71,15 @@ interface ForwardState {
  * One user's shard: everything Iris knows about a user, and every rule that must hold for them.
  *
  * The message path through here:
- *   send frame -> onSend: rate limit, dedup, outbox append (one transaction) -> send_ack after commit
- *              -> forward(): outbox -> recipient shard's receive() -> retried with backoff until accepted
+ *   send frame -> onSend: rate limit, dedup record, then in the SAME transaction either
+ *                 - one hop: the recipient shares this storage (Peers.local) -> its handOver() appends to its inbox, or
+ *                 - the outbox -> forward(): recipient shard's receive() -> retried with backoff until accepted
+ *              -> send_ack after the commit
  *   receive()  -> dedup by sender outbox number, inbox append (one transaction) -> pump() to each device
- *   deliver_ack -> device cursor, delivery receipts into the outbox, inbox trimmed below every cursor
+ *   deliver_ack -> device cursor; per sender ONE cumulative receipt (state, PROTOCOL.md 9.6): handed over in the
+ *                 same transaction to a local sender, else owed (receipts_out) and carried by the next forward;
+ *                 the sender stores it (receipts_in, versioned) and pushes `receipts` frames; inbox trimmed below
+ *                 every cursor
  *
  * The adapters (Durable Object, on-prem worker) only move bytes and call these methods.
  */
@@ -78,6 +92,8 @@ export class Mailbox {
   private readonly fullUntil = new Map<string, number>();
   private readonly pumping = new WeakSet<Conn>();
   private readonly pumpAgain = new WeakSet<Conn>();
+  /** Sockets whose receipt catch-up (pumpReceipts) is running: live receipts wait for it. */
+  private readonly receiptPumping = new WeakSet<Conn>();
   /** Highest seq each socket's device acked, as this process last saw it: saves a read per delivery. */
   private readonly ackedOf = new WeakMap<Conn, number>();
   /** Per-connection frame rate and error count (core/conn-guard.ts). */
@@ -154,6 +170,8 @@ export class Mailbox {
   private async onHello(conn: Conn, f: Hello, enc: Encoding): Promise<void> {
     if (conn.state !== null) throw new ProtocolError('bad_state', 'hello already received on this connection');
     const now = this.deps.clock.now();
+    let kick: string[] = [];
+    const handed: HandOver[] = [];
     const online = new Set<string>();
     for (const c of this.deps.sockets.list()) if (c !== conn && c.state) online.add(c.state.device);
     const r = await this.tx(() => {
@@ -172,11 +190,17 @@ export class Mailbox {
       // A new device starts at the oldest entry still kept. A client that says it processed further than the
       // server recorded (its last ack was lost) is believed, up to the head.
       const cursor = Math.min(head, Math.max(known ?? u.trimmed, f.cursor, u.trimmed));
+      // A client cursor ahead of every device's acknowledgement (its last ack was lost) counts as an ack: the
+      // entries it skips get their receipts here, since `delivered` is derived from the device cursors.
+      if (cursor > u.delivered) kick = this.oweReceipts(u.delivered, cursor, now, handed);
       this.store.upsertDevice(f.device, cursor, now);
       this.store.setLastSeen(now);
       this.trim();
-      return { cursor, head };
+      return { cursor, head, rv: this.store.receiptVersion() };
     }).catch((e: unknown) => {
+      for (const h of handed) h.rollback();
+      handed.length = 0;
+      kick = [];
       // Disk full: a hello must still work, so that devices can read (and ack) what waits for them. Nothing
       // is registered; the cursor is computed the same way from what is stored.
       if (!(e instanceof StorageFullError)) throw e;
@@ -185,7 +209,7 @@ export class Mailbox {
         const head = (u?.next_seq ?? 1) - 1;
         const trimmed = u?.trimmed ?? 0;
         const known = this.store.deviceCursor(f.device);
-        return { cursor: Math.min(head, Math.max(known ?? trimmed, f.cursor, trimmed)), head };
+        return { cursor: Math.min(head, Math.max(known ?? trimmed, f.cursor, trimmed)), head, rv: this.store.receiptVersion() };
       });
     });
     if (r === null) {
@@ -196,16 +220,21 @@ export class Mailbox {
     for (const c of this.deps.sockets.list()) {
       if (c !== conn && c.state?.device === f.device) c.close(CLOSE_CODES.replaced, 'replaced by a newer connection');
     }
-    conn.setState({ device: f.device, sent: r.cursor, enc });
+    // A receipt version beyond ours comes from a store this server no longer has (restored from a backup, or
+    // another deployment): send every receipt again rather than none.
+    const rsent = f.receipts !== undefined && f.receipts <= r.rv ? f.receipts : 0;
+    conn.setState({ device: f.device, sent: r.cursor, enc, rsent });
     this.ackedOf.set(conn, r.cursor);
     this.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });
-    await this.pump(conn);
+    if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
+    await Promise.all([this.pump(conn), this.pumpReceipts(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver())]);
   }
 
   private async onSend(conn: Conn, f: Send): Promise<void> {
     const now = this.deps.clock.now();
     const { config } = this.deps;
     const barrier = this.guardOf(conn).barrier;
+    let handed: HandOver | undefined;
     const r = await this.tx(() => {
       // Dedup before everything else: a retry of an accepted message gets its original ack even when the
       // sender is now rate limited or the recipient is now full, or a barrier is up.
@@ -231,10 +260,26 @@ export class Mailbox {
         return refuse('outbox_full', config.fullRetryMs, 'too many messages waiting for their recipients');
       }
       barrier.accepted(f.id, f.to);
-      const n = this.store.outboxAppend(f.to, 'message', null, now, f.body, f.id);
+      const n = this.store.accept(f.id, now);
       if (n % 256 === 0 && n > config.dedupWindow) this.store.dedupPrune(n - config.dedupWindow);
-      return { ok: true, n, ts: now, dup: false } as const;
+      const msg = `${this.user}:${n}`;
+      // One hop, one commit: a recipient in the same storage with nothing queued ahead of this message takes it
+      // into its inbox inside this transaction. No outbox row, no forward, no second commit to wait for.
+      const local = f.to !== this.user && this.idleTowards(f.to) ? this.deps.peers.local?.(f.to) : undefined;
+      if (local) {
+        const h = local.handOver({ from: this.user, items: [{ n, kind: 'message', msg, ts: now, body: f.body }] });
+        handed = h;
+        if (h.result.acceptedUpTo >= n) return { ok: true, n, ts: now, dup: false, local: true } as const;
+        // Its inbox is full: the message waits in the outbox like one a forward was refused for.
+        const at = now + (h.result.retryAfter ?? config.fullRetryMs);
+        this.fullUntil.set(f.to, at);
+        this.forwardState(f.to).retryAt = at;
+        this.deps.scheduler.wakeAt(at);
+      }
+      this.store.outboxPut(f.to, n, 'message', msg, now, f.body);
+      return { ok: true, n, ts: now, dup: false, local: false } as const;
     }).catch((e: unknown) => {
+      handed?.rollback();
       // Disk full: nothing was stored. "Not now" like the refusals above, so it raises the barrier too (when
       // the commit itself failed, sends that ran in the same batch fail with it).
       if (e instanceof StorageFullError) barrier.refused(f.id, f.to, 'unavailable', e.retryAfterMs, now);
@@ -245,47 +290,43 @@ export class Mailbox {
     this.reply(conn, enc, { t: 'send_ack', id: f.id, msg: `${this.user}:${r.n}`, ts: r.ts, dup: r.dup });
     if (r.dup) return;
     this.deps.metrics?.accepted?.();
+    if (r.local) return handed!.deliver();
     this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
     await this.forward(f.to);
+  }
+
+  /** Nothing of ours for `to` is queued or on its way: a new message may skip the outbox without overtaking any. */
+  private idleTowards(to: string): boolean {
+    return !this.forwards.get(to)?.running && (this.fullUntil.get(to) ?? 0) <= this.deps.clock.now() && this.store.outboxFor(to, 1).length === 0;
   }
 
   private async onAck(conn: Conn, f: DeliverAck): Promise<void> {
     const st = conn.state!;
     if (f.seq > st.sent) throw new ProtocolError('bad_ack', `ack for seq ${f.seq} beyond the last delivered seq ${st.sent}`);
     const now = this.deps.clock.now();
+    const handed: HandOver[] = [];
     const kick = await this.tx(() => {
       const cursor = this.ackedOf.get(conn) ?? this.store.deviceCursor(st.device) ?? 0;
       if (f.seq <= cursor) return [];
       this.store.upsertDevice(st.device, f.seq, now);
       const u = this.store.userRow();
-      const recipients = new Set<string>();
-      if (f.seq > u.delivered) {
-        // First device to ack these messages: tell each sender, through the same reliable outbox as messages,
-        // with ONE cumulative receipt per sender — its newest message acked here. Each sender's messages entered
-        // this inbox in the order they were sent (per-conversation FIFO), so the newest one delivered implies
-        // every earlier one: a burst of N messages costs one receipt, not N.
-        const newest = new Map<string, string>();
-        for (const m of this.store.messagesBetween(u.delivered, f.seq)) if (m.peer !== this.user) newest.set(m.peer, m.msg);
-        for (const [peer, msg] of newest) {
-          this.store.outboxAppend(peer, 'delivered', msg, now, EMPTY);
-          recipients.add(peer);
-        }
-        this.store.setDelivered(f.seq);
-      }
+      const recipients = f.seq > u.delivered ? this.oweReceipts(u.delivered, f.seq, now, handed) : [];
       // Trimming needs every device's cursor: do it in steps of TRIM_STEP entries, not on every ack.
       if (f.seq - u.trimmed >= TRIM_STEP) this.trim();
-      return [...recipients];
+      return recipients;
     }).catch((e: unknown): string[] => {
+      for (const h of handed) h.rollback();
+      handed.length = 0;
       // Disk full: the cursor stays where it was stored (a reconnect redelivers; the SDK drops what it has
       // seen) and receipts wait for a later ack, but this socket's window moves on so reading continues.
       if (e instanceof StorageFullError) return [];
       throw e;
     });
-    // Receipts are outbox items like messages: arm the same safety net in case this shard goes away now.
+    // Owed receipts are stored like outbox items: arm the same safety net in case this shard goes away now.
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
     if (f.seq > (this.ackedOf.get(conn) ?? 0)) this.ackedOf.set(conn, f.seq);
     this.deps.metrics?.acked?.();
-    await Promise.all([this.pump(conn), ...kick.map((r) => this.forward(r))]);
+    await Promise.all([this.pump(conn), ...kick.map((r) => this.forward(r)), ...handed.map((h) => h.deliver())]);
   }
 
   private async onPresenceQuery(conn: Conn, f: PresenceQuery): Promise<void> {
@@ -298,6 +339,35 @@ export class Mailbox {
     const enc = conn.state?.enc ?? 'binary';
     if (users === null) return this.error(conn, enc, 'unavailable', 'presence lookup failed; retry', f.ref, 1000);
     this.reply(conn, enc, { t: 'presence', ref: f.ref, users });
+  }
+
+  /**
+   * The first device acknowledged the inbox entries (after, upTo]: owe each of their senders ONE cumulative receipt,
+   * its newest message among them. Each sender's messages entered this inbox in the order they were sent
+   * (per-conversation FIFO), so the newest one delivered implies every earlier one: a burst of N messages costs
+   * one receipt, not N. A receipt is state (one row per sender, overwritten until the sender has it), forwarded
+   * with the next batch to that sender. Call inside a commit; returns the senders to forward to.
+   */
+  private oweReceipts(after: number, upTo: number, now: number, handed: HandOver[]): string[] {
+    const newest = new Map<string, { n: number; msg: string }>();
+    for (const m of this.store.messagesBetween(after, upTo)) if (m.peer !== this.user) newest.set(m.peer, m);
+    this.store.setDelivered(upTo);
+    const peers: string[] = [];
+    for (const [peer, m] of newest) {
+      // Entries stored before schema migration 3 carry n = 0; the reference ids are `<sender>:<n>`.
+      const n = m.n > 0 ? m.n : Number(m.msg.slice(m.msg.lastIndexOf(':') + 1)) || 0;
+      if (n === 0) continue;
+      const receipt = { n, msg: m.msg, ts: now };
+      // A sender in the same storage takes the receipt in this very commit: nothing owed, nothing to forward.
+      const local = this.deps.peers.local?.(peer);
+      if (local) {
+        handed.push(local.handOver({ from: this.user, items: [], receipt }));
+        continue;
+      }
+      this.store.owe(peer, receipt);
+      peers.push(peer);
+    }
+    return peers;
   }
 
   /** Deletes inbox entries every device has acked. Call inside a commit. */
@@ -380,43 +450,110 @@ export class Mailbox {
     await Promise.all(work);
   }
 
+  /**
+   * Brings one socket's receipts up to date: every receipt state that changed after the version it has, oldest
+   * change first, in frames of maxReceiptBatch. Receipts are not acked: a device resumes by sending the last
+   * frame's `upTo` in its next hello.
+   */
+  private async pumpReceipts(conn: Conn): Promise<void> {
+    if (this.receiptPumping.has(conn)) return;
+    this.receiptPumping.add(conn);
+    try {
+      for (;;) {
+        const st = conn.state;
+        if (st === null || st.rsent >= this.store.receiptVersion()) return;
+        // Through a commit: only receipts that are durable here go out (a version a device has must never be
+        // handed out again for something else after a crash).
+        const rows = await this.tx(() => this.store.receiptsAfter(st.rsent, LIMITS.maxReceiptBatch));
+        const now = conn.state;
+        if (rows.length === 0 || now === null || now.rsent !== st.rsent) return;
+        const upTo = rows[rows.length - 1]!.v;
+        const items = rows.map((r): ReceiptState => ({ peer: r.peer, msg: r.msg, ts: r.ts }));
+        if (!this.write(conn, encodeFrame({ t: 'receipts', upTo, items }, now.enc))) return;
+        conn.setState({ ...now, rsent: upTo });
+      }
+    } finally {
+      this.receiptPumping.delete(conn);
+    }
+  }
+
+  /** A receipt state just committed as version v: to every socket that has everything before it, straight away. */
+  private pushReceipt(item: ReceiptState, v: number): Promise<void> {
+    const encoded: Partial<Record<Encoding, string | Uint8Array>> = {};
+    const work: Promise<void>[] = [];
+    for (const c of this.deps.sockets.list()) {
+      const st = c.state;
+      if (st === null) continue;
+      if (st.rsent !== v - 1 || this.receiptPumping.has(c)) {
+        work.push(this.pumpReceipts(c));
+        continue;
+      }
+      if (!this.write(c, (encoded[st.enc] ??= encodeFrame({ t: 'receipts', upTo: v, items: [item] }, st.enc)))) continue;
+      c.setState({ ...st, rsent: v });
+    }
+    return Promise.all(work).then(() => undefined);
+  }
+
   // ------------------------------------------------------------------ between shards
 
   /** Called by another user's shard (or this one) to hand over outbox items. Resolves after they are durable here. */
   async receive(batch: ForwardBatch): Promise<ForwardResult> {
-    const cap = this.deps.config.inboxCap;
-    const r = await this.tx(() => {
-      const u = this.store.userRow();
-      const last = this.store.peerLastN(batch.from);
-      let accepted = last;
-      let size = u.next_seq - 1 - u.trimmed;
-      let full = false;
-      let trimmedNow = false;
-      const entries = [];
-      for (const item of batch.items) {
-        if (item.n <= last) continue; // a retry of something already stored
-        if (item.kind === 'message' && size >= cap && !trimmedNow) {
-          // Acked entries are trimmed lazily; before calling the inbox full, trim for real once.
-          this.trim();
-          trimmedNow = true;
-          size = u.next_seq - 1 - u.trimmed + entries.length;
-        }
-        // Receipts are never refused: they are bounded by this user's own (rate-limited) sends.
-        if (item.kind === 'message' && size >= cap) {
-          full = true;
-          break;
-        }
-        entries.push({ kind: item.kind, msg: item.msg, peer: batch.from, ts: item.ts, body: item.body, n: item.n });
-        size++;
-        accepted = item.n;
-      }
-      const first = u.next_seq;
-      if (entries.length > 0) this.store.inboxAppend(first, entries);
-      if (accepted > last) this.store.setPeerLastN(batch.from, accepted);
-      return { accepted, full, stored: entries.map((e, i): Entry => ({ kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body, seq: first + i })) };
-    });
-    if (r.stored.length > 0) await this.pushLive(r.stored);
+    const r = await this.tx(() => this.accept(batch));
+    await this.stored(batch, r);
     return r.full ? { acceptedUpTo: r.accepted, retryAfter: this.deps.config.fullRetryMs } : { acceptedUpTo: r.accepted };
+  }
+
+  /** receive() inside the caller's commit, for a sender in the same storage (Peers.local). */
+  handOver(batch: ForwardBatch): HandOver {
+    const r = this.accept(batch);
+    return {
+      result: r.full ? { acceptedUpTo: r.accepted, retryAfter: this.deps.config.fullRetryMs } : { acceptedUpTo: r.accepted },
+      deliver: () => this.stored(batch, r),
+      rollback: () => this.store.forget(),
+    };
+  }
+
+  /** The part of receive() that writes: dedup by sender number, inbox append, receipt state. Inside a commit. */
+  private accept(batch: ForwardBatch): Accepted {
+    const cap = this.deps.config.inboxCap;
+    const u = this.store.userRow();
+    const last = this.store.peerLastN(batch.from);
+    let accepted = last;
+    let size = u.next_seq - 1 - u.trimmed;
+    let full = false;
+    let trimmedNow = false;
+    const entries = [];
+    for (const item of batch.items) {
+      if (item.n <= last) continue; // a retry of something already stored
+      if (item.kind === 'message' && size >= cap && !trimmedNow) {
+        // Acked entries are trimmed lazily; before calling the inbox full, trim for real once.
+        this.trim();
+        trimmedNow = true;
+        size = u.next_seq - 1 - u.trimmed + entries.length;
+      }
+      // Receipts are never refused: they are bounded by this user's own (rate-limited) sends.
+      if (item.kind === 'message' && size >= cap) {
+        full = true;
+        break;
+      }
+      entries.push({ kind: item.kind, msg: item.msg, peer: batch.from, ts: item.ts, body: item.body, n: item.n });
+      size++;
+      accepted = item.n;
+    }
+    const first = u.next_seq;
+    if (entries.length > 0) this.store.inboxAppend(first, entries);
+    if (accepted > last) this.store.setPeerLastN(batch.from, accepted);
+    const v = batch.receipt ? this.store.receiptFrom(batch.from, batch.receipt) : 0;
+    return { accepted, full, v, stored: entries.map((e, i): Entry => ({ kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body, seq: first + i })) };
+  }
+
+  /** After accept()'s commit: push what was stored to the sockets that are caught up. */
+  private async stored(batch: ForwardBatch, r: Accepted): Promise<void> {
+    const rc = batch.receipt;
+    await Promise.all([
+      r.stored.length > 0 ? this.pushLive(r.stored) : undefined,
+      rc && r.v > 0 ? this.pushReceipt({ peer: batch.from, msg: rc.msg, ts: rc.ts }, r.v) : undefined,
+    ]);
   }
 
   presence(): PresenceInfo {
@@ -429,7 +566,7 @@ export class Mailbox {
   async onWake(): Promise<void> {
     const now = this.deps.clock.now();
     const work: Promise<void>[] = [];
-    for (const r of this.store.outboxRecipients()) {
+    for (const r of new Set([...this.store.outboxRecipients(), ...this.store.owedPeers()])) {
       const st = this.forwards.get(r);
       if (st && st.retryAt > now) {
         this.deps.scheduler.wakeAt(st.retryAt);
@@ -445,12 +582,17 @@ export class Mailbox {
    * Drains this user's outbox towards one recipient, in outbox order (which is what makes per-conversation
    * order hold end to end). One run per recipient at a time; sends arriving meanwhile set `again`.
    */
-  private forward(recipient: string): Promise<void> {
+  private forwardState(recipient: string): ForwardState {
     let st = this.forwards.get(recipient);
     if (!st) {
       st = { running: null, again: false, attempt: 0, retryAt: 0 };
       this.forwards.set(recipient, st);
     }
+    return st;
+  }
+
+  private forward(recipient: string): Promise<void> {
+    const st = this.forwardState(recipient);
     if (st.running) {
       st.again = true;
       return st.running;
@@ -470,14 +612,19 @@ export class Mailbox {
     try {
       for (;;) {
         st.again = false;
-        const items = await this.tx(() => this.store.outboxFor(recipient, FORWARD_BATCH));
-        if (items.length === 0) {
+        const { items, receipt } = await this.tx(() => ({ items: this.store.outboxFor(recipient, FORWARD_BATCH), receipt: this.store.owedTo(recipient) }));
+        if (items.length === 0 && receipt === undefined) {
           if (st.again) continue;
           return;
         }
-        const batch = { from: this.user, items };
+        const batch: ForwardBatch = receipt ? { from: this.user, items, receipt } : { from: this.user, items };
         const res = recipient === this.user ? await this.receive(batch) : await peers.forward(recipient, batch);
-        if (res.acceptedUpTo > 0) await this.tx(() => this.store.outboxDelete(recipient, res.acceptedUpTo));
+        if ((res.acceptedUpTo > 0 && items.length > 0) || receipt) {
+          await this.tx(() => {
+            if (res.acceptedUpTo > 0 && items.length > 0) this.store.outboxDelete(recipient, res.acceptedUpTo);
+            if (receipt) this.store.paid(recipient, receipt.n);
+          });
+        }
         st.attempt = 0;
         if (res.retryAfter !== undefined) {
           const at = clock.now() + res.retryAfter;

@@ -49,6 +49,8 @@ export interface ConnState {
   sent: number;
   /** Encoding the client last spoke; replies use the same. */
   enc: Encoding;
+  /** Highest receipt version pushed on this socket (PROTOCOL.md 9.6); receipts continue after it. */
+  rsent: number;
 }
 
 /**
@@ -74,6 +76,7 @@ export interface Conn {
 export interface ForwardItem {
   /** The sender's outbox number: increasing per sender, the recipient's dedup key. */
   n: number;
+  /** `delivered` only for receipts queued before schema migration 4; receipts now travel as ForwardBatch.receipt. */
   kind: 'message' | 'delivered';
   /** Server message id (for a receipt, the id of the message delivered). */
   msg: string;
@@ -81,9 +84,21 @@ export interface ForwardItem {
   body: Uint8Array;
 }
 
+/** A cumulative delivery receipt: every message up to outbox number n (server id msg) reached a device at ts. */
+export interface Receipt {
+  n: number;
+  msg: string;
+  ts: number;
+}
+
 export interface ForwardBatch {
   from: string;
   items: ForwardItem[];
+  /**
+   * The receipt `from` owes the recipient, if any: the recipient's messages to `from` up to receipt.n reached one
+   * of `from`'s devices. Never refused; idempotent (receipts only move forward), so a retry may carry it again.
+   */
+  receipt?: Receipt;
 }
 
 export interface ForwardResult {
@@ -93,10 +108,33 @@ export interface ForwardResult {
   retryAfter?: number;
 }
 
+/** A hand-over done inside the caller's commit (Peers.local). */
+export interface HandOver {
+  result: ForwardResult;
+  /** Run after the caller's commit resolved: pushes what was stored to the recipient's sockets. */
+  deliver(): Promise<void>;
+  /** Run if the caller's commit failed: the recipient forgets what it cached of the rolled-back writes. */
+  rollback(): void;
+}
+
+/** The shard of a user that lives in the same Storage as the caller (on-prem: the same worker process). */
+export interface LocalShard {
+  /**
+   * What receive(batch) does, synchronously, inside the CALLER's Storage.commit: the send and its hand-over to
+   * the recipient's inbox become durable in one commit (one hop, one commit), and nothing waits for a forward.
+   */
+  handOver(batch: ForwardBatch): HandOver;
+}
+
 /** Calls into other users' shards. Implemented by Durable Object RPC or by the on-prem shard router. */
 export interface Peers {
   forward(to: string, batch: ForwardBatch): Promise<ForwardResult>;
   presence(user: string): Promise<PresenceInfo>;
+  /**
+   * The recipient's shard when it shares this Storage (its writes can join the caller's transaction), else
+   * undefined. Optional: a Durable Object never shares storage with another user's.
+   */
+  local?(user: string): LocalShard | undefined;
 }
 
 /** The adapter's view of this user's live sockets. */

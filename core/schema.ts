@@ -65,6 +65,25 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   // and peers.last_n becomes a floor written when the trim deletes entries. Rows written before this carry 0;
   // their marks are in peers, which the old code wrote with every batch.
   [`ALTER TABLE inbox ADD COLUMN n INTEGER NOT NULL DEFAULT 0`],
+  // 4: delivery receipts are state, not log entries (PROTOCOL.md 9.6). The recipient's side keeps, per sender, the
+  // newest delivered message it still owes a receipt for (one upsert per acknowledgement, deleted when the sender
+  // has it); the sender's side keeps, per recipient, how far its messages were delivered, with a per-user version
+  // `v` that devices resume from (hello.receipts). No entry, no deliver frame, no ack per receipt.
+  [
+    `CREATE TABLE receipts_out (
+       user TEXT NOT NULL, peer TEXT NOT NULL,
+       n INTEGER NOT NULL,          -- peer's outbox number of the newest of its messages delivered here
+       msg TEXT NOT NULL, ts INTEGER NOT NULL,
+       PRIMARY KEY (user, peer)
+     ) WITHOUT ROWID`,
+    `CREATE TABLE receipts_in (
+       user TEXT NOT NULL, peer TEXT NOT NULL,
+       n INTEGER NOT NULL,          -- this user's outbox number: every message to peer up to it was delivered
+       msg TEXT NOT NULL, ts INTEGER NOT NULL,
+       v INTEGER NOT NULL,          -- receipt version of this user when the row last changed
+       PRIMARY KEY (user, peer)
+     ) WITHOUT ROWID`,
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

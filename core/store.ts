@@ -1,5 +1,5 @@
-import { ENTRY_KINDS, type Entry, type EntryKind } from '../protocol/index.js';
-import type { ForwardItem, Sql } from './ports.js';
+import { ENTRY_KINDS, type Entry, type EntryKind, type ReceiptState } from '../protocol/index.js';
+import type { ForwardItem, Receipt, Sql } from './ports.js';
 
 /**
  * Every query the mailbox makes, typed, for one user. Synchronous: callers wrap writes in Storage.commit.
@@ -43,6 +43,11 @@ export class MailboxStore {
    * that is down or full), so memory stays bounded; SQL stays the truth.
    */
   private readonly mirrors = new Map<string, ForwardItem[]>();
+  /** receipts_out mirrored (null until first needed): per sender, the receipt owed to it. */
+  private owed: Map<string, Receipt> | null = null;
+  /** receipts_in mirrored (null until first needed): per recipient, how far this user's messages were delivered. */
+  private received: Map<string, number> | null = null;
+  private version = 0;
 
   constructor(
     private readonly sql: Sql,
@@ -57,6 +62,9 @@ export class MailboxStore {
     this.maxDedupN = 0;
     this.outboxMessages = null;
     this.mirrors.clear();
+    this.owed = null;
+    this.received = null;
+    this.version = 0;
   }
 
   /** Creates the user's row on first contact; last_seen stays 0 ("never") until a device connects. */
@@ -93,8 +101,13 @@ export class MailboxStore {
     const maxOutboxN = max(`SELECT max(n) AS m FROM outbox WHERE user = ?`);
     this.maxDedupN = max(`SELECT max(n) AS m FROM dedup WHERE user = ?`);
     this.storedNextN = r.next_n;
+    // Receipts were sent for everything any device acknowledged: `delivered` is the highest device cursor (the
+    // stored column is a floor from before migration 4). A hello that moves a cursor forward sends the receipts
+    // for the entries it skips (Mailbox.onHello), so every cursor position is covered by receipts.
+    const maxCursor = max(`SELECT max(cursor) AS m FROM devices WHERE user = ?`);
     return {
       ...r,
+      delivered: Math.max(r.delivered, maxCursor),
       next_seq: Math.max(r.next_seq, maxSeq + 1, r.trimmed + 1),
       next_n: Math.max(r.next_n, maxOutboxN + 1, this.maxDedupN + 1),
     };
@@ -123,25 +136,38 @@ export class MailboxStore {
 
   /** Appends to the outbox; returns the outbox number. Message sends also record their client id for dedup. */
   outboxAppend(recipient: string, kind: ForwardItem['kind'], msg: string | null, ts: number, body: Uint8Array, cid?: string): number {
+    const n = cid !== undefined ? this.accept(cid, ts) : this.takeN();
+    this.outboxPut(recipient, n, kind, msg ?? `${this.user}:${n}`, ts, body);
+    return n;
+  }
+
+  private takeN(): number {
     const row = this.mutableRow();
-    const n = row.next_n;
-    const id = msg ?? `${this.user}:${n}`;
+    return row.next_n++;
+  }
+
+  /**
+   * Takes the next outbox number for an accepted send and records its client id, without an outbox row: the
+   * caller either hands the message over in the same commit (one hop) or puts it in the outbox (outboxPut).
+   */
+  accept(cid: string, ts: number): number {
+    const n = this.takeN();
+    this.sql.all(`INSERT INTO dedup (user, cid, n, ts) VALUES (?, ?, ?, ?)`, this.user, cid, n, ts);
+    this.maxDedupN = n;
+    return n;
+  }
+
+  outboxPut(recipient: string, n: number, kind: ForwardItem['kind'], id: string, ts: number, body: Uint8Array): void {
     this.sql.all(
       `INSERT INTO outbox (user, n, recipient, kind, msg, ts, body) VALUES (?, ?, ?, ?, ?, ?, ?)`,
       this.user, n, recipient, ENTRY_KINDS[kind], id, ts, body,
     );
-    if (cid !== undefined) {
-      this.sql.all(`INSERT INTO dedup (user, cid, n, ts) VALUES (?, ?, ?, ?)`, this.user, cid, n, ts);
-      this.maxDedupN = n;
-    }
-    row.next_n = n + 1;
     if (kind === 'message' && this.outboxMessages !== null) this.outboxMessages++;
     const mirror = this.mirrors.get(recipient);
     if (mirror) {
       if (mirror.length >= MIRROR_MAX) this.mirrors.delete(recipient);
       else mirror.push({ n, kind, msg: id, ts, body });
     }
-    return n;
   }
 
   /** Forgets client ids older than the window. Indexed by n, so this is a short range delete. */
@@ -250,16 +276,109 @@ export class MailboxStore {
   }
 
   /** Messages (not receipts) in (after, upTo]: the ones that need a delivery receipt. */
-  messagesBetween(after: number, upTo: number): { msg: string; peer: string }[] {
-    return this.sql.all<{ msg: string; peer: string }>(
-      `SELECT msg, peer FROM inbox WHERE user = ? AND seq > ? AND seq <= ? AND kind = ? ORDER BY seq`,
+  messagesBetween(after: number, upTo: number): { msg: string; peer: string; n: number }[] {
+    return this.sql.all<{ msg: string; peer: string; n: number }>(
+      `SELECT msg, peer, n FROM inbox WHERE user = ? AND seq > ? AND seq <= ? AND kind = ? ORDER BY seq`,
       this.user, after, upTo, ENTRY_KINDS.message,
     );
   }
 
+  /** Not stored: derived from the device cursors when the row is next read from SQL (see readUserRow). */
   setDelivered(seq: number): void {
-    this.sql.all(`UPDATE users SET delivered = ? WHERE user = ?`, seq, this.user);
-    this.mutableRow().delivered = seq;
+    const row = this.mutableRow();
+    if (seq > row.delivered) row.delivered = seq;
+  }
+
+  // ---- receipts owed to senders (this user's devices got their messages) ----
+
+  private owedMap(): Map<string, Receipt> {
+    if (this.owed === null) {
+      this.owed = new Map();
+      for (const r of this.sql.all<{ peer: string; n: number; msg: string; ts: number }>(
+        `SELECT peer, n, msg, ts FROM receipts_out WHERE user = ?`,
+        this.user,
+      )) {
+        this.owed.set(r.peer, { n: r.n, msg: r.msg, ts: r.ts });
+      }
+    }
+    return this.owed;
+  }
+
+  /** Records that `peer`'s messages up to its outbox number r.n reached a device here; one row per peer. */
+  owe(peer: string, r: Receipt): void {
+    const owed = this.owedMap();
+    const prev = owed.get(peer);
+    if (prev && prev.n >= r.n) return;
+    this.sql.all(
+      `INSERT INTO receipts_out (user, peer, n, msg, ts) VALUES (?, ?, ?, ?, ?)
+       ON CONFLICT (user, peer) DO UPDATE SET n = excluded.n, msg = excluded.msg, ts = excluded.ts`,
+      this.user, peer, r.n, r.msg, r.ts,
+    );
+    owed.set(peer, r);
+  }
+
+  owedTo(peer: string): Receipt | undefined {
+    return this.owedMap().get(peer);
+  }
+
+  owedPeers(): string[] {
+    return [...this.owedMap().keys()];
+  }
+
+  /** `peer` stored the receipt up to n: forget it, unless a newer one is owed meanwhile. */
+  paid(peer: string, n: number): void {
+    const owed = this.owedMap();
+    const cur = owed.get(peer);
+    if (!cur || cur.n > n) return;
+    this.sql.all(`DELETE FROM receipts_out WHERE user = ? AND peer = ? AND n <= ?`, this.user, peer, n);
+    owed.delete(peer);
+  }
+
+  // ---- receipts of this user's own messages (state its devices sync by version) ----
+
+  private receivedMap(): Map<string, number> {
+    if (this.received === null) {
+      this.received = new Map();
+      let v = 0;
+      for (const r of this.sql.all<{ peer: string; n: number; v: number }>(`SELECT peer, n, v FROM receipts_in WHERE user = ?`, this.user)) {
+        this.received.set(r.peer, r.n);
+        if (r.v > v) v = r.v;
+      }
+      this.version = v;
+    }
+    return this.received;
+  }
+
+  /** This user's receipt version: bumped by every change of receipts_in. */
+  receiptVersion(): number {
+    this.receivedMap();
+    return this.version;
+  }
+
+  /**
+   * `peer` says this user's messages up to outbox number r.n reached it. Returns the new receipt version, or 0 when
+   * that was already known (a retry, or an older receipt overtaken): receipts only move forward.
+   */
+  receiptFrom(peer: string, r: Receipt): number {
+    const received = this.receivedMap();
+    if ((received.get(peer) ?? 0) >= r.n) return 0;
+    const v = this.version + 1;
+    this.sql.all(
+      `INSERT INTO receipts_in (user, peer, n, msg, ts, v) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (user, peer) DO UPDATE SET n = excluded.n, msg = excluded.msg, ts = excluded.ts, v = excluded.v`,
+      this.user, peer, r.n, r.msg, r.ts, v,
+    );
+    received.set(peer, r.n);
+    this.version = v;
+    return v;
+  }
+
+  /** Receipt states changed after version `after`, oldest change first. Bounded by the number of peers. */
+  receiptsAfter(after: number, limit: number): (ReceiptState & { v: number })[] {
+    return this.sql.all<{ peer: string; msg: string; ts: number; v: number }>(
+      `SELECT peer, msg, ts, v FROM receipts_in WHERE user = ? AND v > ? ORDER BY v LIMIT ?`,
+      this.user, after, limit,
+    );
   }
 
   trimInbox(upTo: number): void {

@@ -38,7 +38,9 @@ export class DoConn implements Conn {
     const att = ws.deserializeAttachment() as Partial<Attachment> & { user: string };
     // A socket accepted by an older version has no timestamps: start counting now rather than close it early.
     const now = Date.now();
-    this.att = { ...att, state: att.state ?? null, opened: att.opened ?? now, active: att.active ?? now };
+    // A socket accepted before receipts were state has no receipt position: it gets every receipt once.
+    const state = att.state ? { ...att.state, rsent: att.state.rsent ?? 0 } : null;
+    this.att = { ...att, state, opened: att.opened ?? now, active: att.active ?? now };
   }
 
   get user(): string {

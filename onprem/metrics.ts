@@ -42,7 +42,7 @@ export class WorkerMetrics {
     this.framesIn = new Counter({ name: 'iris_frames_in_total', help: 'WebSocket messages received from clients', registers });
     this.framesOut = new Counter({ name: 'iris_frames_out_total', help: 'WebSocket messages sent to clients', registers });
     this.accepted = new Counter({ name: 'iris_messages_accepted_total', help: 'Messages accepted (durable, send_ack sent), not counting duplicates', registers });
-    this.delivered = new Counter({ name: 'iris_entries_delivered_total', help: 'Inbox entries (messages and receipts) pushed to devices', registers });
+    this.delivered = new Counter({ name: 'iris_entries_delivered_total', help: 'Inbox entries (messages) pushed to devices', registers });
     this.acks = new Counter({ name: 'iris_deliver_acks_total', help: 'deliver_ack frames that advanced a device cursor', registers });
     this.errors = new Counter({ name: 'iris_errors_total', help: 'Error frames sent to clients, by protocol error code', labelNames: ['code'], registers });
     this.forwardFailures = new Counter({ name: 'iris_forward_failures_total', help: 'Failed hand-overs of outbox items to a recipient shard (retried with backoff)', registers });

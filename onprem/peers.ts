@@ -8,7 +8,7 @@ import type { PresenceInfo } from '../protocol/index.js';
  * length-prefixed binary frames with request ids, writes batched per event-loop turn into one write().
  *
  *   frame = len:u32 (bytes after it) | op:u8 | rid:u32 | payload
- *   forward      (1): to:str from:str count:u32 { n:f64 kind:u8 msg:str ts:f64 body:bytes }*
+ *   forward      (1): to:str from:str count:u32 { n:f64 kind:u8 msg:str ts:f64 body:bytes }* hasReceipt:u8 [n:f64 msg:str ts:f64]
  *   forward_res  (2): acceptedUpTo:f64 hasRetry:u8 retryAfter:f64
  *   presence     (3): user:str
  *   presence_res (4): user:str online:u8 lastSeen:f64
@@ -127,6 +127,9 @@ function frame(op: number, rid: number): Enc {
 export function encodeForward(rid: number, to: string, batch: ForwardBatch): Buffer {
   const e = frame(OP_FORWARD, rid).str(to).str(batch.from).u32(batch.items.length);
   for (const it of batch.items) e.f64(it.n).u8(it.kind === 'delivered' ? 2 : 1).str(it.msg).f64(it.ts).bytes(it.body);
+  const r = batch.receipt;
+  if (r) e.u8(1).f64(r.n).str(r.msg).f64(r.ts);
+  else e.u8(0);
   return e.done();
 }
 
@@ -140,6 +143,7 @@ export function decodeForward(d: Dec): { to: string; batch: ForwardBatch } {
     const kind = d.u8() === 2 ? 'delivered' : 'message';
     items.push({ n, kind, msg: d.str(), ts: d.f64(), body: d.bytes() });
   }
+  if (d.u8() === 1) return { to, batch: { from, items, receipt: { n: d.f64(), msg: d.str(), ts: d.f64() } } };
   return { to, batch: { from, items } };
 }
 

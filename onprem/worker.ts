@@ -8,7 +8,7 @@ import { WebSocketServer, type RawData, type Server as WsServer, type WebSocket 
 import { DEV_AUTH_WARNING, TokenVerifier, authorizeUpgrade, isRefusal } from '../auth/index.js';
 import { Mailbox, type MailboxDeps } from '../core/mailbox.js';
 import { MailboxStore } from '../core/store.js';
-import type { Clock, Conn, ForwardBatch, ForwardResult, Metrics, Peers, Scheduler, Sockets } from '../core/ports.js';
+import type { Clock, Conn, ForwardBatch, ForwardResult, LocalShard, Metrics, Peers, Scheduler, Sockets } from '../core/ports.js';
 import { CLOSE_CODES, SUBPROTOCOL, type PresenceInfo } from '../protocol/index.js';
 import type { OnpremConfig } from './config.js';
 import { IrisWebSocket, WsConn, type ConnOwner } from './conn.js';
@@ -31,6 +31,11 @@ import { LogLimiter, describeError, formatArgs, oneLine } from './log.js';
 export const CONNECT_PATH = '/v1/connect';
 /** Adapter-side work-around for the core's forward race (see Worker.track). IRIS_NO_FORWARD_KICK=1 only for measuring it. */
 const FORWARD_KICK = process.env['IRIS_NO_FORWARD_KICK'] !== '1';
+/**
+ * One hop, one commit for users of the same worker (Peers.local). IRIS_ONE_HOP=0 turns it off, only to measure
+ * the difference (docs/BENCHMARKS.md); every guarantee holds either way.
+ */
+const ONE_HOP = process.env['IRIS_ONE_HOP'] !== '0';
 
 /** What every mailbox of a worker shares. */
 type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'metrics'>;
@@ -220,6 +225,7 @@ export class Worker {
     this.peers = {
       forward: (to, batch) => this.forwardTo(to, batch),
       presence: (user) => this.presenceOf(user),
+      local: (user) => (ONE_HOP && ownerOf(user, this.workers) === this.id ? this.localShard(user) : undefined),
     };
     this.coreMetrics = this.metrics.core();
   }
@@ -728,7 +734,8 @@ export class Worker {
 
   /** After a crash or restart: every user with outbox rows resumes forwarding, so nothing acked is stranded. */
   private recover(): void {
-    const users = this.storage.sql.all<{ user: string }>(`SELECT DISTINCT user FROM outbox`);
+    // Messages waiting in an outbox, and receipts owed to senders in other workers.
+    const users = this.storage.sql.all<{ user: string }>(`SELECT DISTINCT user FROM outbox UNION SELECT DISTINCT user FROM receipts_out`);
     if (users.length > 0) this.log('info', `resuming outbox forwarding for ${users.length} user(s)`);
     for (const { user } of users) {
       if (ownerOf(user, this.workers) !== this.id) {
@@ -741,6 +748,17 @@ export class Worker {
   }
 
   // ------------------------------------------------------------------ shard router (core Peers)
+
+  /** A recipient in this worker's file: its writes join the sender's commit (one hop, one commit). */
+  private localShard(user: string): LocalShard {
+    const s = this.shard(user);
+    return {
+      handOver: (batch) => {
+        const h = s.mailbox.handOver(batch);
+        return { ...h, deliver: () => this.track(s, h.deliver()) };
+      },
+    };
+  }
 
   private forwardTo(to: string, batch: ForwardBatch): Promise<ForwardResult> {
     const owner = ownerOf(to, this.workers);

@@ -134,6 +134,10 @@ class Reader {
     if (b > 1) throw new ProtocolError('bad_frame', `${what}: boolean must be 0 or 1`);
     return b === 1;
   }
+  /** True while bytes remain: for optional trailing fields. */
+  more(): boolean {
+    return this.pos < this.buf.length;
+  }
   end(): void {
     if (this.pos !== this.buf.length) {
       throw new ProtocolError('bad_frame', `${this.buf.length - this.pos} trailing bytes after frame`);
@@ -148,6 +152,7 @@ export function encodeBinary(f: Frame): Uint8Array {
     case 'hello':
       w.str(f.device);
       w.uint(f.cursor);
+      if (f.receipts !== undefined) w.uint(f.receipts);
       break;
     case 'welcome':
       w.str(f.user);
@@ -180,6 +185,15 @@ export function encodeBinary(f: Frame): Uint8Array {
       break;
     case 'deliver_ack':
       w.uint(f.seq);
+      break;
+    case 'receipts':
+      w.uint(f.upTo);
+      w.uint(f.items.length);
+      for (const it of f.items) {
+        w.str(it.peer);
+        w.str(it.msg);
+        w.uint(it.ts);
+      }
       break;
     case 'presence_query':
       w.str(f.ref);
@@ -221,6 +235,8 @@ export function decodeBinary(buf: Uint8Array): Frame {
   switch (type) {
     case 'hello':
       f = { t: type, device: v.userId(r.str('device', id), 'device'), cursor: r.uint('cursor') };
+      // Optional trailing field (added with receipts as state): older clients end the frame here.
+      if (r.more()) f.receipts = r.uint('receipts');
       break;
     case 'welcome':
       f = {
@@ -269,6 +285,17 @@ export function decodeBinary(buf: Uint8Array): Frame {
     case 'deliver_ack':
       f = { t: type, seq: r.uint('seq') };
       break;
+    case 'receipts': {
+      const upTo = r.uint('upTo');
+      const n = r.uint('items');
+      if (n > LIMITS.maxReceiptBatch) throw new ProtocolError('invalid_field', `items: at most ${LIMITS.maxReceiptBatch}`);
+      const items = [];
+      for (let i = 0; i < n; i++) {
+        items.push({ peer: v.userId(r.str('peer', id), 'peer'), msg: v.messageId(r.str('msg', LIMITS.maxMessageIdLength), 'msg'), ts: r.uint('ts') });
+      }
+      f = { t: type, upTo, items };
+      break;
+    }
     case 'presence_query': {
       const ref = v.clientId(r.str('ref', id), 'ref');
       const n = r.uint('users');

@@ -19,6 +19,7 @@ export const FRAME_TYPES = {
   ping: 9,
   pong: 10,
   error: 11,
+  receipts: 12,
 } as const;
 
 export type FrameType = keyof typeof FRAME_TYPES;
@@ -30,6 +31,11 @@ export interface Hello {
   device: string;
   /** Highest sequence number this device has processed (0 if none); the server resumes after max(this, its own record). */
   cursor: number;
+  /**
+   * The `upTo` of the last `receipts` frame this device processed (0 or absent: none). The server sends every
+   * receipt that changed after it. Optional on the wire (binary: a trailing varint).
+   */
+  receipts?: number;
 }
 
 export interface Welcome {
@@ -64,10 +70,13 @@ export interface SendAck {
   dup: boolean;
 }
 
-/** What an inbox entry is. Receipts travel through the same ordered, acked inbox as messages. */
+/**
+ * What an inbox entry is. Servers now send delivery receipts as `receipts` frames (state, not log entries);
+ * kind `delivered` stays decodable for clients that stored such entries, and is no longer sent.
+ */
 export const ENTRY_KINDS = {
   message: 1,
-  /** A message this user sent reached a device of its recipient. */
+  /** Legacy: a message this user sent reached a device of its recipient (see the `receipts` frame). */
   delivered: 2,
 } as const;
 
@@ -96,6 +105,26 @@ export interface Deliver {
 export interface DeliverAck {
   t: 'deliver_ack';
   seq: number;
+}
+
+/**
+ * Delivery state, per conversation: every message this user sent to `peer`, up to and including `msg`, has
+ * reached one of `peer`'s devices (at `ts`).
+ */
+export interface ReceiptState {
+  peer: string;
+  msg: string;
+  ts: number;
+}
+
+/**
+ * Receipts that changed, oldest change first. `upTo` is the user's receipt version this frame brings the device
+ * to: a device that processed it sends it as `hello.receipts` and is sent only later changes. Not acked.
+ */
+export interface Receipts {
+  t: 'receipts';
+  upTo: number;
+  items: ReceiptState[];
 }
 
 export interface PresenceQuery {
@@ -136,7 +165,7 @@ export interface ErrorFrame {
 }
 
 export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping;
-export type ServerFrame = Welcome | SendAck | Deliver | Presence | Pong | ErrorFrame;
+export type ServerFrame = Welcome | SendAck | Deliver | Receipts | Presence | Pong | ErrorFrame;
 export type Frame = ClientFrame | ServerFrame;
 
 const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping']);

@@ -81,8 +81,11 @@ export function decodeJson(text: string): Frame {
   if (!Object.hasOwn(FRAME_TYPES, t)) throw new ProtocolError('unknown_type', `unknown frame type "${t.slice(0, 32)}"`);
   const type = t as FrameType;
   switch (type) {
-    case 'hello':
-      return { t: type, device: v.userId(o['device'], 'device'), cursor: o['cursor'] === undefined ? 0 : v.uint(o['cursor'], 'cursor') };
+    case 'hello': {
+      const f: Frame = { t: type, device: v.userId(o['device'], 'device'), cursor: o['cursor'] === undefined ? 0 : v.uint(o['cursor'], 'cursor') };
+      if (o['receipts'] !== undefined) f.receipts = v.uint(o['receipts'], 'receipts');
+      return f;
+    }
     case 'welcome':
       return {
         t: type,
@@ -121,6 +124,15 @@ export function decodeJson(text: string): Frame {
       };
     case 'deliver_ack':
       return { t: type, seq: v.uint(o['seq'], 'seq') };
+    case 'receipts':
+      return {
+        t: type,
+        upTo: v.uint(o['upTo'], 'upTo'),
+        items: v.list(o['items'], 'items', LIMITS.maxReceiptBatch, (x) => {
+          const it = obj(x, 'items[]');
+          return { peer: v.userId(it['peer'], 'peer'), msg: v.messageId(it['msg'], 'msg'), ts: v.uint(it['ts'], 'ts') };
+        }),
+      };
     case 'presence_query': {
       const ref = v.clientId(o['ref'], 'ref');
       return { t: type, ref, users: v.list(o['users'], 'users', LIMITS.maxPresenceUsers, (u) => v.userId(u, 'users[]', ref), ref) };

@@ -15,6 +15,8 @@ export const LIMITS = {
   maxPresenceUsers: 32,
   /** Entries in one deliver frame. */
   maxDeliverBatch: 64,
+  /** Receipt states in one receipts frame. */
+  maxReceiptBatch: 64,
   /** Human-readable text of an error frame. */
   maxErrorMessageLength: 256,
   /** Largest number carried by a frame (sequence numbers, timestamps, cursors). */

@@ -2,7 +2,7 @@
  * Storage-path benchmark of one worker: the real core Mailbox over the real GroupCommitStorage on a real file,
  * with in-memory sockets (no network), so the number is what one worker process can commit per second.
  *
- *   sh scripts/node.sh --import tsx onprem/bench/engine.ts [--messages 20000] [--users 1000] [--inflight 256]
+ *   sh scripts/node.sh --import tsx onprem/bench/engine.ts [--messages 20000] [--users 1000] [--inflight 256] [--no-one-hop]
  *
  * Runs the same workload under several group-commit settings and prints one line per setting: messages/s
  * (accepted, delivered and acked, receipts included), COMMITs, operations per COMMIT, and COMMIT (fsync) time.
@@ -25,8 +25,11 @@ const { values } = parseArgs({
     inflight: { type: 'string', default: '256' },
     only: { type: 'string' },
     'no-kick': { type: 'boolean', default: false },
+    'no-one-hop': { type: 'boolean', default: false },
   },
 });
+/** Sender and recipient in one storage commit together (Peers.local), as in an on-prem worker. */
+const ONE_HOP = !values['no-one-hop'];
 /** The worker's idle kick (Worker.track), which works around the core's forward race; --no-kick to see the race. */
 const KICK = !values['no-kick'];
 
@@ -95,6 +98,18 @@ async function run(s: Setting): Promise<void> {
     forward: (to: string, batch: ForwardBatch): Promise<ForwardResult> => box(to).mb.receive(batch),
     presence: async (u) => box(u).mb.presence(),
   };
+  // One worker: every recipient shares the storage, as onprem/worker.ts's Peers.local (--no-one-hop: forward()).
+  if (ONE_HOP) {
+    peers.local = (to: string) => {
+      const b = box(to);
+      return {
+        handOver: (batch: ForwardBatch) => {
+          const h = b.mb.handOver(batch);
+          return { ...h, deliver: () => track(b, h.deliver()).then(() => undefined) };
+        },
+      };
+    };
+  }
   let acksInFlight = 0;
   /** Receipts are cumulative: per sender>recipient, the outbox numbers acked and not yet covered by one. */
   const unreceipted = new Map<string, number[]>();
@@ -114,11 +129,9 @@ async function run(s: Setting): Promise<void> {
       }
       pending.get(f.id)?.();
       pending.delete(f.id);
-    } else if (f.t === 'deliver') {
-      delivered += f.entries.filter((e) => e.kind === 'message').length;
-      for (const e of f.entries) {
-        if (e.kind !== 'delivered') continue;
-        // Cumulative (PROTOCOL.md 9.6): covers every acked message of ours to e.peer up to e.msg.
+    } else if (f.t === 'receipts') {
+      for (const e of f.items) {
+        // Cumulative state (PROTOCOL.md 9.6): covers every acked message of ours to e.peer up to e.msg.
         receipts++;
         const list = unreceipted.get(`${user}>${e.peer}`) ?? [];
         const n = Number(e.msg.slice(e.msg.lastIndexOf(':') + 1));
@@ -127,6 +140,8 @@ async function run(s: Setting): Promise<void> {
           covered++;
         }
       }
+    } else if (f.t === 'deliver') {
+      delivered += f.entries.filter((e) => e.kind === 'message').length;
       const seq = f.entries[f.entries.length - 1]!.seq;
       // The device acks what it got, as the SDK does (cumulative). Counted, so the run closes the storage only
       // after the last ack was applied.
@@ -190,6 +205,7 @@ async function run(s: Setting): Promise<void> {
   lat.length = 0;
   const body = new Uint8Array(100).fill(7);
   const t0 = performance.now();
+  const cpu0 = process.cpuUsage();
   const deadline = Date.now() + 60_000;
   let sent = 0;
   let rnd = 12345;
@@ -217,6 +233,7 @@ async function run(s: Setting): Promise<void> {
   const tAck = performance.now();
   while ((delivered < sent || covered < sent || acksInFlight > 0) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 2));
   const t1 = performance.now();
+  const cpu = process.cpuUsage(cpu0);
   for (const t of timers) clearTimeout(t);
   storage.close();
   rmSync(dir, { recursive: true, force: true });
@@ -225,7 +242,7 @@ async function run(s: Setting): Promise<void> {
   const secs = (t1 - t0) / 1000;
   console.log(
     `${s.name}\n  ${sent} msgs acked in ${((tAck - t0) / 1000).toFixed(2)} s, all delivered, acked and receipted in ${secs.toFixed(2)} s: ` +
-      `${Math.round(sent / secs)} msg/s end to end; ${commits} COMMITs (${(commits / sent).toFixed(2)}/msg), ` +
+      `${Math.round(sent / secs)} msg/s end to end, CPU ${((cpu.user + cpu.system) / sent).toFixed(0)} us/msg (user+system, receipt included); ${commits} COMMITs (${(commits / sent).toFixed(2)}/msg), ` +
       `${(fns / Math.max(1, commits)).toFixed(1)} ops/COMMIT, COMMIT p50 ${q(0.5)} ms p99 ${q(0.99)} ms, ` +
       `${((commitSec / secs) * 100).toFixed(0)}% of wall time in COMMIT; delivered ${delivered}, receipts ${receipts} (covering ${covered}), acks ${acked}`,
   );

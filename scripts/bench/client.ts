@@ -408,6 +408,10 @@ function onMessage(c: Conn, buf: Buffer): void {
       }
       return;
     }
+    case 'receipts':
+      // Receipt states (PROTOCOL.md 9.6): one per conversation and acknowledgement batch, not acked.
+      totals.receipts += f.items.length;
+      break;
     case 'deliver': {
       if (c.reconnected && !c.sawDeliverSinceReconnect) {
         c.sawDeliverSinceReconnect = true;

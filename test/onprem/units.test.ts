@@ -149,6 +149,13 @@ describe('peer wire', () => {
     expect(d.u8()).toBe(1);
     expect(d.u32()).toBe(77);
     expect(decodeForward(d)).toEqual({ to: 'bob', batch });
+    // With the receipt the sender owes the recipient (ForwardBatch.receipt), and a receipt alone.
+    for (const b of [{ ...batch, receipt: { n: 2 ** 41, msg: 'bob:12', ts: 9 } }, { from: 'alice', items: [], receipt: { n: 3, msg: 'bob:3', ts: 1 } }]) {
+      const d2 = new Dec(encodeForward(1, 'bob', b).subarray(4));
+      d2.u8();
+      d2.u32();
+      expect(decodeForward(d2)).toEqual({ to: 'bob', batch: b });
+    }
   });
 });
 

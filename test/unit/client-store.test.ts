@@ -11,7 +11,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('FileStore', () => {
   it('starts empty when the file does not exist, without creating it', () => {
     const s = new FileStore(join(dir, 'none', 'x.json'));
-    expect(s.load()).toEqual({ cursor: 0, outbox: [], unhandled: [] });
+    expect(s.load()).toEqual({ cursor: 0, receipts: 0, outbox: [], unhandled: [] });
     expect(() => readFileSync(join(dir, 'none', 'x.json'))).toThrow();
   });
 
@@ -33,6 +33,17 @@ describe('FileStore', () => {
     expect(st.outbox[0]!.to).toBe('bob');
     expect(st.outbox[1]!.body.byteLength).toBe(0);
     expect(b.getMeta('device')).toBe('phone');
+  });
+
+  it('keeps the receipt version across instances (written with the next write, or on flush)', () => {
+    const path = join(dir, 'receipts.json');
+    const a = new FileStore(path);
+    a.saveReceipts(12);
+    a.flush();
+    expect(new FileStore(path).load().receipts).toBe(12);
+    a.saveReceipts(13);
+    a.saveCursor(2); // any write carries it
+    expect(new FileStore(path).load()).toMatchObject({ cursor: 2, receipts: 13 });
   });
 
   it('refuses a file that is not a store', () => {

@@ -155,7 +155,7 @@ describe('IrisClient: connect', () => {
     const s = await nextSocket(1);
     expect(s.init).toEqual(['iris.v1', 'bearer.tok']);
     const hello = await s.welcome();
-    expect(hello).toEqual({ t: 'hello', device: 'phone', cursor: 41 });
+    expect(hello).toEqual({ t: 'hello', device: 'phone', cursor: 41, receipts: 0 });
     const w = await p;
     expect(w.cursor).toBe(41);
     expect(c.state).toBe('open');
@@ -218,7 +218,7 @@ describe('IrisClient: connect', () => {
     s.accept();
     await waitFor(() => s.raw.length > 0);
     expect(typeof s.raw[0]).toBe('string');
-    expect(JSON.parse(s.raw[0] as string)).toEqual({ t: 'hello', device: 'phone', cursor: 0 });
+    expect(JSON.parse(s.raw[0] as string)).toEqual({ t: 'hello', device: 'phone', cursor: 0, receipts: 0 });
   });
 });
 
@@ -381,6 +381,29 @@ describe('IrisClient: deliveries, acks and the cursor', () => {
     await waitFor(() => c.cursor === 2);
     expect(msgs).toEqual(['bob:m1']);
     expect(receipts).toEqual([['alice:9', 'bob']]);
+  });
+
+  it('emits receipt states, keeps their version in the store and resumes from it in the next hello', async () => {
+    const store = new MemoryStore();
+    const c = client({ store });
+    const receipts: [string, string, number][] = [];
+    c.on('receipt', (r) => void receipts.push([r.msg, r.by, r.seq]));
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    expect((await s.welcome()).receipts).toBe(0);
+    s.push({ t: 'receipts', upTo: 3, items: [{ peer: 'bob', msg: 'alice:9', ts: 5 }, { peer: 'carol', msg: 'alice:4', ts: 6 }] });
+    s.push({ t: 'receipts', upTo: 4, items: [{ peer: 'bob', msg: 'alice:11', ts: 7 }] }, 'json');
+    await waitFor(() => store.receipts === 4);
+    expect(receipts).toEqual([['alice:9', 'bob', 0], ['alice:4', 'carol', 0], ['alice:11', 'bob', 0]]);
+    // Not acked: receipts are state, not inbox entries.
+    expect(s.framesOf('deliver_ack')).toEqual([]);
+    await c.close();
+
+    // A later client on the same store asks only for what changed after version 4.
+    const c2 = client({ store });
+    c2.connect().catch(() => {});
+    const s2 = await nextSocket(2);
+    expect((await s2.welcome()).receipts).toBe(4);
   });
 
   it('never acks beyond what the current socket delivered, and skips what comes again', async () => {

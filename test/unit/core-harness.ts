@@ -46,8 +46,8 @@ export class FakeConn implements Conn {
     await this.world.mailbox(this.user).onMessage(this, data);
     await this.world.settle();
   }
-  async hello(device: string, cursor = 0): Promise<void> {
-    await this.frame({ t: 'hello', device, cursor });
+  async hello(device: string, cursor = 0, receipts?: number): Promise<void> {
+    await this.frame(receipts === undefined ? { t: 'hello', device, cursor } : { t: 'hello', device, cursor, receipts });
   }
   /** Client-side send (Conn.send is the server-to-client direction). */
   async post(to: string, text: string, id: string): Promise<void> {
@@ -69,6 +69,14 @@ export class FakeConn implements Conn {
   entries() {
     return this.of('deliver').flatMap((d) => d.entries);
   }
+  /** Every receipt state pushed on this socket, in arrival order (receipts frames, PROTOCOL.md 9.6). */
+  receipts() {
+    return this.of('receipts').flatMap((r) => r.items);
+  }
+  /** The receipt version this socket was brought to: what the device sends as hello.receipts. */
+  receiptVersion(): number {
+    return this.of('receipts').at(-1)?.upTo ?? 0;
+  }
   texts(): string[] {
     return this.entries()
       .filter((e) => e.kind === 'message')
@@ -77,21 +85,30 @@ export class FakeConn implements Conn {
 }
 
 export class World {
+  /**
+   * Every user shares this World's storage, as the users of one on-prem worker do. With oneHop, Peers.local hands
+   * over inside the sender's commit (one hop, one commit); without it every hand-over goes through forward().
+   * test/unit/core-one-hop.test.ts runs the core suites again with this set.
+   */
+  static defaultOneHop = false;
   readonly db = new DatabaseSync(':memory:');
   readonly sql: Sql;
   readonly storage: Storage;
   readonly config: Config;
   now = 1_700_000_000_000;
-  /** Calls to forward that should fail before one succeeds, per recipient. */
+  /** Users that live in another storage even with oneHop (every hand-over to them is a forward). */
+  readonly remote = new Set<string>();
+  /** Calls to forward that should fail before one succeeds, per recipient (such a recipient is remote). */
   readonly failForwards = new Map<string, number>();
   readonly forwardCalls: { to: string; batch: ForwardBatch }[] = [];
   readonly wakes = new Map<string, number>();
   private readonly boxes = new Map<string, Mailbox>();
   private readonly socks = new Map<string, Set<FakeConn>>();
-  private pendingCommit: (() => void)[] = [];
+  private pendingCommit: { resolve: () => void; reject: (e: unknown) => void }[] = [];
+  private failFlush: Error | null = null;
   private inTx = false;
 
-  constructor(config: Partial<Config> = {}, readonly manualCommit = false) {
+  constructor(config: Partial<Config> = {}, readonly manualCommit = false, readonly oneHop = World.defaultOneHop) {
     this.config = { ...DEFAULT_CONFIG, ...config };
     const stmts = new Map<string, ReturnType<DatabaseSync['prepare']>>();
     this.sql = {
@@ -121,8 +138,8 @@ export class World {
           this.db.exec('RELEASE op');
           return Promise.reject(e);
         }
-        return new Promise<T>((resolve) => {
-          this.pendingCommit.push(() => resolve(out));
+        return new Promise<T>((resolve, reject) => {
+          this.pendingCommit.push({ resolve: () => resolve(out), reject });
           if (!this.manualCommit) queueMicrotask(() => this.flush());
         });
       },
@@ -134,13 +151,23 @@ export class World {
 
   /** Commits the open transaction and releases everything waiting on it. */
   flush(): void {
+    const failed = this.failFlush;
+    this.failFlush = null;
     if (this.inTx) {
-      this.db.exec('COMMIT');
+      this.db.exec(failed ? 'ROLLBACK' : 'COMMIT');
       this.inTx = false;
     }
     const waiting = this.pendingCommit;
     this.pendingCommit = [];
-    for (const w of waiting) w();
+    for (const w of waiting) {
+      if (failed) w.reject(failed);
+      else w.resolve();
+    }
+  }
+
+  /** The next COMMIT fails as a whole (as a full disk makes it): rolled back, every waiter rejected with e. */
+  failNextFlush(e: Error): void {
+    this.failFlush = e;
   }
 
   sockets(user: string): Set<FakeConn> {
@@ -173,6 +200,7 @@ export class World {
             return this.mailbox(to).receive(batch);
           },
           presence: async (u: string) => this.mailbox(u).presence(),
+          local: (to: string) => (this.oneHop && !this.remote.has(to) && !this.failForwards.has(to) ? { handOver: (batch: ForwardBatch) => this.mailbox(to).handOver(batch) } : undefined),
         },
       });
       this.boxes.set(user, m);

@@ -50,6 +50,8 @@ function entry(seq: number, over: Partial<Entry> = {}): Entry {
 function samples(): [string, Frame][] {
   return [
     ['hello', { t: 'hello', device: 'phone-1', cursor: 0 }],
+    ['hello with a receipt version', { t: 'hello', device: 'phone-1', cursor: 12, receipts: 300 }],
+    ['hello with receipt version 0', { t: 'hello', device: 'phone-1', cursor: 0, receipts: 0 }],
     ['hello, max cursor, max-length device of every allowed char', { t: 'hello', device: USER_CHARS.padEnd(64, 'z'), cursor: MAX }],
     ['welcome', { t: 'welcome', user: 'alice', device: 'phone-1', cursor: 300, head: 302, time: 1_767_225_600_000 }],
     ['welcome, zeros', { t: 'welcome', user: 'a', device: 'd', cursor: 0, head: 0, time: 0 }],
@@ -71,6 +73,9 @@ function samples(): [string, Frame][] {
     ['deliver, max batch', { t: 'deliver', entries: Array.from({ length: LIMITS.maxDeliverBatch }, (_, i) => entry(i + 1, { body: bytes(1000, i) })) }],
     ['deliver, max body and max integers', { t: 'deliver', entries: [entry(MAX, { ts: MAX, body: bytes(LIMITS.maxBodyBytes), msg: 'm'.repeat(96), peer: ID64 })] }],
     ['deliver_ack', { t: 'deliver_ack', seq: 302 }],
+    ['receipts', { t: 'receipts', upTo: 7, items: [{ peer: 'bob', msg: 'alice:7', ts: 1_767_225_606_000 }, { peer: 'carol', msg: 'alice:9', ts: 1 }] }],
+    ['receipts, empty', { t: 'receipts', upTo: 0, items: [] }],
+    ['receipts, max batch and integers', { t: 'receipts', upTo: MAX, items: Array.from({ length: LIMITS.maxReceiptBatch }, (_, i) => ({ peer: ID64, msg: 'm'.repeat(96), ts: MAX - i })) }],
     ['deliver_ack, 0', { t: 'deliver_ack', seq: 0 }],
     ['deliver_ack, max', { t: 'deliver_ack', seq: MAX }],
     ['presence_query', { t: 'presence_query', ref: 'q1', users: ['bob', 'carol'] }],

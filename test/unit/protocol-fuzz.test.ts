@@ -46,6 +46,8 @@ const CORPUS: Frame[] = [
   { t: 'deliver', entries: [] },
   { t: 'deliver_ack', seq: 302 },
   { t: 'deliver_ack', seq: MAX },
+  { t: 'hello', device: 'phone-1', cursor: 3, receipts: 5 },
+  { t: 'receipts', upTo: 5, items: [{ peer: 'bob', msg: 'alice:7', ts: 1_767_225_606_000 }] },
   { t: 'presence_query', ref: 'q1', users: ['bob', 'carol'] },
   { t: 'presence', ref: 'q1', users: [{ user: 'bob', online: true, lastSeen: 5 }, { user: 'carol', online: false, lastSeen: 0 }] },
   { t: 'ping' },

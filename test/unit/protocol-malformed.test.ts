@@ -47,7 +47,7 @@ const json = (s: string) => outcome(() => decodeJson(s));
 
 /** One valid frame of every type, with every optional part present, for truncation and trailing-byte tests. */
 const VALID: Frame[] = [
-  { t: 'hello', device: 'phone-1', cursor: 300 },
+  { t: 'hello', device: 'phone-1', cursor: 300, receipts: 17 },
   { t: 'welcome', user: 'alice', device: 'phone-1', cursor: 300, head: 302, time: 1_767_225_600_000 },
   { t: 'send', id: 'c-1', to: 'bob', body: te.encode('hi') },
   { t: 'send', id: 'x'.repeat(50), to: 'bob', body: new Uint8Array(200) },
@@ -60,6 +60,7 @@ const VALID: Frame[] = [
     ],
   },
   { t: 'deliver_ack', seq: 302 },
+  { t: 'receipts', upTo: 9, items: [{ peer: 'bob', msg: 'alice:7', ts: 1_767_225_606_000 }] },
   { t: 'presence_query', ref: 'q1', users: ['bob', 'carol'] },
   { t: 'presence', ref: 'q1', users: [{ user: 'bob', online: true, lastSeen: 5 }, { user: 'carol', online: false, lastSeen: 0 }] },
   { t: 'ping' },
@@ -84,7 +85,14 @@ describe('binary: malformed input', () => {
   it.each(VALID.map((f) => [f.t, f] as const))('%s truncated at every byte offset is bad_frame', (_t, f) => {
     const full = encodeBinary(f);
     expect(decodeBinary(full)).toEqual(f);
+    // hello.receipts is an optional trailing field: the hello without it is a complete frame.
+    const { receipts: _, ...older } = f as Frame & { receipts?: number };
+    const complete = f.t === 'hello' && f.receipts !== undefined ? encodeBinary(older as Frame).length : -1;
     for (let n = 0; n < full.length; n++) {
+      if (n === complete) {
+        expect(decodeBinary(full.slice(0, n))).toEqual(older);
+        continue;
+      }
       const o = bin(full.slice(0, n));
       expect(o.code, `first ${n} of ${full.length} bytes`).toBe('bad_frame');
       expect(o.message).toMatch(n === 0 ? /^empty frame$/ : /^truncated frame: /);
@@ -212,6 +220,13 @@ describe('JSON: malformed input', () => {
       ['deliver', { entries: [{ seq: 1, kind: 'read', msg: 'a:1', peer: 'a', ts: 1, body: '' }] }],
       ['deliver', { entries: [{ seq: 1, kind: 1, msg: 'a:1', peer: 'a', ts: 1, body: '' }] }],
       ['deliver', { entries: [{ seq: 1, kind: 'toString', msg: 'a:1', peer: 'a', ts: 1, body: '' }] }],
+      ['hello', { device: 'd', cursor: 1, receipts: '2' }],
+      ['hello', { device: 'd', cursor: 1, receipts: -2 }],
+      ['receipts', { items: [] }],
+      ['receipts', { upTo: 1 }],
+      ['receipts', { upTo: 1, items: [{ peer: 'a', msg: 'b:1' }] }],
+      ['receipts', { upTo: 1, items: [{ peer: 1, msg: 'b:1', ts: 1 }] }],
+      ['receipts', { upTo: 1, items: [{ peer: 'a', msg: 'b:1', ts: 1 }, null] }],
       ['deliver_ack', {}],
       ['deliver_ack', { seq: [1] }],
       ['presence_query', { ref: 'q', users: 'bob' }],
