@@ -1,3 +1,5 @@
+import { closeSync, fdatasync, fsyncSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { StorageFullError, type Sql, type SqlValue, type Storage } from '../core/ports.js';
 import { migrate } from '../core/schema.js';
@@ -7,20 +9,30 @@ import { migrate } from '../core/schema.js';
  *
  * commit(fn) runs fn synchronously inside the worker's currently open transaction (BEGIN on first use), each
  * fn inside its own SAVEPOINT so a throwing fn rolls back only its own writes. Everything that arrives until
- * the batch closes shares one COMMIT — one fsync of the WAL (journal_mode=WAL, synchronous=FULL) — and only
- * after that COMMIT returns are the batch's promises resolved. The core sends acks, forwards and deliveries
- * after awaiting commit(), so nothing leaves this process before the writes it depends on are on disk.
+ * the batch closes shares one COMMIT, and the batch's promises resolve only once that COMMIT is on disk. The
+ * core sends acks, forwards and deliveries after awaiting commit(), so nothing leaves this process before the
+ * writes it depends on are durable.
  *
- * A batch closes at the end of the current event-loop turn (windowMs = 0: every frame read in this turn
- * shares the fsync, and under load the fsync itself is the window, since frames queue up while it runs) or
- * windowMs after its first write, or as soon as it holds maxBatch functions, whichever comes first.
+ * Group commit without blocking (sync 'async', the default): COMMIT writes the WAL frames into the page cache
+ * (journal_mode=WAL, synchronous=NORMAL: SQLite itself does not fsync on commit, only around checkpoints), and
+ * the fsync of the WAL file runs on libuv's thread pool. While it runs the event loop goes on reading frames and
+ * committing further batches; those wait for the next fsync, which starts as soon as this one ends (the classic
+ * scheme: the next group is whatever arrived while the previous fsync ran). fsync of the WAL file makes every
+ * frame written to it before the call durable, which is exactly what synchronous=FULL's fsync at COMMIT did, so
+ * the guarantee is the same; only the thread that waits differs. sync 'commit' is the old way (synchronous=FULL,
+ * the fsync inside COMMIT on the event loop), kept to measure the difference. A failed fsync is fatal (onFatal):
+ * the kernel may have dropped the dirty pages, so what SQLite shows may not be on disk (PostgreSQL's "fsyncgate").
  *
- * A fn that wrote nothing, while nothing written before it is still uncommitted, resolves at once: the core
- * runs its reads (inbox pages, outbox batches) through commit() too, and they must not pay for an fsync.
+ * A batch closes at the end of the current event-loop turn (windowMs = 0) or windowMs after its first write, or
+ * as soon as it holds maxBatch functions, whichever comes first.
+ *
+ * A fn that wrote nothing resolves at once when nothing it could have read is still waiting for a COMMIT or an
+ * fsync: the core runs its reads (inbox pages, outbox batches) through commit() too, and they must neither pay
+ * for an fsync nor hand out data that is not yet durable.
  */
 
 export interface CommitObserver {
-  /** One COMMIT: how many commit() calls it made durable, rows changed, and how long COMMIT (the fsync) took. */
+  /** One durable group: how many commit() calls it made durable, rows changed, and how long its fsync took. */
   committed(fns: number, rows: number, seconds: number): void;
   failed?(error: unknown): void;
   /** The storage went full (error: the SQLite error that said so), or accepts writes again (error null). */
@@ -32,6 +44,15 @@ export interface GroupCommitOptions {
   windowMs: number;
   /** Close the batch as soon as it holds this many commit() calls. */
   maxBatch: number;
+  /** 'async' (default): fsync of the WAL off the event loop, overlapping the next batch. 'commit': fsync inside COMMIT. */
+  sync?: 'async' | 'commit';
+  /** The WAL fsync failed: nothing committed since the last good fsync may be on disk. Default: throw (crash). */
+  onFatal?: (error: unknown) => void;
+  /**
+   * node:fs fdatasync (what SQLite itself calls on Linux at a synchronous=FULL commit: the data and the file size,
+   * not the timestamps); replaceable so tests can hold an fsync in flight or fail it.
+   */
+  fsync?: (fd: number, done: (err: Error | null) => void) => void;
   observer?: CommitObserver;
   /** While full, writes are refused up front and one batch every this many ms tries for real. Default 1000. */
   fullRetryMs?: number;
@@ -88,6 +109,14 @@ export class GroupCommitStorage implements Storage {
    */
   private fullProbeAt: number | null = null;
   private readonly fullRetryMs: number;
+  private readonly asyncSync: boolean;
+  /** The WAL file, for fsync ('async' mode). */
+  private walFd = -1;
+  /** Committed, waiting for the next fsync to start; rows they changed. */
+  private unsynced: Waiter[] = [];
+  private unsyncedRows = 0;
+  /** Covered by the fsync in flight (null: none in flight). */
+  private syncing: Waiter[] | null = null;
 
   constructor(
     readonly path: string,
@@ -95,8 +124,9 @@ export class GroupCommitStorage implements Storage {
   ) {
     this.fullRetryMs = opts.fullRetryMs ?? 1000;
     this.db = new DatabaseSync(path);
+    this.asyncSync = (opts.sync ?? 'async') === 'async';
     this.db.exec('PRAGMA journal_mode = WAL');
-    this.db.exec('PRAGMA synchronous = FULL');
+    this.db.exec(this.asyncSync ? 'PRAGMA synchronous = NORMAL' : 'PRAGMA synchronous = FULL');
     // One connection per file (this process owns it), so locking never waits; keep a generous page cache.
     this.db.exec('PRAGMA cache_size = -65536');
     this.db.exec('PRAGMA temp_store = MEMORY');
@@ -120,6 +150,18 @@ export class GroupCommitStorage implements Storage {
     // worker's CPU under load when run through exec()).
     this.savepoint = this.db.prepare('SAVEPOINT iris_fn');
     this.release = this.db.prepare('RELEASE iris_fn');
+    if (this.asyncSync) {
+      // The WAL exists from the migration's COMMIT on and SQLite keeps it (same inode) while the connection is
+      // open. Make it and its directory entry durable once; from here on every group's fsync covers it.
+      this.walFd = openSync(`${path}-wal`, 'r');
+      fsyncSync(this.walFd);
+      const dir = openSync(dirname(path), 'r');
+      try {
+        fsyncSync(dir);
+      } finally {
+        closeSync(dir);
+      }
+    }
   }
 
   private prepared(query: string): Prepared {
@@ -198,10 +240,13 @@ export class GroupCommitStorage implements Storage {
     this.depth--;
     this.release.run();
     if (this.rows === 0) {
-      // Nothing uncommitted, neither from fn nor from anything before it: what fn read is already durable.
-      // End the (read-only) transaction now; that COMMIT writes nothing and syncs nothing.
+      // Nothing uncommitted, neither from fn nor from anything before it. End the (read-only) transaction now;
+      // that COMMIT writes nothing. What fn read is durable unless a committed group still waits for its fsync.
       this.flush();
-      return Promise.resolve(out);
+      const group = this.unsynced.length > 0 ? this.unsynced : this.syncing;
+      if (group === null) return Promise.resolve(out);
+      const value = out;
+      return new Promise<T>((resolve, reject) => group.push({ resolve: () => resolve(value), reject }));
     }
     const value = out;
     const p = new Promise<T>((resolve, reject) => {
@@ -237,8 +282,20 @@ export class GroupCommitStorage implements Storage {
 
   private schedule(): void {
     if (this.timer !== null || this.immediate !== null) return;
-    if (this.opts.windowMs > 0) this.timer = setTimeout(() => this.flush(), this.opts.windowMs);
-    else this.immediate = setImmediate(() => this.flush());
+    if (this.opts.windowMs > 0) this.timer = setTimeout(() => this.closeBatch(), this.opts.windowMs);
+    else this.immediate = setImmediate(() => this.closeBatch());
+  }
+
+  /**
+   * The batch's time is up. While an fsync is in flight its waiters could not be resolved before the next fsync
+   * anyway, so the transaction stays open and keeps collecting until that fsync ends (then one COMMIT, one
+   * fsync): fewer, larger COMMITs, each hot page written to the WAL once per group instead of once per turn.
+   */
+  private closeBatch(): void {
+    this.timer = null;
+    this.immediate = null;
+    if (this.asyncSync && this.syncing !== null) return;
+    this.flush();
   }
 
   /** Commits the open transaction now (one fsync if anything was written) and releases its waiters. */
@@ -261,14 +318,76 @@ export class GroupCommitStorage implements Storage {
       return;
     }
     this.inTx = false;
-    if (rows > 0 || waiting.length > 0) {
-      this.opts.observer?.committed(waiting.length, rows, Number(process.hrtime.bigint() - t0) / 1e9);
-    }
     if (rows > 0 && this.fullProbeAt !== null) {
       this.fullProbeAt = null;
       this.opts.observer?.full?.(false, null);
     }
-    for (const w of waiting) w.resolve();
+    if (!this.asyncSync) {
+      if (rows > 0 || waiting.length > 0) this.opts.observer?.committed(waiting.length, rows, Number(process.hrtime.bigint() - t0) / 1e9);
+      for (const w of waiting) w.resolve();
+      return;
+    }
+    if (rows === 0 && waiting.length === 0) return;
+    for (const w of waiting) this.unsynced.push(w);
+    this.unsyncedRows += rows;
+    this.startSync();
+  }
+
+  /** Commits the open batch and resolves once everything committed so far is on disk. */
+  settled(): Promise<void> {
+    this.flush();
+    const group = this.unsynced.length > 0 ? this.unsynced : this.syncing;
+    if (group === null) return Promise.resolve();
+    return new Promise<void>((resolve) => group.push({ resolve, reject: () => resolve() }));
+  }
+
+  /** Starts an fsync of the WAL for every group committed so far, unless one is running (it restarts when done). */
+  private startSync(): void {
+    if (this.syncing !== null || this.unsynced.length === 0 || this.walFd < 0) return;
+    const group = this.unsynced;
+    const rows = this.unsyncedRows;
+    this.unsynced = [];
+    this.unsyncedRows = 0;
+    this.syncing = group;
+    const t0 = process.hrtime.bigint();
+    (this.opts.fsync ?? fdatasync)(this.walFd, (err) => {
+      this.syncing = null;
+      if (err) {
+        for (const w of group) w.reject(err);
+        this.fatal(err);
+        return;
+      }
+      this.opts.observer?.committed(group.length, rows, Number(process.hrtime.bigint() - t0) / 1e9);
+      for (const w of group) w.resolve();
+      if (this.closed) this.closeWal();
+      // What arrived while this fsync ran is the next group (closeBatch left it open).
+      else if (this.inTx && (this.rows > 0 || this.waiting.length > 0)) this.flush();
+      else this.startSync();
+    });
+  }
+
+  private fatal(err: unknown): void {
+    // Nothing more is promised from this connection: committed-but-unsynced groups and the open batch fail too.
+    const rest = [...this.unsynced, ...this.waiting];
+    this.unsynced = [];
+    this.waiting = [];
+    this.rows = 0;
+    this.closed = true;
+    try {
+      if (this.db.isTransaction) this.db.exec('ROLLBACK');
+    } catch {
+      // Already rolled back.
+    }
+    for (const w of rest) w.reject(err);
+    this.opts.observer?.failed?.(err);
+    if (this.opts.onFatal) this.opts.onFatal(err);
+    else throw err;
+  }
+
+  private closeWal(): void {
+    if (this.walFd < 0) return;
+    closeSync(this.walFd);
+    this.walFd = -1;
   }
 
   /** The open transaction is lost as a whole (e.g. disk full, I/O error): nobody was acked, every waiter gets the error. */
@@ -296,6 +415,14 @@ export class GroupCommitStorage implements Storage {
     this.flush();
     this.closed = true;
     this.stmts.clear();
+    if (this.asyncSync && this.walFd >= 0) {
+      // Whatever waits for an fsync gets one now; one still in flight resolves its own group and closes the fd.
+      fsyncSync(this.walFd);
+      const rest = this.unsynced;
+      this.unsynced = [];
+      for (const w of rest) w.resolve();
+      if (this.syncing === null) this.closeWal();
+    }
     try {
       this.db.exec('PRAGMA wal_checkpoint(TRUNCATE)');
     } catch {

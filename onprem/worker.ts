@@ -36,6 +36,8 @@ const FORWARD_KICK = process.env['IRIS_NO_FORWARD_KICK'] !== '1';
  * the difference (docs/BENCHMARKS.md); every guarantee holds either way.
  */
 const ONE_HOP = process.env['IRIS_ONE_HOP'] !== '0';
+/** IRIS_WAL_SYNC=commit: the fsync inside COMMIT on the event loop (storage.ts), only to measure the difference. */
+const WAL_SYNC = process.env['IRIS_WAL_SYNC'] === 'commit' ? 'commit' : 'async';
 
 /** What every mailbox of a worker shares. */
 type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'metrics'>;
@@ -261,6 +263,13 @@ export class Worker {
       this.storage = new GroupCommitStorage(file, {
         windowMs: this.cfg.commitWindowMs,
         maxBatch: this.cfg.commitMaxBatch,
+        sync: WAL_SYNC,
+        // What SQLite shows may not be on disk after a failed fsync: start again from what is (the supervisor forks
+        // a new worker, whose SQLite recovers from the WAL on disk; clients resume from their cursors).
+        onFatal: (e) => {
+          this.log('error', `fsync of the WAL failed, exiting: ${describeError(e)}`);
+          process.exit(70);
+        },
         observer: { ...this.metrics.commitObserver(), full: (full, e) => this.storageFull(full, e) },
       });
     } catch (e) {
@@ -345,7 +354,7 @@ export class Worker {
     this.pipeServer?.close();
     for (const t of this.timers) clearInterval(t);
     // Everything already promised becomes durable, and its acks go out before the close frames.
-    this.storage.flush();
+    await this.storage.settled();
     await new Promise((r) => setImmediate(r));
     for (const s of this.shards.values()) for (const c of s.conns) c.close(CLOSE_CODES.going_away, 'server shutting down');
     const deadline = Date.now() + Math.min(3000, this.cfg.drainTimeoutMs / 2);

@@ -2,7 +2,7 @@
  * Storage-path benchmark of one worker: the real core Mailbox over the real GroupCommitStorage on a real file,
  * with in-memory sockets (no network), so the number is what one worker process can commit per second.
  *
- *   sh scripts/node.sh --import tsx onprem/bench/engine.ts [--messages 20000] [--users 1000] [--inflight 256] [--no-one-hop]
+ *   sh scripts/node.sh --import tsx onprem/bench/engine.ts [--messages 20000] [--users 1000] [--inflight 256] [--no-one-hop] [--sync async|commit]
  *
  * Runs the same workload under several group-commit settings and prints one line per setting: messages/s
  * (accepted, delivered and acked, receipts included), COMMITs, operations per COMMIT, and COMMIT (fsync) time.
@@ -26,6 +26,7 @@ const { values } = parseArgs({
     only: { type: 'string' },
     'no-kick': { type: 'boolean', default: false },
     'no-one-hop': { type: 'boolean', default: false },
+    sync: { type: 'string', default: 'async' },
   },
 });
 /** Sender and recipient in one storage commit together (Peers.local), as in an on-prem worker. */
@@ -79,6 +80,7 @@ async function run(s: Setting): Promise<void> {
   const storage = new GroupCommitStorage(join(dir, 'w.sqlite'), {
     windowMs: s.windowMs,
     maxBatch: s.maxBatch,
+    sync: values.sync === 'commit' ? 'commit' : 'async',
     observer: {
       committed: (n, _rows, sec) => {
         commits++;

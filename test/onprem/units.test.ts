@@ -117,9 +117,87 @@ describe('group commit storage', () => {
     s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 10 });
     expect(s.sql.all(`SELECT seq FROM inbox`)).toEqual([{ seq: 1 }]);
     expect(s.sql.all<{ journal_mode: string }>(`PRAGMA journal_mode`)[0]!.journal_mode).toBe('wal');
-    expect(s.sql.all<{ synchronous: number }>(`PRAGMA synchronous`)[0]!.synchronous).toBe(2); // FULL
+    // NORMAL: SQLite does not fsync at COMMIT; the storage fsyncs the WAL itself before resolving (next tests).
+    expect(s.sql.all<{ synchronous: number }>(`PRAGMA synchronous`)[0]!.synchronous).toBe(1);
     s.close();
     await expect(s.commit(() => 1)).rejects.toThrow('closed');
+    const full = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 10, sync: 'commit' });
+    expect(full.sql.all<{ synchronous: number }>(`PRAGMA synchronous`)[0]!.synchronous).toBe(2); // FULL: fsync in COMMIT
+    full.close();
+  });
+});
+
+describe('group commit storage: the WAL fsync off the event loop', () => {
+  /** An fsync the test completes by hand. */
+  function heldFsync() {
+    const calls: ((err: Error | null) => void)[] = [];
+    return { calls, fsync: (_fd: number, done: (err: Error | null) => void) => void calls.push(done) };
+  }
+
+  it('resolves a group only after its fsync; what commits meanwhile waits for the next fsync', async () => {
+    const file = join(dir(), 'w.sqlite');
+    const f = heldFsync();
+    const s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 1000, fsync: f.fsync });
+    const done: number[] = [];
+    const a = s.commit(() => insert(s, 'u', 1)).then(() => void done.push(1));
+    await sleep(10);
+    // Committed (visible to another connection), not yet durable: not resolved.
+    expect(committed(file, 'u')).toBe(1);
+    expect(f.calls).toHaveLength(1);
+    expect(done).toEqual([]);
+    // Arrives while that fsync runs: the next group, left open (no COMMIT per turn) until that fsync ends.
+    const b = s.commit(() => insert(s, 'u', 2)).then(() => void done.push(2));
+    const c = s.commit(() => insert(s, 'u', 3)).then(() => void done.push(3));
+    await sleep(10);
+    expect(committed(file, 'u')).toBe(1);
+    expect(f.calls).toHaveLength(1);
+    f.calls[0]!(null);
+    await a;
+    expect(done).toEqual([1]);
+    await sleep(10);
+    // Then one COMMIT and one fsync for both.
+    expect(committed(file, 'u')).toBe(3);
+    expect(f.calls).toHaveLength(2);
+    f.calls[1]!(null);
+    await Promise.all([b, c]);
+    expect(done).toEqual([1, 2, 3]);
+    s.close();
+  });
+
+  it('a read of data whose fsync has not finished waits for it', async () => {
+    const file = join(dir(), 'w.sqlite');
+    const f = heldFsync();
+    const s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 1000, fsync: f.fsync });
+    void s.commit(() => insert(s, 'u', 1));
+    await sleep(10);
+    let read: unknown = null;
+    const r = s.commit(() => s.sql.all(`SELECT count(*) AS c FROM inbox`)[0]).then((x) => (read = x));
+    await sleep(10);
+    expect(read).toBeNull();
+    f.calls[0]!(null);
+    await r;
+    expect(read).toEqual({ c: 1 });
+    // Nothing waiting for an fsync now: a read resolves at once, without one.
+    expect(await s.commit(() => s.sql.all(`SELECT count(*) AS c FROM inbox`)[0])).toEqual({ c: 1 });
+    expect(f.calls).toHaveLength(1);
+    s.close();
+  });
+
+  it('a failed fsync rejects every waiter and is fatal', async () => {
+    const file = join(dir(), 'w.sqlite');
+    const f = heldFsync();
+    const fatal: unknown[] = [];
+    const s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 1000, fsync: f.fsync, onFatal: (e) => void fatal.push(e) });
+    const a = s.commit(() => insert(s, 'u', 1));
+    await sleep(10);
+    const b = s.commit(() => insert(s, 'u', 2));
+    await sleep(10);
+    const eio = Object.assign(new Error('EIO: i/o error, fsync'), { code: 'EIO' });
+    f.calls[0]!(eio);
+    await expect(a).rejects.toThrow('EIO');
+    await expect(b).rejects.toThrow('EIO');
+    expect(fatal).toEqual([eio]);
+    await expect(s.commit(() => insert(s, 'u', 3))).rejects.toThrow('closed');
   });
 });
 
