@@ -77,7 +77,8 @@ interface ForwardState {
  *              -> send_ack after the commit
  *   receive()  -> dedup by sender outbox number, inbox append (one transaction) -> pump() to each device
  *   deliver_ack -> device cursor; per sender ONE cumulative receipt (state, PROTOCOL.md 9.6): handed over in the
- *                 same transaction to a local sender, else owed (receipts_out) and carried by the next forward;
+ *                 same transaction to a local sender, else owed (memory, derivable from the inbox) and carried
+ *                 by the next forward;
  *                 the sender stores it (receipts_in, versioned) and pushes `receipts` frames; inbox trimmed below
  *                 every cursor
  *
@@ -345,11 +346,12 @@ export class Mailbox {
    * The first device acknowledged the inbox entries (after, upTo]: owe each of their senders ONE cumulative receipt,
    * its newest message among them. Each sender's messages entered this inbox in the order they were sent
    * (per-conversation FIFO), so the newest one delivered implies every earlier one: a burst of N messages costs
-   * one receipt, not N. A receipt is state (one row per sender, overwritten until the sender has it), forwarded
-   * with the next batch to that sender. Call inside a commit; returns the senders to forward to.
+   * one receipt, not N. A receipt is state, owed in memory (derivable from the inbox until the trim, see
+   * MailboxStore.owedMap) and forwarded with the next batch to that sender. Call inside a commit; returns the
+   * senders to forward to.
    */
   private oweReceipts(after: number, upTo: number, now: number, handed: HandOver[]): string[] {
-    const newest = new Map<string, { n: number; msg: string }>();
+    const newest = new Map<string, { n: number; msg: string; seq: number }>();
     for (const m of this.store.messagesBetween(after, upTo)) if (m.peer !== this.user) newest.set(m.peer, m);
     this.store.setDelivered(upTo);
     const peers: string[] = [];
@@ -364,7 +366,7 @@ export class Mailbox {
         handed.push(local.handOver({ from: this.user, items: [], receipt }));
         continue;
       }
-      this.store.owe(peer, receipt);
+      this.store.owe(peer, receipt, m.seq);
       peers.push(peer);
     }
     return peers;

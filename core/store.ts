@@ -24,6 +24,12 @@ export interface UserRow {
   [k: string]: number;
 }
 
+/** A receipt owed to a sender: `seq` is the inbox entry it can be derived from (0: written in receipts_out). */
+interface OwedReceipt extends Receipt {
+  seq: number;
+  stored: boolean;
+}
+
 /** Outbox items mirrored in memory per recipient, at most. */
 const MIRROR_MAX = 256;
 
@@ -43,8 +49,8 @@ export class MailboxStore {
    * that is down or full), so memory stays bounded; SQL stays the truth.
    */
   private readonly mirrors = new Map<string, ForwardItem[]>();
-  /** receipts_out mirrored (null until first needed): per sender, the receipt owed to it. */
-  private owed: Map<string, Receipt> | null = null;
+  /** Per sender, the receipt owed to it (null until first needed; see owedMap). */
+  private owed: Map<string, OwedReceipt> | null = null;
   /** receipts_in mirrored (null until first needed): per recipient, how far this user's messages were delivered. */
   private received: Map<string, number> | null = null;
   private version = 0;
@@ -276,9 +282,9 @@ export class MailboxStore {
   }
 
   /** Messages (not receipts) in (after, upTo]: the ones that need a delivery receipt. */
-  messagesBetween(after: number, upTo: number): { msg: string; peer: string; n: number }[] {
-    return this.sql.all<{ msg: string; peer: string; n: number }>(
-      `SELECT msg, peer, n FROM inbox WHERE user = ? AND seq > ? AND seq <= ? AND kind = ? ORDER BY seq`,
+  messagesBetween(after: number, upTo: number): { msg: string; peer: string; n: number; seq: number }[] {
+    return this.sql.all<{ msg: string; peer: string; n: number; seq: number }>(
+      `SELECT msg, peer, n, seq FROM inbox WHERE user = ? AND seq > ? AND seq <= ? AND kind = ? ORDER BY seq`,
       this.user, after, upTo, ENTRY_KINDS.message,
     );
   }
@@ -291,34 +297,51 @@ export class MailboxStore {
 
   // ---- receipts owed to senders (this user's devices got their messages) ----
 
-  private owedMap(): Map<string, Receipt> {
+  /**
+   * Owed receipts live in memory; SQL holds what is needed to rebuild them. Every acknowledged entry that is not
+   * trimmed is still in the inbox, so after a restart the receipts for (trimmed, delivered] are derived from it
+   * (newest message per sender) and sent again: receiving a receipt twice changes nothing. Only when the trim is
+   * about to delete entries whose receipt is still owed is that receipt written (receipts_out), so an owed receipt
+   * costs no row at all in the common case (the sender's shard answers before the next trim).
+   */
+  private owedMap(): Map<string, OwedReceipt> {
     if (this.owed === null) {
-      this.owed = new Map();
+      const owed = new Map<string, OwedReceipt>();
       for (const r of this.sql.all<{ peer: string; n: number; msg: string; ts: number }>(
         `SELECT peer, n, msg, ts FROM receipts_out WHERE user = ?`,
         this.user,
       )) {
-        this.owed.set(r.peer, { n: r.n, msg: r.msg, ts: r.ts });
+        owed.set(r.peer, { n: r.n, msg: r.msg, ts: r.ts, seq: 0, stored: true });
       }
+      const u = this.userRow();
+      if (u.delivered > u.trimmed) {
+        // SQLite returns the other columns of the row holding max(seq): each sender's newest acknowledged message.
+        for (const r of this.sql.all<{ peer: string; n: number; msg: string; ts: number; seq: number }>(
+          `SELECT peer, n, msg, ts, max(seq) AS seq FROM inbox WHERE user = ? AND seq > ? AND seq <= ? AND kind = ? GROUP BY peer`,
+          this.user, u.trimmed, u.delivered, ENTRY_KINDS.message,
+        )) {
+          const prev = owed.get(r.peer);
+          if (r.peer === this.user || r.n === 0 || (prev && prev.n >= r.n)) continue;
+          // When it was acknowledged is not kept; the time the message was accepted is the closest lower bound.
+          owed.set(r.peer, { n: r.n, msg: r.msg, ts: r.ts, seq: r.seq, stored: prev?.stored ?? false });
+        }
+      }
+      this.owed = owed;
     }
     return this.owed;
   }
 
-  /** Records that `peer`'s messages up to its outbox number r.n reached a device here; one row per peer. */
-  owe(peer: string, r: Receipt): void {
+  /** Records that `peer`'s messages up to its outbox number r.n (entry `seq` here) reached a device. Memory only. */
+  owe(peer: string, r: Receipt, seq: number): void {
     const owed = this.owedMap();
     const prev = owed.get(peer);
     if (prev && prev.n >= r.n) return;
-    this.sql.all(
-      `INSERT INTO receipts_out (user, peer, n, msg, ts) VALUES (?, ?, ?, ?, ?)
-       ON CONFLICT (user, peer) DO UPDATE SET n = excluded.n, msg = excluded.msg, ts = excluded.ts`,
-      this.user, peer, r.n, r.msg, r.ts,
-    );
-    owed.set(peer, r);
+    owed.set(peer, { ...r, seq, stored: prev?.stored ?? false });
   }
 
   owedTo(peer: string): Receipt | undefined {
-    return this.owedMap().get(peer);
+    const o = this.owedMap().get(peer);
+    return o && { n: o.n, msg: o.msg, ts: o.ts };
   }
 
   owedPeers(): string[] {
@@ -330,8 +353,23 @@ export class MailboxStore {
     const owed = this.owedMap();
     const cur = owed.get(peer);
     if (!cur || cur.n > n) return;
-    this.sql.all(`DELETE FROM receipts_out WHERE user = ? AND peer = ? AND n <= ?`, this.user, peer, n);
+    if (cur.stored) this.sql.all(`DELETE FROM receipts_out WHERE user = ? AND peer = ? AND n <= ?`, this.user, peer, n);
     owed.delete(peer);
+  }
+
+  /** The trim is about to delete entries up to `upTo`: owed receipts that could only be derived from them are written. */
+  private keepOwed(upTo: number): void {
+    if (this.owed === null && this.userRow().delivered <= this.userRow().trimmed) return;
+    for (const [peer, o] of this.owedMap()) {
+      if (o.seq === 0 || o.seq > upTo) continue;
+      this.sql.all(
+        `INSERT INTO receipts_out (user, peer, n, msg, ts) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (user, peer) DO UPDATE SET n = excluded.n, msg = excluded.msg, ts = excluded.ts`,
+        this.user, peer, o.n, o.msg, o.ts,
+      );
+      o.stored = true;
+      o.seq = 0;
+    }
   }
 
   // ---- receipts of this user's own messages (state its devices sync by version) ----
@@ -382,6 +420,7 @@ export class MailboxStore {
   }
 
   trimInbox(upTo: number): void {
+    this.keepOwed(upTo);
     // The entries going carry their senders' dedup marks: keep each sender's highest as its floor first.
     for (const r of this.sql.all<{ peer: string; n: number }>(
       `SELECT peer, max(n) AS n FROM inbox WHERE user = ? AND seq <= ? GROUP BY peer`,

@@ -743,8 +743,12 @@ export class Worker {
 
   /** After a crash or restart: every user with outbox rows resumes forwarding, so nothing acked is stranded. */
   private recover(): void {
-    // Messages waiting in an outbox, and receipts owed to senders in other workers.
-    const users = this.storage.sql.all<{ user: string }>(`SELECT DISTINCT user FROM outbox UNION SELECT DISTINCT user FROM receipts_out`);
+    // Messages waiting in an outbox, and receipts that may be owed to senders in other workers: written ones, and
+    // those derived from acknowledged entries not yet trimmed (MailboxStore.owedMap).
+    const users = this.storage.sql.all<{ user: string }>(
+      `SELECT DISTINCT user FROM outbox UNION SELECT DISTINCT user FROM receipts_out
+       UNION SELECT DISTINCT d.user FROM devices d JOIN users u ON u.user = d.user WHERE d.cursor > u.trimmed`,
+    );
     if (users.length > 0) this.log('info', `resuming outbox forwarding for ${users.length} user(s)`);
     for (const { user } of users) {
       if (ownerOf(user, this.workers) !== this.id) {

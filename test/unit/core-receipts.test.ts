@@ -102,13 +102,34 @@ describe('cumulative delivery receipts', () => {
     w.failForwards.set('alice', 1);
     await bob.ack(1);
     expect(alice.receipts()).toEqual([]);
-    // Bob's shard restarts meanwhile: the owed receipt is stored, not only in memory.
+    // Bob's shard restarts meanwhile. The owed receipt was never written: it is derived again from the acked,
+    // untrimmed inbox entry.
+    expect(w.count('receipts_out', 'bob')).toBe(0);
     w.evict('bob');
     await w.advance(60_000);
     expect(alice.receipts().map((r) => r.msg)).toEqual([alice.of('send_ack')[0]!.msg]);
     await w.advance(60_000);
     expect(alice.receipts()).toHaveLength(1);
     expect(w.sql.all(`SELECT count(*) AS c FROM receipts_out`)[0]!['c']).toBe(0);
+  });
+
+  it('a receipt still owed when its entries are trimmed is written, and survives a restart', async () => {
+    const w = new World();
+    const alice = w.connect('alice');
+    await alice.hello('a1');
+    for (let i = 1; i <= 70; i++) await alice.post('bob', `m${i}`, `c${i}`);
+    w.remote.add('alice');
+    w.failForwards.set('alice', 1_000); // alice's shard does not answer bob's
+    const bob = w.connect('bob');
+    await bob.hello('b1');
+    await bob.ack(70); // one device: every entry is trimmed with this ack
+    expect(w.count('inbox', 'bob')).toBe(0);
+    expect(w.sql.all(`SELECT n FROM receipts_out WHERE user = 'bob'`)).toEqual([{ n: 70 }]);
+    w.evict('bob');
+    w.failForwards.delete('alice');
+    await w.advance(60_000);
+    expect(alice.receipts().map((r) => r.msg)).toEqual(['alice:70']);
+    expect(w.count('receipts_out', 'bob')).toBe(0);
   });
 
   it('a client cursor ahead of every acknowledgement counts as one: the entries it skips are receipted', async () => {
