@@ -95,8 +95,6 @@ export class Mailbox {
   private readonly pumpAgain = new WeakSet<Conn>();
   /** Sockets whose receipt catch-up (pumpReceipts) is running: live receipts wait for it. */
   private readonly receiptPumping = new WeakSet<Conn>();
-  /** Highest seq each socket's device acked, as this process last saw it: saves a read per delivery. */
-  private readonly ackedOf = new WeakMap<Conn, number>();
   /** Per-connection frame rate and error count (core/conn-guard.ts). */
   private readonly guards = new WeakMap<Conn, ConnGuard>();
 
@@ -104,6 +102,13 @@ export class Mailbox {
     this.user = deps.user;
     this.store = new MailboxStore(deps.storage.sql, deps.user);
     this.bucket = new TokenBucket(deps.config.ratePerSec, deps.config.rateBurst, deps.clock.now());
+    // A shard woken from hibernation finds its sockets still open: what their devices acked since their cursors
+    // were last written is in the sockets' state. Without it the receipts owed for those entries (kept in memory)
+    // could not be derived again (MailboxStore.owedMap), and windows would count from older cursors.
+    for (const c of deps.sockets.list()) {
+      const st = c.state;
+      if (st?.acked !== undefined) this.store.noteCursor(st.device, st.acked);
+    }
   }
 
   // ------------------------------------------------------------------ sockets
@@ -163,6 +168,7 @@ export class Mailbox {
     const now = this.deps.clock.now();
     await this.tx(() => {
       this.store.setLastSeen(now);
+      // Includes what the device acked since its cursor was last written.
       const cursor = this.store.deviceCursor(st.device);
       if (cursor !== undefined) this.store.upsertDevice(st.device, cursor, now);
     });
@@ -224,8 +230,7 @@ export class Mailbox {
     // A receipt version beyond ours comes from a store this server no longer has (restored from a backup, or
     // another deployment): send every receipt again rather than none.
     const rsent = f.receipts !== undefined && f.receipts <= r.rv ? f.receipts : 0;
-    conn.setState({ device: f.device, sent: r.cursor, enc, rsent });
-    this.ackedOf.set(conn, r.cursor);
+    conn.setState({ device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor });
     this.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
     await Promise.all([this.pump(conn), this.pumpReceipts(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver())]);
@@ -307,9 +312,12 @@ export class Mailbox {
     const now = this.deps.clock.now();
     const handed: HandOver[] = [];
     const kick = await this.tx(() => {
-      const cursor = this.ackedOf.get(conn) ?? this.store.deviceCursor(st.device) ?? 0;
+      const cursor = st.acked ?? this.store.deviceCursor(st.device) ?? 0;
       if (f.seq <= cursor) return [];
-      this.store.upsertDevice(st.device, f.seq, now);
+      // Not written now: the device's cursor is written with the next trim (every TRIM_STEP entries), at close
+      // and at hello. A crash in between redelivers at most those entries, which a device with a durable store
+      // drops by its own cursor (hello.cursor wins when ahead), and their receipts are derived again.
+      this.store.noteCursor(st.device, f.seq);
       const u = this.store.userRow();
       const recipients = f.seq > u.delivered ? this.oweReceipts(u.delivered, f.seq, now, handed) : [];
       // Trimming needs every device's cursor: do it in steps of TRIM_STEP entries, not on every ack.
@@ -325,7 +333,8 @@ export class Mailbox {
     });
     // Owed receipts are stored like outbox items: arm the same safety net in case this shard goes away now.
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
-    if (f.seq > (this.ackedOf.get(conn) ?? 0)) this.ackedOf.set(conn, f.seq);
+    const cur = conn.state;
+    if (cur !== null && f.seq > (cur.acked ?? 0)) conn.setState({ ...cur, acked: f.seq });
     this.deps.metrics?.acked?.();
     await Promise.all([this.pump(conn), ...kick.map((r) => this.forward(r)), ...handed.map((h) => h.deliver())]);
   }
@@ -372,8 +381,9 @@ export class Mailbox {
     return peers;
   }
 
-  /** Deletes inbox entries every device has acked. Call inside a commit. */
+  /** Writes the devices' cursors and deletes inbox entries every device has acked. Call inside a commit. */
   private trim(): void {
+    this.store.saveCursors(this.deps.clock.now());
     const devices = this.store.devices();
     if (devices.length === 0) return;
     const min = Math.min(...devices.map((d) => d.cursor));
@@ -401,7 +411,7 @@ export class Mailbox {
         if (st.sent >= this.store.userRow().next_seq - 1) continue;
         const window = this.deps.config.sendWindow;
         const entries = await this.tx(() => {
-          const acked = this.ackedOf.get(conn) ?? this.store.deviceCursor(st.device) ?? st.sent;
+          const acked = st.acked ?? this.store.deviceCursor(st.device) ?? st.sent;
           const room = Math.min(LIMITS.maxDeliverBatch, window - (st.sent - acked));
           return room > 0 ? this.store.inboxRange(st.sent, room) : [];
         });
@@ -438,7 +448,7 @@ export class Mailbox {
     for (const c of this.deps.sockets.list()) {
       const st = c.state;
       if (st === null) continue;
-      const acked = this.ackedOf.get(c);
+      const acked = st.acked;
       const live = !this.pumping.has(c) && st.sent === first - 1 && acked !== undefined && last - acked <= this.deps.config.sendWindow;
       const data = live && entries.length <= LIMITS.maxDeliverBatch ? (encoded[st.enc] ??= encodeFrame({ t: 'deliver', entries }, st.enc)) : null;
       if (data === null || (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {

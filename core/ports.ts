@@ -51,6 +51,12 @@ export interface ConnState {
   enc: Encoding;
   /** Highest receipt version pushed on this socket (PROTOCOL.md 9.6); receipts continue after it. */
   rsent: number;
+  /**
+   * Highest seq the device acked on this socket: its send window counts from here. Kept with the socket (and
+   * through hibernation) because the device's stored cursor is written lazily (MailboxStore.noteCursor).
+   * Absent on sockets accepted by an older version: the stored cursor is used.
+   */
+  acked?: number;
 }
 
 /**

@@ -54,6 +54,8 @@ export class MailboxStore {
   /** receipts_in mirrored (null until first needed): per recipient, how far this user's messages were delivered. */
   private received: Map<string, number> | null = null;
   private version = 0;
+  /** Device cursors acknowledged and not yet written (Mailbox.onAck); saveCursors writes them. */
+  private readonly unsaved = new Map<string, number>();
 
   constructor(
     private readonly sql: Sql,
@@ -71,6 +73,7 @@ export class MailboxStore {
     this.owed = null;
     this.received = null;
     this.version = 0;
+    this.unsaved.clear();
   }
 
   /** Creates the user's row on first contact; last_seen stays 0 ("never") until a device connects. */
@@ -110,7 +113,8 @@ export class MailboxStore {
     // Receipts were sent for everything any device acknowledged: `delivered` is the highest device cursor (the
     // stored column is a floor from before migration 4). A hello that moves a cursor forward sends the receipts
     // for the entries it skips (Mailbox.onHello), so every cursor position is covered by receipts.
-    const maxCursor = max(`SELECT max(cursor) AS m FROM devices WHERE user = ?`);
+    let maxCursor = max(`SELECT max(cursor) AS m FROM devices WHERE user = ?`);
+    for (const c of this.unsaved.values()) if (c > maxCursor) maxCursor = c;
     return {
       ...r,
       delivered: Math.max(r.delivered, maxCursor),
@@ -445,8 +449,20 @@ export class MailboxStore {
     );
   }
 
+  /** The device's cursor: what it acked, written or not. */
   deviceCursor(device: string): number | undefined {
-    return this.sql.all<{ c: number }>(`SELECT cursor AS c FROM devices WHERE user = ? AND device = ?`, this.user, device)[0]?.c;
+    const stored = this.sql.all<{ c: number }>(`SELECT cursor AS c FROM devices WHERE user = ? AND device = ?`, this.user, device)[0]?.c;
+    const acked = this.unsaved.get(device);
+    return acked === undefined ? stored : Math.max(acked, stored ?? 0);
+  }
+
+  /** The device acked up to `cursor`: remembered, written by the next saveCursors (or upsertDevice). */
+  noteCursor(device: string, cursor: number): void {
+    if (cursor > (this.unsaved.get(device) ?? 0)) this.unsaved.set(device, cursor);
+  }
+
+  saveCursors(now: number): void {
+    for (const [device, cursor] of this.unsaved) this.upsertDevice(device, cursor, now);
   }
 
   upsertDevice(device: string, cursor: number, now: number): void {
@@ -455,9 +471,11 @@ export class MailboxStore {
        ON CONFLICT (user, device) DO UPDATE SET cursor = excluded.cursor, last_seen = excluded.last_seen`,
       this.user, device, cursor, now,
     );
+    if ((this.unsaved.get(device) ?? 0) <= cursor) this.unsaved.delete(device);
   }
 
   deleteDevice(device: string): void {
+    this.unsaved.delete(device);
     this.sql.all(`DELETE FROM devices WHERE user = ? AND device = ?`, this.user, device);
   }
 }

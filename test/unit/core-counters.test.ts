@@ -70,3 +70,64 @@ describe('sequence counters survive restarts without being rewritten per message
     expect(bob.texts().at(-1)).toBe('m71');
   });
 });
+
+describe('device cursors are written lazily', () => {
+  const cursorRow = (w: World, device: string) =>
+    w.sql.all<{ cursor: number }>(`SELECT cursor FROM devices WHERE user = 'bob' AND device = ?`, device)[0]?.cursor;
+
+  it('an ack writes no row; the trim, a close and a hello write the cursor', async () => {
+    const w = new World();
+    const alice = w.connect('alice');
+    await alice.hello('a1');
+    for (let i = 1; i <= 3; i++) await alice.post('bob', `m${i}`, `c${i}`);
+    const bob = w.connect('bob');
+    await bob.hello('b1');
+    expect(cursorRow(w, 'b1')).toBe(0);
+    await bob.ack(2);
+    expect(cursorRow(w, 'b1')).toBe(0); // not written...
+    expect(alice.receipts().map((r) => r.msg)).toEqual(['alice:2']); // ...but acted on
+    await bob.disconnect();
+    expect(cursorRow(w, 'b1')).toBe(2);
+    const again = w.connect('bob');
+    await again.hello('b1');
+    expect(again.of('welcome')[0]!.cursor).toBe(2);
+    expect(again.texts()).toEqual(['m3']);
+  });
+
+  it('after a crash the device gets at most the entries since the last write again, and its own cursor wins', async () => {
+    const w = new World();
+    const alice = w.connect('alice');
+    await alice.hello('a1');
+    for (let i = 1; i <= 5; i++) await alice.post('bob', `m${i}`, `c${i}`);
+    const bob = w.connect('bob');
+    await bob.hello('b1');
+    await bob.ack(4);
+    // The process dies: memory (the shard, the socket) is gone, SQL stays.
+    w.sockets('bob').clear();
+    w.evict('bob');
+    const fresh = w.connect('bob');
+    await fresh.hello('b1'); // a client that kept no cursor: the server's written one (0) counts
+    expect(fresh.texts()).toEqual(['m1', 'm2', 'm3', 'm4', 'm5']);
+    w.sockets('bob').clear();
+    w.evict('bob');
+    const durable = w.connect('bob');
+    await durable.hello('b1', 4); // a client that kept its cursor: nothing twice
+    expect(durable.texts()).toEqual(['m5']);
+  });
+
+  it('a shard woken from hibernation takes the acked positions from its open sockets', async () => {
+    const w = new World({ ratePerSec: 1000, rateBurst: 1000 });
+    const alice = w.connect('alice');
+    await alice.hello('a1');
+    for (let i = 1; i <= 300; i++) await alice.post('bob', `m${i}`, `c${i}`);
+    const bob = w.connect('bob');
+    await bob.hello('b1');
+    expect(bob.texts()).toHaveLength(256); // the send window
+    await bob.ack(256);
+    // Evicted with the socket open (Durable Object hibernation): the window must count from 256, not from the
+    // last written cursor, or the device would wait for entries it never gets.
+    w.evict('bob');
+    await alice.post('bob', 'm301', 'c301');
+    expect(bob.texts()).toHaveLength(301);
+  });
+});
