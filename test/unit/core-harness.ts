@@ -165,6 +165,16 @@ export class World {
     }
   }
 
+  /** With manualCommit: commits until p (a core call) has finished, letting everything it waits for run. */
+  async drain(p: Promise<void>): Promise<void> {
+    let done = false;
+    void p.then(() => (done = true));
+    while (!done) {
+      this.flush();
+      await this.settle();
+    }
+  }
+
   /** The next COMMIT fails as a whole (as a full disk makes it): rolled back, every waiter rejected with e. */
   failNextFlush(e: Error): void {
     this.failFlush = e;

@@ -8,18 +8,10 @@ describe('send and ack', () => {
   it('acks only after the commit, with a server id', async () => {
     const w = new World({}, true);
     const a = w.connect('alice');
-    const drain = async (p: Promise<void>) => {
-      let done = false;
-      void p.then(() => (done = true));
-      while (!done) {
-        w.flush();
-        await w.settle();
-      }
-    };
     const hello = a.hello('a1');
     await w.settle();
     expect(a.of('welcome')).toHaveLength(0);
-    await drain(hello);
+    await w.drain(hello);
     expect(a.of('welcome')).toHaveLength(1);
 
     const sent = a.post('bob', 'hi', 'c1');
@@ -28,7 +20,7 @@ describe('send and ack', () => {
     expect(w.count('dedup', 'alice')).toBe(1);
     // Queued in alice's outbox, or (one hop) already in bob's inbox in the same transaction.
     expect(w.count('outbox', 'alice') + w.count('inbox', 'bob')).toBe(1);
-    await drain(sent);
+    await w.drain(sent);
     expect(a.of('send_ack')).toEqual([{ t: 'send_ack', id: 'c1', msg: 'alice:1', ts: w.now, dup: false }]);
   });
 

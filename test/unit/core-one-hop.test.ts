@@ -59,26 +59,18 @@ describe('one hop, one commit (Peers.local)', () => {
   it('a commit that fails takes the hand-over with it, and the recipient does not keep stale counters', async () => {
     const w = new World({}, true, true);
     const a = w.connect('alice');
-    const drain = async (p: Promise<void>) => {
-      let done = false;
-      void p.then(() => (done = true));
-      while (!done) {
-        w.flush();
-        await w.settle();
-      }
-    };
-    await drain(a.hello('a1'));
+    await w.drain(a.hello('a1'));
     const sent = a.post('bob', 'lost', 'c1');
     await w.settle();
     w.failNextFlush(new StorageFullError('disk full', 500));
-    await drain(sent);
+    await w.drain(sent);
     expect(a.of('send_ack')).toEqual([]);
     expect(a.of('error')[0]).toMatchObject({ code: 'unavailable', ref: 'c1' });
     expect(w.count('inbox', 'bob')).toBe(0);
     w.now += 1000;
-    await drain(a.post('bob', 'kept', 'c1'));
+    await w.drain(a.post('bob', 'kept', 'c1'));
     const b = w.connect('bob');
-    await drain(b.hello('b1'));
+    await w.drain(b.hello('b1'));
     expect(b.entries().map((e) => [e.seq, new TextDecoder().decode(e.body)])).toEqual([[1, 'kept']]);
   });
 });

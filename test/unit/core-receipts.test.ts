@@ -6,6 +6,17 @@ import { World } from './core-harness.js';
  * gives that sender ONE receipt naming its newest message covered, and a receipt is a row per conversation that
  * devices sync by version (`receipts` frames, `hello.receipts`), not an inbox entry with its own delivery and ack.
  */
+/** alice sends `texts` to bob; bob connects (device b1) and, if `ack`, acks them all. */
+async function oneConversation(w: World, texts: string[], ack = true) {
+  const alice = w.connect('alice');
+  await alice.hello('a1');
+  for (const [i, t] of texts.entries()) await alice.post('bob', t, `m${i + 1}`);
+  const bob = w.connect('bob');
+  await bob.hello('b1');
+  if (ack) await bob.ack(texts.length);
+  return { alice, bob };
+}
+
 describe('cumulative delivery receipts', () => {
   it('one ack over a burst from two senders: one receipt each, naming the newest message covered', async () => {
     const w = new World();
@@ -81,12 +92,7 @@ describe('cumulative delivery receipts', () => {
 
   it('a receipt version from a store the server no longer has gets every receipt again', async () => {
     const w = new World();
-    const alice = w.connect('alice');
-    await alice.hello('a1');
-    await alice.post('bob', 'x', 'm1');
-    const bob = w.connect('bob');
-    await bob.hello('b1');
-    await bob.ack(1);
+    await oneConversation(w, ['x']);
     const other = w.connect('alice');
     await other.hello('a2', 0, 999);
     expect(other.receipts().map((r) => r.peer)).toEqual(['bob']);
@@ -162,12 +168,7 @@ describe('cumulative delivery receipts', () => {
 
   it('costs no inbox row, deliver frame or ack on the sender side', async () => {
     const w = new World();
-    const alice = w.connect('alice');
-    await alice.hello('a1');
-    await alice.post('bob', 'x', 'm1');
-    const bob = w.connect('bob');
-    await bob.hello('b1');
-    await bob.ack(1);
+    const { alice } = await oneConversation(w, ['x']);
     expect(alice.receipts()).toHaveLength(1);
     expect(w.sql.all(`SELECT count(*) AS c FROM inbox WHERE user = 'alice'`)[0]!['c']).toBe(0);
     expect(w.sql.all(`SELECT count(*) AS c FROM outbox`)[0]!['c']).toBe(0);
