@@ -4,6 +4,7 @@
  * app is given is appended to localStorage synchronously, so a reload right after a handler ran cannot hide
  * what the app saw:
  *   log: ["msg <text>", "rec <text>", ...]   'message' and 'recovered' events, in order
+ *   receipts: ["<by> <msg>", ...]            'receipt' events, in order
  * The test drives it through window.app.
  */
 import { IrisClient, type IrisError } from '../../client/index.js';
@@ -15,7 +16,12 @@ interface PageGlobals {
     open(name: string): {
       result: {
         objectStoreNames: { contains(s: string): boolean };
-        transaction(s: string): { objectStore(s: string): { getAllKeys(): { result: unknown[]; onsuccess: (() => void) | null } } };
+        transaction(s: string): {
+          objectStore(s: string): {
+            getAllKeys(): { result: unknown[]; onsuccess: (() => void) | null };
+            get(k: string): { result: unknown; onsuccess: (() => void) | null };
+          };
+        };
         close(): void;
       };
       onsuccess: (() => void) | null;
@@ -39,6 +45,7 @@ client.on('message', (m) => append('log', `msg ${m.text()}`));
 client.on('recovered', (r) => {
   if (r.kind === 'message') append('log', `rec ${r.message.text()}`);
 });
+client.on('receipt', (r) => append('receipts', `${r.by} ${r.msg}`));
 const acked = new Set<string>();
 client.on('ack', (a) => void acked.add(a.id));
 let lastError: IrisError | null = null;
@@ -73,7 +80,29 @@ function storedOutbox(): Promise<string[] | null> {
   });
 }
 
+/** The receipt version the SDK kept in IndexedDB (meta 'receipts'), 0 if none. */
+function storedReceipts(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const r = g.indexedDB.open(`iris-client-${device}`);
+    r.onerror = () => reject(new Error('open failed'));
+    r.onsuccess = () => {
+      const db = r.result;
+      if (!db.objectStoreNames.contains('meta')) {
+        db.close();
+        return resolve(0);
+      }
+      const k = db.transaction('meta').objectStore('meta').get('receipts');
+      k.onsuccess = () => {
+        db.close();
+        resolve(typeof k.result === 'number' ? k.result : 0);
+      };
+    };
+  });
+}
+
 g.app = {
+  receipts: () => JSON.parse(g.localStorage.getItem('receipts') ?? '[]') as string[],
+  storedReceipts,
   connected: () => connected,
   state: () => client.state,
   error: () => (lastError ? { code: lastError.code, status: lastError.status, reason: lastError.reason, message: lastError.message } : null),

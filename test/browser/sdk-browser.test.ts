@@ -31,6 +31,8 @@ interface AppHandle {
   log(): string[];
   sendMany(to: string, prefix: string, n: number): Promise<void>;
   pending(): number;
+  receipts(): string[];
+  storedReceipts(): Promise<number>;
 }
 
 /** Why the browser tests cannot run (each test fails with it: a missing browser must never look like a pass or a skip). */
@@ -171,6 +173,27 @@ describe('the SDK in Chromium, default (IndexedDB) store', () => {
     await waitFor('the outbox to drain', async () => (await app(page, (a) => a.pending())) === 0, 30_000);
     expect(got.map((m) => m.text())).toEqual(Array.from({ length: M }, (_, i) => `q${i}`));
     await frank.close();
+    await page.close();
+  });
+
+  it('receipts reach the page, and after a reload only what changed comes again (version kept in IndexedDB)', async () => {
+    needBrowser();
+    const hal = sdkClient(url, 'web-hal', 'h1');
+    await hal.connect();
+    const page = await browser.newPage();
+    await openApp(page, 'web-ivy', 'tab1');
+    expect(await app(page, (a) => a.connected())).toBe('open');
+    await page.evaluate(`globalThis.app.sendMany('web-hal', 'r', 1)`);
+    await waitFor('the receipt', async () => (await app(page, (a) => a.receipts())).length === 1, 30_000);
+    expect(await app(page, (a) => a.receipts())).toEqual(['web-hal web-ivy:1']);
+    await waitFor('the receipt version in IndexedDB', async () => (await app(page, (a) => a.storedReceipts())) === 1, 30_000);
+    await reload(page);
+    expect(await app(page, (a) => a.connected())).toBe('open');
+    // A second message and its receipt: the first is not given again (the hello said version 1).
+    await page.evaluate(`globalThis.app.sendMany('web-hal', 's', 1)`);
+    await waitFor('the second receipt', async () => (await app(page, (a) => a.receipts())).length >= 2, 30_000);
+    expect(await app(page, (a) => a.receipts())).toEqual(['web-hal web-ivy:1', 'web-hal web-ivy:2']);
+    await hal.close();
     await page.close();
   });
 
