@@ -29,8 +29,6 @@ import { LogLimiter, describeError, formatArgs, oneLine } from './log.js';
  */
 
 export const CONNECT_PATH = '/v1/connect';
-/** Adapter-side work-around for the core's forward race (see Worker.track). IRIS_NO_FORWARD_KICK=1 only for measuring it. */
-const FORWARD_KICK = process.env['IRIS_NO_FORWARD_KICK'] !== '1';
 /**
  * One hop, one commit for users of the same worker (Peers.local). IRIS_ONE_HOP=0 turns it off, only to measure
  * the difference (docs/BENCHMARKS.md); every guarantee holds either way.
@@ -60,8 +58,6 @@ export class Shard implements Sockets, Scheduler, ConnOwner {
   /** Core calls in flight (onMessage, receive, onWake, onClose): a busy mailbox is never evicted. */
   busy = 0;
   wakeAtMs: number | null = null;
-  /** An outbox-appending call ran since the last idle wake-up (see Worker.track). */
-  kick = false;
   wakeTimer: ReturnType<typeof setTimeout> | null = null;
   lastUsed = Date.now();
 
@@ -642,7 +638,7 @@ export class Worker {
     this.metrics.framesIn.inc();
     const shard = conn.owner as Shard;
     const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
-    this.track(shard, shard.mailbox.onMessage(conn, isBinary ? buf : buf.toString('utf8')), true);
+    this.track(shard, shard.mailbox.onMessage(conn, isBinary ? buf : buf.toString('utf8')));
   }
 
   /** A client WebSocket closed (onWsClose). */
@@ -691,24 +687,16 @@ export class Worker {
   }
 
   /**
-   * Counts a core call in flight for the shard. `kick`: the call may have appended to the outbox (a send, or
-   * an ack that creates receipts); once the shard is idle, onWake() runs once more. Works around a race in
-   * Mailbox.forward (a send that lands between runForward's last empty read and its `finally` only raises
-   * `again`, which nobody reads, so the item waits for the 2 s safety-net wake-up). When the shard is idle
-   * no forward is running, so onWake starts one for any recipient with items left; it is one indexed
-   * SELECT DISTINCT when there are none. See the proposed core fix in docs/ARCHITECTURE.onprem.md.
+   * Counts a core call in flight for the shard: a busy mailbox is never evicted. (It used to also run onWake()
+   * whenever a shard went idle, to work around a race in Mailbox.forward that the core has since fixed: that was
+   * an outbox query and a forward check per client frame.)
    */
-  private track<T>(shard: Shard, p: Promise<T>, kick = false): Promise<T> {
+  private track<T>(shard: Shard, p: Promise<T>): Promise<T> {
     shard.busy++;
     shard.lastUsed = Date.now();
-    if (kick) shard.kick = true;
     const done = () => {
       shard.busy--;
       shard.lastUsed = Date.now();
-      if (shard.busy === 0 && shard.kick && !this.draining && FORWARD_KICK) {
-        shard.kick = false;
-        this.track(shard, shard.mailbox.onWake()).catch(() => undefined);
-      }
     };
     p.then(done, done);
     return p;

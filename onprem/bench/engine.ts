@@ -24,21 +24,17 @@ const { values } = parseArgs({
     users: { type: 'string', default: '1000' },
     inflight: { type: 'string', default: '256' },
     only: { type: 'string' },
-    'no-kick': { type: 'boolean', default: false },
     'no-one-hop': { type: 'boolean', default: false },
     sync: { type: 'string', default: 'async' },
   },
 });
 /** Sender and recipient in one storage commit together (Peers.local), as in an on-prem worker. */
 const ONE_HOP = !values['no-one-hop'];
-/** The worker's idle kick (Worker.track), which works around the core's forward race; --no-kick to see the race. */
-const KICK = !values['no-kick'];
 
 interface Box {
   mb: Mailbox;
   conns: Set<BenchConn>;
   busy: number;
-  kick: boolean;
   wake: number | null;
 }
 const MESSAGES = Number(values.messages);
@@ -151,13 +147,13 @@ async function run(s: Setting): Promise<void> {
       setImmediate(() => void send(user, c, encodeBinary({ t: 'deliver_ack', seq })).finally(() => acksInFlight--));
     }
   };
-  // The worker's shard bookkeeping (onprem/worker.ts): timers for wakeAt, and the idle kick (Worker.track).
+  // The worker's shard bookkeeping (onprem/worker.ts): timers for wakeAt, calls in flight (Worker.track).
   const timers: ReturnType<typeof setTimeout>[] = [];
   function box(user: string) {
     let b = boxes.get(user);
     if (!b) {
       const conns = new Set<BenchConn>();
-      const bb: Box = { mb: null as unknown as Mailbox, conns, busy: 0, kick: false, wake: null };
+      const bb: Box = { mb: null as unknown as Mailbox, conns, busy: 0, wake: null };
       bb.mb = new Mailbox({
         user,
         storage,
@@ -181,20 +177,15 @@ async function run(s: Setting): Promise<void> {
     }
     return b;
   }
-  function track(b: Box, p: Promise<unknown>, kick = false): Promise<unknown> {
+  function track(b: Box, p: Promise<unknown>): Promise<unknown> {
     b.busy++;
-    if (kick) b.kick = true;
     const done = () => {
       b.busy--;
-      if (b.busy === 0 && b.kick && KICK) {
-        b.kick = false;
-        void track(b, b.mb.onWake());
-      }
     };
     p.then(done, done);
     return p;
   }
-  const send = (user: string, c: BenchConn, data: Uint8Array) => track(box(user), box(user).mb.onMessage(c, data), true);
+  const send = (user: string, c: BenchConn, data: Uint8Array) => track(box(user), box(user).mb.onMessage(c, data));
   const users = Array.from({ length: USERS }, (_, i) => `u${i}`);
   const conns = new Map<string, BenchConn>();
   for (const u of users) {
@@ -250,7 +241,7 @@ async function run(s: Setting): Promise<void> {
   );
 }
 
-console.log(`engine bench: ${MESSAGES} messages, ${USERS} users, ${INFLIGHT} sends in flight, 100-byte bodies, idle kick ${KICK ? 'on' : 'off'}, node ${process.version}`);
+console.log(`engine bench: ${MESSAGES} messages, ${USERS} users, ${INFLIGHT} sends in flight, 100-byte bodies, node ${process.version}`);
 for (const s of SETTINGS) {
   if (values.only && !s.name.includes(values.only)) continue;
   await run(s);
