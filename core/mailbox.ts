@@ -517,7 +517,14 @@ export class Mailbox {
 
   /** receive() inside the caller's commit, for a sender in the same storage (Peers.local). */
   handOver(batch: ForwardBatch): HandOver {
-    const r = this.accept(batch);
+    let r: Accepted;
+    try {
+      r = this.accept(batch);
+    } catch (e) {
+      // The caller's transaction rolls back what accept() wrote; its caches must not keep it either.
+      this.store.forget();
+      throw e;
+    }
     return {
       result: r.full ? { acceptedUpTo: r.accepted, retryAfter: this.deps.config.fullRetryMs } : { acceptedUpTo: r.accepted },
       deliver: () => this.stored(batch, r),
