@@ -14,6 +14,7 @@ import type { OnpremConfig } from './config.js';
 import { IrisWebSocket, WsConn, type ConnOwner } from './conn.js';
 import { ConnectLimiter, json, refuseSocket, respond, type Refusal } from './http.js';
 import { stopReading, type ToSupervisor, type ToWorker, type UpgradeHead } from './ipc.js';
+import { IdleTrim } from './memory.js';
 import { WorkerMetrics } from './metrics.js';
 import { ownerOf } from './owner.js';
 import { PeerClient, PeerServer } from './peers.js';
@@ -198,6 +199,8 @@ export class Worker {
   /** What all mailboxes share (set once storage is open). */
   private env: MailboxEnv | null = null;
   private readonly warned = new Set<string>();
+  /** Hands the heap a burst of connects grew back once the worker is quiet (onprem/memory.ts). */
+  private readonly idleTrim: IdleTrim;
 
   constructor(
     readonly id: number,
@@ -222,6 +225,10 @@ export class Worker {
       presence: (user) => this.presenceOf(user),
     };
     this.coreMetrics = this.metrics.core();
+    this.idleTrim = new IdleTrim(cfg.idleGcMs, (r) => {
+      this.metrics.idleGcs.inc();
+      this.metrics.idleGcSeconds.inc(r.ms / 1000);
+    });
   }
 
   warnOnce(key: string, msg: string): void {
@@ -277,6 +284,7 @@ export class Worker {
     this.timers.push(setInterval(() => this.heartbeat(), this.cfg.pingMs));
     this.timers.push(setInterval(() => this.evictIdle(), Math.max(1000, Math.min(this.cfg.mailboxIdleMs, 30_000))));
     this.recover();
+    this.idleTrim.start();
   }
 
   /** Node checks header timeouts only this often (its default, 30 s, would stretch a 10 s timeout to 40 s). */
@@ -338,6 +346,7 @@ export class Worker {
     this.server?.close();
     this.pipeServer?.close();
     for (const t of this.timers) clearInterval(t);
+    this.idleTrim.stop();
     // Everything already promised becomes durable, and its acks go out before the close frames.
     this.storage.flush();
     await new Promise((r) => setImmediate(r));
@@ -466,6 +475,7 @@ export class Worker {
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    this.idleTrim.note();
     socket.on('error', destroyOnError);
     const url = new URL(req.url ?? '/', 'http://iris.invalid');
     if (url.pathname !== CONNECT_PATH) return this.refuse(socket, { status: 404, code: 'not_found', message: 'no such endpoint' });
@@ -508,6 +518,7 @@ export class Worker {
 
   private onHandoff(m: Extract<ToWorker, { t: 'handoff' }>, socket: Socket | undefined): void {
     if (!socket) return;
+    this.idleTrim.note();
     socket.on('error', destroyOnError);
     if (this.draining) {
       return this.refuse(socket, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
@@ -625,6 +636,7 @@ export class Worker {
   /** A WebSocket message from a client (onWsMessage). */
   onFrame(conn: WsConn, data: RawData, isBinary: boolean): void {
     this.metrics.framesIn.inc();
+    this.idleTrim.note();
     const shard = conn.owner as Shard;
     const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
     this.track(shard, shard.mailbox.onMessage(conn, isBinary ? buf : buf.toString('utf8')), true);
@@ -781,6 +793,7 @@ export class Worker {
   private receiveFromPeer(to: string, batch: ForwardBatch): Promise<ForwardResult> {
     if (this.draining) return Promise.reject(new Error('worker is shutting down'));
     if (ownerOf(to, this.workers) !== this.id) return Promise.reject(new Error(`user ${to} is not owned by worker ${this.id}`));
+    this.idleTrim.note();
     const s = this.shard(to);
     return this.track(s, s.mailbox.receive(batch));
   }
