@@ -69,19 +69,37 @@ interface ForwardState {
  *
  * The adapters (Durable Object, on-prem worker) only move bytes and call these methods.
  */
+/**
+ * Per-socket tables, keyed by the Conn. A Conn belongs to exactly one mailbox, so one table per process serves
+ * every mailbox: four empty tables per mailbox were ~550 bytes per user in memory, idle ones included.
+ */
+const PUMPING = new WeakSet<Conn>();
+const PUMP_AGAIN = new WeakSet<Conn>();
+const ACKED_OF = new WeakMap<Conn, number>();
+const GUARDS = new WeakMap<Conn, ConnGuard>();
+
 export class Mailbox {
   readonly user: string;
   private readonly store: MailboxStore;
   private readonly bucket: TokenBucket;
-  private readonly forwards = new Map<string, ForwardState>();
-  /** Recipients whose inbox answered full, until when. New sends to them are refused before they are acked. */
-  private readonly fullUntil = new Map<string, number>();
-  private readonly pumping = new WeakSet<Conn>();
-  private readonly pumpAgain = new WeakSet<Conn>();
+  /** Created when the user first sends (most mailboxes in memory are idle): see `forwards`, `fullUntil`. */
+  private forwardsOrNull: Map<string, ForwardState> | null = null;
+  private fullUntilOrNull: Map<string, number> | null = null;
+  private readonly pumping = PUMPING;
+  private readonly pumpAgain = PUMP_AGAIN;
   /** Highest seq each socket's device acked, as this process last saw it: saves a read per delivery. */
-  private readonly ackedOf = new WeakMap<Conn, number>();
+  private readonly ackedOf = ACKED_OF;
   /** Per-connection frame rate and error count (core/conn-guard.ts). */
-  private readonly guards = new WeakMap<Conn, ConnGuard>();
+  private readonly guards = GUARDS;
+
+  private get forwards(): Map<string, ForwardState> {
+    return (this.forwardsOrNull ??= new Map());
+  }
+
+  /** Recipients whose inbox answered full, until when. New sends to them are refused before they are acked. */
+  private get fullUntil(): Map<string, number> {
+    return (this.fullUntilOrNull ??= new Map());
+  }
 
   constructor(private readonly deps: MailboxDeps) {
     this.user = deps.user;
