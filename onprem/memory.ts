@@ -1,4 +1,4 @@
-import { getHeapSpaceStatistics, setFlagsFromString } from 'node:v8';
+import { getHeapSpaceStatistics, getHeapStatistics, setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 
 /**
@@ -6,18 +6,23 @@ import { runInNewContext } from 'node:vm';
  *
  * Why: under sustained allocation in which most objects survive (a burst of connects: every socket, mailbox
  * and parser stays), V8 doubles the young generation up to its cap (2 x IRIS_SEMI_SPACE_MB) and leaves old
- * space with free pages, and it only hands them back in a *memory-reducing* GC. Its own memory reducer
- * rarely runs one in a server that has gone idle (no allocation means no GC to start it from), so a worker
- * that took 3,000 connections in a burst kept ~16 MiB more young generation and a few MiB of empty old-space
- * pages for good: at 20,000 connections on 6 workers, about half of the measured memory per connection
+ * space with free pages, and it only hands them back in a *memory-reducing* GC. A worker that took 3,000
+ * connections in a burst kept ~16 MiB more young generation and several MiB of empty old-space pages for
+ * good: at 20,000 connections on 6 workers, about half of the measured memory per connection
  * (docs/BENCHMARKS.md "Idle memory per connection"). A regular full GC shrinks the young generation's size
  * but keeps its pages pooled (RSS unchanged, measured); only the memory-reducing collection releases them.
  *
- * So: when the process has been quiet (few events, counted by the caller) for `idleMs` and its heap grew
- * since the last trim, run one memory-reducing full GC (V8's `CollectAllAvailableGarbage`, what it does on a
- * low-memory notification). It blocks the event loop (~10-60 ms for a worker with a few thousand
- * connections), which is why it waits for a quiet process and never runs more often than 1/50 of the time.
- * A busy process never trims: its young generation stays at the size that keeps its GC cheap.
+ * V8's own memory reducer does not help here: it judges idleness by the allocation rate sampled at the last
+ * GCs, which were the burst's, and an idle process runs no GC to update it ("Memory reducer: high alloc",
+ * --trace-memory-reducer, every 8 s for as long as we watched).
+ *
+ * So: when the process has allocated little (QUIET_BYTES per second, no GC) for `idleMs`, and its heap grew
+ * since the last trim, run one memory-reducing full GC (V8's `CollectAllAvailableGarbage`, at least two
+ * passes). It blocks the event loop (measured: 45-65 ms per worker at start, ~270 ms after a messaging run
+ * with 1,000 users on this loaded 2-core VM), which is why it waits for a quiet process and never takes
+ * more than 1/50 of the time. A busy process never trims: its young generation keeps the size that keeps
+ * its scavenges cheap. Quiet is judged by allocation, not by counting events, so nothing is added to the
+ * message path, and a worker whose many idle clients still send a few frames per second can still trim.
  */
 
 type Gc = (options: { type: 'major'; execution: 'sync'; flavor: 'last-resort' }) => void;
@@ -53,6 +58,8 @@ function heapCommitted(): { total: number; young: number } {
 
 /** Growth of the committed heap since the last trim that is worth a full GC. */
 const GROWTH_BYTES = 4 * 1024 * 1024;
+/** A second in which the JavaScript heap grew by less than this (and no GC ran) is quiet: ~100s of frames/s. */
+const QUIET_BYTES = 512 * 1024;
 /** Trims take at most this share of the wall clock. */
 const MAX_SHARE = 1 / 50;
 const TICK_MS = 1000;
@@ -65,20 +72,16 @@ export interface TrimReport {
 }
 
 export class IdleTrim {
-  private events = 0;
+  private used = getHeapStatistics().used_heap_size;
   private quietMs = 0;
   private base = heapCommitted();
   private notBefore = 0;
   private timer: ReturnType<typeof setInterval> | null = null;
 
-  /**
-   * @param idleMs    how long the process must have been quiet; 0 turns trimming off
-   * @param quietEvents a tick (1 s) with at most this many events counts as quiet
-   */
+  /** @param idleMs how long the process must have been quiet; 0 turns trimming off */
   constructor(
     private readonly idleMs: number,
     private readonly onTrim: (r: TrimReport) => void = () => undefined,
-    private readonly quietEvents = 10,
   ) {}
 
   /** Call once the process has started: start-up (loading and compiling modules, opening storage) is its first burst. */
@@ -97,14 +100,11 @@ export class IdleTrim {
     this.timer = null;
   }
 
-  /** Something happened (a connection, a frame, a hand-over): the process is not idle. */
-  note(n = 1): void {
-    this.events += n;
-  }
-
   private tick(): void {
-    const quiet = this.events <= this.quietEvents;
-    this.events = 0;
+    const used = getHeapStatistics().used_heap_size;
+    // A drop means a GC ran: enough was allocated to fill the young generation.
+    const quiet = used >= this.used && used - this.used < QUIET_BYTES;
+    this.used = used;
     this.quietMs = quiet ? this.quietMs + TICK_MS : 0;
     if (this.quietMs < this.idleMs || Date.now() < this.notBefore) return;
     const now = heapCommitted();
@@ -121,6 +121,7 @@ export class IdleTrim {
     gc({ type: 'major', execution: 'sync', flavor: 'last-resort' });
     const ms = performance.now() - t0;
     this.base = heapCommitted();
+    this.used = getHeapStatistics().used_heap_size;
     this.quietMs = 0;
     this.notBefore = Date.now() + Math.max(TICK_MS, ms / MAX_SHARE);
     const r = { before, after: this.base.total, ms };

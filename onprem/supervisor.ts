@@ -388,7 +388,6 @@ export class Supervisor {
   }
 
   private onMessage(from: Slot, m: ToSupervisor, handle: unknown): void {
-    this.idleTrim.note();
     switch (m.t) {
       case 'handoff': {
         const socket = handle as Socket | undefined;

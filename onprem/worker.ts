@@ -475,7 +475,6 @@ export class Worker {
   }
 
   private async onUpgrade(req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
-    this.idleTrim.note();
     socket.on('error', destroyOnError);
     const url = new URL(req.url ?? '/', 'http://iris.invalid');
     if (url.pathname !== CONNECT_PATH) return this.refuse(socket, { status: 404, code: 'not_found', message: 'no such endpoint' });
@@ -518,7 +517,6 @@ export class Worker {
 
   private onHandoff(m: Extract<ToWorker, { t: 'handoff' }>, socket: Socket | undefined): void {
     if (!socket) return;
-    this.idleTrim.note();
     socket.on('error', destroyOnError);
     if (this.draining) {
       return this.refuse(socket, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
@@ -636,7 +634,6 @@ export class Worker {
   /** A WebSocket message from a client (onWsMessage). */
   onFrame(conn: WsConn, data: RawData, isBinary: boolean): void {
     this.metrics.framesIn.inc();
-    this.idleTrim.note();
     const shard = conn.owner as Shard;
     const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
     this.track(shard, shard.mailbox.onMessage(conn, isBinary ? buf : buf.toString('utf8')), true);
@@ -793,7 +790,6 @@ export class Worker {
   private receiveFromPeer(to: string, batch: ForwardBatch): Promise<ForwardResult> {
     if (this.draining) return Promise.reject(new Error('worker is shutting down'));
     if (ownerOf(to, this.workers) !== this.id) return Promise.reject(new Error(`user ${to} is not owned by worker ${this.id}`));
-    this.idleTrim.note();
     const s = this.shard(to);
     return this.track(s, s.mailbox.receive(batch));
   }
