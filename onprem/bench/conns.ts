@@ -256,6 +256,7 @@ async function v8Spaces(port: string): Promise<Record<string, number>> {
   const out: Record<string, number> = {};
   for (const m of text.matchAll(/^iris_nodejs_heap_space_size_total_bytes\{space="(\w+)",[^}]*\} (\S+)$/gm)) out[m[1]!] = (out[m[1]!] ?? 0) + Number(m[2]) / 1024;
   for (const m of text.matchAll(/^iris_nodejs_external_memory_bytes\{[^}]*\} (\S+)$/gm)) out['external'] = (out['external'] ?? 0) + Number(m[1]) / 1024;
+  for (const m of text.matchAll(/^iris_idle_gc_(total|seconds_total)\{[^}]*\} (\S+)$/gm)) out[`idle_gc_${m[1]}`] = (out[`idle_gc_${m[1]}`] ?? 0) + Number(m[2]);
   return out;
 }
 
@@ -274,9 +275,10 @@ function printDetail(server: Server, a: { conns: number; detail: Detail }, b: { 
   const sup = group([0]);
   const wk = group(server.pids.length > 1 ? server.pids.slice(1).map((_, i) => i + 1) : [0]);
   const v = (k: string) => (b.detail.v8[k] ?? 0) - (a.detail.v8[k] ?? 0);
-  const heap = Object.keys(b.detail.v8).filter((k) => k !== 'external').reduce((s, k) => s + v(k), 0);
+  const isSpace = (k: string) => k !== 'external' && !k.startsWith('idle_gc_');
+  const heap = Object.keys(b.detail.v8).filter(isSpace).reduce((s, k) => s + v(k), 0);
   const spaces = Object.keys(b.detail.v8)
-    .filter((k) => k !== 'external' && Math.abs(v(k)) / n >= 0.05)
+    .filter((k) => isSpace(k) && Math.abs(v(k)) / n >= 0.05)
     .map((k) => `${k} ${per(v(k))}`)
     .join(', ');
   console.log(`  ${what} (${a.conns} -> ${b.conns}), KiB per connection:`);
@@ -285,6 +287,7 @@ function printDetail(server: Server, a: { conns: number; detail: Detail }, b: { 
     `    workers:    RSS ${per(wk('rss'))} = V8 heap ${per(heap)} (${spaces}) + external ${per(v('external'))}` +
       ` + other native ${per(wk('brk') + wk('anon') - heap - v('external'))} (malloc heap ${per(wk('brk'))}, other anonymous ${per(wk('anon'))}, both less V8 and external) + file ${per(wk('file'))}`,
   );
+  if (v('idle_gc_total') > 0) console.log(`    idle GCs in the workers (IRIS_IDLE_GC_MS): ${v('idle_gc_total')}, ${(v('idle_gc_seconds_total') * 1000).toFixed(0)} ms in all`);
 }
 
 interface Point {
