@@ -124,14 +124,15 @@ export const BARRIER_GRACE_MS = 1_000;
  */
 export class SendBarrier {
   private all: Barrier | null = null;
-  private readonly byRecipient = new Map<string, Barrier>();
+  /** Created by the first inbox_full refusal: one empty Map per connection was ~180 bytes of idle memory. */
+  private byRecipient: Map<string, Barrier> | null = null;
 
   /** The refusal for a send that a barrier holds back, or null when the send may be handled. */
   check(id: string, to: string, now: number): { code: BarrierCode; retryAfter: number } | null {
-    if (this.all === null && this.byRecipient.size === 0) return null; // the hot path: no barrier
+    if (this.all === null && (this.byRecipient === null || this.byRecipient.size === 0)) return null; // the hot path: no barrier
     const all = this.live(this.all, now);
     if (all && all.id !== id) return { code: all.code, retryAfter: Math.max(1, all.retryAt - now) };
-    const one = this.live(this.byRecipient.get(to), now);
+    const one = this.live(this.byRecipient?.get(to), now);
     if (one && one.id !== id) return { code: one.code, retryAfter: Math.max(1, one.retryAt - now) };
     return null;
   }
@@ -140,7 +141,7 @@ export class SendBarrier {
   refused(id: string, to: string, code: BarrierCode, retryAfter: number, now: number): void {
     const b: Barrier = { id, code, retryAt: now + retryAfter, until: now + retryAfter + Math.max(BARRIER_GRACE_MS, retryAfter) };
     if (code === 'inbox_full') {
-      this.byRecipient.set(to, b);
+      (this.byRecipient ??= new Map()).set(to, b);
       // Only that conversation waits now: a user-wide barrier held by the same send is over.
       if (this.all?.id === id) this.all = null;
     } else {
@@ -151,7 +152,7 @@ export class SendBarrier {
   /** Send `id` was accepted: the barriers it held lift. */
   accepted(id: string, to: string): void {
     if (this.all?.id === id) this.all = null;
-    if (this.byRecipient.get(to)?.id === id) this.byRecipient.delete(to);
+    if (this.byRecipient?.get(to)?.id === id) this.byRecipient.delete(to);
   }
 
   private live(b: Barrier | null | undefined, now: number): Barrier | null {
@@ -159,7 +160,7 @@ export class SendBarrier {
     if (b.until > now) return b;
     // Lifted by time: the client gave up on the refused send (or never resent it).
     if (b === this.all) this.all = null;
-    else for (const [to, x] of this.byRecipient) if (x === b) this.byRecipient.delete(to);
+    else if (this.byRecipient !== null) for (const [to, x] of this.byRecipient) if (x === b) this.byRecipient.delete(to);
     return null;
   }
 }

@@ -84,19 +84,37 @@ interface ForwardState {
  *
  * The adapters (Durable Object, on-prem worker) only move bytes and call these methods.
  */
+/**
+ * Per-socket tables, keyed by the Conn. A Conn belongs to exactly one mailbox, so one table per process serves
+ * every mailbox: four empty tables per mailbox were ~550 bytes per user in memory, idle ones included.
+ */
+const PUMPING = new WeakSet<Conn>();
+const PUMP_AGAIN = new WeakSet<Conn>();
+const RECEIPT_PUMPING = new WeakSet<Conn>();
+const GUARDS = new WeakMap<Conn, ConnGuard>();
+
 export class Mailbox {
   readonly user: string;
   private readonly store: MailboxStore;
   private readonly bucket: TokenBucket;
-  private readonly forwards = new Map<string, ForwardState>();
-  /** Recipients whose inbox answered full, until when. New sends to them are refused before they are acked. */
-  private readonly fullUntil = new Map<string, number>();
-  private readonly pumping = new WeakSet<Conn>();
-  private readonly pumpAgain = new WeakSet<Conn>();
+  /** Created when the user first sends (most mailboxes in memory are idle): see `forwards`, `fullUntil`. */
+  private forwardsOrNull: Map<string, ForwardState> | null = null;
+  private fullUntilOrNull: Map<string, number> | null = null;
+  private readonly pumping = PUMPING;
+  private readonly pumpAgain = PUMP_AGAIN;
   /** Sockets whose receipt catch-up (pumpReceipts) is running: live receipts wait for it. */
-  private readonly receiptPumping = new WeakSet<Conn>();
+  private readonly receiptPumping = RECEIPT_PUMPING;
   /** Per-connection frame rate and error count (core/conn-guard.ts). */
-  private readonly guards = new WeakMap<Conn, ConnGuard>();
+  private readonly guards = GUARDS;
+
+  private get forwards(): Map<string, ForwardState> {
+    return (this.forwardsOrNull ??= new Map());
+  }
+
+  /** Recipients whose inbox answered full, until when. New sends to them are refused before they are acked. */
+  private get fullUntil(): Map<string, number> {
+    return (this.fullUntilOrNull ??= new Map());
+  }
 
   constructor(private readonly deps: MailboxDeps) {
     this.user = deps.user;
@@ -303,7 +321,7 @@ export class Mailbox {
 
   /** Nothing of ours for `to` is queued or on its way: a new message may skip the outbox without overtaking any. */
   private idleTowards(to: string): boolean {
-    return !this.forwards.get(to)?.running && (this.fullUntil.get(to) ?? 0) <= this.deps.clock.now() && this.store.outboxFor(to, 1).length === 0;
+    return !this.forwardsOrNull?.get(to)?.running && (this.fullUntilOrNull?.get(to) ?? 0) <= this.deps.clock.now() && this.store.outboxFor(to, 1).length === 0;
   }
 
   private async onAck(conn: Conn, f: DeliverAck): Promise<void> {

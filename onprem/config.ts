@@ -41,6 +41,7 @@ export const ONPREM_SETTINGS: Record<string, SettingDoc> = {
   IRIS_PEER_TIMEOUT_MS: { def: '10000', doc: 'Timeout of one call to another worker (forward, presence).' },
   IRIS_DRAIN_TIMEOUT_MS: { def: '10000', doc: 'SIGTERM: how long workers may take to drain before they are killed.' },
   IRIS_SEMI_SPACE_MB: { def: '16', doc: "Workers' V8 young generation: --max-semi-space-size in MiB (young generation = 2x). 0 = V8's own (64 on a large machine)." },
+  IRIS_IDLE_GC_MS: { def: '5000', doc: 'After a burst, once a process has been quiet this long, one memory-reducing GC hands its grown V8 heap back (0 = never).' },
   IRIS_LOG: { def: 'info', doc: 'info | warn | error.' },
   IRIS_CONFIG: { def: '', doc: 'JSON config file (flag: --config).', path: true },
 };
@@ -177,6 +178,8 @@ export interface OnpremConfig {
   drainTimeoutMs: number;
   /** V8 --max-semi-space-size of each worker, MiB; 0 leaves V8's default. */
   semiSpaceMb: number;
+  /** Quiet time after which a process whose heap grew runs a memory-reducing GC (onprem/memory.ts); 0 = off. */
+  idleGcMs: number;
   log: 'info' | 'warn' | 'error';
   engine: Config;
   auth: AuthConfig;
@@ -251,6 +254,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
     peerTimeoutMs: int(s, 'IRIS_PEER_TIMEOUT_MS', 1),
     drainTimeoutMs: int(s, 'IRIS_DRAIN_TIMEOUT_MS', 1),
     semiSpaceMb: int(s, 'IRIS_SEMI_SPACE_MB', 0, 1024),
+    idleGcMs: int(s, 'IRIS_IDLE_GC_MS', 0),
     log,
     engine,
     auth,

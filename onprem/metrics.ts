@@ -30,6 +30,8 @@ export class WorkerMetrics {
   readonly commitSeconds: Histogram;
   readonly commitFailures: Counter;
   readonly storageFull: Gauge;
+  readonly idleGcs: Counter;
+  readonly idleGcSeconds: Counter;
 
   constructor(worker: number) {
     const r = this.registry;
@@ -76,6 +78,8 @@ export class WorkerMetrics {
       registers,
     });
     this.storageFull = new Gauge({ name: 'iris_storage_full', help: '1 while this worker refuses writes because its disk (or database) is full', registers });
+    this.idleGcs = new Counter({ name: 'iris_idle_gc_total', help: 'Memory-reducing GCs run after a burst, once the worker was quiet (IRIS_IDLE_GC_MS)', registers });
+    this.idleGcSeconds = new Counter({ name: 'iris_idle_gc_seconds_total', help: 'Time spent in those GCs (the event loop waits meanwhile)', registers });
     this.commitFailures = new Counter({ name: 'iris_commit_failures_total', help: 'COMMITs that failed (each fails all operations of its batch)', registers });
   }
 

@@ -10,6 +10,7 @@ import { defaultWorkers, helpText, onpremConfig, resolveSettings, StartupError, 
 import { refuseSocket } from './http.js';
 import { describeError, oneLine } from './log.js';
 import { isToSupervisor, stopReading, type MetricsJson, type ToSupervisor, type ToWorker } from './ipc.js';
+import { IdleTrim } from './memory.js';
 
 /**
  * The supervisor: checks everything it can before any worker exists (settings, data directory, port), starts
@@ -225,6 +226,8 @@ export class Supervisor {
   private onSeen: (() => void) | null = null;
   /** Workers that came back and are not announced yet (announced once every worker routes to them). */
   private readonly returning = new Set<number>();
+  /** Hand-overs grow the supervisor's heap in bursts too (onprem/memory.ts). */
+  private readonly idleTrim: IdleTrim;
 
   constructor(
     readonly cfg: OnpremConfig,
@@ -236,6 +239,7 @@ export class Supervisor {
     this.readyMetric = new Gauge({ name: 'iris_workers_ready', help: 'Worker processes up and serving', registers });
     this.storageFullMetric = new Gauge({ name: 'iris_workers_storage_full', help: 'Workers whose storage refuses writes (disk full)', registers });
     this.handoffs = new Counter({ name: 'iris_handoffs_total', help: 'Sockets relayed from the accepting worker to the owning worker, by result', labelNames: ['result'], registers });
+    this.idleTrim = new IdleTrim(cfg.idleGcMs);
     for (let i = 0; i < workers; i++) this.slots.push({ id: i, child: null, ready: false, seen: 0, storageFull: false, restarts: [], restartTimer: null });
   }
 
@@ -266,6 +270,7 @@ export class Supervisor {
       throw e;
     }
     this.started = true;
+    this.idleTrim.start();
     // Every worker must have applied the map in which all are up before we say ready: until a worker has, it
     // refuses connects for users of the others with 503 (the owner looks down to it).
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -466,6 +471,7 @@ export class Supervisor {
   async drain(): Promise<number> {
     if (this.draining) return this.exitCode;
     this.draining = true;
+    this.idleTrim.stop();
     for (const s of this.slots) if (s.restartTimer) clearTimeout(s.restartTimer);
     const allExited = new Promise<void>((resolve) => {
       this.onAllExited = resolve;

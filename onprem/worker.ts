@@ -14,6 +14,7 @@ import type { OnpremConfig } from './config.js';
 import { IrisWebSocket, WsConn, type ConnOwner } from './conn.js';
 import { ConnectLimiter, json, refuseSocket, respond, type Refusal } from './http.js';
 import { stopReading, type ToSupervisor, type ToWorker, type UpgradeHead } from './ipc.js';
+import { IdleTrim } from './memory.js';
 import { WorkerMetrics } from './metrics.js';
 import { ownerOf } from './owner.js';
 import { PeerClient, PeerServer } from './peers.js';
@@ -201,6 +202,8 @@ export class Worker {
   /** What all mailboxes share (set once storage is open). */
   private env: MailboxEnv | null = null;
   private readonly warned = new Set<string>();
+  /** Hands the heap a burst of connects grew back once the worker is quiet (onprem/memory.ts). */
+  private readonly idleTrim: IdleTrim;
 
   constructor(
     readonly id: number,
@@ -226,6 +229,10 @@ export class Worker {
       local: (user) => (ONE_HOP && ownerOf(user, this.workers) === this.id ? this.localShard(user) : undefined),
     };
     this.coreMetrics = this.metrics.core();
+    this.idleTrim = new IdleTrim(cfg.idleGcMs, (r) => {
+      this.metrics.idleGcs.inc();
+      this.metrics.idleGcSeconds.inc(r.ms / 1000);
+    });
   }
 
   warnOnce(key: string, msg: string): void {
@@ -288,6 +295,7 @@ export class Worker {
     this.timers.push(setInterval(() => this.heartbeat(), this.cfg.pingMs));
     this.timers.push(setInterval(() => this.evictIdle(), Math.max(1000, Math.min(this.cfg.mailboxIdleMs, 30_000))));
     this.recover();
+    this.idleTrim.start();
   }
 
   /** Node checks header timeouts only this often (its default, 30 s, would stretch a 10 s timeout to 40 s). */
@@ -349,6 +357,7 @@ export class Worker {
     this.server?.close();
     this.pipeServer?.close();
     for (const t of this.timers) clearInterval(t);
+    this.idleTrim.stop();
     // Everything already promised becomes durable, and its acks go out before the close frames.
     await this.storage.settled();
     await new Promise((r) => setImmediate(r));

@@ -10,6 +10,9 @@
  *          with the same client in the same run: the floor this is compared with. It runs with V8's default
  *          young generation (like the bench's raw relay) unless --bare-semi-space-mb N gives it the cap Iris
  *          workers have (IRIS_SEMI_SPACE_MB, 16 by default): like for like.
+ * --detail splits each process's RSS growth per connection (from /proc/<pid>/smaps and, for the workers, V8's
+ *          heap spaces and external memory from /metrics): V8 heap by space, malloc's main heap, other anonymous
+ *          memory (malloc arenas of other threads, mmapped buffers), file-backed pages (code, SQLite's -shm).
  * --heap   takes a heap snapshot of worker 0 (a full GC first) before and after, and prints what the live
  *          JavaScript heap gained per connection, by constructor: where the bytes go.
  */
@@ -34,6 +37,7 @@ const { values } = parseArgs({
     heap: { type: 'boolean', default: false },
     settle: { type: 'string', default: '3' },
     'bare-semi-space-mb': { type: 'string', default: '0' },
+    detail: { type: 'boolean', default: false },
   },
 });
 const N = Math.min(15_000, Number(values.conns));
@@ -219,11 +223,79 @@ function heapDiff(a: Map<string, { n: number; bytes: number }>, b: Map<string, {
   return [`live JS heap gained per connection: ${total.toFixed(0)} B (top entries: bytes, objects, what)`, ...lines].join('\n');
 }
 
+/** One process's resident memory by kind of mapping, KiB: malloc's main heap (brk), other anonymous, file-backed. */
+type Maps = Record<'rss' | 'brk' | 'anon' | 'file', number>;
+
+function maps(pid: number): Maps {
+  const out: Maps = { rss: 0, brk: 0, anon: 0, file: 0 };
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/smaps`, 'utf8');
+  } catch {
+    return out;
+  }
+  let kind: 'brk' | 'anon' | 'file' = 'anon';
+  for (const line of text.split('\n')) {
+    const head = /^[0-9a-f]+-[0-9a-f]+ \S+ \S+ \S+ (\d+)\s*(.*)$/.exec(line);
+    if (head) {
+      kind = head[2] === '[heap]' ? 'brk' : head[1] !== '0' ? 'file' : 'anon';
+      continue;
+    }
+    const m = /^Rss:\s+(\d+) kB/.exec(line);
+    if (m) {
+      out[kind] += Number(m[1]);
+      out.rss += Number(m[1]);
+    }
+  }
+  return out;
+}
+
+/** V8's view of every worker, summed, KiB: committed size of each heap space, and external memory. */
+async function v8Spaces(port: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+  const out: Record<string, number> = {};
+  for (const m of text.matchAll(/^iris_nodejs_heap_space_size_total_bytes\{space="(\w+)",[^}]*\} (\S+)$/gm)) out[m[1]!] = (out[m[1]!] ?? 0) + Number(m[2]) / 1024;
+  for (const m of text.matchAll(/^iris_nodejs_external_memory_bytes\{[^}]*\} (\S+)$/gm)) out['external'] = (out['external'] ?? 0) + Number(m[1]) / 1024;
+  for (const m of text.matchAll(/^iris_idle_gc_(total|seconds_total)\{[^}]*\} (\S+)$/gm)) out[`idle_gc_${m[1]}`] = (out[`idle_gc_${m[1]}`] ?? 0) + Number(m[2]);
+  return out;
+}
+
+interface Detail {
+  maps: Maps[];
+  v8: Record<string, number>;
+}
+
+function printDetail(server: Server, a: { conns: number; detail: Detail }, b: { conns: number; detail: Detail }, what: string): void {
+  const n = b.conns - a.conns;
+  const per = (x: number) => (x / n).toFixed(2);
+  const group = (idx: number[]) => {
+    const sumOf = (d: Detail, k: keyof Maps) => idx.reduce((s, i) => s + d.maps[i]![k], 0);
+    return (k: keyof Maps) => sumOf(b.detail, k) - sumOf(a.detail, k);
+  };
+  const sup = group([0]);
+  const wk = group(server.pids.length > 1 ? server.pids.slice(1).map((_, i) => i + 1) : [0]);
+  const v = (k: string) => (b.detail.v8[k] ?? 0) - (a.detail.v8[k] ?? 0);
+  const isSpace = (k: string) => k !== 'external' && !k.startsWith('idle_gc_');
+  const heap = Object.keys(b.detail.v8).filter(isSpace).reduce((s, k) => s + v(k), 0);
+  const spaces = Object.keys(b.detail.v8)
+    .filter((k) => isSpace(k) && Math.abs(v(k)) / n >= 0.05)
+    .map((k) => `${k} ${per(v(k))}`)
+    .join(', ');
+  console.log(`  ${what} (${a.conns} -> ${b.conns}), KiB per connection:`);
+  if (server.pids.length > 1) console.log(`    supervisor: RSS ${per(sup('rss'))} = malloc heap ${per(sup('brk'))} + other anonymous ${per(sup('anon'))} + file ${per(sup('file'))}`);
+  console.log(
+    `    workers:    RSS ${per(wk('rss'))} = V8 heap ${per(heap)} (${spaces}) + external ${per(v('external'))}` +
+      ` + other native ${per(wk('brk') + wk('anon') - heap - v('external'))} (malloc heap ${per(wk('brk'))}, other anonymous ${per(wk('anon'))}, both less V8 and external) + file ${per(wk('file'))}`,
+  );
+  if (v('idle_gc_total') > 0) console.log(`    idle GCs in the workers (IRIS_IDLE_GC_MS): ${v('idle_gc_total')}, ${(v('idle_gc_seconds_total') * 1000).toFixed(0)} ms in all`);
+}
+
 interface Point {
   conns: number;
   rss: number;
   each: number[];
   mem: Memory;
+  detail: Detail;
 }
 
 /**
@@ -259,7 +331,13 @@ async function measure(label: string, server: Server, snapDir: string, localAddr
         }
       }
     };
-    const point = async (conns: number): Promise<Point> => ({ conns, rss: sum(server.pids), each: server.pids.map(rssKiB), mem: await server.memory() });
+    const point = async (conns: number): Promise<Point> => ({
+      conns,
+      rss: sum(server.pids),
+      each: server.pids.map(rssKiB),
+      mem: await server.memory(),
+      detail: { maps: values.detail ? server.pids.map(maps) : [], v8: values.detail && server.pids.length > 1 ? await v8Spaces(values.port!) : {} },
+    });
     // Warm up (JIT, pools) with a few connections, then measure.
     for (let i = 0; i < WARM; i++) await open(i);
     await sleep(1000);
@@ -295,6 +373,10 @@ async function measure(label: string, server: Server, snapDir: string, localAddr
       `  marginal, as the server sees it: RSS ${d('rss', p1, p2)}, V8 old space ${d('oldSpace', p1, p2)} (used ${d('oldUsed', p1, p2)}), ` +
         `young generation ${d('newSpace', p1, p2)}, external ${d('external', p1, p2)} KiB per connection`,
     );
+    if (values.detail) {
+      printDetail(server, p0, p2, 'average');
+      printDetail(server, p1, p2, 'marginal');
+    }
     console.log(`  V8 young generation ${points.map((p) => Math.round(p.mem.newSpace / 1024)).join(' -> ')} MiB (one per process: it grows with the allocation rate, not the connection count)`);
     if (snapA) {
       const snapB = await snapshot(server.heapPid, snapDir);

@@ -53,6 +53,8 @@ describe('edge: HTTP and WebSocket limits', () => {
       expect(m.get(`iris_connections{worker="${w}"}`)).toBe(0);
       expect(m.has(`iris_commit_batch_size_count{worker="${w}"}`)).toBe(true);
       expect(m.has(`iris_commit_seconds_count{worker="${w}"}`)).toBe(true);
+      // The start-up memory-reducing GC ran (onprem/memory.ts): gc() is reachable in a real worker.
+      expect(m.get(`iris_idle_gc_total{worker="${w}"}`)).toBeGreaterThanOrEqual(1);
     }
     expect(m.get('iris_workers_ready')).toBe(2);
     const nf = await fetch(`http://127.0.0.1:${port}/nope`);

@@ -11,6 +11,8 @@ import { StorageFullError } from '../../core/ports.js';
 import { LogLimiter, describeError, formatArgs } from '../../onprem/log.js';
 import { GroupCommitStorage } from '../../onprem/storage.js';
 import { workerExecArgv } from '../../onprem/supervisor.js';
+import { IdleTrim } from '../../onprem/memory.js';
+import { getHeapSpaceStatistics } from 'node:v8';
 import { removeDir, sleep, tempDir } from './helpers.js';
 
 const dirs: string[] = [];
@@ -287,6 +289,22 @@ describe('settings', () => {
     // V8 takes the last occurrence: ours comes after whatever the supervisor was started with.
     expect(workerExecArgv(16, ['--max-semi-space-size=64'])).toEqual(['--max-semi-space-size=64', '--max-semi-space-size=16']);
     expect(workerExecArgv(0, ['--enable-source-maps'])).toEqual(['--enable-source-maps']);
+  });
+
+  it('hands a grown young generation back with one memory-reducing GC (IRIS_IDLE_GC_MS)', () => {
+    expect(onpremConfig({ IRIS_JWT_SECRET: 's' }).idleGcMs).toBe(5000);
+    expect(onpremConfig({ IRIS_IDLE_GC_MS: '0', IRIS_JWT_SECRET: 's' }).idleGcMs).toBe(0);
+    const young = () => getHeapSpaceStatistics().find((s) => s.space_name === 'new_space')!.space_size;
+    // A burst in which everything survives: what makes V8 grow the young generation.
+    const keep: { i: number; s: string }[] = [];
+    for (let i = 0; i < 300_000; i++) keep.push({ i, s: `x${i}` });
+    const grown = young();
+    const r = new IdleTrim(1000).trim();
+    expect(r).not.toBeNull();
+    if (grown > 4 * 1024 * 1024) expect(young()).toBeLessThan(grown);
+    expect(keep.length).toBe(300_000);
+    // Off: no timer, no GC.
+    new IdleTrim(0).start().stop();
   });
 
   it('limits connection attempts per address, per worker share', () => {
