@@ -166,9 +166,14 @@ export async function startRelay(port: number, workers: number, profileDir: stri
   };
 }
 
-/** wrangler dev on the bench config: the Iris Worker + UserShard and the bare EchoShard, one local workerd. */
-export async function startWrangler(port: number, secret: string, vars: Record<string, string> = {}): Promise<Server> {
-  const persist = mkdtempSync(join(tmpdir(), 'iris-bench-wrangler-'));
+/**
+ * wrangler dev on the bench config: the Iris Worker + UserShard and the bare EchoShard, one local workerd.
+ * `persistTo`: keep the Durable Objects' state in that directory and leave it there on stop, so a second
+ * wrangler dev on the same directory finds every object's SQLite as the first left it (the recovery bench
+ * uses that as a stand-in for an eviction). Default: a fresh temp dir, removed on stop.
+ */
+export async function startWrangler(port: number, secret: string, vars: Record<string, string> = {}, persistTo?: string): Promise<Server> {
+  const persist = persistTo ?? mkdtempSync(join(tmpdir(), 'iris-bench-wrangler-'));
   const inspector = await freePort();
   const args = [
     join(ROOT, 'node_modules/wrangler/bin/wrangler.js'), 'dev',
@@ -203,7 +208,7 @@ export async function startWrangler(port: number, secret: string, vars: Record<s
     command: `wrangler dev -c scripts/bench/wrangler.bench.toml --ip 127.0.0.1 --port ${port} --var IRIS_DEV_MODE:1${Object.entries(vars).map(([k, v]) => ` --var ${k}:${v}`).join('')}`,
     stop: async () => {
       await stopSpawned(s, 5000);
-      rmSync(persist, { recursive: true, force: true });
+      if (persistTo === undefined) rmSync(persist, { recursive: true, force: true });
     },
     output: () => s.out.text,
   };
