@@ -60,6 +60,8 @@ export interface Options {
   messages: number;
   recipients: number;
   senders: number;
+  /** Senders per recipient (its conversations); each recipient's messages take turns among them. */
+  conversations: number;
   workers: number;
   /** Which worker is killed (its users are the ones measured). */
   kill: number;
@@ -90,6 +92,7 @@ export function parseOptions(argv: string[]): Options {
       messages: { type: 'string' },
       recipients: { type: 'string' },
       senders: { type: 'string' },
+      conversations: { type: 'string' },
       workers: { type: 'string' },
       kill: { type: 'string' },
       placement: { type: 'string' },
@@ -108,7 +111,7 @@ export function parseOptions(argv: string[]): Options {
   if (v.help) {
     console.log(
       'npm run bench:recovery -- [--target onprem|cloudflare|both] [--messages 1000000] [--recipients 200] [--senders 1000]\n' +
-        '  [--workers 2] [--kill 0] [--placement spread|victim] [--body-bytes 64] [--connect 20] [--verify all|N]\n' +
+        '  [--conversations 20] [--workers 2] [--kill 0] [--placement spread|victim] [--body-bytes 64] [--connect 20] [--verify all|N]\n' +
         '  [--inbox-cap N] [--cf-entries N] [--json FILE] [--keep-data] [--timeout-s 1800] [--quiet]',
     );
     process.exit(0);
@@ -128,6 +131,7 @@ export function parseOptions(argv: string[]): Options {
     messages: int('messages', v.messages, 1_000_000, 1, 5_000_000),
     recipients: int('recipients', v.recipients, 200, 2, 100_000),
     senders: int('senders', v.senders, 1000, 1, 100_000),
+    conversations: int('conversations', v.conversations, 20, 1, 100_000),
     workers: int('workers', v.workers, 2, 1, 64),
     kill: int('kill', v.kill, 0, 0, 63),
     placement,
@@ -141,6 +145,7 @@ export function parseOptions(argv: string[]): Options {
     timeoutS: int('timeout-s', v['timeout-s'], 1800, 10, 7200),
     quiet: v.quiet ?? false,
   };
+  if (o.conversations > o.senders) throw new Error(`--conversations ${o.conversations} is more than --senders ${o.senders}`);
   if (o.kill >= o.workers) throw new Error(`--kill ${o.kill}: there are only ${o.workers} worker(s)`);
   // Two slack entries per recipient: the fresh sends of the kill step land in an inbox that must not be full.
   const per = Math.ceil(o.messages / o.recipients);
@@ -243,7 +248,6 @@ export async function seedOnprem(o: Options, dataDir: string): Promise<SeedResul
   const CHUNK = 250;
   const written = new Array<number>(users.length).fill(0);
   let total = 0;
-  let k = 0;
   let lastSay = now();
   while (total < o.messages) {
     for (let w = 0; w < o.workers; w++) {
@@ -255,8 +259,9 @@ export async function seedOnprem(o: Options, dataDir: string): Promise<SeedResul
           if (take <= 0) continue;
           const entries: (Omit<Entry, 'seq'> & { n: number })[] = [];
           for (let j = 0; j < take; j++) {
-            // Senders take turns, so every recipient hears from many of them and each sender's numbers rise.
-            const s = k++ % senders.length;
+            // The recipient's conversations take turns; senders are shared between recipients (so each one's
+            // outbox numbers interleave across recipients, as they would), and each one's numbers rise.
+            const s = (i * o.conversations + ((written[i]! + j) % o.conversations)) % senders.length;
             const n = nextN[s]!++;
             const msg = `${senders[s]}:${n}`;
             entries.push({ kind: 'message', msg, peer: senders[s]!, ts: ts0 + total + j, body, n });
@@ -493,7 +498,7 @@ export class Device {
 
 export interface OnpremRecovery {
   command: string;
-  seed: Omit<SeedResult, 'recipients' | 'dataDir'> & { recipients: number; senders: number; perRecipient: number; placement: string; bodyBytes: number };
+  seed: Omit<SeedResult, 'recipients' | 'dataDir'> & { recipients: number; senders: number; conversations: number; perRecipient: number; placement: string; bodyBytes: number };
   workers: number;
   /** Cold start of the server on the seeded store, ms after spawn / after ready. */
   cold: { readyMs: number; firstWelcomeMs: number; allWelcomedMs: number; firstDeliverMs: number; connected: number };
@@ -723,8 +728,8 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
     say(`verify: ${delivered.toLocaleString('en-US')} of ${expected.toLocaleString('en-US')} seeded + ${fresh} of ${freshExpected} fresh delivered in ${verify.seconds} s (${verify.perSecond.toLocaleString('en-US')}/s); lost ${lost}, duplicated ${duplicated}, gaps ${gaps}, order ${fifo}, fingerprint mismatches ${hashBad}; ${failures.length === 0 ? 'PASS' : `FAIL (${failures.join('; ')})`}`);
     const { recipients: _r, dataDir: _d, ...seedFigures } = seed;
     return {
-      command: `npm run bench:recovery -- --target onprem --messages ${o.messages} --recipients ${o.recipients} --senders ${o.senders} --workers ${o.workers} --placement ${o.placement}`,
-      seed: { ...seedFigures, recipients: o.recipients, senders: o.senders, perRecipient: Math.ceil(o.messages / o.recipients), placement: o.placement, bodyBytes: o.bodyBytes },
+      command: `npm run bench:recovery -- --target onprem --messages ${o.messages} --recipients ${o.recipients} --senders ${o.senders} --conversations ${o.conversations} --workers ${o.workers} --placement ${o.placement}`,
+      seed: { ...seedFigures, recipients: o.recipients, senders: o.senders, conversations: o.conversations, perRecipient: Math.ceil(o.messages / o.recipients), placement: o.placement, bodyBytes: o.bodyBytes },
       workers: server.workers,
       cold,
       kill,
