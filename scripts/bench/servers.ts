@@ -89,6 +89,30 @@ async function stopSpawned(s: Spawned, graceMs: number): Promise<void> {
     // group already empty
   }
   if (!done) await Promise.race([s.exited, sleep(2000)]);
+  // Return only once the group is empty: a workerd still shutting down holds its persisted state, and a
+  // wrangler dev started at once on the same state dir fails ("Address already in use").
+  if (child.pid) await groupGone(child.pid, 5000);
+}
+
+/** Waits (bounded) until no process is left in the process group `pgid`; then SIGKILLs whatever remains. */
+async function groupGone(pgid: number, timeoutMs: number): Promise<void> {
+  const alive = () => {
+    try {
+      process.kill(-pgid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const deadline = Date.now() + timeoutMs;
+  while (alive() && Date.now() < deadline) await sleep(50);
+  if (alive()) {
+    try {
+      process.kill(-pgid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
 }
 
 async function waitOutput(s: Spawned, re: RegExp, timeoutMs: number, what: string): Promise<RegExpExecArray> {
