@@ -180,7 +180,7 @@ export function foldId(h: number, msg: string): number {
   for (let i = 0; i < msg.length; i++) h = Math.imul(h ^ msg.charCodeAt(i), 0x01000193);
   return Math.imul(h ^ 10, 0x01000193) >>> 0;
 }
-const FNV0 = 0x811c9dc5;
+export const FNV0 = 0x811c9dc5;
 
 /** What a recipient must receive: the seeded messages (count and fingerprint, in seq order) and the fresh ones. */
 export interface Expected {
@@ -415,7 +415,7 @@ export class Device {
     if (f.t === 'deliver') {
       const i = this.firstDelivers.length - 1;
       if (i >= 0 && Number.isNaN(this.firstDelivers[i]!)) this.firstDelivers[i] = now();
-      for (const e of f.entries) this.entry(e);
+      for (const e of f.entries) this.take(e);
       if (this.acking && this.ws) this.write({ t: 'deliver_ack', seq: this.cursor });
     } else if (f.t === 'send_ack') {
       if (!this.acks.has(f.id)) this.acks.set(f.id, now());
@@ -428,7 +428,8 @@ export class Device {
   readonly ackMsgs = new Map<string, string>();
   readonly errors: string[] = [];
 
-  private entry(e: Entry): void {
+  /** Processes one delivered entry as an app would: once, in order, checked against the seed. */
+  take(e: Entry): void {
     if (e.seq <= this.cursor) {
       this.repeated++;
       return;
