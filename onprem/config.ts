@@ -40,6 +40,7 @@ export const ONPREM_SETTINGS: Record<string, SettingDoc> = {
   IRIS_MAILBOX_IDLE_MS: { def: '60000', doc: 'Evict a user mailbox from memory after this long without sockets or work.' },
   IRIS_PEER_TIMEOUT_MS: { def: '10000', doc: 'Timeout of one call to another worker (forward, presence).' },
   IRIS_DRAIN_TIMEOUT_MS: { def: '10000', doc: 'SIGTERM: how long workers may take to drain before they are killed.' },
+  IRIS_STANDBY_WORKER: { def: '0', doc: 'Keep one spare worker process started (Node and modules loaded) to replace a worker that dies: restart in ms instead of ~0.6 s, for ~95 MiB. 0 or 1.' },
   IRIS_SEMI_SPACE_MB: { def: '16', doc: "Workers' V8 young generation: --max-semi-space-size in MiB (young generation = 2x). 0 = V8's own (64 on a large machine)." },
   IRIS_LOG: { def: 'info', doc: 'info | warn | error.' },
   IRIS_CONFIG: { def: '', doc: 'JSON config file (flag: --config).', path: true },
@@ -177,6 +178,8 @@ export interface OnpremConfig {
   drainTimeoutMs: number;
   /** V8 --max-semi-space-size of each worker, MiB; 0 leaves V8's default. */
   semiSpaceMb: number;
+  /** Keep a spare worker process booted, to replace one that dies without paying Node's start-up. */
+  standbyWorker: boolean;
   log: 'info' | 'warn' | 'error';
   engine: Config;
   auth: AuthConfig;
@@ -251,6 +254,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
     peerTimeoutMs: int(s, 'IRIS_PEER_TIMEOUT_MS', 1),
     drainTimeoutMs: int(s, 'IRIS_DRAIN_TIMEOUT_MS', 1),
     semiSpaceMb: int(s, 'IRIS_SEMI_SPACE_MB', 0, 1024),
+    standbyWorker: int(s, 'IRIS_STANDBY_WORKER', 0, 1) === 1,
     log,
     engine,
     auth,

@@ -37,7 +37,7 @@
  *
  * Every run is loopback only, bounded in count and time, and stops the processes it started by pid.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,6 +72,8 @@ export interface Options {
   /** Recipients drained in the verify step; null = all. */
   verify: number | null;
   inboxCap: number;
+  /** Start the server with IRIS_STANDBY_WORKER=1 and kill only once the spare is loaded. */
+  standby: boolean;
   cfEntries: number;
   json: string | null;
   keepData: boolean;
@@ -100,6 +102,7 @@ export function parseOptions(argv: string[]): Options {
       connect: { type: 'string' },
       verify: { type: 'string' },
       'inbox-cap': { type: 'string' },
+      standby: { type: 'boolean' },
       'cf-entries': { type: 'string' },
       json: { type: 'string' },
       'keep-data': { type: 'boolean' },
@@ -112,7 +115,7 @@ export function parseOptions(argv: string[]): Options {
     console.log(
       'npm run bench:recovery -- [--target onprem|cloudflare|both] [--messages 1000000] [--recipients 200] [--senders 1000]\n' +
         '  [--conversations 20] [--workers 2] [--kill 0] [--placement spread|victim] [--body-bytes 64] [--connect 20] [--verify all|N]\n' +
-        '  [--inbox-cap N] [--cf-entries N] [--json FILE] [--keep-data] [--timeout-s 1800] [--quiet]',
+        '  [--inbox-cap N] [--standby] [--cf-entries N] [--json FILE] [--keep-data] [--timeout-s 1800] [--quiet]',
     );
     process.exit(0);
   }
@@ -131,7 +134,7 @@ export function parseOptions(argv: string[]): Options {
     messages: int('messages', v.messages, 1_000_000, 1, 5_000_000),
     recipients: int('recipients', v.recipients, 200, 2, 100_000),
     senders: int('senders', v.senders, 1000, 1, 100_000),
-    conversations: int('conversations', v.conversations, 20, 1, 100_000),
+    conversations: 0,
     workers: int('workers', v.workers, 2, 1, 64),
     kill: int('kill', v.kill, 0, 0, 63),
     placement,
@@ -139,12 +142,15 @@ export function parseOptions(argv: string[]): Options {
     connect: int('connect', v.connect, 20, 2, 1000),
     verify: v.verify === undefined || v.verify === 'all' ? null : int('verify', v.verify, 0, 0, 100_000),
     inboxCap: int('inbox-cap', v['inbox-cap'], DEFAULT_CONFIG.inboxCap, 1, 10_000_000),
+    standby: v.standby ?? false,
     cfEntries: int('cf-entries', v['cf-entries'], DEFAULT_CONFIG.inboxCap, 1, 100_000),
     json: v.json ?? null,
     keepData: v['keep-data'] ?? false,
     timeoutS: int('timeout-s', v['timeout-s'], 1800, 10, 7200),
     quiet: v.quiet ?? false,
   };
+  // Default: 20 conversations per recipient, or every sender when there are fewer.
+  o.conversations = int('conversations', v.conversations, Math.min(20, o.senders), 1, 100_000);
   if (o.conversations > o.senders) throw new Error(`--conversations ${o.conversations} is more than --senders ${o.senders}`);
   if (o.kill >= o.workers) throw new Error(`--kill ${o.kill}: there are only ${o.workers} worker(s)`);
   // Two slack entries per recipient: the fresh sends of the kill step land in an inbox that must not be full.
@@ -507,6 +513,8 @@ export interface OnpremRecovery {
     slot: number;
     pid: number;
     checked: string;
+    /** With --standby: the spare's pid before the kill (the replacement should be it). */
+    standbyPid: number | null;
     messagesInItsFile: number;
     supervisor: SupervisorTimes;
     /** Ms after the kill. */
@@ -539,6 +547,51 @@ export interface OnpremRecovery {
   failures: string[];
 }
 
+function cpuTicks(pid: number): number | null {
+  try {
+    const st = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+    return Number(f[11]) + Number(f[12]);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * The supervisor's child that is not one of its workers (the IRIS_STANDBY_WORKER spare), once it has finished
+ * loading: its CPU time has stopped growing for 500 ms (it then only waits for an init). Bounded.
+ */
+async function standbyLoaded(supervisor: number, workers: readonly number[], timeoutMs: number): Promise<number> {
+  const deadline = now() + Math.min(timeoutMs, 60_000);
+  let pid: number | null = null;
+  let ticks: number | null = null;
+  let stableSince = 0;
+  while (now() < deadline) {
+    let kids: number[] = [];
+    try {
+      kids = readFileSync(`/proc/${supervisor}/task/${supervisor}/children`, 'utf8').trim().split(/\s+/).filter((x) => x !== '').map(Number);
+    } catch {
+      // not there yet
+    }
+    const spare = kids.find((k) => !workers.includes(k)) ?? null;
+    if (spare !== pid) {
+      pid = spare;
+      ticks = null;
+    }
+    if (pid !== null) {
+      const t = cpuTicks(pid);
+      if (t !== null && t === ticks) {
+        if (now() - stableSince >= 500) return pid;
+      } else {
+        ticks = t;
+        stableSince = now();
+      }
+    }
+    await sleep(100);
+  }
+  throw new Error('no loaded standby worker within the time limit (is IRIS_STANDBY_WORKER supported by this server?)');
+}
+
 async function pool<T>(items: T[], width: number, fn: (x: T) => Promise<void>): Promise<void> {
   let next = 0;
   const run = async () => {
@@ -559,7 +612,7 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
 
     // ---- cold start
     const port = await freePort();
-    const capArgs = o.inboxCap !== DEFAULT_CONFIG.inboxCap ? ['--inbox-cap', String(o.inboxCap)] : [];
+    const capArgs = [...(o.inboxCap !== DEFAULT_CONFIG.inboxCap ? ['--inbox-cap', String(o.inboxCap)] : []), ...(o.standby ? ['--standby-worker', '1'] : [])];
     const spawnAt = now();
     server = await started(startOnprem({ profileDir: null, port, workers: o.workers, dataDir, keepData: true, secret: SECRET, args: capArgs }));
     const readyLine = server.lines!().find((l) => /listening on wss?:\/\//.test(l.text));
@@ -587,6 +640,8 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
     await Promise.all(devices.map((d) => d.until('a full window', () => d.cursor >= Math.min(d.seeded, DEFAULT_CONFIG.sendWindow), left())));
 
     // ---- kill
+    const standbyPid = o.standby ? await standbyLoaded(server.pid!, server.workerPids!, left()) : null;
+    if (standbyPid !== null) say(`standby worker pid ${standbyPid} is loaded (idle)`);
     const fired = killWorker(server.pid!, server.workerPids!, o.kill);
     say(`killed worker ${o.kill} (pid ${fired.pid}; ${fired.checked})`);
     const [x, y] = [devices[0]!, devices[1]!];
@@ -622,6 +677,7 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
       slot: o.kill,
       pid: fired.pid,
       checked: fired.checked,
+      standbyPid,
       messagesInItsFile: seed.perWorkerMessages[o.kill]!,
       supervisor: lines(),
       firstCloseMs: rel(minOf(devices.flatMap((d) => (d.closedAt === null ? [] : [d.closedAt])))),
@@ -710,6 +766,7 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
     if (freshExpected !== (survivor ? 2 : 1)) failures.push(`only ${freshExpected} fresh send(s) were acked`);
     for (const d of [...devices, ...(survivor ? [survivor] : [])]) for (const err of d.errors) failures.push(`${d.user}: error frame ${err}`);
     if (kill.supervisor.backMs === null) failures.push(`the supervisor never logged worker ${o.kill} back`);
+    if (standbyPid !== null && kill.supervisor.newPid !== standbyPid) failures.push(`the replacement (pid ${kill.supervisor.newPid}) was not the standby (pid ${standbyPid})`);
     const verify = {
       recipients: results.length,
       expected,
@@ -729,7 +786,7 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
     say(`verify: ${delivered.toLocaleString('en-US')} of ${expected.toLocaleString('en-US')} seeded + ${fresh} of ${freshExpected} fresh delivered in ${verify.seconds} s (${verify.perSecond.toLocaleString('en-US')}/s); lost ${lost}, duplicated ${duplicated}, gaps ${gaps}, order ${fifo}, fingerprint mismatches ${hashBad}; ${failures.length === 0 ? 'PASS' : `FAIL (${failures.join('; ')})`}`);
     const { recipients: _r, dataDir: _d, ...seedFigures } = seed;
     return {
-      command: `npm run bench:recovery -- --target onprem --messages ${o.messages} --recipients ${o.recipients} --senders ${o.senders} --conversations ${o.conversations} --workers ${o.workers} --placement ${o.placement}`,
+      command: `npm run bench:recovery -- --target onprem --messages ${o.messages} --recipients ${o.recipients} --senders ${o.senders} --conversations ${o.conversations} --workers ${o.workers} --placement ${o.placement}${o.standby ? ' --standby' : ''}`,
       seed: { ...seedFigures, recipients: o.recipients, senders: o.senders, conversations: o.conversations, perRecipient: Math.ceil(o.messages / o.recipients), placement: o.placement, bodyBytes: o.bodyBytes },
       workers: server.workers,
       cold,

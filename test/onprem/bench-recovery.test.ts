@@ -70,6 +70,21 @@ describe('bench recovery', () => {
     expect(res.kill.freshAckSurvivorMs).not.toBeNull();
   });
 
+  it('with IRIS_STANDBY_WORKER=1 the loaded spare replaces the killed worker, and nothing is lost', { timeout: 120_000 }, async () => {
+    const r = await runRecovery(
+      ['--target', 'onprem', '--messages', '2000', '--recipients', '4', '--senders', '10', '--connect', '2', '--standby', '--timeout-s', '90', '--quiet'],
+      110_000,
+    );
+    expect(r.code, r.out).toBe(0);
+    const res = (JSON.parse(readFileSync(r.json, 'utf8')) as { onprem: OnpremRecovery }).onprem;
+    expect(res.pass, res.failures.join('; ')).toBe(true);
+    expect(res.verify).toMatchObject({ expected: 2000, delivered: 2000, fresh: 2, lost: 0, duplicated: 0, gaps: 0, fifoViolations: 0, hashMismatches: 0 });
+    // The replacement is the process that was waiting before the kill, not a new fork.
+    expect(res.kill.standbyPid).not.toBeNull();
+    expect(res.kill.supervisor.newPid).toBe(res.kill.standbyPid);
+    expect(res.kill.supervisor.backMs, r.out).not.toBeNull();
+  });
+
   it('the device check counts gaps, repeats, order violations and a wrong fingerprint', () => {
     const ok = new Device('u', 3, 'token');
     let h = FNV0;
