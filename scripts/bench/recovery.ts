@@ -340,11 +340,14 @@ export class Device {
   welcomes: number[] = [];
   /** Time of the first deliver frame after each welcome. */
   firstDelivers: number[] = [];
-  closedAt: number | null = null;
+  /** When a welcomed connection closed (refused attempts are not counted here, but in `refused`). */
+  closes: number[] = [];
   refused: Record<string, number> = {};
-  acks = new Map<string, number>();
+  /** Client id -> when its send_ack arrived, and the server message id it named. */
+  readonly acks = new Map<string, number>();
+  readonly ackMsgs = new Map<string, string>();
+  readonly errors: string[] = [];
   private waiters: (() => void)[] = [];
-  private sentFrames = 0;
 
   constructor(
     readonly user: string,
@@ -391,10 +394,8 @@ export class Device {
         this.poke();
       });
       ws.once('close', () => {
-        if (this.ws === ws) {
-          this.ws = null;
-          this.closedAt = now();
-        }
+        if (welcomed) this.closes.push(now());
+        if (this.ws === ws) this.ws = null;
         fail(new Refused(null, 'closed before welcome'));
         this.poke();
       });
@@ -431,9 +432,6 @@ export class Device {
     }
   }
 
-  readonly ackMsgs = new Map<string, string>();
-  readonly errors: string[] = [];
-
   /** Processes one delivered entry as an app would: once, in order, checked against the seed. */
   take(e: Entry): void {
     if (e.seq <= this.cursor) {
@@ -457,7 +455,6 @@ export class Device {
   }
 
   write(f: ClientFrame): void {
-    this.sentFrames++;
     this.ws?.send(encodeFrame(f, 'binary'));
   }
 
@@ -680,7 +677,7 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
       standbyPid,
       messagesInItsFile: seed.perWorkerMessages[o.kill]!,
       supervisor: lines(),
-      firstCloseMs: rel(minOf(devices.flatMap((d) => (d.closedAt === null ? [] : [d.closedAt])))),
+      firstCloseMs: rel(minOf(devices.flatMap((d) => d.closes.filter((t) => t >= fired.at)))),
       firstWelcomeMs: rel(minOf(devices.map((d) => d.welcomes[1]!))),
       allWelcomedMs: rel(Math.max(...devices.map((d) => d.welcomes[1]!))),
       firstDeliverMs: rel(minOf(backlog.map((d) => d.firstDelivers[1]!))),
