@@ -40,6 +40,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
@@ -47,7 +48,7 @@ import { DEFAULT_CONFIG } from '../../core/config.js';
 import { MailboxStore } from '../../core/store.js';
 import { ownerOf } from '../../onprem/owner.js';
 import { GroupCommitStorage } from '../../onprem/storage.js';
-import { SUBPROTOCOL, decodeFrame, encodeFrame, type ClientFrame, type Entry, type ServerFrame } from '../../protocol/index.js';
+import { ENTRY_KINDS, SUBPROTOCOL, decodeFrame, encodeFrame, type ClientFrame, type Entry, type ServerFrame } from '../../protocol/index.js';
 import { mintToken } from '../token.js';
 import { now, sleep } from './common.js';
 import { killWorker, supervisorTimes, type SupervisorTimes } from './kill.js';
@@ -69,6 +70,11 @@ export interface Options {
   placement: 'spread' | 'victim';
   bodyBytes: number;
   connect: number;
+  /**
+   * Of `messages`, how many are still in their senders' outboxes (accepted and acked, the forward to the
+   * recipient not done yet) instead of in the recipients' inboxes. The workers forward them at start.
+   */
+  pending: number;
   /** Recipients drained in the verify step; null = all. */
   verify: number | null;
   inboxCap: number;
@@ -101,6 +107,7 @@ export function parseOptions(argv: string[]): Options {
       'body-bytes': { type: 'string' },
       connect: { type: 'string' },
       verify: { type: 'string' },
+      pending: { type: 'string' },
       'inbox-cap': { type: 'string' },
       standby: { type: 'boolean' },
       'cf-entries': { type: 'string' },
@@ -114,7 +121,7 @@ export function parseOptions(argv: string[]): Options {
   if (v.help) {
     console.log(
       'npm run bench:recovery -- [--target onprem|cloudflare|both] [--messages 1000000] [--recipients 200] [--senders 1000]\n' +
-        '  [--conversations 20] [--workers 2] [--kill 0] [--placement spread|victim] [--body-bytes 64] [--connect 20] [--verify all|N]\n' +
+        '  [--conversations 20] [--workers 2] [--kill 0] [--placement spread|victim] [--body-bytes 64] [--connect 20] [--verify all|N] [--pending N]\n' +
         '  [--inbox-cap N] [--standby] [--cf-entries N] [--json FILE] [--keep-data] [--timeout-s 1800] [--quiet]',
     );
     process.exit(0);
@@ -140,6 +147,7 @@ export function parseOptions(argv: string[]): Options {
     placement,
     bodyBytes: int('body-bytes', v['body-bytes'], 64, 1, 16_384),
     connect: int('connect', v.connect, 20, 2, 1000),
+    pending: 0,
     verify: v.verify === undefined || v.verify === 'all' ? null : int('verify', v.verify, 0, 0, 100_000),
     inboxCap: int('inbox-cap', v['inbox-cap'], DEFAULT_CONFIG.inboxCap, 1, 10_000_000),
     standby: v.standby ?? false,
@@ -149,6 +157,7 @@ export function parseOptions(argv: string[]): Options {
     timeoutS: int('timeout-s', v['timeout-s'], 1800, 10, 7200),
     quiet: v.quiet ?? false,
   };
+  o.pending = int('pending', v.pending, 0, 0, o.messages);
   // Default: 20 conversations per recipient, or every sender when there are fewer.
   o.conversations = int('conversations', v.conversations, Math.min(20, o.senders), 1, 100_000);
   if (o.conversations > o.senders) throw new Error(`--conversations ${o.conversations} is more than --senders ${o.senders}`);
@@ -191,8 +200,10 @@ export const FNV0 = 0x811c9dc5;
 /** What a recipient must receive: the seeded messages (count and fingerprint, in seq order) and the fresh ones. */
 export interface Expected {
   user: string;
+  /** Messages in its inbox, and their fingerprint in seq order. */
   seeded: number;
   hash: number;
+  /** Messages that land after those, in any order: pending forwards (--pending) and the kill step's sends. */
   fresh: Set<string>;
 }
 
@@ -201,6 +212,8 @@ export interface Expected {
 export interface SeedResult {
   dataDir: string;
   messages: number;
+  /** Of them, left in the senders' outboxes (see Options.pending). */
+  pending: number;
   recipients: Expected[];
   perWorkerMessages: number[];
   seconds: number;
@@ -231,9 +244,12 @@ export async function seedOnprem(o: Options, dataDir: string): Promise<SeedResul
   const nextN = new Array<number>(senders.length).fill(1);
   const perWorker = new Array<number>(o.workers).fill(0);
   const stores = users.map((u) => new MailboxStore(storages[ownerOf(u, o.workers)]!.sql, u));
+  const share = (total: number, i: number) => Math.floor(total / users.length) + (i < total % users.length ? 1 : 0);
+  // `seeded` is the part in the recipient's inbox; its pending part is added to `fresh` once it has ids.
+  const pendingOf = users.map((_, i) => share(o.pending, i));
   const expected: Expected[] = users.map((u, i) => ({
     user: u,
-    seeded: Math.floor(o.messages / users.length) + (i < o.messages % users.length ? 1 : 0),
+    seeded: share(o.messages, i) - pendingOf[i]!,
     hash: FNV0,
     fresh: new Set(),
   }));
@@ -255,7 +271,8 @@ export async function seedOnprem(o: Options, dataDir: string): Promise<SeedResul
   const written = new Array<number>(users.length).fill(0);
   let total = 0;
   let lastSay = now();
-  while (total < o.messages) {
+  const inboxTotal = o.messages - o.pending;
+  while (total < inboxTotal) {
     for (let w = 0; w < o.workers; w++) {
       await storages[w]!.commit(() => {
         for (let i = 0; i < users.length; i++) {
@@ -282,7 +299,7 @@ export async function seedOnprem(o: Options, dataDir: string): Promise<SeedResul
     }
     if (now() - lastSay > 5000) {
       lastSay = now();
-      say(`seeding: ${total.toLocaleString('en-US')} / ${o.messages.toLocaleString('en-US')}`);
+      say(`seeding: ${total.toLocaleString('en-US')} / ${inboxTotal.toLocaleString('en-US')} into inboxes`);
     }
   }
   // Each sender's outbox numbers were handed out and its outbox rows forwarded and deleted: the stored floor
@@ -297,13 +314,43 @@ export async function seedOnprem(o: Options, dataDir: string): Promise<SeedResul
       });
     });
   }
+  // The pending part: accepted by the sender (outbox row + dedup record, as onSend writes them) and not yet
+  // handed to the recipient. Each recipient's conversations keep taking turns, so each sender's numbers still
+  // rise per recipient after the ones already in the inbox.
+  if (o.pending > 0) {
+    const senderStores = new Map<string, MailboxStore>();
+    for (let w = 0; w < o.workers; w++) {
+      await storages[w]!.commit(() => {
+        senders.forEach((s) => {
+          if (ownerOf(s, o.workers) === w) senderStores.set(s, new MailboxStore(storages[w]!.sql, s));
+        });
+      });
+    }
+    for (let w = 0; w < o.workers; w++) {
+      await storages[w]!.commit(() => {
+        for (let i = 0; i < users.length; i++) {
+          const e = expected[i]!;
+          for (let j = 0; j < pendingOf[i]!; j++) {
+            const s = senders[(i * o.conversations + ((e.seeded + j) % o.conversations)) % senders.length]!;
+            if (ownerOf(s, o.workers) !== w) continue;
+            const n = senderStores.get(s)!.outboxAppend(users[i]!, 'message', null, ts0 + inboxTotal + i, body, `p-${users[i]}-${j}`);
+            e.fresh.add(`${s}:${n}`);
+            total++;
+          }
+        }
+      });
+    }
+    for (const [s, st] of senderStores) {
+      if (st.outboxCount() > DEFAULT_CONFIG.outboxCap) throw new Error(`sender ${s} has ${st.outboxCount()} pending, over the outbox cap: raise --senders`);
+    }
+  }
   let bytes = 0;
   for (const st of storages) {
     const r = st.sql.all<{ b: number }>(`SELECT page_count * page_size AS b FROM pragma_page_count(), pragma_page_size()`)[0];
     bytes += r?.b ?? 0;
     st.close();
   }
-  return { dataDir, messages: total, recipients: expected, perWorkerMessages: perWorker, seconds: (now() - t0) / 1000, bytes };
+  return { dataDir, messages: total, pending: o.pending, recipients: expected, perWorkerMessages: perWorker, seconds: (now() - t0) / 1000, bytes };
 }
 
 // ------------------------------------------------------------------ a device
@@ -505,7 +552,17 @@ export interface OnpremRecovery {
   seed: Omit<SeedResult, 'recipients' | 'dataDir'> & { recipients: number; senders: number; conversations: number; perRecipient: number; placement: string; bodyBytes: number };
   workers: number;
   /** Cold start of the server on the seeded store, ms after spawn / after ready. */
-  cold: { readyMs: number; firstWelcomeMs: number; allWelcomedMs: number; firstDeliverMs: number; connected: number };
+  cold: {
+    readyMs: number;
+    firstWelcomeMs: number;
+    allWelcomedMs: number;
+    firstDeliverMs: number;
+    connected: number;
+    /** --pending: messages still in outboxes at the first look (and when, ms after ready), none left at. */
+    pendingFirstSeen: number | null;
+    pendingAtFirstLookMs: number | null;
+    pendingLandedMs: number | null;
+  };
   kill: {
     slot: number;
     pid: number;
@@ -589,6 +646,30 @@ async function standbyLoaded(supervisor: number, workers: readonly number[], tim
   throw new Error('no loaded standby worker within the time limit (is IRIS_STANDBY_WORKER supported by this server?)');
 }
 
+/**
+ * Polls the workers' files (read-only) for message rows left in any outbox; resolves when there are none.
+ * `first`: how many there were at the first look, and when.
+ */
+async function pendingLanded(dataDir: string, workers: number, timeoutMs: number): Promise<{ first: number; firstAt: number; doneAt: number }> {
+  const deadline = now() + timeoutMs;
+  let first: { n: number; at: number } | null = null;
+  const dbs: DatabaseSync[] = [];
+  try {
+    for (let w = 0; w < workers; w++) dbs.push(new DatabaseSync(join(dataDir, `worker-${w}.sqlite`), { readOnly: true }));
+    for (;;) {
+      const at = now();
+      let n = 0;
+      for (const db of dbs) n += Number((db.prepare(`SELECT count(*) AS c FROM outbox WHERE kind = ?`).get(ENTRY_KINDS.message) as { c: number }).c);
+      first ??= { n, at };
+      if (n === 0) return { first: first.n, firstAt: first.at, doneAt: at };
+      if (now() > deadline) throw new Error(`${n} message(s) still in outboxes`);
+      await sleep(100);
+    }
+  } finally {
+    for (const db of dbs) db.close();
+  }
+}
+
 async function pool<T>(items: T[], width: number, fn: (x: T) => Promise<void>): Promise<void> {
   let next = 0;
   const run = async () => {
@@ -614,6 +695,9 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
     server = await started(startOnprem({ profileDir: null, port, workers: o.workers, dataDir, keepData: true, secret: SECRET, args: capArgs }));
     const readyLine = server.lines!().find((l) => /listening on wss?:\/\//.test(l.text));
     const readyAt = readyLine?.t ?? now();
+    // Forwards pending in the senders' outboxes go out as each worker starts (recover()); the files are read
+    // from here (WAL: a reader never blocks the worker) until no message is left in any outbox.
+    const landed = seed.pending > 0 ? pendingLanded(dataDir, o.workers, left()) : Promise.resolve(null);
     const byUser = new Map(seed.recipients.map((e) => [e.user, e]));
     const victims = seed.recipients.filter((e) => ownerOf(e.user, o.workers) === o.kill).slice(0, o.connect);
     if (victims.length < 2) throw new Error(`fewer than 2 recipients belong to worker ${o.kill}: raise --recipients`);
@@ -629,7 +713,17 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
       allWelcomedMs: round1(Math.max(...devices.map((d) => d.welcomes[0]!)) - readyAt),
       firstDeliverMs: round1(Math.min(...devices.map((d) => d.firstDelivers[0]!)) - readyAt),
       connected: devices.length,
+      pendingAtFirstLookMs: null as number | null,
+      pendingFirstSeen: null as number | null,
+      pendingLandedMs: null as number | null,
     };
+    const l = await landed;
+    if (l) {
+      cold.pendingFirstSeen = l.first;
+      cold.pendingAtFirstLookMs = round1(l.firstAt - readyAt);
+      cold.pendingLandedMs = round1(l.doneAt - readyAt);
+      say(`cold start: ${seed.pending.toLocaleString('en-US')} pending forwards; ${l.first.toLocaleString('en-US')} still in outboxes at +${cold.pendingAtFirstLookMs} ms, none left at +${cold.pendingLandedMs} ms after ready`);
+    }
     say(`cold start: ready ${cold.readyMs} ms after spawn; connect started ${round1(connectAt - readyAt)} ms after ready; first welcome +${cold.firstWelcomeMs} ms, all ${devices.length} +${cold.allWelcomedMs} ms, first deliver +${cold.firstDeliverMs} ms after ready`);
     if (survivor) await survivor.connect(server.url);
     // Each device holds one window (sendWindow entries) unacked: the server must resume after the device's own
@@ -659,7 +753,7 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
     );
     // Only a device with entries left after its first window gets a deliver on the new connection without
     // acking (tiny runs may have read everything before the kill).
-    const backlog = devices.filter((d) => d.cursor < d.seeded);
+    const backlog = devices.filter((d) => d.cursor < d.seeded + (byUser.get(d.user)?.fresh.size ?? 0));
     await Promise.all(backlog.map((d) => d.until('first deliver after the reconnect', () => d.firstDelivers.length > 1 && !Number.isNaN(d.firstDelivers[1]!), left())));
     await x.until('ack of the fresh send', () => x.acks.has('fresh-x') || x.errors.length > 0, left());
     if (survivor) await survivor.until('ack of the fresh send', () => survivor.acks.has('fresh-z') || survivor.errors.length > 0, left());
@@ -693,16 +787,18 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
         `(sent +${round1(affectedSentAt - fired.at)}), survivor +${kill.freshAckSurvivorMs} ms (sent +${round1(survivorSentAt - fired.at)}); refused attempts ${JSON.stringify(refused)}`,
     );
     const yExp = byUser.get(y.user)!;
-    yExp.fresh.clear();
+    let freshAcked = 0;
     for (const [d, id] of [[x, 'fresh-x'], [survivor, 'fresh-z']] as const) {
       const msg = d?.ackMsgs.get(id);
-      if (msg !== undefined) yExp.fresh.add(msg);
+      if (msg === undefined) continue;
+      yExp.fresh.add(msg);
+      freshAcked++;
     }
-    const freshExpected = yExp.fresh.size;
 
     // ---- verify: drain every recipient (or a sample that always includes the connected ones)
     const chosen = o.verify === null ? seed.recipients : [...victims, ...seed.recipients.filter((e) => !victims.includes(e)).slice(0, Math.max(0, o.verify - victims.length))];
-    say(`verify: draining ${chosen.length} recipient(s) (${chosen.reduce((a, e) => a + e.seeded, 0).toLocaleString('en-US')} messages + ${freshExpected} fresh)`);
+    const freshExpected = chosen.reduce((a, e) => a + e.fresh.size, 0);
+    say(`verify: draining ${chosen.length} recipient(s) (${chosen.reduce((a, e) => a + e.seeded, 0).toLocaleString('en-US')} messages in inboxes + ${freshExpected.toLocaleString('en-US')} pending or fresh)`);
     const v0 = now();
     const byDevice = new Map(devices.map((d) => [d.user, d]));
     const done = (d: Device, e: Expected) => d.messages >= e.seeded + e.fresh.size && d.cursor >= d.head;
@@ -760,7 +856,7 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
     if (gaps > 0) failures.push(`${gaps} gap(s) in seq`);
     if (fifo > 0) failures.push(`${fifo} per-sender order violation(s)`);
     if (hashBad > 0) failures.push(`${hashBad} recipient(s) whose message ids differ from the seed`);
-    if (freshExpected !== (survivor ? 2 : 1)) failures.push(`only ${freshExpected} fresh send(s) were acked`);
+    if (freshAcked !== (survivor ? 2 : 1)) failures.push(`only ${freshAcked} fresh send(s) were acked`);
     for (const d of [...devices, ...(survivor ? [survivor] : [])]) for (const err of d.errors) failures.push(`${d.user}: error frame ${err}`);
     if (kill.supervisor.backMs === null) failures.push(`the supervisor never logged worker ${o.kill} back`);
     if (standbyPid !== null && kill.supervisor.newPid !== standbyPid) failures.push(`the replacement (pid ${kill.supervisor.newPid}) was not the standby (pid ${standbyPid})`);
@@ -780,10 +876,10 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
       seconds: round1(vs),
       perSecond: Math.round((delivered + fresh) / vs),
     };
-    say(`verify: ${delivered.toLocaleString('en-US')} of ${expected.toLocaleString('en-US')} seeded + ${fresh} of ${freshExpected} fresh delivered in ${verify.seconds} s (${verify.perSecond.toLocaleString('en-US')}/s); lost ${lost}, duplicated ${duplicated}, gaps ${gaps}, order ${fifo}, fingerprint mismatches ${hashBad}; ${failures.length === 0 ? 'PASS' : `FAIL (${failures.join('; ')})`}`);
+    say(`verify: ${delivered.toLocaleString('en-US')} of ${expected.toLocaleString('en-US')} in inboxes + ${fresh.toLocaleString('en-US')} of ${freshExpected.toLocaleString('en-US')} pending or fresh delivered in ${verify.seconds} s (${verify.perSecond.toLocaleString('en-US')}/s); lost ${lost}, duplicated ${duplicated}, gaps ${gaps}, order ${fifo}, fingerprint mismatches ${hashBad}; ${failures.length === 0 ? 'PASS' : `FAIL (${failures.join('; ')})`}`);
     const { recipients: _r, dataDir: _d, ...seedFigures } = seed;
     return {
-      command: `npm run bench:recovery -- --target onprem --messages ${o.messages} --recipients ${o.recipients} --senders ${o.senders} --conversations ${o.conversations} --workers ${o.workers} --placement ${o.placement}${o.standby ? ' --standby' : ''}`,
+      command: `npm run bench:recovery -- --target onprem --messages ${o.messages} --recipients ${o.recipients} --senders ${o.senders} --conversations ${o.conversations} --workers ${o.workers} --placement ${o.placement}${o.pending > 0 ? ` --pending ${o.pending}` : ''}${o.standby ? ' --standby' : ''}`,
       seed: { ...seedFigures, recipients: o.recipients, senders: o.senders, conversations: o.conversations, perRecipient: Math.ceil(o.messages / o.recipients), placement: o.placement, bodyBytes: o.bodyBytes },
       workers: server.workers,
       cold,
