@@ -571,9 +571,7 @@ export interface OnpremRecovery {
     allWelcomedMs: number;
     firstDeliverMs: number;
     connected: number;
-    /** --pending: messages still in outboxes at the first look (and when, ms after ready), none left at. */
-    pendingFirstSeen: number | null;
-    pendingAtFirstLookMs: number | null;
+    /** --pending: ms after ready when no pending message was left in any outbox. */
     pendingLandedMs: number | null;
   };
   kill: {
@@ -662,25 +660,19 @@ async function standbyLoaded(supervisor: number, workers: readonly number[], tim
 }
 
 /**
- * Polls the workers' files (read-only) for message rows left in any outbox; resolves when there are none.
- * `first`: how many there were at the first look, and when.
+ * Polls the workers' files (read-only) until no message row is left in any outbox; resolves with that time.
+ * Only "is there any", never a count: counting a million rows in this process would delay the clients being
+ * timed and take CPU from the server on a 2-core box.
  */
-async function pendingLanded(dataDir: string, workers: number, timeoutMs: number): Promise<{ first: number; firstAt: number; doneAt: number }> {
+async function pendingLanded(dataDir: string, workers: number, timeoutMs: number): Promise<number> {
   const deadline = now() + timeoutMs;
-  let first: { n: number; at: number };
   const dbs: DatabaseSync[] = [];
   try {
     for (let w = 0; w < workers; w++) dbs.push(new DatabaseSync(join(dataDir, `worker-${w}.sqlite`), { readOnly: true }));
-    // Counted once; afterwards only "is there any": a count of a million rows every 100 ms would take CPU from
-    // the server being measured on a 2-core box.
-    const at0 = now();
-    let n0 = 0;
-    for (const db of dbs) n0 += Number((db.prepare(`SELECT count(*) AS c FROM outbox WHERE kind = ?`).get(ENTRY_KINDS.message) as { c: number }).c);
-    first = { n: n0, at: at0 };
     const any = dbs.map((db) => db.prepare(`SELECT 1 AS x FROM outbox WHERE kind = ? LIMIT 1`));
     for (;;) {
       const at = now();
-      if (any.every((q) => q.get(ENTRY_KINDS.message) === undefined)) return { first: first.n, firstAt: first.at, doneAt: at };
+      if (any.every((q) => q.get(ENTRY_KINDS.message) === undefined)) return at;
       if (now() > deadline) throw new Error('messages still in outboxes at the time limit');
       await sleep(100);
     }
@@ -732,16 +724,12 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
       allWelcomedMs: round1(Math.max(...devices.map((d) => d.welcomes[0]!)) - readyAt),
       firstDeliverMs: round1(Math.min(...devices.map((d) => d.firstDelivers[0]!)) - readyAt),
       connected: devices.length,
-      pendingAtFirstLookMs: null as number | null,
-      pendingFirstSeen: null as number | null,
       pendingLandedMs: null as number | null,
     };
-    const l = await landed;
-    if (l) {
-      cold.pendingFirstSeen = l.first;
-      cold.pendingAtFirstLookMs = round1(l.firstAt - readyAt);
-      cold.pendingLandedMs = round1(l.doneAt - readyAt);
-      say(`cold start: ${seed.pending.toLocaleString('en-US')} pending forwards; ${l.first.toLocaleString('en-US')} still in outboxes at +${cold.pendingAtFirstLookMs} ms, none left at +${cold.pendingLandedMs} ms after ready`);
+    const doneAt = await landed;
+    if (doneAt !== null) {
+      cold.pendingLandedMs = round1(doneAt - readyAt);
+      say(`cold start: ${seed.pending.toLocaleString('en-US')} pending forwards: none left in any outbox at +${cold.pendingLandedMs} ms after ready`);
     }
     say(`cold start: ready ${cold.readyMs} ms after spawn; connect started ${round1(connectAt - readyAt)} ms after ready; first welcome +${cold.firstWelcomeMs} ms, all ${devices.length} +${cold.allWelcomedMs} ms, first deliver +${cold.firstDeliverMs} ms after ready`);
     if (survivor) await survivor.connect(server.url);
