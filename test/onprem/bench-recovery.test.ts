@@ -85,6 +85,21 @@ describe('bench recovery', () => {
     expect(res.kill.supervisor.backMs, r.out).not.toBeNull();
   });
 
+  it('forwards a backlog left in the senders\' outboxes at start, each message exactly once', { timeout: 120_000 }, async () => {
+    const r = await runRecovery(
+      ['--target', 'onprem', '--messages', '2000', '--recipients', '4', '--senders', '10', '--connect', '2', '--pending', '1200', '--timeout-s', '90', '--quiet'],
+      110_000,
+    );
+    expect(r.code, r.out).toBe(0);
+    const res = (JSON.parse(readFileSync(r.json, 'utf8')) as { onprem: OnpremRecovery }).onprem;
+    expect(res.pass, res.failures.join('; ')).toBe(true);
+    expect(res.seed.pending).toBe(1200);
+    expect(res.cold.pendingLandedMs).not.toBeNull();
+    // 800 in the inboxes, 1,200 forwarded at start plus the two fresh sends.
+    expect(res.verify).toMatchObject({ expected: 800, delivered: 800, fresh: 1202, freshExpected: 1202, lost: 0, duplicated: 0, gaps: 0, fifoViolations: 0, hashMismatches: 0 });
+    expect(res.kill.heldOpen).toEqual([]);
+  });
+
   it('the device check counts gaps, repeats, order violations and a wrong fingerprint', () => {
     const ok = new Device('u', 3, 'token');
     let h = FNV0;
