@@ -182,6 +182,24 @@ async function stopped(s: Server): Promise<void> {
   await s.stop();
   live.delete(s);
 }
+/** Temp dirs this run made and removes at its end; a signal or the timeout guard removes them too. */
+const scratch = new Set<string>();
+function scratchDir(prefix: string): string {
+  const d = mkdtempSync(join(tmpdir(), prefix));
+  scratch.add(d);
+  return d;
+}
+function removeScratch(d: string): void {
+  rmSync(d, { recursive: true, force: true });
+  scratch.delete(d);
+}
+/** Stops every server still up, removes the scratch dirs (unless kept), exits. */
+function abort(code: number, keep: boolean): void {
+  void Promise.allSettled([...live].map((s) => s.stop())).then(() => {
+    if (!keep) for (const d of scratch) rmSync(d, { recursive: true, force: true });
+    process.exit(code);
+  });
+}
 function say(msg: string): void {
   if (!quiet) process.stderr.write(`[recovery] ${msg}\n`);
 }
@@ -690,7 +708,7 @@ async function pool<T>(items: T[], width: number, fn: (x: T) => Promise<void>): 
 }
 
 export async function runOnprem(o: Options, deadline: number): Promise<OnpremRecovery> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'iris-recovery-'));
+  const dataDir = scratchDir('iris-recovery-');
   let server: Server | null = null;
   const devices: Device[] = [];
   try {
@@ -913,7 +931,7 @@ export async function runOnprem(o: Options, deadline: number): Promise<OnpremRec
     for (const d of devices) d.close();
     if (server) await stopped(server);
     if (o.keepData) say(`data kept in ${dataDir}`);
-    else rmSync(dataDir, { recursive: true, force: true });
+    else removeScratch(dataDir);
   }
 }
 
@@ -932,7 +950,7 @@ export interface CloudflareRecovery {
 }
 
 export async function runCloudflare(o: Options, deadline: number): Promise<CloudflareRecovery> {
-  const persist = mkdtempSync(join(tmpdir(), 'iris-recovery-wrangler-'));
+  const persist = scratchDir('iris-recovery-wrangler-');
   let server: Server | null = null;
   const left = () => Math.max(1000, deadline - now());
   const n = o.cfEntries;
@@ -1009,7 +1027,7 @@ export async function runCloudflare(o: Options, deadline: number): Promise<Cloud
     };
   } finally {
     if (server) await stopped(server);
-    rmSync(persist, { recursive: true, force: true });
+    removeScratch(persist);
   }
 }
 
@@ -1026,11 +1044,11 @@ export async function main(argv: string[]): Promise<number> {
   // run started (by their pids, servers.ts) and exit.
   const guard = setTimeout(() => {
     process.stderr.write(`[recovery] run exceeded --timeout-s ${o.timeoutS}; stopping its servers\n`);
-    void Promise.allSettled([...live].map((s) => s.stop())).then(() => process.exit(1));
+    abort(1, o.keepData);
   }, o.timeoutS * 1000 + 60_000);
   guard.unref();
   // Ctrl-C (or the smoke test's guard): the servers run in their own process groups and would outlive us.
-  const onSignal = () => void Promise.allSettled([...live].map((s) => s.stop())).then(() => process.exit(130));
+  const onSignal = () => abort(130, o.keepData);
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   let ok = true;
