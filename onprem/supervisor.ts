@@ -228,6 +228,13 @@ export class Supervisor {
   private readonly returning = new Set<number>();
   /** Hand-overs grow the supervisor's heap in bursts too (onprem/memory.ts). */
   private readonly idleTrim: IdleTrim;
+  /**
+   * IRIS_STANDBY_WORKER=1: a worker process forked ahead of need, Node booted and its modules loaded, waiting
+   * for an init. A worker that dies is replaced by it, so the restart costs the storage open and the listen
+   * (ms) instead of Node's and tsx's start-up (~0.6 s on a busy 2-core box: docs/BENCHMARKS.md "Recovery").
+   */
+  private standby: ChildProcess | null = null;
+  private standbyTimer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     readonly cfg: OnpremConfig,
@@ -291,6 +298,7 @@ export class Supervisor {
     } finally {
       clearTimeout(timer);
     }
+    this.scheduleStandby(0);
   }
 
   /** Ready: every worker up, every worker routing by a map that says so, none draining. */
@@ -298,12 +306,52 @@ export class Supervisor {
     return !this.draining && this.slots.every((s) => s.ready && s.seen === this.gen);
   }
 
-  private spawn(slot: Slot, startup?: { ready: () => void; fail: (msg: string) => void }): void {
-    const child = fork(WORKER_ENTRY, [], {
+  private forkWorker(label: string): ChildProcess {
+    return fork(WORKER_ENTRY, [], {
       execArgv: workerExecArgv(this.cfg.semiSpaceMb),
       stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-      env: { ...process.env, IRIS_ONPREM_WORKER: String(slot.id) },
+      env: { ...process.env, IRIS_ONPREM_WORKER: label },
     });
+  }
+
+  /** Forks the spare after `delayMs` (not at once after a restart: the restarted worker needs the CPU). */
+  private scheduleStandby(delayMs: number): void {
+    if (!this.cfg.standbyWorker || this.draining || this.standby || this.standbyTimer) return;
+    this.standbyTimer = setTimeout(() => {
+      this.standbyTimer = null;
+      if (this.draining || this.standby) return;
+      const child = this.forkWorker('standby');
+      this.standby = child;
+      child.once('exit', () => {
+        if (this.standby !== child) return; // adopted: its slot's exit handler owns it now
+        this.standby = null;
+        // A spare that dies on its own is replaced, slowly: a crash loop must not keep a core busy.
+        this.scheduleStandby(5000);
+      });
+    }, delayMs);
+  }
+
+  /** The spare, if one is up: it becomes a worker now and another spare follows later. */
+  private takeStandby(): ChildProcess | null {
+    const child = this.standby;
+    if (!child || !child.connected || child.exitCode !== null || child.signalCode !== null) return null;
+    this.standby = null;
+    this.scheduleStandby(2000);
+    return child;
+  }
+
+  private stopStandby(signal: NodeJS.Signals): void {
+    if (this.standbyTimer) clearTimeout(this.standbyTimer);
+    this.standbyTimer = null;
+    const child = this.standby;
+    this.standby = null;
+    // Its worker code has no state yet: SIGTERM makes it exit at once (runWorker's drain with no worker).
+    child?.kill(signal);
+  }
+
+  private spawn(slot: Slot, startup?: { ready: () => void; fail: (msg: string) => void }): void {
+    // Only restarts take the spare: at start-up every worker is forked at once anyway.
+    const child = (startup ? null : this.takeStandby()) ?? this.forkWorker(String(slot.id));
     slot.child = child;
     slot.ready = false;
     let fatal: string | null = null;
@@ -472,6 +520,7 @@ export class Supervisor {
     if (this.draining) return this.exitCode;
     this.draining = true;
     this.idleTrim.stop();
+    this.stopStandby('SIGTERM');
     for (const s of this.slots) if (s.restartTimer) clearTimeout(s.restartTimer);
     const allExited = new Promise<void>((resolve) => {
       this.onAllExited = resolve;
@@ -495,6 +544,7 @@ export class Supervisor {
 
   private async killAll(): Promise<void> {
     this.draining = true;
+    this.stopStandby('SIGKILL');
     const exits = this.slots
       .filter((s) => s.child !== null)
       .map((s) => new Promise<void>((r) => {
@@ -507,6 +557,7 @@ export class Supervisor {
   /** Second signal during a drain: SIGKILL every worker; the drain then ends with exit code 1. */
   killNow(): void {
     this.exitCode = 1;
+    this.stopStandby('SIGKILL');
     for (const s of this.slots) s.child?.kill('SIGKILL');
   }
 

@@ -37,6 +37,14 @@ export const CONNECT_PATH = '/v1/connect';
 const ONE_HOP = process.env['IRIS_ONE_HOP'] !== '0';
 /** IRIS_WAL_SYNC=commit: the fsync inside COMMIT on the event loop (storage.ts), only to measure the difference. */
 const WAL_SYNC = process.env['IRIS_WAL_SYNC'] === 'commit' ? 'commit' : 'async';
+/**
+ * Mailboxes whose pending outbox a starting worker forwards at once (see Worker.recover); the others wait for a
+ * turn. IRIS_RECOVER_CONCURRENCY overrides it only for measuring (0 = all at once, the old behaviour).
+ */
+const RECOVER_CONCURRENCY = (() => {
+  const n = Number(process.env['IRIS_RECOVER_CONCURRENCY'] ?? '8');
+  return Number.isInteger(n) && n >= 0 ? n : 8;
+})();
 
 /** What every mailbox of a worker shares. */
 type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'metrics'>;
@@ -739,22 +747,45 @@ export class Worker {
   }
 
   /** After a crash or restart: every user with outbox rows resumes forwarding, so nothing acked is stranded. */
+  /**
+   * Forwards what the outboxes held when the worker stopped: every mailbox with outbox rows is woken, at most
+   * RECOVER_CONCURRENCY at a time, the next when one has drained its outbox (onWake resolves then, or when
+   * it backs off). All at once, a large backlog (1M pending forwards: docs/BENCHMARKS.md "Recovery") made
+   * thousands of forward loops share every commit batch and event-loop turn with the users reconnecting, whose
+   * first `welcome` then waited ~4 s; a few at a time keep the disk and the peers just as busy.
+   */
   private recover(): void {
     // Messages waiting in an outbox, and receipts that may be owed to senders in other workers: written ones, and
     // those derived from acknowledged entries not yet trimmed (MailboxStore.owedMap).
-    const users = this.storage.sql.all<{ user: string }>(
-      `SELECT DISTINCT user FROM outbox UNION SELECT DISTINCT user FROM receipts_out
-       UNION SELECT DISTINCT d.user FROM devices d JOIN users u ON u.user = d.user WHERE d.cursor > u.trimmed`,
-    );
-    if (users.length > 0) this.log('info', `resuming outbox forwarding for ${users.length} user(s)`);
-    for (const { user } of users) {
-      if (ownerOf(user, this.workers) !== this.id) {
+    const users = this.storage.sql
+      .all<{ user: string }>(
+        `SELECT DISTINCT user FROM outbox UNION SELECT DISTINCT user FROM receipts_out
+         UNION SELECT DISTINCT d.user FROM devices d JOIN users u ON u.user = d.user WHERE d.cursor > u.trimmed`,
+      )
+      .map((r) => r.user)
+      .filter((user) => {
+        if (ownerOf(user, this.workers) === this.id) return true;
         this.log('error', `outbox of ${user} is in worker ${this.id}'s file but ${user} belongs to worker ${ownerOf(user, this.workers)}`);
-        continue;
+        return false;
+      });
+    if (users.length === 0) return;
+    this.log('info', `resuming outbox forwarding for ${users.length} user(s)`);
+    let next = 0;
+    const wakeNext = (): void => {
+      const user = users[next++];
+      if (user === undefined || this.draining) return;
+      let wake: Promise<void>;
+      try {
+        const s = this.shard(user);
+        wake = this.track(s, s.mailbox.onWake());
+      } catch (e) {
+        wake = Promise.reject(e);
       }
-      const s = this.shard(user);
-      this.track(s, s.mailbox.onWake()).catch((e: unknown) => this.log('warn', `resume of ${user} failed: ${describeError(e)}`));
-    }
+      // Never rejects: a failed resume is logged (its retry is scheduled by the core) and the next one starts.
+      void wake.catch((e: unknown) => this.log('warn', `resume of ${user} failed: ${describeError(e)}`)).then(wakeNext);
+    };
+    const width = RECOVER_CONCURRENCY === 0 ? users.length : Math.min(RECOVER_CONCURRENCY, users.length);
+    for (let i = 0; i < width; i++) wakeNext();
   }
 
   // ------------------------------------------------------------------ shard router (core Peers)

@@ -89,6 +89,30 @@ async function stopSpawned(s: Spawned, graceMs: number): Promise<void> {
     // group already empty
   }
   if (!done) await Promise.race([s.exited, sleep(2000)]);
+  // Return only once the group is empty: a workerd still shutting down holds its persisted state, and a
+  // wrangler dev started at once on the same state dir fails ("Address already in use").
+  if (child.pid) await groupGone(child.pid, 5000);
+}
+
+/** Waits (bounded) until no process is left in the process group `pgid`; then SIGKILLs whatever remains. */
+async function groupGone(pgid: number, timeoutMs: number): Promise<void> {
+  const alive = () => {
+    try {
+      process.kill(-pgid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  const deadline = Date.now() + timeoutMs;
+  while (alive() && Date.now() < deadline) await sleep(50);
+  if (alive()) {
+    try {
+      process.kill(-pgid, 'SIGKILL');
+    } catch {
+      // gone meanwhile
+    }
+  }
 }
 
 async function waitOutput(s: Spawned, re: RegExp, timeoutMs: number, what: string): Promise<RegExpExecArray> {
@@ -166,9 +190,14 @@ export async function startRelay(port: number, workers: number, profileDir: stri
   };
 }
 
-/** wrangler dev on the bench config: the Iris Worker + UserShard and the bare EchoShard, one local workerd. */
-export async function startWrangler(port: number, secret: string, vars: Record<string, string> = {}): Promise<Server> {
-  const persist = mkdtempSync(join(tmpdir(), 'iris-bench-wrangler-'));
+/**
+ * wrangler dev on the bench config: the Iris Worker + UserShard and the bare EchoShard, one local workerd.
+ * `persistTo`: keep the Durable Objects' state in that directory and leave it there on stop, so a second
+ * wrangler dev on the same directory finds every object's SQLite as the first left it (the recovery bench
+ * uses that as a stand-in for an eviction). Default: a fresh temp dir, removed on stop.
+ */
+export async function startWrangler(port: number, secret: string, vars: Record<string, string> = {}, persistTo?: string): Promise<Server> {
+  const persist = persistTo ?? mkdtempSync(join(tmpdir(), 'iris-bench-wrangler-'));
   const inspector = await freePort();
   const args = [
     join(ROOT, 'node_modules/wrangler/bin/wrangler.js'), 'dev',
@@ -203,7 +232,7 @@ export async function startWrangler(port: number, secret: string, vars: Record<s
     command: `wrangler dev -c scripts/bench/wrangler.bench.toml --ip 127.0.0.1 --port ${port} --var IRIS_DEV_MODE:1${Object.entries(vars).map(([k, v]) => ` --var ${k}:${v}`).join('')}`,
     stop: async () => {
       await stopSpawned(s, 5000);
-      rmSync(persist, { recursive: true, force: true });
+      if (persistTo === undefined) rmSync(persist, { recursive: true, force: true });
     },
     output: () => s.out.text,
   };
