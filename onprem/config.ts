@@ -40,6 +40,7 @@ export const ONPREM_SETTINGS: Record<string, SettingDoc> = {
   IRIS_MAILBOX_IDLE_MS: { def: '60000', doc: 'Evict a user mailbox from memory after this long without sockets or work.' },
   IRIS_PEER_TIMEOUT_MS: { def: '10000', doc: 'Timeout of one call to another worker (forward, presence).' },
   IRIS_DRAIN_TIMEOUT_MS: { def: '10000', doc: 'SIGTERM: how long workers may take to drain before they are killed.' },
+  IRIS_WAL_SYNC: { def: 'commit', doc: 'Where the WAL fsync runs: commit = inside COMMIT on the event loop (cheapest on a disk whose fsync is ~0.1 ms); async = on the thread pool while the next batch collects (for disks whose fsync takes milliseconds).' },
   IRIS_STANDBY_WORKER: { def: '0', doc: 'Keep one spare worker process started (Node and modules loaded) to replace a worker that dies: restart in ms instead of ~0.6 s, for ~95 MiB. 0 or 1.' },
   IRIS_SEMI_SPACE_MB: { def: '16', doc: "Workers' V8 young generation: --max-semi-space-size in MiB (young generation = 2x). 0 = V8's own (64 on a large machine)." },
   IRIS_IDLE_GC_MS: { def: '5000', doc: 'After a burst, once a process has been quiet this long, one memory-reducing GC hands its grown V8 heap back (0 = never).' },
@@ -183,6 +184,8 @@ export interface OnpremConfig {
   idleGcMs: number;
   /** Keep a spare worker process booted, to replace one that dies without paying Node's start-up. */
   standbyWorker: boolean;
+  /** Where the group commit's fsync runs (onprem/storage.ts `sync`). */
+  walSync: 'commit' | 'async';
   log: 'info' | 'warn' | 'error';
   engine: Config;
   auth: AuthConfig;
@@ -210,6 +213,8 @@ export function onpremConfig(s: Settings): OnpremConfig {
   if ((cert === '') !== (key === '')) throw new StartupError('TLS needs both IRIS_TLS_CERT and IRIS_TLS_KEY');
   const route = s['IRIS_ROUTE'] ?? 'handoff';
   if (route !== 'handoff' && route !== 'pipe') throw new StartupError(`IRIS_ROUTE must be handoff or pipe, got "${route}"`);
+  const walSync = s['IRIS_WAL_SYNC'] ?? 'commit';
+  if (walSync !== 'commit' && walSync !== 'async') throw new StartupError(`IRIS_WAL_SYNC must be commit or async, got "${walSync}"`);
   const log = s['IRIS_LOG'] ?? 'info';
   if (log !== 'info' && log !== 'warn' && log !== 'error') throw new StartupError(`IRIS_LOG must be info, warn or error, got "${log}"`);
   let engine: Config;
@@ -259,6 +264,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
     semiSpaceMb: int(s, 'IRIS_SEMI_SPACE_MB', 0, 1024),
     idleGcMs: int(s, 'IRIS_IDLE_GC_MS', 0),
     standbyWorker: int(s, 'IRIS_STANDBY_WORKER', 0, 1) === 1,
+    walSync,
     log,
     engine,
     auth,

@@ -13,15 +13,18 @@ import { migrate } from '../core/schema.js';
  * core sends acks, forwards and deliveries after awaiting commit(), so nothing leaves this process before the
  * writes it depends on are durable.
  *
- * Group commit without blocking (sync 'async', the default): COMMIT writes the WAL frames into the page cache
+ * Group commit without blocking (sync 'async'; the default is 'commit', see below): COMMIT writes the WAL frames
+ * into the page cache
  * (journal_mode=WAL, synchronous=NORMAL: SQLite itself does not fsync on commit, only around checkpoints), and
  * the fsync of the WAL file runs on libuv's thread pool. While it runs the event loop goes on reading frames and
  * committing further batches; those wait for the next fsync, which starts as soon as this one ends (the classic
  * scheme: the next group is whatever arrived while the previous fsync ran). fsync of the WAL file makes every
  * frame written to it before the call durable, which is exactly what synchronous=FULL's fsync at COMMIT did, so
- * the guarantee is the same; only the thread that waits differs. sync 'commit' is the old way (synchronous=FULL,
- * the fsync inside COMMIT on the event loop), kept to measure the difference. A failed fsync is fatal (onFatal):
- * the kernel may have dropped the dirty pages, so what SQLite shows may not be on disk (PostgreSQL's "fsyncgate").
+ * the guarantee is the same; only the thread that waits differs. sync 'commit' (the default) is synchronous=FULL,
+ * the fsync inside COMMIT on the event loop: measured cheaper on a disk whose fsync takes ~0.1 ms (the handoff to
+ * the thread pool and the smaller groups cost more CPU than the blocked loop; docs/ARCHITECTURE.onprem.md).
+ * In 'async' mode a failed fsync is fatal (onFatal): the kernel may have dropped the dirty pages, so what SQLite
+ * shows may not be on disk (PostgreSQL's "fsyncgate").
  *
  * A batch closes at the end of the current event-loop turn (windowMs = 0) or windowMs after its first write, or
  * as soon as it holds maxBatch functions, whichever comes first.
@@ -44,7 +47,7 @@ export interface GroupCommitOptions {
   windowMs: number;
   /** Close the batch as soon as it holds this many commit() calls. */
   maxBatch: number;
-  /** 'async' (default): fsync of the WAL off the event loop, overlapping the next batch. 'commit': fsync inside COMMIT. */
+  /** 'commit' (default): fsync inside COMMIT. 'async': fsync of the WAL off the event loop, overlapping the next batch. */
   sync?: 'async' | 'commit';
   /** The WAL fsync failed: nothing committed since the last good fsync may be on disk. Default: throw (crash). */
   onFatal?: (error: unknown) => void;
@@ -124,7 +127,7 @@ export class GroupCommitStorage implements Storage {
   ) {
     this.fullRetryMs = opts.fullRetryMs ?? 1000;
     this.db = new DatabaseSync(path);
-    this.asyncSync = (opts.sync ?? 'async') === 'async';
+    this.asyncSync = opts.sync === 'async';
     this.db.exec('PRAGMA journal_mode = WAL');
     this.db.exec(this.asyncSync ? 'PRAGMA synchronous = NORMAL' : 'PRAGMA synchronous = FULL');
     // One connection per file (this process owns it), so locking never waits; keep a generous page cache.

@@ -35,8 +35,6 @@ export const CONNECT_PATH = '/v1/connect';
  * the difference (docs/BENCHMARKS.md); every guarantee holds either way.
  */
 const ONE_HOP = process.env['IRIS_ONE_HOP'] !== '0';
-/** IRIS_WAL_SYNC=commit: the fsync inside COMMIT on the event loop (storage.ts), only to measure the difference. */
-const WAL_SYNC = process.env['IRIS_WAL_SYNC'] === 'commit' ? 'commit' : 'async';
 /**
  * Mailboxes whose pending outbox a starting worker forwards at once (see Worker.recover); the others wait for a
  * turn. IRIS_RECOVER_CONCURRENCY overrides it only for measuring (0 = all at once, the old behaviour).
@@ -274,7 +272,7 @@ export class Worker {
       this.storage = new GroupCommitStorage(file, {
         windowMs: this.cfg.commitWindowMs,
         maxBatch: this.cfg.commitMaxBatch,
-        sync: WAL_SYNC,
+        sync: this.cfg.walSync,
         // What SQLite shows may not be on disk after a failed fsync: start again from what is (the supervisor forks
         // a new worker, whose SQLite recovers from the WAL on disk; clients resume from their cursors).
         onFatal: (e) => {

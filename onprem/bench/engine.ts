@@ -2,7 +2,7 @@
  * Storage-path benchmark of one worker: the real core Mailbox over the real GroupCommitStorage on a real file,
  * with in-memory sockets (no network), so the number is what one worker process can commit per second.
  *
- *   sh scripts/node.sh --import tsx onprem/bench/engine.ts [--messages 20000] [--users 1000] [--inflight 256] [--no-one-hop] [--sync async|commit]
+ *   sh scripts/node.sh --import tsx onprem/bench/engine.ts [--messages 20000] [--users 1000] [--inflight 256] [--no-one-hop] [--sync commit|async]
  *
  * Runs the same workload under several group-commit settings and prints one line per setting: messages/s
  * (accepted, delivered and acked, receipts included), COMMITs, operations per COMMIT, and COMMIT (fsync) time.
@@ -25,7 +25,7 @@ const { values } = parseArgs({
     inflight: { type: 'string', default: '256' },
     only: { type: 'string' },
     'no-one-hop': { type: 'boolean', default: false },
-    sync: { type: 'string', default: 'async' },
+    sync: { type: 'string', default: 'commit' },
   },
 });
 /** Sender and recipient in one storage commit together (Peers.local), as in an on-prem worker. */

@@ -119,17 +119,18 @@ describe('group commit storage', () => {
     s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 10 });
     expect(s.sql.all(`SELECT seq FROM inbox`)).toEqual([{ seq: 1 }]);
     expect(s.sql.all<{ journal_mode: string }>(`PRAGMA journal_mode`)[0]!.journal_mode).toBe('wal');
-    // NORMAL: SQLite does not fsync at COMMIT; the storage fsyncs the WAL itself before resolving (next tests).
-    expect(s.sql.all<{ synchronous: number }>(`PRAGMA synchronous`)[0]!.synchronous).toBe(1);
+    expect(s.sql.all<{ synchronous: number }>(`PRAGMA synchronous`)[0]!.synchronous).toBe(2); // FULL: fsync in COMMIT
     s.close();
     await expect(s.commit(() => 1)).rejects.toThrow('closed');
-    const full = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 10, sync: 'commit' });
-    expect(full.sql.all<{ synchronous: number }>(`PRAGMA synchronous`)[0]!.synchronous).toBe(2); // FULL: fsync in COMMIT
-    full.close();
+    // 'async': SQLite does not fsync at COMMIT; the storage fsyncs the WAL itself before resolving (next tests).
+    const a = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 10, sync: 'async' });
+    expect(a.sql.all<{ synchronous: number }>(`PRAGMA synchronous`)[0]!.synchronous).toBe(1);
+    expect(a.sql.all(`SELECT seq FROM inbox`)).toEqual([{ seq: 1 }]);
+    a.close();
   });
 });
 
-describe('group commit storage: the WAL fsync off the event loop', () => {
+describe("group commit storage: the WAL fsync off the event loop (sync 'async')", () => {
   /** An fsync the test completes by hand. */
   function heldFsync() {
     const calls: ((err: Error | null) => void)[] = [];
@@ -139,7 +140,7 @@ describe('group commit storage: the WAL fsync off the event loop', () => {
   it('resolves a group only after its fsync; what commits meanwhile waits for the next fsync', async () => {
     const file = join(dir(), 'w.sqlite');
     const f = heldFsync();
-    const s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 1000, fsync: f.fsync });
+    const s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 1000, sync: 'async', fsync: f.fsync });
     const done: number[] = [];
     const a = s.commit(() => insert(s, 'u', 1)).then(() => void done.push(1));
     await sleep(10);
@@ -169,7 +170,7 @@ describe('group commit storage: the WAL fsync off the event loop', () => {
   it('a read of data whose fsync has not finished waits for it', async () => {
     const file = join(dir(), 'w.sqlite');
     const f = heldFsync();
-    const s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 1000, fsync: f.fsync });
+    const s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 1000, sync: 'async', fsync: f.fsync });
     void s.commit(() => insert(s, 'u', 1));
     await sleep(10);
     let read: unknown = null;
@@ -189,7 +190,7 @@ describe('group commit storage: the WAL fsync off the event loop', () => {
     const file = join(dir(), 'w.sqlite');
     const f = heldFsync();
     const fatal: unknown[] = [];
-    const s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 1000, fsync: f.fsync, onFatal: (e) => void fatal.push(e) });
+    const s = new GroupCommitStorage(file, { windowMs: 0, maxBatch: 1000, sync: 'async', fsync: f.fsync, onFatal: (e) => void fatal.push(e) });
     const a = s.commit(() => insert(s, 'u', 1));
     await sleep(10);
     const b = s.commit(() => insert(s, 'u', 2));
