@@ -1,11 +1,10 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Device, FNV0, foldId, parseOptions, type OnpremRecovery } from '../../scripts/bench/recovery.js';
 import type { Entry } from '../../protocol/index.js';
-import { ROOT } from './helpers.js';
+import { runScript } from './helpers.js';
 
 /**
  * The recovery benchmark (scripts/bench/recovery.ts) with tiny counts: 2,000 undelivered messages seeded into a
@@ -16,25 +15,11 @@ import { ROOT } from './helpers.js';
 
 const dirs: string[] = [];
 
-function runRecovery(args: string[], timeoutMs: number): Promise<{ code: number | null; out: string; json: string }> {
+async function runRecovery(args: string[], timeoutMs: number): Promise<{ code: number | null; out: string; json: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'iris-bench-recovery-'));
   dirs.push(dir);
   const json = join(dir, 'result.json');
-  return new Promise((res) => {
-    const child = spawn('sh', [join(ROOT, 'scripts/node.sh'), '--import', 'tsx', join(ROOT, 'scripts/bench/recovery.ts'), ...args, '--json', json], {
-      cwd: ROOT,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let out = '';
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
-    // Only a guard against a hang: SIGINT makes the script stop the servers it started.
-    const guard = setTimeout(() => child.kill('SIGINT'), timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(guard);
-      res({ code, out, json });
-    });
-  });
+  return { ...(await runScript('scripts/bench/recovery.ts', [...args, '--json', json], timeoutMs)), json };
 }
 
 function entry(seq: number, msg: string, kind: Entry['kind'] = 'message'): Entry {

@@ -285,10 +285,19 @@ export class RawClient {
  * Runs the load harness (scripts/bench/run.ts) with `args` into a fresh temp dir, collecting its output. The
  * harness bounds itself; `timeoutMs` only guards against a hang (SIGINT makes it stop the servers it started).
  */
-export function runBench(args: string[], timeoutMs: number, prefix = 'iris-bench-'): Promise<{ code: number | null; out: string; dir: string }> {
+export async function runBench(args: string[], timeoutMs: number, prefix = 'iris-bench-'): Promise<{ code: number | null; out: string; dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), prefix));
+  const r = await runScript('scripts/bench/run.ts', [...args, '--out', dir, '--quiet'], timeoutMs);
+  return { ...r, dir };
+}
+
+/**
+ * Runs a TypeScript script of the repository (through scripts/node.sh and tsx), collecting stdout and stderr.
+ * `timeoutMs` only guards against a hang: SIGINT makes the bench scripts stop the servers they started.
+ */
+export function runScript(script: string, args: string[], timeoutMs: number): Promise<{ code: number | null; out: string }> {
   return new Promise((res) => {
-    const child = spawn('sh', [join(ROOT, 'scripts/node.sh'), '--import', 'tsx', join(ROOT, 'scripts/bench/run.ts'), ...args, '--out', dir, '--quiet'], {
+    const child = spawn('sh', [join(ROOT, 'scripts/node.sh'), '--import', 'tsx', join(ROOT, script), ...args], {
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -298,7 +307,7 @@ export function runBench(args: string[], timeoutMs: number, prefix = 'iris-bench
     const guard = setTimeout(() => child.kill('SIGINT'), timeoutMs);
     child.once('exit', (code) => {
       clearTimeout(guard);
-      res({ code, out, dir });
+      res({ code, out });
     });
   });
 }
