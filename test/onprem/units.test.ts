@@ -261,6 +261,9 @@ describe('settings', () => {
     expect(() => resolveSettings(['--bogus', '1'], {}, '/')).toThrow(StartupError);
     expect(() => onpremConfig({ IRIS_PORT: 'x', IRIS_JWT_SECRET: 's' })).toThrow('IRIS_PORT must be an integer');
     expect(onpremConfig({ IRIS_JWT_SECRET: 's' }).devAuth).toBe(false);
+    expect(onpremConfig({ IRIS_JWT_SECRET: 's' }).walSync).toBe('commit');
+    expect(onpremConfig({ IRIS_JWT_SECRET: 's', IRIS_WAL_SYNC: 'async' }).walSync).toBe('async');
+    expect(() => onpremConfig({ IRIS_JWT_SECRET: 's', IRIS_WAL_SYNC: 'later' })).toThrow('IRIS_WAL_SYNC must be commit or async');
     expect(onpremConfig({ IRIS_TLS_CERT: '/c', IRIS_TLS_KEY: '/k', IRIS_JWT_SECRET: 's' }).route).toBe('pipe');
   });
 
