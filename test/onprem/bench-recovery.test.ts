@@ -22,6 +22,15 @@ async function runRecovery(args: string[], timeoutMs: number): Promise<{ code: n
   return { ...(await runScript('scripts/bench/recovery.ts', [...args, '--json', json], timeoutMs)), json };
 }
 
+/** An on-prem run that must pass: the script exited 0 and its own accounting found nothing wrong. */
+async function onpremRun(args: string[]): Promise<{ r: { out: string }; res: OnpremRecovery }> {
+  const r = await runRecovery(args, 110_000);
+  expect(r.code, r.out).toBe(0);
+  const res = (JSON.parse(readFileSync(r.json, 'utf8')) as { onprem: OnpremRecovery }).onprem;
+  expect(res.pass, res.failures.join('; ')).toBe(true);
+  return { r, res };
+}
+
 function entry(seq: number, msg: string, kind: Entry['kind'] = 'message'): Entry {
   return { seq, kind, msg, peer: msg.split(':')[0]!, ts: 0, body: new Uint8Array(0) };
 }
@@ -32,13 +41,9 @@ describe('bench recovery', () => {
   });
 
   it('kills a worker over a seeded backlog and delivers every message exactly once afterwards', { timeout: 120_000 }, async () => {
-    const r = await runRecovery(
+    const { r, res } = await onpremRun(
       ['--target', 'onprem', '--messages', '2000', '--recipients', '4', '--senders', '10', '--conversations', '3', '--connect', '2', '--timeout-s', '90', '--quiet'],
-      110_000,
     );
-    expect(r.code, r.out).toBe(0);
-    const res = (JSON.parse(readFileSync(r.json, 'utf8')) as { onprem: OnpremRecovery }).onprem;
-    expect(res.pass, res.failures.join('; ')).toBe(true);
     expect(res.seed.messages).toBe(2000);
     // u0 and u2 hash to worker 0 of 2, u1 and u3 to worker 1: the kill hits half the store.
     expect(res.seed.perWorkerMessages).toEqual([1000, 1000]);
@@ -56,13 +61,9 @@ describe('bench recovery', () => {
   });
 
   it('with IRIS_STANDBY_WORKER=1 the loaded spare replaces the killed worker, and nothing is lost', { timeout: 120_000 }, async () => {
-    const r = await runRecovery(
+    const { r, res } = await onpremRun(
       ['--target', 'onprem', '--messages', '2000', '--recipients', '4', '--senders', '10', '--connect', '2', '--standby', '--timeout-s', '90', '--quiet'],
-      110_000,
     );
-    expect(r.code, r.out).toBe(0);
-    const res = (JSON.parse(readFileSync(r.json, 'utf8')) as { onprem: OnpremRecovery }).onprem;
-    expect(res.pass, res.failures.join('; ')).toBe(true);
     expect(res.verify).toMatchObject({ expected: 2000, delivered: 2000, fresh: 2, lost: 0, duplicated: 0, gaps: 0, fifoViolations: 0, hashMismatches: 0 });
     // The replacement is the process that was waiting before the kill, not a new fork.
     expect(res.kill.standbyPid).not.toBeNull();
@@ -71,13 +72,9 @@ describe('bench recovery', () => {
   });
 
   it('forwards a backlog left in the senders\' outboxes at start, each message exactly once', { timeout: 120_000 }, async () => {
-    const r = await runRecovery(
+    const { res } = await onpremRun(
       ['--target', 'onprem', '--messages', '2000', '--recipients', '4', '--senders', '10', '--connect', '2', '--pending', '1200', '--timeout-s', '90', '--quiet'],
-      110_000,
     );
-    expect(r.code, r.out).toBe(0);
-    const res = (JSON.parse(readFileSync(r.json, 'utf8')) as { onprem: OnpremRecovery }).onprem;
-    expect(res.pass, res.failures.join('; ')).toBe(true);
     expect(res.seed.pending).toBe(1200);
     expect(res.cold.pendingLandedMs).not.toBeNull();
     // 800 in the inboxes, 1,200 forwarded at start plus the two fresh sends.
