@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream';
 import { WebSocket } from 'ws';
 import type { Conn, ConnState } from '../core/ports.js';
 import { CLOSE_CODES } from '../protocol/index.js';
@@ -24,6 +25,30 @@ export class IrisWebSocket extends WebSocket {
   conn: WsConn | null = null;
 }
 
+/**
+ * Sockets written to during this event-loop turn. A turn often has several frames for one socket (a hot inbox
+ * gets a `deliver` per sender, a sender gets its `send_ack`s and `receipts`); each `ws.send` would be its own
+ * writev syscall. Corking the socket at its first frame and uncorking every corked socket once, after the
+ * turn's I/O callbacks and commits (setImmediate runs after the group commit's own setImmediate when that was
+ * scheduled first), makes them one write. Measured in docs/BENCHMARKS.md ("Frames per socket per turn").
+ */
+const corked: Duplex[] = [];
+let uncorkScheduled = false;
+/**
+ * A corked socket is written at once when this much waits in it. Corking is for many small frames; without
+ * this bound one turn's deliveries (a resumed device pumped its whole window from the inbox) would sit in
+ * user space and count against maxQueuedBytes, which is meant for bytes the client did not read.
+ */
+const CORK_MAX_BYTES = 16 * 1024;
+
+function uncorkAll(): void {
+  uncorkScheduled = false;
+  // A frame sent while uncorking (a write callback) corks again and schedules the next round. A socket can be
+  // listed twice (written at CORK_MAX_BYTES, then corked again); outside ws.send every cork is ours.
+  const list = corked.splice(0, corked.length);
+  for (const s of list) if (s.writableCorked > 0) s.uncork();
+}
+
 export class WsConn implements Conn {
   private st: ConnState | null = null;
   /** Set by the worker's heartbeat: false after a ping, true again on the pong. */
@@ -32,6 +57,8 @@ export class WsConn implements Conn {
 
   constructor(
     readonly ws: WebSocket,
+    /** The socket under `ws` (net.Socket, or the pipe from another worker), corked per turn. */
+    private readonly socket: Duplex,
     /** The user's shard in the worker (onprem/worker.ts). */
     readonly owner: ConnOwner,
   ) {}
@@ -55,7 +82,17 @@ export class WsConn implements Conn {
   send(data: string | Uint8Array): void {
     if (this.ws.readyState !== WebSocket.OPEN) return;
     this.owner.sent();
+    // ws corks around each frame itself, synchronously and balanced: a count above 0 here is ours.
+    if (this.socket.writableCorked === 0) {
+      this.socket.cork();
+      corked.push(this.socket);
+      if (!uncorkScheduled) {
+        uncorkScheduled = true;
+        setImmediate(uncorkAll);
+      }
+    }
     this.ws.send(data);
+    if (this.socket.writableLength >= CORK_MAX_BYTES && this.socket.writableCorked > 0) this.socket.uncork();
   }
 
   close(code: number, reason: string): void {

@@ -622,20 +622,20 @@ export class Worker {
     let attached = false;
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       attached = true;
-      this.attach(ws, user, via);
+      this.attach(ws, socket, user, via);
     });
     // ws completes the handshake synchronously and then has its own error listener on the socket: ours goes
     // (one listener less per connection). If the handshake was refused, ours stays until the socket is gone.
     if (attached) socket.off('error', destroyOnError);
   }
 
-  private attach(ws: IrisWebSocket, user: string, via: 'local' | 'handoff' | 'pipe'): void {
+  private attach(ws: IrisWebSocket, socket: Duplex, user: string, via: 'local' | 'handoff' | 'pipe'): void {
     if (this.draining) {
       ws.close(CLOSE_CODES.going_away, 'server shutting down');
       return;
     }
     const shard = this.shard(user);
-    const conn = new WsConn(ws, shard);
+    const conn = new WsConn(ws, socket, shard);
     ws.conn = conn;
     shard.add(conn);
     this.connCount++;
