@@ -26,7 +26,7 @@ export interface ConnectionHooks {
   welcomed(gen: number, welcome: Welcome, helloCursor: number): void;
   /** After state 'open' and connect() resolved: write what waited for a connection. */
   opened(welcome: Welcome): void;
-  /** A frame from the welcomed current socket (error frames before the welcome are this class's own). */
+  /** Any other frame from the current socket (the welcome, and error frames before it, are this class's own). */
   frame(f: ServerFrame, gen: number): void;
   /** The current socket is gone, or about to be: stop per-socket work. */
   down(): void;
