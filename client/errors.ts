@@ -1,4 +1,4 @@
-import type { ErrorCode } from '../protocol/index.js';
+import type { ErrorCode, ErrorFrame } from '../protocol/index.js';
 
 /**
  * Every failure the SDK reports. `code` is either a protocol error code (what the server said, see
@@ -59,4 +59,15 @@ export class IrisError extends Error {
 
 export function isIrisError(e: unknown): e is IrisError {
   return e instanceof IrisError;
+}
+
+/** The SDK error for a server error frame (internal: not exported by client/index.ts). */
+export function errorOfFrame(f: ErrorFrame): IrisError {
+  const details = { ...(f.retryAfter !== undefined ? { retryAfter: f.retryAfter } : {}), ...(f.ref !== undefined ? { ref: f.ref } : {}) };
+  return new IrisError(f.code, f.message, details);
+}
+
+/** The message of anything thrown (internal). */
+export function errText(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
 }

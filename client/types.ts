@@ -1,10 +1,44 @@
-import type { PresenceInfo, SendAck, Welcome } from '../protocol/index.js';
 import type { BackoffOptions } from './backoff.js';
 import type { IrisError } from './errors.js';
 import type { FetchLike, WebSocketConstructor } from './socket.js';
 import type { ClientStore } from './store.js';
 
-export type { PresenceInfo, SendAck, Welcome };
+/*
+ * The SDK's own shapes of what the server says. They carry no wire fields (the frame tag `t`): the wire format
+ * may change under the SDK without the app's types changing, and apps cannot come to depend on it.
+ */
+
+/** The server accepted the connection: connect() resolves with it, and the 'welcome' event carries it. */
+export interface Welcome {
+  user: string;
+  device: string;
+  /** Deliveries on this connection start after this sequence number. */
+  cursor: number;
+  /** Highest sequence number in the user's inbox right now. */
+  head: number;
+  /** Server clock, ms since epoch. */
+  time: number;
+}
+
+/** A send the server has durably accepted: what send() resolves with. */
+export interface SendAck {
+  /** The client message id (the idempotency key). */
+  id: string;
+  /** Server message id, unique across the deployment. */
+  msg: string;
+  /** Server timestamp of acceptance, ms since epoch. */
+  ts: number;
+  /** True when this answers a retry of an already accepted message. */
+  dup: boolean;
+}
+
+/** One user's presence, as presence() resolves with it. */
+export interface PresenceInfo {
+  user: string;
+  online: boolean;
+  /** ms since epoch of the last disconnect (or now, if online); 0 if never seen. */
+  lastSeen: number;
+}
 
 export type ConnectionState = 'connecting' | 'open' | 'reconnecting' | 'closed';
 
@@ -82,7 +116,6 @@ export interface IrisMessage {
   text(): string;
 }
 
-/** A message this user sent reached a device of its recipient. */
 /**
  * A cumulative delivery receipt: every message this client's user sent to `by`, up to and including `msg`, has
  * reached one of `by`'s devices (one receipt covers a whole acknowledged burst; docs/PROTOCOL.md 9.6).
@@ -97,7 +130,7 @@ export interface IrisReceipt {
   ts: number;
 }
 
-/** A send_ack, with the recipient; emitted for every acked send, including ones resumed from the store. */
+/** A send's acceptance, with the recipient; emitted for every acked send, including ones resumed from the store. */
 export interface SentEvent extends SendAck {
   to: string;
 }

@@ -243,6 +243,25 @@ describe('IrisClient: send and outbox', () => {
     expect(c.pending).toBe(0);
   });
 
+  it('hands out its own shapes: the welcome, the ack and the ack event carry no wire tag', async () => {
+    const c = client();
+    const acks: unknown[] = [];
+    const welcomes: unknown[] = [];
+    c.on('ack', (a) => void acks.push(a));
+    c.on('welcome', (w) => void welcomes.push(w));
+    const connected = c.connect();
+    const s = await nextSocket(1);
+    await s.welcome(0, 3);
+    const w = await connected;
+    expect(w).toEqual({ user: 'alice', device: 'phone', cursor: 0, head: 3, time: w.time });
+    expect(welcomes).toEqual([w]);
+    const p = c.send('bob', 'hi', { id: 'x1' });
+    await waitFor(() => s.framesOf('send').length === 1);
+    s.push({ t: 'send_ack', id: 'x1', msg: 'alice:1', ts: 5, dup: false });
+    expect(await p).toEqual({ id: 'x1', msg: 'alice:1', ts: 5, dup: false });
+    expect(acks).toEqual([{ id: 'x1', msg: 'alice:1', ts: 5, dup: false, to: 'bob' }]);
+  });
+
   it('gives every send a distinct id', async () => {
     const c = client({ retry: false });
     c.connect().catch(() => {});
