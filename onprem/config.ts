@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { AuthError, DEV_SECRET, authConfigFromEnv, devAuthDecision, devModeRequested, type AuthConfig } from '../auth/index.js';
 import { configFromEnv, type Config } from '../core/config.js';
-import { ConfigError, SETTINGS, defaultText, flagName, rangeText, readNumber, readString, settingNames, settingSpec, settingsFor, validateSettings, type SettingGroup } from '../core/settings.js';
+import { ConfigError, SETTINGS, flagName, rangeText, readNumber, readString, settingNames, settingSpec, settingsFor, validateSettings, type SettingGroup } from '../core/settings.js';
 
 /**
  * On-prem settings. Every setting has one IRIS_* name and can come from (later wins):
@@ -238,8 +238,8 @@ export function helpText(): string {
   for (const [group, title] of HELP_GROUPS) {
     lines.push('', title);
     for (const d of SETTINGS.filter((x) => x.group === group && x.profiles.includes('onprem'))) {
-      const takes = d.type === 'int' || d.type === 'number' || d.type === 'enum' ? rangeText(d, true) : d.type;
-      lines.push(`  ${flagName(d.name)}`, `      ${d.doc.replace(/`/g, '')}`, `      (${takes}; default: ${defaultText(d)})`);
+      const takes = d.type === 'string' ? 'text' : d.type === 'path' ? 'a path' : rangeText(d, true);
+      lines.push(`  ${flagName(d.name)}`, `      ${d.doc.replace(/`/g, '')}`, `      (${takes}; default: ${d.default ?? d.defaultDoc ?? 'none'})`);
     }
   }
   lines.push(
