@@ -225,14 +225,15 @@ function rawOf(env: Record<string, unknown>, name: string): unknown {
 }
 
 /**
- * Reads and checks one numeric setting; unset gives its default (NaN when it has none: callers of settings
- * without a default use readOptionalNumber). Numbers may come as numbers (wrangler [vars]) or strings.
+ * Reads and checks one numeric setting; unset gives its default. Numbers may come as numbers (wrangler
+ * [vars]) or strings. A setting without a default must be read with readOptionalNumber.
  */
 export function readNumber(env: Record<string, unknown>, name: string): number {
   const n = readOptionalNumber(env, name);
   if (n !== undefined) return n;
   const s = spec(name);
-  return s.default === null ? Number.NaN : Number(s.default);
+  if (s.default === null) throw new Error(`${name} has no default: read it with readOptionalNumber`);
+  return Number(s.default);
 }
 
 export function readOptionalNumber(env: Record<string, unknown>, name: string): number | undefined {

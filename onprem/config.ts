@@ -3,7 +3,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { AuthError, DEV_SECRET, authConfigFromEnv, devAuthDecision, devModeRequested, type AuthConfig } from '../auth/index.js';
 import { configFromEnv, type Config } from '../core/config.js';
-import { ConfigError, SETTINGS, flagName, rangeText, readNumber, readString, settingNames, settingSpec, settingsFor, validateSettings, type SettingGroup } from '../core/settings.js';
+import { ConfigError, SETTINGS, flagName, rangeText, readNumber, readOptionalNumber, readString, settingNames, settingSpec, settingsFor, validateSettings, type SettingGroup } from '../core/settings.js';
 
 /**
  * On-prem settings. Every setting has one IRIS_* name and can come from (later wins):
@@ -182,13 +182,12 @@ export function onpremConfig(s: Settings): OnpremConfig {
     if (e instanceof AuthError) throw new StartupError(e.message);
     throw e;
   }
-  const workersRaw = s['IRIS_WORKERS'] ?? '';
   return {
     host: readString(s, 'IRIS_HOST')!,
     port: readNumber(s, 'IRIS_PORT'),
     dataDir: resolve(dataDir),
     runDir: resolve(runDir),
-    workers: workersRaw === '' ? null : readNumber(s, 'IRIS_WORKERS'),
+    workers: readOptionalNumber(s, 'IRIS_WORKERS') ?? null,
     tls: cert !== '' ? { cert, key } : null,
     route: cert !== '' ? 'pipe' : route,
     commitWindowMs: readNumber(s, 'IRIS_COMMIT_WINDOW_MS'),
@@ -197,7 +196,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
     helloTimeoutMs: engine.helloTimeoutMs,
     headersTimeoutMs: readNumber(s, 'IRIS_HEADERS_TIMEOUT_MS'),
     connectRatePerMin: readNumber(s, 'IRIS_CONNECT_RATE'),
-    maxConnections: (s['IRIS_MAX_CONNECTIONS'] ?? '') === '' ? null : readNumber(s, 'IRIS_MAX_CONNECTIONS'),
+    maxConnections: readOptionalNumber(s, 'IRIS_MAX_CONNECTIONS') ?? null,
     pingMs: engine.pingMs,
     maxPayload: readNumber(s, 'IRIS_WS_MAX_PAYLOAD'),
     mailboxIdleMs: readNumber(s, 'IRIS_MAILBOX_IDLE_MS'),
