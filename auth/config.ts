@@ -1,4 +1,5 @@
 import type { JSONWebKeySet } from 'jose';
+import { readNumber, readString } from '../core/settings.js';
 
 /**
  * Development HS256 secret. It is public (it is in this file and in the README), so a server that accepts it
@@ -47,8 +48,9 @@ function str(env: Record<string, unknown>, k: string): string | undefined {
 
 /** True only for an explicit IRIS_DEV_MODE=1 (or "true"): anything else, unset included, is production. */
 export function devModeRequested(env: Record<string, unknown>): boolean {
-  const v = str(env, 'IRIS_DEV_MODE');
-  return v === '1' || v === 'true';
+  // Numbers and booleans too: a wrangler [vars] entry `IRIS_DEV_MODE = 1` is a number.
+  const v = env['IRIS_DEV_MODE'];
+  return v === '1' || v === 'true' || v === 1 || v === true;
 }
 
 /**
@@ -57,28 +59,30 @@ export function devModeRequested(env: Record<string, unknown>): boolean {
  * the public secret accepted beside it.
  */
 export function devAuthDecision(env: Record<string, unknown>): DevAuthDecision {
-  if (KEY_SETTINGS.some((k) => str(env, k) !== undefined)) return 'keys';
+  // Any value counts as a key, not only a string: wrangler [vars] turns an IRIS_JWKS table into an object.
+  if (KEY_SETTINGS.some((k) => env[k] !== undefined && env[k] !== null && env[k] !== '')) return 'keys';
   return devModeRequested(env) ? 'dev' : 'none';
 }
 
 /**
- * Reads auth settings from IRIS_* variables (Worker env or process.env):
- * IRIS_JWT_SECRET, IRIS_JWKS (JSON), IRIS_JWKS_URL, IRIS_JWT_ISSUER, IRIS_JWT_AUDIENCE,
- * IRIS_JWT_CLOCK_TOLERANCE (seconds, default 30), IRIS_DEV_MODE (1: DEV_SECRET when no key is configured).
- * Throws SyntaxError when IRIS_JWKS is not JSON.
+ * Reads auth settings from IRIS_* variables (Worker env or process.env): IRIS_JWT_SECRET, IRIS_JWKS (JSON),
+ * IRIS_JWKS_URL, IRIS_JWT_ISSUER, IRIS_JWT_AUDIENCE, IRIS_JWT_CLOCK_TOLERANCE, IRIS_DEV_MODE (types, defaults
+ * and ranges in core/settings.ts). Throws ConfigError for a value the schema refuses: a clock tolerance jose
+ * would choke on at every verification, a JWKS that is not JSON, an IRIS_DEV_MODE of "yes".
  */
 export function authConfigFromEnv(env: Record<string, unknown>): AuthConfig {
-  const cfg: AuthConfig = { clockToleranceSec: Number(str(env, 'IRIS_JWT_CLOCK_TOLERANCE') ?? 30), devAuth: false };
-  const secret = str(env, 'IRIS_JWT_SECRET') ?? (devAuthDecision(env) === 'dev' ? DEV_SECRET : undefined);
+  const cfg: AuthConfig = { clockToleranceSec: readNumber(env, 'IRIS_JWT_CLOCK_TOLERANCE'), devAuth: false };
+  readString(env, 'IRIS_DEV_MODE');
+  const secret = readString(env, 'IRIS_JWT_SECRET') ?? (devAuthDecision(env) === 'dev' ? DEV_SECRET : undefined);
   if (secret !== undefined) cfg.secret = secret;
   cfg.devAuth = secret === DEV_SECRET;
-  const jwks = str(env, 'IRIS_JWKS');
+  const jwks = readString(env, 'IRIS_JWKS');
   if (jwks !== undefined) cfg.jwks = JSON.parse(jwks) as JSONWebKeySet;
-  const jwksUrl = str(env, 'IRIS_JWKS_URL');
+  const jwksUrl = readString(env, 'IRIS_JWKS_URL');
   if (jwksUrl !== undefined) cfg.jwksUrl = jwksUrl;
-  const iss = str(env, 'IRIS_JWT_ISSUER');
+  const iss = readString(env, 'IRIS_JWT_ISSUER');
   if (iss !== undefined) cfg.issuer = iss;
-  const aud = str(env, 'IRIS_JWT_AUDIENCE');
+  const aud = readString(env, 'IRIS_JWT_AUDIENCE');
   if (aud !== undefined) cfg.audience = aud;
   return cfg;
 }

@@ -1,6 +1,11 @@
+import { ConfigError, ENGINE_SETTINGS, readNumber, type EngineKey } from './settings.js';
+
+export { ConfigError };
+
 /**
  * Engine settings shared by both profiles. Each has an IRIS_* environment name (wrangler.toml [vars] on
- * Cloudflare, the environment or config file on-prem); README.md lists them.
+ * Cloudflare, the environment or config file on-prem). Names, defaults and ranges are declared once, in
+ * core/settings.ts (ENGINE_SETTINGS); this is their typed shape.
  */
 export interface Config {
   /** Entries waiting in one user's inbox before senders get inbox_full. */
@@ -46,59 +51,28 @@ export interface Config {
   pingMs: number;
 }
 
-export const DEFAULT_CONFIG: Config = {
-  inboxCap: 10_000,
-  outboxCap: 10_000,
-  dedupWindow: 10_000,
-  ratePerSec: 50,
-  rateBurst: 200,
-  sendWindow: 256,
-  maxDevices: 16,
-  retryBaseMs: 250,
-  retryMaxMs: 30_000,
-  fullRetryMs: 5_000,
-  connFramesPerSec: 500,
-  connFrameBurst: 2_000,
-  maxErrorsInRow: 20,
-  maxQueuedBytes: 48 * 1024 * 1024,
-  helloTimeoutMs: 10_000,
-  pingMs: 30_000,
-};
+// Config and ENGINE_SETTINGS must name the same keys: a setting added to one and not the other fails here.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : never) : never;
+const sameKeys: Same<keyof Config, EngineKey> = true;
+void sameKeys;
 
-const ENV_NAMES: Record<keyof Config, string> = {
-  inboxCap: 'IRIS_INBOX_CAP',
-  outboxCap: 'IRIS_OUTBOX_CAP',
-  dedupWindow: 'IRIS_DEDUP_WINDOW',
-  ratePerSec: 'IRIS_RATE_PER_SEC',
-  rateBurst: 'IRIS_RATE_BURST',
-  sendWindow: 'IRIS_SEND_WINDOW',
-  maxDevices: 'IRIS_MAX_DEVICES',
-  retryBaseMs: 'IRIS_RETRY_BASE_MS',
-  retryMaxMs: 'IRIS_RETRY_MAX_MS',
-  fullRetryMs: 'IRIS_FULL_RETRY_MS',
-  connFramesPerSec: 'IRIS_CONN_RATE_PER_SEC',
-  connFrameBurst: 'IRIS_CONN_RATE_BURST',
-  maxErrorsInRow: 'IRIS_MAX_ERRORS_IN_ROW',
-  maxQueuedBytes: 'IRIS_MAX_QUEUED_BYTES',
-  helloTimeoutMs: 'IRIS_HELLO_TIMEOUT_MS',
-  pingMs: 'IRIS_WS_PING_MS',
-};
+const KEYS = Object.keys(ENGINE_SETTINGS) as EngineKey[];
 
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-}
-
-/** Reads IRIS_* settings from an environment-like object; anything unset keeps its default. */
-export function configFromEnv(env: Record<string, unknown>): Config {
-  const out: Config = { ...DEFAULT_CONFIG };
-  for (const key of Object.keys(ENV_NAMES) as (keyof Config)[]) {
-    const raw = env[ENV_NAMES[key]];
-    if (raw === undefined || raw === '') continue;
-    const n = typeof raw === 'number' ? raw : Number(raw);
-    if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${ENV_NAMES[key]} must be a positive number, got ${String(raw)}`);
-    out[key] = n;
-  }
+function fromSchema(read: (name: string) => number): Config {
+  const out = {} as Config;
+  for (const key of KEYS) out[key] = read(ENGINE_SETTINGS[key].name);
   return out;
 }
 
-export const CONFIG_ENV_NAMES = ENV_NAMES;
+export const DEFAULT_CONFIG: Config = fromSchema((name) => readNumber({}, name));
+
+/**
+ * Reads IRIS_* settings from an environment-like object; anything unset keeps its default. Throws ConfigError
+ * for a value outside the setting's declared type or range (a cap of 1.5, a rate of "fast").
+ */
+export function configFromEnv(env: Record<string, unknown>): Config {
+  return fromSchema((name) => readNumber(env, name));
+}
+
+/** Config key -> IRIS_* name. */
+export const CONFIG_ENV_NAMES = Object.fromEntries(KEYS.map((k) => [k, ENGINE_SETTINGS[k].name])) as Record<keyof Config, string>;

@@ -2,8 +2,8 @@ import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { AuthError, DEV_SECRET, authConfigFromEnv, devAuthDecision, devModeRequested, type AuthConfig } from '../auth/index.js';
-import { CONFIG_ENV_NAMES, ConfigError, configFromEnv, type Config } from '../core/config.js';
-import { LIMITS } from '../protocol/index.js';
+import { configFromEnv, type Config } from '../core/config.js';
+import { ConfigError, SETTINGS, flagName, rangeText, readNumber, readOptionalNumber, readString, settingNames, settingSpec, settingsFor, validateSettings, type SettingGroup } from '../core/settings.js';
 
 /**
  * On-prem settings. Every setting has one IRIS_* name and can come from (later wins):
@@ -15,51 +15,9 @@ import { LIMITS } from '../protocol/index.js';
 
 export type Settings = Record<string, string>;
 
-interface SettingDoc {
-  def: string;
-  doc: string;
-  path?: boolean;
-}
-
-/** Settings of the on-prem adapter itself. docs/OPERATIONS.md carries the same table. */
-export const ONPREM_SETTINGS: Record<string, SettingDoc> = {
-  IRIS_HOST: { def: '127.0.0.1', doc: 'Address to listen on (0.0.0.0 or :: for every interface).' },
-  IRIS_PORT: { def: '8788', doc: 'TCP port shared by every worker (SO_REUSEPORT). wrangler dev owns 8787.' },
-  IRIS_DATA_DIR: { def: './data/onprem', doc: 'Data directory: one SQLite file per worker, metadata, lock.', path: true },
-  IRIS_RUN_DIR: { def: '', doc: 'Unix sockets between workers (default <data dir>/run). Path must be short (< 100 bytes).', path: true },
-  IRIS_WORKERS: { def: '', doc: 'Worker processes (default: the count recorded in the data dir, else available cores). Fixed per data dir.' },
-  IRIS_TLS_CERT: { def: '', doc: 'PEM certificate chain: serve wss:// (needs IRIS_TLS_KEY).', path: true },
-  IRIS_TLS_KEY: { def: '', doc: 'PEM private key for IRIS_TLS_CERT.', path: true },
-  IRIS_ROUTE: { def: 'handoff', doc: 'How a connection reaches its owner: handoff (pass the socket) or pipe (byte relay). TLS forces pipe.' },
-  IRIS_COMMIT_WINDOW_MS: { def: '0', doc: 'Group commit window: 0 = end of the event-loop turn; N = at most N ms after the first write.' },
-  IRIS_COMMIT_MAX_BATCH: { def: '1024', doc: 'Group commit: commit as soon as this many operations wait.' },
-  IRIS_HEADERS_TIMEOUT_MS: { def: '10000', doc: 'HTTP request headers must arrive within this time (else 408).' },
-  IRIS_CONNECT_RATE: { def: '600', doc: 'Connection attempts per minute per client IP (429 beyond), split across workers.' },
-  IRIS_MAX_CONNECTIONS: { def: '', doc: 'WebSockets per worker before 503 (default: open-file limit minus 1024).' },
-  IRIS_WS_MAX_PAYLOAD: { def: String(LIMITS.maxFrameBytes + 32 * 1024), doc: 'Largest WebSocket message read at all (bigger: close 1009).' },
-  IRIS_MAILBOX_IDLE_MS: { def: '60000', doc: 'Evict a user mailbox from memory after this long without sockets or work.' },
-  IRIS_PEER_TIMEOUT_MS: { def: '10000', doc: 'Timeout of one call to another worker (forward, presence).' },
-  IRIS_DRAIN_TIMEOUT_MS: { def: '10000', doc: 'SIGTERM: how long workers may take to drain before they are killed.' },
-  IRIS_WAL_SYNC: { def: 'commit', doc: 'Where the WAL fsync runs: commit = inside COMMIT on the event loop (cheapest on a disk whose fsync is ~0.1 ms); async = on the thread pool while the next batch collects (for disks whose fsync takes milliseconds).' },
-  IRIS_STANDBY_WORKER: { def: '0', doc: 'Keep one spare worker process started (Node and modules loaded) to replace a worker that dies: restart in ms instead of ~0.6 s, for ~95 MiB. 0 or 1.' },
-  IRIS_SEMI_SPACE_MB: { def: '16', doc: "Workers' V8 young generation: --max-semi-space-size in MiB (young generation = 2x). 0 = V8's own (64 on a large machine)." },
-  IRIS_IDLE_GC_MS: { def: '5000', doc: 'After a burst, once a process has been quiet this long, one memory-reducing GC hands its grown V8 heap back (0 = never).' },
-  IRIS_LOG: { def: 'info', doc: 'info | warn | error.' },
-  IRIS_CONFIG: { def: '', doc: 'JSON config file (flag: --config).', path: true },
-};
-
-const AUTH_SETTINGS: Record<string, string> = {
-  IRIS_JWT_SECRET: 'HS256 shared secret (prefer the environment or a 0600 config file to a flag).',
-  IRIS_JWKS: 'Inline JWKS (JSON) for RS256 / ES256 / EdDSA tokens.',
-  IRIS_JWKS_URL: 'JWKS URL, fetched and cached.',
-  IRIS_JWT_ISSUER: 'Required iss claim.',
-  IRIS_JWT_AUDIENCE: 'Required aud claim.',
-  IRIS_JWT_CLOCK_TOLERANCE: 'Clock skew allowed for exp / nbf, seconds (default 30).',
-  IRIS_DEV_MODE: 'Default 0. 1: with no IRIS_JWT_SECRET / IRIS_JWKS / IRIS_JWKS_URL, accept tokens signed with the PUBLIC dev secret (npm run onprem sets it). Ignored when any key is set.',
-};
-
+/** Every name the on-prem profile takes, as flag, environment variable or config file key (core/settings.ts). */
 export function knownNames(): Set<string> {
-  return new Set([...Object.keys(ONPREM_SETTINGS), ...Object.keys(AUTH_SETTINGS), ...Object.values(CONFIG_ENV_NAMES)]);
+  return new Set(settingNames('onprem'));
 }
 
 /** `data-dir` / `dataDir` / `IRIS_DATA_DIR` -> `IRIS_DATA_DIR`. */
@@ -107,8 +65,7 @@ export function parseArgs(argv: string[], cwd: string): ParsedArgs {
 }
 
 function resolvePath(name: string, value: string, base: string): string {
-  const doc = ONPREM_SETTINGS[name];
-  if (!doc?.path || value === '' || isAbsolute(value)) return value;
+  if (settingSpec(name)?.type !== 'path' || value === '' || isAbsolute(value)) return value;
   return resolve(base, value);
 }
 
@@ -153,7 +110,9 @@ export function resolveSettings(argv: string[], env: NodeJS.ProcessEnv, cwd: str
   const file = args.settings['IRIS_CONFIG'] ?? fromEnv['IRIS_CONFIG'];
   const fromFile = file ? readConfigFile(file) : {};
   const settings: Settings = {};
-  for (const [k, d] of Object.entries(ONPREM_SETTINGS)) if (d.def !== '') settings[k] = resolvePath(k, d.def, cwd);
+  // The server's own defaults, written out so every worker receives the same resolved map (paths made absolute
+  // against the supervisor's cwd); auth and engine defaults are applied where they are read.
+  for (const d of settingsFor('onprem')) if (d.group === 'server' && d.default !== null) settings[d.name] = resolvePath(d.name, d.default, cwd);
   Object.assign(settings, fromFile, fromEnv, args.settings);
   return { settings, help: args.help };
 }
@@ -195,37 +154,24 @@ export interface OnpremConfig {
   devModeIgnored: boolean;
 }
 
-function int(s: Settings, name: string, min: number, max = Number.MAX_SAFE_INTEGER): number {
-  const raw = s[name] ?? ONPREM_SETTINGS[name]?.def ?? '';
-  const n = Number(raw);
-  if (raw === '' || !Number.isInteger(n) || n < min || n > max) {
-    throw new StartupError(`${name} must be an integer in [${min}, ${max}], got "${raw}"`);
-  }
-  return n;
-}
-
 /** Validates and types the merged settings. Throws StartupError with a message meant for an operator. */
 export function onpremConfig(s: Settings): OnpremConfig {
-  const dataDir = s['IRIS_DATA_DIR'] ?? resolve(ONPREM_SETTINGS['IRIS_DATA_DIR']!.def);
-  const runDir = s['IRIS_RUN_DIR'] || resolve(dataDir, 'run');
-  const cert = s['IRIS_TLS_CERT'] ?? '';
-  const key = s['IRIS_TLS_KEY'] ?? '';
-  if ((cert === '') !== (key === '')) throw new StartupError('TLS needs both IRIS_TLS_CERT and IRIS_TLS_KEY');
-  const route = s['IRIS_ROUTE'] ?? 'handoff';
-  if (route !== 'handoff' && route !== 'pipe') throw new StartupError(`IRIS_ROUTE must be handoff or pipe, got "${route}"`);
-  const walSync = s['IRIS_WAL_SYNC'] ?? 'commit';
-  if (walSync !== 'commit' && walSync !== 'async') throw new StartupError(`IRIS_WAL_SYNC must be commit or async, got "${walSync}"`);
-  const log = s['IRIS_LOG'] ?? 'info';
-  if (log !== 'info' && log !== 'warn' && log !== 'error') throw new StartupError(`IRIS_LOG must be info, warn or error, got "${log}"`);
-  let engine: Config;
+  // Every value against its declared type and range first, the same check the Cloudflare edge runs.
   try {
-    engine = configFromEnv(s);
+    validateSettings(s, 'onprem');
   } catch (e) {
     if (e instanceof ConfigError) throw new StartupError(e.message);
     throw e;
   }
-  const devRaw = s['IRIS_DEV_MODE'] ?? '0';
-  if (!['0', '1', 'true', 'false'].includes(devRaw)) throw new StartupError(`IRIS_DEV_MODE must be 0 or 1, got "${devRaw}"`);
+  const dataDir = s['IRIS_DATA_DIR'] ?? resolve(readString(s, 'IRIS_DATA_DIR')!);
+  const runDir = s['IRIS_RUN_DIR'] || resolve(dataDir, 'run');
+  const cert = s['IRIS_TLS_CERT'] ?? '';
+  const key = s['IRIS_TLS_KEY'] ?? '';
+  if ((cert === '') !== (key === '')) throw new StartupError('TLS needs both IRIS_TLS_CERT and IRIS_TLS_KEY');
+  const route = readString(s, 'IRIS_ROUTE') as 'handoff' | 'pipe';
+  const walSync = readString(s, 'IRIS_WAL_SYNC') as 'commit' | 'async';
+  const log = readString(s, 'IRIS_LOG') as 'info' | 'warn' | 'error';
+  const engine = configFromEnv(s);
   if (devAuthDecision(s) === 'none') {
     throw new StartupError('no JWT key configured: set IRIS_JWT_SECRET, IRIS_JWKS or IRIS_JWKS_URL (or IRIS_DEV_MODE=1 for local development)');
   }
@@ -233,37 +179,32 @@ export function onpremConfig(s: Settings): OnpremConfig {
   try {
     auth = authConfigFromEnv(s);
   } catch (e) {
-    if (e instanceof SyntaxError) throw new StartupError(`IRIS_JWKS is not valid JSON: ${e.message}`);
     if (e instanceof AuthError) throw new StartupError(e.message);
     throw e;
   }
-  if (!Number.isFinite(auth.clockToleranceSec) || auth.clockToleranceSec < 0) {
-    throw new StartupError(`IRIS_JWT_CLOCK_TOLERANCE must be a non-negative number of seconds`);
-  }
-  const workersRaw = s['IRIS_WORKERS'] ?? '';
   return {
-    host: s['IRIS_HOST'] ?? '127.0.0.1',
-    port: int(s, 'IRIS_PORT', 0, 65535),
+    host: readString(s, 'IRIS_HOST')!,
+    port: readNumber(s, 'IRIS_PORT'),
     dataDir: resolve(dataDir),
     runDir: resolve(runDir),
-    workers: workersRaw === '' ? null : int(s, 'IRIS_WORKERS', 1, 1024),
+    workers: readOptionalNumber(s, 'IRIS_WORKERS') ?? null,
     tls: cert !== '' ? { cert, key } : null,
     route: cert !== '' ? 'pipe' : route,
-    commitWindowMs: int(s, 'IRIS_COMMIT_WINDOW_MS', 0, 1000),
-    commitMaxBatch: int(s, 'IRIS_COMMIT_MAX_BATCH', 1),
+    commitWindowMs: readNumber(s, 'IRIS_COMMIT_WINDOW_MS'),
+    commitMaxBatch: readNumber(s, 'IRIS_COMMIT_MAX_BATCH'),
     // Shared with the Cloudflare profile (core/config.ts): same names, same defaults.
     helloTimeoutMs: engine.helloTimeoutMs,
-    headersTimeoutMs: int(s, 'IRIS_HEADERS_TIMEOUT_MS', 100, 600_000),
-    connectRatePerMin: int(s, 'IRIS_CONNECT_RATE', 1),
-    maxConnections: (s['IRIS_MAX_CONNECTIONS'] ?? '') === '' ? null : int(s, 'IRIS_MAX_CONNECTIONS', 1),
+    headersTimeoutMs: readNumber(s, 'IRIS_HEADERS_TIMEOUT_MS'),
+    connectRatePerMin: readNumber(s, 'IRIS_CONNECT_RATE'),
+    maxConnections: readOptionalNumber(s, 'IRIS_MAX_CONNECTIONS') ?? null,
     pingMs: engine.pingMs,
-    maxPayload: int(s, 'IRIS_WS_MAX_PAYLOAD', LIMITS.maxFrameBytes),
-    mailboxIdleMs: int(s, 'IRIS_MAILBOX_IDLE_MS', 1),
-    peerTimeoutMs: int(s, 'IRIS_PEER_TIMEOUT_MS', 1),
-    drainTimeoutMs: int(s, 'IRIS_DRAIN_TIMEOUT_MS', 1),
-    semiSpaceMb: int(s, 'IRIS_SEMI_SPACE_MB', 0, 1024),
-    idleGcMs: int(s, 'IRIS_IDLE_GC_MS', 0),
-    standbyWorker: int(s, 'IRIS_STANDBY_WORKER', 0, 1) === 1,
+    maxPayload: readNumber(s, 'IRIS_WS_MAX_PAYLOAD'),
+    mailboxIdleMs: readNumber(s, 'IRIS_MAILBOX_IDLE_MS'),
+    peerTimeoutMs: readNumber(s, 'IRIS_PEER_TIMEOUT_MS'),
+    drainTimeoutMs: readNumber(s, 'IRIS_DRAIN_TIMEOUT_MS'),
+    semiSpaceMb: readNumber(s, 'IRIS_SEMI_SPACE_MB'),
+    idleGcMs: readNumber(s, 'IRIS_IDLE_GC_MS'),
+    standbyWorker: readString(s, 'IRIS_STANDBY_WORKER') === '1',
     walSync,
     log,
     engine,
@@ -277,6 +218,13 @@ export function defaultWorkers(): number {
   return availableParallelism();
 }
 
+const HELP_GROUPS: [SettingGroup, string][] = [
+  ['server', 'Server:'],
+  ['auth', 'Auth:'],
+  ['engine', 'Engine (same names, defaults and ranges as the Cloudflare profile):'],
+];
+
+/** --help: every on-prem setting from core/settings.ts, with its sentence, accepted values and default. */
 export function helpText(): string {
   const lines = [
     'iris-onprem — the Iris messaging engine on one machine, one worker process per core.',
@@ -285,17 +233,14 @@ export function helpText(): string {
     '',
     'Every option is also an environment variable (IRIS_<NAME>) and a key of the JSON config file.',
     'Precedence: flags > environment > config file > defaults.',
-    '',
-    'Server:',
   ];
-  const flag = (n: string) => '--' + n.slice(5).toLowerCase().replace(/_/g, '-');
-  for (const [k, d] of Object.entries(ONPREM_SETTINGS)) {
-    lines.push(`  ${flag(k).padEnd(24)} ${d.doc}${d.def ? ` [${d.def}]` : ''}`);
+  for (const [group, title] of HELP_GROUPS) {
+    lines.push('', title);
+    for (const d of SETTINGS.filter((x) => x.group === group && x.profiles.includes('onprem'))) {
+      const takes = d.type === 'string' ? 'text' : d.type === 'path' ? 'a path' : rangeText(d, true);
+      lines.push(`  ${flagName(d.name)}`, `      ${d.doc.replace(/`/g, '')}`, `      (${takes}; default: ${d.default ?? d.defaultDoc ?? 'none'})`);
+    }
   }
-  lines.push('', 'Auth:');
-  for (const [k, doc] of Object.entries(AUTH_SETTINGS)) lines.push(`  ${flag(k).padEnd(24)} ${doc}`);
-  lines.push('', 'Engine (same names as the Cloudflare profile):');
-  for (const n of Object.values(CONFIG_ENV_NAMES)) lines.push(`  ${flag(n)}`);
   lines.push(
     '',
     'Endpoints: ws(s)://HOST:PORT/v1/connect, /healthz, /readyz, /metrics (Prometheus).',

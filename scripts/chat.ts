@@ -1,8 +1,11 @@
 /**
  * A small terminal chat over the SDK.
  *
- *   npm run chat -- alice bob [--url ws://127.0.0.1:8787/v1/connect] [--device NAME] [--token JWT] [--json]
+ *   npm run chat -- alice bob [--onprem | --port N | --url ws://127.0.0.1:8787/v1/connect] [--device NAME]
+ *                            [--token JWT] [--json]
  *
+ * Without --url it connects to 127.0.0.1: `npm start`'s port (8787), `npm run onprem`'s with --onprem (8788),
+ * or --port N (an on-prem server started with --port 0 prints the one it got).
  * Connects as alice (minting a dev token unless --token or IRIS_TOKEN is given) and sends each stdin line to
  * bob. Incoming messages print with time and sender; "✓" marks a message the server stored, "✓✓" one that
  * reached a device of its recipient. The device's cursor and unsent messages live in
@@ -18,16 +21,20 @@ import { parseArgs } from 'node:util';
 import { IrisClient, IrisError, type ConnectionState } from '../client/index.js';
 import { FileStore } from '../client/node-store.js';
 import { ID_PATTERN } from '../protocol/limits.js';
+import { ONPREM_PORT, WRANGLER_PORT, connectUrl } from './lib/endpoints.js';
 import { mintToken } from './token.js';
 
-const USAGE = `usage: npm run chat -- <user> <peer> [--url ws://127.0.0.1:8787/v1/connect] [--device NAME]
-                     [--token JWT] [--json] [--dir ./.iris] [--linger MS]`;
+const USAGE = `usage: npm run chat -- <user> <peer> [--onprem | --port N | --url ws://127.0.0.1:8787/v1/connect]
+                     [--device NAME] [--token JWT] [--json] [--dir ./.iris] [--linger MS]
+  (no --url: npm start's port ${WRANGLER_PORT}; --onprem: npm run onprem's ${ONPREM_PORT}; --port N: 127.0.0.1:N)`;
 
 const { values, positionals } = parseArgs({
   args: process.argv.slice(2),
   allowPositionals: true,
   options: {
-    url: { type: 'string', default: 'ws://127.0.0.1:8787/v1/connect' },
+    url: { type: 'string' },
+    port: { type: 'string' },
+    onprem: { type: 'boolean' },
     device: { type: 'string', default: 'cli' },
     token: { type: 'string' },
     json: { type: 'boolean', default: false },
@@ -48,6 +55,13 @@ for (const [what, v] of [['user', user], ['peer', peer], ['device', values.devic
     process.exit(2);
   }
 }
+let url: string;
+try {
+  url = connectUrl(values);
+} catch (e) {
+  process.stderr.write(`chat: ${(e as Error).message}\n`);
+  process.exit(2);
+}
 const device = values.device;
 const lingerMs = Number(values.linger);
 
@@ -63,7 +77,7 @@ store.setMeta('device', device);
 
 const fixedToken = values.token ?? process.env['IRIS_TOKEN'];
 const client = new IrisClient({
-  url: values.url,
+  url,
   device,
   store,
   encoding: values.json ? 'json' : 'binary',
@@ -166,7 +180,7 @@ async function finish(): Promise<never> {
 try {
   await client.connect();
 } catch (e) {
-  out(`! could not connect to ${values.url}: ${e instanceof IrisError ? `${e.code}: ${e.message}` : String(e)}`);
+  out(`! could not connect to ${url}: ${e instanceof IrisError ? `${e.code}: ${e.message}` : String(e)}`);
   process.exit(1);
 }
 started = true;

@@ -1,11 +1,13 @@
 /**
  * Mints an HS256 token for development and tests.
  *
- *   npm run token -- alice [--ttl 24h] [--secret S] [--iss X] [--aud Y]
+ *   npm run token -- alice [--ttl 24h] [--jwt-secret S] [--jwt-issuer X] [--jwt-audience Y]
  *
- * The secret is --secret, else IRIS_JWT_SECRET, else the dev secret that `npm start` (IRIS_DEV_MODE=1)
- * accepts. --iss / --aud default to IRIS_JWT_ISSUER / IRIS_JWT_AUDIENCE when those are set. The token
- * alone goes to stdout, so `TOKEN=$(npm run -s token -- alice)` works.
+ * The flags are the server's own (IRIS_JWT_SECRET <-> --jwt-secret on on-prem, core/settings.ts), so the
+ * values that configure the server mint tokens it accepts; the older --secret / --iss / --aud still work.
+ * The secret is --jwt-secret, else IRIS_JWT_SECRET, else the dev secret that `npm start` (IRIS_DEV_MODE=1)
+ * accepts. --jwt-issuer / --jwt-audience default to IRIS_JWT_ISSUER / IRIS_JWT_AUDIENCE when those are set.
+ * The token alone goes to stdout, so `TOKEN=$(npm run -s token -- alice)` works.
  */
 import { SignJWT } from 'jose';
 import { realpathSync } from 'node:fs';
@@ -39,28 +41,50 @@ export async function mintToken(user: string, opts: MintOptions = {}): Promise<s
   return jwt.sign(new TextEncoder().encode(secret));
 }
 
-async function main(argv: string[]): Promise<void> {
+const USAGE = 'usage: npm run token -- <user> [--ttl 24h] [--jwt-secret S] [--jwt-issuer X] [--jwt-audience Y]\n';
+
+/** The server's flag name for each option, and the short name it had before (kept for scripts that use it). */
+const RENAMED = { 'jwt-secret': 'secret', 'jwt-issuer': 'iss', 'jwt-audience': 'aud' } as const;
+
+/** Parses the command line; throws on unknown flags or an option given under both of its names. */
+export function tokenArgs(argv: string[]): { user: string | undefined; extra: number; help: boolean; opts: MintOptions } {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
     options: {
       ttl: { type: 'string' },
+      'jwt-secret': { type: 'string' },
+      'jwt-issuer': { type: 'string' },
+      'jwt-audience': { type: 'string' },
       secret: { type: 'string' },
       iss: { type: 'string' },
       aud: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
-  const user = positionals[0];
-  if (values.help || user === undefined || positionals.length > 1) {
-    process.stderr.write('usage: npm run token -- <user> [--ttl 24h] [--secret S] [--iss X] [--aud Y]\n');
-    process.exit(values.help ? 0 : 2);
-  }
+  const pick = (name: keyof typeof RENAMED): string | undefined => {
+    const now = values[name];
+    const old = values[RENAMED[name]];
+    if (now !== undefined && old !== undefined) throw new Error(`--${name} and --${RENAMED[name]} are the same option: give one`);
+    return now ?? old;
+  };
   const opts: MintOptions = {};
   if (values.ttl !== undefined) opts.ttl = values.ttl;
-  if (values.secret !== undefined) opts.secret = values.secret;
-  if (values.iss !== undefined) opts.issuer = values.iss;
-  if (values.aud !== undefined) opts.audience = values.aud;
+  const secret = pick('jwt-secret');
+  const issuer = pick('jwt-issuer');
+  const audience = pick('jwt-audience');
+  if (secret !== undefined) opts.secret = secret;
+  if (issuer !== undefined) opts.issuer = issuer;
+  if (audience !== undefined) opts.audience = audience;
+  return { user: positionals[0], extra: Math.max(0, positionals.length - 1), help: values.help === true, opts };
+}
+
+async function main(argv: string[]): Promise<void> {
+  const { user, extra, help, opts } = tokenArgs(argv);
+  if (help || user === undefined || extra > 0) {
+    process.stderr.write(USAGE);
+    process.exit(help ? 0 : 2);
+  }
   process.stdout.write(`${await mintToken(user, opts)}\n`);
 }
 

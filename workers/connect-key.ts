@@ -1,6 +1,13 @@
+import { readString } from '../core/settings.js';
 import type { Env } from '../durable-objects/env.js';
 
 // Not in edge.ts: every export of a Worker's main module must be a handler or a class.
+
+/**
+ * The `error` of the 503 the edge answers while a setting is invalid (core/settings.ts says which, the
+ * `message` names it). Not an AuthError code: it is about the deployment, not the request.
+ */
+export const MISCONFIGURED = 'misconfigured';
 
 /** The connect-limit key of every request whose CF-Connecting-IP is not trusted (see connectKey). */
 export const UNTRUSTED_CONNECT_KEY = 'untrusted-client-address';
@@ -19,7 +26,8 @@ const LOOPBACK_HOST = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i;
  * edge can be.
  */
 export function connectKey(request: Request, url: URL, env: Env): string {
-  const mode = env['IRIS_TRUST_CF_CONNECTING_IP'];
+  // Checked by the edge before this runs (core/settings.ts); unset reads as its default, auto.
+  const mode = readString(env, 'IRIS_TRUST_CF_CONNECTING_IP');
   const trust = mode === '1' || (mode !== '0' && !LOOPBACK_HOST.test(url.hostname));
   return trust ? (request.headers.get('CF-Connecting-IP') ?? 'unknown') : UNTRUSTED_CONNECT_KEY;
 }

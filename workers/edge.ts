@@ -1,7 +1,8 @@
 import { DEV_AUTH_WARNING, TokenVerifier, authConfigFromEnv, authorizeUpgrade, isRefusal, refusalBody, refusalHeaders, type AuthConfig } from '../auth/index.js';
 import type { Env } from '../durable-objects/env.js';
 import { USER_HEADER } from '../durable-objects/user-shard.js';
-import { connectKey } from './connect-key.js';
+import { ConfigError, settingNames, validateSettings } from '../core/settings.js';
+import { MISCONFIGURED, connectKey } from './connect-key.js';
 
 export { UserShard } from '../durable-objects/user-shard.js';
 
@@ -11,34 +12,58 @@ export { UserShard } from '../durable-objects/user-shard.js';
  * with stub.fetch — the socket then lives in the object, and this Worker is out of the message path.
  */
 
-let verifier: { key: string; cfg: AuthConfig; v: TokenVerifier } | null = null;
+type EdgeState = { key: string; cfg: AuthConfig; v: TokenVerifier } | { key: string; misconfigured: string };
 
-function verifierFor(env: Env): { cfg: AuthConfig; v: TokenVerifier } {
-  // Env is fixed for the life of an isolate; build the verifier (and its JWKS cache) once.
-  const key = [env['IRIS_JWT_SECRET'], env['IRIS_JWKS'], env['IRIS_JWKS_URL'], env['IRIS_JWT_ISSUER'], env['IRIS_JWT_AUDIENCE'], env['IRIS_DEV_MODE']].join('\u0000');
-  if (verifier?.key !== key) {
-    const cfg = authConfigFromEnv(env);
-    // Once per isolate, in the Worker's log (wrangler tail / the dev console), not once per request.
-    if (cfg.devAuth) console.warn(`iris: DEVELOPMENT MODE: ${DEV_AUTH_WARNING}`);
-    verifier = { key, cfg, v: new TokenVerifier(cfg) };
+let state: EdgeState | null = null;
+const CF_SETTINGS = settingNames('cloudflare');
+
+/**
+ * The settings checked and the verifier built once per isolate (Env is fixed for its life), keyed on every
+ * setting the Cloudflare profile reads (core/settings.ts), so no setting can change the verdict unnoticed. A
+ * value the schema refuses is reported once in the Worker's log (wrangler tail / the dev console) and answered
+ * 503 `misconfigured` on every request, instead of surfacing per request as a 500 (IRIS_JWKS that is not JSON)
+ * or as every token refused as malformed (IRIS_JWT_CLOCK_TOLERANCE that is not a number). The engine settings
+ * are checked here too: the shard shares this env, and a connect the shard cannot serve is refused up front.
+ */
+function edgeState(env: Env): EdgeState {
+  const key = CF_SETTINGS.map((n) => JSON.stringify(env[n] ?? null)).join('\u0000');
+  if (state?.key !== key) {
+    try {
+      validateSettings(env, 'cloudflare');
+      const cfg = authConfigFromEnv(env);
+      // Once per isolate, not once per request.
+      if (cfg.devAuth) console.warn(`iris: DEVELOPMENT MODE: ${DEV_AUTH_WARNING}`);
+      state = { key, cfg, v: new TokenVerifier(cfg) };
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      console.error(`iris: MISCONFIGURED, refusing every request with 503: ${e.message}`);
+      state = { key, misconfigured: e.message };
+    }
   }
-  return verifier;
+  return state;
+}
+
+function misconfigured(message: string): Response {
+  // A settings problem is the operator's, not the client's: no retry-after, as waiting does not fix it.
+  return Response.json({ error: MISCONFIGURED, message: `server misconfigured: ${message}` }, { status: 503 });
 }
 
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     const url = new URL(request.url);
+    if (url.pathname !== '/healthz' && url.pathname !== '/v1/connect') return Response.json({ error: 'not_found', message: 'no such endpoint' }, { status: 404 });
+    const st = edgeState(env);
+    if ('misconfigured' in st) return misconfigured(st.misconfigured);
     if (url.pathname === '/healthz') {
-      const { cfg } = verifierFor(env);
+      const { cfg } = st;
       return Response.json(cfg.devAuth ? { ok: true, devAuth: true, warning: DEV_AUTH_WARNING } : { ok: true });
     }
-    if (url.pathname !== '/v1/connect') return Response.json({ error: 'not_found', message: 'no such endpoint' }, { status: 404 });
 
     const limiter = env.CONNECT_LIMITER;
     const verdict = await authorizeUpgrade(
       { method: request.method, url, header: (n) => request.headers.get(n), ip: connectKey(request, url, env) },
       {
-        verifier: verifierFor(env).v,
+        verifier: st.v,
         ...(limiter && { connectLimit: async (ip: string) => ((await limiter.limit({ key: ip })).success ? 0 : 60) }),
       },
     );

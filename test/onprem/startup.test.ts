@@ -137,7 +137,7 @@ describe('start-up errors', () => {
     expect(r.stderr).toContain('no JWT key configured');
     r = await runToExit(args(d, await freePort()), { IRIS_INBOX_CAP: '-5' });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('IRIS_INBOX_CAP must be a positive number');
+    expect(r.stderr).toContain('IRIS_INBOX_CAP must be an integer ≥ 1, got "-5"');
     r = await runToExit(args(d, await freePort(), '--tls-cert', join(d, 'missing.pem')));
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('TLS needs both');

@@ -267,11 +267,24 @@ describe('settings', () => {
     expect(onpremConfig({ IRIS_TLS_CERT: '/c', IRIS_TLS_KEY: '/k', IRIS_JWT_SECRET: 's' }).route).toBe('pipe');
   });
 
+  it('refuses at start-up what the Cloudflare edge answers 503 misconfigured for (core/settings.ts)', () => {
+    const key = { IRIS_JWT_SECRET: 's' };
+    expect(() => onpremConfig({ ...key, IRIS_INBOX_CAP: '1.5' })).toThrow('IRIS_INBOX_CAP must be an integer ≥ 1, got "1.5"');
+    expect(() => onpremConfig({ ...key, IRIS_JWT_CLOCK_TOLERANCE: 'soon' })).toThrow('IRIS_JWT_CLOCK_TOLERANCE must be a number from 0 to 3600, got "soon"');
+    expect(() => onpremConfig({ ...key, IRIS_JWKS: '{"keys":' })).toThrow(/^IRIS_JWKS is not valid JSON/);
+    expect(() => onpremConfig({ ...key, IRIS_JWKS: '{"kty":"RSA"}' })).toThrow('IRIS_JWKS must be a JSON object with a "keys" array');
+    expect(() => onpremConfig({ ...key, IRIS_JWKS_URL: 'keys.example/jwks.json' })).toThrow('IRIS_JWKS_URL must be an http(s) URL');
+    expect(() => onpremConfig({ ...key, IRIS_RATE_PER_SEC: '0' })).toThrow('IRIS_RATE_PER_SEC must be a number > 0');
+    // Fractional rates are fine; caps and counts are integers.
+    expect(onpremConfig({ ...key, IRIS_RATE_PER_SEC: '0.5' }).engine.ratePerSec).toBe(0.5);
+    expect(onpremConfig({ ...key, IRIS_JWT_CLOCK_TOLERANCE: '0' }).auth.clockToleranceSec).toBe(0);
+  });
+
   it('accepts the development secret only when asked for and no key is configured', () => {
     // Not in development mode unless asked: no key and no IRIS_DEV_MODE is a start-up error, not the dev secret.
     expect(() => onpremConfig({})).toThrow('no JWT key configured');
     expect(() => onpremConfig({ IRIS_DEV_MODE: '0' })).toThrow('no JWT key configured');
-    expect(() => onpremConfig({ IRIS_DEV_MODE: 'yes' })).toThrow('IRIS_DEV_MODE must be 0 or 1');
+    expect(() => onpremConfig({ IRIS_DEV_MODE: 'yes' })).toThrow('IRIS_DEV_MODE must be 0, 1, true or false');
     const dev = onpremConfig({ IRIS_DEV_MODE: '1' });
     expect([dev.devAuth, dev.auth.secret, dev.devModeIgnored]).toEqual([true, DEV_SECRET, false]);
     // Any key switches the development secret off, and the ignored dev mode is reported.

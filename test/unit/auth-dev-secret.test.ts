@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { DEV_AUTH_COMBOS, devAuthVars, devSecretExpected } from '../fixtures/dev-auth-combos.js';
 import { AuthError, DEV_SECRET, TokenVerifier, authConfigFromEnv, devAuthDecision } from '../../auth/index.js';
+import { ConfigError } from '../../core/settings.js';
 
 /**
  * The development secret is public: a server that accepts it lets anyone be anyone. It may be accepted only
@@ -43,9 +44,14 @@ describe('the development secret', () => {
     if (!keyed && !devAccepted) expect(v.configured).toBe(false);
   });
 
-  it('only an explicit 1 (or true) asks for development mode', () => {
-    for (const dev of ['yes', 'on', '2', ' 1', 'TRUE']) expect(authConfigFromEnv({ IRIS_DEV_MODE: dev }).devAuth, dev).toBe(false);
+  it('only an explicit 1 (or true) asks for development mode; anything else but 0 / false is refused', () => {
+    // Refused rather than read as "off", the same on both profiles (core/settings.ts): never development mode.
+    for (const dev of ['yes', 'on', '2', ' 1', 'TRUE']) {
+      expect(devAuthDecision({ IRIS_DEV_MODE: dev }), dev).toBe('none');
+      expect(() => authConfigFromEnv({ IRIS_DEV_MODE: dev }), dev).toThrow(ConfigError);
+    }
     expect(authConfigFromEnv({ IRIS_DEV_MODE: 'true' }).devAuth).toBe(true);
+    for (const dev of ['0', 'false']) expect(authConfigFromEnv({ IRIS_DEV_MODE: dev }).devAuth, dev).toBe(false);
   });
 
   it('flags a configured secret that is the public development secret itself', () => {
