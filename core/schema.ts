@@ -88,6 +88,11 @@ const MIGRATIONS: readonly (readonly string[])[] = [
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
+/** Whether migrate() ever ran here: an object that never had a user has no tables, and reading one throws. */
+export function hasSchema(sql: Sql): boolean {
+  return sql.all(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'iris_migrations'`).length > 0;
+}
+
 /**
  * Brings the database up to SCHEMA_VERSION (or to `target`, for tests of a migration on old data). Idempotent;
  * run it inside a transaction.

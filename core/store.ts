@@ -15,6 +15,25 @@ import type { ForwardItem, Receipt, Sql } from './ports.js';
  * across restarts included, which the recipients' dedup by outbox number and the devices' cursors rely on.
  */
 
+/** The one user whose rows a storage holds (a Durable Object is one user's); undefined before its first hello. */
+export function soleUser(sql: Sql): string | undefined {
+  return sql.all<{ user: string }>(`SELECT user FROM users LIMIT 1`)[0]?.user;
+}
+
+/**
+ * The users of a storage with work to resume after a restart, when nobody may connect to wake them: messages
+ * waiting in an outbox, and receipts owed to senders elsewhere, both written ones (receipts_out) and those
+ * derived from acknowledged entries not yet trimmed (MailboxStore.owedMap).
+ */
+export function usersToResume(sql: Sql): string[] {
+  return sql
+    .all<{ user: string }>(
+      `SELECT DISTINCT user FROM outbox UNION SELECT DISTINCT user FROM receipts_out
+       UNION SELECT DISTINCT d.user FROM devices d JOIN users u ON u.user = d.user WHERE d.cursor > u.trimmed`,
+    )
+    .map((r) => r.user);
+}
+
 export interface UserRow {
   next_seq: number;
   next_n: number;

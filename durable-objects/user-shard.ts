@@ -1,11 +1,14 @@
 import { DurableObject } from 'cloudflare:workers';
 import { configFromEnv, type Config } from '../core/config.js';
 import { Mailbox } from '../core/mailbox.js';
-import type { ForwardBatch, ForwardResult, Peers, Scheduler } from '../core/ports.js';
-import { migrate } from '../core/schema.js';
+import { PeerOverloadedError, type ForwardBatch, type ForwardResult, type LogLevel, type Peers, type Scheduler } from '../core/ports.js';
+import { readString } from '../core/settings.js';
+import { hasSchema, migrate } from '../core/schema.js';
+import { soleUser } from '../core/store.js';
 import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type PresenceInfo } from '../protocol/index.js';
 import { DoConn, type Attachment } from './conn.js';
 import type { Env } from './env.js';
+import { consoleLogger, isOverloaded } from './log.js';
 import type { ShardStats } from './stats.js';
 import { doStorage, sqlCounters, type StatementTally } from './storage.js';
 
@@ -50,6 +53,7 @@ export class UserShard extends DurableObject<Env> {
   private readonly tally: Map<string, StatementTally> | null = this.env['IRIS_SQL_TALLY'] === '1' ? new Map() : null;
   private readonly storage = doStorage(this.ctx.storage, this.counts.sql, this.tally);
   private readonly config: Config;
+  private readonly log = consoleLogger((readString(this.env, 'IRIS_LOG') ?? 'info') as LogLevel);
   private readonly conns = new WeakMap<WebSocket, DoConn>();
   private mailbox: Mailbox | null = null;
   private alarmAt: number | null = null;
@@ -127,7 +131,7 @@ export class UserShard extends DurableObject<Env> {
     this.alarmAt = null;
     await this.sweep(Date.now());
     if (!this.hasSchema()) return;
-    const user = this.mailbox?.user ?? this.storage.sql.all<{ user: string }>(`SELECT user FROM users LIMIT 1`)[0]?.user;
+    const user = this.mailbox?.user ?? soleUser(this.storage.sql);
     if (user !== undefined) await this.mailboxFor(user).onWake();
   }
 
@@ -225,7 +229,7 @@ export class UserShard extends DurableObject<Env> {
   }
 
   private hasSchema(): boolean {
-    return this.storage.sql.all(`SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'iris_migrations'`).length > 0;
+    return hasSchema(this.storage.sql);
   }
 
   private mailboxFor(user: string): Mailbox {
@@ -241,7 +245,11 @@ export class UserShard extends DurableObject<Env> {
     const peers: Peers = {
       forward: (to, batch) => {
         counts.forward++;
-        return env.USERS.get(env.USERS.idFromName(to)).receive(to, batch);
+        return env.USERS.get(env.USERS.idFromName(to))
+          .receive(to, batch)
+          .catch((e: unknown) => {
+            throw isOverloaded(e) ? new PeerOverloadedError(`the shard of ${to} is overloaded`, { cause: e }) : e;
+          });
       },
       presence: (u) => {
         counts.presence++;
@@ -258,6 +266,7 @@ export class UserShard extends DurableObject<Env> {
       sockets: { list: () => this.ctx.getWebSockets().map((ws) => this.conn(ws)).filter((c) => !c.closed) },
       clock: { now: () => Date.now() },
       config: this.config,
+      log: this.log,
     });
     return this.mailbox;
   }

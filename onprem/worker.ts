@@ -7,8 +7,8 @@ import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type Server as WsServer, type WebSocket } from 'ws';
 import { DEV_AUTH_WARNING, TokenVerifier, authorizeUpgrade, isRefusal } from '../auth/index.js';
 import { Mailbox, type MailboxDeps } from '../core/mailbox.js';
-import { MailboxStore } from '../core/store.js';
-import type { Clock, Conn, ForwardBatch, ForwardResult, LocalShard, Metrics, Peers, Scheduler, Sockets } from '../core/ports.js';
+import { MailboxStore, usersToResume } from '../core/store.js';
+import { logs, type Clock, type Conn, type ForwardBatch, type ForwardResult, type LocalShard, type Logger, type LogLevel, type Metrics, type Peers, type Scheduler, type Sockets } from '../core/ports.js';
 import { CLOSE_CODES, SUBPROTOCOL, type PresenceInfo } from '../protocol/index.js';
 import type { OnpremConfig } from './config.js';
 import { IrisWebSocket, WsConn, type ConnOwner } from './conn.js';
@@ -45,7 +45,7 @@ const RECOVER_CONCURRENCY = (() => {
 })();
 
 /** What every mailbox of a worker shares. */
-type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'metrics'>;
+type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'log' | 'metrics'>;
 
 const NO_CONNS: readonly WsConn[] = Object.freeze([]);
 const CLOCK: Clock = { now: () => Date.now() };
@@ -82,6 +82,7 @@ export class Shard implements Sockets, Scheduler, ConnOwner {
       scheduler: this,
       clock: env.clock,
       config: env.config,
+      log: env.log,
       metrics: env.metrics,
     });
   }
@@ -145,12 +146,10 @@ function helloExpired(conn: WsConn): void {
   if (conn.state === null) conn.close(CLOSE_CODES.hello_timeout, 'no hello within the hello timeout');
 }
 
-type Level = 'info' | 'warn' | 'error';
-const LEVELS: Record<Level, number> = { info: 0, warn: 1, error: 2 };
 const limiter = new LogLimiter();
 
 /** Every log line of a worker: one line, prefixed, rate-limited (see onprem/log.ts). */
-function writeLog(id: number | string, level: Level, msg: string): void {
+function writeLog(id: number | string, level: LogLevel, msg: string): void {
   const dropped = limiter.take();
   if (dropped === null) return;
   if (dropped > 0) process.stderr.write(`iris-onprem[w${id}] warn: ${dropped} log line(s) left out (rate limit)\n`);
@@ -183,7 +182,7 @@ function headerGetter(req: IncomingMessage): (n: string) => string | undefined {
   };
 }
 
-export class Worker {
+export class Worker implements Logger {
   private storage!: GroupCommitStorage;
   readonly metrics: WorkerMetrics;
   private readonly verifier: TokenVerifier;
@@ -247,9 +246,10 @@ export class Worker {
     this.log('warn', msg);
   }
 
-  log(level: Level, msg: string): void {
-    if (LEVELS[level] < LEVELS[this.cfg.log]) return;
-    writeLog(this.id, level, msg);
+  /** The core's Logger too: one line per entry, the error described on it (onprem/log.ts), rate-limited. */
+  log(level: LogLevel, msg: string, error?: unknown): void {
+    if (!logs(this.cfg.log, level)) return;
+    writeLog(this.id, level, error === undefined ? msg : `${msg}: ${describeError(error)}`);
   }
 
   /**
@@ -694,7 +694,7 @@ export class Worker {
     let s = this.shards.get(user);
     if (s) return s;
     if (ownerOf(user, this.workers) !== this.id) throw new Error(`user ${user} is not owned by worker ${this.id}`);
-    this.env ??= { storage: this.storage, peers: this.peers, clock: CLOCK, config: this.cfg.engine, metrics: this.coreMetrics };
+    this.env ??= { storage: this.storage, peers: this.peers, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics };
     const shard = new Shard(this, user, this.env);
     this.shards.set(user, shard);
     this.metrics.mailboxes.set(this.shards.size);
@@ -744,23 +744,15 @@ export class Worker {
     this.metrics.mailboxes.set(this.shards.size);
   }
 
-  /** After a crash or restart: every user with outbox rows resumes forwarding, so nothing acked is stranded. */
   /**
-   * Forwards what the outboxes held when the worker stopped: every mailbox with outbox rows is woken, at most
+   * After a crash or restart, so nothing acked is stranded: forwards what the outboxes held when the worker stopped: every mailbox with outbox rows is woken, at most
    * RECOVER_CONCURRENCY at a time, the next when one has drained its outbox (onWake resolves then, or when
    * it backs off). All at once, a large backlog (1M pending forwards: docs/BENCHMARKS.md "Recovery") made
    * thousands of forward loops share every commit batch and event-loop turn with the users reconnecting, whose
    * first `welcome` then waited ~4 s; a few at a time keep the disk and the peers just as busy.
    */
   private recover(): void {
-    // Messages waiting in an outbox, and receipts that may be owed to senders in other workers: written ones, and
-    // those derived from acknowledged entries not yet trimmed (MailboxStore.owedMap).
-    const users = this.storage.sql
-      .all<{ user: string }>(
-        `SELECT DISTINCT user FROM outbox UNION SELECT DISTINCT user FROM receipts_out
-         UNION SELECT DISTINCT d.user FROM devices d JOIN users u ON u.user = d.user WHERE d.cursor > u.trimmed`,
-      )
-      .map((r) => r.user)
+    const users = usersToResume(this.storage.sql)
       .filter((user) => {
         if (ownerOf(user, this.workers) === this.id) return true;
         this.log('error', `outbox of ${user} is in worker ${this.id}'s file but ${user} belongs to worker ${ownerOf(user, this.workers)}`);
@@ -863,10 +855,10 @@ export async function runWorker(): Promise<void> {
   let worker: Worker | null = null;
   let exiting = false;
   const pending: { m: ToWorker; h: unknown }[] = [];
-  // The core logs through console (a forward that failed, an unexpected error) with Error objects, which
-  // console prints with multi-line stacks: route it through the one-line, rate-limited worker log.
+  // The core logs through its Logger port (Worker.log); libraries may still use console, with Error objects
+  // that console prints with multi-line stacks: route it through the one-line, rate-limited worker log too.
   const id = process.env['IRIS_ONPREM_WORKER'] ?? '?';
-  const viaLog = (level: Level) => (...args: unknown[]) => {
+  const viaLog = (level: LogLevel) => (...args: unknown[]) => {
     if (worker) worker.log(level, formatArgs(args));
     else writeLog(id, level, formatArgs(args));
   };
