@@ -23,6 +23,7 @@ import type {
   ForwardBatch,
   ForwardResult,
   HandOver,
+  Logger,
   Metrics,
   Peers,
   Scheduler,
@@ -30,7 +31,7 @@ import type {
   Storage,
 } from './ports.js';
 import { ConnGuard, type BarrierCode } from './conn-guard.js';
-import { StorageFullError } from './ports.js';
+import { PeerOverloadedError, StorageFullError } from './ports.js';
 import { TokenBucket } from './ratelimit.js';
 import { MailboxStore } from './store.js';
 
@@ -42,13 +43,21 @@ export interface MailboxDeps {
   scheduler: Scheduler;
   clock: Clock;
   config: Config;
+  log: Logger;
   metrics?: Metrics;
+  /** Jitter for retry delays, in [0, 1); Math.random unless a test needs them exact. */
+  random?: () => number;
 }
 
 /** Outbox items handed to a recipient per RPC. */
 const FORWARD_BATCH = 64;
 /** If the runtime drops a shard between ack and forward, its scheduled wake retries within this. */
 const FORWARD_SAFETY_NET_MS = 2_000;
+/**
+ * A forward refused as overloaded (PeerOverloadedError) waits at least this many backoff steps: with the default
+ * 250 ms base, ~4 s instead of 250 ms.
+ */
+const OVERLOADED_MIN_RETRIES = 5;
 /** Acked inbox entries are deleted in steps of this many (they still count towards inboxCap until then). */
 const TRIM_STEP = 64;
 
@@ -175,7 +184,7 @@ export class Mailbox {
       // Not a bug: the disk is full. Retryable, with a retry-after, and not worth a log line per frame.
       if (e instanceof StorageFullError) return this.error(conn, enc, 'unavailable', 'server storage is full; retry later', ref, e.retryAfterMs);
       this.error(conn, enc, 'internal', 'internal error', ref);
-      console.error(`iris: ${this.user}: unexpected error`, e);
+      this.deps.log.log('error', `${this.user}: unexpected error`, e);
     }
   }
 
@@ -676,11 +685,15 @@ export class Mailbox {
       }
     } catch (e) {
       st.attempt++;
-      const delay = Math.min(config.retryMaxMs, config.retryBaseMs * 2 ** Math.min(st.attempt - 1, 20));
+      if (e instanceof PeerOverloadedError) st.attempt = Math.max(st.attempt, OVERLOADED_MIN_RETRIES);
+      const ceiling = Math.min(config.retryMaxMs, config.retryBaseMs * 2 ** Math.min(st.attempt - 1, 20));
+      // Half fixed, half random: shards that failed together (a peer restarting) do not retry together, and
+      // none retries sooner than half its step.
+      const delay = Math.round(ceiling / 2 + (ceiling / 2) * (this.deps.random ?? Math.random)());
       st.retryAt = clock.now() + delay;
       scheduler.wakeAt(st.retryAt);
       this.deps.metrics?.forwardFailed?.();
-      console.warn(`iris: forward ${this.user} -> ${recipient} failed (attempt ${st.attempt}, retry in ${delay} ms):`, e);
+      this.deps.log.log('warn', `forward ${this.user} -> ${recipient} failed (attempt ${st.attempt}, retry in ${delay} ms)`, e);
     }
   }
 

@@ -132,8 +132,21 @@ export interface LocalShard {
   handOver(batch: ForwardBatch): HandOver;
 }
 
+/**
+ * Thrown by Peers.forward when the recipient's side says it is overloaded (on Cloudflare a Durable Object error
+ * with `.overloaded`, which the platform says must not be retried soon). The core then waits at least
+ * OVERLOADED_MIN_RETRIES steps of its backoff instead of its first, short one. The platform's error is `cause`.
+ */
+export class PeerOverloadedError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'PeerOverloadedError';
+  }
+}
+
 /** Calls into other users' shards. Implemented by Durable Object RPC or by the on-prem shard router. */
 export interface Peers {
+  /** Rejects on failure (the core retries with backoff); with PeerOverloadedError when retrying soon would hurt. */
   forward(to: string, batch: ForwardBatch): Promise<ForwardResult>;
   presence(user: string): Promise<PresenceInfo>;
   /**
@@ -155,6 +168,24 @@ export interface Scheduler {
 
 export interface Clock {
   now(): number;
+}
+
+export type LogLevel = 'info' | 'warn' | 'error';
+
+/**
+ * Where the core's log lines go. The adapter honours its configured level and keeps each entry on one line
+ * (on-prem: onprem/log.ts; Cloudflare: the console, which Workers Logs collects). The core logs failures that
+ * need an operator (a forward that failed, an unexpected error), never once per message.
+ */
+export interface Logger {
+  log(level: LogLevel, message: string, error?: unknown): void;
+}
+
+const LEVEL_RANK: Record<LogLevel, number> = { info: 0, warn: 1, error: 2 };
+
+/** Whether a line of `level` is written when the least severe level written is `least`. */
+export function logs(least: LogLevel, level: LogLevel): boolean {
+  return LEVEL_RANK[level] >= LEVEL_RANK[least];
 }
 
 /** Counters the adapters export (on-prem: Prometheus). All optional; the core calls them on the hot path. */

@@ -142,7 +142,7 @@ const SERVER: SettingSpec[] = [
   { name: 'IRIS_STANDBY_WORKER', type: 'enum', group: 'server', profiles: ONPREM, default: '0', values: ['0', '1'], doc: 'Keep one spare worker process started to replace a worker that dies (restart in ms instead of ~0.6 s, for ~95 MiB).' },
   { name: 'IRIS_SEMI_SPACE_MB', type: 'int', group: 'server', profiles: ONPREM, default: '16', min: 0, max: 1024, doc: "Workers' V8 `--max-semi-space-size` in MiB (young generation = 2 ×); 0 = V8's own." },
   { name: 'IRIS_IDLE_GC_MS', type: 'int', group: 'server', profiles: ONPREM, default: '5000', min: 0, doc: 'Once a process whose heap grew has been quiet this long, one memory-reducing GC hands the memory back (0 = never).' },
-  { name: 'IRIS_LOG', type: 'enum', group: 'server', profiles: ONPREM, default: 'info', values: ['info', 'warn', 'error'], doc: 'Least severe log level written.' },
+  { name: 'IRIS_LOG', type: 'enum', group: 'server', profiles: BOTH, default: 'info', values: ['info', 'warn', 'error'], doc: 'Least severe log level written.' },
 ];
 
 /** Every setting, in the order of --help and the docs. */

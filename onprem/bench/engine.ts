@@ -170,6 +170,7 @@ async function run(s: Setting): Promise<void> {
           },
         },
         clock: { now: () => Date.now() },
+        log: { log: (level, message, error) => console.error(`${level}: ${message}`, error ?? '') },
         config,
       });
       b = bb;

@@ -1,7 +1,7 @@
 import { DatabaseSync } from 'node:sqlite';
 import { DEFAULT_CONFIG, type Config } from '../../core/config.js';
 import { Mailbox } from '../../core/mailbox.js';
-import type { Conn, ConnState, ForwardBatch, ForwardResult, Sql, SqlValue, Storage } from '../../core/ports.js';
+import { PeerOverloadedError, type Conn, type ConnState, type ForwardBatch, type ForwardResult, type LogLevel, type Sql, type SqlValue, type Storage } from '../../core/ports.js';
 import { migrate } from '../../core/schema.js';
 import { decodeFrame, encodeBinary, encodeJson, type ClientFrame, type ServerFrame } from '../../protocol/index.js';
 
@@ -100,6 +100,12 @@ export class World {
   readonly remote = new Set<string>();
   /** Calls to forward that should fail before one succeeds, per recipient (such a recipient is remote). */
   readonly failForwards = new Map<string, number>();
+  /** Recipients whose injected failures say "overloaded" (PeerOverloadedError). */
+  readonly overloaded = new Set<string>();
+  /** What the mailboxes logged through their Logger port. */
+  readonly logs: { level: LogLevel; message: string; error: unknown }[] = [];
+  /** The retry jitter every mailbox draws: 1 (the default) is the top of the range, the plain backoff step. */
+  random = 1;
   readonly forwardCalls: { to: string; batch: ForwardBatch }[] = [];
   readonly wakes = new Map<string, number>();
   private readonly boxes = new Map<string, Mailbox>();
@@ -196,6 +202,8 @@ export class World {
         user,
         storage: this.storage,
         config: this.config,
+        log: { log: (level, message, error) => this.logs.push({ level, message, error }) },
+        random: () => this.random,
         clock: { now: () => this.now },
         sockets: { list: () => this.sockets(user) },
         scheduler: { wakeAt: (ms) => this.wakes.set(user, Math.min(ms, this.wakes.get(user) ?? Infinity)) },
@@ -205,6 +213,7 @@ export class World {
             const fails = this.failForwards.get(to) ?? 0;
             if (fails > 0) {
               this.failForwards.set(to, fails - 1);
+              if (this.overloaded.has(to)) throw new PeerOverloadedError(`injected: ${to} is overloaded`);
               throw new Error(`injected failure forwarding to ${to}`);
             }
             return this.mailbox(to).receive(batch);

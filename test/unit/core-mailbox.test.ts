@@ -355,6 +355,44 @@ describe('between shards', () => {
     expect(w.count('outbox', 'alice')).toBe(0);
   });
 
+  it('spreads retries: a step of the backoff waits between half of it and all of it (jitter)', async () => {
+    const w = new World({ retryBaseMs: 100 });
+    w.random = 0; // the bottom of the range
+    w.failForwards.set('bob', 2);
+    const a = w.connect('alice');
+    await a.hello('a1');
+    await a.post('bob', 'hi', 'c1');
+    expect(w.wakes.get('alice')).toBe(w.now + 50);
+    w.random = 0.5;
+    await w.advance(50);
+    expect(w.wakes.get('alice')).toBe(w.now + 150); // step 200: 100 fixed + 0.5 x 100
+    await w.advance(150);
+    expect(w.count('inbox', 'bob')).toBe(1);
+  });
+
+  it('does not retry an overloaded recipient soon: its first retry waits the fifth backoff step', async () => {
+    const w = new World({ retryBaseMs: 100, retryMaxMs: 60_000 });
+    w.failForwards.set('bob', 1);
+    w.overloaded.add('bob');
+    const a = w.connect('alice');
+    await a.hello('a1');
+    await a.post('bob', 'hi', 'c1');
+    expect(w.wakes.get('alice')).toBe(w.now + 1_600); // 100 x 2^4, not 100
+    await w.advance(1_600);
+    expect(w.count('inbox', 'bob')).toBe(1);
+  });
+
+  it('logs a failed forward through the Logger port, with the error, at warn', async () => {
+    const w = new World({ retryBaseMs: 100 });
+    w.failForwards.set('bob', 1);
+    const a = w.connect('alice');
+    await a.hello('a1');
+    await a.post('bob', 'hi', 'c1');
+    expect(w.logs).toHaveLength(1);
+    expect(w.logs[0]).toMatchObject({ level: 'warn', message: expect.stringContaining('forward alice -> bob failed') });
+    expect((w.logs[0]!.error as Error).message).toBe('injected failure forwarding to bob');
+  });
+
   it('a forward repeated after the recipient stored it (lost reply) is not stored twice', async () => {
     const w = new World();
     w.remote.add('bob');
