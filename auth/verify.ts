@@ -43,8 +43,8 @@ export class TokenVerifier {
     let alg: string | undefined;
     try {
       alg = decodeProtectedHeader(token).alg;
-    } catch {
-      throw new AuthError('malformed_token', 'token is not a JWT');
+    } catch (e) {
+      throw new AuthError('malformed_token', 'token is not a JWT', { cause: e });
     }
     const opts: JWTVerifyOptions = { clockTolerance: this.cfg.clockToleranceSec, requiredClaims: ['sub', 'exp'] };
     if (this.cfg.issuer !== undefined) opts.issuer = this.cfg.issuer;
@@ -69,19 +69,21 @@ export class TokenVerifier {
   }
 }
 
+/** Maps a jose error to the refusal it means. The jose error stays as `cause`: its code and claim are for logs. */
 function toAuthError(e: unknown): AuthError {
   if (e instanceof AuthError) return e;
-  if (e instanceof errors.JWTExpired) return new AuthError('token_expired', 'token has expired');
+  const cause = { cause: e };
+  if (e instanceof errors.JWTExpired) return new AuthError('token_expired', 'token has expired', cause);
   if (e instanceof errors.JWTClaimValidationFailed) {
-    if (e.claim === 'nbf') return new AuthError('token_not_yet_valid', 'token is not valid yet');
-    if (e.claim === 'sub') return new AuthError('invalid_subject', 'token has no subject');
-    return new AuthError('claim_invalid', `claim "${e.claim}" is not acceptable (${e.reason})`);
+    if (e.claim === 'nbf') return new AuthError('token_not_yet_valid', 'token is not valid yet', cause);
+    if (e.claim === 'sub') return new AuthError('invalid_subject', 'token has no subject', cause);
+    return new AuthError('claim_invalid', `claim "${e.claim}" is not acceptable (${e.reason})`, cause);
   }
   if (e instanceof errors.JWSSignatureVerificationFailed || e instanceof errors.JWKSNoMatchingKey) {
-    return new AuthError('invalid_signature', 'token signature does not verify');
+    return new AuthError('invalid_signature', 'token signature does not verify', cause);
   }
   if (e instanceof errors.JOSEAlgNotAllowed || e instanceof errors.JOSENotSupported) {
-    return new AuthError('unsupported_algorithm', 'token algorithm is not accepted');
+    return new AuthError('unsupported_algorithm', 'token algorithm is not accepted', cause);
   }
-  return new AuthError('malformed_token', e instanceof Error ? e.message : 'token could not be read');
+  return new AuthError('malformed_token', e instanceof Error ? e.message : 'token could not be read', cause);
 }

@@ -328,17 +328,17 @@ export class Worker {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       this.onUpgrade(req, socket as Socket, head).catch((e: unknown) => {
         this.log('error', `upgrade failed: ${describeError(e)}`);
-        refuseSocket(socket, { status: 500, code: 'internal', message: 'internal error' });
+        refuseSocket(socket, { status: 500, code: 'internal', message: 'internal error', cause: e });
       });
     });
     server.on('clientError', (e: NodeJS.ErrnoException, socket: Duplex) => {
       // The same JSON refusal as every other answer, with the status that says what was wrong.
       const r: Refusal =
         e.code === 'HPE_HEADER_OVERFLOW'
-          ? { status: 431, code: 'headers_too_large', message: 'request headers are too large' }
+          ? { status: 431, code: 'headers_too_large', message: 'request headers are too large', cause: e }
           : e.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-            ? { status: 408, code: 'request_timeout', message: 'request headers did not arrive in time' }
-            : { status: 400, code: 'bad_request', message: 'malformed HTTP request' };
+            ? { status: 408, code: 'request_timeout', message: 'request headers did not arrive in time', cause: e }
+            : { status: 400, code: 'bad_request', message: 'malformed HTTP request', cause: e };
       this.metrics.refused.inc({ code: r.code });
       refuseSocket(socket, r);
     });

@@ -1,4 +1,15 @@
-import { DEV_AUTH_WARNING, TokenVerifier, authConfigFromEnv, authorizeUpgrade, isRefusal, refusalBody, refusalHeaders, type AuthConfig } from '../auth/index.js';
+import {
+  DEV_AUTH_WARNING,
+  TokenVerifier,
+  authConfigFromEnv,
+  authorizeUpgrade,
+  isRefusal,
+  refusal,
+  refusalBody,
+  refusalHeaders,
+  type AuthConfig,
+  type Refusal,
+} from '../auth/index.js';
 import type { Env } from '../durable-objects/env.js';
 import { USER_HEADER } from '../durable-objects/user-shard.js';
 import { connectKey } from './connect-key.js';
@@ -11,38 +22,55 @@ export { UserShard } from '../durable-objects/user-shard.js';
  * with stub.fetch — the socket then lives in the object, and this Worker is out of the message path.
  */
 
-let verifier: { key: string; cfg: AuthConfig; v: TokenVerifier } | null = null;
+type Verifier = { cfg: AuthConfig; v: TokenVerifier } | { misconfigured: Refusal };
+let verifier: { key: string; value: Verifier } | null = null;
 
-function verifierFor(env: Env): { cfg: AuthConfig; v: TokenVerifier } {
+function verifierFor(env: Env): Verifier {
   // Env is fixed for the life of an isolate; build the verifier (and its JWKS cache) once.
   const key = [env['IRIS_JWT_SECRET'], env['IRIS_JWKS'], env['IRIS_JWKS_URL'], env['IRIS_JWT_ISSUER'], env['IRIS_JWT_AUDIENCE'], env['IRIS_DEV_MODE']].join('\u0000');
   if (verifier?.key !== key) {
-    const cfg = authConfigFromEnv(env);
-    // Once per isolate, in the Worker's log (wrangler tail / the dev console), not once per request.
-    if (cfg.devAuth) console.warn(`iris: DEVELOPMENT MODE: ${DEV_AUTH_WARNING}`);
-    verifier = { key, cfg, v: new TokenVerifier(cfg) };
+    let value: Verifier;
+    try {
+      const cfg = authConfigFromEnv(env);
+      // Once per isolate, in the Worker's log (wrangler tail / the dev console), not once per request.
+      if (cfg.devAuth) console.warn(`iris: DEVELOPMENT MODE: ${DEV_AUTH_WARNING}`);
+      value = { cfg, v: new TokenVerifier(cfg) };
+    } catch (e) {
+      // A Worker has no start-up to refuse (on-prem exits instead): answer every request with a 503 that says
+      // the deployment is at fault, rather than an uncaught exception's bare 500. The message names the setting
+      // only; the error itself goes to the log.
+      console.error('iris: invalid auth settings:', e);
+      value = { misconfigured: refusal('misconfigured', 'the server is misconfigured (auth settings); see its log', { cause: e }) };
+    }
+    verifier = { key, value };
   }
-  return verifier;
+  return verifier.value;
+}
+
+function refuse(r: Refusal): Response {
+  return new Response(refusalBody(r), { status: r.status, headers: refusalHeaders(r) });
 }
 
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     const url = new URL(request.url);
+    const auth = verifierFor(env);
     if (url.pathname === '/healthz') {
-      const { cfg } = verifierFor(env);
-      return Response.json(cfg.devAuth ? { ok: true, devAuth: true, warning: DEV_AUTH_WARNING } : { ok: true });
+      if ('misconfigured' in auth) return refuse(auth.misconfigured);
+      return Response.json(auth.cfg.devAuth ? { ok: true, devAuth: true, warning: DEV_AUTH_WARNING } : { ok: true });
     }
-    if (url.pathname !== '/v1/connect') return Response.json({ error: 'not_found', message: 'no such endpoint' }, { status: 404 });
+    if (url.pathname !== '/v1/connect') return refuse(refusal('not_found', 'no such endpoint'));
+    if ('misconfigured' in auth) return refuse(auth.misconfigured);
 
     const limiter = env.CONNECT_LIMITER;
     const verdict = await authorizeUpgrade(
       { method: request.method, url, header: (n) => request.headers.get(n), ip: connectKey(request, url, env) },
       {
-        verifier: verifierFor(env).v,
+        verifier: auth.v,
         ...(limiter && { connectLimit: async (ip: string) => ((await limiter.limit({ key: ip })).success ? 0 : 60) }),
       },
     );
-    if (isRefusal(verdict)) return new Response(refusalBody(verdict), { status: verdict.status, headers: refusalHeaders(verdict) });
+    if (isRefusal(verdict)) return refuse(verdict);
 
     // The only identity the shard trusts: set here, after verification, over whatever the client sent.
     const headers = new Headers(request.headers);

@@ -2,7 +2,7 @@ import { SignJWT } from 'jose';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TokenVerifier, authConfigFromEnv, authorizeUpgrade, isRefusal, type UpgradeRequest } from '../../auth/index.js';
+import { REFUSALS, TokenVerifier, authConfigFromEnv, authorizeUpgrade, isRefusal, type RefusalCode, type UpgradeRequest } from '../../auth/index.js';
 import { code, parseTable } from './doc-tables.js';
 
 /**
@@ -129,15 +129,24 @@ describe('PROTOCOL.md section 3.3 agrees with auth/upgrade.ts', () => {
 // ------------------------------------------------------------------ what the adapters can send
 
 describe('PROTOCOL.md lists exactly the refusals and codes the servers send', () => {
-  const sent = new Map<string, number>();
-  for (const m of ADAPTERS.matchAll(/status: (\d{3}), code: '([a-z_]+)'/g)) sent.set(m[2]!, Number(m[1]));
-
-  it('every refusal an adapter writes by hand is documented with its status', () => {
-    const doc = new Map([...rows('refusals'), ...rows('refusals-server')].map((r) => [code(r[1])!, Number(r[0])]));
+  it('the two refusal tables together are auth/refusals.ts: the same codes, each once, with the same status', () => {
+    const documented = [...rows('refusals'), ...rows('refusals-server')].map((r) => [code(r[1])!, Number(r[0])] as const);
     const problems: string[] = [];
-    for (const [c, status] of sent) if (doc.get(c) !== status) problems.push(`${c}: sent as ${status}, documented as ${doc.get(c) ?? 'nothing'}`);
-    for (const r of rows('refusals-server')) if (!sent.has(code(r[1])!)) problems.push(`${code(r[1])}: documented, never sent`);
+    const seen = new Set<string>();
+    for (const [c, status] of documented) {
+      if (seen.has(c)) problems.push(`${c}: documented twice`);
+      seen.add(c);
+      if (!Object.hasOwn(REFUSALS, c)) problems.push(`${c}: documented, not in REFUSALS`);
+      else if (REFUSALS[c as RefusalCode] !== status) problems.push(`${c}: documented as ${status}, REFUSALS says ${REFUSALS[c as RefusalCode]}`);
+    }
+    for (const c of Object.keys(REFUSALS)) if (!seen.has(c)) problems.push(`${c}: in REFUSALS, not documented`);
     expect(problems).toEqual([]);
+  });
+
+  it('every code of the vocabulary is sent by some adapter (the type system keeps them from sending any other)', () => {
+    // The ways a refusal is built: refusal('code', ...), new AuthError('code', ...), or a literal { code: 'code' }.
+    const sent = new Set([...ADAPTERS.matchAll(/(?:\brefusal\(|\bAuthError\(|\bcode: )'([a-z_]+)'/g)].map((m) => m[1]!));
+    expect(Object.keys(REFUSALS).filter((c) => !sent.has(c))).toEqual([]);
   });
 
   it('close codes marked † are never sent, and every other one is (or comes from the runtime)', () => {

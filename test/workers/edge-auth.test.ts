@@ -1,6 +1,8 @@
-import { SELF } from 'cloudflare:test';
+import { SELF, env } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { MAX_TOKEN_LENGTH } from '../../auth/index.js';
+import type { Env } from '../../durable-objects/env.js';
+import worker from '../../workers/edge.js';
 import { token, unsignedToken, upgradeRequest } from './helpers.js';
 
 /** Every refusal happens at the edge, as an HTTP status, before a WebSocket exists. */
@@ -111,9 +113,23 @@ describe('upgrade checks', () => {
     refused(await SELF.fetch('http://iris.test/v1/connect', { method: 'POST', headers: bearer(await token('alice')) }), 405, 'method_not_allowed'));
   it('without the iris.v1 subprotocol: 400', async () =>
     refused(await upgradeRequest({ 'Sec-WebSocket-Protocol': 'chat', ...bearer(await token('alice')) }), 400, 'unsupported_protocol'));
-  it('unknown path: 404, healthz: 200', async () => {
-    expect((await SELF.fetch('http://iris.test/nope')).status).toBe(404);
+  it('unknown path: 404 not_found (a refusal like the others: JSON, readable cross-origin), healthz: 200', async () => {
+    const res = await SELF.fetch('http://iris.test/nope');
+    await refused(res, 404, 'not_found');
+    expect(res.headers.get('access-control-allow-origin')).toBe('*');
     expect(await (await SELF.fetch('http://iris.test/healthz')).json()).toEqual({ ok: true });
+  });
+  it('invalid auth settings: 503 misconfigured on connect and on /healthz, not an uncaught exception', async () => {
+    // The real handler with its own env: IRIS_JWKS that is not JSON (authConfigFromEnv throws on it).
+    const e = { USERS: env.USERS, IRIS_JWKS: '{not json', IRIS_JWT_SECRET: 'test-secret' } as unknown as Env;
+    const connect = await worker.fetch(new Request('http://iris.test/v1/connect', { headers: { Upgrade: 'websocket', 'Sec-WebSocket-Protocol': 'iris.v1', ...bearer(await token('alice')) } }), e);
+    await refused(connect, 503, 'misconfigured');
+    // The JSON parser's words may quote the setting; the client gets none of them.
+    const body = (await (await worker.fetch(new Request('http://iris.test/v1/connect'), e)).json()) as { message: string };
+    expect(body.message).not.toContain('not json');
+    await refused(await worker.fetch(new Request('http://iris.test/healthz'), e), 503, 'misconfigured');
+    // The isolate's verifier is rebuilt when the settings are fixed.
+    expect(await (await worker.fetch(new Request('http://iris.test/healthz'), { ...e, IRIS_JWKS: env['IRIS_JWKS'] } as Env)).json()).toEqual({ ok: true });
   });
   it('a client-supplied identity header is overwritten by the verified subject', async () => {
     const res = await upgradeRequest({ ...bearer(await token('mallory')), 'X-Iris-User': 'alice' });
