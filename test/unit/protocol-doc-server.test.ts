@@ -149,14 +149,26 @@ describe('PROTOCOL.md lists exactly the refusals and codes the servers send', ()
     expect(Object.keys(REFUSALS).filter((c) => !sent.has(c))).toEqual([]);
   });
 
-  it('close codes marked † are never sent, and every other one is (or comes from the runtime)', () => {
+  it('the close-code table says, per profile, exactly which codes the server itself sends', () => {
+    // core/ runs in both profiles; each adapter only in its own.
+    const profiles = { 'On-prem': sources('core', 'onprem'), Cloudflare: sources('core', 'durable-objects', 'workers') };
+    const header = parseTable(DOC, 'close-codes')![0]!;
     const problems: string[] = [];
     for (const r of rows('close-codes')) {
       const name = code(r[1])!;
-      const used = new RegExp(`CLOSE_CODES\\.${name}\\b`).test(SERVER);
-      const dagger = r[2]!.includes('†');
-      if (dagger && used) problems.push(`${name} is marked not sent, but the server sends it`);
-      if (!dagger && !used && !/runtime/.test(r[2]!)) problems.push(`${name} is documented as sent, but nothing sends it`);
+      const cells: string[] = [];
+      for (const [profile, src] of Object.entries(profiles)) {
+        const col = header.indexOf(profile);
+        if (col < 0) throw new Error(`close-codes has no ${profile} column`);
+        const cell = r[col]!;
+        cells.push(cell);
+        if (!/^(sent|runtime|no)$/.test(cell)) problems.push(`${name}: ${profile} says "${cell}", expected sent, runtime or no`);
+        const used = new RegExp(`CLOSE_CODES\\.${name}\\b`).test(src);
+        if (used && cell !== 'sent') problems.push(`${name}: ${profile} says "${cell}", but the ${profile} server sends it`);
+        if (!used && cell === 'sent') problems.push(`${name}: ${profile} says "sent", but nothing there sends it`);
+      }
+      const dagger = r.at(-1)!.includes('†');
+      if (dagger !== cells.every((c) => c === 'no')) problems.push(`${name}: † must mark exactly the codes neither profile sends`);
     }
     expect(problems).toEqual([]);
   });
