@@ -144,6 +144,7 @@ describe('upgrade checks', () => {
   it('per-IP connect rate limit: 429 with retry-after, other addresses unaffected', async () => {
     let last: Response | null = null;
     // The local limiter counts in fixed windows; 1,400 tries reach the limit even if one window boundary passes.
+    // Up to 1,400 requests take seconds on a loaded machine: the timeout (here and below) bounds a hang, not speed.
     for (let i = 0; i < 1400; i++) {
       last = await upgradeRequest({ 'CF-Connecting-IP': '203.0.113.9' });
       if (last.status === 429) break;
@@ -152,7 +153,7 @@ describe('upgrade checks', () => {
     expect(last!.headers.get('retry-after')).toBe('60');
     const other = await upgradeRequest({ 'CF-Connecting-IP': '203.0.113.10' });
     expect(other.status).toBe(401);
-  });
+  }, 60_000);
   it('a client-sent CF-Connecting-IP does not dodge the limit on a local run (loopback host)', async () => {
     // Under wrangler dev the header is whatever the client sent; a fresh value per request must not be a
     // fresh bucket. Requests addressed to a loopback host cannot have come through Cloudflare's edge.
@@ -166,5 +167,5 @@ describe('upgrade checks', () => {
     }
     expect(last!.status).toBe(429);
     expect(await last!.json()).toMatchObject({ error: 'too_many_connects' });
-  });
+  }, 60_000);
 });
