@@ -16,7 +16,12 @@ export type AuthErrorCode =
   | 'claim_invalid'
   | 'invalid_subject'
   | 'user_mismatch'
-  | 'auth_not_configured';
+  | 'auth_not_configured'
+  /** The key set at IRIS_JWKS_URL could not be fetched: the server's fault, retried after KEY_SET_RETRY_AFTER. */
+  | 'unavailable';
+
+/** Retry-After (seconds) when the key set could not be fetched: about one more fetch attempt (jose waits 5 s). */
+export const KEY_SET_RETRY_AFTER = 5;
 
 export type AuthErrorStatus = (typeof REFUSALS)[AuthErrorCode];
 
@@ -38,6 +43,7 @@ export class AuthError extends Error {
 
   /** The HTTP refusal that answers it; the AuthError itself is its cause. */
   toRefusal(): RefusalOf<AuthErrorCode> {
-    return refusal(this.code, this.message, { cause: this });
+    // The one code here that is worth retrying soon: say when (auth/verify.ts, remoteKeySet).
+    return refusal(this.code, this.message, this.code === 'unavailable' ? { cause: this, retryAfter: KEY_SET_RETRY_AFTER } : { cause: this });
   }
 }

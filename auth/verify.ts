@@ -13,6 +13,31 @@ import { AuthError } from './errors.js';
 
 const ASYMMETRIC = ['RS256', 'ES256', 'EdDSA'];
 
+/**
+ * The key set at IRIS_JWKS_URL, with its failures told apart from the token's. A key set that could not be
+ * fetched (timeout, network, not 200, not a key set) is the server's problem: 503 `unavailable`, which a client
+ * retries, not a 401 that tells it to throw its token away. Failing to match the token to a key passes through.
+ */
+function remoteKeySet(url: URL): JWTVerifyGetKey {
+  const remote = createRemoteJWKSet(url);
+  return async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (e) {
+      if (isFetchFailure(e)) throw new AuthError('unavailable', 'the key set to verify the token could not be fetched; retry', { cause: e });
+      throw e;
+    }
+  };
+}
+
+function isFetchFailure(e: unknown): boolean {
+  if (e instanceof errors.JWKSTimeout || e instanceof errors.JWKSInvalid) return true;
+  // jose's generic error is what its fetch throws for a non-200 or non-JSON answer; its subclasses are about the
+  // token (no matching key, unsupported alg). Anything not from jose came from fetch itself (DNS, refused, TLS).
+  if (e instanceof errors.JOSEError) return e.code === 'ERR_JOSE_GENERIC';
+  return true;
+}
+
 export interface Identity {
   user: string;
   /** Token expiry, seconds since epoch. */
@@ -31,7 +56,7 @@ export class TokenVerifier {
   constructor(private readonly cfg: AuthConfig) {
     if (cfg.secret !== undefined) this.secret = new TextEncoder().encode(cfg.secret);
     if (cfg.jwks !== undefined) this.jwks = createLocalJWKSet(cfg.jwks);
-    else if (cfg.jwksUrl !== undefined) this.jwks = createRemoteJWKSet(new URL(cfg.jwksUrl));
+    else if (cfg.jwksUrl !== undefined) this.jwks = remoteKeySet(new URL(cfg.jwksUrl));
   }
 
   get configured(): boolean {

@@ -1,8 +1,10 @@
 import { SignJWT, errors, importJWK, type JWK, type JWTPayload } from 'jose';
 import { readFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
-import { AuthError, REFUSALS, TokenVerifier, authConfigFromEnv, type AuthErrorCode } from '../../auth/index.js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuthError, KEY_SET_RETRY_AFTER, REFUSALS, TokenVerifier, authConfigFromEnv, type AuthErrorCode } from '../../auth/index.js';
 
 /**
  * auth/verify.ts on its own: which tokens the verifier accepts, which AuthError code each refused token gets,
@@ -116,6 +118,45 @@ describe('TokenVerifier refuses, with the code that says why and the library err
     const v = new TokenVerifier(authConfigFromEnv({}));
     expect(v.configured).toBe(false);
     for (const t of ['not-a-jwt', await hs256()]) expect((await refusedWith(v, t)).code).toBe('auth_not_configured');
+  });
+});
+
+describe('a key set fetched from IRIS_JWKS_URL', () => {
+  // One local server: /ok serves the JWKS, /500 fails, /text is not JSON, /empty is JSON but not a key set.
+  let server: Server;
+  let base = '';
+  beforeAll(async () => {
+    server = createServer((req, res) => {
+      if (req.url === '/ok') return res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(KEYS.jwks));
+      if (req.url === '/text') return res.writeHead(200).end('<html>maintenance</html>');
+      if (req.url === '/empty') return res.writeHead(200, { 'content-type': 'application/json' }).end('{"keys":"none"}');
+      res.writeHead(500).end();
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  });
+  afterAll(() => new Promise<void>((r) => server.close(() => r())));
+
+  const at = (url: string) => new TokenVerifier(authConfigFromEnv({ IRIS_JWKS_URL: url, IRIS_JWT_ISSUER: ISSUER, IRIS_JWT_AUDIENCE: AUDIENCE }));
+
+  it('verifies with it, and a token whose kid it lacks is still invalid_signature', async () => {
+    expect((await at(`${base}/ok`).verify(await signed('ES256'))).user).toBe('alice');
+    expect((await refusedWith(at(`${base}/ok`), await signed('stray', {}, 'no-such-kid'))).code).toBe('invalid_signature');
+  });
+
+  it('one that cannot be fetched is the server\'s problem: 503 unavailable with Retry-After, the fetch error as cause', async () => {
+    // A port nobody listens on: bind one, then close it.
+    const closed = createServer();
+    await new Promise<void>((r) => closed.listen(0, '127.0.0.1', r));
+    const port = (closed.address() as AddressInfo).port;
+    await new Promise<void>((r) => closed.close(() => r()));
+    for (const url of [`${base}/500`, `${base}/text`, `${base}/empty`, `http://127.0.0.1:${port}/jwks.json`]) {
+      const e = await refusedWith(at(url), await signed('ES256'));
+      expect(e.code, url).toBe('unavailable');
+      expect(e.status).toBe(503);
+      expect(e.cause, url).toBeInstanceOf(Error);
+      expect(e.toRefusal().headers).toEqual({ 'retry-after': String(KEY_SET_RETRY_AFTER) });
+    }
   });
 });
 
