@@ -131,6 +131,11 @@ describe('upgrade checks', () => {
     // The isolate's verifier is rebuilt when the settings are fixed.
     expect(await (await worker.fetch(new Request('http://iris.test/healthz'), { ...e, IRIS_JWKS: env['IRIS_JWKS'] } as Env)).json()).toEqual({ ok: true });
   });
+  it('the shard itself refuses a request without the identity only the edge sets: 400 bad_request', async () => {
+    const stub = env.USERS.get(env.USERS.idFromName('no-edge'));
+    await refused(await stub.fetch(new Request('http://shard/v1/connect', { headers: { Upgrade: 'websocket' } })), 400, 'bad_request');
+    await refused(await stub.fetch(new Request('http://shard/v1/connect', { headers: { 'X-Iris-User': 'no-edge' } })), 400, 'bad_request');
+  });
   it('a client-supplied identity header is overwritten by the verified subject', async () => {
     const res = await upgradeRequest({ ...bearer(await token('mallory')), 'X-Iris-User': 'alice' });
     expect(res.status).toBe(101);
