@@ -250,8 +250,8 @@ describe('the refusal and close-code checks catch drift', () => {
     expect(checkCloseCodeSenders(mutate('| `4000` | `hello_timeout` | sent | sent |', '| `4000` | `hello_timeout` | no | sent |'))).toEqual([
       'hello_timeout: On-prem says "no", but the On-prem server sends it',
     ]);
-    expect(checkCloseCodeSenders(mutate('| `1002` | `protocol_error` | no | no | †', '| `1002` | `protocol_error` | no | no |'))).toEqual([
-      'protocol_error: † must mark exactly the codes neither profile sends',
+    expect(checkCloseCodeSenders(mutate('| `1011` | `internal_error` | no | no | †', '| `1011` | `internal_error` | no | no |'))).toEqual([
+      'internal_error: † must mark exactly the codes neither profile sends',
     ]);
   });
 });
