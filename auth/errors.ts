@@ -1,6 +1,9 @@
+import { REFUSALS, refusal, type RefusalOf } from './refusals.js';
+
 /**
- * Why a connection was refused before the WebSocket existed. Each maps to one HTTP status; the body names
- * the code so a client can tell "get a new token" (401) from "this token may not do that" (403).
+ * Why a token was refused: the part of the refusal vocabulary (auth/refusals.ts) that TokenVerifier decides.
+ * Each maps to one HTTP status there; the body names the code so a client can tell "get a new token" (401)
+ * from "this token may not do that" (403).
  */
 export type AuthErrorCode =
   | 'missing_token'
@@ -13,34 +16,34 @@ export type AuthErrorCode =
   | 'claim_invalid'
   | 'invalid_subject'
   | 'user_mismatch'
-  | 'auth_not_configured';
+  | 'auth_not_configured'
+  /** The key set at IRIS_JWKS_URL could not be fetched: the server's fault, retried after KEY_SET_RETRY_AFTER. */
+  | 'unavailable';
 
-export type AuthErrorStatus = 401 | 403 | 431 | 503;
+/** Retry-After (seconds) when the key set could not be fetched: about one more fetch attempt (jose waits 5 s). */
+export const KEY_SET_RETRY_AFTER = 5;
 
-const STATUS: Record<AuthErrorCode, AuthErrorStatus> = {
-  missing_token: 401,
-  // 431, not 401: a new token from the same issuer would be just as large, and 401 means "get a new token".
-  // It is also what Node itself answers on-prem when the headers pass its own 16 KiB limit.
-  token_too_large: 431,
-  malformed_token: 401,
-  invalid_signature: 401,
-  unsupported_algorithm: 401,
-  token_expired: 401,
-  token_not_yet_valid: 401,
-  claim_invalid: 403,
-  invalid_subject: 403,
-  user_mismatch: 403,
-  auth_not_configured: 503,
-};
+export type AuthErrorStatus = (typeof REFUSALS)[AuthErrorCode];
 
+/**
+ * Thrown by the verifier. `cause` keeps the error it was made from (jose's JWTExpired, JWSInvalid, ...) so a
+ * log can say what the library saw; only `code` and `message` reach the client.
+ */
 export class AuthError extends Error {
   override readonly name = 'AuthError';
   readonly status: AuthErrorStatus;
   constructor(
     readonly code: AuthErrorCode,
     message: string,
+    options?: { cause?: unknown },
   ) {
-    super(message);
-    this.status = STATUS[code];
+    super(message, options);
+    this.status = REFUSALS[code];
+  }
+
+  /** The HTTP refusal that answers it; the AuthError itself is its cause. */
+  toRefusal(): RefusalOf<AuthErrorCode> {
+    // The one code here that is worth retrying soon: say when (auth/verify.ts, remoteKeySet).
+    return refusal(this.code, this.message, this.code === 'unavailable' ? { cause: this, retryAfter: KEY_SET_RETRY_AFTER } : { cause: this });
   }
 }

@@ -1,4 +1,5 @@
 import { SUBPROTOCOL, TOKEN_SUBPROTOCOL_PREFIX } from '../protocol/limits.js';
+import { refusal, type RefusalOf } from './refusals.js';
 
 /**
  * Longest token accepted, in characters, wherever it is carried. Real JWTs are well under 2 KiB; the bound
@@ -34,13 +35,9 @@ export function subprotocols(header: HeaderGetter): string[] {
 }
 
 /** Pre-upgrade checks that do not involve the token. Returns an HTTP status and reason, or null if fine. */
-export function checkUpgrade(method: string, header: HeaderGetter): { status: number; code: string; message: string } | null {
-  if (method !== 'GET') return { status: 405, code: 'method_not_allowed', message: 'use GET' };
-  if ((header('upgrade') ?? '').toLowerCase() !== 'websocket') {
-    return { status: 426, code: 'upgrade_required', message: 'this endpoint speaks WebSocket only' };
-  }
-  if (!subprotocols(header).includes(SUBPROTOCOL)) {
-    return { status: 400, code: 'unsupported_protocol', message: `offer the "${SUBPROTOCOL}" subprotocol` };
-  }
+export function checkUpgrade(method: string, header: HeaderGetter): RefusalOf<'method_not_allowed' | 'upgrade_required' | 'unsupported_protocol'> | null {
+  if (method !== 'GET') return refusal('method_not_allowed', 'use GET');
+  if ((header('upgrade') ?? '').toLowerCase() !== 'websocket') return refusal('upgrade_required', 'this endpoint speaks WebSocket only');
+  if (!subprotocols(header).includes(SUBPROTOCOL)) return refusal('unsupported_protocol', `offer the "${SUBPROTOCOL}" subprotocol`);
   return null;
 }

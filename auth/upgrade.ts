@@ -1,14 +1,7 @@
 import { AuthError } from './errors.js';
+import { refusal, type Refusal } from './refusals.js';
 import { MAX_TOKEN_LENGTH, checkUpgrade, tokenFromRequest, type HeaderGetter } from './request.js';
 import type { TokenVerifier } from './verify.js';
-
-/** An HTTP refusal sent instead of a WebSocket: the status, and a JSON body {error: code, message}. */
-export interface Refusal {
-  status: number;
-  code: string;
-  message: string;
-  headers?: Record<string, string>;
-}
 
 export interface UpgradeRequest {
   method: string;
@@ -32,29 +25,24 @@ export interface UpgradeChecks {
  * with a plain GET (a WebSocket API does not expose the status of a refused upgrade).
  */
 export async function authorizeUpgrade(req: UpgradeRequest, checks: UpgradeChecks): Promise<{ user: string } | Refusal> {
-  if (req.method !== 'GET') return { status: 405, code: 'method_not_allowed', message: 'use GET' };
+  if (req.method !== 'GET') return refusal('method_not_allowed', 'use GET');
   if (checks.connectLimit) {
     const wait = await checks.connectLimit(req.ip);
-    if (wait > 0) {
-      return { status: 429, code: 'too_many_connects', message: 'too many connection attempts from this address', headers: { 'retry-after': String(wait) } };
-    }
+    if (wait > 0) return refusal('too_many_connects', 'too many connection attempts from this address', { retryAfter: wait });
   }
   const token = tokenFromRequest(req.header, req.url);
-  if (!token) return { status: 401, code: 'missing_token', message: 'send a bearer token' };
-  if (token.length > MAX_TOKEN_LENGTH) {
-    // Before any verification work: nothing about an oversized token is looked at.
-    const e = new AuthError('token_too_large', `token longer than ${MAX_TOKEN_LENGTH} characters`);
-    return { status: e.status, code: e.code, message: e.message };
-  }
+  if (!token) return refusal('missing_token', 'send a bearer token');
+  // Before any verification work: nothing about an oversized token is looked at.
+  if (token.length > MAX_TOKEN_LENGTH) return refusal('token_too_large', `token longer than ${MAX_TOKEN_LENGTH} characters`);
   let user: string;
   try {
     ({ user } = await checks.verifier.verify(token));
   } catch (e) {
-    if (e instanceof AuthError) return { status: e.status, code: e.code, message: e.message };
+    if (e instanceof AuthError) return e.toRefusal();
     throw e;
   }
   const asked = req.url.searchParams.get('user');
-  if (asked !== null && asked !== user) return { status: 403, code: 'user_mismatch', message: 'token subject does not match ?user' };
+  if (asked !== null && asked !== user) return refusal('user_mismatch', 'token subject does not match ?user');
   const bad = checkUpgrade(req.method, req.header);
   if (bad) return bad;
   return { user };

@@ -13,6 +13,31 @@ import { AuthError } from './errors.js';
 
 const ASYMMETRIC = ['RS256', 'ES256', 'EdDSA'];
 
+/**
+ * The key set at IRIS_JWKS_URL, with its failures told apart from the token's. A key set that could not be
+ * fetched (timeout, network, not 200, not a key set) is the server's problem: 503 `unavailable`, which a client
+ * retries, not a 401 that tells it to throw its token away. Failing to match the token to a key passes through.
+ */
+function remoteKeySet(url: URL): JWTVerifyGetKey {
+  const remote = createRemoteJWKSet(url);
+  return async (header, token) => {
+    try {
+      return await remote(header, token);
+    } catch (e) {
+      if (isFetchFailure(e)) throw new AuthError('unavailable', 'the key set to verify the token could not be fetched; retry', { cause: e });
+      throw e;
+    }
+  };
+}
+
+function isFetchFailure(e: unknown): boolean {
+  if (e instanceof errors.JWKSTimeout || e instanceof errors.JWKSInvalid) return true;
+  // jose's generic error is what its fetch throws for a non-200 or non-JSON answer; its subclasses are about the
+  // token (no matching key, unsupported alg). Anything not from jose came from fetch itself (DNS, refused, TLS).
+  if (e instanceof errors.JOSEError) return e.code === 'ERR_JOSE_GENERIC';
+  return true;
+}
+
 export interface Identity {
   user: string;
   /** Token expiry, seconds since epoch. */
@@ -31,7 +56,7 @@ export class TokenVerifier {
   constructor(private readonly cfg: AuthConfig) {
     if (cfg.secret !== undefined) this.secret = new TextEncoder().encode(cfg.secret);
     if (cfg.jwks !== undefined) this.jwks = createLocalJWKSet(cfg.jwks);
-    else if (cfg.jwksUrl !== undefined) this.jwks = createRemoteJWKSet(new URL(cfg.jwksUrl));
+    else if (cfg.jwksUrl !== undefined) this.jwks = remoteKeySet(new URL(cfg.jwksUrl));
   }
 
   get configured(): boolean {
@@ -43,8 +68,8 @@ export class TokenVerifier {
     let alg: string | undefined;
     try {
       alg = decodeProtectedHeader(token).alg;
-    } catch {
-      throw new AuthError('malformed_token', 'token is not a JWT');
+    } catch (e) {
+      throw new AuthError('malformed_token', 'token is not a JWT', { cause: e });
     }
     const opts: JWTVerifyOptions = { clockTolerance: this.cfg.clockToleranceSec, requiredClaims: ['sub', 'exp'] };
     if (this.cfg.issuer !== undefined) opts.issuer = this.cfg.issuer;
@@ -69,19 +94,21 @@ export class TokenVerifier {
   }
 }
 
+/** Maps a jose error to the refusal it means. The jose error stays as `cause`: its code and claim are for logs. */
 function toAuthError(e: unknown): AuthError {
   if (e instanceof AuthError) return e;
-  if (e instanceof errors.JWTExpired) return new AuthError('token_expired', 'token has expired');
+  const cause = { cause: e };
+  if (e instanceof errors.JWTExpired) return new AuthError('token_expired', 'token has expired', cause);
   if (e instanceof errors.JWTClaimValidationFailed) {
-    if (e.claim === 'nbf') return new AuthError('token_not_yet_valid', 'token is not valid yet');
-    if (e.claim === 'sub') return new AuthError('invalid_subject', 'token has no subject');
-    return new AuthError('claim_invalid', `claim "${e.claim}" is not acceptable (${e.reason})`);
+    if (e.claim === 'nbf') return new AuthError('token_not_yet_valid', 'token is not valid yet', cause);
+    if (e.claim === 'sub') return new AuthError('invalid_subject', 'token has no subject', cause);
+    return new AuthError('claim_invalid', `claim "${e.claim}" is not acceptable (${e.reason})`, cause);
   }
   if (e instanceof errors.JWSSignatureVerificationFailed || e instanceof errors.JWKSNoMatchingKey) {
-    return new AuthError('invalid_signature', 'token signature does not verify');
+    return new AuthError('invalid_signature', 'token signature does not verify', cause);
   }
   if (e instanceof errors.JOSEAlgNotAllowed || e instanceof errors.JOSENotSupported) {
-    return new AuthError('unsupported_algorithm', 'token algorithm is not accepted');
+    return new AuthError('unsupported_algorithm', 'token algorithm is not accepted', cause);
   }
-  return new AuthError('malformed_token', e instanceof Error ? e.message : 'token could not be read');
+  return new AuthError('malformed_token', e instanceof Error ? e.message : 'token could not be read', cause);
 }

@@ -1,4 +1,5 @@
 import { DurableObject } from 'cloudflare:workers';
+import { refusal, refusalBody, refusalHeaders } from '../auth/index.js';
 import { configFromEnv, type Config } from '../core/config.js';
 import { Mailbox } from '../core/mailbox.js';
 import { PeerOverloadedError, type ForwardBatch, type ForwardResult, type LogLevel, type Peers, type Scheduler } from '../core/ports.js';
@@ -75,7 +76,9 @@ export class UserShard extends DurableObject<Env> {
   private async upgrade(request: Request): Promise<Response> {
     const user = request.headers.get(USER_HEADER);
     if (!user || request.headers.get('Upgrade')?.toLowerCase() !== 'websocket') {
-      return new Response('expected a WebSocket upgrade from the edge', { status: 400 });
+      // Only the edge reaches this object, and it always sends both: a bug, answered in the one refusal format.
+      const r = refusal('bad_request', 'expected a WebSocket upgrade from the edge');
+      return new Response(refusalBody(r), { status: r.status, headers: refusalHeaders(r) });
     }
     this.mailboxFor(user);
     this.counts.upgrades++;

@@ -282,7 +282,7 @@ export class Worker implements Logger {
         observer: { ...this.metrics.commitObserver(), full: (full, e) => this.storageFull(full, e) },
       });
     } catch (e) {
-      throw new Error(`cannot open ${file}: ${(e as Error).message}`);
+      throw new Error(`cannot open ${file}: ${(e as Error).message}`, { cause: e });
     }
     for (let i = 0; i < this.workers; i++) {
       this.clients.push(i === this.id ? null : new PeerClient(i, join(this.cfg.runDir, `peer-${i}.sock`), this.cfg.peerTimeoutMs));
@@ -294,7 +294,7 @@ export class Worker implements Logger {
     try {
       await this.peerServer.listen();
     } catch (e) {
-      throw new Error(`cannot listen on ${this.peerServer.path}: ${(e as Error).message}`);
+      throw new Error(`cannot listen on ${this.peerServer.path}: ${(e as Error).message}`, { cause: e });
     }
     if (this.cfg.route === 'pipe') await this.listenPipe();
     await this.listen();
@@ -319,7 +319,7 @@ export class Worker implements Logger {
         cert = readFileSync(this.cfg.tls.cert);
         key = readFileSync(this.cfg.tls.key);
       } catch (e) {
-        return Promise.reject(new Error(`cannot read TLS certificate or key: ${(e as Error).message}`));
+        return Promise.reject(new Error(`cannot read TLS certificate or key: ${(e as Error).message}`, { cause: e }));
       }
       server = createHttpsServer({ cert, key, connectionsCheckingInterval: this.checkEveryMs() }, onRequest) as unknown as HttpServer;
     } else {
@@ -328,17 +328,17 @@ export class Worker implements Logger {
     server.on('upgrade', (req: IncomingMessage, socket: Duplex, head: Buffer) => {
       this.onUpgrade(req, socket as Socket, head).catch((e: unknown) => {
         this.log('error', `upgrade failed: ${describeError(e)}`);
-        refuseSocket(socket, { status: 500, code: 'internal', message: 'internal error' });
+        refuseSocket(socket, { status: 500, code: 'internal', message: 'internal error', cause: e });
       });
     });
     server.on('clientError', (e: NodeJS.ErrnoException, socket: Duplex) => {
       // The same JSON refusal as every other answer, with the status that says what was wrong.
       const r: Refusal =
         e.code === 'HPE_HEADER_OVERFLOW'
-          ? { status: 431, code: 'headers_too_large', message: 'request headers are too large' }
+          ? { status: 431, code: 'headers_too_large', message: 'request headers are too large', cause: e }
           : e.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-            ? { status: 408, code: 'request_timeout', message: 'request headers did not arrive in time' }
-            : { status: 400, code: 'bad_request', message: 'malformed HTTP request' };
+            ? { status: 408, code: 'request_timeout', message: 'request headers did not arrive in time', cause: e }
+            : { status: 400, code: 'bad_request', message: 'malformed HTTP request', cause: e };
       this.metrics.refused.inc({ code: r.code });
       refuseSocket(socket, r);
     });
@@ -348,8 +348,8 @@ export class Worker implements Logger {
     this.server = server;
     return new Promise((resolve, reject) => {
       server.once('error', (e: NodeJS.ErrnoException) => {
-        if (e.code === 'EADDRINUSE') reject(new Error(`port ${this.cfg.port} on ${this.cfg.host} is already in use`));
-        else reject(new Error(`cannot listen on ${this.cfg.host}:${this.cfg.port}: ${e.message}`));
+        if (e.code === 'EADDRINUSE') reject(new Error(`port ${this.cfg.port} on ${this.cfg.host} is already in use`, { cause: e }));
+        else reject(new Error(`cannot listen on ${this.cfg.host}:${this.cfg.port}: ${e.message}`, { cause: e }));
       });
       server.listen({ host: this.cfg.host, port: this.cfg.port, reusePort: true, backlog: 4096 }, () => resolve());
     });
@@ -578,7 +578,7 @@ export class Worker implements Logger {
     const server = createNetServer((s) => this.acceptPipe(s));
     this.pipeServer = server;
     return new Promise((resolve, reject) => {
-      server.once('error', (e) => reject(new Error(`cannot listen on ${path}: ${e.message}`)));
+      server.once('error', (e) => reject(new Error(`cannot listen on ${path}: ${e.message}`, { cause: e })));
       server.listen(path, () => resolve());
     });
   }

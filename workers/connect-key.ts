@@ -3,12 +3,6 @@ import type { Env } from '../durable-objects/env.js';
 
 // Not in edge.ts: every export of a Worker's main module must be a handler or a class.
 
-/**
- * The `error` of the 503 the edge answers while a setting is invalid (core/settings.ts says which, the
- * `message` names it). Not an AuthError code: it is about the deployment, not the request.
- */
-export const MISCONFIGURED = 'misconfigured';
-
 /** The connect-limit key of every request whose CF-Connecting-IP is not trusted (see connectKey). */
 export const UNTRUSTED_CONNECT_KEY = 'untrusted-client-address';
 

@@ -1,8 +1,19 @@
-import { DEV_AUTH_WARNING, TokenVerifier, authConfigFromEnv, authorizeUpgrade, isRefusal, refusalBody, refusalHeaders, type AuthConfig } from '../auth/index.js';
+import {
+  DEV_AUTH_WARNING,
+  TokenVerifier,
+  authConfigFromEnv,
+  authorizeUpgrade,
+  isRefusal,
+  refusal,
+  refusalBody,
+  refusalHeaders,
+  type AuthConfig,
+  type Refusal,
+} from '../auth/index.js';
 import type { Env } from '../durable-objects/env.js';
 import { USER_HEADER } from '../durable-objects/user-shard.js';
 import { ConfigError, settingNames, validateSettings } from '../core/settings.js';
-import { MISCONFIGURED, connectKey } from './connect-key.js';
+import { connectKey } from './connect-key.js';
 
 export { UserShard } from '../durable-objects/user-shard.js';
 
@@ -12,7 +23,7 @@ export { UserShard } from '../durable-objects/user-shard.js';
  * with stub.fetch — the socket then lives in the object, and this Worker is out of the message path.
  */
 
-type EdgeState = { key: string; cfg: AuthConfig; v: TokenVerifier } | { key: string; misconfigured: string };
+type EdgeState = { key: string; cfg: AuthConfig; v: TokenVerifier } | { key: string; misconfigured: Refusal };
 
 let state: EdgeState | null = null;
 const CF_SETTINGS = settingNames('cloudflare');
@@ -35,28 +46,29 @@ function edgeState(env: Env): EdgeState {
       if (cfg.devAuth) console.warn(`iris: DEVELOPMENT MODE: ${DEV_AUTH_WARNING}`);
       state = { key, cfg, v: new TokenVerifier(cfg) };
     } catch (e) {
-      if (!(e instanceof ConfigError)) throw e;
-      console.error(`iris: MISCONFIGURED, refusing every request with 503: ${e.message}`);
-      state = { key, misconfigured: e.message };
+      // A Worker has no start-up to refuse (on-prem exits instead): every request gets a 503 that says the
+      // deployment is at fault. A settings error names the setting; anything else only points at the log.
+      const message = e instanceof ConfigError ? `server misconfigured: ${e.message}` : 'server misconfigured (auth settings); see its log';
+      if (e instanceof ConfigError) console.error(`iris: MISCONFIGURED, refusing every request with 503: ${e.message}`);
+      else console.error('iris: MISCONFIGURED (auth settings), refusing every request with 503:', e);
+      state = { key, misconfigured: refusal('misconfigured', message, { cause: e }) };
     }
   }
   return state;
 }
 
-function misconfigured(message: string): Response {
-  // A settings problem is the operator's, not the client's: no retry-after, as waiting does not fix it.
-  return Response.json({ error: MISCONFIGURED, message: `server misconfigured: ${message}` }, { status: 503 });
+function refuse(r: Refusal): Response {
+  return new Response(refusalBody(r), { status: r.status, headers: refusalHeaders(r) });
 }
 
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     const url = new URL(request.url);
-    if (url.pathname !== '/healthz' && url.pathname !== '/v1/connect') return Response.json({ error: 'not_found', message: 'no such endpoint' }, { status: 404 });
+    if (url.pathname !== '/healthz' && url.pathname !== '/v1/connect') return refuse(refusal('not_found', 'no such endpoint'));
     const st = edgeState(env);
-    if ('misconfigured' in st) return misconfigured(st.misconfigured);
+    if ('misconfigured' in st) return refuse(st.misconfigured);
     if (url.pathname === '/healthz') {
-      const { cfg } = st;
-      return Response.json(cfg.devAuth ? { ok: true, devAuth: true, warning: DEV_AUTH_WARNING } : { ok: true });
+      return Response.json(st.cfg.devAuth ? { ok: true, devAuth: true, warning: DEV_AUTH_WARNING } : { ok: true });
     }
 
     const limiter = env.CONNECT_LIMITER;
@@ -67,7 +79,7 @@ export default {
         ...(limiter && { connectLimit: async (ip: string) => ((await limiter.limit({ key: ip })).success ? 0 : 60) }),
       },
     );
-    if (isRefusal(verdict)) return new Response(refusalBody(verdict), { status: verdict.status, headers: refusalHeaders(verdict) });
+    if (isRefusal(verdict)) return refuse(verdict);
 
     // The only identity the shard trusts: set here, after verification, over whatever the client sent.
     const headers = new Headers(request.headers);

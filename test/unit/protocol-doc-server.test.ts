@@ -2,14 +2,15 @@ import { SignJWT } from 'jose';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { TokenVerifier, authConfigFromEnv, authorizeUpgrade, isRefusal, type UpgradeRequest } from '../../auth/index.js';
+import { REFUSALS, TokenVerifier, authConfigFromEnv, authorizeUpgrade, isRefusal, isRefusalCode, type UpgradeRequest } from '../../auth/index.js';
 import { code, parseTable } from './doc-tables.js';
 
 /**
  * docs/PROTOCOL.md against the servers (not the codec, which protocol-doc.test.ts covers): the order in which
- * refusals are decided, which refusals the adapters can send, and which close and error codes the servers
- * really send. An outside test found the doc saying 426/400 come before the token and 1001/4000 "not sent";
- * these checks fail on any such disagreement, in either direction.
+ * refusals are decided, that the refusal tables are exactly the vocabulary (auth/refusals.ts), and which close
+ * and error codes each profile really sends. An outside test found the doc saying 426/400 come before the token
+ * and 1001/4000 "not sent"; these checks fail on any such disagreement, in either direction, and the last block
+ * proves they can fail.
  */
 
 const ROOT = resolve(import.meta.dirname, '../..');
@@ -128,28 +129,91 @@ describe('PROTOCOL.md section 3.3 agrees with auth/upgrade.ts', () => {
 
 // ------------------------------------------------------------------ what the adapters can send
 
-describe('PROTOCOL.md lists exactly the refusals and codes the servers send', () => {
-  const sent = new Map<string, number>();
-  for (const m of ADAPTERS.matchAll(/status: (\d{3}), code: '([a-z_]+)'/g)) sent.set(m[2]!, Number(m[1]));
+/** Rows of a table of `md` (header dropped); a missing table is a problem, not an exception. */
+function tableRows(md: string, table: string, problems: string[]): string[][] {
+  const r = parseTable(md, table);
+  if (r === null || r.length < 2) {
+    problems.push(`table "${table}" not found`);
+    return [];
+  }
+  return r.slice(1);
+}
 
-  it('every refusal an adapter writes by hand is documented with its status', () => {
-    const doc = new Map([...rows('refusals'), ...rows('refusals-server')].map((r) => [code(r[1])!, Number(r[0])]));
-    const problems: string[] = [];
-    for (const [c, status] of sent) if (doc.get(c) !== status) problems.push(`${c}: sent as ${status}, documented as ${doc.get(c) ?? 'nothing'}`);
-    for (const r of rows('refusals-server')) if (!sent.has(code(r[1])!)) problems.push(`${code(r[1])}: documented, never sent`);
-    expect(problems).toEqual([]);
+/** The two refusal tables of section 3.3 together against REFUSALS: the same codes, each once, same status. */
+function checkRefusals(md: string): string[] {
+  const problems: string[] = [];
+  const documented = [...tableRows(md, 'refusals', problems), ...tableRows(md, 'refusals-server', problems)];
+  const seen = new Set<string>();
+  for (const r of documented) {
+    const c = code(r[1]);
+    const status = Number(r[0]);
+    if (c === null || !Number.isInteger(status)) {
+      problems.push(`refusals: cannot read row | ${r.join(' | ')} |`);
+      continue;
+    }
+    if (seen.has(c)) problems.push(`${c}: documented twice`);
+    seen.add(c);
+    if (!isRefusalCode(c)) problems.push(`${c}: documented, not in REFUSALS`);
+    else if (REFUSALS[c] !== status) problems.push(`${c}: documented as ${status}, REFUSALS says ${REFUSALS[c]}`);
+  }
+  for (const c of Object.keys(REFUSALS)) if (!seen.has(c)) problems.push(`${c}: in REFUSALS, not documented`);
+  return problems;
+}
+
+// core/ runs in both profiles; each adapter only in its own.
+const PROFILES = { 'On-prem': sources('core', 'onprem'), Cloudflare: sources('core', 'durable-objects', 'workers') };
+
+/** The close-code table's profile columns against the sources of each profile, and † against both. */
+function checkCloseCodeSenders(md: string): string[] {
+  const problems: string[] = [];
+  const header = parseTable(md, 'close-codes')?.[0] ?? [];
+  for (const r of tableRows(md, 'close-codes', problems)) {
+    const name = code(r[1]);
+    if (name === null) {
+      problems.push(`close-codes: cannot read row | ${r.join(' | ')} |`);
+      continue;
+    }
+    const cells: string[] = [];
+    for (const [profile, src] of Object.entries(PROFILES)) {
+      const col = header.indexOf(profile);
+      if (col < 0) {
+        problems.push(`close-codes has no ${profile} column`);
+        continue;
+      }
+      const cell = r[col] ?? '';
+      cells.push(cell);
+      if (!/^(sent|runtime|no)$/.test(cell)) problems.push(`${name}: ${profile} says "${cell}", expected sent, runtime or no`);
+      const used = new RegExp(`CLOSE_CODES\\.${name}\\b`).test(src);
+      if (used && cell !== 'sent') problems.push(`${name}: ${profile} says "${cell}", but the ${profile} server sends it`);
+      if (!used && cell === 'sent') problems.push(`${name}: ${profile} says "sent", but nothing there sends it`);
+    }
+    const dagger = (r.at(-1) ?? '').includes('†');
+    if (dagger !== cells.every((c) => c === 'no')) problems.push(`${name}: † must mark exactly the codes neither profile sends`);
+  }
+  return problems;
+}
+
+describe('PROTOCOL.md lists exactly the refusals and codes the servers send', () => {
+  it('the two refusal tables together are auth/refusals.ts: the same codes, each once, with the same status', () => {
+    expect(checkRefusals(DOC)).toEqual([]);
   });
 
-  it('close codes marked † are never sent, and every other one is (or comes from the runtime)', () => {
-    const problems: string[] = [];
-    for (const r of rows('close-codes')) {
-      const name = code(r[1])!;
-      const used = new RegExp(`CLOSE_CODES\\.${name}\\b`).test(SERVER);
-      const dagger = r[2]!.includes('†');
-      if (dagger && used) problems.push(`${name} is marked not sent, but the server sends it`);
-      if (!dagger && !used && !/runtime/.test(r[2]!)) problems.push(`${name} is documented as sent, but nothing sends it`);
-    }
-    expect(problems).toEqual([]);
+  it('every code of the vocabulary is sent by some adapter (the type system keeps them from sending any other)', () => {
+    // The ways a refusal is built: refusal('code', ...), new AuthError('code', ...), or a literal { code: 'code' }.
+    const sent = new Set([...ADAPTERS.matchAll(/(?:\brefusal\(|\bAuthError\(|\bcode: )'([a-z_]+)'/g)].map((m) => m[1]!));
+    expect(Object.keys(REFUSALS).filter((c) => !sent.has(c))).toEqual([]);
+  });
+
+  it('the close-code table says, per profile, exactly which codes the server itself sends', () => {
+    expect(checkCloseCodeSenders(DOC)).toEqual([]);
+  });
+
+  it('every table of PROTOCOL.md is one a doc test holds against the code', () => {
+    // Here: refusals, refusals-server, close-codes (senders), error-codes (†). protocol-doc.test.ts: the rest,
+    // and error-codes and close-codes against the codec. A new table needs a check before it is added here.
+    const checked = ['refusals', 'refusals-server', 'frame-types', 'entry-kinds', 'error-codes', 'close-codes', 'limits', 'settings'];
+    const tables = [...DOC.matchAll(/<!-- table:([^ ]+) -->/g)].map((m) => m[1]!);
+    expect(tables.sort()).toEqual(checked.sort());
   });
 
   it('error codes marked † are never sent by the core', () => {
@@ -160,5 +224,34 @@ describe('PROTOCOL.md lists exactly the refusals and codes the servers send', ()
       if (r.join('|').includes('†') && core.includes(`'${name}'`)) problems.push(`${name} is marked not sent, but core/ sends it`);
     }
     expect(problems).toEqual([]);
+  });
+});
+
+describe('the refusal and close-code checks catch drift', () => {
+  const mutate = (find: string, replace: string): string => {
+    expect(DOC).toContain(find);
+    return DOC.replace(find, replace);
+  };
+  const row = (prefix: string): string => DOC.split('\n').find((l) => l.startsWith(prefix))!;
+
+  it('a refusal with another status, missing, extra, or listed twice', () => {
+    const full = row('| 503 | `server_full` |');
+    expect(checkRefusals(mutate(full, full.replace('| 503 |', '| 500 |')))).toEqual(['server_full: documented as 500, REFUSALS says 503']);
+    expect(checkRefusals(mutate(`${full}\n`, ''))).toEqual(['server_full: in REFUSALS, not documented']);
+    expect(checkRefusals(mutate(full, `${full}\n| 418 | \`teapot\` | never |`))).toEqual(['teapot: documented, not in REFUSALS']);
+    expect(checkRefusals(mutate(full, `${full}\n${full}`))).toEqual(['server_full: documented twice']);
+    expect(checkRefusals(mutate('<!-- table:refusals-server -->', ''))).toContain('table "refusals-server" not found');
+  });
+
+  it('a close code said sent by a profile that does not send it, or not sent by one that does', () => {
+    expect(checkCloseCodeSenders(mutate('| `1001` | `going_away` | sent | no |', '| `1001` | `going_away` | sent | sent |'))).toEqual([
+      'going_away: Cloudflare says "sent", but nothing there sends it',
+    ]);
+    expect(checkCloseCodeSenders(mutate('| `4000` | `hello_timeout` | sent | sent |', '| `4000` | `hello_timeout` | no | sent |'))).toEqual([
+      'hello_timeout: On-prem says "no", but the On-prem server sends it',
+    ]);
+    expect(checkCloseCodeSenders(mutate('| `1011` | `internal_error` | no | no | †', '| `1011` | `internal_error` | no | no |'))).toEqual([
+      'internal_error: † must mark exactly the codes neither profile sends',
+    ]);
   });
 });

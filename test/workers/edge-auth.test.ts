@@ -1,6 +1,8 @@
-import { SELF } from 'cloudflare:test';
+import { SELF, env } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
 import { MAX_TOKEN_LENGTH } from '../../auth/index.js';
+import type { Env } from '../../durable-objects/env.js';
+import worker from '../../workers/edge.js';
 import { token, unsignedToken, upgradeRequest } from './helpers.js';
 
 /** Every refusal happens at the edge, as an HTTP status, before a WebSocket exists. */
@@ -111,9 +113,28 @@ describe('upgrade checks', () => {
     refused(await SELF.fetch('http://iris.test/v1/connect', { method: 'POST', headers: bearer(await token('alice')) }), 405, 'method_not_allowed'));
   it('without the iris.v1 subprotocol: 400', async () =>
     refused(await upgradeRequest({ 'Sec-WebSocket-Protocol': 'chat', ...bearer(await token('alice')) }), 400, 'unsupported_protocol'));
-  it('unknown path: 404, healthz: 200', async () => {
-    expect((await SELF.fetch('http://iris.test/nope')).status).toBe(404);
+  it('unknown path: 404 not_found (a refusal like the others: JSON, readable cross-origin), healthz: 200', async () => {
+    const res = await SELF.fetch('http://iris.test/nope');
+    await refused(res, 404, 'not_found');
+    expect(res.headers.get('access-control-allow-origin')).toBe('*');
     expect(await (await SELF.fetch('http://iris.test/healthz')).json()).toEqual({ ok: true });
+  });
+  it('invalid auth settings: 503 misconfigured on connect and on /healthz, not an uncaught exception', async () => {
+    // The real handler with its own env: IRIS_JWKS that is not JSON (authConfigFromEnv throws on it).
+    const e = { USERS: env.USERS, IRIS_JWKS: '{not json', IRIS_JWT_SECRET: 'test-secret' } as unknown as Env;
+    const connect = await worker.fetch(new Request('http://iris.test/v1/connect', { headers: { Upgrade: 'websocket', 'Sec-WebSocket-Protocol': 'iris.v1', ...bearer(await token('alice')) } }), e);
+    await refused(connect, 503, 'misconfigured');
+    // The JSON parser's words may quote the setting; the client gets none of them.
+    const body = (await (await worker.fetch(new Request('http://iris.test/v1/connect'), e)).json()) as { message: string };
+    expect(body.message).not.toContain('not json');
+    await refused(await worker.fetch(new Request('http://iris.test/healthz'), e), 503, 'misconfigured');
+    // The isolate's verifier is rebuilt when the settings are fixed.
+    expect(await (await worker.fetch(new Request('http://iris.test/healthz'), { ...e, IRIS_JWKS: env['IRIS_JWKS'] } as Env)).json()).toEqual({ ok: true });
+  });
+  it('the shard itself refuses a request without the identity only the edge sets: 400 bad_request', async () => {
+    const stub = env.USERS.get(env.USERS.idFromName('no-edge'));
+    await refused(await stub.fetch(new Request('http://shard/v1/connect', { headers: { Upgrade: 'websocket' } })), 400, 'bad_request');
+    await refused(await stub.fetch(new Request('http://shard/v1/connect', { headers: { 'X-Iris-User': 'no-edge' } })), 400, 'bad_request');
   });
   it('a client-supplied identity header is overwritten by the verified subject', async () => {
     const res = await upgradeRequest({ ...bearer(await token('mallory')), 'X-Iris-User': 'alice' });
@@ -128,6 +149,7 @@ describe('upgrade checks', () => {
   it('per-IP connect rate limit: 429 with retry-after, other addresses unaffected', async () => {
     let last: Response | null = null;
     // The local limiter counts in fixed windows; 1,400 tries reach the limit even if one window boundary passes.
+    // Up to 1,400 requests take seconds on a loaded machine: the timeout (here and below) bounds a hang, not speed.
     for (let i = 0; i < 1400; i++) {
       last = await upgradeRequest({ 'CF-Connecting-IP': '203.0.113.9' });
       if (last.status === 429) break;
@@ -136,7 +158,7 @@ describe('upgrade checks', () => {
     expect(last!.headers.get('retry-after')).toBe('60');
     const other = await upgradeRequest({ 'CF-Connecting-IP': '203.0.113.10' });
     expect(other.status).toBe(401);
-  });
+  }, 60_000);
   it('a client-sent CF-Connecting-IP does not dodge the limit on a local run (loopback host)', async () => {
     // Under wrangler dev the header is whatever the client sent; a fresh value per request must not be a
     // fresh bucket. Requests addressed to a loopback host cannot have come through Cloudflare's edge.
@@ -150,5 +172,5 @@ describe('upgrade checks', () => {
     }
     expect(last!.status).toBe(429);
     expect(await last!.json()).toMatchObject({ error: 'too_many_connects' });
-  });
+  }, 60_000);
 });
