@@ -74,13 +74,13 @@ export function readConfigFile(file: string): Settings {
   try {
     raw = readFileSync(file, 'utf8');
   } catch (e) {
-    throw new StartupError(`cannot read config file ${file}: ${(e as Error).message}`);
+    throw new StartupError(`cannot read config file ${file}: ${(e as Error).message}`, { cause: e });
   }
   let parsed: unknown;
   try {
     parsed = JSON.parse(raw);
   } catch (e) {
-    throw new StartupError(`config file ${file} is not valid JSON: ${(e as Error).message}`);
+    throw new StartupError(`config file ${file} is not valid JSON: ${(e as Error).message}`, { cause: e });
   }
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new StartupError(`config file ${file} must hold one JSON object`);
@@ -160,7 +160,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
   try {
     validateSettings(s, 'onprem');
   } catch (e) {
-    if (e instanceof ConfigError) throw new StartupError(e.message);
+    if (e instanceof ConfigError) throw new StartupError(e.message, { cause: e });
     throw e;
   }
   const dataDir = s['IRIS_DATA_DIR'] ?? resolve(readString(s, 'IRIS_DATA_DIR')!);
@@ -179,7 +179,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
   try {
     auth = authConfigFromEnv(s);
   } catch (e) {
-    if (e instanceof AuthError) throw new StartupError(e.message);
+    if (e instanceof AuthError) throw new StartupError(e.message, { cause: e });
     throw e;
   }
   return {
