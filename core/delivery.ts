@@ -1,0 +1,210 @@
+import {
+  CLOSE_CODES,
+  LIMITS,
+  encodeFrame,
+  type Encoding,
+  type Entry,
+  type ErrorCode,
+  type ReceiptState,
+  type ServerFrame,
+} from '../protocol/index.js';
+import { ConnGuard } from './conn-guard.js';
+import type { MailboxDeps } from './mailbox.js';
+import type { Conn } from './ports.js';
+import type { MailboxStore } from './store.js';
+
+/**
+ * Per-socket tables, keyed by the Conn. A Conn belongs to exactly one mailbox, so one table per process serves
+ * every mailbox: four empty tables per mailbox were ~550 bytes per user in memory, idle ones included.
+ */
+const PUMPING = new WeakSet<Conn>();
+const PUMP_AGAIN = new WeakSet<Conn>();
+const RECEIPT_PUMPING = new WeakSet<Conn>();
+const GUARDS = new WeakMap<Conn, ConnGuard>();
+
+/**
+ * The socket side of a mailbox: everything written to this user's devices. Inbox entries pumped from storage
+ * or pushed live from memory within each socket's send window, receipt states, replies and error frames, and
+ * the per-socket guard (frame rate, errors in a row, the send barrier: core/conn-guard.ts). Every byte goes
+ * through write(), which bounds what one socket may hold (maxQueuedBytes).
+ */
+export class Delivery {
+  private readonly pumping = PUMPING;
+  private readonly pumpAgain = PUMP_AGAIN;
+  /** Sockets whose receipt catch-up (pumpReceipts) is running: live receipts wait for it. */
+  private readonly receiptPumping = RECEIPT_PUMPING;
+  /** Per-connection frame rate and error count (core/conn-guard.ts). */
+  private readonly guards = GUARDS;
+
+  constructor(
+    private readonly deps: MailboxDeps,
+    private readonly store: MailboxStore,
+    /** The mailbox's Storage.commit (it drops the store's caches when a commit fails). */
+    private readonly tx: <T>(fn: () => T) => Promise<T>,
+  ) {}
+
+  /**
+   * Pushes inbox entries to one socket, keeping at most sendWindow entries unacked on it: this is the bound
+   * on the per-socket send queue. Further entries follow as the device acks.
+   */
+  async pump(conn: Conn): Promise<void> {
+    if (this.pumping.has(conn)) {
+      this.pumpAgain.add(conn);
+      return;
+    }
+    this.pumping.add(conn);
+    try {
+      do {
+        this.pumpAgain.delete(conn);
+        const st = conn.state;
+        if (st === null) return;
+        // Caught up with everything written so far (committed or not): nothing to read.
+        if (st.sent >= this.store.userRow().next_seq - 1) continue;
+        const window = this.deps.config.sendWindow;
+        const entries = await this.tx(() => {
+          const acked = st.acked ?? this.store.deviceCursor(st.device) ?? st.sent;
+          const room = Math.min(LIMITS.maxDeliverBatch, window - (st.sent - acked));
+          return room > 0 ? this.store.inboxRange(st.sent, room) : [];
+        });
+        const now = conn.state;
+        if (entries.length === 0 || now === null || now.sent !== st.sent) continue;
+        // A deliver frame must fit in maxFrameBytes (the client's decoder refuses anything larger): halve the
+        // batch until it does. One entry always fits, even with a full body in JSON; the rest follow next round.
+        let batch = entries;
+        let data = encodeFrame({ t: 'deliver', entries: batch }, now.enc);
+        while (batch.length > 1 && (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
+          batch = batch.slice(0, Math.ceil(batch.length / 2));
+          data = encodeFrame({ t: 'deliver', entries: batch }, now.enc);
+        }
+        if (!this.write(conn, data)) return;
+        conn.setState({ ...now, sent: batch[batch.length - 1]!.seq });
+        this.deps.metrics?.delivered?.(batch.length);
+        this.pumpAgain.add(conn);
+      } while (this.pumpAgain.has(conn));
+    } finally {
+      this.pumping.delete(conn);
+    }
+  }
+
+  /**
+   * Delivers entries just committed to the inbox. A socket that is caught up (it was sent everything before
+   * them) and has window room gets them straight from memory, one encoding shared by all such sockets; any
+   * other socket is pumped from storage.
+   */
+  async pushLive(entries: Entry[]): Promise<void> {
+    const first = entries[0]!.seq;
+    const last = entries[entries.length - 1]!.seq;
+    const encoded: Partial<Record<Encoding, string | Uint8Array>> = {};
+    const work: Promise<void>[] = [];
+    for (const c of this.deps.sockets.list()) {
+      const st = c.state;
+      if (st === null) continue;
+      const acked = st.acked;
+      const live = !this.pumping.has(c) && st.sent === first - 1 && acked !== undefined && last - acked <= this.deps.config.sendWindow;
+      const data = live && entries.length <= LIMITS.maxDeliverBatch ? (encoded[st.enc] ??= encodeFrame({ t: 'deliver', entries }, st.enc)) : null;
+      if (data === null || (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
+        work.push(this.pump(c));
+        continue;
+      }
+      if (!this.write(c, data)) continue;
+      c.setState({ ...st, sent: last });
+      this.deps.metrics?.delivered?.(entries.length);
+    }
+    await Promise.all(work);
+  }
+
+  /**
+   * Brings one socket's receipts up to date: every receipt state that changed after the version it has, oldest
+   * change first, in frames of maxReceiptBatch. Receipts are not acked: a device resumes by sending the last
+   * frame's `upTo` in its next hello.
+   */
+  async pumpReceipts(conn: Conn): Promise<void> {
+    if (this.receiptPumping.has(conn)) return;
+    this.receiptPumping.add(conn);
+    try {
+      for (;;) {
+        const st = conn.state;
+        if (st === null || st.rsent >= this.store.receiptVersion()) return;
+        // Through a commit: only receipts that are durable here go out (a version a device has must never be
+        // handed out again for something else after a crash).
+        const rows = await this.tx(() => this.store.receiptsAfter(st.rsent, LIMITS.maxReceiptBatch));
+        const now = conn.state;
+        if (rows.length === 0 || now === null || now.rsent !== st.rsent) return;
+        const upTo = rows[rows.length - 1]!.v;
+        const items = rows.map((r): ReceiptState => ({ peer: r.peer, msg: r.msg, ts: r.ts }));
+        if (!this.write(conn, encodeFrame({ t: 'receipts', upTo, items }, now.enc))) return;
+        conn.setState({ ...now, rsent: upTo });
+      }
+    } finally {
+      this.receiptPumping.delete(conn);
+    }
+  }
+
+  /** A receipt state just committed as version v: to every socket that has everything before it, straight away. */
+  pushReceipt(item: ReceiptState, v: number): Promise<void> {
+    const encoded: Partial<Record<Encoding, string | Uint8Array>> = {};
+    const work: Promise<void>[] = [];
+    for (const c of this.deps.sockets.list()) {
+      const st = c.state;
+      if (st === null) continue;
+      if (st.rsent !== v - 1 || this.receiptPumping.has(c)) {
+        work.push(this.pumpReceipts(c));
+        continue;
+      }
+      if (!this.write(c, (encoded[st.enc] ??= encodeFrame({ t: 'receipts', upTo: v, items: [item] }, st.enc)))) continue;
+      c.setState({ ...st, rsent: v });
+    }
+    return Promise.all(work).then(() => undefined);
+  }
+
+
+  reply(conn: Conn, enc: Encoding, frame: ServerFrame): void {
+    this.write(conn, encodeFrame(frame, enc));
+  }
+
+  /**
+   * The one way bytes reach a socket. A client that stopped reading cannot make the server hold more than
+   * maxQueuedBytes for it: past that the socket is closed (4003) and nothing more is written. Nothing is lost:
+   * undelivered entries stay in the inbox for the next connection.
+   */
+  write(conn: Conn, data: string | Uint8Array): boolean {
+    const size = typeof data === 'string' ? data.length : data.byteLength;
+    if (conn.queuedBytes + size > this.deps.config.maxQueuedBytes) {
+      this.guardOf(conn).closed = true;
+      conn.close(CLOSE_CODES.slow_consumer, 'output queue full: the client is not reading');
+      return false;
+    }
+    conn.send(data);
+    return true;
+  }
+
+  guardOf(conn: Conn): ConnGuard {
+    let g = this.guards.get(conn);
+    if (!g) {
+      const c = this.deps.config;
+      // Never below twice the user's send budget: sends allowed by that bucket, with their acks and pings, must
+      // not be refused by this one (a deployment that raises IRIS_RATE_* raises this with it).
+      const limits = {
+        framesPerSec: Math.max(c.connFramesPerSec, 2 * c.ratePerSec),
+        frameBurst: Math.max(c.connFrameBurst, 2 * c.rateBurst),
+        maxErrorsInRow: c.maxErrorsInRow,
+      };
+      g = new ConnGuard(limits, this.deps.clock.now());
+      this.guards.set(conn, g);
+    }
+    return g;
+  }
+
+  closeForErrors(conn: Conn): void {
+    this.guardOf(conn).closed = true;
+    conn.close(CLOSE_CODES.too_many_errors, 'too many invalid frames');
+  }
+
+  error(conn: Conn, enc: Encoding, code: ErrorCode, message: string, ref?: string, retryAfter?: number): void {
+    this.deps.metrics?.error?.(code);
+    const frame: ServerFrame = { t: 'error', code, message: message.slice(0, LIMITS.maxErrorMessageLength) };
+    if (ref !== undefined) frame.ref = ref;
+    if (retryAfter !== undefined) frame.retryAfter = retryAfter;
+    this.reply(conn, enc, frame);
+    if (this.guardOf(conn).refused(code)) this.closeForErrors(conn);
+  }}
