@@ -19,7 +19,9 @@ import type { MailboxStore } from './store.js';
  */
 const PUMPING = new WeakSet<Conn>();
 const PUMP_AGAIN = new WeakSet<Conn>();
+/** Sockets whose receipt catch-up (pumpReceipts) is running: live receipts wait for it. */
 const RECEIPT_PUMPING = new WeakSet<Conn>();
+/** Per-connection frame rate and error count (core/conn-guard.ts). */
 const GUARDS = new WeakMap<Conn, ConnGuard>();
 
 /**
@@ -29,13 +31,6 @@ const GUARDS = new WeakMap<Conn, ConnGuard>();
  * through write(), which bounds what one socket may hold (maxQueuedBytes).
  */
 export class Delivery {
-  private readonly pumping = PUMPING;
-  private readonly pumpAgain = PUMP_AGAIN;
-  /** Sockets whose receipt catch-up (pumpReceipts) is running: live receipts wait for it. */
-  private readonly receiptPumping = RECEIPT_PUMPING;
-  /** Per-connection frame rate and error count (core/conn-guard.ts). */
-  private readonly guards = GUARDS;
-
   constructor(
     private readonly deps: MailboxDeps,
     private readonly store: MailboxStore,
@@ -48,14 +43,14 @@ export class Delivery {
    * on the per-socket send queue. Further entries follow as the device acks.
    */
   async pump(conn: Conn): Promise<void> {
-    if (this.pumping.has(conn)) {
-      this.pumpAgain.add(conn);
+    if (PUMPING.has(conn)) {
+      PUMP_AGAIN.add(conn);
       return;
     }
-    this.pumping.add(conn);
+    PUMPING.add(conn);
     try {
       do {
-        this.pumpAgain.delete(conn);
+        PUMP_AGAIN.delete(conn);
         const st = conn.state;
         if (st === null) return;
         // Caught up with everything written so far (committed or not): nothing to read.
@@ -79,10 +74,10 @@ export class Delivery {
         if (!this.write(conn, data)) return;
         conn.setState({ ...now, sent: batch[batch.length - 1]!.seq });
         this.deps.metrics?.delivered?.(batch.length);
-        this.pumpAgain.add(conn);
-      } while (this.pumpAgain.has(conn));
+        PUMP_AGAIN.add(conn);
+      } while (PUMP_AGAIN.has(conn));
     } finally {
-      this.pumping.delete(conn);
+      PUMPING.delete(conn);
     }
   }
 
@@ -100,7 +95,7 @@ export class Delivery {
       const st = c.state;
       if (st === null) continue;
       const acked = st.acked;
-      const live = !this.pumping.has(c) && st.sent === first - 1 && acked !== undefined && last - acked <= this.deps.config.sendWindow;
+      const live = !PUMPING.has(c) && st.sent === first - 1 && acked !== undefined && last - acked <= this.deps.config.sendWindow;
       const data = live && entries.length <= LIMITS.maxDeliverBatch ? (encoded[st.enc] ??= encodeFrame({ t: 'deliver', entries }, st.enc)) : null;
       if (data === null || (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
         work.push(this.pump(c));
@@ -119,8 +114,8 @@ export class Delivery {
    * frame's `upTo` in its next hello.
    */
   async pumpReceipts(conn: Conn): Promise<void> {
-    if (this.receiptPumping.has(conn)) return;
-    this.receiptPumping.add(conn);
+    if (RECEIPT_PUMPING.has(conn)) return;
+    RECEIPT_PUMPING.add(conn);
     try {
       for (;;) {
         const st = conn.state;
@@ -136,7 +131,7 @@ export class Delivery {
         conn.setState({ ...now, rsent: upTo });
       }
     } finally {
-      this.receiptPumping.delete(conn);
+      RECEIPT_PUMPING.delete(conn);
     }
   }
 
@@ -147,7 +142,7 @@ export class Delivery {
     for (const c of this.deps.sockets.list()) {
       const st = c.state;
       if (st === null) continue;
-      if (st.rsent !== v - 1 || this.receiptPumping.has(c)) {
+      if (st.rsent !== v - 1 || RECEIPT_PUMPING.has(c)) {
         work.push(this.pumpReceipts(c));
         continue;
       }
@@ -179,7 +174,7 @@ export class Delivery {
   }
 
   guardOf(conn: Conn): ConnGuard {
-    let g = this.guards.get(conn);
+    let g = GUARDS.get(conn);
     if (!g) {
       const c = this.deps.config;
       // Never below twice the user's send budget: sends allowed by that bucket, with their acks and pings, must
@@ -190,7 +185,7 @@ export class Delivery {
         maxErrorsInRow: c.maxErrorsInRow,
       };
       g = new ConnGuard(limits, this.deps.clock.now());
-      this.guards.set(conn, g);
+      GUARDS.set(conn, g);
     }
     return g;
   }
