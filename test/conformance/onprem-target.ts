@@ -21,7 +21,7 @@ export interface OnpremOptions {
 
 
 /**
- * Starts the on-prem server (onprem/main.ts: the supervisor and its worker processes) on a free loopback port
+ * Starts the on-prem server (built, dist/onprem/main.js: the supervisor and its worker processes) on a free loopback port
  * with a temporary data directory and raised per-user limits. restart() drains it with SIGTERM and starts it
  * again on the same port and data; stop() stops it and deletes the data. Only the supervisor is signalled (by
  * pid): its workers drain and exit with it.
