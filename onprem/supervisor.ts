@@ -34,10 +34,11 @@ const LOCK_DB = 'iris-onprem.lock.sqlite';
 const MAX_SOCKET_PATH = 107;
 
 /**
- * Node flags for the workers: ours (whatever the supervisor was started with, NODE_OPTIONS aside), plus the
- * young-generation cap (IRIS_SEMI_SPACE_MB). V8 otherwise grows each worker's young generation to 2 x 64 MiB
- * on a large machine under any sustained allocation (a burst of connects, or messaging) and keeps it: a
- * per-process cost that docs/ARCHITECTURE.onprem.md "Memory" measures against its GC cost.
+ * Node flags for the workers: the supervisor's own (process.execArgv; NODE_OPTIONS reaches them through the
+ * environment), plus the young-generation cap (IRIS_SEMI_SPACE_MB). V8 otherwise grows each worker's young
+ * generation to 2 x 64 MiB on a large machine under any sustained allocation (a burst of connects, or
+ * messaging) and keeps it: a per-process cost that docs/ARCHITECTURE.onprem.md "Memory" measures against its
+ * GC cost.
  */
 export function workerExecArgv(semiSpaceMb: number, execArgv: readonly string[] = process.execArgv): string[] {
   const out = [...execArgv];
