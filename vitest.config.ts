@@ -4,6 +4,9 @@ import { defineConfig } from 'vitest/config';
 
 const testKeys = JSON.parse(readFileSync(new URL('./test/fixtures/test-keys.json', import.meta.url), 'utf8')) as { jwks: unknown };
 
+/** The projects that start the on-prem server or import the SDK by package name run dist/: built once per run. */
+const BUILD = 'test/build-dist.ts';
+
 /**
  * Five projects, one `npm test`:
  *   unit        — protocol codec, core mailbox, auth, SDK: plain Node, no platform
@@ -48,6 +51,7 @@ export default defineConfig({
           // the suite starts itself (wrangler dev, on-prem).
           include: process.env['IRIS_CONFORMANCE_URL'] ? ['test/conformance/url.test.ts'] : ['test/conformance/**/*.test.ts'],
           exclude: process.env['IRIS_CONFORMANCE_URL'] ? [] : ['test/conformance/url.test.ts'],
+          globalSetup: [BUILD],
           environment: 'node',
           fileParallelism: false,
           testTimeout: 60_000,
@@ -61,7 +65,7 @@ export default defineConfig({
           // never skip.
           name: 'browser',
           include: ['test/browser/**/*.test.ts'],
-          globalSetup: ['test/browser/install-chromium.ts'],
+          globalSetup: [BUILD, 'test/browser/install-chromium.ts'],
           environment: 'node',
           fileParallelism: false,
           testTimeout: 120_000,
@@ -72,6 +76,7 @@ export default defineConfig({
         test: {
           name: 'onprem',
           include: ['test/onprem/**/*.test.ts'],
+          globalSetup: [BUILD],
           environment: 'node',
           fileParallelism: false,
           testTimeout: 60_000,

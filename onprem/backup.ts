@@ -1,7 +1,7 @@
 /**
  * Online backup of an on-prem data directory, while the server runs:
  *
- *   sh scripts/node.sh --import tsx onprem/backup.ts --data-dir ./data/onprem --to /backups/iris-2026-11-21
+ *   sh scripts/node.sh dist/onprem/backup.js --data-dir ./data/onprem --to /backups/iris-2026-11-21
  *
  * Copies every worker's SQLite file with SQLite's online backup API (a second, read-only connection; the
  * workers keep committing meanwhile; WAL content is included) plus the metadata file, into a new directory
@@ -16,7 +16,7 @@ import { parseArgs } from 'node:util';
 
 const { values } = parseArgs({ options: { 'data-dir': { type: 'string' }, to: { type: 'string' }, help: { type: 'boolean', short: 'h' } } });
 if (values.help || !values['data-dir'] || !values.to) {
-  process.stderr.write('usage: onprem/backup.ts --data-dir <data dir> --to <new directory>\n');
+  process.stderr.write('usage: dist/onprem/backup.js --data-dir <data dir> --to <new directory>\n');
   process.exit(values.help ? 0 : 2);
 }
 const from = resolve(values['data-dir']);

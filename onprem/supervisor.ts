@@ -1,7 +1,7 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { chmodSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer, type Socket } from 'node:net';
-import { dirname, join } from 'node:path';
+import { dirname, extname, join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
@@ -18,7 +18,13 @@ import { IdleTrim } from './memory.js';
  * gathers metrics, and drains everything on SIGTERM. It never touches a user's data or a client's bytes.
  */
 
-const WORKER_ENTRY = join(dirname(fileURLToPath(import.meta.url)), 'worker-main.ts');
+/**
+ * Next to this module and with its extension: dist/onprem/worker-main.js when the server runs built (always in
+ * production); onprem/worker-main.ts when a developer runs the source through a loader, whose flags the
+ * workers inherit (process.execArgv).
+ */
+const HERE = fileURLToPath(import.meta.url);
+const WORKER_ENTRY = join(dirname(HERE), `worker-main${extname(HERE)}`);
 const META_FILE = 'iris-onprem.json';
 /** The supervisor's pid, for people: never used to decide anything. */
 const LOCK_FILE = 'iris-onprem.lock';
@@ -28,18 +34,14 @@ const LOCK_DB = 'iris-onprem.lock.sqlite';
 const MAX_SOCKET_PATH = 107;
 
 /**
- * Node flags for the workers: ours, with a bare `--import tsx` made absolute, so workers load TypeScript
- * whatever their working directory (a bare specifier resolves from the cwd); plus the young-generation cap
- * (IRIS_SEMI_SPACE_MB). V8 otherwise grows each worker's young generation to 2 x 64 MiB on a large machine
- * under any sustained allocation (a burst of connects, or messaging) and keeps it: a per-process cost
- * that docs/ARCHITECTURE.onprem.md "Memory" measures against its GC cost.
+ * Node flags for the workers: the supervisor's own (process.execArgv; NODE_OPTIONS reaches them through the
+ * environment), plus the young-generation cap (IRIS_SEMI_SPACE_MB). V8 otherwise grows each worker's young
+ * generation to 2 x 64 MiB on a large machine under any sustained allocation (a burst of connects, or
+ * messaging) and keeps it: a per-process cost that docs/ARCHITECTURE.onprem.md "Memory" measures against its
+ * GC cost.
  */
 export function workerExecArgv(semiSpaceMb: number, execArgv: readonly string[] = process.execArgv): string[] {
   const out = [...execArgv];
-  for (let i = 0; i < out.length; i++) {
-    if (out[i] === '--import' && out[i + 1] === 'tsx') out[i + 1] = import.meta.resolve('tsx');
-    else if (out[i] === '--import=tsx') out[i] = `--import=${import.meta.resolve('tsx')}`;
-  }
   // Last one wins, over NODE_OPTIONS and the supervisor's own flags alike.
   if (semiSpaceMb > 0) out.push(`--max-semi-space-size=${semiSpaceMb}`);
   return out;
@@ -231,7 +233,7 @@ export class Supervisor {
   /**
    * IRIS_STANDBY_WORKER=1: a worker process forked ahead of need, Node booted and its modules loaded, waiting
    * for an init. A worker that dies is replaced by it, so the restart costs the storage open and the listen
-   * (ms) instead of Node's and tsx's start-up (~0.6 s on a busy 2-core box: docs/BENCHMARKS.md "Recovery").
+   * (ms) instead of Node's start-up and module loading (docs/BENCHMARKS.md "Recovery").
    */
   private standby: ChildProcess | null = null;
   private standbyTimer: ReturnType<typeof setTimeout> | null = null;

@@ -2,7 +2,7 @@
 import { runWorker } from './worker.js';
 
 if (!process.send) {
-  process.stderr.write('iris-onprem: worker-main.ts is started by the supervisor; run onprem/main.ts\n');
+  process.stderr.write('iris-onprem: worker-main is started by the supervisor; run bin/iris-onprem\n');
   process.exit(2);
 }
 await runWorker();

@@ -53,7 +53,7 @@ const CLOCK: Clock = { now: () => Date.now() };
 /**
  * One user's shard in this worker: the mailbox, its sockets, and the bookkeeping for eviction and wake-ups.
  * It is also the mailbox's Sockets and Scheduler ports and its sockets' owner: prototype methods, so a user
- * costs no closures (under tsx every named closure also carries a ~250-byte property dictionary).
+ * costs no closures and their contexts (ARCHITECTURE.onprem.md "Memory").
  */
 export class Shard implements Sockets, Scheduler, ConnOwner {
   readonly mailbox: Mailbox;

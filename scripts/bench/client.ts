@@ -15,10 +15,10 @@
  *                     answers a send it already committed with the original ack), and messages scheduled
  *                     while it is down wait in an outbox and are written after the welcome, like the SDK's
  */
-import { SignJWT } from 'jose';
 import { WebSocket, type RawData } from 'ws';
 import type * as hdr from 'hdr-histogram-js';
 import { decodeBinary, encodeBinary, SUBPROTOCOL } from '../../protocol/index.js';
+import { mintToken } from '../token.js';
 import {
   BODY_HEADER,
   BitSet,
@@ -158,13 +158,8 @@ class ConnectError extends Error {
   }
 }
 
-async function tokenFor(user: string, secret: string): Promise<string> {
-  return new SignJWT({})
-    .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
-    .setSubject(user)
-    .setIssuedAt()
-    .setExpirationTime('24h')
-    .sign(new TextEncoder().encode(secret));
+function tokenFor(user: string, secret: string): Promise<string> {
+  return mintToken(user, { secret });
 }
 
 function urlFor(c: ConnSpec, cfg: InitMsg): string {

@@ -300,7 +300,7 @@ export function helpText(): string {
     ...Object.entries(PRESETS).map(([k, p]) => `  ${k.padEnd(11)} ${p.doc}`),
     '',
     'Target:',
-    '  --target onprem|url|relay|cloudflare   onprem: start onprem/main.ts (fresh data dir under data/bench);',
+    '  --target onprem|url|relay|cloudflare   onprem: start dist/onprem/main.js (fresh data dir under data/bench);',
     '                             url: an Iris server you started (--url, --server-pid for memory);',
     '                             relay: only the raw relay; cloudflare: wrangler dev on scripts/bench/wrangler.bench.toml',
     '  --baseline relay|echo|none raw relay (onprem/url) or bare echo Durable Object (cloudflare)  [natural one]',

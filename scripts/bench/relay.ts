@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { WebSocketServer, type RawData, type WebSocket } from 'ws';
+import { freePort } from '../lib/net.js';
 
 const SELF = fileURLToPath(import.meta.url);
 const READY = Buffer.from([1]);
@@ -233,19 +234,8 @@ async function runWorker(id: number, workers: number, host: string, port: number
 
 // ------------------------------------------------------------------ supervisor
 
-/** Port 0 would give every worker a different port: pick one free port for all of them. */
-function freePort(host: string): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createNetServer();
-    s.once('error', rej);
-    s.listen(0, host, () => {
-      const a = s.address();
-      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
-
 async function runSupervisor(host: string, requestedPort: number, workers: number): Promise<void> {
+  // Port 0 would give every worker a different port: pick one free port for all of them.
   const port = requestedPort === 0 ? await freePort(host) : requestedPort;
   const runDir = mkdtempSync(join(tmpdir(), 'iris-relay-'));
   const kids: ChildProcess[] = [];

@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import { now, sleep } from './common.js';
 export { freePort } from '../lib/net.js';
 import { freePort } from '../lib/net.js';
+import { serverNodeArgs } from '../lib/server.js';
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 const NODE_SH = join(ROOT, 'scripts/node.sh');
@@ -139,7 +140,7 @@ export interface OnpremOptions {
   dataDir: string;
   keepData: boolean;
   secret: string;
-  /** Extra flags for onprem/main.ts (they win over the bench defaults). */
+  /** Extra flags for the server (dist/onprem/main.js; they win over the bench defaults). */
   args: string[];
 }
 
@@ -151,7 +152,7 @@ export async function startOnprem(o: OnpremOptions): Promise<Server> {
   const runDir = mkdtempSync(join(tmpdir(), 'iris-bench-run-'));
   const args = [
     ...profArgs(o.profileDir),
-    '--import', 'tsx', join(ROOT, 'onprem/main.ts'),
+    ...serverNodeArgs('dist'),
     '--host', '127.0.0.1', '--port', String(o.port), '--workers', String(o.workers), '--data-dir', o.dataDir, '--run-dir', runDir,
     ...ONPREM_BENCH_FLAGS, ...o.args,
   ];

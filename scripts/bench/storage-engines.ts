@@ -20,7 +20,7 @@
  *     per batch: the recipient's peer dedup mark;
  *   - ONE durable commit, then the batch is acked.
  * Engines:
- *   sqlite-core   baseline: today's core schema and per-message statements (onprem/bench/layout.ts CoreWriter)
+ *   sqlite-core   baseline: today's core schema and per-message statements (scripts/bench/layout.ts CoreWriter)
  *   sqlite-log    node:sqlite, WAL, synchronous=FULL: rowid log table (+ index on recipient, rseq), rowid
  *                 dedup table, users and peers WITHOUT ROWID; one BEGIN/COMMIT per batch
  *   lmdb          lmdb-js, overlappingSync: false, noSync/noMetaSync false: every put of the batch is queued in
@@ -53,7 +53,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { ClassicLevel } from 'classic-level';
 import { open as openLmdb, type Database as LmdbDatabase, type RootDatabase } from 'lmdb';
-import { CoreWriter, openSqlite } from '../../onprem/bench/layout.js';
+import { CoreWriter, openSqlite } from './layout.js';
 
 const ENGINES = ['sqlite-core', 'sqlite-log', 'lmdb', 'lmdb-overlap', 'lmdb-sync', 'level'] as const;
 type EngineName = (typeof ENGINES)[number];

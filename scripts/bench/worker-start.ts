@@ -1,16 +1,19 @@
 /**
  * Where a restarted on-prem worker's start-up time goes, phase by phase, in a fresh process like the one the
- * supervisor forks (same Node, same `--import tsx`). Used by docs/BENCHMARKS.md "Recovery" to show that with a
- * million undelivered messages the store is not what a restart waits for.
+ * supervisor forks. Used by docs/BENCHMARKS.md "Recovery" to show that with a million undelivered messages the
+ * store is not what a restart waits for, and by "Built JavaScript against tsx". The supervisor forks built
+ * JavaScript; to time that, run this file as emitted by tsc (the second line), not through tsx:
  *
  *   sh scripts/node.sh --import tsx scripts/bench/worker-start.ts <worker-N.sqlite> [user]
+ *   sh scripts/node.sh node_modules/typescript/bin/tsc -p tsconfig.json --noEmit false --outDir tmp/js \
+ *     && sh scripts/node.sh tmp/js/scripts/bench/worker-start.js <worker-N.sqlite> [user]
  *
- * Prints one JSON line, ms: Node boot until this module runs (includes registering tsx), loading the worker's
- * dependencies and its own modules, opening the SQLite file (pragmas + migration check, as onprem/storage.ts
- * does for the worker), the recovery query the worker runs at start (onprem/worker.ts recover()), and the reads
- * of one user's first hello and first deliver page, and the scan its first incoming batch makes (core/store.ts).
- * Read-only on the data: nothing is written
- * (the migration check finds the schema current), so it can run on a copy of a live data dir.
+ * Prints one JSON line, ms: Node boot until this module runs (includes registering a loader, if any), loading
+ * the worker's dependencies and its own modules, opening the SQLite file (pragmas + migration check, as
+ * onprem/storage.ts does for the worker), the recovery query the worker runs at start (onprem/worker.ts
+ * recover()), and the reads of one user's first hello and first deliver page, and the scan its first incoming
+ * batch makes (core/store.ts). Read-only on the data: nothing is written (the migration check finds the schema
+ * current), so it can run on a copy of a live data dir.
  */
 import { fileURLToPath } from 'node:url';
 import { resolve } from 'node:path';

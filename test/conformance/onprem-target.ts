@@ -7,6 +7,7 @@ import { mintToken } from '../../scripts/token.js';
 import { waitHealthy } from './helpers.js';
 import type { Target } from './suite.js';
 import { freePort } from '../../scripts/lib/net.js';
+import { SERVER_MAIN } from '../../scripts/lib/server.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const SECRET = 'iris-conformance-onprem-secret';
@@ -20,7 +21,7 @@ export interface OnpremOptions {
 
 
 /**
- * Starts the on-prem server (onprem/main.ts: the supervisor and its worker processes) on a free loopback port
+ * Starts the on-prem server (built, dist/onprem/main.js: the supervisor and its worker processes) on a free loopback port
  * with a temporary data directory and raised per-user limits. restart() drains it with SIGTERM and starts it
  * again on the same port and data; stop() stops it and deletes the data. Only the supervisor is signalled (by
  * pid): its workers drain and exit with it.
@@ -47,7 +48,7 @@ export async function startOnprem(opts: OnpremOptions = {}): Promise<Target> {
     log = '';
     const c = spawn(
       process.execPath,
-      ['--import', 'tsx', join(ROOT, 'onprem/main.ts'), '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir, '--workers', String(opts.workers ?? 2)],
+      [SERVER_MAIN, '--host', '127.0.0.1', '--port', String(port), '--data-dir', dataDir, '--workers', String(opts.workers ?? 2)],
       { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } },
     );
     child = c;

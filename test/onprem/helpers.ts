@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { SignJWT } from 'jose';
@@ -8,13 +8,15 @@ import { IrisClient } from '../../client/index.js';
 import { ownerOf } from '../../onprem/owner.js';
 import { SUBPROTOCOL, decodeFrame, encodeFrame, type ClientFrame, type ServerFrame } from '../../protocol/index.js';
 import { freePort } from '../../scripts/lib/net.js';
+import { SERVER_MAIN } from '../../scripts/lib/server.js';
 
 /**
- * Test harness for the on-prem server: starts the real CLI (the supervisor and its worker processes) on a free
- * loopback port with a temporary data directory, and stops exactly the processes it started, by pid.
+ * Test harness for the on-prem server: starts the real CLI as production runs it, built (dist/onprem/main.js,
+ * which the suite's global setup test/build-dist.ts builds), with its worker processes, on a free loopback port
+ * with a temporary data directory, and stops exactly the processes it started, by pid.
  */
 
-export { freePort };
+export { freePort, SERVER_MAIN };
 
 export const ROOT = resolve(import.meta.dirname, '../..');
 export const SECRET = 'onprem-test-secret';
@@ -59,7 +61,7 @@ export class ServerProcess {
   readonly exited: Promise<Exited>;
 
   constructor(args: string[], env: Record<string, string>, as: { uid?: number; gid?: number } = {}) {
-    this.child = spawn('sh', [join(ROOT, 'scripts/node.sh'), '--import', 'tsx', join(ROOT, 'onprem/main.ts'), ...args], {
+    this.child = spawn('sh', [join(ROOT, 'scripts/node.sh'), SERVER_MAIN, ...args], {
       cwd: ROOT,
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -310,4 +312,32 @@ export function runScript(script: string, args: string[], timeoutMs: number): Pr
       res({ code, out });
     });
   });
+}
+
+/** npm's own environment from an outer `npm test` would point an inner npm at the outer project: drop it. */
+export const NPM_CLEAN: Record<string, string> = { npm_config_prefix: '', npm_config_global: '', NO_UPDATE_NOTIFIER: '1', npm_config_audit: 'false', npm_config_fund: 'false' };
+
+/**
+ * The package as it ships: `npm pack` of the repository (package.json "files": dist/, bin/, scripts/node.sh;
+ * dist/ built by the global setup) unpacked into `dest`. What an app or an operator gets, and nothing else:
+ * no TypeScript source, no tools, no tests.
+ */
+export async function packInto(dest: string): Promise<void> {
+  const work = tempDir('iris-pack-');
+  try {
+    const packed = await new Promise<string>((res, rej) => {
+      const child = spawn('npm', ['pack', '--silent', '--pack-destination', work], { cwd: ROOT, env: { ...process.env, ...NPM_CLEAN }, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      child.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+      child.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
+      child.once('exit', (code) => (code === 0 ? res(out.trim().split('\n').pop()!) : rej(new Error(`npm pack failed (${code}):\n${out}`))));
+    });
+    mkdirSync(dest, { recursive: true });
+    await new Promise<void>((res, rej) => {
+      const tar = spawn('tar', ['-xzf', join(work, packed), '-C', dest, '--strip-components=1'], { stdio: 'inherit' });
+      tar.once('exit', (code) => (code === 0 ? res() : rej(new Error(`tar exited ${code}`))));
+    });
+  } finally {
+    removeDir(work);
+  }
 }

@@ -2,13 +2,14 @@ import { execFile } from 'node:child_process';
 import { cpSync, existsSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT, TEST_ENV, freePort, removeDir, tempDir, waitFor } from './helpers.js';
+import { NPM_CLEAN, ROOT, TEST_ENV, freePort, packInto, removeDir, tempDir, waitFor } from './helpers.js';
 import { spawn } from 'node:child_process';
 
 /**
- * The install commands the docs give (OPERATIONS.md: `npm ci`, and `npm ci --omit=dev` for production) work
- * on a fresh copy of the repository, and the production install runs the on-prem server. It uses the npm
- * cache, so it costs seconds; it needs the registry only for what the cache lacks.
+ * The install commands the docs give (OPERATIONS.md: `npm ci` on a fresh copy of the repository, and
+ * `npm ci --omit=dev` on the shipped package for production) work, and the production install runs the on-prem
+ * server from the built JavaScript, without tsx or TypeScript installed. It uses the npm cache, so it costs
+ * seconds; it needs the registry only for what the cache lacks.
  */
 
 const dirs: string[] = [];
@@ -42,9 +43,6 @@ function freshCopy(): string {
   return dest;
 }
 
-// npm's own environment from the outer `npm test` would point this npm at the outer project: drop it.
-const NPM_CLEAN: Record<string, string> = { npm_config_prefix: '', npm_config_global: '', NO_UPDATE_NOTIFIER: '1', npm_config_audit: 'false', npm_config_fund: 'false' };
-
 describe('documented install commands', () => {
   it('npm ci accepts the lock file (every platform of every optional dependency is in it)', async () => {
     const dir = freshCopy();
@@ -53,18 +51,25 @@ describe('documented install commands', () => {
     expect(r.code).toBe(0);
   }, 180_000);
 
-  it('npm ci --omit=dev installs what the on-prem server needs to run', async () => {
-    const dir = freshCopy();
+  it('the shipped package, installed with npm ci --omit=dev, runs the on-prem server without TypeScript tools', async () => {
+    // What an operator gets: the packed package (built JavaScript, bin/, the Node launcher) plus the lock file.
+    const work = tempDir('iris-install-');
+    dirs.push(work);
+    const dir = join(work, 'iris');
+    await packInto(dir);
+    cpSync(join(ROOT, 'package-lock.json'), join(dir, 'package-lock.json'));
+    expect(existsSync(join(dir, 'onprem'))).toBe(false); // no TypeScript source shipped
     const r = await run(dir, 'npm', ['ci', '--omit=dev', '--prefer-offline'], NPM_CLEAN);
     expect(r.out).not.toMatch(/npm error/);
     expect(r.code).toBe(0);
-    expect(existsSync(join(dir, 'node_modules/wrangler'))).toBe(false); // really the production set
+    // Really the production set: neither the dev tools nor a TypeScript loader.
+    for (const dev of ['wrangler', 'tsx', 'typescript']) expect(existsSync(join(dir, 'node_modules', dev))).toBe(false);
     const data = tempDir('iris-install-data-');
     dirs.push(data);
     const port = await freePort();
     let out = '';
-    const server = spawn('npm', ['run', 'onprem', '--', '--host', '127.0.0.1', '--port', String(port), '--data-dir', data, '--workers', '1'], {
-      cwd: dir,
+    const server = spawn(join(dir, 'bin/iris-onprem'), ['--host', '127.0.0.1', '--port', String(port), '--data-dir', data, '--workers', '1'], {
+      cwd: data,
       env: { ...process.env, ...NPM_CLEAN, ...TEST_ENV },
       stdio: ['ignore', 'pipe', 'pipe'],
     });

@@ -2,7 +2,7 @@ import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { ROOT, removeDir, runToExit, startServer, tempDir, TEST_ENV, waitFor, freePort } from './helpers.js';
+import { ROOT, removeDir, runToExit, startServer, tempDir, TEST_ENV, waitFor, freePort, SERVER_MAIN } from './helpers.js';
 
 /**
  * The data-directory lock is a kernel lock released at process death, not a guess from a pid: a pid that now
@@ -59,7 +59,7 @@ describe('data directory lock', () => {
     const args = ['--host', '127.0.0.1', '--port', String(port), '--data-dir', d, '--workers', '2'];
     // The supervisor runs in the background of a shell that then becomes `sleep`, which never reaps it: after
     // SIGKILL it stays a zombie (its pid "alive" for kill(pid, 0)) for as long as the sleep lives.
-    const parent = spawn('sh', ['-c', `sh "${join(ROOT, 'scripts/node.sh')}" --import tsx "${join(ROOT, 'onprem/main.ts')}" "$@" & exec sleep 60`, 'sh', ...args], {
+    const parent = spawn('sh', ['-c', `sh "${join(ROOT, 'scripts/node.sh')}" "${SERVER_MAIN}" "$@" & exec sleep 60`, 'sh', ...args], {
       cwd: ROOT,
       env: { ...process.env, ...TEST_ENV },
       stdio: ['ignore', 'pipe', 'pipe'],

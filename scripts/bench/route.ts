@@ -7,7 +7,7 @@
  *            frame relay would cost at least this: it also has to parse and re-frame every message).
  *   local    one worker, no routing at all: the floor.
  *
- *   sh scripts/node.sh --import tsx onprem/bench/route.ts [--conns 300] [--pairs 40] [--messages 20000]
+ *   sh scripts/node.sh --import tsx scripts/bench/route.ts [--conns 300] [--pairs 40] [--messages 20000]
  *
  * Per mode: connection set-up latency (TCP connect -> 101 -> hello -> welcome), split by whether the
  * connection was accepted by its owner or moved; then a messaging phase (pairs of users, 100-byte bodies,
@@ -16,15 +16,16 @@
  */
 import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { SignJWT } from 'jose';
 import { WebSocket } from 'ws';
 import { SUBPROTOCOL, decodeBinary, encodeBinary } from '../../protocol/index.js';
-import { ownerOf } from '../owner.js';
+import { ownerOf } from '../../onprem/owner.js';
+import { freePort } from '../lib/net.js';
+import { parseServerFrom, serverNodeArgs } from '../lib/server.js';
+import { mintToken } from '../token.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const SECRET = 'route-bench-secret';
@@ -38,6 +39,7 @@ const { values } = parseArgs({
     'ping-window': { type: 'string', default: '1' },
     'skip-messaging': { type: 'boolean', default: false },
     modes: { type: 'string', default: 'local,handoff,pipe' },
+    server: { type: 'string', default: 'dist' },
   },
 });
 const CONNS = Number(values.conns);
@@ -48,17 +50,6 @@ const PINGS = Number(values.pings);
 const PING_WINDOW = Number(values['ping-window']);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => res(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
 
 function cpuTicks(pid: number): number {
   try {
@@ -82,7 +73,7 @@ async function startServer(mode: string): Promise<{ url: string; port: number; p
   const dataDir = mkdtempSync(join(tmpdir(), 'iris-route-bench-'));
   const port = await freePort();
   const workers = mode === 'local' ? 1 : 2;
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'onprem/main.ts'), '--port', String(port), '--data-dir', dataDir, '--workers', String(workers)], {
+  const child = spawn(process.execPath, [...serverNodeArgs(parseServerFrom(values.server)), '--port', String(port), '--data-dir', dataDir, '--workers', String(workers)], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'pipe'],
     env: {
@@ -141,7 +132,7 @@ interface Client {
 }
 
 async function connect(url: string, user: string): Promise<Client> {
-  const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(user).setExpirationTime('1h').sign(new TextEncoder().encode(SECRET));
+  const token = await mintToken(user, { secret: SECRET, ttl: '1h' });
   const ws = new WebSocket(url, [SUBPROTOCOL], { headers: { authorization: `Bearer ${token}` }, perMessageDeflate: false });
   const c: Client = { user, ws };
   await new Promise<void>((res, rej) => {

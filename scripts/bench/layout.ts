@@ -9,7 +9,7 @@
  *            and per-user cursors written once per user per batch; hand-over and delivery move cursors, and
  *            old log ranges are deleted in bulk, off the hot path.
  *
- *   sh scripts/node.sh --import tsx onprem/bench/layout.ts [--messages 200000] [--users 10000] [--batch 1000]
+ *   sh scripts/node.sh --import tsx scripts/bench/layout.ts [--messages 200000] [--users 10000] [--batch 1000]
  *
  * The core write path (openSqlite, CoreWriter) is exported: scripts/bench/storage-engines.ts uses it as the
  * `sqlite-core` baseline when it compares storage engines on the full v2 write path (dedup records, peer

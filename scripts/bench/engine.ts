@@ -2,7 +2,7 @@
  * Storage-path benchmark of one worker: the real core Mailbox over the real GroupCommitStorage on a real file,
  * with in-memory sockets (no network), so the number is what one worker process can commit per second.
  *
- *   sh scripts/node.sh --import tsx onprem/bench/engine.ts [--messages 20000] [--users 1000] [--inflight 256] [--no-one-hop] [--sync commit|async]
+ *   sh scripts/node.sh --import tsx scripts/bench/engine.ts [--messages 20000] [--users 1000] [--inflight 256] [--no-one-hop] [--sync commit|async]
  *
  * Runs the same workload under several group-commit settings and prints one line per setting: messages/s
  * (accepted, delivered and acked, receipts included), COMMITs, operations per COMMIT, and COMMIT (fsync) time.
@@ -16,7 +16,7 @@ import { DEFAULT_CONFIG } from '../../core/config.js';
 import { Mailbox } from '../../core/mailbox.js';
 import type { Conn, ConnState, ForwardBatch, ForwardResult, Peers } from '../../core/ports.js';
 import { decodeBinary, encodeBinary } from '../../protocol/index.js';
-import { GroupCommitStorage } from '../storage.js';
+import { GroupCommitStorage } from '../../onprem/storage.js';
 
 const { values } = parseArgs({
   options: {

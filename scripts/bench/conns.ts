@@ -3,8 +3,9 @@
  * to a real server and reports the server's RSS growth per connection (from /proc; every server process
  * summed: supervisor and workers), which sizes a box (docs/OPERATIONS.md).
  *
- *   sh scripts/node.sh --import tsx onprem/bench/conns.ts [--conns 5000] [--workers 1] [--route handoff|pipe]
- *                                                         [--bare [--bare-semi-space-mb 16]] [--heap] [--settle 3]
+ *   sh scripts/node.sh --import tsx scripts/bench/conns.ts [--conns 5000] [--workers 1] [--route handoff|pipe]
+ *                                                          [--bare [--bare-semi-space-mb 16]] [--heap] [--settle 3]
+ *                                                          [--server dist|source]
  *
  * --bare   also measures a bare `ws` server (WebSocketServer on node:http, one message answered per socket)
  *          with the same client in the same run: the floor this is compared with. It runs with V8's default
@@ -13,6 +14,8 @@
  * --detail splits each process's RSS growth per connection (from /proc/<pid>/smaps and, for the workers, V8's
  *          heap spaces and external memory from /metrics): V8 heap by space, malloc's main heap, other anonymous
  *          memory (malloc arenas of other threads, mmapped buffers), file-backed pages (code, SQLite's -shm).
+ * --server dist (default) runs the built server (npm run build); source runs onprem/main.ts through tsx, to
+ *          compare the two (docs/BENCHMARKS.md "Built JavaScript against tsx").
  * --heap   takes a heap snapshot of worker 0 (a full GC first) before and after, and prints what the live
  *          JavaScript heap gained per connection, by constructor: where the bytes go.
  */
@@ -22,9 +25,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { SignJWT } from 'jose';
 import { WebSocket } from 'ws';
 import { SUBPROTOCOL, decodeBinary, encodeBinary } from '../../protocol/index.js';
+import { parseServerFrom, serverNodeArgs } from '../lib/server.js';
+import { mintToken } from '../token.js';
 
 const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const { values } = parseArgs({
@@ -38,6 +42,7 @@ const { values } = parseArgs({
     settle: { type: 'string', default: '3' },
     'bare-semi-space-mb': { type: 'string', default: '0' },
     detail: { type: 'boolean', default: false },
+    server: { type: 'string', default: 'dist' },
   },
 });
 const N = Math.min(15_000, Number(values.conns));
@@ -87,7 +92,7 @@ async function waitLine(child: ChildProcess, re: RegExp): Promise<RegExpExecArra
 async function startIris(dataDir: string, snapDir: string): Promise<Server> {
   const env: NodeJS.ProcessEnv = { ...process.env, IRIS_JWT_SECRET: SECRET, IRIS_CONNECT_RATE: '10000000', IRIS_LOG: 'error', IRIS_ROUTE: values.route };
   if (values.heap) env['NODE_OPTIONS'] = `${process.env['NODE_OPTIONS'] ?? ''} --heapsnapshot-signal=SIGUSR2 --diagnostic-dir=${snapDir}`.trim();
-  const child = spawn(process.execPath, ['--import', 'tsx', join(ROOT, 'onprem/main.ts'), '--host', '127.0.0.1', '--port', values.port!, '--data-dir', dataDir, '--workers', String(WORKERS)], {
+  const child = spawn(process.execPath, [...serverNodeArgs(parseServerFrom(values.server)), '--host', '127.0.0.1', '--port', values.port!, '--data-dir', dataDir, '--workers', String(WORKERS)], {
     cwd: ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
     env,
@@ -308,7 +313,6 @@ interface Point {
 async function measure(label: string, server: Server, snapDir: string, localAddress: string): Promise<{ avg: number; marginal: number }> {
   const sockets: WebSocket[] = [];
   try {
-    const key = new TextEncoder().encode(SECRET);
     // A connection closed before its welcome (e.g. 4000, hello timeout) is retried, at most twice, and counted.
     let retried = 0;
     const attempt = (token: string) =>
@@ -320,7 +324,7 @@ async function measure(label: string, server: Server, snapDir: string, localAddr
         ws.once('error', rej);
       });
     const open = async (i: number) => {
-      const token = await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(`c${i}`).setExpirationTime('1h').sign(key);
+      const token = await mintToken(`c${i}`, { secret: SECRET, ttl: '1h' });
       for (let a = 0; ; a++) {
         try {
           sockets.push(await attempt(token));
