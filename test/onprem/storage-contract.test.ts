@@ -99,10 +99,6 @@ function onpremTarget(opts: Omit<GroupCommitOptions, 'fsync'>): StorageTarget {
         db.exec('PRAGMA max_page_count = 1073741823');
       }
     },
-    async untilWritable(error) {
-      // The adapter refuses writes up front until its next probe, which retryAfterMs announces.
-      await new Promise((r) => setTimeout(r, error.retryAfterMs));
-    },
   };
 }
 
