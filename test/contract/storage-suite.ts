@@ -41,7 +41,10 @@ export interface StorageTarget {
   setFull?(s: Storage, full: boolean): void;
 }
 
-/** Every table the migrations create: what the schema case expects to find on each platform. */
+/**
+ * Every table the migrations create: what the schema case expects on each platform (a migration that adds a table
+ * adds it here, so that both profiles are shown to run it).
+ */
 const TABLES = ['dedup', 'devices', 'inbox', 'iris_migrations', 'outbox', 'peers', 'receipts_in', 'receipts_out', 'users'];
 
 /** The suite's own table: the contract is about the port, not about the core's schema. */

@@ -20,7 +20,9 @@ import { removeDir, tempDir } from './helpers.js';
  */
 
 const dirs: string[] = [];
+const opened: GroupCommitStorage[] = [];
 afterAll(() => {
+  for (const s of opened) s.close();
   for (const d of dirs) removeDir(d);
 });
 
@@ -52,6 +54,7 @@ function onpremTarget(opts: Omit<GroupCommitOptions, 'fsync'>): StorageTarget {
       });
     };
     const storage = new GroupCommitStorage(file, { ...opts, fsync });
+    opened.push(storage);
     // The constructor fsyncs the WAL of its migration itself (fsyncSync, not the seam).
     synced.wal = readWal(file);
     return { storage, file, synced, survivor: null, generation };
