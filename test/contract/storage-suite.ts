@@ -134,6 +134,19 @@ export function storageContract(name: string, target: StorageTarget): void {
       expect(after.slice(0, 2)).toEqual([1, 2]);
     });
 
+    it('counts a write made outside commit among the writes before the next commit', async () => {
+      // "every write before them" includes statements run straight through Sql: a commit resolving after one
+      // vouches for it too.
+      const db = fresh('outside');
+      await withTable(target, db);
+      await target.use(db, async (s) => {
+        put(s, 1, 'outside');
+        await s.commit(() => put(s, 2));
+      });
+      await target.crash(db);
+      expect(await target.use(db, readKeys)).toEqual([1, 2]);
+    });
+
     it('hands out from a read only data that is durable once the read resolves', async () => {
       // A write whose commit nobody awaits, then a read that sees it: answering with what was read (e.g. a
       // delivery) must not outrun that write's durability.
