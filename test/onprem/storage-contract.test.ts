@@ -49,7 +49,7 @@ function onpremTarget(opts: Omit<GroupCommitOptions, 'fsync'>): StorageTarget {
     const fsync: GroupCommitOptions['fsync'] = (fd, done) => {
       const covered = readWal(file);
       fdatasync(fd, (err) => {
-        if (err === null) synced.wal = covered;
+        if (!err) synced.wal = covered;
         done(err);
       });
     };
@@ -64,7 +64,10 @@ function onpremTarget(opts: Omit<GroupCommitOptions, 'fsync'>): StorageTarget {
     return existsSync(`${file}-wal`) ? readFileSync(`${file}-wal`) : null;
   }
 
-  /** The files as a crash now would leave them. */
+  /**
+   * The files as a crash now would leave them. The main file is taken as it stands: only a checkpoint writes it,
+   * and SQLite checkpoints only frames already synced (the cases stay far below the 1000-page auto-checkpoint).
+   */
   function survivor(db: Db): { main: Buffer; wal: Buffer | null } {
     return { main: readFileSync(db.file), wal: opts.sync === 'async' ? db.synced.wal : readWal(db.file) };
   }
