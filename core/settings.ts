@@ -116,6 +116,15 @@ const EDGE: SettingSpec[] = [
     values: ['auto', '0', '1'],
     doc: 'Key the per-IP connect limit on `CF-Connecting-IP`: `1` always, `0` never (one shared budget), `auto` unless the request is addressed to a loopback host.',
   },
+  {
+    name: 'IRIS_DO_MAX_BYTES',
+    type: 'int',
+    group: 'edge',
+    profiles: CF,
+    default: '9500000000',
+    min: 1,
+    doc: "A user's shard refuses writes that would grow its database past this many bytes (senders get `unavailable` with a retry-after), below the platform's 10 GB, where a full database would reset the object.",
+  },
   { name: 'IRIS_SQL_TALLY', type: 'enum', group: 'edge', profiles: CF, default: '0', values: ['0', '1'], doc: '`1` (measurement runs only): count SQL rows per statement text in the shard\'s stats.' },
 ];
 

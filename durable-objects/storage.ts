@@ -1,4 +1,4 @@
-import type { Sql, SqlValue, Storage } from '../core/ports.js';
+import { StorageFullError, type Sql, type SqlValue, type Storage } from '../core/ports.js';
 
 /**
  * What the SQL port did, per object, since the object was constructed. Rows read and rows written are what
@@ -20,6 +20,20 @@ export interface StatementTally {
   rowsWritten: number;
 }
 
+/**
+ * How large a shard's database may grow. At the platform's limit SQLITE_FULL is a critical error in a Durable
+ * Object (the output gate breaks and the object resets: nothing it sends afterwards leaves it), so the port's
+ * StorageFullError promise (refuse the write, keep serving) is kept by refusing below the limit instead.
+ */
+export interface DoStorageLimits {
+  /** A commit that grows the database past this many bytes is refused (IRIS_DO_MAX_BYTES). */
+  maxBytes: number;
+  /** The refusal's retryAfterMs: the shard frees room as recipients drain their inboxes. */
+  fullRetryMs: number;
+}
+
+export const DEFAULT_DO_LIMITS: DoStorageLimits = { maxBytes: 9_500_000_000, fullRetryMs: 5_000 };
+
 export function sqlCounters(): SqlCounters {
   return { statements: 0, rowsRead: 0, rowsWritten: 0, commits: 0 };
 }
@@ -32,7 +46,12 @@ export function sqlCounters(): SqlCounters {
  * `counters` receives every statement's billed rows; `tally`, when given, the same per statement text (a map
  * lookup per statement: for measurement runs, see scripts/bench/cf-rows.ts).
  */
-export function doStorage(storage: DurableObjectStorage, counters: SqlCounters = sqlCounters(), tally: Map<string, StatementTally> | null = null): Storage {
+export function doStorage(
+  storage: DurableObjectStorage,
+  counters: SqlCounters = sqlCounters(),
+  tally: Map<string, StatementTally> | null = null,
+  limits: DoStorageLimits = DEFAULT_DO_LIMITS,
+): Storage {
   const sql: Sql = {
     all<T>(query: string, ...params: SqlValue[]): T[] {
       const bound = params.map((p) => (p instanceof Uint8Array ? p.slice().buffer : p));
@@ -66,7 +85,19 @@ export function doStorage(storage: DurableObjectStorage, counters: SqlCounters =
     commit: <T>(fn: () => T): Promise<T> => {
       counters.commits++;
       try {
-        return Promise.resolve(storage.transactionSync(fn));
+        return Promise.resolve(
+          storage.transactionSync(() => {
+            const before = storage.sql.databaseSize;
+            const result = fn();
+            // Only growth is refused, as SQLITE_FULL would: deletes and writes into freed pages (acks, trims)
+            // keep working while the shard is at its cap, and free the room that lets senders in again.
+            const after = storage.sql.databaseSize;
+            if (after > before && after > limits.maxBytes) {
+              throw new StorageFullError(`the shard's database would grow to ${after} bytes, past IRIS_DO_MAX_BYTES (${limits.maxBytes})`, limits.fullRetryMs);
+            }
+            return result;
+          }),
+        );
       } catch (e) {
         return Promise.reject(e);
       }

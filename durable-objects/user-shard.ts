@@ -3,7 +3,7 @@ import { refusal, refusalBody, refusalHeaders } from '../auth/index.js';
 import { configFromEnv, type Config } from '../core/config.js';
 import { Mailbox } from '../core/mailbox.js';
 import { PeerOverloadedError, type ForwardBatch, type ForwardResult, type LogLevel, type Peers, type Scheduler } from '../core/ports.js';
-import { readString } from '../core/settings.js';
+import { readNumber, readString } from '../core/settings.js';
 import { hasSchema, migrate } from '../core/schema.js';
 import { soleUser } from '../core/store.js';
 import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type PresenceInfo } from '../protocol/index.js';
@@ -11,7 +11,7 @@ import { DoConn, type Attachment } from './conn.js';
 import type { Env } from './env.js';
 import { consoleLogger, isOverloaded } from './log.js';
 import type { ShardStats } from './stats.js';
-import { doStorage, sqlCounters, type StatementTally } from './storage.js';
+import { DEFAULT_DO_LIMITS, doStorage, sqlCounters, type StatementTally } from './storage.js';
 
 /** Header the edge Worker sets to the verified user id. Only the Worker can reach this object. */
 export const USER_HEADER = 'X-Iris-User';
@@ -52,7 +52,10 @@ export class UserShard extends DurableObject<Env> {
   };
   /** Rows per statement text: only with IRIS_SQL_TALLY=1 (measurement runs), as it costs a map lookup per statement. */
   private readonly tally: Map<string, StatementTally> | null = this.env['IRIS_SQL_TALLY'] === '1' ? new Map() : null;
-  private readonly storage = doStorage(this.ctx.storage, this.counts.sql, this.tally);
+  private readonly storage = doStorage(this.ctx.storage, this.counts.sql, this.tally, {
+    maxBytes: readNumber(this.env, 'IRIS_DO_MAX_BYTES'),
+    fullRetryMs: DEFAULT_DO_LIMITS.fullRetryMs,
+  });
   private readonly config: Config;
   private readonly log = consoleLogger((readString(this.env, 'IRIS_LOG') ?? 'info') as LogLevel);
   private readonly conns = new WeakMap<WebSocket, DoConn>();
