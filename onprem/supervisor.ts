@@ -69,13 +69,13 @@ export function prepareDataDir(cfg: OnpremConfig): void {
   try {
     mkdirSync(cfg.dataDir, { recursive: true });
   } catch (e) {
-    throw new StartupError(`data directory ${cfg.dataDir} cannot be created: ${(e as Error).message}`);
+    throw new StartupError(`data directory ${cfg.dataDir} cannot be created: ${(e as Error).message}`, { cause: e });
   }
   let st;
   try {
     st = statSync(cfg.dataDir);
   } catch (e) {
-    throw new StartupError(`data directory ${cfg.dataDir} is not usable: ${(e as Error).message}`);
+    throw new StartupError(`data directory ${cfg.dataDir} is not usable: ${(e as Error).message}`, { cause: e });
   }
   if (!st.isDirectory()) throw new StartupError(`data directory ${cfg.dataDir} is not a directory`);
   const probe = join(cfg.dataDir, `.write-test-${process.pid}`);
@@ -83,14 +83,14 @@ export function prepareDataDir(cfg: OnpremConfig): void {
     writeFileSync(probe, 'ok');
     rmSync(probe);
   } catch (e) {
-    throw new StartupError(`data directory ${cfg.dataDir} is not writable: ${(e as Error).message}`);
+    throw new StartupError(`data directory ${cfg.dataDir} is not writable: ${(e as Error).message}`, { cause: e });
   }
   try {
     mkdirSync(cfg.runDir, { recursive: true, mode: 0o700 });
     // Whoever can connect to the workers' sockets can speak for any user: only this uid may.
     chmodSync(cfg.runDir, 0o700);
   } catch (e) {
-    throw new StartupError(`run directory ${cfg.runDir} cannot be created or made private: ${(e as Error).message}`);
+    throw new StartupError(`run directory ${cfg.runDir} cannot be created or made private: ${(e as Error).message}`, { cause: e });
   }
   const longest = join(cfg.runDir, 'peer-1023.sock');
   if (Buffer.byteLength(longest) > MAX_SOCKET_PATH) {
@@ -116,7 +116,7 @@ export function lockDataDir(cfg: OnpremConfig): () => void {
   try {
     db = new DatabaseSync(dbFile, { timeout: 0 });
   } catch (e) {
-    throw new StartupError(`cannot open ${dbFile}: ${(e as Error).message}`);
+    throw new StartupError(`cannot open ${dbFile}: ${(e as Error).message}`, { cause: e });
   }
   try {
     // EXCLUSIVE locking mode keeps the lock after the statement; BEGIN EXCLUSIVE takes it now (no waiting:
@@ -137,13 +137,13 @@ export function lockDataDir(cfg: OnpremConfig): () => void {
       }
       throw new StartupError(`data directory ${cfg.dataDir} is in use by another iris-onprem (${holder})`);
     }
-    throw new StartupError(`cannot lock ${dbFile}: ${(e as Error).message}`);
+    throw new StartupError(`cannot lock ${dbFile}: ${(e as Error).message}`, { cause: e });
   }
   try {
     writeFileSync(pidFile, `${process.pid}\n`, { mode: 0o644 });
   } catch (e) {
     db.close();
-    throw new StartupError(`cannot write ${pidFile}: ${(e as Error).message}`);
+    throw new StartupError(`cannot write ${pidFile}: ${(e as Error).message}`, { cause: e });
   }
   let released = false;
   return () => {
@@ -175,7 +175,7 @@ export function workerCount(cfg: OnpremConfig): number {
     else throw new StartupError(`${file} is damaged (no worker count)`);
   } catch (e) {
     if (e instanceof StartupError) throw e;
-    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new StartupError(`cannot read ${file}: ${(e as Error).message}`);
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw new StartupError(`cannot read ${file}: ${(e as Error).message}`, { cause: e });
   }
   if (recorded !== null) {
     if (cfg.workers !== null && cfg.workers !== recorded) {
@@ -196,10 +196,10 @@ export function probePort(host: string, port: number): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', (e: NodeJS.ErrnoException) => {
-      if (e.code === 'EADDRINUSE') reject(new StartupError(`port ${port} on ${host} is already in use`));
-      else if (e.code === 'EACCES') reject(new StartupError(`not allowed to listen on ${host}:${port} (ports below 1024 need privileges)`));
-      else if (e.code === 'EADDRNOTAVAIL') reject(new StartupError(`address ${host} is not available on this machine`));
-      else reject(new StartupError(`cannot listen on ${host}:${port}: ${e.message}`));
+      if (e.code === 'EADDRINUSE') reject(new StartupError(`port ${port} on ${host} is already in use`, { cause: e }));
+      else if (e.code === 'EACCES') reject(new StartupError(`not allowed to listen on ${host}:${port} (ports below 1024 need privileges)`, { cause: e }));
+      else if (e.code === 'EADDRNOTAVAIL') reject(new StartupError(`address ${host} is not available on this machine`, { cause: e }));
+      else reject(new StartupError(`cannot listen on ${host}:${port}: ${e.message}`, { cause: e }));
     });
     srv.listen({ host, port, exclusive: true }, () => {
       const addr = srv.address();

