@@ -1,3 +1,6 @@
+// Over 400 lines on purpose: every query of the schema is here, next to the in-memory caches that mirror what
+// those queries wrote (counters, outbox mirrors, owed receipts, cursors); a query and the cache it keeps in step
+// must change together, so they are not split across files.
 import { ENTRY_KINDS, type Entry, type EntryKind, type ReceiptState } from '../protocol/index.js';
 import type { ForwardItem, Receipt, Sql } from './ports.js';
 

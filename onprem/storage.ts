@@ -4,6 +4,10 @@ import { DatabaseSync, type StatementSync } from 'node:sqlite';
 import { StorageFullError, type Sql, type SqlValue, type Storage } from '../core/ports.js';
 import { migrate } from '../core/schema.js';
 
+// Over 400 lines on purpose: the group commit is one state machine (open batch, savepoints, COMMIT, the async
+// fsync in flight, full-disk probing) whose transitions must be read together to see that nothing resolves
+// before it is durable; test/contract/storage-suite.ts holds it to the port's contract.
+
 /**
  * The core's Storage port over one node:sqlite file per worker process, with group commit.
  *
