@@ -7,10 +7,10 @@
  * test/unit/settings-doc.test.ts runs the same comparison, so a setting changed in the code and not in the
  * README (or the other way round) fails the tests; this script is the fix.
  */
-import { readFileSync, realpathSync, writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { SETTINGS, defaultText, rangeText, type Profile, type SettingSpec } from '../core/settings.js';
+import { isMain } from './lib/main.js';
 
 export const README = resolve(import.meta.dirname, '..', 'README.md');
 export const MARKER = '<!-- table:settings -->';
@@ -45,17 +45,7 @@ export function withTable(md: string): string {
   return [...lines.slice(0, at + 1), settingsTable('cloudflare'), ...lines.slice(end)].join('\n');
 }
 
-function isMain(): boolean {
-  const arg = process.argv[1];
-  if (arg === undefined) return false;
-  try {
-    return realpathSync(arg) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
+if (isMain(import.meta.url)) {
   const md = readFileSync(README, 'utf8');
   const next = withTable(md);
   if (process.argv.includes('--check')) {

@@ -10,11 +10,10 @@
  * The token alone goes to stdout, so `TOKEN=$(npm run -s token -- alice)` works.
  */
 import { SignJWT } from 'jose';
-import { realpathSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { DEV_SECRET } from '../auth/config.js';
 import { ID_PATTERN } from '../protocol/limits.js';
+import { isMain } from './lib/main.js';
 
 export interface MintOptions {
   /** Lifetime as jose understands it: '24h', '15m', '3600s', '-1h' (already expired). Default '24h'. */
@@ -88,17 +87,7 @@ async function main(argv: string[]): Promise<void> {
   process.stdout.write(`${await mintToken(user, opts)}\n`);
 }
 
-function isMain(): boolean {
-  const arg = process.argv[1];
-  if (arg === undefined) return false;
-  try {
-    return realpathSync(arg) === realpathSync(fileURLToPath(import.meta.url));
-  } catch {
-    return false;
-  }
-}
-
-if (isMain()) {
+if (isMain(import.meta.url)) {
   main(process.argv.slice(2)).catch((e: unknown) => {
     process.stderr.write(`token: ${e instanceof Error ? e.message : String(e)}\n`);
     process.exit(1);

@@ -11,7 +11,18 @@ export type Baseline = 'relay' | 'echo' | 'none';
 export type Mode = 'fixed' | 'max' | 'memory';
 export type Pattern = 'pairs' | 'hot';
 
-export interface Options {
+/** How find-the-maximum mode searches (the same in the options and in each client's load spec). */
+export interface MaxSearch {
+  startRate: number;
+  stepFactor: number;
+  maxRate: number;
+  bisect: number;
+  pastMax: number;
+  maxP99Ms: number;
+  track: number;
+}
+
+export interface Options extends MaxSearch {
   preset: string | null;
   target: Target;
   url: string | null;
@@ -30,13 +41,6 @@ export interface Options {
   warmupS: number;
   durationS: number;
   drainS: number;
-  startRate: number;
-  stepFactor: number;
-  maxRate: number;
-  bisect: number;
-  pastMax: number;
-  maxP99Ms: number;
-  track: number;
   settleS: number;
   processes: number;
   connsPerProcess: number;

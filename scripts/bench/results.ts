@@ -4,10 +4,10 @@
  */
 import type { LatencySummary, Wire } from './common.js';
 import type { KillResult, KillSpec } from './kill.js';
-import type { Mode, Pattern } from './options.js';
+import type { MaxSearch, Mode, Pattern } from './options.js';
 import type { ProcMem } from './servers.js';
 
-export interface LoadSpec {
+export interface LoadSpec extends MaxSearch {
   label: string;
   wire: Wire;
   url: string;
@@ -23,13 +23,6 @@ export interface LoadSpec {
   warmupMs: number;
   durationMs: number;
   drainMs: number;
-  startRate: number;
-  stepFactor: number;
-  maxRate: number;
-  bisect: number;
-  pastMax: number;
-  maxP99Ms: number;
-  track: number;
   settleMs: number;
   connectConcurrency: number;
   maxInflight: number;

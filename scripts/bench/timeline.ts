@@ -5,14 +5,8 @@
 import { mergeHists, type Bucket } from './common.js';
 import type { TimelinePoint } from './results.js';
 
-interface Second {
-  phase: number;
-  offered: number;
-  sent: number;
-  acked: number;
-  delivered: number;
-  deliveredUnaffected: number;
-  errors: number;
+/** A second being filled: the counts of its TimelinePoint, and the histograms its p50 and p99 come from. */
+interface Second extends Omit<TimelinePoint, 't' | 'p50' | 'p99'> {
   /** Encoded deliver-latency histograms of the processes' buckets for this second. */
   hists: string[];
 }

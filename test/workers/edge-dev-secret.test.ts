@@ -5,7 +5,7 @@ import { DEV_SECRET } from '../../auth/index.js';
 import { DEV_AUTH_COMBOS, devAuthVars, devSecretExpected } from '../fixtures/dev-auth-combos.js';
 import type { Env } from '../../durable-objects/env.js';
 import worker from '../../workers/edge.js';
-import { token } from './helpers.js';
+import { edgeEnv, token } from './helpers.js';
 
 /**
  * Regression (outside security review): the edge accepted the public development secret next to a JWKS
@@ -17,20 +17,6 @@ import { token } from './helpers.js';
 async function devToken(user: string): Promise<string> {
   const now = Math.floor(Date.now() / 1000);
   return new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(user).setIssuedAt(now).setExpirationTime(now + 600).sign(new TextEncoder().encode(DEV_SECRET));
-}
-
-function edgeEnv(vars: Record<string, string>, handedOff: string[]): Env {
-  const users = {
-    idFromName: (name: string) => name,
-    get: (id: string) => ({
-      fetch: async () => {
-        handedOff.push(id);
-        return new Response('handed off', { status: 200 });
-      },
-    }),
-  };
-  // Only the variables of this case: nothing inherited from the project's test bindings.
-  return { USERS: users, ...vars } as unknown as Env;
 }
 
 async function connect(e: Env, tok: string): Promise<number> {

@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { Env } from '../../durable-objects/env.js';
 import worker from '../../workers/edge.js';
-import { token } from './helpers.js';
+import { edgeEnv, token } from './helpers.js';
 
 /**
  * A setting the schema (core/settings.ts) refuses makes the edge answer 503 `misconfigured` naming it, on
@@ -12,19 +12,6 @@ import { token } from './helpers.js';
  */
 
 const GOOD = { IRIS_JWT_SECRET: 'test-secret', IRIS_JWT_ISSUER: 'https://issuer.test', IRIS_JWT_AUDIENCE: 'iris-test' };
-
-function edgeEnv(vars: Record<string, unknown>, handedOff: string[]): Env {
-  const users = {
-    idFromName: (name: string) => name,
-    get: (id: string) => ({
-      fetch: async () => {
-        handedOff.push(id);
-        return new Response('handed off', { status: 200 });
-      },
-    }),
-  };
-  return { USERS: users, ...vars } as unknown as Env;
-}
 
 async function connect(e: Env): Promise<Response> {
   const tok = await token('alice');

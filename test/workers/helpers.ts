@@ -1,6 +1,7 @@
 import { SELF } from 'cloudflare:test';
 import { SignJWT, importJWK, type JWK } from 'jose';
 import { decodeFrame, encodeBinary, type ClientFrame, type Entry, type ServerFrame } from '../../protocol/index.js';
+import type { Env } from '../../durable-objects/env.js';
 import keys from '../fixtures/test-keys.json';
 
 /** Test-side helpers that run inside workerd next to the Worker under test. */
@@ -147,4 +148,21 @@ export class TestClient {
 
 export function userShard(env: Cloudflare.Env, user: string) {
   return env.USERS.get(env.USERS.idFromName(user));
+}
+
+/**
+ * An Env for calling the edge Worker's fetch directly with only `vars` (nothing inherited from the project's
+ * test bindings), whose USERS namespace records each user an upgrade was handed to instead of reaching a shard.
+ */
+export function edgeEnv(vars: Record<string, unknown>, handedOff: string[]): Env {
+  const users = {
+    idFromName: (name: string) => name,
+    get: (id: string) => ({
+      fetch: async () => {
+        handedOff.push(id);
+        return new Response('handed off', { status: 200 });
+      },
+    }),
+  };
+  return { USERS: users, ...vars } as unknown as Env;
 }
