@@ -2,16 +2,16 @@ import { join } from 'node:path';
 import type { ForwardBatch, ForwardResult, LocalShard, Peers } from '../../core/ports.js';
 import type { PresenceInfo } from '../../protocol/index.js';
 import { ownerOf } from '../owner.js';
-import { PeerClient, PeerServer } from '../peers.js';
+import { LinkClient, LinkServer } from '../links.js';
 import { owns, type WorkerContext } from './context.js';
 import type { Shards } from './shards.js';
 
 /**
  * The router: the core's Peers port in a worker. A call for another user's shard goes to the shard itself
- * when this worker owns the user, else over the unix socket to the worker that does (onprem/peers.ts); calls
+ * when this worker owns the user, else over the unix socket to the worker that does (onprem/links.ts); calls
  * from other workers come in the same way and land on this worker's shards.
  *
- *   mailbox A -> Peers.forward(B) -> same worker: B.receive() directly; other worker: unix socket (peers.ts)
+ *   mailbox A -> Peers.forward(B) -> same worker: B.receive() directly; other worker: unix socket (links.ts)
  */
 
 /**
@@ -21,8 +21,8 @@ import type { Shards } from './shards.js';
 const ONE_HOP = process.env['IRIS_ONE_HOP'] !== '0';
 
 export class Router implements Peers {
-  private readonly clients: (PeerClient | null)[] = [];
-  private peerServer: PeerServer | null = null;
+  private readonly clients: (LinkClient | null)[] = [];
+  private linkServer: LinkServer | null = null;
 
   constructor(
     private readonly ctx: WorkerContext,
@@ -33,22 +33,22 @@ export class Router implements Peers {
   async listen(): Promise<void> {
     const { cfg, id, workers } = this.ctx;
     for (let i = 0; i < workers; i++) {
-      this.clients.push(i === id ? null : new PeerClient(i, join(cfg.runDir, `peer-${i}.sock`), cfg.peerTimeoutMs));
+      this.clients.push(i === id ? null : new LinkClient(i, join(cfg.runDir, `peer-${i}.sock`), cfg.linkTimeoutMs));
     }
-    this.peerServer = new PeerServer(join(cfg.runDir, `peer-${id}.sock`), {
-      forward: (to, batch) => this.receiveFromPeer(to, batch),
+    this.linkServer = new LinkServer(join(cfg.runDir, `peer-${id}.sock`), {
+      forward: (to, batch) => this.receiveFromLink(to, batch),
       presence: (user) => this.presenceLocal(user),
     });
     try {
-      await this.peerServer.listen();
+      await this.linkServer.listen();
     } catch (e) {
-      throw new Error(`cannot listen on ${this.peerServer.path}: ${(e as Error).message}`, { cause: e });
+      throw new Error(`cannot listen on ${this.linkServer.path}: ${(e as Error).message}`, { cause: e });
     }
   }
 
   close(): void {
     for (const c of this.clients) c?.close();
-    this.peerServer?.close();
+    this.linkServer?.close();
   }
 
   forward(to: string, batch: ForwardBatch): Promise<ForwardResult> {
@@ -78,28 +78,28 @@ export class Router implements Peers {
     };
   }
 
-  private client(owner: number): PeerClient {
+  private client(owner: number): LinkClient {
     const c = this.clients[owner];
-    if (!c) throw new Error(`no peer link to worker ${owner}`);
+    if (!c) throw new Error(`no link to worker ${owner}`);
     return c;
   }
 
   private timed<T>(op: 'forward' | 'presence', p: Promise<T>): Promise<T> {
-    const end = this.ctx.metrics.peerLatency.startTimer({ op });
+    const end = this.ctx.metrics.linkLatency.startTimer({ op });
     return p.then(
       (v) => {
         end();
-        this.ctx.metrics.peerCalls.inc({ op, result: 'ok' });
+        this.ctx.metrics.linkCalls.inc({ op, result: 'ok' });
         return v;
       },
       (e: unknown) => {
-        this.ctx.metrics.peerCalls.inc({ op, result: 'error' });
+        this.ctx.metrics.linkCalls.inc({ op, result: 'error' });
         throw e;
       },
     );
   }
 
-  private receiveFromPeer(to: string, batch: ForwardBatch): Promise<ForwardResult> {
+  private receiveFromLink(to: string, batch: ForwardBatch): Promise<ForwardResult> {
     if (this.ctx.draining) return Promise.reject(new Error('worker is shutting down'));
     if (!owns(this.ctx, to)) return Promise.reject(new Error(`user ${to} is not owned by worker ${this.ctx.id}`));
     const s = this.shards.get(to);
