@@ -59,7 +59,7 @@ export class WsConn implements Conn {
     readonly ws: WebSocket,
     /** The socket under `ws` (net.Socket, or the pipe from another worker), corked per turn. */
     private readonly socket: Duplex,
-    /** The user's shard in the worker (onprem/worker.ts). */
+    /** The user's shard in the worker (onprem/worker/shards.ts). */
     readonly owner: ConnOwner,
   ) {}
 
