@@ -178,6 +178,18 @@ class FrameReader {
   }
 }
 
+/** Feeds a link's bytes to its reader; a broken frame or a socket error ends the link (its calls fail). */
+function readFrames(socket: Socket, reader: FrameReader): void {
+  socket.on('data', (chunk: Buffer) => {
+    try {
+      reader.push(chunk);
+    } catch {
+      socket.destroy();
+    }
+  });
+  socket.on('error', () => socket.destroy());
+}
+
 /** Queues frames and writes everything queued in one event-loop turn with one write(). */
 class BatchWriter {
   private queue: Buffer[] = [];
@@ -254,14 +266,7 @@ export class LinkServer {
         out.write(frame(OP_ERROR, rid).str(`unknown op ${op}`).done());
       }
     });
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        reader.push(chunk);
-      } catch {
-        socket.destroy();
-      }
-    });
-    socket.on('error', () => socket.destroy());
+    readFrames(socket, reader);
     socket.on('close', () => this.sockets.delete(socket));
   }
 
@@ -319,14 +324,7 @@ export class LinkClient {
     socket.on('connect', () => {
       this.connected = true;
     });
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        reader.push(chunk);
-      } catch {
-        socket.destroy();
-      }
-    });
-    socket.on('error', () => socket.destroy());
+    readFrames(socket, reader);
     socket.on('close', () => {
       if (this.socket === socket) {
         this.socket = null;
