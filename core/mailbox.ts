@@ -63,9 +63,10 @@ interface Accepted {
 }
 
 /**
- * One user's mailbox: everything Iris knows about a user, and every rule that must hold for them (the shard around
- * it, a Durable Object or an on-prem Shard, holds its sockets and wakes it). Two parts live beside it: core/forwarder.ts (the outbox drained towards other shards) and core/delivery.ts (what is written to
- * the user's sockets); core/store.ts holds every query.
+ * One user's mailbox: everything Iris knows about a user, and every rule that must hold for them (the shard
+ * around it, a Durable Object or an on-prem Shard, holds its sockets and wakes it). Two parts live beside it:
+ * core/forwarder.ts (the outbox drained towards other shards) and core/delivery.ts (what is written to the
+ * user's sockets); core/store.ts holds every query.
  *
  * The message path through here:
  *   send frame -> onSend: rate limit, dedup record, then in the SAME transaction either
