@@ -47,7 +47,7 @@ export class WorkerMetrics {
     this.delivered = new Counter({ name: 'iris_entries_delivered_total', help: 'Inbox entries (messages) pushed to devices', registers });
     this.acks = new Counter({ name: 'iris_deliver_acks_total', help: 'deliver_ack frames that advanced a device cursor', registers });
     this.errors = new Counter({ name: 'iris_errors_total', help: 'Error frames sent to clients, by protocol error code', labelNames: ['code'], registers });
-    this.forwardFailures = new Counter({ name: 'iris_forward_failures_total', help: 'Failed hand-overs of outbox items to a recipient shard (retried with backoff)', registers });
+    this.forwardFailures = new Counter({ name: 'iris_forward_failures_total', help: 'Failed forwards of outbox items to a recipient shard (retried with backoff)', registers });
     this.closes = new Counter({ name: 'iris_closes_total', help: 'Client WebSockets closed, by close code', labelNames: ['code'], registers });
     this.serverCloses = new Counter({ name: 'iris_server_closes_total', help: 'Client WebSockets the server closed, by the close code it sent (4000 hello timeout, 4001 replaced, 4002 too many errors, 4003 slow consumer, ...)', labelNames: ['code'], registers });
     this.mailboxes = new Gauge({ name: 'iris_mailboxes', help: 'User mailboxes held in memory by this worker', registers });
