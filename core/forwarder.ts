@@ -143,8 +143,8 @@ export class Forwarder {
     st.attempt++;
     if (e instanceof PeerOverloadedError) st.attempt = Math.max(st.attempt, OVERLOADED_MIN_RETRIES);
     const ceiling = Math.min(config.retryMaxMs, config.retryBaseMs * 2 ** Math.min(st.attempt - 1, 20));
-    // Half fixed, half random: shards that failed together (a peer restarting) do not retry together, and none
-    // retries sooner than half its step.
+    // Half fixed, half random: shards that failed together (their recipients' worker restarting) do not retry
+    // together, and none retries sooner than half its step.
     const delay = Math.round(ceiling / 2 + (ceiling / 2) * (this.deps.random ?? Math.random)());
     st.retryAt = clock.now() + delay;
     this.deps.scheduler.wakeAt(st.retryAt);

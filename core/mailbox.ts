@@ -63,14 +63,15 @@ interface Accepted {
 }
 
 /**
- * One user's shard: everything Iris knows about a user, and every rule that must hold for them. Two parts live
- * beside it: core/forwarder.ts (the outbox drained towards other shards) and core/delivery.ts (what is written to
- * the user's sockets); core/store.ts holds every query.
+ * One user's mailbox: everything Iris knows about a user, and every rule that must hold for them (the shard
+ * around it, a Durable Object or an on-prem Shard, holds its sockets and wakes it). Two parts live beside it:
+ * core/forwarder.ts (the outbox drained towards other shards) and core/delivery.ts (what is written to the
+ * user's sockets); core/store.ts holds every query.
  *
  * The message path through here:
  *   send frame -> onSend: rate limit, dedup record, then in the SAME transaction either
  *                 - one hop: the recipient shares this storage (Peers.local) -> its handOver() appends to its inbox, or
- *                 - the outbox -> Forwarder: recipient shard's receive() -> retried with backoff until accepted
+ *                 - the outbox -> Forwarder: the recipient's receive() in its shard -> retried with backoff until accepted
  *              -> send_ack after the commit
  *   receive()  -> dedup by sender outbox number, inbox append (one transaction) -> Delivery.pushLive / pump
  *   deliver_ack -> device cursor; per sender ONE cumulative receipt (state, PROTOCOL.md 9.6): handed over in the

@@ -76,7 +76,7 @@ export const ENGINE_SETTINGS = {
   sendWindow: engineInt('IRIS_SEND_WINDOW', 256, 'Entries pushed to one socket and not yet acknowledged.'),
   maxDevices: engineInt('IRIS_MAX_DEVICES', 16, 'Devices remembered per user; the least recently seen offline one is forgotten past it.'),
   retryBaseMs: engineInt('IRIS_RETRY_BASE_MS', 250, 'First delay when handing a message to another shard fails (doubling up to IRIS_RETRY_MAX_MS).'),
-  retryMaxMs: engineInt('IRIS_RETRY_MAX_MS', 30_000, 'Ceiling of the delay between retries of a failed hand-off to another shard.'),
+  retryMaxMs: engineInt('IRIS_RETRY_MAX_MS', 30_000, 'Ceiling of the delay between retries of a failed forward to another shard.'),
   fullRetryMs: engineInt('IRIS_FULL_RETRY_MS', 5_000, 'How long a sender waits before retrying a full inbox.'),
   connFramesPerSec: engineInt('IRIS_CONN_RATE_PER_SEC', 500, 'Frames of any type per second on one connection (`rate_limited`); never below twice IRIS_RATE_PER_SEC.'),
   connFrameBurst: engineInt('IRIS_CONN_RATE_BURST', 2_000, 'Burst of frames on one connection; never below twice IRIS_RATE_BURST.'),

@@ -135,7 +135,7 @@ export interface OnpremConfig {
   pingMs: number;
   maxPayload: number;
   mailboxIdleMs: number;
-  peerTimeoutMs: number;
+  linkTimeoutMs: number;
   drainTimeoutMs: number;
   /** V8 --max-semi-space-size of each worker, MiB; 0 leaves V8's default. */
   semiSpaceMb: number;
@@ -200,7 +200,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
     pingMs: engine.pingMs,
     maxPayload: readNumber(s, 'IRIS_WS_MAX_PAYLOAD'),
     mailboxIdleMs: readNumber(s, 'IRIS_MAILBOX_IDLE_MS'),
-    peerTimeoutMs: readNumber(s, 'IRIS_PEER_TIMEOUT_MS'),
+    linkTimeoutMs: readNumber(s, 'IRIS_PEER_TIMEOUT_MS'),
     drainTimeoutMs: readNumber(s, 'IRIS_DRAIN_TIMEOUT_MS'),
     semiSpaceMb: readNumber(s, 'IRIS_SEMI_SPACE_MB'),
     idleGcMs: readNumber(s, 'IRIS_IDLE_GC_MS'),

@@ -12,7 +12,7 @@ import { CLOSE_CODES } from '../protocol/index.js';
  * the counters are reached through the owner.
  */
 
-/** What a connection needs from the worker that holds it. */
+/** What a connection needs from the shard that holds it (onprem/worker/shards.ts Shard). */
 export interface ConnOwner {
   /** Called for every frame sent to the client (a metric). */
   sent(): void;
@@ -20,7 +20,7 @@ export interface ConnOwner {
   closing(code: number): void;
 }
 
-/** The `ws` socket class the worker's WebSocketServer creates (its `WebSocket` option): one extra field. */
+/** The `ws` socket class the worker's WebSocketServer creates (its `WebSocket` option; onprem/worker/websockets.ts): one extra field. */
 export class IrisWebSocket extends WebSocket {
   conn: WsConn | null = null;
 }
@@ -51,7 +51,7 @@ function uncorkAll(): void {
 
 export class WsConn implements Conn {
   private st: ConnState | null = null;
-  /** Set by the worker's heartbeat: false after a ping, true again on the pong. */
+  /** Set by the worker's heartbeat (WebSockets.heartbeat): false after a ping, true again on the pong. */
   alive = true;
   helloTimer: ReturnType<typeof setTimeout> | null = null;
 
@@ -59,7 +59,7 @@ export class WsConn implements Conn {
     readonly ws: WebSocket,
     /** The socket under `ws` (net.Socket, or the pipe from another worker), corked per turn. */
     private readonly socket: Duplex,
-    /** The user's shard in the worker (onprem/worker.ts). */
+    /** The user's shard in the worker (onprem/worker/shards.ts). */
     readonly owner: ConnOwner,
   ) {}
 

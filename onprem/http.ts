@@ -2,7 +2,7 @@ import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { refusalBody, refusalHeaders, type Refusal } from '../auth/index.js';
 
-/** HTTP answers of the listener: the same refusals (auth/upgrade.ts) as the edge Worker, on Node sockets. */
+/** HTTP answers of the listener: the same refusals (auth/upgrade.ts) as the edge, on Node sockets. */
 
 export type { Refusal };
 

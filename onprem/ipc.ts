@@ -4,9 +4,9 @@ import type { Settings } from './config.js';
 
 /**
  * Control messages between the supervisor and its workers, over the child_process IPC channel (JSON). This is
- * the control plane only: start-up, readiness, metrics scrapes, drain, and the hand-over of an accepted socket
+ * the control plane only: start-up, readiness, metrics scrapes, drain, and the hand-off of an accepted socket
  * (the socket itself travels as the message's handle, SCM_RIGHTS). Messages between users never use it; they
- * go over the workers' unix sockets (peers.ts).
+ * go over the workers' unix sockets (links.ts).
  */
 
 /** The parts of the upgrade request the owning worker needs to finish the WebSocket handshake. */

@@ -23,8 +23,8 @@ export class WorkerMetrics {
   readonly closes: Counter<'code'>;
   readonly serverCloses: Counter<'code'>;
   readonly mailboxes: Gauge;
-  readonly peerCalls: Counter<'op' | 'result'>;
-  readonly peerLatency: Histogram<'op'>;
+  readonly linkCalls: Counter<'op' | 'result'>;
+  readonly linkLatency: Histogram<'op'>;
   readonly commitBatch: Histogram;
   readonly commitRows: Histogram;
   readonly commitSeconds: Histogram;
@@ -47,12 +47,12 @@ export class WorkerMetrics {
     this.delivered = new Counter({ name: 'iris_entries_delivered_total', help: 'Inbox entries (messages) pushed to devices', registers });
     this.acks = new Counter({ name: 'iris_deliver_acks_total', help: 'deliver_ack frames that advanced a device cursor', registers });
     this.errors = new Counter({ name: 'iris_errors_total', help: 'Error frames sent to clients, by protocol error code', labelNames: ['code'], registers });
-    this.forwardFailures = new Counter({ name: 'iris_forward_failures_total', help: 'Failed hand-overs of outbox items to a recipient shard (retried with backoff)', registers });
+    this.forwardFailures = new Counter({ name: 'iris_forward_failures_total', help: 'Failed forwards of outbox items to a recipient shard (retried with backoff)', registers });
     this.closes = new Counter({ name: 'iris_closes_total', help: 'Client WebSockets closed, by close code', labelNames: ['code'], registers });
     this.serverCloses = new Counter({ name: 'iris_server_closes_total', help: 'Client WebSockets the server closed, by the close code it sent (4000 hello timeout, 4001 replaced, 4002 too many errors, 4003 slow consumer, ...)', labelNames: ['code'], registers });
     this.mailboxes = new Gauge({ name: 'iris_mailboxes', help: 'User mailboxes held in memory by this worker', registers });
-    this.peerCalls = new Counter({ name: 'iris_peer_calls_total', help: 'Calls to other workers (forward, presence), by result', labelNames: ['op', 'result'], registers });
-    this.peerLatency = new Histogram({
+    this.linkCalls = new Counter({ name: 'iris_peer_calls_total', help: 'Calls to other workers (forward, presence), by result', labelNames: ['op', 'result'], registers });
+    this.linkLatency = new Histogram({
       name: 'iris_peer_call_seconds',
       help: 'Round trip of a call to another worker',
       labelNames: ['op'],

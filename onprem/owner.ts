@@ -1,6 +1,6 @@
 /**
  * Which worker owns a user. The one place this is decided: the listener (to hand a connection to its owner),
- * the shard router (to reach another user's mailbox), recovery and the tests all call ownerOf.
+ * the router (to reach another user's shard), recovery and the tests all call ownerOf.
  *
  * FNV-1a (32 bit) over the UTF-8 bytes of the user id, modulo the worker count. Stable across processes,
  * restarts, Node versions and machines; user ids are ASCII ([A-Za-z0-9._@+=-]) so it is cheap. The worker count

@@ -13,7 +13,7 @@ export * from './limits.js';
 export { decodeBinary, encodeBinary } from './binary.js';
 export { decodeJson, encodeJson, fromBase64, toBase64 } from './json.js';
 
-/** How a peer speaks: each side answers in the encoding of the frames it receives. */
+/** How one side of a connection speaks: each side answers in the encoding of the frames it receives. */
 export type Encoding = 'binary' | 'json';
 
 /** Decode one WebSocket message: text is JSON, anything else is binary. Throws ProtocolError. */

@@ -11,8 +11,8 @@ const LOOPBACK_HOST = /^(localhost|127(?:\.\d{1,3}){3}|\[::1\])$/i;
 /**
  * The key of the per-IP connect limit. Behind Cloudflare, CF-Connecting-IP is the client's address: Cloudflare
  * sets it and replaces any value the client sent. Under wrangler dev or workerd it is just a header: miniflare
- * fills it in with the TCP peer address only when the client sent none (workers-sdk #7702), so a client that
- * sends its own gets a fresh bucket per value, and the Worker has no other way to see the peer address. When
+ * fills it in with the TCP remote address only when the client sent none (workers-sdk #7702), so a client that
+ * sends its own gets a fresh bucket per value, and the Worker has no other way to see the remote address. When
  * the header cannot be trusted, every connect shares one bucket instead (locally: all from this machine).
  *
  * IRIS_TRUST_CF_CONNECTING_IP: `1` trust it, `0` never (npm start and the test harnesses set this), `auto`

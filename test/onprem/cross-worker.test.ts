@@ -5,7 +5,7 @@ import { RawClient, removeDir, scrape, sdkClient, startServer, token, usersOn, w
 
 /**
  * A user owned by worker 0 and a user owned by worker 1 talk both ways, through the SDK: messages, receipts
- * and presence cross the process boundary (peers.ts), and every connection ends up on its owner whichever
+ * and presence cross the process boundary (links.ts), and every connection ends up on its owner whichever
  * worker the kernel gave it to. Run once per routing mode (socket hand-off, byte pipe).
  */
 describe.each(['handoff', 'pipe'] as const)('cross-worker messaging (route %s)', (route) => {

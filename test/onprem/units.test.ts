@@ -6,7 +6,7 @@ import { onpremConfig, resolveSettings, settingName, StartupError } from '../../
 import { DEV_SECRET } from '../../auth/index.js';
 import { ConnectLimiter } from '../../onprem/http.js';
 import { ownerOf, userHash } from '../../onprem/owner.js';
-import { Dec, decodeForward, encodeForward } from '../../onprem/peers.js';
+import { Dec, decodeForward, encodeForward } from '../../onprem/links.js';
 import { StorageFullError } from '../../core/ports.js';
 import { LogLimiter, describeError, formatArgs } from '../../onprem/log.js';
 import { GroupCommitStorage } from '../../onprem/storage.js';

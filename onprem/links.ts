@@ -4,7 +4,8 @@ import type { ForwardBatch, ForwardItem, ForwardResult } from '../core/ports.js'
 import type { PresenceInfo } from '../protocol/index.js';
 
 /**
- * The shard router's wire between worker processes: a unix domain socket per worker (<run dir>/peer-<i>.sock),
+ * Links: the router's wire between worker processes (worker/router.ts). A unix domain socket per worker
+ * (<run dir>/peer-<i>.sock: the file keeps its old name, which the supervisor's path-length check also uses),
  * length-prefixed binary frames with request ids, writes batched per event-loop turn into one write().
  *
  *   frame = len:u32 (bytes after it) | op:u8 | rid:u32 | payload
@@ -25,7 +26,7 @@ const OP_FORWARD_RES = 2;
 const OP_PRESENCE = 3;
 const OP_PRESENCE_RES = 4;
 const OP_ERROR = 5;
-/** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken peer. */
+/** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken link. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
 const utf8 = new TextEncoder();
@@ -84,7 +85,7 @@ export class Dec {
   pos = 0;
   constructor(private readonly buf: Buffer) {}
   private need(n: number): void {
-    if (this.pos + n > this.buf.length) throw new Error('peer frame truncated');
+    if (this.pos + n > this.buf.length) throw new Error('link frame truncated');
   }
   u8(): number {
     this.need(1);
@@ -162,7 +163,7 @@ class FrameReader {
     let off = 0;
     while (buf.length - off >= 4) {
       const len = buf.readUInt32LE(off);
-      if (len < 5 || len > MAX_FRAME) throw new Error(`bad peer frame length ${len}`);
+      if (len < 5 || len > MAX_FRAME) throw new Error(`bad link frame length ${len}`);
       if (buf.length - off - 4 < len) break;
       const body = buf.subarray(off + 4, off + 4 + len);
       off += 4 + len;
@@ -175,6 +176,18 @@ class FrameReader {
     this.pending = buf.length > 0 ? [buf] : [];
     this.pendingLen = buf.length;
   }
+}
+
+/** Feeds a link's bytes to its reader; a broken frame or a socket error ends the link (its calls fail). */
+function readFrames(socket: Socket, reader: FrameReader): void {
+  socket.on('data', (chunk: Buffer) => {
+    try {
+      reader.push(chunk);
+    } catch {
+      socket.destroy();
+    }
+  });
+  socket.on('error', () => socket.destroy());
 }
 
 /** Queues frames and writes everything queued in one event-loop turn with one write(). */
@@ -200,19 +213,19 @@ class BatchWriter {
   }
 }
 
-export interface PeerHandler {
+export interface LinkHandler {
   forward(to: string, batch: ForwardBatch): Promise<ForwardResult>;
   presence(user: string): Promise<PresenceInfo>;
 }
 
 /** Answers other workers' calls on <run dir>/peer-<id>.sock. */
-export class PeerServer {
+export class LinkServer {
   private server: Server | null = null;
   private readonly sockets = new Set<Socket>();
 
   constructor(
     readonly path: string,
-    private readonly handler: PeerHandler,
+    private readonly handler: LinkHandler,
   ) {}
 
   listen(): Promise<void> {
@@ -253,14 +266,7 @@ export class PeerServer {
         out.write(frame(OP_ERROR, rid).str(`unknown op ${op}`).done());
       }
     });
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        reader.push(chunk);
-      } catch {
-        socket.destroy();
-      }
-    });
-    socket.on('error', () => socket.destroy());
+    readFrames(socket, reader);
     socket.on('close', () => this.sockets.delete(socket));
   }
 
@@ -281,12 +287,12 @@ interface Pending {
   timer: ReturnType<typeof setTimeout>;
 }
 
-export class PeerError extends Error {
-  override readonly name = 'PeerError';
+export class LinkError extends Error {
+  override readonly name = 'LinkError';
 }
 
-/** One worker's connection to another worker's PeerServer. */
-export class PeerClient {
+/** One worker's connection to another worker's LinkServer. */
+export class LinkClient {
   private socket: Socket | null = null;
   private writer: BatchWriter | null = null;
   private connected = false;
@@ -312,27 +318,20 @@ export class PeerClient {
       if (!p) return;
       this.pending.delete(rid);
       clearTimeout(p.timer);
-      if (op === OP_ERROR) p.reject(new PeerError(`worker ${this.target}: ${d.str()}`));
+      if (op === OP_ERROR) p.reject(new LinkError(`worker ${this.target}: ${d.str()}`));
       else p.resolve(d, op);
     });
     socket.on('connect', () => {
       this.connected = true;
     });
-    socket.on('data', (chunk: Buffer) => {
-      try {
-        reader.push(chunk);
-      } catch {
-        socket.destroy();
-      }
-    });
-    socket.on('error', () => socket.destroy());
+    readFrames(socket, reader);
     socket.on('close', () => {
       if (this.socket === socket) {
         this.socket = null;
         this.writer = null;
       }
       const why = this.connected ? 'connection closed' : 'not reachable';
-      this.failAll(new PeerError(`worker ${this.target}: ${why}`));
+      this.failAll(new LinkError(`worker ${this.target}: ${why}`));
     });
     return writer;
   }
@@ -347,14 +346,14 @@ export class PeerClient {
   }
 
   private call(build: (rid: number) => Buffer): Promise<{ d: Dec; op: number }> {
-    if (this.closedForGood) return Promise.reject(new PeerError('peer links are closed'));
+    if (this.closedForGood) return Promise.reject(new LinkError('links are closed'));
     const writer = this.ensure();
     const rid = this.nextRid;
     this.nextRid = this.nextRid >= 0xffffffff ? 1 : this.nextRid + 1;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(rid);
-        reject(new PeerError(`worker ${this.target}: no answer within ${this.timeoutMs} ms`));
+        reject(new LinkError(`worker ${this.target}: no answer within ${this.timeoutMs} ms`));
       }, this.timeoutMs);
       this.pending.set(rid, { resolve: (d, op) => resolve({ d, op }), reject, timer });
       writer.write(build(rid));
@@ -363,7 +362,7 @@ export class PeerClient {
 
   async forward(to: string, batch: ForwardBatch): Promise<ForwardResult> {
     const { d, op } = await this.call((rid) => encodeForward(rid, to, batch));
-    if (op !== OP_FORWARD_RES) throw new PeerError(`worker ${this.target}: unexpected answer ${op}`);
+    if (op !== OP_FORWARD_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
     const acceptedUpTo = d.f64();
     const hasRetry = d.u8() === 1;
     const retryAfter = d.f64();
@@ -372,13 +371,13 @@ export class PeerClient {
 
   async presence(user: string): Promise<PresenceInfo> {
     const { d, op } = await this.call((rid) => frame(OP_PRESENCE, rid).str(user).done());
-    if (op !== OP_PRESENCE_RES) throw new PeerError(`worker ${this.target}: unexpected answer ${op}`);
+    if (op !== OP_PRESENCE_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
     return { user: d.str(), online: d.u8() === 1, lastSeen: d.f64() };
   }
 
   close(): void {
     this.closedForGood = true;
     this.socket?.destroy();
-    this.failAll(new PeerError('peer links are closed'));
+    this.failAll(new LinkError('links are closed'));
   }
 }

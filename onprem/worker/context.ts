@@ -1,0 +1,34 @@
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../../core/ports.js';
+import type { OnpremConfig } from '../config.js';
+import { refuseSocket, type Refusal } from '../http.js';
+import type { WorkerMetrics } from '../metrics.js';
+import { ownerOf } from '../owner.js';
+
+/**
+ * What the parts of a worker (listener, shards, router) share: who this worker is, its settings, metrics and
+ * log, and whether it is draining. The Worker class (worker/worker.ts) is the one implementation; the parts
+ * see only this, so each can be read without the others.
+ */
+export interface WorkerContext extends Logger {
+  /** This worker's index, 0 .. workers-1. */
+  readonly id: number;
+  readonly workers: number;
+  readonly cfg: OnpremConfig;
+  readonly metrics: WorkerMetrics;
+  /** Set once at the start of a drain; from then on nothing new is accepted or scheduled. */
+  readonly draining: boolean;
+  /** A log line once per key for the life of the process. */
+  warnOnce(key: string, msg: string): void;
+}
+
+/** Whether `user` is one of this worker's (onprem/owner.ts decides, for every caller). */
+export function owns(ctx: WorkerContext, user: string): boolean {
+  return ownerOf(user, ctx.workers) === ctx.id;
+}
+
+/** Answers an upgrade with an HTTP refusal on its raw socket, counted by code (iris_connects_refused_total). */
+export function refuse(ctx: WorkerContext, socket: Duplex, r: Refusal): void {
+  ctx.metrics.refused.inc({ code: r.code });
+  refuseSocket(socket, r);
+}

@@ -1,0 +1,90 @@
+import { IncomingMessage } from 'node:http';
+import { createConnection, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { UpgradeHead } from '../ipc.js';
+import { owns, refuse, type WorkerContext } from './context.js';
+import { destroyOnError, type WebSockets } from './websockets.js';
+
+/**
+ * The pipe route (TLS, or IRIS_ROUTE=pipe): the accepting worker relays bytes to the owner over a unix socket
+ * (<run dir>/pipe-<i>.sock) instead of handing the socket over. The connection starts with one length-prefixed
+ * JSON header ({ user, head }), then the client's bytes as they came.
+ */
+export class PipeRoute {
+  private server: NetServer | null = null;
+
+  constructor(
+    private readonly ctx: WorkerContext,
+    private readonly sockets: WebSockets,
+  ) {}
+
+  /** The accepting side: relay this authenticated upgrade to `owner`. */
+  pipeTo(owner: number, socket: Socket, head: Buffer, user: string, uh: UpgradeHead): void {
+    const uds = createConnection(join(this.ctx.cfg.runDir, `pipe-${owner}.sock`));
+    const meta = Buffer.from(JSON.stringify({ user, head: uh }));
+    const len = Buffer.allocUnsafe(4);
+    len.writeUInt32LE(meta.length, 0);
+    uds.write(Buffer.concat([len, meta, head]));
+    let opened = false;
+    uds.once('connect', () => {
+      opened = true;
+      socket.pipe(uds);
+      uds.pipe(socket);
+    });
+    uds.on('error', () => {
+      if (!opened) refuse(this.ctx, socket, { status: 503, code: 'unavailable', message: 'could not reach the shard of this user; retry', headers: { 'retry-after': '1' } });
+      uds.destroy();
+    });
+    uds.on('close', () => {
+      if (opened) socket.destroy();
+    });
+    socket.on('close', () => uds.destroy());
+  }
+
+  /** The owning side: accept relayed connections for this worker's users. */
+  listen(): Promise<void> {
+    const path = join(this.ctx.cfg.runDir, `pipe-${this.ctx.id}.sock`);
+    rmSync(path, { force: true }); // left over from a worker that died
+    const server = createNetServer((s) => this.accept(s));
+    this.server = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', (e) => reject(new Error(`cannot listen on ${path}: ${e.message}`, { cause: e })));
+      server.listen(path, () => resolve());
+    });
+  }
+
+  close(): void {
+    this.server?.close();
+  }
+
+  private accept(s: Socket): void {
+    let buf = Buffer.alloc(0);
+    s.on('error', destroyOnError);
+    const onData = (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (buf.length < 4) return;
+      const n = buf.readUInt32LE(0);
+      if (n > 1024 * 1024) return s.destroy();
+      if (buf.length < 4 + n) return;
+      s.off('data', onData);
+      s.pause();
+      let meta: { user: string; head: UpgradeHead };
+      try {
+        meta = JSON.parse(buf.subarray(4, 4 + n).toString('utf8')) as { user: string; head: UpgradeHead };
+      } catch {
+        return s.destroy();
+      }
+      if (this.ctx.draining) return refuse(this.ctx, s, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
+      if (!owns(this.ctx, meta.user)) return refuse(this.ctx, s, { status: 500, code: 'internal', message: 'connection routed to the wrong worker' });
+      const req = new IncomingMessage(s);
+      req.method = meta.head.method;
+      req.url = meta.head.url;
+      req.headers = meta.head.headers;
+      this.sockets.accept(req, s, buf.subarray(4 + n), meta.user, 'pipe');
+      // The handshake completed synchronously and ws listens for data now: let it flow again.
+      if (!s.destroyed) s.resume();
+    };
+    s.on('data', onData);
+  }
+}

@@ -1,0 +1,117 @@
+import { join } from 'node:path';
+import type { ForwardBatch, ForwardResult, LocalShard, Peers } from '../../core/ports.js';
+import type { PresenceInfo } from '../../protocol/index.js';
+import { ownerOf } from '../owner.js';
+import { LinkClient, LinkServer } from '../links.js';
+import { owns, type WorkerContext } from './context.js';
+import type { Shards } from './shards.js';
+
+/**
+ * The router: the core's Peers port in a worker. A call for another user's shard goes to the shard itself
+ * when this worker owns the user, else over the unix socket to the worker that does (onprem/links.ts); calls
+ * from other workers come in the same way and land on this worker's shards.
+ *
+ *   mailbox A -> Peers.forward(B) -> same worker: B.receive() directly; other worker: unix socket (links.ts)
+ */
+
+/**
+ * One hop, one commit for users of the same worker (Peers.local). IRIS_ONE_HOP=0 turns it off, only to measure
+ * the difference (docs/BENCHMARKS.md); every guarantee holds either way.
+ */
+const ONE_HOP = process.env['IRIS_ONE_HOP'] !== '0';
+
+export class Router implements Peers {
+  private readonly clients: (LinkClient | null)[] = [];
+  private linkServer: LinkServer | null = null;
+
+  constructor(
+    private readonly ctx: WorkerContext,
+    private readonly shards: Shards,
+  ) {}
+
+  /** Listens for the other workers' calls, and prepares (lazy) connections to each of them. */
+  async listen(): Promise<void> {
+    const { cfg, id, workers } = this.ctx;
+    for (let i = 0; i < workers; i++) {
+      this.clients.push(i === id ? null : new LinkClient(i, join(cfg.runDir, `peer-${i}.sock`), cfg.linkTimeoutMs));
+    }
+    this.linkServer = new LinkServer(join(cfg.runDir, `peer-${id}.sock`), {
+      forward: (to, batch) => this.receiveFromLink(to, batch),
+      presence: (user) => this.presenceLocal(user),
+    });
+    try {
+      await this.linkServer.listen();
+    } catch (e) {
+      throw new Error(`cannot listen on ${this.linkServer.path}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+
+  close(): void {
+    for (const c of this.clients) c?.close();
+    this.linkServer?.close();
+  }
+
+  forward(to: string, batch: ForwardBatch): Promise<ForwardResult> {
+    const owner = ownerOf(to, this.ctx.workers);
+    if (owner === this.ctx.id) {
+      const s = this.shards.get(to);
+      return this.shards.track(s, s.mailbox.receive(batch));
+    }
+    return this.timed('forward', this.client(owner).forward(to, batch));
+  }
+
+  presence(user: string): Promise<PresenceInfo> {
+    const owner = ownerOf(user, this.ctx.workers);
+    if (owner === this.ctx.id) return this.presenceLocal(user);
+    return this.timed('presence', this.client(owner).presence(user));
+  }
+
+  /** A recipient in this worker's file: its writes join the sender's commit (one hop, one commit). */
+  local(user: string): LocalShard | undefined {
+    if (!ONE_HOP || !owns(this.ctx, user)) return undefined;
+    const s = this.shards.get(user);
+    return {
+      handOver: (batch) => {
+        const h = s.mailbox.handOver(batch);
+        return { ...h, deliver: () => this.shards.track(s, h.deliver()) };
+      },
+    };
+  }
+
+  private client(owner: number): LinkClient {
+    const c = this.clients[owner];
+    if (!c) throw new Error(`no link to worker ${owner}`);
+    return c;
+  }
+
+  private timed<T>(op: 'forward' | 'presence', p: Promise<T>): Promise<T> {
+    const end = this.ctx.metrics.linkLatency.startTimer({ op });
+    return p.then(
+      (v) => {
+        end();
+        this.ctx.metrics.linkCalls.inc({ op, result: 'ok' });
+        return v;
+      },
+      (e: unknown) => {
+        this.ctx.metrics.linkCalls.inc({ op, result: 'error' });
+        throw e;
+      },
+    );
+  }
+
+  private receiveFromLink(to: string, batch: ForwardBatch): Promise<ForwardResult> {
+    if (this.ctx.draining) return Promise.reject(new Error('worker is shutting down'));
+    if (!owns(this.ctx, to)) return Promise.reject(new Error(`user ${to} is not owned by worker ${this.ctx.id}`));
+    const s = this.shards.get(to);
+    return this.shards.track(s, s.mailbox.receive(batch));
+  }
+
+  private presenceLocal(user: string): Promise<PresenceInfo> {
+    if (!owns(this.ctx, user)) return Promise.reject(new Error(`user ${user} is not owned by worker ${this.ctx.id}`));
+    try {
+      return Promise.resolve(this.shards.presence(user));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+}

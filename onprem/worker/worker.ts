@@ -1,0 +1,165 @@
+import type { Socket } from 'node:net';
+import { join } from 'node:path';
+import { logs, type Clock, type Logger, type LogLevel, type Metrics } from '../../core/ports.js';
+import { CLOSE_CODES } from '../../protocol/index.js';
+import type { OnpremConfig } from '../config.js';
+import type { ToWorker } from '../ipc.js';
+import { LogLimiter, describeError, oneLine } from '../log.js';
+import { IdleTrim } from '../memory.js';
+import { WorkerMetrics } from '../metrics.js';
+import { GroupCommitStorage } from '../storage.js';
+import type { WorkerContext } from './context.js';
+import { SupervisorLink, send } from './control.js';
+import { Listener } from './listener.js';
+import { PipeRoute } from './pipe.js';
+import { Router } from './router.js';
+import { Shards } from './shards.js';
+import { WebSockets } from './websockets.js';
+
+/**
+ * One worker: owns the users whose id hashes to it (onprem/owner.ts), their shards and one SQLite file. This
+ * class puts the parts together and starts and stops them; each part is one file of this folder:
+ *
+ *   listener.ts    HTTP endpoints, the upgrade decision, hand-off to the owner (pipe.ts: the TLS route)
+ *   websockets.ts  this worker's client sockets: handshake, frames in, close, heartbeat
+ *   shards.ts      the users in memory: one Shard each, wake-ups, eviction, recovery after a restart
+ *   router.ts      the core's Peers port: another user's shard, here or in another worker
+ *   control.ts     the supervisor's control channel (readiness, metrics)
+ */
+
+const CLOCK: Clock = { now: () => Date.now() };
+
+const limiter = new LogLimiter();
+
+/** Every log line of a worker: one line, prefixed, rate-limited (see onprem/log.ts). */
+export function writeLog(id: number | string, level: LogLevel, msg: string): void {
+  const dropped = limiter.take();
+  if (dropped === null) return;
+  if (dropped > 0) process.stderr.write(`iris-onprem[w${id}] warn: ${dropped} log line(s) left out (rate limit)\n`);
+  process.stderr.write(`iris-onprem[w${id}] ${level}: ${oneLine(msg)}\n`);
+}
+
+export class Worker implements WorkerContext, Logger {
+  private storage!: GroupCommitStorage;
+  readonly metrics: WorkerMetrics;
+  private readonly supervisor: SupervisorLink;
+  private readonly shards: Shards;
+  private readonly sockets: WebSockets;
+  private readonly router: Router;
+  private readonly pipe: PipeRoute;
+  private readonly listener: Listener;
+  private isDraining = false;
+  private readonly timers: ReturnType<typeof setInterval>[] = [];
+  /** The core's metrics port, one for all mailboxes. */
+  private readonly coreMetrics: Metrics;
+  private readonly warned = new Set<string>();
+  /** Hands the heap a burst of connects grew back once the worker is quiet (onprem/memory.ts). */
+  private readonly idleTrim: IdleTrim;
+
+  constructor(
+    readonly id: number,
+    readonly workers: number,
+    readonly cfg: OnpremConfig,
+  ) {
+    this.metrics = new WorkerMetrics(id);
+    this.supervisor = new SupervisorLink(this);
+    this.shards = new Shards(this);
+    this.sockets = new WebSockets(this, this.shards);
+    this.router = new Router(this, this.shards);
+    this.pipe = new PipeRoute(this, this.sockets);
+    this.listener = new Listener(this, this.supervisor, this.sockets, this.pipe);
+    this.coreMetrics = this.metrics.core();
+    this.idleTrim = new IdleTrim(cfg.idleGcMs, (r) => {
+      this.metrics.idleGcs.inc();
+      this.metrics.idleGcSeconds.inc(r.ms / 1000);
+    });
+  }
+
+  get draining(): boolean {
+    return this.isDraining;
+  }
+
+  warnOnce(key: string, msg: string): void {
+    if (this.warned.has(key)) return;
+    this.warned.add(key);
+    this.log('warn', msg);
+  }
+
+  /** The core's Logger too: one line per entry, the error described on it (onprem/log.ts), rate-limited. */
+  log(level: LogLevel, msg: string, error?: unknown): void {
+    if (!logs(this.cfg.log, level)) return;
+    writeLog(this.id, level, error === undefined ? msg : `${msg}: ${describeError(error)}`);
+  }
+
+  /**
+   * The disk filled up, or has room again: one log line per change (never one per refused write), the
+   * iris_storage_full gauge, and the supervisor's /readyz. Meanwhile senders get `unavailable` with a
+   * retry-after, hellos, deliveries and acks keep working (core/mailbox.ts), and nothing acked is lost.
+   */
+  private storageFull(full: boolean, e: unknown): void {
+    this.metrics.storageFull.set(full ? 1 : 0);
+    if (full) this.log('error', `storage full (${describeError(e)}): refusing writes, senders get unavailable + retry-after; free disk space`);
+    else this.log('warn', 'storage accepts writes again');
+    void send({ t: 'storage', full }).catch(() => undefined);
+  }
+
+  async start(): Promise<void> {
+    const file = join(this.cfg.dataDir, `worker-${this.id}.sqlite`);
+    try {
+      this.storage = new GroupCommitStorage(file, {
+        windowMs: this.cfg.commitWindowMs,
+        maxBatch: this.cfg.commitMaxBatch,
+        sync: this.cfg.walSync,
+        // What SQLite shows may not be on disk after a failed fsync: start again from what is (the supervisor forks
+        // a new worker, whose SQLite recovers from the WAL on disk; clients resume from their cursors).
+        onFatal: (e) => {
+          this.log('error', `fsync of the WAL failed, exiting: ${describeError(e)}`);
+          process.exit(70);
+        },
+        observer: { ...this.metrics.commitObserver(), full: (full, e) => this.storageFull(full, e) },
+      });
+    } catch (e) {
+      throw new Error(`cannot open ${file}: ${(e as Error).message}`, { cause: e });
+    }
+    this.shards.open({ storage: this.storage, peers: this.router, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics });
+    await this.router.listen();
+    if (this.cfg.route === 'pipe') await this.pipe.listen();
+    await this.listener.listen();
+    this.timers.push(setInterval(() => this.sockets.heartbeat(), this.cfg.pingMs));
+    this.timers.push(setInterval(() => this.shards.evictIdle(), Math.max(1000, Math.min(this.cfg.mailboxIdleMs, 30_000))));
+    this.shards.recover();
+    this.idleTrim.start();
+  }
+
+  /** Stops accepting, commits, closes every socket with 1001, waits (bounded) for in-flight work, closes storage. */
+  async drain(): Promise<void> {
+    if (this.isDraining) return;
+    this.isDraining = true;
+    this.supervisor.forget();
+    this.listener.close();
+    this.pipe.close();
+    for (const t of this.timers) clearInterval(t);
+    this.idleTrim.stop();
+    // Everything already promised becomes durable, and its acks go out before the close frames.
+    await this.storage.settled();
+    await new Promise((r) => setImmediate(r));
+    this.sockets.closeAll(CLOSE_CODES.going_away, 'server shutting down');
+    const deadline = Date.now() + Math.min(3000, this.cfg.drainTimeoutMs / 2);
+    while (this.sockets.count > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    this.sockets.terminateAll();
+    const busyDeadline = Date.now() + 1000;
+    while (this.shards.anyBusy() && Date.now() < busyDeadline) {
+      this.storage.flush();
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    this.shards.stopWakes();
+    this.router.close();
+    this.storage.close();
+  }
+
+  /** A message from the supervisor (onprem/ipc.ts ToWorker). */
+  onSupervisor(m: ToWorker, handle: unknown): void {
+    if (m.t === 'handoff') this.listener.onHandoff(m, handle as Socket | undefined);
+    else this.supervisor.onMessage(m);
+  }
+}
