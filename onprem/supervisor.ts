@@ -13,11 +13,11 @@ import { lockDataDir, prepareDataDir, probePort, workerCount } from './preflight
 
 /**
  * Over 400 lines on purpose: one state machine over the worker slots (start, the readiness map, restarts, the
- * standby, hand-over relay, metrics gathering, drain), whose every branch reads the same slot states; the checks
+ * standby, hand-off relay, metrics gathering, drain), whose every branch reads the same slot states; the checks
  * before any worker exists are in preflight.ts.
  *
  * The supervisor: checks everything it can before any worker exists (settings, data directory, port), starts
- * one worker process per core, relays connection hand-overs between workers, restarts a worker that dies,
+ * one worker process per core, relays connection hand-offs between workers, restarts a worker that dies,
  * gathers metrics, and drains everything on SIGTERM. It never touches a user's data or a client's bytes.
  */
 
@@ -78,7 +78,7 @@ export class Supervisor {
   private onSeen: (() => void) | null = null;
   /** Workers that came back and are not announced yet (announced once every worker routes to them). */
   private readonly returning = new Set<number>();
-  /** Hand-overs grow the supervisor's heap in bursts too (onprem/memory.ts). */
+  /** Hand-offs grow the supervisor's heap in bursts too (onprem/memory.ts). */
   private readonly idleTrim: IdleTrim;
   /**
    * IRIS_STANDBY_WORKER=1: a worker process forked ahead of need, Node booted and its modules loaded, waiting

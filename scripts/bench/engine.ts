@@ -102,7 +102,7 @@ async function run(s: Setting): Promise<void> {
     forward: (to: string, batch: ForwardBatch): Promise<ForwardResult> => box(to).mb.receive(batch),
     presence: async (u) => box(u).mb.presence(),
   };
-  // One worker: every recipient shares the storage, as onprem/worker.ts's Peers.local (--no-one-hop: forward()).
+  // One worker: every recipient shares the storage, as onprem/worker/router.ts's Router.local (--no-one-hop: forward()).
   if (ONE_HOP) {
     peers.local = (to: string) => {
       const b = box(to);
@@ -157,7 +157,7 @@ async function run(s: Setting): Promise<void> {
       setImmediate(() => void send(user, c, encodeBinary({ t: 'deliver_ack', seq })).finally(() => acksInFlight--));
     }
   };
-  // The worker's shard bookkeeping (onprem/worker.ts): timers for wakeAt, calls in flight (Worker.track).
+  // The worker's shard bookkeeping (onprem/worker/shards.ts): timers for wakeAt, calls in flight (Shards.track).
   const timers: ReturnType<typeof setTimeout>[] = [];
   function box(user: string) {
     let b = boxes.get(user);

@@ -10,8 +10,8 @@
  *
  * Prints one JSON line, ms: Node boot until this module runs (includes registering a loader, if any), loading
  * the worker's dependencies and its own modules, opening the SQLite file (pragmas + migration check, as
- * onprem/storage.ts does for the worker), the recovery query the worker runs at start (onprem/worker.ts
- * recover()), and the reads of one user's first hello and first deliver page, and the scan its first incoming
+ * onprem/storage.ts does for the worker), the recovery query the worker runs at start (onprem/worker/shards.ts
+ * Shards.recover(), core/store.ts usersToResume), and the reads of one user's first hello and first deliver page, and the scan its first incoming
  * batch makes (core/store.ts). Read-only on the data: nothing is written (the migration check finds the schema
  * current), so it can run on a copy of a live data dir.
  */
