@@ -10,9 +10,9 @@
  * tests run servers from dist/, and replacing dist/ under them for nothing is a window where it does not exist.
  */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, realpathSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { isMain } from './lib/main.js';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const DIST = join(ROOT, 'dist');
@@ -63,12 +63,7 @@ export function distIsStale(): boolean {
   return newestSource() > statSync(stamp).mtimeMs;
 }
 
-function isMain(): boolean {
-  const arg = process.argv[1];
-  return arg !== undefined && realpathSync(arg) === realpathSync(fileURLToPath(import.meta.url));
-}
-
-if (isMain()) {
+if (isMain(import.meta.url)) {
   try {
     if (!process.argv.includes('--if-stale') || distIsStale()) buildDist();
   } catch (e) {

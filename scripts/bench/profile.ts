@@ -5,9 +5,9 @@
  *   sh scripts/node.sh --import tsx scripts/bench/profile.ts FILE.cpuprofile [--top 25] [--svg out.svg]
  */
 import { readFileSync, writeFileSync } from 'node:fs';
-import { basename, relative, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { basename, relative } from 'node:path';
 import { parseArgs } from 'node:util';
+import { isMain } from '../lib/main.js';
 
 interface CallFrame {
   functionName: string;
@@ -153,11 +153,7 @@ export function flameSvg(file: string, title: string): string {
   return out.join('\n');
 }
 
-function isMain(): boolean {
-  return process.argv[1] !== undefined && resolve(process.argv[1]) === fileURLToPath(import.meta.url);
-}
-
-if (isMain()) {
+if (isMain(import.meta.url)) {
   const { values, positionals } = parseArgs({ allowPositionals: true, options: { top: { type: 'string', default: '25' }, svg: { type: 'string' } } });
   if (positionals.length === 0) {
     process.stderr.write('usage: profile.ts FILE.cpuprofile... [--top 25] [--svg out.svg]\n');
