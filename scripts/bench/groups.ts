@@ -913,7 +913,7 @@ export function main(argv: string[]): Report {
   for (const M of o.members) {
     const rs = (d: Design) => report.runs.filter((x) => x.design === d && x.members === M);
     const first = (d: Design) => rs(d)[0]!;
-    console.log(`\n### ${M} members (${first(o.designs[0]!).online} online at the end), per group message${o.repeat > 1 ? `; timed columns: median [range] of ${o.repeat} runs` : ''}\n`);
+    console.log(`\n### ${M} members (${first(o.designs[0]!).online} online), per group message${o.repeat > 1 ? `; timed columns: median [range] of ${o.repeat} runs` : ''}\n`);
     console.log('| design | rows written (group + members) | per-member receipt rows instead | CF transactions | CF RPCs | WS in | **$ / M msgs** | on-prem COMMITs | on-prem IPC | CPU µs | written KB | stored B | round p50 / p99 ms (serial) | p99 ms (critical path) | group shard ms | group max step ms |');
     console.log('|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const d of o.designs) {
