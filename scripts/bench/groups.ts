@@ -316,9 +316,12 @@ function writtenBytes(): number {
 
 export function runOne(design: Design, M: number, o: Options): RunResult {
   const dir = mkdtempSync(join(tmpdir(), `iris-groups-${design}-`));
+  let run: Run | undefined;
   try {
-    return new Run(design, M, o, dir).go();
+    run = new Run(design, M, o, dir);
+    return run.go();
   } finally {
+    run?.close();
     rmSync(dir, { recursive: true, force: true });
   }
 }
@@ -342,8 +345,16 @@ class Run {
   private refused = 0;
   private maxLag = 0;
   private groupStep = 0;
+  /** Every member's delivered seq as the group shard knows it (what the packed receipts row holds). */
   private readonly receipts = new Map<string, number>();
+  private receiptsDirty = false;
   private onlineAtStart = 0;
+  /** The group log is deleted up to here. */
+  private trimmed = 0;
+  /** After the measured loop: the last entries may be trimmed without waiting for a full CURSOR_STEP. */
+  private draining = false;
+  /** Time the group shard spent serving log reads (B-pull, gaps, catch-up). */
+  private groupReadMs = 0;
 
   constructor(
     private readonly design: Design,
@@ -355,6 +366,10 @@ class Run {
     this.pointers = design === 'C';
     this.group = new Db(join(dir, 'group.sqlite'));
     this.workers = Array.from({ length: o.workers }, (_, w) => new Db(join(dir, `w${w}.sqlite`)));
+  }
+
+  close(): void {
+    for (const d of [this.group, ...this.workers]) if (d.db.isOpen) d.db.close();
   }
 
   private addMember(name: string, online: boolean, slow: boolean, joined: number): Member {
@@ -590,7 +605,6 @@ class Run {
     this.groupReadMs += performance.now() - t0;
     return rows.map((r) => ({ seq: r.seq, kind: r.kind as Kind, sender: r.sender, subject: r.subject, ts: r.ts, body: r.body }));
   }
-  private groupReadMs = 0;
 
   /** B: the member shard pushes entries to its devices; cursors are acked in memory, written every CURSOR_STEP. */
   private deliverLog(db: Db, m: Member, entries: GEntry[]): void {
@@ -626,7 +640,6 @@ class Run {
       this.receiptsDirty = true;
     }
   }
-  private receiptsDirty = false;
 
   /** One packed row for everyone's receipts; then the log below what every current member has is deleted. */
   private groupHousekeeping(): void {
@@ -645,7 +658,8 @@ class Run {
     // where they read it). Removed members stop counting at their removal.
     let floor = this.seq;
     for (const m of this.members.values()) {
-      const has = this.fanout && !this.pointers ? m.fanned : Math.min(...m.devices.map((d) => (this.fanout ? this.seqOfInboxCursor(m, d) : d.cursor)));
+      // C: a device's inbox cursor is a member seq; the group seq it reached is that of the last pointer it got.
+      const has = this.fanout && !this.pointers ? m.fanned : Math.min(...m.devices.map((d) => (this.fanout ? (d.got[d.got.length - 1] ?? 0) : d.cursor)));
       floor = Math.min(floor, m.left !== null && has >= m.left ? this.seq : has);
     }
     const trimmed = this.trimmed;
@@ -655,13 +669,6 @@ class Run {
       this.trimmed = floor;
     }
     this.groupStep = Math.max(this.groupStep, performance.now() - t0);
-  }
-  private trimmed = 0;
-  private draining = false;
-
-  /** C: the group seq a device acked, from the pointer entries it got. */
-  private seqOfInboxCursor(_m: Member, d: Device): number {
-    return d.got[d.got.length - 1] ?? 0;
   }
 
   // ---- the run ----
