@@ -5,7 +5,7 @@
  * core/store.ts MailboxStore); nothing goes over a network: a call between shards is a counted function call.
  *
  *   sh scripts/node.sh --import tsx scripts/bench/groups.ts [--members 16,256,1024] [--messages 300]
- *     [--designs A,B,C,B-pull] [--online 0.25] [--devices 2] [--workers 8] [--burst 1] [--slow-every 4]
+ *     [--designs A,B,B-pull,C] [--online 0.25] [--devices 2] [--workers 8] [--burst 1] [--slow-every 4]
  *     [--fanout-batch 64] [--repeat 1] [--max-seconds 120] [--json out.json]
  *
  * Designs (all share the group shard: a group log in one total order, membership as log entries, dedup of
