@@ -11,7 +11,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('FileStore', () => {
   it('starts empty when the file does not exist, without creating it', () => {
     const s = new FileStore(join(dir, 'none', 'x.json'));
-    expect(s.load()).toEqual({ cursor: 0, receipts: 0, outbox: [], unhandled: [] });
+    expect(s.load()).toEqual({ cursor: 0, receipts: 0, reads: 0, outbox: [], unhandled: [] });
     expect(() => readFileSync(join(dir, 'none', 'x.json'))).toThrow();
   });
 
