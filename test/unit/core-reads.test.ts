@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { usersToResume } from '../../core/store.js';
 import { World, type FakeConn } from './core-harness.js';
 
 /**
@@ -160,6 +161,20 @@ describe('read receipts', () => {
     w.evict('bob');
     await w.advance(60_000);
     expect(alice.receipts().map((r) => r.read)).toEqual(['alice:2']);
+  });
+
+  it('a restarted on-prem worker resumes a reader that still owes a read receipt, and not once it was carried', async () => {
+    const w = new World();
+    const { alice, bob } = await setUp(w);
+    w.remote.add('alice');
+    w.failForwards.set('alice', 1);
+    await read(bob, 'alice', 'alice:3');
+    expect(usersToResume(w.sql)).toContain('bob');
+    await w.advance(60_000);
+    expect(alice.receipts().map((r) => r.read)).toEqual(['alice:3']);
+    // The floor that says so is written with the users row (here at disconnect), not as a row of its own.
+    await bob.disconnect();
+    expect(usersToResume(w.sql)).not.toContain('bob');
   });
 
   it('reading one\'s own conversation syncs but sends no receipt', async () => {
