@@ -135,6 +135,23 @@ describe('read receipts', () => {
     expect(alice.receipts().map((r) => r.read)).toEqual(['alice:1']);
   });
 
+  it('read marks and settings changes draw from the user\'s rate bucket', async () => {
+    const w = new World({ ratePerSec: 1, rateBurst: 3 });
+    const { bob } = await setUp(w);
+    await read(bob, 'alice', 'alice:1');
+    await bob.frame({ t: 'set_settings', readReceipts: false });
+    await read(bob, 'alice', 'alice:2');
+    await read(bob, 'alice', 'alice:3');
+    const refused = bob.of('error');
+    expect(refused.map((e) => e.code)).toEqual(['rate_limited']);
+    expect(refused[0]!.retryAfter).toBeGreaterThan(0);
+    // Nothing was done for the refused mark: the position stays where the last accepted one put it.
+    expect(bob.of('read_state').flatMap((f) => f.items).map((i) => i.msg)).toEqual(['alice:1', 'alice:2']);
+    await w.advance(1_000);
+    await read(bob, 'alice', 'alice:3');
+    expect(bob.of('read_state').at(-1)?.items[0]?.msg).toBe('alice:3');
+  });
+
   it('a client without hello.reads gets receipts as it knew them and no new frames', async () => {
     const w = new World();
     const alice = w.connect('alice');
