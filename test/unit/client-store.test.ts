@@ -46,6 +46,17 @@ describe('FileStore', () => {
     expect(new FileStore(path).load()).toMatchObject({ cursor: 2, receipts: 13 });
   });
 
+  it('keeps the read version across instances the same way', () => {
+    const path = join(dir, 'reads.json');
+    const a = new FileStore(path);
+    a.saveReads(5);
+    a.flush();
+    expect(new FileStore(path).load().reads).toBe(5);
+    a.saveReads(6);
+    a.saveCursor(3);
+    expect(new FileStore(path).load()).toMatchObject({ cursor: 3, reads: 6 });
+  });
+
   it('refuses a file that is not a store', () => {
     const path = join(dir, 'other.json');
     writeFileSync(path, JSON.stringify({ hello: 1 }));
