@@ -11,6 +11,9 @@ import { PresenceQueries } from './presence.js';
 import { StoreQueue } from './store-queue.js';
 import type { ClientEvents, ConnectionState, IrisClientOptions, PresenceInfo, SendAck, Welcome } from './types.js';
 
+/** Reference server message ids are `<conversation>:<n>`. */
+const MSG_OF = (conv: string, msg: string): boolean => msg.startsWith(`${conv}:`) && /^[1-9][0-9]*$/.test(msg.slice(conv.length + 1));
+
 const utf8 = new TextEncoder();
 
 /**
@@ -32,6 +35,11 @@ export class IrisClient {
   private readonly outbox: Outbox;
   private readonly queries: PresenceQueries;
   private loaded: Promise<void> | null = null;
+  /** Read marks not yet written, per conversation (only the newest matters: marks are cumulative). */
+  private readonly pendingReads = new Map<string, string>();
+  /** A settings change not yet written. */
+  private pendingReadReceipts: boolean | undefined;
+  private readReceiptsValue: boolean | undefined;
   private detachPageHooks: (() => void) | null = null;
 
   constructor(opts: IrisClientOptions) {
@@ -43,11 +51,12 @@ export class IrisClient {
     const listenerFailed = (e: unknown): void => report(new IrisError('internal', `event listener threw: ${errText(e)}`));
     this.conn = new Connection(opts, {
       prepare: () => this.load(),
-      hello: () => ({ cursor: this.inbox.cursor, receipts: this.inbox.receipts }),
+      hello: () => ({ cursor: this.inbox.cursor, receipts: this.inbox.receipts, reads: this.inbox.reads }),
       welcomed: (gen, w, helloCursor) => this.inbox.resume(gen, w.cursor, helloCursor),
       opened: (w) => {
         this.outbox.pump();
         this.queries.rewrite();
+        this.writeReads();
         this.events.emit('welcome', w, listenerFailed);
       },
       frame: (f, gen) => this.onFrame(f, gen),
@@ -79,6 +88,8 @@ export class IrisClient {
       listeners: {
         message: (m) => this.events.emitAsync('message', m),
         receipt: (r) => this.events.emitAsync('receipt', r),
+        read: (r) => this.events.emitAsync('read', r),
+        readState: (p) => this.events.emitAsync('readState', p),
         recovered: (r) => this.events.emitAsync('recovered', r),
         listenerFailed,
         error: report,
@@ -183,6 +194,31 @@ export class IrisClient {
     return this.queries.ask(this.ids.next('p'), users);
   }
 
+  /**
+   * Marks conversation `conv` read up to and including `msg` (a message `conv` sent to this user, as delivered in
+   * a `message` event): cumulative, so marking the newest message read marks the whole conversation. Written now
+   * if connected, else after the next welcome (only the newest mark per conversation). The user's devices get a
+   * `readState` event; the sender gets a `read` event unless this user turned read receipts off. Refusals
+   * (a message not delivered to this connection) arrive as `error` events (bad_ack).
+   */
+  markRead(conv: string, msg: string): void {
+    if (!ID_PATTERN.test(conv)) throw new IrisError('invalid_field', 'conv: not a valid user id');
+    if (!MSG_OF(conv, msg) || msg.length > LIMITS.maxMessageIdLength) throw new IrisError('invalid_field', `msg: not a message id of ${conv}`);
+    this.pendingReads.set(conv, msg);
+    this.writeReads();
+  }
+
+  /** Turns sending read receipts on or off for this user (all its devices); a `settings` event confirms it. */
+  setReadReceipts(on: boolean): void {
+    this.pendingReadReceipts = on;
+    this.writeReads();
+  }
+
+  /** The user's read receipt setting as last told by the server; undefined before the first welcome. */
+  get readReceipts(): boolean | undefined {
+    return this.readReceiptsValue;
+  }
+
   /** Resolves once every send in the outbox has been acknowledged or refused. */
   drain(): Promise<void> {
     return this.outbox.drain();
@@ -214,6 +250,11 @@ export class IrisClient {
         return this.inbox.deliver(gen, f.entries);
       case 'receipts':
         return this.inbox.receiptsFrame(f);
+      case 'read_state':
+        return this.inbox.readStateFrame(f);
+      case 'settings':
+        this.readReceiptsValue = f.readReceipts;
+        return this.events.emit('settings', { readReceipts: f.readReceipts });
       case 'presence':
         return this.queries.answered(f);
       case 'error':
@@ -237,6 +278,16 @@ export class IrisClient {
     // Everything in flight is written again, in order, after retryAfter (the server dedups what it had).
     if (f.code === 'rate_limited') this.outbox.frameRateRefused(gen, f.retryAfter);
     this.events.emit('error', err);
+  }
+
+  /** Writes the read marks and the setting that waited for a connection. */
+  private writeReads(): void {
+    const link = this.conn.current();
+    if (link === null) return;
+    if (this.pendingReadReceipts !== undefined) link.write({ t: 'set_settings', readReceipts: this.pendingReadReceipts });
+    this.pendingReadReceipts = undefined;
+    for (const [conv, msg] of this.pendingReads) link.write({ t: 'read', conv, msg });
+    this.pendingReads.clear();
   }
 
   /** Writes what the store deferred (handled marks); errors are reported, not thrown. */

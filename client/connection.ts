@@ -21,7 +21,7 @@ export interface ConnectionHooks {
   /** Before every attempt (the client loads its store here); a rejection ends the connection. */
   prepare(): Promise<void>;
   /** What the hello of a socket that just opened carries. */
-  hello(): { cursor: number; receipts: number };
+  hello(): { cursor: number; receipts: number; reads: number };
   /** The server welcomed socket `gen`, before anyone sees state 'open' (delivery resumes at the welcome cursor). */
   welcomed(gen: number, welcome: Welcome, helloCursor: number): void;
   /** After state 'open' and connect() resolved: write what waited for a connection. */
@@ -213,9 +213,10 @@ export class Connection implements LinkSource {
   private onOpen(sock: Sock): void {
     if (this.sock !== sock) return;
     sock.opened = true;
-    const { cursor, receipts } = this.hooks.hello();
+    const { cursor, receipts, reads } = this.hooks.hello();
     sock.helloCursor = cursor;
-    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts });
+    // `reads` (even 0) tells the server this SDK speaks read receipts.
+    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts, reads });
     this.startHeartbeat(sock);
   }
 

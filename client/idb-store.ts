@@ -6,8 +6,8 @@
  * 100 ms later, or `flush()`, which the client calls when the page is hidden): losing it only brings those
  * entries back as `recovered`.
  *
- * Layout: database `name` (default `iris-client-<device>`), version 1, object stores `meta` (keys 'cursor' and
- * 'receipts'),
+ * Layout: database `name` (default `iris-client-<device>`), version 1, object stores `meta` (keys 'cursor',
+ * 'receipts' and 'reads'),
  * `outbox` (key: client id; `ord` keeps the send order) and `unhandled` (key: seq).
  */
 import type { ClientStore, PendingSend, StoredEntry, StoredState } from './store.js';
@@ -140,9 +140,10 @@ export class IndexedDbStore implements ClientStore {
   async load(): Promise<StoredState> {
     const db = await this.open();
     const tx = db.transaction(STORES, 'readonly');
-    const [cursor, receipts, outbox, unhandled] = await Promise.all([
+    const [cursor, receipts, reads, outbox, unhandled] = await Promise.all([
       req(tx.objectStore('meta').get('cursor')),
       req(tx.objectStore('meta').get('receipts')),
+      req(tx.objectStore('meta').get('reads')),
       req(tx.objectStore('outbox').getAll()),
       req(tx.objectStore('unhandled').getAll()),
     ]);
@@ -151,6 +152,7 @@ export class IndexedDbStore implements ClientStore {
     return {
       cursor: typeof cursor === 'number' ? cursor : 0,
       receipts: typeof receipts === 'number' ? receipts : 0,
+      reads: typeof reads === 'number' ? reads : 0,
       outbox: rows.map((r) => ({ id: r.id, to: r.to, body: r.body, createdAt: r.createdAt })),
       unhandled: (unhandled as StoredEntry[]).filter((e) => !this.handled.has(e.seq)).sort((a, b) => a.seq - b.seq),
     };
@@ -178,6 +180,10 @@ export class IndexedDbStore implements ClientStore {
 
   saveReceipts(version: number): Promise<void> {
     return this.write((tx) => tx.objectStore('meta').put(version, 'receipts'));
+  }
+
+  saveReads(version: number): Promise<void> {
+    return this.write((tx) => tx.objectStore('meta').put(version, 'reads'));
   }
 
   putPending(item: PendingSend): Promise<void> {

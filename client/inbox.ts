@@ -1,9 +1,9 @@
-import type { Entry, Receipts } from '../protocol/index.js';
+import type { Entry, ReadState, Receipts } from '../protocol/index.js';
 import { IrisError, errText } from './errors.js';
 import type { LinkSource } from './link.js';
 import type { StoreQueue } from './store-queue.js';
 import type { StoredEntry, StoredState } from './store.js';
-import type { IrisMessage, IrisReceipt, RecoveredEntry } from './types.js';
+import type { IrisMessage, IrisRead, IrisReadPosition, IrisReceipt, RecoveredEntry } from './types.js';
 
 const utf8Text = new TextDecoder();
 
@@ -11,6 +11,8 @@ const utf8Text = new TextDecoder();
 export interface InboxListeners {
   message(m: IrisMessage): Promise<unknown[]>;
   receipt(r: IrisReceipt): Promise<unknown[]>;
+  read(r: IrisRead): Promise<unknown[]>;
+  readState(p: IrisReadPosition): Promise<unknown[]>;
   recovered(r: RecoveredEntry): Promise<unknown[]>;
   /** A listener threw or rejected. */
   listenerFailed(e: unknown): void;
@@ -39,6 +41,8 @@ export class Inbox {
   private cursorValue = 0;
   /** Receipt version processed (PROTOCOL.md 9.6): the `upTo` of the last receipts frame whose listeners ran. */
   private receiptsValue = 0;
+  /** Read version processed (PROTOCOL.md 9.8): the `upTo` of the last read_state frame whose listeners ran. */
+  private readsValue = 0;
   /** Highest seq whose listeners finished (or that needed none): deliver_acks never go beyond it. */
   private ackable = 0;
   /** Entries processed since the last deliver_ack. */
@@ -66,11 +70,17 @@ export class Inbox {
     return this.receiptsValue;
   }
 
+  /** The read version a hello carries. */
+  get reads(): number {
+    return this.readsValue;
+  }
+
   /** Takes over what the store kept; entries an earlier client handed out unfinished go to 'recovered' first. */
   restore(st: StoredState): void {
     this.cursorValue = Math.max(this.cursorValue, st.cursor);
     this.ackable = Math.max(this.ackable, st.cursor);
     this.receiptsValue = Math.max(this.receiptsValue, st.receipts ?? 0);
+    this.readsValue = Math.max(this.readsValue, st.reads ?? 0);
     const unfinished = st.unhandled ?? [];
     if (unfinished.length > 0) this.enqueue(() => this.recover(unfinished), 'recovery failed');
   }
@@ -119,12 +129,24 @@ export class Inbox {
     this.enqueue(async () => {
       for (const it of f.items) {
         const errors = await this.o.listeners.receipt({ seq: 0, msg: it.msg, by: it.peer, ts: it.ts });
+        if (it.read !== undefined) errors.push(...(await this.o.listeners.read({ msg: it.read, by: it.peer, ts: it.readTs ?? 0 })));
         for (const err of errors) this.o.listeners.listenerFailed(err);
       }
       // The server's version is authoritative (it starts again from 0 when its store was replaced).
       this.receiptsValue = f.upTo;
       if (this.o.queue.store.saveReceipts) this.o.queue.run((st) => st.saveReceipts!(f.upTo));
     }, 'receipt processing failed');
+  }
+
+  /** Read positions of this user's conversations (PROTOCOL.md 9.8): like receipts, recorded after the listeners. */
+  readStateFrame(f: ReadState): void {
+    this.enqueue(async () => {
+      for (const it of f.items) {
+        for (const err of await this.o.listeners.readState({ conv: it.conv, msg: it.msg, ts: it.ts })) this.o.listeners.listenerFailed(err);
+      }
+      this.readsValue = f.upTo;
+      if (this.o.queue.store.saveReads) this.o.queue.run((st) => st.saveReads!(f.upTo));
+    }, 'read state processing failed');
   }
 
   /** Sends the deliver_ack due now, if any (close, page hidden, batch full). */

@@ -20,6 +20,8 @@ interface FileShape {
   cursor: number;
   /** Receipt version processed (absent in files of older SDKs). */
   receipts?: number;
+  /** Read version processed (absent in files of older SDKs). */
+  reads?: number;
   outbox: { id: string; to: string; body: string; createdAt: number }[];
   /** Handed-out entries whose listeners had not finished at the last write (absent in files of older SDKs). */
   unhandled?: { seq: number; kind: StoredEntry['kind']; msg: string; peer: string; ts: number; body: string }[];
@@ -40,6 +42,7 @@ const unb64 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'base64')
 export class FileStore implements ClientStore {
   private cursor = 0;
   private receipts = 0;
+  private reads = 0;
   private readonly outbox = new Map<string, PendingSend>();
   private readonly unhandled = new Map<number, StoredEntry>();
   private readonly meta: Record<string, string> = {};
@@ -65,6 +68,7 @@ export class FileStore implements ClientStore {
       if (f.version !== 1) throw new Error(`${path}: not an Iris client store (version ${String(f.version)})`);
       this.cursor = typeof f.cursor === 'number' ? f.cursor : 0;
       this.receipts = typeof f.receipts === 'number' ? f.receipts : 0;
+      this.reads = typeof f.reads === 'number' ? f.reads : 0;
       for (const p of f.outbox ?? []) this.outbox.set(p.id, { id: p.id, to: p.to, body: unb64(p.body), createdAt: p.createdAt });
       for (const e of f.unhandled ?? []) this.unhandled.set(e.seq, { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: unb64(e.body) });
       Object.assign(this.meta, f.meta ?? {});
@@ -75,6 +79,7 @@ export class FileStore implements ClientStore {
     return {
       cursor: this.cursor,
       receipts: this.receipts,
+      reads: this.reads,
       outbox: [...this.outbox.values()].map((p) => ({ ...p, body: new Uint8Array(p.body) })),
       unhandled: [...this.unhandled.values()].sort((a, b) => a.seq - b.seq).map((e) => ({ ...e, body: new Uint8Array(e.body) })),
     };
@@ -104,6 +109,17 @@ export class FileStore implements ClientStore {
   saveReceipts(version: number): void {
     if (this.receipts === version) return;
     this.receipts = version;
+    this.deferWrite();
+  }
+
+  /** Deferred the same way: a lost write only replays read positions. */
+  saveReads(version: number): void {
+    if (this.reads === version) return;
+    this.reads = version;
+    this.deferWrite();
+  }
+
+  private deferWrite(): void {
     if (this.deferred) return;
     this.deferred = setTimeout(() => this.write(), this.handledDelayMs);
     (this.deferred as { unref?: () => void }).unref?.();
@@ -139,6 +155,7 @@ export class FileStore implements ClientStore {
       version: 1,
       cursor: this.cursor,
       receipts: this.receipts,
+      reads: this.reads,
       outbox: [...this.outbox.values()].map((p) => ({ id: p.id, to: p.to, body: b64(p.body), createdAt: p.createdAt })),
       unhandled: [...this.unhandled.values()].map((e) => ({ seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: b64(e.body) })),
       meta: this.meta,

@@ -56,6 +56,8 @@ export interface StoredState {
   unhandled: StoredEntry[];
   /** The receipt version processed (the `upTo` of the last `receipts` frame; PROTOCOL.md 9.6). 0 or absent: none. */
   receipts?: number;
+  /** The read version processed (the `upTo` of the last `read_state` frame; PROTOCOL.md 9.8). 0 or absent: none. */
+  reads?: number;
 }
 
 export interface ClientStore {
@@ -78,6 +80,11 @@ export interface ClientStore {
    * May be deferred like markHandled: losing it replays receipts, it never loses one.
    */
   saveReceipts?(version: number): void | Promise<void>;
+  /**
+   * Records the read version, after the `readState` listeners of its frame ran. Optional and deferrable like
+   * saveReceipts: without it a restarted app gets every read position again (idempotent state).
+   */
+  saveReads?(version: number): void | Promise<void>;
   /** Called before a send is first written to the socket. */
   putPending(item: PendingSend): void | Promise<void>;
   /** Called when the server acknowledged the send (or refused it for good). */
@@ -97,12 +104,14 @@ function copyEntry(e: StoredEntry): StoredEntry {
 export class MemoryStore implements ClientStore {
   cursor = 0;
   receipts = 0;
+  reads = 0;
   readonly outbox = new Map<string, PendingSend>();
   readonly unhandled = new Map<number, StoredEntry>();
 
   constructor(initial?: Partial<StoredState>) {
     if (initial?.cursor !== undefined) this.cursor = initial.cursor;
     if (initial?.receipts !== undefined) this.receipts = initial.receipts;
+    if (initial?.reads !== undefined) this.reads = initial.reads;
     for (const p of initial?.outbox ?? []) this.outbox.set(p.id, p);
     for (const e of initial?.unhandled ?? []) this.unhandled.set(e.seq, copyEntry(e));
   }
@@ -111,6 +120,7 @@ export class MemoryStore implements ClientStore {
     return {
       cursor: this.cursor,
       receipts: this.receipts,
+      reads: this.reads,
       outbox: [...this.outbox.values()].map((p) => ({ ...p, body: p.body.slice() })),
       unhandled: [...this.unhandled.values()].sort((a, b) => a.seq - b.seq).map(copyEntry),
     };
@@ -131,6 +141,10 @@ export class MemoryStore implements ClientStore {
 
   saveReceipts(version: number): void {
     this.receipts = version;
+  }
+
+  saveReads(version: number): void {
+    this.reads = version;
   }
 
   putPending(item: PendingSend): void {

@@ -130,6 +130,34 @@ export interface IrisReceipt {
   ts: number;
 }
 
+/**
+ * A read receipt: `by` has read every message this client's user sent to it, up to and including `msg`
+ * (cumulative; docs/PROTOCOL.md 9.8). Read implies delivered: a `receipt` at least as far comes with it.
+ */
+export interface IrisRead {
+  /** Server message id (as in its SendAck) of the newest message read; every earlier one to `by` is read too. */
+  msg: string;
+  /** The reader. */
+  by: string;
+  /** When it was marked read, ms since epoch. */
+  ts: number;
+}
+
+/** How far this client's user has read one conversation, on whichever of its devices (the same on all). */
+export interface IrisReadPosition {
+  /** The conversation: in a 1:1 conversation, the other user. */
+  conv: string;
+  /** Every message of `conv` up to and including this server message id is read. */
+  msg: string;
+  ts: number;
+}
+
+/** This user's settings, as the server holds them. */
+export interface IrisSettings {
+  /** Whether senders learn how far this user read their messages (default true). */
+  readReceipts: boolean;
+}
+
 /** A send's acceptance, with the recipient; emitted for every acked send, including ones resumed from the store. */
 export interface SentEvent extends SendAck {
   to: string;
@@ -150,6 +178,12 @@ export interface ClientEvents {
   /** A send was refused for now and will be written again (same id) after retryAfter ms. */
   retry: RetryEvent;
   receipt: IrisReceipt;
+  /** The sender's side: a peer read this user's messages up to a point (state: may repeat, never goes back). */
+  read: IrisRead;
+  /** The reader's side: how far this user read a conversation, from this or another of its devices. */
+  readState: IrisReadPosition;
+  /** This user's settings: after every welcome, and when a device changed them. */
+  settings: IrisSettings;
   state: ConnectionState;
   /** Errors not tied to a send() or presence() call, and connection failures after connect() resolved. */
   error: IrisError;

@@ -5,12 +5,13 @@ import {
   type Encoding,
   type Entry,
   type ErrorCode,
+  type ReadPosition,
   type ReceiptState,
   type ServerFrame,
 } from '../protocol/index.js';
 import { ConnGuard } from './conn-guard.js';
 import type { MailboxDeps } from './mailbox.js';
-import type { Conn } from './ports.js';
+import type { Conn, ConnState } from './ports.js';
 import type { MailboxStore } from './store.js';
 
 /**
@@ -21,6 +22,14 @@ const PUMPING = new WeakSet<Conn>();
 const PUMP_AGAIN = new WeakSet<Conn>();
 /** Sockets whose receipt catch-up (pumpReceipts) is running: live receipts wait for it. */
 const RECEIPT_PUMPING = new WeakSet<Conn>();
+/** Sockets whose read-state catch-up (pumpReads) is running: live read positions wait for it. */
+const READ_PUMPING = new WeakSet<Conn>();
+
+/** A client written before read receipts (no hello.reads) gets receipts exactly as it knew them. */
+function forConn(item: ReceiptState, st: ConnState): ReceiptState {
+  if (st.rdsent !== undefined || item.read === undefined) return item;
+  return { peer: item.peer, msg: item.msg, ts: item.ts };
+}
 /** Per-connection frame rate and error count (core/conn-guard.ts). */
 const GUARDS = new WeakMap<Conn, ConnGuard>();
 
@@ -126,7 +135,7 @@ export class Delivery {
         const now = conn.state;
         if (rows.length === 0 || now === null || now.rsent !== st.rsent) return;
         const upTo = rows[rows.length - 1]!.v;
-        const items = rows.map((r): ReceiptState => ({ peer: r.peer, msg: r.msg, ts: r.ts }));
+        const items = rows.map(({ v: _, ...item }): ReceiptState => forConn(item, now));
         if (!this.write(conn, encodeFrame({ t: 'receipts', upTo, items }, now.enc))) return;
         conn.setState({ ...now, rsent: upTo });
       }
@@ -137,7 +146,7 @@ export class Delivery {
 
   /** A receipt state just committed as version v: to every socket that has everything before it, straight away. */
   pushReceipt(item: ReceiptState, v: number): Promise<void> {
-    const encoded: Partial<Record<Encoding, string | Uint8Array>> = {};
+    const encoded: Partial<Record<`${Encoding}:${boolean}`, string | Uint8Array>> = {};
     const work: Promise<void>[] = [];
     for (const c of this.deps.sockets.list()) {
       const st = c.state;
@@ -146,10 +155,61 @@ export class Delivery {
         work.push(this.pumpReceipts(c));
         continue;
       }
-      if (!this.write(c, (encoded[st.enc] ??= encodeFrame({ t: 'receipts', upTo: v, items: [item] }, st.enc)))) continue;
+      const key = `${st.enc}:${st.rdsent !== undefined}` as const;
+      if (!this.write(c, (encoded[key] ??= encodeFrame({ t: 'receipts', upTo: v, items: [forConn(item, st)] }, st.enc)))) continue;
       c.setState({ ...st, rsent: v });
     }
     return Promise.all(work).then(() => undefined);
+  }
+
+  /**
+   * Brings one socket's read state up to date (PROTOCOL.md 9.8), like pumpReceipts: every read position that
+   * changed after the read version it has, oldest change first. Only for clients that speak read receipts.
+   */
+  async pumpReads(conn: Conn): Promise<void> {
+    if (READ_PUMPING.has(conn)) return;
+    READ_PUMPING.add(conn);
+    try {
+      for (;;) {
+        const st = conn.state;
+        if (st === null || st.rdsent === undefined || st.rdsent >= this.store.readVersion()) return;
+        // Through a commit, like receipts: a read version a device has is never handed out again for another mark.
+        const rows = await this.tx(() => this.store.readsAfter(st.rdsent!, LIMITS.maxReceiptBatch));
+        const now = conn.state;
+        if (rows.length === 0 || now === null || now.rdsent !== st.rdsent) return;
+        const upTo = rows[rows.length - 1]!.v;
+        const items = rows.map(({ conv, msg, ts }): ReadPosition => ({ conv, msg, ts }));
+        if (!this.write(conn, encodeFrame({ t: 'read_state', upTo, items }, now.enc))) return;
+        conn.setState({ ...now, rdsent: upTo });
+      }
+    } finally {
+      READ_PUMPING.delete(conn);
+    }
+  }
+
+  /** A read position just committed as read version v: to every socket that has everything before it. */
+  pushRead(item: ReadPosition, v: number): Promise<void> {
+    const encoded: Partial<Record<Encoding, string | Uint8Array>> = {};
+    const work: Promise<void>[] = [];
+    for (const c of this.deps.sockets.list()) {
+      const st = c.state;
+      if (st === null || st.rdsent === undefined) continue;
+      if (st.rdsent !== v - 1 || READ_PUMPING.has(c)) {
+        work.push(this.pumpReads(c));
+        continue;
+      }
+      if (!this.write(c, (encoded[st.enc] ??= encodeFrame({ t: 'read_state', upTo: v, items: [item] }, st.enc)))) continue;
+      c.setState({ ...st, rdsent: v });
+    }
+    return Promise.all(work).then(() => undefined);
+  }
+
+  /** The user's settings, to every socket that speaks read receipts (the one that changed them included). */
+  pushSettings(readReceipts: boolean): void {
+    for (const c of this.deps.sockets.list()) {
+      const st = c.state;
+      if (st !== null && st.rdsent !== undefined) this.reply(c, st.enc, { t: 'settings', readReceipts });
+    }
   }
 
 

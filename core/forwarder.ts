@@ -66,7 +66,7 @@ export class Forwarder {
     const now = this.deps.clock.now();
     const store = this.host.store;
     const work: Promise<void>[] = [];
-    for (const r of new Set([...store.outboxRecipients(), ...store.owedPeers()])) {
+    for (const r of new Set([...store.outboxRecipients(), ...store.owedPeers(), ...store.readOwedPeers()])) {
       const st = this.runs.get(r);
       if (st && st.retryAt > now) {
         this.deps.scheduler.wakeAt(st.retryAt);
@@ -108,12 +108,16 @@ export class Forwarder {
     try {
       for (;;) {
         st.again = false;
-        const { items, receipt } = await this.host.tx(() => ({ items: store.outboxFor(recipient, FORWARD_BATCH), receipt: store.owedTo(recipient) }));
-        if (items.length === 0 && receipt === undefined) {
+        const { items, receipt, read } = await this.host.tx(() => ({
+          items: store.outboxFor(recipient, FORWARD_BATCH),
+          receipt: store.owedTo(recipient),
+          read: store.readOwedTo(recipient),
+        }));
+        if (items.length === 0 && receipt === undefined && read === undefined) {
           if (st.again) continue;
           return;
         }
-        const batch: ForwardBatch = receipt ? { from: user, items, receipt } : { from: user, items };
+        const batch: ForwardBatch = { from: user, items, ...(receipt && { receipt }), ...(read && { read }) };
         const res = recipient === user ? await this.host.receive(batch) : await peers.forward(recipient, batch);
         if ((res.acceptedUpTo > 0 && items.length > 0) || receipt) {
           await this.host.tx(() => {
@@ -121,6 +125,8 @@ export class Forwarder {
             if (receipt) store.paid(recipient, receipt.n);
           });
         }
+        // Memory only: the floor that says it reached the sender is written with the users row later.
+        if (read) store.readPaid(recipient, read.n);
         st.attempt = 0;
         if (res.retryAfter !== undefined) {
           const at = clock.now() + res.retryAfter;

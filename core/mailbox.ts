@@ -12,7 +12,10 @@ import {
   type Hello,
   type PresenceInfo,
   type PresenceQuery,
+  type Read,
+  type ReceiptState,
   type Send,
+  type SetSettings,
 } from '../protocol/index.js';
 import type { Config } from './config.js';
 import type {
@@ -59,8 +62,13 @@ interface Accepted {
   accepted: number;
   full: boolean;
   v: number;
+  /** The sender's receipt state for this conversation after the batch, when it changed (v > 0). */
+  receipt?: ReceiptState;
   stored: Entry[];
 }
+
+/** Reference server message ids are `<sender>:<n>`; a read mark names one of `conv`'s. */
+const MSG_NUMBER = /^[1-9][0-9]{0,15}$/;
 
 /**
  * One user's mailbox: everything Iris knows about a user, and every rule that must hold for them (the shard
@@ -74,6 +82,8 @@ interface Accepted {
  *                 - the outbox -> Forwarder: the recipient's receive() in its shard -> retried with backoff until accepted
  *              -> send_ack after the commit
  *   receive()  -> dedup by sender outbox number, inbox append (one transaction) -> Delivery.pushLive / pump
+ *   read       -> read position (reads, versioned; read_state to the user's devices) and ONE read receipt owed
+ *                 to the sender, carried like a delivery receipt (ForwardBatch.read) unless the user turned them off
  *   deliver_ack -> device cursor; per sender ONE cumulative receipt (state, PROTOCOL.md 9.6): handed over in the
  *                 same transaction to a local sender, else owed (memory, derivable from the inbox) and carried
  *                 by the next forward;
@@ -154,6 +164,10 @@ export class Mailbox {
           return await this.onAck(conn, frame);
         case 'presence_query':
           return await this.onPresenceQuery(conn, frame);
+        case 'read':
+          return await this.onRead(conn, frame);
+        case 'set_settings':
+          return await this.onSetSettings(conn, frame);
       }
     } catch (e) {
       if (e instanceof ProtocolError) return this.out.error(conn, enc, e.code, e.message, e.ref ?? ref);
@@ -206,7 +220,7 @@ export class Mailbox {
       this.store.upsertDevice(f.device, cursor, now);
       this.store.setLastSeen(now);
       this.trim();
-      return { cursor, head, rv: this.store.receiptVersion() };
+      return { cursor, head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts: this.store.readReceiptsOn() };
     }).catch((e: unknown) => {
       for (const h of handed) h.rollback();
       handed.length = 0;
@@ -219,7 +233,8 @@ export class Mailbox {
         const head = (u?.next_seq ?? 1) - 1;
         const trimmed = u?.trimmed ?? 0;
         const known = this.store.deviceCursor(f.device);
-        return { cursor: Math.min(head, Math.max(known ?? trimmed, f.cursor, trimmed)), head, rv: this.store.receiptVersion() };
+        const readReceipts = (u?.read_receipts ?? 1) !== 0;
+        return { cursor: Math.min(head, Math.max(known ?? trimmed, f.cursor, trimmed)), head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts };
       });
     });
     if (r === null) {
@@ -235,8 +250,13 @@ export class Mailbox {
     const rsent = f.receipts !== undefined && f.receipts <= r.rv ? f.receipts : 0;
     conn.setState({ device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor });
     this.out.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });
+    // Only a client that sent hello.reads speaks read receipts; the same rule as for receipt versions.
+    if (f.reads !== undefined) {
+      conn.setState({ ...conn.state!, rdsent: f.reads <= r.rdv ? f.reads : 0 });
+      this.out.reply(conn, enc, { t: 'settings', readReceipts: r.readReceipts });
+    }
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
-    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver())]);
+    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver())]);
   }
 
   private async onSend(conn: Conn, f: Send): Promise<void> {
@@ -347,6 +367,54 @@ export class Mailbox {
   }
 
   /**
+   * A device read `conv` up to `msg` (PROTOCOL.md 9.8). Bounded like an ack: only a message this user stored from
+   * `conv` and already sent on this connection. One row here (the read position, versioned for the user's other
+   * devices) and, unless the user turned read receipts off, ONE read receipt owed to `conv`, coalesced with any
+   * earlier one not yet carried: handed over in this commit to a sender in the same storage, else carried by the
+   * next forward batch. Nothing is written for a mark at or behind the stored one.
+   */
+  private async onRead(conn: Conn, f: Read): Promise<void> {
+    const st = conn.state!;
+    const now = this.deps.clock.now();
+    const wait = this.bucket.take(now);
+    if (wait > 0) return this.out.error(conn, st.enc, 'rate_limited', 'request rate exceeded', undefined, wait);
+    const num = f.msg.startsWith(`${f.conv}:`) ? f.msg.slice(f.conv.length + 1) : '';
+    if (!MSG_NUMBER.test(num)) throw new ProtocolError('invalid_field', `msg: expected a message id of ${f.conv} ("${f.conv}:<n>")`);
+    const n = Number(num);
+    const mark = { n, msg: f.msg, ts: now };
+    let handed: HandOver | undefined;
+    const r = await this.tx((): { bad: string; v?: undefined; kick?: undefined } | { bad?: undefined; v: number; kick: boolean } => {
+      if (n > this.store.peerLastN(f.conv)) return { bad: `no message ${f.msg} was stored for this user` };
+      const first = this.store.firstUndeliveredFrom(f.conv, st.sent);
+      if (first !== undefined && first <= n) return { bad: `${f.conv}:${first} was not delivered to this connection yet` };
+      const v = this.store.markRead(f.conv, mark);
+      if (v === 0 || f.conv === this.user || !this.store.readReceiptsOn()) return { v, kick: false };
+      const local = this.deps.peers.local?.(f.conv);
+      if (local) {
+        handed = local.handOver({ from: this.user, items: [], read: mark });
+        return { v, kick: false };
+      }
+      this.store.oweRead(f.conv, mark, v);
+      return { v, kick: true };
+    }).catch((e: unknown) => {
+      handed?.rollback();
+      throw e;
+    });
+    if (r.bad !== undefined) throw new ProtocolError('bad_ack', r.bad);
+    if (r.v === 0) return;
+    if (r.kick) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
+    await Promise.all([this.out.pushRead({ conv: f.conv, msg: f.msg, ts: now }, r.v), r.kick ? this.forward(f.conv) : undefined, handed?.deliver()]);
+  }
+
+  private async onSetSettings(conn: Conn, f: SetSettings): Promise<void> {
+    const wait = this.bucket.take(this.deps.clock.now());
+    if (wait > 0) return this.out.error(conn, conn.state!.enc, 'rate_limited', 'request rate exceeded', undefined, wait);
+    await this.tx(() => this.store.setReadReceipts(f.readReceipts));
+    // Every device that shows the setting learns it; a client written before read receipts gets no frame at all.
+    this.out.pushSettings(f.readReceipts);
+  }
+
+  /**
    * The first device acknowledged the inbox entries (after, upTo]: owe each of their senders ONE cumulative receipt,
    * its newest message among them. Each sender's messages entered this inbox in the order they were sent
    * (per-conversation FIFO), so the newest one delivered implies every earlier one: a burst of N messages costs
@@ -441,16 +509,16 @@ export class Mailbox {
     const first = u.next_seq;
     if (entries.length > 0) this.store.inboxAppend(first, entries);
     if (accepted > last) this.store.setPeerLastN(batch.from, accepted);
-    const v = batch.receipt ? this.store.receiptFrom(batch.from, batch.receipt) : 0;
-    return { accepted, full, v, stored: entries.map((e, i): Entry => ({ kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body, seq: first + i })) };
+    const v = batch.receipt || batch.read ? this.store.receiptFrom(batch.from, batch.receipt, batch.read) : 0;
+    const receipt = v > 0 ? this.store.receiptState(batch.from) : undefined;
+    return { accepted, full, v, ...(receipt && { receipt }), stored: entries.map((e, i): Entry => ({ kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body, seq: first + i })) };
   }
 
   /** After accept()'s commit: push what was stored to the sockets that are caught up. */
   private async stored(batch: ForwardBatch, r: Accepted): Promise<void> {
-    const rc = batch.receipt;
     await Promise.all([
       r.stored.length > 0 ? this.out.pushLive(r.stored) : undefined,
-      rc && r.v > 0 ? this.out.pushReceipt({ peer: batch.from, msg: rc.msg, ts: rc.ts }, r.v) : undefined,
+      r.receipt && r.v > 0 ? this.out.pushReceipt(r.receipt, r.v) : undefined,
     ]);
   }
 

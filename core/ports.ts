@@ -57,6 +57,11 @@ export interface ConnState {
    * Absent on sockets accepted by an older version: the stored cursor is used.
    */
   acked?: number;
+  /**
+   * Highest read version pushed on this socket (PROTOCOL.md 9.8). Undefined when the client's hello had no
+   * `reads`: it was written before read receipts, and gets no read_state, settings or read positions.
+   */
+  rdsent?: number;
 }
 
 /**
@@ -105,6 +110,11 @@ export interface ForwardBatch {
    * of `from`'s devices. Never refused; idempotent (receipts only move forward), so a retry may carry it again.
    */
   receipt?: Receipt;
+  /**
+   * The read receipt `from` owes the recipient, if any: `from` read the recipient's messages to it up to read.n
+   * (read implies delivered). Never refused, idempotent like `receipt`; absent while `from` has them turned off.
+   */
+  read?: Receipt;
 }
 
 export interface ForwardResult {

@@ -84,6 +84,25 @@ const MIGRATIONS: readonly (readonly string[])[] = [
        PRIMARY KEY (user, peer)
      ) WITHOUT ROWID`,
   ],
+  // 5: read receipts, as state like delivery receipts (PROTOCOL.md 9.8). The reader keeps one row per conversation
+  // (how far it read, with a per-user read version its devices resume from: hello.reads) and its setting; the
+  // sender's receipts_in row gains the read position, so a read mark costs one row at each end and nothing per
+  // message. `reads_paid` is a read-version floor: every mark up to it reached its sender, so after a restart
+  // only newer marks are sent again. It is written with the users row when that is written anyway.
+  [
+    `ALTER TABLE users ADD COLUMN read_receipts INTEGER NOT NULL DEFAULT 1`,
+    `ALTER TABLE users ADD COLUMN reads_paid INTEGER NOT NULL DEFAULT 0`,
+    `CREATE TABLE reads (
+       user TEXT NOT NULL, conv TEXT NOT NULL,
+       n INTEGER NOT NULL,          -- the conversation's message number read up to (the sender's outbox number in 1:1)
+       msg TEXT NOT NULL, ts INTEGER NOT NULL,
+       v INTEGER NOT NULL,          -- read version of this user when the row last changed
+       PRIMARY KEY (user, conv)
+     ) WITHOUT ROWID`,
+    `ALTER TABLE receipts_in ADD COLUMN rn INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE receipts_in ADD COLUMN rmsg TEXT NOT NULL DEFAULT ''`,
+    `ALTER TABLE receipts_in ADD COLUMN rts INTEGER NOT NULL DEFAULT 0`,
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -1,7 +1,7 @@
 // Over 400 lines on purpose: every query of the schema is here, next to the in-memory caches that mirror what
 // those queries wrote (counters, outbox mirrors, owed receipts, cursors); a query and the cache it keeps in step
 // must change together, so they are not split across files.
-import { ENTRY_KINDS, type Entry, type EntryKind, type ReceiptState } from '../protocol/index.js';
+import { ENTRY_KINDS, type Entry, type EntryKind, type ReadPosition, type ReceiptState } from '../protocol/index.js';
 import type { ForwardItem, Receipt, Sql } from './ports.js';
 
 /**
@@ -32,7 +32,9 @@ export function usersToResume(sql: Sql): string[] {
   return sql
     .all<{ user: string }>(
       `SELECT DISTINCT user FROM outbox UNION SELECT DISTINCT user FROM receipts_out
-       UNION SELECT DISTINCT d.user FROM devices d JOIN users u ON u.user = d.user WHERE d.cursor > u.trimmed`,
+       UNION SELECT DISTINCT d.user FROM devices d JOIN users u ON u.user = d.user WHERE d.cursor > u.trimmed
+       UNION SELECT DISTINCT r.user FROM reads r JOIN users u ON u.user = r.user
+         WHERE r.v > u.reads_paid AND u.read_receipts = 1 AND r.conv <> r.user`,
     )
     .map((r) => r.user);
 }
@@ -43,13 +45,42 @@ export interface UserRow {
   trimmed: number;
   delivered: number;
   last_seen: number;
+  /** 1: senders learn how far this user read (the user's setting, default on). */
+  read_receipts: number;
+  /** Read-version floor as stored: every read mark up to it reached its sender (see MailboxStore.readOwedMap). */
+  reads_paid: number;
   [k: string]: number;
+}
+
+/** How far this user's messages to one peer were delivered and read (receipts_in, mirrored). */
+// A type, not an interface: SQL row types need the implicit index signature.
+type ReceivedState = {
+  n: number;
+  msg: string;
+  ts: number;
+  rn: number;
+  rmsg: string;
+  rts: number;
+};
+
+/** A read receipt owed to a conversation's sender: the mark's read version `v` orders the floor. */
+interface OwedRead extends Receipt {
+  v: number;
 }
 
 /** A receipt owed to a sender: `seq` is the inbox entry it can be derived from (0: written in receipts_out). */
 interface OwedReceipt extends Receipt {
   seq: number;
   stored: boolean;
+}
+
+function receiptItem(peer: string, s: ReceivedState): ReceiptState {
+  const item: ReceiptState = { peer, msg: s.msg, ts: s.ts };
+  if (s.rn > 0) {
+    item.read = s.rmsg;
+    item.readTs = s.rts;
+  }
+  return item;
 }
 
 /** Outbox items mirrored in memory per recipient, at most. */
@@ -73,9 +104,14 @@ export class MailboxStore {
   private readonly mirrors = new Map<string, ForwardItem[]>();
   /** Per sender, the receipt owed to it (null until first needed; see owedMap). */
   private owed: Map<string, OwedReceipt> | null = null;
-  /** receipts_in mirrored (null until first needed): per recipient, how far this user's messages were delivered. */
-  private received: Map<string, number> | null = null;
+  /** receipts_in mirrored (null until first needed): per recipient, how far this user's messages were delivered and read. */
+  private received: Map<string, ReceivedState> | null = null;
   private version = 0;
+  /** reads mirrored (null until first needed): per conversation, the message number read up to. */
+  private readPos: Map<string, number> | null = null;
+  private readV = 0;
+  /** Per conversation, the read receipt owed to its sender (null until first needed; see readOwedMap). */
+  private readOwed: Map<string, OwedRead> | null = null;
   /** Device cursors acknowledged and not yet written (Mailbox.onAck); saveCursors writes them. */
   private readonly unsaved = new Map<string, number>();
 
@@ -95,6 +131,9 @@ export class MailboxStore {
     this.owed = null;
     this.received = null;
     this.version = 0;
+    this.readPos = null;
+    this.readV = 0;
+    this.readOwed = null;
     this.unsaved.clear();
   }
 
@@ -125,7 +164,7 @@ export class MailboxStore {
 
   /** The stored row with the counters derived from the rows that carry the numbers (see the class comment). */
   private readUserRow(): UserRow | undefined {
-    const r = this.sql.all<UserRow>(`SELECT next_seq, next_n, trimmed, delivered, last_seen FROM users WHERE user = ?`, this.user)[0];
+    const r = this.sql.all<UserRow>(`SELECT next_seq, next_n, trimmed, delivered, last_seen, read_receipts, reads_paid FROM users WHERE user = ?`, this.user)[0];
     if (!r) return undefined;
     const max = (q: string) => this.sql.all<{ m: number | null }>(q, this.user)[0]?.m ?? 0;
     const maxSeq = max(`SELECT max(seq) AS m FROM inbox WHERE user = ?`);
@@ -156,8 +195,11 @@ export class MailboxStore {
   }
 
   setLastSeen(ts: number): void {
-    this.mutableRow().last_seen = ts;
-    this.sql.all(`UPDATE users SET last_seen = ? WHERE user = ?`, ts, this.user);
+    const row = this.mutableRow();
+    row.last_seen = ts;
+    // The read floor rides along: the same row, so no extra row written.
+    row.reads_paid = this.readsPaidFloor();
+    this.sql.all(`UPDATE users SET last_seen = ?, reads_paid = ? WHERE user = ?`, ts, row.reads_paid, this.user);
   }
 
   // ---- idempotent send ----
@@ -400,12 +442,15 @@ export class MailboxStore {
 
   // ---- receipts of this user's own messages (state its devices sync by version) ----
 
-  private receivedMap(): Map<string, number> {
+  private receivedMap(): Map<string, ReceivedState> {
     if (this.received === null) {
       this.received = new Map();
       let v = 0;
-      for (const r of this.sql.all<{ peer: string; n: number; v: number }>(`SELECT peer, n, v FROM receipts_in WHERE user = ?`, this.user)) {
-        this.received.set(r.peer, r.n);
+      for (const r of this.sql.all<ReceivedState & { peer: string; v: number }>(
+        `SELECT peer, n, msg, ts, rn, rmsg, rts, v FROM receipts_in WHERE user = ?`,
+        this.user,
+      )) {
+        this.received.set(r.peer, { n: r.n, msg: r.msg, ts: r.ts, rn: r.rn, rmsg: r.rmsg, rts: r.rts });
         if (r.v > v) v = r.v;
       }
       this.version = v;
@@ -423,26 +468,165 @@ export class MailboxStore {
    * `peer` says this user's messages up to outbox number r.n reached it. Returns the new receipt version, or 0 when
    * that was already known (a retry, or an older receipt overtaken): receipts only move forward.
    */
-  receiptFrom(peer: string, r: Receipt): number {
+  receiptFrom(peer: string, r: Receipt | undefined, read?: Receipt): number {
     const received = this.receivedMap();
-    if ((received.get(peer) ?? 0) >= r.n) return 0;
+    const cur = received.get(peer) ?? { n: 0, msg: '', ts: 0, rn: 0, rmsg: '', rts: 0 };
+    const next = { ...cur };
+    if (read && read.n > next.rn) Object.assign(next, { rn: read.n, rmsg: read.msg, rts: read.ts });
+    // Read implies delivered: a read position ahead of the delivered one moves it too.
+    for (const d of [r, read]) if (d && d.n > next.n) Object.assign(next, { n: d.n, msg: d.msg, ts: d.ts });
+    if (next.n === cur.n && next.rn === cur.rn) return 0;
     const v = this.version + 1;
     this.sql.all(
-      `INSERT INTO receipts_in (user, peer, n, msg, ts, v) VALUES (?, ?, ?, ?, ?, ?)
-       ON CONFLICT (user, peer) DO UPDATE SET n = excluded.n, msg = excluded.msg, ts = excluded.ts, v = excluded.v`,
-      this.user, peer, r.n, r.msg, r.ts, v,
+      `INSERT INTO receipts_in (user, peer, n, msg, ts, v, rn, rmsg, rts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (user, peer) DO UPDATE SET n = excluded.n, msg = excluded.msg, ts = excluded.ts, v = excluded.v,
+         rn = excluded.rn, rmsg = excluded.rmsg, rts = excluded.rts`,
+      this.user, peer, next.n, next.msg, next.ts, v, next.rn, next.rmsg, next.rts,
     );
-    received.set(peer, r.n);
+    received.set(peer, next);
     this.version = v;
     return v;
   }
 
+  /** The receipt state of this user's conversation with `peer`, as a `receipts` item. */
+  receiptState(peer: string): ReceiptState | undefined {
+    const s = this.receivedMap().get(peer);
+    return s && receiptItem(peer, s);
+  }
+
   /** Receipt states changed after version `after`, oldest change first. Bounded by the number of peers. */
   receiptsAfter(after: number, limit: number): (ReceiptState & { v: number })[] {
-    return this.sql.all<{ peer: string; msg: string; ts: number; v: number }>(
-      `SELECT peer, msg, ts, v FROM receipts_in WHERE user = ? AND v > ? ORDER BY v LIMIT ?`,
+    return this.sql
+      .all<ReceivedState & { peer: string; v: number }>(
+        `SELECT peer, n, msg, ts, rn, rmsg, rts, v FROM receipts_in WHERE user = ? AND v > ? ORDER BY v LIMIT ?`,
+        this.user, after, limit,
+      )
+      .map((r) => ({ ...receiptItem(r.peer, r), v: r.v }));
+  }
+
+  // ---- read state: how far this user read each conversation (its devices sync it; senders get receipts) ----
+
+  private readMap(): Map<string, number> {
+    if (this.readPos === null) {
+      this.readPos = new Map();
+      let v = 0;
+      for (const r of this.sql.all<{ conv: string; n: number; v: number }>(`SELECT conv, n, v FROM reads WHERE user = ?`, this.user)) {
+        this.readPos.set(r.conv, r.n);
+        if (r.v > v) v = r.v;
+      }
+      this.readV = v;
+    }
+    return this.readPos;
+  }
+
+  /** This user's read version: bumped by every change of a read position. */
+  readVersion(): number {
+    this.readMap();
+    return this.readV;
+  }
+
+  /** Marks `conv` read up to n. Returns the new read version, or 0 when it was read that far already (no write). */
+  markRead(conv: string, r: Receipt): number {
+    const pos = this.readMap();
+    if ((pos.get(conv) ?? 0) >= r.n) return 0;
+    const v = this.readV + 1;
+    this.sql.all(
+      `INSERT INTO reads (user, conv, n, msg, ts, v) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT (user, conv) DO UPDATE SET n = excluded.n, msg = excluded.msg, ts = excluded.ts, v = excluded.v`,
+      this.user, conv, r.n, r.msg, r.ts, v,
+    );
+    pos.set(conv, r.n);
+    this.readV = v;
+    return v;
+  }
+
+  /** Read positions changed after read version `after`, oldest change first. */
+  readsAfter(after: number, limit: number): (ReadPosition & { v: number })[] {
+    return this.sql.all<{ conv: string; msg: string; ts: number; v: number }>(
+      `SELECT conv, msg, ts, v FROM reads WHERE user = ? AND v > ? ORDER BY v LIMIT ?`,
       this.user, after, limit,
     );
+  }
+
+  /**
+   * The lowest outbox number among `peer`'s messages stored after `seq` (what a connection that was sent up to
+   * `seq` has not been given yet), or undefined. A range scan of that connection's undelivered tail.
+   */
+  firstUndeliveredFrom(peer: string, seq: number): number | undefined {
+    const m = this.sql.all<{ m: number | null }>(
+      `SELECT min(n) AS m FROM inbox WHERE user = ? AND seq > ? AND peer = ? AND kind = ? AND n > 0`,
+      this.user, seq, peer, ENTRY_KINDS.message,
+    )[0]?.m;
+    return m ?? undefined;
+  }
+
+  readReceiptsOn(): boolean {
+    return this.userRow().read_receipts !== 0;
+  }
+
+  /**
+   * The user's setting. Either way the marks made so far are not sent (off: senders get nothing more; on: only
+   * marks from now), so the owed ones are dropped and the floor moves to the current version, in the same row.
+   */
+  setReadReceipts(on: boolean): boolean {
+    const row = this.mutableRow();
+    if ((row.read_receipts !== 0) === on) return false;
+    this.readOwed = new Map();
+    row.read_receipts = on ? 1 : 0;
+    row.reads_paid = this.readVersion();
+    this.sql.all(`UPDATE users SET read_receipts = ?, reads_paid = ? WHERE user = ?`, row.read_receipts, row.reads_paid, this.user);
+    return true;
+  }
+
+  /**
+   * Owed read receipts live in memory, like delivery receipts. After a restart they are derived again from the
+   * reads rows newer than the stored floor (reads_paid); sending one twice changes nothing at the sender. The
+   * floor is written with the users row when that is written anyway (connect, disconnect, trim), never alone.
+   */
+  private readOwedMap(): Map<string, OwedRead> {
+    if (this.readOwed === null) {
+      const owed = new Map<string, OwedRead>();
+      const u = this.userRow();
+      if (u.read_receipts !== 0) {
+        for (const r of this.sql.all<{ conv: string; n: number; msg: string; ts: number; v: number }>(
+          `SELECT conv, n, msg, ts, v FROM reads WHERE user = ? AND v > ?`,
+          this.user, u.reads_paid,
+        )) {
+          if (r.conv !== this.user) owed.set(r.conv, { n: r.n, msg: r.msg, ts: r.ts, v: r.v });
+        }
+      }
+      this.readOwed = owed;
+    }
+    return this.readOwed;
+  }
+
+  oweRead(conv: string, r: Receipt, v: number): void {
+    this.readOwedMap().set(conv, { ...r, v });
+  }
+
+  readOwedTo(conv: string): Receipt | undefined {
+    const o = this.readOwedMap().get(conv);
+    return o && { n: o.n, msg: o.msg, ts: o.ts };
+  }
+
+  readOwedPeers(): string[] {
+    return [...this.readOwedMap().keys()];
+  }
+
+  /** `conv`'s sender stored the read receipt up to n: forget it, unless a newer mark is owed meanwhile. Memory only. */
+  readPaid(conv: string, n: number): void {
+    const owed = this.readOwedMap();
+    const cur = owed.get(conv);
+    if (cur && cur.n <= n) owed.delete(conv);
+  }
+
+  /** Every read mark up to this version reached its sender (or is not owed to anyone). */
+  private readsPaidFloor(): number {
+    const row = this.mutableRow();
+    if (this.readOwed === null) return row.reads_paid;
+    let floor = this.readVersion();
+    for (const o of this.readOwed.values()) if (o.v - 1 < floor) floor = o.v - 1;
+    return Math.max(floor, row.reads_paid);
   }
 
   trimInbox(upTo: number): void {
@@ -458,8 +642,10 @@ export class MailboxStore {
       );
     }
     this.sql.all(`DELETE FROM inbox WHERE user = ? AND seq <= ?`, this.user, upTo);
-    this.sql.all(`UPDATE users SET trimmed = ? WHERE user = ?`, upTo, this.user);
-    this.mutableRow().trimmed = upTo;
+    const row = this.mutableRow();
+    row.reads_paid = this.readsPaidFloor();
+    this.sql.all(`UPDATE users SET trimmed = ?, reads_paid = ? WHERE user = ?`, upTo, row.reads_paid, this.user);
+    row.trimmed = upTo;
   }
 
   // ---- devices ----

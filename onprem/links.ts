@@ -128,9 +128,10 @@ function frame(op: number, rid: number): Enc {
 export function encodeForward(rid: number, to: string, batch: ForwardBatch): Buffer {
   const e = frame(OP_FORWARD, rid).str(to).str(batch.from).u32(batch.items.length);
   for (const it of batch.items) e.f64(it.n).u8(it.kind === 'delivered' ? 2 : 1).str(it.msg).f64(it.ts).bytes(it.body);
-  const r = batch.receipt;
-  if (r) e.u8(1).f64(r.n).str(r.msg).f64(r.ts);
-  else e.u8(0);
+  for (const r of [batch.receipt, batch.read]) {
+    if (r) e.u8(1).f64(r.n).str(r.msg).f64(r.ts);
+    else e.u8(0);
+  }
   return e.done();
 }
 
@@ -144,8 +145,10 @@ export function decodeForward(d: Dec): { to: string; batch: ForwardBatch } {
     const kind = d.u8() === 2 ? 'delivered' : 'message';
     items.push({ n, kind, msg: d.str(), ts: d.f64(), body: d.bytes() });
   }
-  if (d.u8() === 1) return { to, batch: { from, items, receipt: { n: d.f64(), msg: d.str(), ts: d.f64() } } };
-  return { to, batch: { from, items } };
+  // Both ends of a link are the same build (one server's workers), so the read receipt follows unconditionally.
+  const receipt = d.u8() === 1 ? { n: d.f64(), msg: d.str(), ts: d.f64() } : undefined;
+  const read = d.u8() === 1 ? { n: d.f64(), msg: d.str(), ts: d.f64() } : undefined;
+  return { to, batch: { from, items, ...(receipt && { receipt }), ...(read && { read }) } };
 }
 
 /** Splits a byte stream into frames: calls onFrame(op, rid, body decoder) for each complete one. */

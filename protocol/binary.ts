@@ -6,6 +6,7 @@ import {
   type EntryKind,
   type Frame,
   type FrameType,
+  type ReceiptState,
 } from './frames.js';
 import { LIMITS } from './limits.js';
 import * as v from './validate.js';
@@ -152,7 +153,9 @@ export function encodeBinary(f: Frame): Uint8Array {
     case 'hello':
       w.str(f.device);
       w.uint(f.cursor);
-      if (f.receipts !== undefined) w.uint(f.receipts);
+      // Trailing fields are positional: `reads` needs `receipts` before it (0 means none).
+      if (f.receipts !== undefined || f.reads !== undefined) w.uint(f.receipts ?? 0);
+      if (f.reads !== undefined) w.uint(f.reads);
       break;
     case 'welcome':
       w.str(f.user);
@@ -194,6 +197,31 @@ export function encodeBinary(f: Frame): Uint8Array {
         w.str(it.msg);
         w.uint(it.ts);
       }
+      // Read positions follow as one trailing block, one (read, readTs) per item ("" and 0: none), so a frame
+      // without any is byte for byte what clients written before read receipts decode.
+      if (f.items.some((it) => it.read !== undefined)) {
+        for (const it of f.items) {
+          w.str(it.read ?? '');
+          w.uint(it.readTs ?? 0);
+        }
+      }
+      break;
+    case 'read':
+      w.str(f.conv);
+      w.str(f.msg);
+      break;
+    case 'read_state':
+      w.uint(f.upTo);
+      w.uint(f.items.length);
+      for (const it of f.items) {
+        w.str(it.conv);
+        w.str(it.msg);
+        w.uint(it.ts);
+      }
+      break;
+    case 'set_settings':
+    case 'settings':
+      w.bool(f.readReceipts);
       break;
     case 'presence_query':
       w.str(f.ref);
@@ -237,6 +265,7 @@ export function decodeBinary(buf: Uint8Array): Frame {
       f = { t: type, device: v.userId(r.str('device', id), 'device'), cursor: r.uint('cursor') };
       // Optional trailing field (added with receipts as state): older clients end the frame here.
       if (r.more()) f.receipts = r.uint('receipts');
+      if (r.more()) f.reads = r.uint('reads');
       break;
     case 'welcome':
       f = {
@@ -289,13 +318,41 @@ export function decodeBinary(buf: Uint8Array): Frame {
       const upTo = r.uint('upTo');
       const n = r.uint('items');
       if (n > LIMITS.maxReceiptBatch) throw new ProtocolError('invalid_field', `items: at most ${LIMITS.maxReceiptBatch}`);
-      const items = [];
+      const items: ReceiptState[] = [];
       for (let i = 0; i < n; i++) {
         items.push({ peer: v.userId(r.str('peer', id), 'peer'), msg: v.messageId(r.str('msg', LIMITS.maxMessageIdLength), 'msg'), ts: r.uint('ts') });
+      }
+      // Optional trailing block of read positions (see the encoder).
+      if (r.more()) {
+        for (const it of items) {
+          const read = r.str('read', LIMITS.maxMessageIdLength);
+          const readTs = r.uint('readTs');
+          if (read === '') continue;
+          it.read = v.messageId(read, 'read');
+          it.readTs = readTs;
+        }
       }
       f = { t: type, upTo, items };
       break;
     }
+    case 'read':
+      f = { t: type, conv: v.userId(r.str('conv', id), 'conv'), msg: v.messageId(r.str('msg', LIMITS.maxMessageIdLength), 'msg') };
+      break;
+    case 'read_state': {
+      const upTo = r.uint('upTo');
+      const n = r.uint('items');
+      if (n > LIMITS.maxReceiptBatch) throw new ProtocolError('invalid_field', `items: at most ${LIMITS.maxReceiptBatch}`);
+      const items = [];
+      for (let i = 0; i < n; i++) {
+        items.push({ conv: v.userId(r.str('conv', id), 'conv'), msg: v.messageId(r.str('msg', LIMITS.maxMessageIdLength), 'msg'), ts: r.uint('ts') });
+      }
+      f = { t: type, upTo, items };
+      break;
+    }
+    case 'set_settings':
+    case 'settings':
+      f = { t: type, readReceipts: r.bool('readReceipts') };
+      break;
     case 'presence_query': {
       const ref = v.clientId(r.str('ref', id), 'ref');
       const n = r.uint('users');

@@ -20,6 +20,10 @@ export const FRAME_TYPES = {
   pong: 10,
   error: 11,
   receipts: 12,
+  read: 13,
+  read_state: 14,
+  set_settings: 15,
+  settings: 16,
 } as const;
 
 export type FrameType = keyof typeof FRAME_TYPES;
@@ -36,6 +40,13 @@ export interface Hello {
    * receipt that changed after it. Optional on the wire (binary: a trailing varint).
    */
   receipts?: number;
+  /**
+   * The `upTo` of the last `read_state` frame this device processed (0: none). Present only from clients that
+   * speak read receipts: the server sends `read_state` and `settings` frames, and read positions inside
+   * `receipts`, only to a connection whose hello carried it. Optional on the wire (binary: a second trailing
+   * varint, after `receipts`).
+   */
+  reads?: number;
 }
 
 export interface Welcome {
@@ -115,6 +126,13 @@ export interface ReceiptState {
   peer: string;
   msg: string;
   ts: number;
+  /**
+   * Every message this user sent to `peer` up to and including this one was read by `peer` (cumulative; never
+   * behind `msg`, since read implies delivered). Absent: nothing read yet, or `peer` does not send read receipts.
+   */
+  read?: string;
+  /** When `read` was marked, ms since epoch; present exactly when `read` is. */
+  readTs?: number;
 }
 
 /**
@@ -125,6 +143,48 @@ export interface Receipts {
   t: 'receipts';
   upTo: number;
   items: ReceiptState[];
+}
+
+/**
+ * Client: every message in conversation `conv` up to and including `msg` is read on this device. Cumulative;
+ * an older mark than the one stored changes nothing. For a 1:1 conversation `conv` is the other user's id and
+ * `msg` the id of a message that user sent here (group conversations will use their group id).
+ */
+export interface Read {
+  t: 'read';
+  conv: string;
+  msg: string;
+}
+
+/** How far this user has read one conversation (the state the user's devices share). */
+export interface ReadPosition {
+  conv: string;
+  msg: string;
+  /** When the mark was made, ms since epoch. */
+  ts: number;
+}
+
+/**
+ * Read positions of this user's conversations that changed, oldest change first. `upTo` is the user's read
+ * version this brings the device to: the device sends it as `hello.reads`. Not acked.
+ */
+export interface ReadState {
+  t: 'read_state';
+  upTo: number;
+  items: ReadPosition[];
+}
+
+/** Client: change this user's settings. Answered by `settings` (to every connection of the user that reads it). */
+export interface SetSettings {
+  t: 'set_settings';
+  /** Whether senders learn how far this user read their messages (delivery receipts are not affected). */
+  readReceipts: boolean;
+}
+
+/** Server: this user's settings, after `welcome` and whenever they change. */
+export interface Settings {
+  t: 'settings';
+  readReceipts: boolean;
 }
 
 export interface PresenceQuery {
@@ -164,11 +224,11 @@ export interface ErrorFrame {
   retryAfter?: number;
 }
 
-export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping;
-export type ServerFrame = Welcome | SendAck | Deliver | Receipts | Presence | Pong | ErrorFrame;
+export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings;
+export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame;
 export type Frame = ClientFrame | ServerFrame;
 
-const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping']);
+const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings']);
 
 export function isClientFrame(f: Frame): f is ClientFrame {
   return CLIENT_TYPES.has(f.t);

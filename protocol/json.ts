@@ -1,5 +1,5 @@
 import { ProtocolError, isErrorCode } from './errors.js';
-import { ENTRY_KINDS, FRAME_TYPES, type Entry, type EntryKind, type Frame, type FrameType } from './frames.js';
+import { ENTRY_KINDS, FRAME_TYPES, type Entry, type EntryKind, type Frame, type FrameType, type ReceiptState } from './frames.js';
 import { LIMITS } from './limits.js';
 import * as v from './validate.js';
 
@@ -84,6 +84,7 @@ export function decodeJson(text: string): Frame {
     case 'hello': {
       const f: Frame = { t: type, device: v.userId(o['device'], 'device'), cursor: o['cursor'] === undefined ? 0 : v.uint(o['cursor'], 'cursor') };
       if (o['receipts'] !== undefined) f.receipts = v.uint(o['receipts'], 'receipts');
+      if (o['reads'] !== undefined) f.reads = v.uint(o['reads'], 'reads');
       return f;
     }
     case 'welcome':
@@ -130,9 +131,28 @@ export function decodeJson(text: string): Frame {
         upTo: v.uint(o['upTo'], 'upTo'),
         items: v.list(o['items'], 'items', LIMITS.maxReceiptBatch, (x) => {
           const it = obj(x, 'items[]');
-          return { peer: v.userId(it['peer'], 'peer'), msg: v.messageId(it['msg'], 'msg'), ts: v.uint(it['ts'], 'ts') };
+          const r: ReceiptState = { peer: v.userId(it['peer'], 'peer'), msg: v.messageId(it['msg'], 'msg'), ts: v.uint(it['ts'], 'ts') };
+          if (it['read'] !== undefined) {
+            r.read = v.messageId(it['read'], 'read');
+            r.readTs = v.uint(it['readTs'], 'readTs');
+          }
+          return r;
         }),
       };
+    case 'read':
+      return { t: type, conv: v.userId(o['conv'], 'conv'), msg: v.messageId(o['msg'], 'msg') };
+    case 'read_state':
+      return {
+        t: type,
+        upTo: v.uint(o['upTo'], 'upTo'),
+        items: v.list(o['items'], 'items', LIMITS.maxReceiptBatch, (x) => {
+          const it = obj(x, 'items[]');
+          return { conv: v.userId(it['conv'], 'conv'), msg: v.messageId(it['msg'], 'msg'), ts: v.uint(it['ts'], 'ts') };
+        }),
+      };
+    case 'set_settings':
+    case 'settings':
+      return { t: type, readReceipts: v.bool(o['readReceipts'], 'readReceipts') };
     case 'presence_query': {
       const ref = v.clientId(o['ref'], 'ref');
       return { t: type, ref, users: v.list(o['users'], 'users', LIMITS.maxPresenceUsers, (u) => v.userId(u, 'users[]', ref), ref) };

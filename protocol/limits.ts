@@ -15,7 +15,7 @@ export const LIMITS = {
   maxPresenceUsers: 32,
   /** Entries in one deliver frame. */
   maxDeliverBatch: 64,
-  /** Receipt states in one receipts frame. */
+  /** Receipt states in one receipts frame; read positions in one read_state frame. */
   maxReceiptBatch: 64,
   /** Human-readable text of an error frame. */
   maxErrorMessageLength: 256,

@@ -8,10 +8,10 @@
  * or --port N (an on-prem server started with --port 0 prints the one it got).
  * Connects as alice (minting a dev token unless --token or IRIS_TOKEN is given) and sends each stdin line to
  * bob. Incoming messages print with time and sender; "✓" marks a message the server stored, "✓✓" one that
- * reached a device of its recipient. The device's cursor and unsent messages live in
+ * reached a device of its recipient, "✓✓ read" one its recipient read (unless they turned read receipts off). The device's cursor and unsent messages live in
  * ./.iris/<user>-<device>.json, so a restarted chat resumes where it stopped, with nothing lost or repeated.
  *
- * Commands: /presence [user...]  /quit  /help
+ * Commands: /read (mark what the peer sent read)  /receipts on|off  /presence [user...]  /quit  /help
  * stdin may be a pipe: at end of input the chat waits for the acks of what it sent (and briefly for delivery
  * receipts, see --linger), then exits.
  */
@@ -103,7 +103,16 @@ client.on('state', (s: ConnectionState) => {
   if (s === 'closed' && started && !stopping) setTimeout(() => process.exit(1), 50);
 });
 client.on('welcome', (w) => out(`* signed in as ${w.user} on device ${w.device} (resuming after #${w.cursor}, inbox head #${w.head})`));
-client.on('message', (m) => out(`[${clock(m.ts)}] ${m.from}: ${m.text()}`));
+/** The newest message the peer sent us that was shown: what /read marks. */
+let lastFromPeer: string | null = null;
+client.on('message', (m) => {
+  if (m.from === peer) lastFromPeer = m.msg;
+  out(`[${clock(m.ts)}] ${m.from}: ${m.text()}`);
+});
+// Cumulative, like delivery receipts: one line for everything up to r.msg.
+client.on('read', (r) => out(`  ✓✓ read by ${r.by} up to ${r.msg} at ${clock(r.ts)}`));
+client.on('readState', (p) => out(`* ${p.conv} read up to ${p.msg} (on one of your devices)`));
+client.on('settings', (x) => out(`* read receipts are ${x.readReceipts ? 'on' : 'off'}`));
 // Shown by an earlier run that stopped before it finished printing them (the terminal may or may not have them).
 client.on('recovered', (r) => {
   if (r.kind === 'message') out(`[${clock(r.message.ts)}] ${r.message.from}: ${r.message.text()}  (again: the last run stopped while showing it)`);
@@ -193,7 +202,12 @@ rl.on('line', (raw) => {
   if (line === '') return;
   queue = queue.then(async () => {
     if (line === '/quit') return void (await stop(0));
-    if (line === '/help') return out('commands: /presence [user...]  /quit  (anything else is sent)');
+    if (line === '/help') return out('commands: /read  /receipts on|off  /presence [user...]  /quit  (anything else is sent)');
+    if (line === '/read') {
+      if (lastFromPeer === null) return out(`! nothing from ${peer} to mark read yet`);
+      return client.markRead(peer!, lastFromPeer);
+    }
+    if (line === '/receipts on' || line === '/receipts off') return client.setReadReceipts(line.endsWith('on'));
     if (line.startsWith('/presence')) {
       const users = line.split(/\s+/).slice(1);
       return presence(users.length > 0 ? users : [peer]);

@@ -20,6 +20,9 @@
  *   offline  bob offline while alice sends N; then bob connects and catches up
  *   sparse   like paced, with --sparse-gap-ms between messages: what a message costs when nothing else is going
  *            on (the forward safety-net alarm fires 2 s after each send; it is billed as a request)
+ *   reads    (not in the default list) alice's --paced messages are delivered and receipted BEFORE the first
+ *            snapshot; then bob marks them read one at a time, each waiting for alice's read event: the figures
+ *            are per READ MARK (PROTOCOL.md 9.8), not per message
  *
  * Before each scenario's first snapshot the pair exchanges one warm-up message (both shards exist, the peers
  * row is there, both devices are registered), so the figures are the steady state, not first contact. After the
@@ -71,6 +74,8 @@ interface Options {
 }
 
 const SCENARIOS = ['online', 'paced', 'offline', 'sparse'];
+/** Scenarios run only when named in --scenarios. */
+const EXTRA_SCENARIOS = ['reads'];
 
 function parse(argv: string[]): Options {
   const o: Options = { url: null, secret: 'bench-cf-rows-secret', n: 1000, paced: 200, sparse: 4, sparseGapMs: 2500, scenarios: SCENARIOS, json: null, statements: true };
@@ -106,7 +111,7 @@ function parse(argv: string[]): Options {
   for (const [k, x, max] of [['--n', o.n, 10_000], ['--paced', o.paced, 2_000], ['--sparse', o.sparse, 20]] as const) {
     if (!(Number.isInteger(x) && x >= 0 && x <= max)) throw new Error(`${k} must be an integer in [0, ${max}]`);
   }
-  for (const sc of o.scenarios) if (!SCENARIOS.includes(sc)) throw new Error(`unknown scenario ${sc} (${SCENARIOS.join(', ')})`);
+  for (const sc of o.scenarios) if (!SCENARIOS.includes(sc) && !EXTRA_SCENARIOS.includes(sc)) throw new Error(`unknown scenario ${sc} (${SCENARIOS.join(', ')})`);
   return o;
 }
 
@@ -176,6 +181,8 @@ class Party {
   receipts = 0;
   /** Receipts are cumulative (PROTOCOL.md 9.6): the highest outbox number of ours one of them named. */
   receiptedUpTo = 0;
+  /** Read receipts (PROTOCOL.md 9.8): the highest outbox number of ours the peer read. */
+  readUpTo = 0;
   private waiters: (() => void)[] = [];
 
   constructor(
@@ -198,6 +205,10 @@ class Party {
     this.client.on('receipt', (r) => {
       this.receipts++;
       this.receiptedUpTo = Math.max(this.receiptedUpTo, outboxNumber(r.msg));
+      this.wake();
+    });
+    this.client.on('read', (r) => {
+      this.readUpTo = Math.max(this.readUpTo, outboxNumber(r.msg));
       this.wake();
     });
     this.client.on('error', (e) => console.error(`${user}: ${e.code}: ${e.message}`));
@@ -349,13 +360,30 @@ async function scenario(o: Options, base: string, name: string, n: number): Prom
     const warm = await alice.client.send(bob.user, 'warm-up');
     await alice.until(() => alice.receiptedUpTo >= outboxNumber(warm.msg) && bob.messages >= 1, 'the warm-up receipt');
     if (name === 'offline') await bob.client.close();
+    const marks: string[] = [];
+    if (name === 'reads') {
+      // The messages and their delivery receipts are not part of what is measured: only the read marks are.
+      const acks = [];
+      for (let i = 0; i < n; i++) acks.push(await alice.client.send(bob.user, `to be read ${i}`));
+      marks.push(...acks.map((x) => x.msg));
+      await bob.until(() => bob.messages >= n + 1, `${n} messages at bob`);
+      await alice.until(() => alice.receiptedUpTo >= outboxNumber(marks.at(-1)!), 'their delivery receipts');
+    }
+    // Less the warm-up's receipt (and, reads, those of the messages read).
+    const receiptsBefore = alice.receipts;
     const before = await settle(base, users, 2_500);
     const wireBefore = [snapWire(alice), snapWire(bob)];
     const t0 = Date.now();
     let lastMsg = '';
     const body = (i: number) => `message ${i} of ${name}: about the size of a short chat line`;
 
-    if (name === 'online' || name === 'offline') {
+    if (name === 'reads') {
+      for (const msg of marks) {
+        bob.client.markRead(alice.user, msg);
+        await alice.until(() => alice.readUpTo >= outboxNumber(msg), `the read receipt of ${msg}`);
+      }
+      lastMsg = marks.at(-1)!;
+    } else if (name === 'online' || name === 'offline') {
       const acks = Array.from({ length: n }, (_, i) => alice.client.send(bob.user, body(i)));
       lastMsg = (await Promise.all(acks)).at(-1)!.msg;
       if (name === 'offline') {
@@ -374,7 +402,7 @@ async function scenario(o: Options, base: string, name: string, n: number): Prom
     await bob.until(() => bob.messages >= n + 1, `${n} messages at bob`);
     await alice.until(() => alice.receiptedUpTo >= outboxNumber(lastMsg), `receipts covering all ${n} messages at alice`);
     const wallMs = Date.now() - t0;
-    const receipts = alice.receipts - 1; // less the warm-up's
+    const receipts = alice.receipts - receiptsBefore;
     const after = await settle(base, users, 2_500);
     if (bob.messages !== n + 1) throw new Error(`expected ${n + 1} messages, got ${bob.messages}`);
     const a = delta(before[0]!, after[0]!, 'alice');
@@ -468,7 +496,7 @@ async function main(): Promise<void> {
   }
   const results: Result[] = [];
   try {
-    const sizes: Record<string, number> = { online: o.n, offline: o.n, paced: o.paced, sparse: o.sparse };
+    const sizes: Record<string, number> = { online: o.n, offline: o.n, paced: o.paced, sparse: o.sparse, reads: o.paced };
     for (const name of o.scenarios) {
       if (sizes[name] === 0) continue;
       process.stderr.write(`${name}: ${sizes[name]} messages...\n`);

@@ -5,6 +5,7 @@
  * what the app saw:
  *   log: ["msg <text>", "rec <text>", ...]   'message' and 'recovered' events, in order
  *   receipts: ["<by> <msg>", ...]            'receipt' events, in order
+ *   reads: ["<conv> <msg>", ...]             'readState' events, in order
  * The test drives it through window.app.
  */
 import { IrisClient, type IrisError } from '../../client/index.js';
@@ -46,6 +47,7 @@ client.on('recovered', (r) => {
   if (r.kind === 'message') append('log', `rec ${r.message.text()}`);
 });
 client.on('receipt', (r) => append('receipts', `${r.by} ${r.msg}`));
+client.on('readState', (p) => append('reads', `${p.conv} ${p.msg}`));
 const acked = new Set<string>();
 client.on('ack', (a) => void acked.add(a.id));
 let lastError: IrisError | null = null;
@@ -80,8 +82,8 @@ function storedOutbox(): Promise<string[] | null> {
   });
 }
 
-/** The receipt version the SDK kept in IndexedDB (meta 'receipts'), 0 if none. */
-function storedReceipts(): Promise<number> {
+/** A version the SDK kept in IndexedDB (meta 'receipts' or 'reads'), 0 if none. */
+function storedReceipts(key = 'receipts'): Promise<number> {
   return new Promise((resolve, reject) => {
     const r = g.indexedDB.open(`iris-client-${device}`);
     r.onerror = () => reject(new Error('open failed'));
@@ -91,7 +93,7 @@ function storedReceipts(): Promise<number> {
         db.close();
         return resolve(0);
       }
-      const k = db.transaction('meta').objectStore('meta').get('receipts');
+      const k = db.transaction('meta').objectStore('meta').get(key);
       k.onsuccess = () => {
         db.close();
         resolve(typeof k.result === 'number' ? k.result : 0);
@@ -103,6 +105,8 @@ function storedReceipts(): Promise<number> {
 g.app = {
   receipts: () => JSON.parse(g.localStorage.getItem('receipts') ?? '[]') as string[],
   storedReceipts,
+  reads: () => JSON.parse(g.localStorage.getItem('reads') ?? '[]') as string[],
+  storedReads: () => storedReceipts('reads'),
   connected: () => connected,
   state: () => client.state,
   error: () => (lastError ? { code: lastError.code, status: lastError.status, reason: lastError.reason, message: lastError.message } : null),

@@ -33,6 +33,8 @@ interface AppHandle {
   pending(): number;
   receipts(): string[];
   storedReceipts(): Promise<number>;
+  reads(): string[];
+  storedReads(): Promise<number>;
 }
 
 /** Why the browser tests cannot run (each test fails with it: a missing browser must never look like a pass or a skip). */
@@ -194,6 +196,34 @@ describe('the SDK in Chromium, default (IndexedDB) store', () => {
     await waitFor('the second receipt', async () => (await app(page, (a) => a.receipts())).length >= 2, 30_000);
     expect(await app(page, (a) => a.receipts())).toEqual(['web-hal web-ivy:1', 'web-hal web-ivy:2']);
     await hal.close();
+    await page.close();
+  });
+
+  it('read state marked on another device reaches the page, and after a reload only what changed (version kept in IndexedDB)', async () => {
+    needBrowser();
+    const jo = sdkClient(url, 'web-jo', 'j1');
+    await jo.connect();
+    const phone = sdkClient(url, 'web-kim', 'phone');
+    const got: string[] = [];
+    phone.on('message', (m) => void got.push(m.msg));
+    await phone.connect();
+    const page = await browser.newPage();
+    await openApp(page, 'web-kim', 'tab2');
+    expect(await app(page, (a) => a.connected())).toBe('open');
+    const first = await jo.send('web-kim', 'one');
+    await waitFor('the phone to receive one', async () => got.includes(first.msg), 30_000);
+    phone.markRead('web-jo', first.msg);
+    await waitFor('the read state on the page', async () => (await app(page, (a) => a.reads())).length === 1, 30_000);
+    expect(await app(page, (a) => a.reads())).toEqual([`web-jo ${first.msg}`]);
+    await waitFor('the read version in IndexedDB', async () => (await app(page, (a) => a.storedReads())) === 1, 30_000);
+    await reload(page);
+    expect(await app(page, (a) => a.connected())).toBe('open');
+    const second = await jo.send('web-kim', 'two');
+    await waitFor('the phone to receive two', async () => got.includes(second.msg), 30_000);
+    phone.markRead('web-jo', second.msg);
+    await waitFor('the second read state', async () => (await app(page, (a) => a.reads())).length >= 2, 30_000);
+    expect(await app(page, (a) => a.reads())).toEqual([`web-jo ${first.msg}`, `web-jo ${second.msg}`]);
+    await Promise.all([jo.close(), phone.close()]);
     await page.close();
   });
 

@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket as WsSocket } from 'ws';
-import { IrisClient, IrisError, MemoryStore, type SendAck } from '../../client/index.js';
+import { IrisClient, IrisError, MemoryStore, type IrisRead, type IrisReadPosition, type SendAck } from '../../client/index.js';
 import { FileStore } from '../../client/node-store.js';
 import { encodeBinary, type ErrorCode } from '../../protocol/index.js';
 import { ClientPool, RawSocket, Seen, Sender, sleep, uniqueRun, upgradeRequest, waitFor } from './helpers.js';
@@ -301,6 +301,111 @@ export function runConformance(name: string, start: () => Promise<Target>): void
       expect(after.lastSeen).toBeGreaterThanOrEqual(t0 - 2_000);
       expect(after.lastSeen).toBeGreaterThanOrEqual(closing - 2_000);
       expect(after.lastSeen).toBeLessThanOrEqual(Date.now() + 2_000);
+    });
+
+    // ------------------------------------------------------------------ read receipts (PROTOCOL.md 9.8)
+
+    /** A client of `u` on device `device`, with what it saw of read receipts. */
+    async function reader(u: string, device: string, store = new MemoryStore()) {
+      const c = pool.make(u, { device, store });
+      const seen = new Seen(c);
+      const reads: IrisRead[] = [];
+      const positions: IrisReadPosition[] = [];
+      const settings: boolean[] = [];
+      c.on('read', (r) => void reads.push(r));
+      c.on('readState', (p) => void positions.push(p));
+      c.on('settings', (x) => void settings.push(x.readReceipts));
+      await c.connect();
+      return { c, seen, reads, positions, settings, store };
+    }
+
+    it("read receipts: one mark reaches the sender's devices coalesced and the reader's other devices; a reconnect resumes with only changes", async () => {
+      const au = user('a');
+      const bu = user('b');
+      const a1 = await reader(au, 'd1');
+      const a2 = await reader(au, 'd2');
+      const b1 = await reader(bu, 'd1');
+      const b2store = new MemoryStore();
+      const b2 = await reader(bu, 'd2', b2store);
+      const acks: SendAck[] = [];
+      for (const t of ['one', 'two', 'three']) acks.push(await new Sender(a1.c).send(bu, t));
+      await waitFor(() => b1.seen.messages.length === 3, 10_000, 'b1 to receive');
+      const last = acks[2]!.msg;
+      // One mark for the whole burst.
+      b1.c.markRead(au, last);
+      await waitFor(() => a1.reads.length > 0 && a2.reads.length > 0, 10_000, "the sender's devices to learn it");
+      for (const x of [a1, a2]) expect(x.reads.map((r) => [r.by, r.msg])).toEqual([[bu, last]]);
+      // Read implies delivered: the sender's delivery state reaches the same message.
+      await waitFor(() => a1.seen.receipts.some((r) => r.msg === last), 10_000, 'a delivery receipt as far');
+      await waitFor(() => b1.positions.length > 0 && b2.positions.length > 0, 10_000, "the reader's devices to sync");
+      for (const x of [b1, b2]) expect(x.positions.map((p) => [p.conv, p.msg])).toEqual([[au, last]]);
+
+      // b2 goes away; b1 reads one more; b2 comes back on its store and gets only that change.
+      await b2.c.close();
+      const ack4 = await new Sender(a1.c).send(bu, 'four');
+      await waitFor(() => b1.seen.messages.length === 4, 10_000, 'b1 to receive four');
+      b1.c.markRead(au, ack4.msg);
+      await waitFor(() => b1.positions.length === 2, 10_000, 'b1 to see its mark');
+      const back = await reader(bu, 'd2', b2store);
+      await waitFor(() => back.positions.length > 0, 10_000, 'the returning device to catch up');
+      await waitFor(() => a1.reads.some((r) => r.msg === ack4.msg), 10_000, 'the sender to learn the second mark');
+      // A later mark (only to have an event to wait for) proves nothing older came again before it.
+      const ack5 = await new Sender(a1.c).send(bu, 'five');
+      await waitFor(() => b1.seen.messages.length === 5, 10_000, 'b1 to receive five');
+      b1.c.markRead(au, ack5.msg);
+      await waitFor(() => back.positions.some((p) => p.msg === ack5.msg), 10_000, 'the returning device to get the new mark');
+      expect(back.positions.map((p) => p.msg)).toEqual([ack4.msg, ack5.msg]);
+      for (const x of [a1, a2, b1, b2, back]) expect(x.seen.errors).toEqual([]);
+    });
+
+    it('read receipts off: senders get no read positions, delivery receipts and the own devices still work', async () => {
+      const au = user('a');
+      const bu = user('b');
+      const a = await reader(au, 'd1');
+      const b1 = await reader(bu, 'd1');
+      const b2 = await reader(bu, 'd2');
+      await waitFor(() => b1.settings.length > 0, 10_000, 'the settings after welcome');
+      expect(b1.settings).toEqual([true]);
+      b1.c.setReadReceipts(false);
+      await waitFor(() => b1.settings.length === 2 && b2.settings.length === 2, 10_000, 'both devices to learn the setting');
+      expect([b1.c.readReceipts, b2.c.readReceipts]).toEqual([false, false]);
+      const first = await new Sender(a.c).send(bu, 'private');
+      await waitFor(() => b1.seen.messages.length === 1, 10_000, 'b1 to receive');
+      b1.c.markRead(au, first.msg);
+      await waitFor(() => b2.positions.some((p) => p.msg === first.msg), 10_000, 'the own device to sync');
+      await waitFor(() => a.seen.receipts.some((r) => r.msg === first.msg), 10_000, 'the delivery receipt');
+      // On again: the next mark is sent, the one made while off never was.
+      b1.c.setReadReceipts(true);
+      await waitFor(() => b1.settings.length === 3, 10_000, 'the setting back on');
+      const second = await new Sender(a.c).send(bu, 'public');
+      await waitFor(() => b1.seen.messages.length === 2, 10_000, 'b1 to receive the second');
+      b1.c.markRead(au, second.msg);
+      await waitFor(() => a.reads.length > 0, 10_000, 'the read receipt of the second');
+      expect(a.reads.map((r) => r.msg)).toEqual([second.msg]);
+    });
+
+    it('read marks with bad input get typed errors', async () => {
+      const b = await online('b');
+      const au = user('a');
+      expect(() => b.c.markRead(au, 'someone-else:1')).toThrow(IrisError);
+      const raw = await RawSocket.open(target.url, await target.token(b.u));
+      raw.send(encodeBinary({ t: 'hello', device: 'raw', cursor: 0, receipts: 0, reads: 0 }));
+      await raw.next((f) => f.frame.t === 'settings');
+      const cases: { frame: string | Uint8Array; code: ErrorCode }[] = [
+        // Nothing from au was ever stored for b.
+        { frame: encodeBinary({ t: 'read', conv: au, msg: `${au}:5` }), code: 'bad_ack' },
+        // Not an id of that conversation.
+        { frame: encodeBinary({ t: 'read', conv: au, msg: `${b.u}:1` }), code: 'invalid_field' },
+        { frame: JSON.stringify({ t: 'read', conv: au }), code: 'invalid_field' },
+        { frame: JSON.stringify({ t: 'set_settings', readReceipts: 'no' }), code: 'invalid_field' },
+      ];
+      for (const c of cases) {
+        const from = raw.frames.length;
+        raw.send(c.frame);
+        const { frame } = await raw.next((f) => f.frame.t === 'error', 5_000, from);
+        expect(frame.t === 'error' && frame.code, JSON.stringify(c.frame)).toBe(c.code);
+      }
+      raw.close();
     });
 
     // ------------------------------------------------------------------ robustness

@@ -77,6 +77,15 @@ describe.each(['handoff', 'pipe'] as const)('cross-worker messaging (route %s)',
     await Promise.all(Array.from({ length: n }, (_, i) => a.send(bob!, `burst ${i}`)));
     await waitFor('the burst arrives', () => atBob.length === 1 + n);
     expect(atBob.slice(1).map((m) => m.text())).toEqual(Array.from({ length: n }, (_, i) => `burst ${i}`));
+
+    // Bob marks the whole conversation read: ONE read receipt crosses worker 1 -> worker 0 (ForwardBatch.read
+    // through the link codec), covering the burst.
+    const reads: string[] = [];
+    a.on('read', (r) => void reads.push(`${r.by} ${r.msg}`));
+    const last = atBob[atBob.length - 1]!.msg;
+    b.markRead(alice!, last);
+    await waitFor('alice learns bob read the burst', () => reads.includes(`${bob} ${last}`));
+    expect(reads).toEqual([`${bob} ${last}`]);
   });
 
   it('moves every connection to its owner (some arrive on the other worker)', async () => {

@@ -230,8 +230,14 @@ describe('peer wire', () => {
     expect(d.u8()).toBe(1);
     expect(d.u32()).toBe(77);
     expect(decodeForward(d)).toEqual({ to: 'bob', batch });
-    // With the receipt the sender owes the recipient (ForwardBatch.receipt), and a receipt alone.
-    for (const b of [{ ...batch, receipt: { n: 2 ** 41, msg: 'bob:12', ts: 9 } }, { from: 'alice', items: [], receipt: { n: 3, msg: 'bob:3', ts: 1 } }]) {
+    // With the receipt the sender owes the recipient (ForwardBatch.receipt), a receipt alone, and the read
+    // receipt (ForwardBatch.read) with or without a delivery receipt.
+    for (const b of [
+      { ...batch, receipt: { n: 2 ** 41, msg: 'bob:12', ts: 9 } },
+      { from: 'alice', items: [], receipt: { n: 3, msg: 'bob:3', ts: 1 } },
+      { from: 'alice', items: [], read: { n: 4, msg: 'bob:4', ts: 2 } },
+      { ...batch, receipt: { n: 5, msg: 'bob:5', ts: 3 }, read: { n: 2 ** 42, msg: 'bob:6', ts: 4 } },
+    ]) {
       const d2 = new Dec(encodeForward(1, 'bob', b).subarray(4));
       d2.u8();
       d2.u32();

@@ -11,7 +11,7 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 describe('FileStore', () => {
   it('starts empty when the file does not exist, without creating it', () => {
     const s = new FileStore(join(dir, 'none', 'x.json'));
-    expect(s.load()).toEqual({ cursor: 0, receipts: 0, outbox: [], unhandled: [] });
+    expect(s.load()).toEqual({ cursor: 0, receipts: 0, reads: 0, outbox: [], unhandled: [] });
     expect(() => readFileSync(join(dir, 'none', 'x.json'))).toThrow();
   });
 
@@ -44,6 +44,17 @@ describe('FileStore', () => {
     a.saveReceipts(13);
     a.saveCursor(2); // any write carries it
     expect(new FileStore(path).load()).toMatchObject({ cursor: 2, receipts: 13 });
+  });
+
+  it('keeps the read version across instances the same way', () => {
+    const path = join(dir, 'reads.json');
+    const a = new FileStore(path);
+    a.saveReads(5);
+    a.flush();
+    expect(new FileStore(path).load().reads).toBe(5);
+    a.saveReads(6);
+    a.saveCursor(3);
+    expect(new FileStore(path).load()).toMatchObject({ cursor: 3, reads: 6 });
   });
 
   it('refuses a file that is not a store', () => {

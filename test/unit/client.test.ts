@@ -155,7 +155,7 @@ describe('IrisClient: connect', () => {
     const s = await nextSocket(1);
     expect(s.init).toEqual(['iris.v1', 'bearer.tok']);
     const hello = await s.welcome();
-    expect(hello).toEqual({ t: 'hello', device: 'phone', cursor: 41, receipts: 0 });
+    expect(hello).toEqual({ t: 'hello', device: 'phone', cursor: 41, receipts: 0, reads: 0 });
     const w = await p;
     expect(w.cursor).toBe(41);
     expect(c.state).toBe('open');
@@ -218,7 +218,7 @@ describe('IrisClient: connect', () => {
     s.accept();
     await waitFor(() => s.raw.length > 0);
     expect(typeof s.raw[0]).toBe('string');
-    expect(JSON.parse(s.raw[0] as string)).toEqual({ t: 'hello', device: 'phone', cursor: 0, receipts: 0 });
+    expect(JSON.parse(s.raw[0] as string)).toEqual({ t: 'hello', device: 'phone', cursor: 0, receipts: 0, reads: 0 });
   });
 });
 
@@ -423,6 +423,43 @@ describe('IrisClient: deliveries, acks and the cursor', () => {
     c2.connect().catch(() => {});
     const s2 = await nextSocket(2);
     expect((await s2.welcome()).receipts).toBe(4);
+  });
+
+  it('read receipts: markRead writes a coalesced read frame, emits read / readState / settings, resumes by read version', async () => {
+    const store = new MemoryStore();
+    const c = client({ store });
+    const reads: [string, string, number][] = [];
+    const positions: [string, string][] = [];
+    const settings: boolean[] = [];
+    c.on('read', (r) => void reads.push([r.by, r.msg, r.ts]));
+    c.on('readState', (p) => void positions.push([p.conv, p.msg]));
+    c.on('settings', (x) => void settings.push(x.readReceipts));
+    expect(() => c.markRead('bob', 'carol:3')).toThrow(IrisError);
+    // Before a connection: only the newest mark per conversation is written, after the welcome.
+    c.markRead('bob', 'bob:2');
+    c.markRead('bob', 'bob:5');
+    c.setReadReceipts(false);
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    expect((await s.welcome()).reads).toBe(0);
+    await waitFor(() => s.framesOf('read').length === 1);
+    expect(s.framesOf('read')).toEqual([{ t: 'read', conv: 'bob', msg: 'bob:5' }]);
+    expect(s.framesOf('set_settings')).toEqual([{ t: 'set_settings', readReceipts: false }]);
+    s.push({ t: 'settings', readReceipts: false });
+    s.push({ t: 'receipts', upTo: 1, items: [{ peer: 'bob', msg: 'alice:9', ts: 5, read: 'alice:8', readTs: 6 }] });
+    s.push({ t: 'read_state', upTo: 7, items: [{ conv: 'bob', msg: 'bob:5', ts: 8 }] }, 'json');
+    await waitFor(() => store.reads === 7);
+    expect(settings).toEqual([false]);
+    expect(c.readReceipts).toBe(false);
+    expect(reads).toEqual([['bob', 'alice:8', 6]]);
+    expect(positions).toEqual([['bob', 'bob:5']]);
+    c.markRead('carol', 'carol:1');
+    await waitFor(() => s.framesOf('read').length === 2);
+    await c.close();
+    const c2 = client({ store });
+    c2.connect().catch(() => {});
+    const s2 = await nextSocket(2);
+    expect(await s2.welcome()).toMatchObject({ receipts: 1, reads: 7 });
   });
 
   it('never acks beyond what the current socket delivered, and skips what comes again', async () => {

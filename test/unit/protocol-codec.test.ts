@@ -74,6 +74,14 @@ function samples(): [string, Frame][] {
     ['deliver, max body and max integers', { t: 'deliver', entries: [entry(MAX, { ts: MAX, body: bytes(LIMITS.maxBodyBytes), msg: 'm'.repeat(96), peer: ID64 })] }],
     ['deliver_ack', { t: 'deliver_ack', seq: 302 }],
     ['receipts', { t: 'receipts', upTo: 7, items: [{ peer: 'bob', msg: 'alice:7', ts: 1_767_225_606_000 }, { peer: 'carol', msg: 'alice:9', ts: 1 }] }],
+    ['hello with read version', { t: 'hello', device: 'phone-1', cursor: 12, receipts: 0, reads: 9 }],
+    ['receipts with read positions', { t: 'receipts', upTo: 8, items: [{ peer: 'bob', msg: 'alice:7', ts: 5, read: 'alice:7', readTs: 6 }, { peer: 'carol', msg: 'alice:9', ts: 1 }] }],
+    ['read', { t: 'read', conv: 'bob', msg: 'bob:12' }],
+    ['read, longest ids', { t: 'read', conv: ID64, msg: 'm'.repeat(96) }],
+    ['read_state', { t: 'read_state', upTo: 3, items: [{ conv: 'bob', msg: 'bob:12', ts: 7 }] }],
+    ['read_state, max batch', { t: 'read_state', upTo: MAX, items: Array.from({ length: LIMITS.maxReceiptBatch }, (_, i) => ({ conv: ID64, msg: 'm'.repeat(96), ts: MAX - i })) }],
+    ['set_settings', { t: 'set_settings', readReceipts: false }],
+    ['settings', { t: 'settings', readReceipts: true }],
     ['receipts, empty', { t: 'receipts', upTo: 0, items: [] }],
     ['receipts, max batch and integers', { t: 'receipts', upTo: MAX, items: Array.from({ length: LIMITS.maxReceiptBatch }, (_, i) => ({ peer: ID64, msg: 'm'.repeat(96), ts: MAX - i })) }],
     ['deliver_ack, 0', { t: 'deliver_ack', seq: 0 }],
@@ -161,7 +169,7 @@ describe('codec round trips', () => {
   it('client and server frames partition the frame types', () => {
     for (const [, f] of all) expect(isClientFrame(f)).toBe(!isServerFrame(f));
     const client = all.filter(([, f]) => isClientFrame(f)).map(([, f]) => f.t);
-    expect([...new Set(client)].sort()).toEqual(['deliver_ack', 'hello', 'ping', 'presence_query', 'send']);
+    expect([...new Set(client)].sort()).toEqual(['deliver_ack', 'hello', 'ping', 'presence_query', 'read', 'send', 'set_settings']);
   });
 });
 

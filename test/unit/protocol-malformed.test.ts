@@ -47,7 +47,7 @@ const json = (s: string) => outcome(() => decodeJson(s));
 
 /** One valid frame of every type, with every optional part present, for truncation and trailing-byte tests. */
 const VALID: Frame[] = [
-  { t: 'hello', device: 'phone-1', cursor: 300, receipts: 17 },
+  { t: 'hello', device: 'phone-1', cursor: 300, receipts: 17, reads: 4 },
   { t: 'welcome', user: 'alice', device: 'phone-1', cursor: 300, head: 302, time: 1_767_225_600_000 },
   { t: 'send', id: 'c-1', to: 'bob', body: te.encode('hi') },
   { t: 'send', id: 'x'.repeat(50), to: 'bob', body: new Uint8Array(200) },
@@ -60,7 +60,11 @@ const VALID: Frame[] = [
     ],
   },
   { t: 'deliver_ack', seq: 302 },
-  { t: 'receipts', upTo: 9, items: [{ peer: 'bob', msg: 'alice:7', ts: 1_767_225_606_000 }] },
+  { t: 'receipts', upTo: 9, items: [{ peer: 'bob', msg: 'alice:7', ts: 1_767_225_606_000, read: 'alice:6', readTs: 1_767_225_607_000 }, { peer: 'carol', msg: 'alice:8', ts: 1 }] },
+  { t: 'read', conv: 'bob', msg: 'bob:12' },
+  { t: 'read_state', upTo: 6, items: [{ conv: 'bob', msg: 'bob:12', ts: 1_767_225_608_000 }] },
+  { t: 'set_settings', readReceipts: false },
+  { t: 'settings', readReceipts: true },
   { t: 'presence_query', ref: 'q1', users: ['bob', 'carol'] },
   { t: 'presence', ref: 'q1', users: [{ user: 'bob', online: true, lastSeen: 5 }, { user: 'carol', online: false, lastSeen: 0 }] },
   { t: 'ping' },
@@ -85,11 +89,24 @@ describe('binary: malformed input', () => {
   it.each(VALID.map((f) => [f.t, f] as const))('%s truncated at every byte offset is bad_frame', (_t, f) => {
     const full = encodeBinary(f);
     expect(decodeBinary(full)).toEqual(f);
-    // hello.receipts is an optional trailing field: the hello without it is a complete frame.
-    const { receipts: _, ...older } = f as Frame & { receipts?: number };
-    const complete = f.t === 'hello' && f.receipts !== undefined ? encodeBinary(older as Frame).length : -1;
+    // Optional trailing fields: hello.receipts and hello.reads, and the read block of receipts. A frame cut just
+    // before one of them is a complete, older frame.
+    const complete = new Map<number, Frame>();
+    if (f.t === 'hello') {
+      const { receipts: _r, reads: _d, ...oldest } = f;
+      complete.set(encodeBinary(oldest).length, oldest);
+      if (f.reads !== undefined) {
+        const { reads: _, ...older } = f;
+        complete.set(encodeBinary(older).length, older);
+      }
+    }
+    if (f.t === 'receipts') {
+      const older: Frame = { ...f, items: f.items.map(({ peer, msg, ts }) => ({ peer, msg, ts })) };
+      complete.set(encodeBinary(older).length, older);
+    }
     for (let n = 0; n < full.length; n++) {
-      if (n === complete) {
+      const older = complete.get(n);
+      if (older !== undefined) {
         expect(decodeBinary(full.slice(0, n))).toEqual(older);
         continue;
       }

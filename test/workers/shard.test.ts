@@ -122,6 +122,28 @@ describe('eviction loses nothing', () => {
     b.close();
   });
 
+  it('read receipts survive hibernation: a mark after an eviction reaches the other device and the sender', async () => {
+    const hello = async (user: string, device: string) => {
+      const c = await TestClient.open(user);
+      c.send({ t: 'hello', device, cursor: 0, receipts: 0, reads: 0 });
+      await c.waitFor(() => c.of('settings').length > 0);
+      return c;
+    };
+    const a = await hello('rr-alice', 'a1');
+    const b1 = await hello('rr-bob', 'b1');
+    const b2 = await hello('rr-bob', 'b2');
+    a.post('rr-bob', 'read me', 'c1');
+    expect(await b1.receive(1)).toEqual(['read me']);
+    // Both of bob's sockets hibernate with the object gone: their read versions live in their attachments.
+    await evictDurableObject(userShard(env, 'rr-bob'));
+    b1.send({ t: 'read', conv: 'rr-alice', msg: 'rr-alice:1' });
+    await b2.waitFor(() => b2.of('read_state').length > 0);
+    expect(b2.of('read_state')[0]).toMatchObject({ upTo: 1, items: [{ conv: 'rr-alice', msg: 'rr-alice:1' }] });
+    await a.waitFor(() => a.of('receipts').some((r) => r.items.some((i) => i.read === 'rr-alice:1')));
+    expect(await rows('rr-bob', 'reads')).toBe(1);
+    for (const c of [a, b1, b2]) c.close();
+  });
+
   it('both shards evicted mid-stream: every acked message arrives once, in order', async () => {
     const a = await TestClient.connect('x-alice', 'a1');
     const b = await TestClient.connect('x-bob', 'b1');
