@@ -42,6 +42,12 @@ export interface Config {
   maxQueuedBytes: number;
   /** A connection that has not sent `hello` this long after the upgrade is closed with 4000 hello_timeout. */
   helloTimeoutMs: number;
+  /** Users one user may subscribe to for presence; over it a presence_subscribe gets invalid_field. */
+  presenceSubscriptions: number;
+  /** Offline is announced to subscribers only after this long offline: a flap within it is coalesced away. */
+  presenceHoldMs: number;
+  /** A subject forgets a watcher that did not renew within this; subscribers renew at half of it. */
+  presenceLeaseMs: number;
   /**
    * Heartbeat period. On-prem sends a WebSocket ping this often and drops a socket that missed the previous
    * pong. Cloudflare cannot ping without waking the object, so it closes (4004 idle_timeout) a socket from

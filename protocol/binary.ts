@@ -1,11 +1,15 @@
+// Over 400 lines on purpose: one encoder and one decoder for every frame of v1, side by side, so that a field
+// added to one is seen missing from the other in the same screen.
 import { ERROR_CODES, ProtocolError, errorCodeFromNumber } from './errors.js';
 import {
   ENTRY_KINDS,
   FRAME_TYPES,
+  PRESENCE_VISIBILITY,
   type Entry,
   type EntryKind,
   type Frame,
   type FrameType,
+  type PresenceVisibility,
   type ReceiptState,
 } from './frames.js';
 import { LIMITS } from './limits.js';
@@ -25,6 +29,9 @@ const utf8Strict = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 const TYPE_BY_BYTE = new Map<number, FrameType>(
   (Object.entries(FRAME_TYPES) as [FrameType, number][]).map(([k, n]) => [n, k]),
+);
+const VISIBILITY_BY_BYTE = new Map<number, PresenceVisibility>(
+  (Object.entries(PRESENCE_VISIBILITY) as [PresenceVisibility, number][]).map(([k, n]) => [n, k]),
 );
 const KIND_BY_BYTE = new Map<number, EntryKind>(
   (Object.entries(ENTRY_KINDS) as [EntryKind, number][]).map(([k, n]) => [n, k]),
@@ -228,6 +235,14 @@ export function encodeBinary(f: Frame): Uint8Array {
       w.uint(f.users.length);
       for (const u of f.users) w.str(u);
       break;
+    case 'presence_subscribe':
+      w.str(f.ref);
+      w.uint(f.users.length);
+      for (const u of f.users) w.str(u);
+      break;
+    case 'set_presence':
+      w.u8(PRESENCE_VISIBILITY[f.visibility]);
+      break;
     case 'presence':
       w.str(f.ref);
       w.uint(f.users.length);
@@ -360,6 +375,22 @@ export function decodeBinary(buf: Uint8Array): Frame {
       const users: string[] = [];
       for (let i = 0; i < n; i++) users.push(v.userId(r.str('user', id), 'users[]', ref));
       f = { t: type, ref, users };
+      break;
+    }
+    case 'presence_subscribe': {
+      const ref = v.clientId(r.str('ref', id), 'ref');
+      const n = r.uint('users');
+      if (n > LIMITS.maxPresenceSubscriptions) throw new ProtocolError('invalid_field', `users: at most ${LIMITS.maxPresenceSubscriptions}`, ref);
+      const users: string[] = [];
+      for (let i = 0; i < n; i++) users.push(v.userId(r.str('user', id), 'users[]', ref));
+      f = { t: type, ref, users };
+      break;
+    }
+    case 'set_presence': {
+      const b = r.u8('visibility');
+      const vis = VISIBILITY_BY_BYTE.get(b);
+      if (vis === undefined) throw new ProtocolError('invalid_field', `visibility: unknown value ${b}`);
+      f = { t: type, visibility: vis };
       break;
     }
     case 'presence': {

@@ -24,6 +24,8 @@ export const FRAME_TYPES = {
   read_state: 14,
   set_settings: 15,
   settings: 16,
+  presence_subscribe: 17,
+  set_presence: 18,
 } as const;
 
 export type FrameType = keyof typeof FRAME_TYPES;
@@ -193,6 +195,28 @@ export interface PresenceQuery {
   users: string[];
 }
 
+/**
+ * Client: replace this user's presence subscriptions with `users` (empty: none). Answered with `presence` frames
+ * carrying `ref` (the subjects' current state, at most maxPresenceUsers per frame); later changes come as
+ * `presence` frames with the same ref, to every connection of the user that subscribed. Opt-in by sending it:
+ * a client that never does never gets an unasked `presence` frame.
+ */
+export interface PresenceSubscribe {
+  t: 'presence_subscribe';
+  ref: string;
+  users: string[];
+}
+
+/** Who may see this user's presence (online, last seen): everyone, its contacts, or nobody. */
+export type PresenceVisibility = 'everyone' | 'contacts' | 'nobody';
+export const PRESENCE_VISIBILITY: Record<PresenceVisibility, number> = { everyone: 0, contacts: 1, nobody: 2 };
+
+/** Client: set who may see this user's presence. Not answered (the setting is idempotent). */
+export interface SetPresence {
+  t: 'set_presence';
+  visibility: PresenceVisibility;
+}
+
 export interface PresenceInfo {
   user: string;
   online: boolean;
@@ -224,11 +248,11 @@ export interface ErrorFrame {
   retryAfter?: number;
 }
 
-export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings;
+export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence;
 export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame;
 export type Frame = ClientFrame | ServerFrame;
 
-const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings']);
+const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence']);
 
 export function isClientFrame(f: Frame): f is ClientFrame {
   return CLIENT_TYPES.has(f.t);

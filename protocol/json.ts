@@ -1,5 +1,5 @@
 import { ProtocolError, isErrorCode } from './errors.js';
-import { ENTRY_KINDS, FRAME_TYPES, type Entry, type EntryKind, type Frame, type FrameType, type ReceiptState } from './frames.js';
+import { ENTRY_KINDS, FRAME_TYPES, PRESENCE_VISIBILITY, type Entry, type EntryKind, type Frame, type FrameType, type PresenceVisibility, type ReceiptState } from './frames.js';
 import { LIMITS } from './limits.js';
 import * as v from './validate.js';
 
@@ -156,6 +156,15 @@ export function decodeJson(text: string): Frame {
     case 'presence_query': {
       const ref = v.clientId(o['ref'], 'ref');
       return { t: type, ref, users: v.list(o['users'], 'users', LIMITS.maxPresenceUsers, (u) => v.userId(u, 'users[]', ref), ref) };
+    }
+    case 'presence_subscribe': {
+      const ref = v.clientId(o['ref'], 'ref');
+      return { t: type, ref, users: v.list(o['users'], 'users', LIMITS.maxPresenceSubscriptions, (u) => v.userId(u, 'users[]', ref), ref) };
+    }
+    case 'set_presence': {
+      const vis = o['visibility'];
+      if (typeof vis !== 'string' || !Object.hasOwn(PRESENCE_VISIBILITY, vis)) throw new ProtocolError('invalid_field', 'visibility: expected everyone, contacts or nobody');
+      return { t: type, visibility: vis as PresenceVisibility };
     }
     case 'presence':
       return {

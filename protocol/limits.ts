@@ -13,6 +13,8 @@ export const LIMITS = {
   maxMessageIdLength: 96,
   /** Users in one presence query. */
   maxPresenceUsers: 32,
+  /** Users in one presence_subscribe (a server may set a lower cap: IRIS_PRESENCE_SUBSCRIPTIONS). */
+  maxPresenceSubscriptions: 1000,
   /** Entries in one deliver frame. */
   maxDeliverBatch: 64,
   /** Receipt states in one receipts frame; read positions in one read_state frame. */

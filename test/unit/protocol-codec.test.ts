@@ -88,6 +88,12 @@ function samples(): [string, Frame][] {
     ['deliver_ack, max', { t: 'deliver_ack', seq: MAX }],
     ['presence_query', { t: 'presence_query', ref: 'q1', users: ['bob', 'carol'] }],
     ['presence_query, empty', { t: 'presence_query', ref: 'q', users: [] }],
+    ['presence_subscribe', { t: 'presence_subscribe', ref: 's1', users: ['bob', 'carol'] }],
+    ['presence_subscribe, empty', { t: 'presence_subscribe', ref: 's', users: [] }],
+    ['presence_subscribe, max users', { t: 'presence_subscribe', ref: 's', users: Array.from({ length: LIMITS.maxPresenceSubscriptions }, (_, i) => `user-${i}`.padEnd(64, '.')) }],
+    ['set_presence everyone', { t: 'set_presence', visibility: 'everyone' }],
+    ['set_presence contacts', { t: 'set_presence', visibility: 'contacts' }],
+    ['set_presence nobody', { t: 'set_presence', visibility: 'nobody' }],
     ['presence_query, max users', { t: 'presence_query', ref: CLIENT_CHARS.slice(0, 64), users: Array.from({ length: LIMITS.maxPresenceUsers }, (_, i) => `user-${i}`.padEnd(64, '.')) }],
     ['presence', { t: 'presence', ref: 'q1', users: [{ user: 'bob', online: true, lastSeen: 1_767_225_609_000 }, { user: 'carol', online: false, lastSeen: 0 }] }],
     ['presence, empty', { t: 'presence', ref: 'q', users: [] }],
@@ -169,7 +175,7 @@ describe('codec round trips', () => {
   it('client and server frames partition the frame types', () => {
     for (const [, f] of all) expect(isClientFrame(f)).toBe(!isServerFrame(f));
     const client = all.filter(([, f]) => isClientFrame(f)).map(([, f]) => f.t);
-    expect([...new Set(client)].sort()).toEqual(['deliver_ack', 'hello', 'ping', 'presence_query', 'read', 'send', 'set_settings']);
+    expect([...new Set(client)].sort()).toEqual(['deliver_ack', 'hello', 'ping', 'presence_query', 'presence_subscribe', 'read', 'send', 'set_presence', 'set_settings']);
   });
 });
 
