@@ -12,9 +12,11 @@ import {
   type Hello,
   type PresenceInfo,
   type PresenceQuery,
+  type PresenceSubscribe,
   type Read,
   type ReceiptState,
   type Send,
+  type SetPresence,
   type SetSettings,
 } from '../protocol/index.js';
 import type { Config } from './config.js';
@@ -35,6 +37,7 @@ import type { BarrierCode } from './conn-guard.js';
 import { StorageFullError } from './ports.js';
 import { Delivery } from './delivery.js';
 import { Forwarder } from './forwarder.js';
+import { PresenceHub } from './presence.js';
 import { TokenBucket } from './ratelimit.js';
 import { MailboxStore } from './store.js';
 
@@ -101,6 +104,8 @@ export class Mailbox {
   private forwarderOrNull: Forwarder | null = null;
   /** What goes out to this user's sockets (core/delivery.ts). */
   private readonly out: Delivery;
+  /** Presence subscriptions, both ends, in memory (core/presence.ts). */
+  readonly presenceHub: PresenceHub;
 
   private get forwarder(): Forwarder {
     return (this.forwarderOrNull ??= new Forwarder(this.deps, { store: this.store, tx: (fn) => this.tx(fn), receive: (b) => this.receive(b) }));
@@ -115,6 +120,12 @@ export class Mailbox {
     this.store = new MailboxStore(deps.storage.sql, deps.user);
     this.out = new Delivery(deps, this.store, (fn) => this.tx(fn));
     this.bucket = new TokenBucket(deps.config.ratePerSec, deps.config.rateBurst, deps.clock.now());
+    this.presenceHub = new PresenceHub({
+      ...deps,
+      out: this.out,
+      visibleTo: (u) => this.store.presenceVisibleTo(u),
+      lastSeen: () => this.store.lastSeen(),
+    });
     // A shard woken from hibernation finds its sockets still open: what their devices acked since their cursors
     // were last written is in the sockets' state. Without it the receipts owed for those entries (kept in memory)
     // could not be derived again (MailboxStore.owedMap), and windows would count from older cursors.
@@ -147,7 +158,7 @@ export class Mailbox {
       const frame = decodeFrame(data);
       if (!isClientFrame(frame)) throw new ProtocolError('unknown_type', `"${frame.t}" is a server frame`);
       if (frame.t === 'send') ref = frame.id;
-      if (frame.t === 'presence_query') ref = frame.ref;
+      if (frame.t === 'presence_query' || frame.t === 'presence_subscribe') ref = frame.ref;
       if (frame.t === 'ping') {
         guard.ok();
         return this.out.reply(conn, enc, { t: 'pong' });
@@ -168,6 +179,10 @@ export class Mailbox {
           return await this.onRead(conn, frame);
         case 'set_settings':
           return await this.onSetSettings(conn, frame);
+        case 'presence_subscribe':
+          return await this.onPresenceSubscribe(conn, frame);
+        case 'set_presence':
+          return await this.onSetPresence(conn, frame);
       }
     } catch (e) {
       if (e instanceof ProtocolError) return this.out.error(conn, enc, e.code, e.message, e.ref ?? ref);
@@ -189,6 +204,9 @@ export class Mailbox {
       const cursor = this.store.deviceCursor(st.device);
       if (cursor !== undefined) this.store.upsertDevice(st.device, cursor, now);
     });
+    // After last seen is stored: an offline announced after the hold carries it.
+    const online = [...this.deps.sockets.list()].some((c) => c !== conn && c.state !== null);
+    await Promise.all([this.presenceHub.changed(conn), online ? undefined : this.presenceHub.lastOffline()]);
   }
 
   private async onHello(conn: Conn, f: Hello, enc: Encoding): Promise<void> {
@@ -256,7 +274,7 @@ export class Mailbox {
       this.out.reply(conn, enc, { t: 'settings', readReceipts: r.readReceipts });
     }
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
-    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver())]);
+    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver()), this.presenceHub.changed()]);
   }
 
   private async onSend(conn: Conn, f: Send): Promise<void> {
@@ -359,7 +377,7 @@ export class Mailbox {
     const wait = this.bucket.take(this.deps.clock.now());
     if (wait > 0) return this.out.error(conn, conn.state?.enc ?? 'binary', 'rate_limited', 'request rate exceeded', f.ref, wait);
     const users = await Promise.all(
-      f.users.map((u) => (u === this.user ? Promise.resolve(this.presence()) : this.deps.peers.presence(u))),
+      f.users.map((u) => (u === this.user ? Promise.resolve(this.presence(this.user)) : this.deps.peers.presence(u, this.user))),
     ).catch(() => null);
     const enc = conn.state?.enc ?? 'binary';
     if (users === null) return this.out.error(conn, enc, 'unavailable', 'presence lookup failed; retry', f.ref, 1000);
@@ -404,6 +422,20 @@ export class Mailbox {
     if (r.v === 0) return;
     if (r.kick) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
     await Promise.all([this.out.pushRead({ conv: f.conv, msg: f.msg, ts: now }, r.v), r.kick ? this.forward(f.conv) : undefined, handed?.deliver()]);
+  }
+
+  /** PROTOCOL.md 8.6: one token from the user's bucket, then one watch call per subject (core/presence.ts). */
+  private async onPresenceSubscribe(conn: Conn, f: PresenceSubscribe): Promise<void> {
+    const wait = this.bucket.take(this.deps.clock.now());
+    if (wait > 0) return this.out.error(conn, conn.state!.enc, 'rate_limited', 'request rate exceeded', f.ref, wait);
+    await this.presenceHub.subscribe(conn, f.ref, f.users);
+  }
+
+  /** Who may see this user's presence: one column of the users row; applies from the next state handed out. */
+  private async onSetPresence(conn: Conn, f: SetPresence): Promise<void> {
+    const wait = this.bucket.take(this.deps.clock.now());
+    if (wait > 0) return this.out.error(conn, conn.state!.enc, 'rate_limited', 'request rate exceeded', undefined, wait);
+    await this.tx(() => this.store.setPresenceVisibility(f.visibility));
   }
 
   private async onSetSettings(conn: Conn, f: SetSettings): Promise<void> {
@@ -522,15 +554,27 @@ export class Mailbox {
     ]);
   }
 
-  presence(): PresenceInfo {
-    let online = false;
-    for (const c of this.deps.sockets.list()) if (c.state) online = true;
-    return { user: this.user, online, lastSeen: online ? this.deps.clock.now() : this.store.lastSeen() };
+  /**
+   * This user's presence as `asker` may see it (presence_query, PROTOCOL.md 8.6): hidden reads as never seen.
+   * No asker: the unfiltered state (an adapter's own use).
+   */
+  presence(asker?: string): PresenceInfo {
+    return this.presenceHub.stateFor(asker) ?? { user: this.user, online: false, lastSeen: 0 };
   }
 
-  /** Scheduled wake-up: retry every recipient that still has outbox items and is not backing off. */
-  onWake(): Promise<void> {
-    return this.forwarder.wake();
+  /** Another shard watches (or stops watching) this user's presence (Peers.watch). Nothing is written. */
+  watchPresence(watcher: string, on: boolean): PresenceInfo | undefined {
+    return this.presenceHub.watch(watcher, on);
+  }
+
+  /** A subject this user watches changed (Peers.presenceChanged); false: not wanted any more. */
+  presenceChanged(info: PresenceInfo): boolean {
+    return this.presenceHub.changedAt(info);
+  }
+
+  /** Scheduled wake-up: retry every recipient that still has outbox items and is not backing off; presence timers. */
+  async onWake(): Promise<void> {
+    await Promise.all([this.forwarder.wake(), this.presenceHub.tick()]);
   }
 
   /** Storage.commit, dropping the store's caches if the commit fails (the database rolled back, they did not). */

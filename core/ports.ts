@@ -62,6 +62,11 @@ export interface ConnState {
    * `reads`: it was written before read receipts, and gets no read_state, settings or read positions.
    */
   rdsent?: number;
+  /**
+   * The ref of this connection's last `presence_subscribe` (PROTOCOL.md 8.6): presence pushes go, under it, only
+   * to connections that subscribed. Undefined: never subscribed (every client written before subscriptions).
+   */
+  pref?: string;
 }
 
 /**
@@ -158,7 +163,26 @@ export class PeerOverloadedError extends Error {
 export interface Peers {
   /** Rejects on failure (the core retries with backoff); with PeerOverloadedError when retrying soon would hurt. */
   forward(to: string, batch: ForwardBatch): Promise<ForwardResult>;
-  presence(user: string): Promise<PresenceInfo>;
+  /**
+   * `user`'s presence as `asker` may see it (its visibility setting applied; hidden reads as never seen:
+   * offline, lastSeen 0). Rejects when the shard cannot be reached.
+   */
+  presence(user: string, asker: string): Promise<PresenceInfo>;
+  /**
+   * Presence subscriptions (PROTOCOL.md 8.6). `watcher` registers (on) or drops (off) its interest in `subject`'s
+   * changes, held in the subject's memory as a lease of presenceLeaseMs (renewed by calling again). Resolves to
+   * the subject's state as the watcher may see it, or undefined when hidden (or off). Idempotent; never writes
+   * a row. Rejects when the subject's shard cannot be reached. Optional: without it a subscription gets
+   * `unavailable`.
+   */
+  watch?(subject: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined>;
+  /**
+   * A subject's state changed: one best-effort push to `watcher`'s shard (never retried, never stored). Resolves
+   * false when the watcher no longer wants them (it has no subscribed connection), so the subject drops it.
+   * Must not wake a watcher that is asleep only to drop it: the subject calls only watchers that registered
+   * and did not unwatch, and a watcher unwatches when its last device goes offline.
+   */
+  presenceChanged?(watcher: string, info: PresenceInfo): Promise<boolean>;
   /**
    * The recipient's shard when it shares this Storage (its writes can join the caller's transaction), else
    * undefined. Optional: a Durable Object never shares storage with another user's.

@@ -103,6 +103,9 @@ const MIGRATIONS: readonly (readonly string[])[] = [
     `ALTER TABLE receipts_in ADD COLUMN rmsg TEXT NOT NULL DEFAULT ''`,
     `ALTER TABLE receipts_in ADD COLUMN rts INTEGER NOT NULL DEFAULT 0`,
   ],
+  // 6: who may see the user's presence (PROTOCOL.md 8.6): 0 everyone, 1 contacts, 2 nobody. Subscriptions
+  // themselves are never stored: they are interest of online devices, held in memory at both ends.
+  [`ALTER TABLE users ADD COLUMN presence INTEGER NOT NULL DEFAULT 0`],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

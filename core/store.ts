@@ -1,7 +1,7 @@
 // Over 400 lines on purpose: every query of the schema is here, next to the in-memory caches that mirror what
 // those queries wrote (counters, outbox mirrors, owed receipts, cursors); a query and the cache it keeps in step
 // must change together, so they are not split across files.
-import { ENTRY_KINDS, type Entry, type EntryKind, type ReadPosition, type ReceiptState } from '../protocol/index.js';
+import { ENTRY_KINDS, PRESENCE_VISIBILITY, type Entry, type EntryKind, type PresenceVisibility, type ReadPosition, type ReceiptState } from '../protocol/index.js';
 import type { ForwardItem, Receipt, Sql } from './ports.js';
 
 /**
@@ -558,6 +558,35 @@ export class MailboxStore {
       this.user, seq, peer, ENTRY_KINDS.message,
     )[0]?.m;
     return m ?? undefined;
+  }
+
+  /** The presence visibility setting (schema migration 6); everyone for a user with no row yet. */
+  presenceVisibility(): PresenceVisibility {
+    const v = this.sql.all<{ p: number }>(`SELECT presence AS p FROM users WHERE user = ?`, this.user)[0]?.p ?? 0;
+    return v === 2 ? 'nobody' : v === 1 ? 'contacts' : 'everyone';
+  }
+
+  setPresenceVisibility(v: PresenceVisibility): void {
+    this.userRow(); // the row exists before it is updated
+    this.sql.all(`UPDATE users SET presence = ? WHERE user = ?`, PRESENCE_VISIBILITY[v], this.user);
+  }
+
+  /**
+   * Contacts, for presence visibility "contacts": users who sent this user a message (stored or trimmed), or
+   * to whom its messages were delivered or wait to be. Keyed lookups only: the inbox marks are cached.
+   */
+  isContact(peer: string): boolean {
+    if (this.peerLastN(peer) > 0) return true;
+    return (
+      this.sql.all(`SELECT 1 AS x FROM receipts_in WHERE user = ? AND peer = ? UNION ALL SELECT 1 AS x FROM outbox WHERE user = ? AND recipient = ? LIMIT 1`, this.user, peer, this.user, peer).length > 0
+    );
+  }
+
+  /** Whether `asker` may see this user's presence under its setting (the user itself always may). */
+  presenceVisibleTo(asker: string): boolean {
+    if (asker === this.user) return true;
+    const v = this.presenceVisibility();
+    return v === 'everyone' || (v === 'contacts' && this.isContact(asker));
   }
 
   readReceiptsOn(): boolean {

@@ -3,7 +3,7 @@ import { DEFAULT_CONFIG, type Config } from '../../core/config.js';
 import { Mailbox } from '../../core/mailbox.js';
 import { PeerOverloadedError, type Conn, type ConnState, type ForwardBatch, type ForwardResult, type LogLevel, type Sql, type SqlValue, type Storage } from '../../core/ports.js';
 import { migrate } from '../../core/schema.js';
-import { decodeFrame, encodeBinary, encodeJson, type ClientFrame, type ServerFrame } from '../../protocol/index.js';
+import { decodeFrame, encodeBinary, encodeJson, type ClientFrame, type PresenceInfo, type ServerFrame } from '../../protocol/index.js';
 
 /**
  * A whole Iris deployment in one process for unit-testing the core: every user's Mailbox over one in-memory
@@ -107,6 +107,9 @@ export class World {
   /** The retry jitter every mailbox draws: 1 (the default) is the top of the range, the plain backoff step. */
   random = 1;
   readonly forwardCalls: { to: string; batch: ForwardBatch }[] = [];
+  /** Presence subscription calls between shards (Peers.watch / presenceChanged). */
+  readonly watchCalls: { subject: string; watcher: string; on: boolean }[] = [];
+  readonly pushCalls: { watcher: string; info: PresenceInfo }[] = [];
   readonly wakes = new Map<string, number>();
   private readonly boxes = new Map<string, Mailbox>();
   private readonly socks = new Map<string, Set<FakeConn>>();
@@ -218,7 +221,16 @@ export class World {
             }
             return this.mailbox(to).receive(batch);
           },
-          presence: async (u: string) => this.mailbox(u).presence(),
+          presence: async (u: string, asker: string) => this.mailbox(u).presence(asker),
+          watch: async (subject: string, watcher: string, on: boolean) => {
+            this.watchCalls.push({ subject, watcher, on });
+            return this.mailbox(subject).watchPresence(watcher, on);
+          },
+          presenceChanged: async (watcher: string, info: PresenceInfo) => {
+            this.pushCalls.push({ watcher, info });
+            // A watcher whose shard is not in memory has no socket: not wanted, and not created for it.
+            return this.boxes.get(watcher)?.presenceChanged(info) ?? false;
+          },
           local: (to: string) => (this.oneHop && !this.remote.has(to) && !this.failForwards.has(to) ? { handOver: (batch: ForwardBatch) => this.mailbox(to).handOver(batch) } : undefined),
         },
       });

@@ -31,10 +31,10 @@ describe('schema migration 1 -> 2', () => {
     db.exec('BEGIN');
     expect(migrate(sql, 2)).toBe(SCHEMA_VERSION);
     db.exec('COMMIT');
-    expect(SCHEMA_VERSION).toBe(5);
+    expect(SCHEMA_VERSION).toBe(6);
     const indexes = sql.all<{ name: string }>(`SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL`).map((r) => r.name);
     expect(indexes).toEqual([]);
-    expect(sql.all(`SELECT version FROM iris_migrations ORDER BY version`)).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }]);
+    expect(sql.all(`SELECT version FROM iris_migrations ORDER BY version`)).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }, { version: 6 }]);
 
     const store = new MailboxStore(sql, 'alice');
     expect(store.outboxFor('bob', 10).map((i) => i.n)).toEqual([1, 3, 5]);
@@ -84,5 +84,24 @@ describe('schema migration 1 -> 2', () => {
     expect(migrate(sql, 1)).toBe(SCHEMA_VERSION);
     expect(migrate(sql, 1)).toBe(SCHEMA_VERSION); // idempotent
     db.exec('COMMIT');
+  });
+
+  it('6: a user written by version 5 shows its presence to everyone until it changes the setting', () => {
+    const { db, sql } = open();
+    db.exec('BEGIN');
+    migrate(sql, 1, 5);
+    sql.all(`INSERT INTO users (user, next_seq, next_n, trimmed, delivered, last_seen) VALUES ('alice', 1, 1, 0, 0, 42)`);
+    migrate(sql, 1);
+    db.exec('COMMIT');
+    const store = new MailboxStore(sql, 'alice');
+    expect(store.presenceVisibility()).toBe('everyone');
+    expect(store.presenceVisibleTo('bob')).toBe(true);
+    db.exec('BEGIN');
+    store.setPresenceVisibility('nobody');
+    db.exec('COMMIT');
+    expect(new MailboxStore(sql, 'alice').presenceVisibility()).toBe('nobody');
+    expect(store.presenceVisibleTo('bob')).toBe(false);
+    expect(store.presenceVisibleTo('alice')).toBe(true);
+    expect(store.lastSeen()).toBe(42);
   });
 });
