@@ -42,8 +42,8 @@ export class UserShard extends DurableObject<Env> {
   private readonly counts: Omit<ShardStats, 'databaseBytes' | 'statements'> = {
     instance: crypto.randomUUID(),
     sql: sqlCounters(),
-    rpcOut: { forward: 0, presence: 0 },
-    rpcIn: { receive: 0, presence: 0 },
+    rpcOut: { forward: 0, presence: 0, watch: 0, push: 0 },
+    rpcIn: { receive: 0, presence: 0, watch: 0, push: 0 },
     wsIn: 0,
     wsOut: 0,
     upgrades: 0,
@@ -188,12 +188,34 @@ export class UserShard extends DurableObject<Env> {
     return this.timed(() => this.mailboxFor(user).receive(batch));
   }
 
-  async presence(user: string): Promise<PresenceInfo> {
+  async presence(user: string, asker?: string): Promise<PresenceInfo> {
     this.counts.rpcIn.presence++;
     return this.timed(async () => {
       // Asking about a user who never connected must not create storage for them.
       if (!this.mailbox && !this.hasSchema()) return { user, online: false, lastSeen: 0 };
-      return this.mailboxFor(user).presence();
+      return this.mailboxFor(user).presence(asker);
+    });
+  }
+
+  /**
+   * Peers.watch (presence subscriptions): the watcher is kept in this object's memory only. Eviction or
+   * hibernation forgets it; the watcher's lease renewal (and its re-subscription on reconnect) brings it back.
+   */
+  async watch(user: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined> {
+    this.counts.rpcIn.watch++;
+    return this.timed(async () => {
+      // Unwatching a user who never connected creates nothing either.
+      if (!on && !this.mailbox && !this.hasSchema()) return undefined;
+      return this.mailboxFor(user).watchPresence(watcher, on);
+    });
+  }
+
+  /** Peers.presenceChanged: false (drop me) when no socket of this user subscribed. */
+  async presenceChanged(user: string, info: PresenceInfo): Promise<boolean> {
+    this.counts.rpcIn.push++;
+    return this.timed(async () => {
+      if (!this.mailbox && !this.hasSchema()) return false;
+      return this.mailboxFor(user).presenceChanged(info);
     });
   }
 
@@ -257,9 +279,18 @@ export class UserShard extends DurableObject<Env> {
             throw isOverloaded(e) ? new PeerOverloadedError(`the shard of ${to} is overloaded`, { cause: e }) : e;
           });
       },
-      presence: (u) => {
+      presence: (u, asker) => {
         counts.presence++;
-        return env.USERS.get(env.USERS.idFromName(u)).presence(u);
+        return env.USERS.get(env.USERS.idFromName(u)).presence(u, asker);
+      },
+      // One RPC per subject (a Durable Object per user has no batching point): counted for the benchmark.
+      watch: (subject, watcher, on) => {
+        counts.watch++;
+        return env.USERS.get(env.USERS.idFromName(subject)).watch(subject, watcher, on);
+      },
+      presenceChanged: (watcher, info) => {
+        counts.push++;
+        return env.USERS.get(env.USERS.idFromName(watcher)).presenceChanged(watcher, info);
       },
     };
     const scheduler: Scheduler = { wakeAt: (ms) => this.wakeAt(ms) };

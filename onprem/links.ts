@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: the link codec, its server and its client belong together; every op is encoded
+// and decoded here, so the two ends of the wire cannot drift apart.
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync } from 'node:fs';
 import type { ForwardBatch, ForwardItem, ForwardResult } from '../core/ports.js';
@@ -11,9 +13,13 @@ import type { PresenceInfo } from '../protocol/index.js';
  *   frame = len:u32 (bytes after it) | op:u8 | rid:u32 | payload
  *   forward      (1): to:str from:str count:u32 { n:f64 kind:u8 msg:str ts:f64 body:bytes }* hasReceipt:u8 [n:f64 msg:str ts:f64]
  *   forward_res  (2): acceptedUpTo:f64 hasRetry:u8 retryAfter:f64
- *   presence     (3): user:str
+ *   presence     (3): user:str asker:str
  *   presence_res (4): user:str online:u8 lastSeen:f64
  *   error        (5): message:str
+ *   watch        (6): subject:str watcher:str on:u8             (Peers.watch, presence subscriptions)
+ *   watch_res    (7): has:u8 [user:str online:u8 lastSeen:f64]  (has 0: hidden, refused or off)
+ *   push         (8): watcher:str user:str online:u8 lastSeen:f64 (Peers.presenceChanged)
+ *   push_res     (9): wanted:u8
  *   str/bytes = len:u32 + bytes (UTF-8). Numbers that may exceed 32 bits travel as f64 (exact to 2^53).
  *
  * Every worker keeps at most one outgoing connection per other worker; requests on it are pipelined and
@@ -26,6 +32,10 @@ const OP_FORWARD_RES = 2;
 const OP_PRESENCE = 3;
 const OP_PRESENCE_RES = 4;
 const OP_ERROR = 5;
+const OP_WATCH = 6;
+const OP_WATCH_RES = 7;
+const OP_PUSH = 8;
+const OP_PUSH_RES = 9;
 /** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken link. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
@@ -218,7 +228,9 @@ class BatchWriter {
 
 export interface LinkHandler {
   forward(to: string, batch: ForwardBatch): Promise<ForwardResult>;
-  presence(user: string): Promise<PresenceInfo>;
+  presence(user: string, asker: string): Promise<PresenceInfo>;
+  watch(subject: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined>;
+  presenceChanged(watcher: string, info: PresenceInfo): Promise<boolean>;
 }
 
 /** Answers other workers' calls on <run dir>/peer-<id>.sock. */
@@ -261,8 +273,24 @@ export class LinkServer {
         );
       } else if (op === OP_PRESENCE) {
         const user = d.str();
-        this.handler.presence(user).then(
+        const asker = d.str();
+        this.handler.presence(user, asker).then(
           (p) => out.write(frame(OP_PRESENCE_RES, rid).str(p.user).u8(p.online ? 1 : 0).f64(p.lastSeen).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_WATCH) {
+        const subject = d.str();
+        const watcher = d.str();
+        const on = d.u8() === 1;
+        this.handler.watch(subject, watcher, on).then(
+          (p) => out.write(p === undefined ? frame(OP_WATCH_RES, rid).u8(0).done() : frame(OP_WATCH_RES, rid).u8(1).str(p.user).u8(p.online ? 1 : 0).f64(p.lastSeen).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_PUSH) {
+        const watcher = d.str();
+        const info = { user: d.str(), online: d.u8() === 1, lastSeen: d.f64() };
+        this.handler.presenceChanged(watcher, info).then(
+          (wanted) => out.write(frame(OP_PUSH_RES, rid).u8(wanted ? 1 : 0).done()),
           (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
         );
       } else {
@@ -372,10 +400,23 @@ export class LinkClient {
     return hasRetry ? { acceptedUpTo, retryAfter } : { acceptedUpTo };
   }
 
-  async presence(user: string): Promise<PresenceInfo> {
-    const { d, op } = await this.call((rid) => frame(OP_PRESENCE, rid).str(user).done());
+  async presence(user: string, asker: string): Promise<PresenceInfo> {
+    const { d, op } = await this.call((rid) => frame(OP_PRESENCE, rid).str(user).str(asker).done());
     if (op !== OP_PRESENCE_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
     return { user: d.str(), online: d.u8() === 1, lastSeen: d.f64() };
+  }
+
+  async watch(subject: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined> {
+    const { d, op } = await this.call((rid) => frame(OP_WATCH, rid).str(subject).str(watcher).u8(on ? 1 : 0).done());
+    if (op !== OP_WATCH_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
+    if (d.u8() === 0) return undefined;
+    return { user: d.str(), online: d.u8() === 1, lastSeen: d.f64() };
+  }
+
+  async presenceChanged(watcher: string, info: PresenceInfo): Promise<boolean> {
+    const { d, op } = await this.call((rid) => frame(OP_PUSH, rid).str(watcher).str(info.user).u8(info.online ? 1 : 0).f64(info.lastSeen).done());
+    if (op !== OP_PUSH_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
+    return d.u8() === 1;
   }
 
   close(): void {

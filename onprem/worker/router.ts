@@ -37,7 +37,9 @@ export class Router implements Peers {
     }
     this.linkServer = new LinkServer(join(cfg.runDir, `peer-${id}.sock`), {
       forward: (to, batch) => this.receiveFromLink(to, batch),
-      presence: (user) => this.presenceLocal(user),
+      presence: (user, asker) => this.presenceLocal(user, asker),
+      watch: (subject, watcher, on) => this.watchLocal(subject, watcher, on),
+      presenceChanged: (watcher, info) => this.pushLocal(watcher, info),
     });
     try {
       await this.linkServer.listen();
@@ -60,10 +62,24 @@ export class Router implements Peers {
     return this.timed('forward', this.client(owner).forward(to, batch));
   }
 
-  presence(user: string): Promise<PresenceInfo> {
+  presence(user: string, asker: string): Promise<PresenceInfo> {
     const owner = ownerOf(user, this.ctx.workers);
-    if (owner === this.ctx.id) return this.presenceLocal(user);
-    return this.timed('presence', this.client(owner).presence(user));
+    if (owner === this.ctx.id) return this.presenceLocal(user, asker);
+    return this.timed('presence', this.client(owner).presence(user, asker));
+  }
+
+  /** Presence subscriptions: a local call, or one link message per subject (counted as op "watch"). */
+  watch(subject: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined> {
+    const owner = ownerOf(subject, this.ctx.workers);
+    if (owner === this.ctx.id) return this.watchLocal(subject, watcher, on);
+    return this.timed('watch', this.client(owner).watch(subject, watcher, on));
+  }
+
+  /** One best-effort push to a watcher's shard (counted as op "push"). */
+  presenceChanged(watcher: string, info: PresenceInfo): Promise<boolean> {
+    const owner = ownerOf(watcher, this.ctx.workers);
+    if (owner === this.ctx.id) return this.pushLocal(watcher, info);
+    return this.timed('push', this.client(owner).presenceChanged(watcher, info));
   }
 
   /** A recipient in this worker's file: its writes join the sender's commit (one hop, one commit). */
@@ -84,7 +100,7 @@ export class Router implements Peers {
     return c;
   }
 
-  private timed<T>(op: 'forward' | 'presence', p: Promise<T>): Promise<T> {
+  private timed<T>(op: 'forward' | 'presence' | 'watch' | 'push', p: Promise<T>): Promise<T> {
     const end = this.ctx.metrics.linkLatency.startTimer({ op });
     return p.then(
       (v) => {
@@ -106,12 +122,28 @@ export class Router implements Peers {
     return this.shards.track(s, s.mailbox.receive(batch));
   }
 
-  private presenceLocal(user: string): Promise<PresenceInfo> {
+  private presenceLocal(user: string, asker: string): Promise<PresenceInfo> {
     if (!owns(this.ctx, user)) return Promise.reject(new Error(`user ${user} is not owned by worker ${this.ctx.id}`));
     try {
-      return Promise.resolve(this.shards.presence(user));
+      return Promise.resolve(this.shards.presence(user, asker));
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  /** The subject's shard is loaded to hold the watcher (memory only; nothing is written). */
+  private watchLocal(subject: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined> {
+    if (!owns(this.ctx, subject)) return Promise.reject(new Error(`user ${subject} is not owned by worker ${this.ctx.id}`));
+    try {
+      return Promise.resolve(this.shards.get(subject).mailbox.watchPresence(watcher, on));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** A watcher that is not loaded has no subscribed connection: not wanted, and not loaded for it. */
+  private pushLocal(watcher: string, info: PresenceInfo): Promise<boolean> {
+    if (!owns(this.ctx, watcher)) return Promise.reject(new Error(`user ${watcher} is not owned by worker ${this.ctx.id}`));
+    return Promise.resolve(this.shards.loaded(watcher)?.mailbox.presenceChanged(info) ?? false);
   }
 }

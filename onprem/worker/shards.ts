@@ -163,12 +163,14 @@ export class Shards {
   /**
    * Forgets mailboxes with no socket, no core call in flight and no wake-up pending, idle for
    * IRIS_MAILBOX_IDLE_MS. Everything a mailbox must not lose is in SQLite; what goes is its rate-limit bucket
-   * (a new one starts full) and its memory of full recipients (the next send asks again).
+   * (a new one starts full) and its memory of full recipients (the next send asks again). Not forgotten while
+   * it holds presence watchers (memory only, core/presence.ts).
    */
   evictIdle(): void {
     const cutoff = Date.now() - this.ctx.cfg.mailboxIdleMs;
     for (const [user, s] of this.byUser) {
-      if (s.conns.length === 0 && s.busy === 0 && s.wakeTimer === null && s.lastUsed < cutoff) this.byUser.delete(user);
+      // A mailbox with live presence watchers keeps them in memory only: it stays until their leases run out.
+      if (s.conns.length === 0 && s.busy === 0 && s.wakeTimer === null && s.lastUsed < cutoff && !s.mailbox.presenceHub.hasWatchers(Date.now())) this.byUser.delete(user);
     }
     this.metrics.mailboxes.set(this.byUser.size);
   }
@@ -209,12 +211,19 @@ export class Shards {
   }
 
   /** A user of this worker, asked by another shard. Throws if the stored last-seen cannot be read. */
-  presence(user: string): PresenceInfo {
+  presence(user: string, asker: string): PresenceInfo {
     const loaded = this.byUser.get(user);
-    if (loaded) return loaded.mailbox.presence();
+    if (loaded) return loaded.mailbox.presence(asker);
     // Not in memory means no socket: offline. Read last-seen without loading a mailbox for the asker's
     // sake (presence queries may name users who never connected).
-    return { user, online: false, lastSeen: new MailboxStore(this.env!.storage.sql, user).lastSeen() };
+    const store = new MailboxStore(this.env!.storage.sql, user);
+    if (!store.presenceVisibleTo(asker)) return { user, online: false, lastSeen: 0 };
+    return { user, online: false, lastSeen: store.lastSeen() };
+  }
+
+  /** The user's shard if it is in memory (a presence push must not load one). */
+  loaded(user: string): Shard | undefined {
+    return this.byUser.get(user);
   }
 
   /** Draining: no wake-up fires any more. */
