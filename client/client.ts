@@ -1,4 +1,4 @@
-import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, type ErrorFrame, type ServerFrame } from '../protocol/index.js';
+import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, type ErrorFrame, type PresenceVisibility, type ServerFrame } from '../protocol/index.js';
 import { Connection } from './connection.js';
 import { defaultStore } from './default-store.js';
 import { Emitter, type Listener } from './emitter.js';
@@ -40,6 +40,13 @@ export class IrisClient {
   /** A settings change not yet written. */
   private pendingReadReceipts: boolean | undefined;
   private readReceiptsValue: boolean | undefined;
+  /**
+   * The presence subscription: written after every welcome (the server keeps subscriptions only while a device is
+   * connected), under a ref that changes with each subscribePresence() so answers to an older list are ignored.
+   */
+  private presenceSub: { ref: string; users: string[] } | null = null;
+  /** A presence visibility change not yet written. */
+  private pendingVisibility: PresenceVisibility | undefined;
   private detachPageHooks: (() => void) | null = null;
 
   constructor(opts: IrisClientOptions) {
@@ -57,6 +64,7 @@ export class IrisClient {
         this.outbox.pump();
         this.queries.rewrite();
         this.writeReads();
+        this.writePresence();
         this.events.emit('welcome', w, listenerFailed);
       },
       frame: (f, gen) => this.onFrame(f, gen),
@@ -219,6 +227,26 @@ export class IrisClient {
     return this.readReceiptsValue;
   }
 
+  /**
+   * Follows the presence of `users` (replacing the previous list; empty: none; at most 1000, or the server's
+   * lower cap, which refuses more with an `error` event, invalid_field). Their current state arrives at once
+   * as `presence` events, then one event per change (online; offline with last seen, after the server's hold).
+   * Users who hide their presence from this user produce no event. Kept across reconnects: the list is sent
+   * again after every welcome, and the answer repairs whatever changed while disconnected.
+   */
+  subscribePresence(users: string[]): void {
+    if (users.length > LIMITS.maxPresenceSubscriptions) throw new IrisError('invalid_field', `users: at most ${LIMITS.maxPresenceSubscriptions}`);
+    for (const u of users) if (!ID_PATTERN.test(u)) throw new IrisError('invalid_field', `users: "${u}" is not a valid user id`);
+    this.presenceSub = { ref: this.ids.next('s'), users: [...users] };
+    this.writePresence();
+  }
+
+  /** Who may see this user's presence and last seen: 'everyone' (the default), 'contacts' or 'nobody'. */
+  setPresenceVisibility(visibility: PresenceVisibility): void {
+    this.pendingVisibility = visibility;
+    this.writePresence();
+  }
+
   /** Resolves once every send in the outbox has been acknowledged or refused. */
   drain(): Promise<void> {
     return this.outbox.drain();
@@ -256,6 +284,10 @@ export class IrisClient {
         this.readReceiptsValue = f.readReceipts;
         return this.events.emit('settings', { readReceipts: f.readReceipts });
       case 'presence':
+        if (this.presenceSub !== null && f.ref === this.presenceSub.ref) {
+          for (const u of f.users) this.events.emit('presence', { user: u.user, online: u.online, lastSeen: u.lastSeen });
+          return;
+        }
         return this.queries.answered(f);
       case 'error':
         return this.onError(f, gen);
@@ -288,6 +320,15 @@ export class IrisClient {
     this.pendingReadReceipts = undefined;
     for (const [conv, msg] of this.pendingReads) link.write({ t: 'read', conv, msg });
     this.pendingReads.clear();
+  }
+
+  /** Writes the presence setting and subscription (again after every welcome). */
+  private writePresence(): void {
+    const link = this.conn.current();
+    if (link === null) return;
+    if (this.pendingVisibility !== undefined) link.write({ t: 'set_presence', visibility: this.pendingVisibility });
+    this.pendingVisibility = undefined;
+    if (this.presenceSub !== null) link.write({ t: 'presence_subscribe', ref: this.presenceSub.ref, users: this.presenceSub.users });
   }
 
   /** Writes what the store deferred (handled marks); errors are reported, not thrown. */

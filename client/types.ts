@@ -182,6 +182,8 @@ export interface ClientEvents {
   read: IrisRead;
   /** The reader's side: how far this user read a conversation, from this or another of its devices. */
   readState: IrisReadPosition;
+  /** A followed user's presence (subscribePresence): its state at once, then each change. */
+  presence: PresenceInfo;
   /** This user's settings: after every welcome, and when a device changed them. */
   settings: IrisSettings;
   state: ConnectionState;

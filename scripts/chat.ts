@@ -11,7 +11,9 @@
  * reached a device of its recipient, "✓✓ read" one its recipient read (unless they turned read receipts off). The device's cursor and unsent messages live in
  * ./.iris/<user>-<device>.json, so a restarted chat resumes where it stopped, with nothing lost or repeated.
  *
- * Commands: /read (mark what the peer sent read)  /receipts on|off  /presence [user...]  /quit  /help
+ * The peer's presence is followed (subscribePresence): "bob is online" / "bob was last seen ..." as it changes.
+ * Commands: /read (mark what the peer sent read)  /receipts on|off  /presence [user...]
+ *           /visibility everyone|contacts|nobody (who sees your presence)  /quit  /help
  * stdin may be a pipe: at end of input the chat waits for the acks of what it sent (and briefly for delivery
  * receipts, see --linger), then exits.
  */
@@ -143,6 +145,10 @@ client.on('receipt', (r) => {
   }
 });
 client.on('error', (e) => out(`! ${e.code}: ${e.message}`));
+client.on('presence', (p) => {
+  if (p.online) return out(`* ${p.user} is online`);
+  out(`* ${p.user} ${p.lastSeen === 0 ? 'was never seen' : `was last seen ${new Date(p.lastSeen).toLocaleString()}`}`);
+});
 
 async function presence(users: string[]): Promise<void> {
   try {
@@ -186,6 +192,8 @@ async function finish(): Promise<never> {
   return stop(0);
 }
 
+// Sent after every welcome by the SDK: the current state at once, then each change.
+client.subscribePresence([peer!]);
 try {
   await client.connect();
 } catch (e) {
@@ -202,12 +210,14 @@ rl.on('line', (raw) => {
   if (line === '') return;
   queue = queue.then(async () => {
     if (line === '/quit') return void (await stop(0));
-    if (line === '/help') return out('commands: /read  /receipts on|off  /presence [user...]  /quit  (anything else is sent)');
+    if (line === '/help') return out('commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /quit  (anything else is sent)');
     if (line === '/read') {
       if (lastFromPeer === null) return out(`! nothing from ${peer} to mark read yet`);
       return client.markRead(peer!, lastFromPeer);
     }
     if (line === '/receipts on' || line === '/receipts off') return client.setReadReceipts(line.endsWith('on'));
+    const vis = /^\/visibility (everyone|contacts|nobody)$/.exec(line);
+    if (vis) return client.setPresenceVisibility(vis[1] as 'everyone' | 'contacts' | 'nobody');
     if (line.startsWith('/presence')) {
       const users = line.split(/\s+/).slice(1);
       return presence(users.length > 0 ? users : [peer]);

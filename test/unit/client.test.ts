@@ -665,6 +665,39 @@ describe('IrisClient: connection upkeep', () => {
     expect(((await p2.catch((e: unknown) => e)) as IrisError).code).toBe('closed');
   });
 
+  it('subscribePresence(): written now and after every reconnect, typed presence events, older refs ignored', async () => {
+    const c = client();
+    const seen: unknown[] = [];
+    c.on('presence', (p) => {
+      seen.push(p);
+    });
+    c.subscribePresence(['bob']);
+    c.setPresenceVisibility('nobody');
+    c.connect().catch(() => {});
+    const s1 = await nextSocket(1);
+    await s1.welcome();
+    await waitFor(() => s1.framesOf('presence_subscribe').length === 1);
+    expect(s1.framesOf('set_presence')).toEqual([{ t: 'set_presence', visibility: 'nobody' }]);
+    const old = s1.framesOf('presence_subscribe')[0]!;
+    c.subscribePresence(['bob', 'carol']);
+    await waitFor(() => s1.framesOf('presence_subscribe').length === 2);
+    const sub = s1.framesOf('presence_subscribe')[1]!;
+    expect(sub.users).toEqual(['bob', 'carol']);
+    s1.push({ t: 'presence', ref: old.ref, users: [{ user: 'bob', online: true, lastSeen: 1 }] });
+    s1.push({ t: 'presence', ref: sub.ref, users: [{ user: 'carol', online: false, lastSeen: 9 }] });
+    await waitFor(() => seen.length === 1);
+    expect(seen).toEqual([{ user: 'carol', online: false, lastSeen: 9 }]);
+    s1.serverClose(1011);
+    const s2 = await nextSocket(2);
+    await s2.welcome();
+    await waitFor(() => s2.framesOf('presence_subscribe').length === 1);
+    expect(s2.framesOf('presence_subscribe')[0]).toEqual(sub);
+    // The visibility was written once; the server keeps it.
+    expect(s2.framesOf('set_presence')).toEqual([]);
+    expect(() => c.subscribePresence(['not a user'])).toThrow(IrisError);
+    await c.close();
+  });
+
   it('flushes the pending ack on close()', async () => {
     const c = client({ ack: { every: 100, delayMs: 10_000 } });
     c.on('message', () => {});
