@@ -39,6 +39,9 @@ export async function startOnprem(opts: OnpremOptions = {}): Promise<Target> {
     IRIS_RETRY_BASE_MS: '50',
     IRIS_RETRY_MAX_MS: '1000',
     IRIS_LOG: 'warn',
+    // Presence: as in wrangler-target.ts.
+    IRIS_PRESENCE_HOLD_MS: '1500',
+    IRIS_PRESENCE_SUBSCRIPTIONS: '50',
     ...opts.env,
   };
   let child: ChildProcess | null = null;

@@ -6,7 +6,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { WebSocket as WsSocket } from 'ws';
-import { IrisClient, IrisError, MemoryStore, type IrisRead, type IrisReadPosition, type SendAck } from '../../client/index.js';
+import { IrisClient, IrisError, MemoryStore, type IrisRead, type IrisReadPosition, type PresenceInfo, type SendAck } from '../../client/index.js';
 import { FileStore } from '../../client/node-store.js';
 import { encodeBinary, type ErrorCode } from '../../protocol/index.js';
 import { ClientPool, RawSocket, Seen, Sender, sleep, uniqueRun, upgradeRequest, waitFor } from './helpers.js';
@@ -302,6 +302,117 @@ export function runConformance(name: string, start: () => Promise<Target>): void
       expect(after.lastSeen).toBeGreaterThanOrEqual(closing - 2_000);
       expect(after.lastSeen).toBeLessThanOrEqual(Date.now() + 2_000);
     });
+
+    // ------------------------------------------------------------------ presence subscriptions (PROTOCOL.md 8.6)
+    // The targets run with IRIS_PRESENCE_HOLD_MS=1500 and IRIS_PRESENCE_SUBSCRIPTIONS=50. Nothing here asserts on
+    // durations: every check waits for an event, and "nothing arrived" is checked against a later sentinel event.
+
+    /** A connected user that records every presence event it gets. */
+    async function watcher(label: string) {
+      const w = await online(label);
+      const events: PresenceInfo[] = [];
+      const errors: IrisError[] = [];
+      w.c.on('presence', (p) => void events.push(p));
+      w.c.on('error', (e) => void errors.push(e));
+      return { ...w, events, errors, of: (u: string) => events.filter((e) => e.user === u) };
+    }
+
+    it('presence_subscribe: current state at once, then online and (after the hold) offline with last seen', async () => {
+      const a = await watcher('a');
+      const b = await online('b');
+      const ghost = user('ghost');
+      a.c.subscribePresence([b.u, ghost]);
+      await waitFor(() => a.of(b.u).length === 1 && a.of(ghost).length === 1, 10_000, 'the current state');
+      expect(a.of(b.u)[0]).toMatchObject({ user: b.u, online: true });
+      expect(a.of(ghost)[0]).toEqual({ user: ghost, online: false, lastSeen: 0 });
+      await b.c.close();
+      await waitFor(() => a.of(b.u).length === 2, 15_000, 'the offline push');
+      const off = a.of(b.u)[1]!;
+      expect(off.online).toBe(false);
+      expect(off.lastSeen).toBeGreaterThan(0);
+      const b2 = pool.make(b.u, { device: 'd2' });
+      await b2.connect();
+      await waitFor(() => a.of(b.u).length === 3, 10_000, 'the online push');
+      expect(a.of(b.u)[2]).toMatchObject({ online: true });
+    }, 60_000);
+
+    it('presence: a flap within the hold pushes nothing', async () => {
+      const a = await watcher('a');
+      const b = await online('b');
+      const c = await online('c');
+      a.c.subscribePresence([b.u, c.u]);
+      await waitFor(() => a.of(b.u).length === 1 && a.of(c.u).length === 1, 10_000, 'the current state');
+      // b's only device drops and comes back at once (well inside the 1.5 s hold on loopback).
+      await b.c.close();
+      const b2 = pool.make(b.u, { device: 'd2' });
+      await b2.connect();
+      // Sentinel: c goes offline after the flap; its push arrives a hold later. b's flap must not show before it.
+      await c.c.close();
+      await waitFor(() => a.of(c.u).length === 2, 15_000, "c's offline push");
+      expect(a.of(b.u)).toHaveLength(1);
+    }, 60_000);
+
+    it('presence visibility nobody and contacts really hide: no record, no push, presence_query reads never seen', async () => {
+      const a = await watcher('a');
+      const hidden = await online('hidden');
+      const friendOnly = await online('friend');
+      const sentinel = await online('sentinel');
+      hidden.c.setPresenceVisibility('nobody');
+      friendOnly.c.setPresenceVisibility('contacts');
+      // A frame written after set_presence on the same connections: the settings are stored by then.
+      await hidden.c.presence([hidden.u]);
+      await friendOnly.c.presence([friendOnly.u]);
+      a.c.subscribePresence([hidden.u, friendOnly.u, sentinel.u]);
+      await waitFor(() => a.of(sentinel.u).length === 1, 10_000, "the sentinel's state");
+      expect(a.of(hidden.u)).toEqual([]);
+      expect(a.of(friendOnly.u)).toEqual([]);
+      await hidden.c.close();
+      await friendOnly.c.close();
+      await sentinel.c.close();
+      await waitFor(() => a.of(sentinel.u).length === 2, 15_000, "the sentinel's offline push");
+      expect(a.of(hidden.u)).toEqual([]);
+      expect(a.of(friendOnly.u)).toEqual([]);
+      const [ph, pf] = await a.c.presence([hidden.u, friendOnly.u]);
+      expect(ph).toEqual({ user: hidden.u, online: false, lastSeen: 0 });
+      expect(pf).toEqual({ user: friendOnly.u, online: false, lastSeen: 0 });
+    }, 60_000);
+
+    it('presence visibility contacts shows the subject to a user it exchanged messages with', async () => {
+      const a = await watcher('a');
+      const b = await online('b');
+      b.c.setPresenceVisibility('contacts');
+      // b's message reached a: from then on b's store knows a as a contact (receipts_in). The receipt is the
+      // event that says so; subscribing before it would race it.
+      const delivered = new Promise<void>((res) => b.c.on('receipt', () => res()));
+      await b.c.send(a.u, 'hi');
+      await delivered;
+      a.c.subscribePresence([b.u]);
+      await waitFor(() => a.of(b.u).length === 1, 10_000, "b's state");
+      expect(a.of(b.u)[0]).toMatchObject({ online: true });
+    }, 30_000);
+
+    it('presence_subscribe over the server cap is refused with invalid_field', async () => {
+      const a = await watcher('a');
+      a.c.subscribePresence(Array.from({ length: 51 }, (_, i) => user(`s${i}`)));
+      await waitFor(() => a.errors.length > 0, 10_000, 'the refusal');
+      expect(a.errors[0]!.code).toBe('invalid_field');
+      expect(a.events).toEqual([]);
+    }, 30_000);
+
+    it('presence subscriptions come back after a reconnect (the SDK subscribes again)', async () => {
+      const a = await watcher('a');
+      const b = await online('b');
+      a.c.subscribePresence([b.u]);
+      await waitFor(() => a.of(b.u).length === 1, 10_000, "b's state");
+      await target.restart();
+      await waitFor(() => a.seen.states.includes('reconnecting') && a.c.state === 'open', 30_000, 'a to reconnect');
+      await waitFor(() => b.c.state === 'open', 30_000, 'b to reconnect');
+      // Re-subscribed: the answer repeats b's state; then a change of b's reaches a.
+      await waitFor(() => a.of(b.u).some((e, i) => i > 0 && e.online), 15_000, "b's state after the reconnect");
+      const n = a.of(b.u).length;
+      await b.c.close();
+      await waitFor(() => a.of(b.u).length > n && !a.of(b.u).at(-1)!.online, 15_000, "b's offline push after the reconnect");
+    }, 90_000);
 
     // ------------------------------------------------------------------ read receipts (PROTOCOL.md 9.8)
 

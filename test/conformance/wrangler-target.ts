@@ -63,6 +63,10 @@ export async function startWrangler(opts: WranglerOptions = {}): Promise<Target>
     IRIS_RATE_BURST: '5000',
     // A local run: CF-Connecting-IP is whatever the client sent (workers/edge.ts connectKey).
     IRIS_TRUST_CF_CONNECTING_IP: '0',
+    // Presence: a hold short enough for tests, long enough that a reconnect on loopback falls inside it; a cap
+    // the suite can exceed cheaply.
+    IRIS_PRESENCE_HOLD_MS: '1500',
+    IRIS_PRESENCE_SUBSCRIPTIONS: '50',
     ...opts.vars,
   };
   const url = `ws://127.0.0.1:${port}/v1/connect`;
