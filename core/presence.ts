@@ -116,6 +116,11 @@ export class PresenceHub {
       return;
     }
     if (!this.announced || this.offlineSince > 0) return;
+    // Nobody to tell: no hold, so a user nobody watches never arms a wake-up for presence.
+    if (!this.hasWatchers(now)) {
+      this.announced = false;
+      return;
+    }
     this.offlineSince = now;
     this.deps.scheduler.wakeAt(now + this.deps.config.presenceHoldMs);
   }

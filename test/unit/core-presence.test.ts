@@ -170,6 +170,14 @@ describe('presence subscriptions', () => {
     expect(records(alice).at(-1)).toMatchObject({ user: 'bob', online: true });
   });
 
+  it('a subject nobody watches arms no wake-up when it goes offline', async () => {
+    const w = new World({ presenceHoldMs: HOLD });
+    const bob = await online(w, 'bob');
+    w.wakes.clear();
+    await bob.disconnect();
+    expect(w.wakes.has('bob')).toBe(false);
+  });
+
   it('a client that never subscribes gets no unasked presence frame', async () => {
     const w = new World({ presenceHoldMs: HOLD });
     const alice = await online(w, 'alice');
