@@ -3,6 +3,8 @@ import type { Config } from './config.js';
 import type { Delivery } from './delivery.js';
 import type { Clock, Conn, Logger, Peers, Scheduler, Sockets } from './ports.js';
 
+const ignore = (): undefined => undefined;
+
 /** Watchers one subject keeps in memory; past it a watch is refused (the watcher gets no state, no pushes). */
 export const MAX_WATCHERS = 100_000;
 
@@ -209,7 +211,8 @@ export class PresenceHub {
     if (next.size > 0) this.deps.scheduler.wakeAt(this.renewAt);
     let failed = 0;
     const states = await Promise.all([
-      ...dropped.map((s) => this.call(s, false).then(() => undefined)),
+      // An unwatch that fails is left to the lease: the subject drops the watcher when it runs out.
+      ...dropped.map((s) => this.call(s, false).then(ignore, ignore)),
       ...list.map((s) =>
         this.call(s, true).catch(() => {
           failed++;

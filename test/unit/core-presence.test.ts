@@ -170,6 +170,21 @@ describe('presence subscriptions', () => {
     expect(records(alice).at(-1)).toMatchObject({ user: 'bob', online: true });
   });
 
+  it('replacing the list unwatches the dropped subjects, and their changes stop', async () => {
+    const w = new World({ presenceHoldMs: HOLD });
+    const alice = await online(w, 'alice');
+    await subscribe(alice, ['bob', 'carol']);
+    await subscribe(alice, ['carol'], 's2');
+    expect(w.watchCalls.filter((c) => !c.on).map((c) => c.subject)).toEqual(['bob']);
+    await online(w, 'bob');
+    await online(w, 'carol');
+    expect(w.pushCalls.map((p) => p.info.user)).toEqual(['carol']);
+    expect(records(alice, 's2').map((r) => [r.user, r.online])).toEqual([
+      ['carol', false],
+      ['carol', true],
+    ]);
+  });
+
   it('a subject nobody watches arms no wake-up when it goes offline', async () => {
     const w = new World({ presenceHoldMs: HOLD });
     const bob = await online(w, 'bob');
