@@ -94,6 +94,7 @@ export async function startOnprem(opts: OnpremOptions = {}): Promise<Target> {
   await start();
   return {
     url,
+    presenceCap: Number(env['IRIS_PRESENCE_SUBSCRIPTIONS']),
     token: (user, o) => mintToken(user, { ttl: o?.expiresIn ?? '1h', secret: SECRET }),
     restart: async () => {
       await stopProcess();

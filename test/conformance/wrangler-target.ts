@@ -149,6 +149,7 @@ export async function startWrangler(opts: WranglerOptions = {}): Promise<Target>
   }
   return {
     url,
+    presenceCap: Number(vars['IRIS_PRESENCE_SUBSCRIPTIONS']),
     token: (user, o) => mintToken(user, { ttl: o?.expiresIn ?? '1h', secret: vars['IRIS_JWT_SECRET'] ?? DEV_SECRET }),
     restart: async () => {
       await stopProcess();
