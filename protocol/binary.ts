@@ -231,10 +231,6 @@ export function encodeBinary(f: Frame): Uint8Array {
       w.bool(f.readReceipts);
       break;
     case 'presence_query':
-      w.str(f.ref);
-      w.uint(f.users.length);
-      for (const u of f.users) w.str(u);
-      break;
     case 'presence_subscribe':
       w.str(f.ref);
       w.uint(f.users.length);
@@ -368,19 +364,13 @@ export function decodeBinary(buf: Uint8Array): Frame {
     case 'settings':
       f = { t: type, readReceipts: r.bool('readReceipts') };
       break;
-    case 'presence_query': {
-      const ref = v.clientId(r.str('ref', id), 'ref');
-      const n = r.uint('users');
-      if (n > LIMITS.maxPresenceUsers) throw new ProtocolError('invalid_field', `users: at most ${LIMITS.maxPresenceUsers}`, ref);
-      const users: string[] = [];
-      for (let i = 0; i < n; i++) users.push(v.userId(r.str('user', id), 'users[]', ref));
-      f = { t: type, ref, users };
-      break;
-    }
+    case 'presence_query':
     case 'presence_subscribe': {
+      // The same shape; a subscription may name more users than a one-off query.
+      const max = type === 'presence_query' ? LIMITS.maxPresenceUsers : LIMITS.maxPresenceSubscriptions;
       const ref = v.clientId(r.str('ref', id), 'ref');
       const n = r.uint('users');
-      if (n > LIMITS.maxPresenceSubscriptions) throw new ProtocolError('invalid_field', `users: at most ${LIMITS.maxPresenceSubscriptions}`, ref);
+      if (n > max) throw new ProtocolError('invalid_field', `users: at most ${max}`, ref);
       const users: string[] = [];
       for (let i = 0; i < n; i++) users.push(v.userId(r.str('user', id), 'users[]', ref));
       f = { t: type, ref, users };
