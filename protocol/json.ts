@@ -153,13 +153,12 @@ export function decodeJson(text: string): Frame {
     case 'set_settings':
     case 'settings':
       return { t: type, readReceipts: v.bool(o['readReceipts'], 'readReceipts') };
-    case 'presence_query': {
-      const ref = v.clientId(o['ref'], 'ref');
-      return { t: type, ref, users: v.list(o['users'], 'users', LIMITS.maxPresenceUsers, (u) => v.userId(u, 'users[]', ref), ref) };
-    }
+    case 'presence_query':
     case 'presence_subscribe': {
+      // The same shape as in binary.ts; a subscription may name more users than a one-off query.
+      const max = type === 'presence_query' ? LIMITS.maxPresenceUsers : LIMITS.maxPresenceSubscriptions;
       const ref = v.clientId(o['ref'], 'ref');
-      return { t: type, ref, users: v.list(o['users'], 'users', LIMITS.maxPresenceSubscriptions, (u) => v.userId(u, 'users[]', ref), ref) };
+      return { t: type, ref, users: v.list(o['users'], 'users', max, (u) => v.userId(u, 'users[]', ref), ref) };
     }
     case 'set_presence': {
       const vis = o['visibility'];
