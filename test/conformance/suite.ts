@@ -9,6 +9,7 @@ import { WebSocket as WsSocket } from 'ws';
 import { IrisClient, IrisError, MemoryStore, type IrisRead, type IrisReadPosition, type PresenceInfo, type SendAck } from '../../client/index.js';
 import { FileStore } from '../../client/node-store.js';
 import { LIMITS, encodeBinary, type ErrorCode } from '../../protocol/index.js';
+import { FEATURES, type ConformanceContext } from './features/index.js';
 import { ClientPool, RawSocket, Seen, Sender, sleep, uniqueRun, upgradeRequest, waitFor } from './helpers.js';
 
 /**
@@ -69,6 +70,19 @@ export function runConformance(name: string, start: () => Promise<Target>): void
       const welcome = await c.connect();
       return { u, c, s, seen, welcome };
     }
+
+    const ctx: ConformanceContext = {
+      target: () => target,
+      user,
+      pool,
+      online,
+      tempDir: () => {
+        const d = mkdtempSync(join(tmpdir(), 'iris-conf-'));
+        dirs.push(d);
+        return d;
+      },
+    };
+    for (const feature of FEATURES) feature(ctx);
 
     // ------------------------------------------------------------------ messaging
 
