@@ -241,7 +241,10 @@ export class IrisClient {
     this.writePresence();
   }
 
-  /** Who may see this user's presence and last seen: 'everyone' (the default), 'contacts' or 'nobody'. */
+  /**
+   * Who may see this user's presence and last seen: 'everyone' (the default), 'contacts' or 'nobody'. A `settings`
+   * event on every device of the user (this one included) confirms it.
+   */
   setPresenceVisibility(visibility: PresenceVisibility): void {
     this.pendingVisibility = visibility;
     this.writePresence();
@@ -282,7 +285,7 @@ export class IrisClient {
         return this.inbox.readStateFrame(f);
       case 'settings':
         this.readReceiptsValue = f.readReceipts;
-        return this.events.emit('settings', { readReceipts: f.readReceipts });
+        return this.events.emit('settings', { readReceipts: f.readReceipts, ...(f.presence !== undefined && { presence: f.presence }) });
       case 'presence':
         if (this.presenceSub !== null && f.ref === this.presenceSub.ref) {
           for (const u of f.users) this.events.emit('presence', { user: u.user, online: u.online, lastSeen: u.lastSeen });

@@ -2,6 +2,7 @@ import type { BackoffOptions } from './backoff.js';
 import type { IrisError } from './errors.js';
 import type { FetchLike, WebSocketConstructor } from './socket.js';
 import type { ClientStore } from './store.js';
+import type { PresenceVisibility } from '../protocol/index.js';
 
 /*
  * The SDK's own shapes of what the server says. They carry no wire fields (the frame tag `t`): the wire format
@@ -156,6 +157,8 @@ export interface IrisReadPosition {
 export interface IrisSettings {
   /** Whether senders learn how far this user read their messages (default true). */
   readReceipts: boolean;
+  /** Who may see this user's presence and last seen; absent from servers that do not say. */
+  presence?: PresenceVisibility;
 }
 
 /** A send's acceptance, with the recipient; emitted for every acked send, including ones resumed from the store. */

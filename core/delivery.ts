@@ -8,6 +8,7 @@ import {
   type ReadPosition,
   type ReceiptState,
   type ServerFrame,
+  type Settings,
 } from '../protocol/index.js';
 import { ConnGuard } from './conn-guard.js';
 import type { MailboxDeps } from './mailbox.js';
@@ -205,10 +206,10 @@ export class Delivery {
   }
 
   /** The user's settings, to every socket that speaks read receipts (the one that changed them included). */
-  pushSettings(readReceipts: boolean): void {
+  pushSettings(settings: Settings): void {
     for (const c of this.deps.sockets.list()) {
       const st = c.state;
-      if (st !== null && st.rdsent !== undefined) this.reply(c, st.enc, { t: 'settings', readReceipts });
+      if (st !== null && st.rdsent !== undefined) this.reply(c, st.enc, settings);
     }
   }
 

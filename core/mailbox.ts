@@ -238,7 +238,7 @@ export class Mailbox {
       this.store.upsertDevice(f.device, cursor, now);
       this.store.setLastSeen(now);
       this.trim();
-      return { cursor, head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts: this.store.readReceiptsOn() };
+      return { cursor, head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts: this.store.readReceiptsOn(), presence: this.store.presenceVisibility() };
     }).catch((e: unknown) => {
       for (const h of handed) h.rollback();
       handed.length = 0;
@@ -252,7 +252,7 @@ export class Mailbox {
         const trimmed = u?.trimmed ?? 0;
         const known = this.store.deviceCursor(f.device);
         const readReceipts = (u?.read_receipts ?? 1) !== 0;
-        return { cursor: Math.min(head, Math.max(known ?? trimmed, f.cursor, trimmed)), head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts };
+        return { cursor: Math.min(head, Math.max(known ?? trimmed, f.cursor, trimmed)), head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts, presence: this.store.presenceVisibility() };
       });
     });
     if (r === null) {
@@ -271,7 +271,7 @@ export class Mailbox {
     // Only a client that sent hello.reads speaks read receipts; the same rule as for receipt versions.
     if (f.reads !== undefined) {
       conn.setState({ ...conn.state!, rdsent: f.reads <= r.rdv ? f.reads : 0 });
-      this.out.reply(conn, enc, { t: 'settings', readReceipts: r.readReceipts });
+      this.out.reply(conn, enc, { t: 'settings', readReceipts: r.readReceipts, presence: r.presence });
     }
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
     await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver()), this.presenceHub.changed()]);
@@ -435,15 +435,23 @@ export class Mailbox {
   private async onSetPresence(conn: Conn, f: SetPresence): Promise<void> {
     const wait = this.bucket.take(this.deps.clock.now());
     if (wait > 0) return this.out.error(conn, conn.state!.enc, 'rate_limited', 'request rate exceeded', undefined, wait);
-    await this.tx(() => this.store.setPresenceVisibility(f.visibility));
+    const readReceipts = await this.tx(() => {
+      this.store.setPresenceVisibility(f.visibility);
+      return this.store.readReceiptsOn();
+    });
+    // Every device shows the same setting (PROTOCOL.md 7.15); not an answer: sent whether or not it changed.
+    this.out.pushSettings({ t: 'settings', readReceipts, presence: f.visibility });
   }
 
   private async onSetSettings(conn: Conn, f: SetSettings): Promise<void> {
     const wait = this.bucket.take(this.deps.clock.now());
     if (wait > 0) return this.out.error(conn, conn.state!.enc, 'rate_limited', 'request rate exceeded', undefined, wait);
-    await this.tx(() => this.store.setReadReceipts(f.readReceipts));
+    const presence = await this.tx(() => {
+      this.store.setReadReceipts(f.readReceipts);
+      return this.store.presenceVisibility();
+    });
     // Every device that shows the setting learns it; a client written before read receipts gets no frame at all.
-    this.out.pushSettings(f.readReceipts);
+    this.out.pushSettings({ t: 'settings', readReceipts: f.readReceipts, presence });
   }
 
   /**

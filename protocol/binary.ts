@@ -33,6 +33,13 @@ const TYPE_BY_BYTE = new Map<number, FrameType>(
 const VISIBILITY_BY_BYTE = new Map<number, PresenceVisibility>(
   (Object.entries(PRESENCE_VISIBILITY) as [PresenceVisibility, number][]).map(([k, n]) => [n, k]),
 );
+
+function visibilityOf(b: number): PresenceVisibility {
+  const vis = VISIBILITY_BY_BYTE.get(b);
+  if (vis === undefined) throw new ProtocolError('invalid_field', `visibility: unknown value ${b}`);
+  return vis;
+}
+
 const KIND_BY_BYTE = new Map<number, EntryKind>(
   (Object.entries(ENTRY_KINDS) as [EntryKind, number][]).map(([k, n]) => [n, k]),
 );
@@ -227,8 +234,11 @@ export function encodeBinary(f: Frame): Uint8Array {
       }
       break;
     case 'set_settings':
+      w.bool(f.readReceipts);
+      break;
     case 'settings':
       w.bool(f.readReceipts);
+      if (f.presence !== undefined) w.u8(PRESENCE_VISIBILITY[f.presence]);
       break;
     case 'presence_query':
     case 'presence_subscribe':
@@ -361,9 +371,14 @@ export function decodeBinary(buf: Uint8Array): Frame {
       break;
     }
     case 'set_settings':
-    case 'settings':
       f = { t: type, readReceipts: r.bool('readReceipts') };
       break;
+    case 'settings': {
+      f = { t: type, readReceipts: r.bool('readReceipts') };
+      // Optional trailing field (added with presence settings); older servers end the frame here.
+      if (r.more()) f.presence = visibilityOf(r.u8('presence'));
+      break;
+    }
     case 'presence_query':
     case 'presence_subscribe': {
       // The same shape; a subscription may name more users than a one-off query.
@@ -377,10 +392,7 @@ export function decodeBinary(buf: Uint8Array): Frame {
       break;
     }
     case 'set_presence': {
-      const b = r.u8('visibility');
-      const vis = VISIBILITY_BY_BYTE.get(b);
-      if (vis === undefined) throw new ProtocolError('invalid_field', `visibility: unknown value ${b}`);
-      f = { t: type, visibility: vis };
+      f = { t: type, visibility: visibilityOf(r.u8('visibility')) };
       break;
     }
     case 'presence': {

@@ -187,6 +187,11 @@ export interface SetSettings {
 export interface Settings {
   t: 'settings';
   readReceipts: boolean;
+  /**
+   * Who may see this user's presence (`set_presence`), so that every device shows the same setting. Optional on
+   * the wire (binary: a trailing u8): servers before it did not send it, and `set_settings` never carries it.
+   */
+  presence?: PresenceVisibility;
 }
 
 export interface PresenceQuery {

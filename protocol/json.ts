@@ -1,5 +1,5 @@
 import { ProtocolError, isErrorCode } from './errors.js';
-import { ENTRY_KINDS, FRAME_TYPES, PRESENCE_VISIBILITY, type Entry, type EntryKind, type Frame, type FrameType, type PresenceVisibility, type ReceiptState } from './frames.js';
+import { ENTRY_KINDS, FRAME_TYPES, PRESENCE_VISIBILITY, type Entry, type EntryKind, type Frame, type FrameType, type PresenceVisibility, type ReceiptState, type Settings } from './frames.js';
 import { LIMITS } from './limits.js';
 import * as v from './validate.js';
 
@@ -58,6 +58,11 @@ function obj(x: unknown, field: string): Obj {
     throw new ProtocolError('invalid_field', `${field}: expected an object`);
   }
   return x as Obj;
+}
+
+function visibility(x: unknown): PresenceVisibility {
+  if (typeof x !== 'string' || !Object.hasOwn(PRESENCE_VISIBILITY, x)) throw new ProtocolError('invalid_field', 'visibility: expected everyone, contacts or nobody');
+  return x as PresenceVisibility;
 }
 
 function entryKind(x: unknown): EntryKind {
@@ -151,8 +156,12 @@ export function decodeJson(text: string): Frame {
         }),
       };
     case 'set_settings':
-    case 'settings':
       return { t: type, readReceipts: v.bool(o['readReceipts'], 'readReceipts') };
+    case 'settings': {
+      const f: Settings = { t: type, readReceipts: v.bool(o['readReceipts'], 'readReceipts') };
+      if (o['presence'] !== undefined) f.presence = visibility(o['presence']);
+      return f;
+    }
     case 'presence_query':
     case 'presence_subscribe': {
       // The same shape as in binary.ts; a subscription may name more users than a one-off query.
@@ -161,9 +170,7 @@ export function decodeJson(text: string): Frame {
       return { t: type, ref, users: v.list(o['users'], 'users', max, (u) => v.userId(u, 'users[]', ref), ref) };
     }
     case 'set_presence': {
-      const vis = o['visibility'];
-      if (typeof vis !== 'string' || !Object.hasOwn(PRESENCE_VISIBILITY, vis)) throw new ProtocolError('invalid_field', 'visibility: expected everyone, contacts or nobody');
-      return { t: type, visibility: vis as PresenceVisibility };
+      return { t: type, visibility: visibility(o['visibility']) };
     }
     case 'presence':
       return {

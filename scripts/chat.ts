@@ -114,7 +114,7 @@ client.on('message', (m) => {
 // Cumulative, like delivery receipts: one line for everything up to r.msg.
 client.on('read', (r) => out(`  ✓✓ read by ${r.by} up to ${r.msg} at ${clock(r.ts)}`));
 client.on('readState', (p) => out(`* ${p.conv} read up to ${p.msg} (on one of your devices)`));
-client.on('settings', (x) => out(`* read receipts are ${x.readReceipts ? 'on' : 'off'}`));
+client.on('settings', (x) => out(`* read receipts are ${x.readReceipts ? 'on' : 'off'}${x.presence ? `; presence visible to ${x.presence}` : ''}`));
 // Shown by an earlier run that stopped before it finished printing them (the terminal may or may not have them).
 client.on('recovered', (r) => {
   if (r.kind === 'message') out(`[${clock(r.message.ts)}] ${r.message.from}: ${r.message.text()}  (again: the last run stopped while showing it)`);

@@ -92,15 +92,33 @@ describe('read receipts', () => {
     expect(phone.receipts()).toEqual([expect.objectContaining({ peer: 'bob', read: 'alice:3' })]);
   });
 
+  it("set_presence reaches every device of the user as settings, and a new connection is told it", async () => {
+    const w = new World();
+    const phone = w.connect('carol');
+    await helloReads(phone, 'c1');
+    const legacy = w.connect('carol');
+    await legacy.frame({ t: 'hello', device: 'c0', cursor: 0 });
+    const laptop = w.connect('carol');
+    await helloReads(laptop, 'c2');
+    await phone.frame({ t: 'set_presence', visibility: 'contacts' });
+    for (const c of [phone, laptop]) expect(c.of('settings').at(-1)).toEqual({ t: 'settings', readReceipts: true, presence: 'contacts' });
+    // A client written before read receipts gets no settings frame at all.
+    expect(legacy.of('settings')).toEqual([]);
+    w.evict('carol');
+    const again = w.connect('carol');
+    await helloReads(again, 'c3');
+    expect(again.of('settings')).toEqual([{ t: 'settings', readReceipts: true, presence: 'contacts' }]);
+  });
+
   it('the setting off stops read positions reaching senders, not the sync or delivery receipts', async () => {
     const w = new World();
     const { alice, bob } = await setUp(w);
-    expect(bob.of('settings')).toEqual([{ t: 'settings', readReceipts: true }]);
+    expect(bob.of('settings')).toEqual([{ t: 'settings', readReceipts: true, presence: 'everyone' }]);
     const laptop = w.connect('bob');
     await helloReads(laptop, 'b2');
     await bob.frame({ t: 'set_settings', readReceipts: false });
-    expect(bob.of('settings').at(-1)).toEqual({ t: 'settings', readReceipts: false });
-    expect(laptop.of('settings').at(-1)).toEqual({ t: 'settings', readReceipts: false });
+    expect(bob.of('settings').at(-1)).toEqual({ t: 'settings', readReceipts: false, presence: 'everyone' });
+    expect(laptop.of('settings').at(-1)).toEqual({ t: 'settings', readReceipts: false, presence: 'everyone' });
     await read(bob, 'alice', 'alice:2');
     expect(laptop.of('read_state').flatMap((f) => f.items).map((i) => i.msg)).toEqual(['alice:2']);
     await bob.ack(3);
@@ -109,7 +127,7 @@ describe('read receipts', () => {
     w.evict('bob');
     const again = w.connect('bob');
     await helloReads(again, 'b3');
-    expect(again.of('settings')).toEqual([{ t: 'settings', readReceipts: false }]);
+    expect(again.of('settings')).toEqual([{ t: 'settings', readReceipts: false, presence: 'everyone' }]);
     // On again: the next mark is sent; the one made while off was not.
     await again.frame({ t: 'set_settings', readReceipts: true });
     await read(again, 'alice', 'alice:3');

@@ -82,6 +82,7 @@ function samples(): [string, Frame][] {
     ['read_state, max batch', { t: 'read_state', upTo: MAX, items: Array.from({ length: LIMITS.maxReceiptBatch }, (_, i) => ({ conv: ID64, msg: 'm'.repeat(96), ts: MAX - i })) }],
     ['set_settings', { t: 'set_settings', readReceipts: false }],
     ['settings', { t: 'settings', readReceipts: true }],
+    ['settings with presence', { t: 'settings', readReceipts: false, presence: 'nobody' }],
     ['receipts, empty', { t: 'receipts', upTo: 0, items: [] }],
     ['receipts, max batch and integers', { t: 'receipts', upTo: MAX, items: Array.from({ length: LIMITS.maxReceiptBatch }, (_, i) => ({ peer: ID64, msg: 'm'.repeat(96), ts: MAX - i })) }],
     ['deliver_ack, 0', { t: 'deliver_ack', seq: 0 }],

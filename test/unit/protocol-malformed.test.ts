@@ -64,7 +64,7 @@ const VALID: Frame[] = [
   { t: 'read', conv: 'bob', msg: 'bob:12' },
   { t: 'read_state', upTo: 6, items: [{ conv: 'bob', msg: 'bob:12', ts: 1_767_225_608_000 }] },
   { t: 'set_settings', readReceipts: false },
-  { t: 'settings', readReceipts: true },
+  { t: 'settings', readReceipts: true, presence: 'contacts' },
   { t: 'presence_query', ref: 'q1', users: ['bob', 'carol'] },
   { t: 'presence', ref: 'q1', users: [{ user: 'bob', online: true, lastSeen: 5 }, { user: 'carol', online: false, lastSeen: 0 }] },
   { t: 'ping' },
@@ -99,6 +99,10 @@ describe('binary: malformed input', () => {
         const { reads: _, ...older } = f;
         complete.set(encodeBinary(older).length, older);
       }
+    }
+    if (f.t === 'settings') {
+      const { presence: _p, ...older } = f;
+      complete.set(encodeBinary(older).length, older);
     }
     if (f.t === 'receipts') {
       const older: Frame = { ...f, items: f.items.map(({ peer, msg, ts }) => ({ peer, msg, ts })) };
