@@ -1,4 +1,7 @@
+import { DatabaseSync } from 'node:sqlite';
 import { describe, expect, it } from 'vitest';
+import { SCHEMA_VERSION, migrate } from '../../core/schema.js';
+import { MailboxStore } from '../../core/store.js';
 import { checkRef, oneToOneContext, parseMessageId } from '../../core/refs.js';
 import { Dec, decodeForward, encodeForward } from '../../onprem/links.js';
 import { HELLO_FEATURES, type MessageRef } from '../../protocol/index.js';
@@ -232,5 +235,43 @@ describe('the on-prem link carries references', () => {
     d.u8();
     d.u32();
     expect(decodeForward(d)).toEqual({ to: 'alice', batch });
+  });
+});
+
+describe('schema migration for references', () => {
+  type SqlAll = { all<T>(q: string, ...p: (string | number | null | Uint8Array)[]): T[] };
+  const open = (): SqlAll => {
+    const db = new DatabaseSync(':memory:');
+    return { all: <T>(q: string, ...p: (string | number | null | Uint8Array)[]): T[] => db.prepare(q).all(...p) as T[] };
+  };
+  /** The version before the migration that adds the reference columns, found by its effect, not pinned (features
+   *  built in parallel may put their migrations before it at merge). */
+  function versionBeforeRefs(): number {
+    const probe = open();
+    for (let v = 1; v <= SCHEMA_VERSION; v++) {
+      migrate(probe, 1, v);
+      if (probe.all(`SELECT name FROM pragma_table_info('inbox') WHERE name = 'ref_kind'`).length > 0) return v - 1;
+    }
+    throw new Error('no migration adds inbox.ref_kind');
+  }
+
+  it('rows written before it read as messages without a reference, and a dedup record without a recipient', () => {
+    const sql = open();
+    migrate(sql, 1, versionBeforeRefs());
+    sql.all(`INSERT INTO users (user, next_seq, next_n, trimmed, delivered, last_seen) VALUES ('alice', 1, 3, 0, 0, 0)`);
+    sql.all(`INSERT INTO outbox (user, n, recipient, kind, msg, ts, body) VALUES ('alice', 2, 'bob', 1, 'alice:2', 7, x'01')`);
+    sql.all(`INSERT INTO dedup (user, cid, n, ts) VALUES ('alice', 'c2', 2, 7)`);
+    sql.all(`INSERT INTO inbox (user, seq, kind, msg, peer, ts, body, n) VALUES ('alice', 1, 1, 'bob:1', 'bob', 5, x'02', 1)`);
+    expect(migrate(sql, 2)).toBe(SCHEMA_VERSION);
+    const store = new MailboxStore(sql, 'alice');
+    expect(store.outboxFor('bob', 10)).toEqual([{ n: 2, kind: 'message', msg: 'alice:2', ts: 7, body: new Uint8Array([1]) }]);
+    expect(store.inboxRange(0, 10)).toEqual([{ seq: 1, kind: 'message', msg: 'bob:1', peer: 'bob', ts: 5, body: new Uint8Array([2]) }]);
+    expect(store.dedupSent(2)).toEqual({ ts: 7, peer: '' });
+    // Written after it: the reference and the recipient are kept.
+    const n = store.accept('c3', 9, 'bob');
+    store.outboxPut('bob', n, 'message', `alice:${n}`, 9, new Uint8Array(0), { kind: 'delete', msg: 'alice:2' });
+    store.forget();
+    expect(store.outboxFor('bob', 10).at(-1)).toMatchObject({ n: 3, ref: { kind: 'delete', msg: 'alice:2' } });
+    expect(store.dedupSent(3)).toEqual({ ts: 9, peer: 'bob' });
   });
 });
