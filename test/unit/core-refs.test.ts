@@ -188,6 +188,29 @@ for (const oneHop of [false, true]) {
   });
 }
 
+describe('a reference waiting in the outbox', () => {
+  it('survives a restart of the sender and a failed forward, and arrives with its ref', async () => {
+    const w = new World();
+    const a = w.connect('alice');
+    const b = w.connect('bob');
+    await helloRefs(a, 'a1');
+    await helloRefs(b, 'b1');
+    await a.post('bob', 'hi', 'a-1');
+    w.failForwards.set('bob', 2);
+    await refer(a, 'bob', 'a-2', { kind: 'edit', msg: 'alice:1' }, 'hi!');
+    expect(a.of('send_ack').map((x) => x.id)).toEqual(['a-1', 'a-2']);
+    expect(b.entries()).toHaveLength(1);
+    // The shard goes away: its outbox mirror with it; the retry reads the row back from SQL.
+    w.evict('alice');
+    w.wakes.set('alice', w.now);
+    for (let i = 0; i < 5 && b.entries().length < 2; i++) await w.advance(60_000);
+    expect(b.entries().map((e) => [e.msg, e.ref])).toEqual([
+      ['alice:1', undefined],
+      ['alice:2', { kind: 'edit', msg: 'alice:1' }],
+    ]);
+  });
+});
+
 describe('core/refs.ts rules, without a mailbox', () => {
   const ctx = (over: Partial<Parameters<typeof oneToOneContext>[0]> = {}) =>
     oneToOneContext({
