@@ -1,4 +1,4 @@
-import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, type ErrorFrame, type PresenceVisibility, type ServerFrame } from '../protocol/index.js';
+import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, REF_KINDS, type ErrorFrame, type PresenceVisibility, type ServerFrame } from '../protocol/index.js';
 import { Connection } from './connection.js';
 import { defaultStore } from './default-store.js';
 import { Emitter, type Listener } from './emitter.js';
@@ -9,7 +9,7 @@ import { Outbox } from './outbox.js';
 import { attachPageHooks } from './page.js';
 import { PresenceQueries } from './presence.js';
 import { StoreQueue } from './store-queue.js';
-import type { ClientEvents, ConnectionState, IrisClientOptions, PresenceInfo, SendAck, Welcome } from './types.js';
+import type { ClientEvents, ConnectionState, IrisClientOptions, IrisRef, PresenceInfo, SendAck, Welcome } from './types.js';
 
 /** Reference server message ids are `<conversation>:<n>`. */
 const MSG_OF = (conv: string, msg: string): boolean => msg.startsWith(`${conv}:`) && /^[1-9][0-9]*$/.test(msg.slice(conv.length + 1));
@@ -179,8 +179,12 @@ export class IrisClient {
    * with dup = true and the original server id). Rejects with IrisError for error frames about it.
    * While disconnected the send waits in the outbox and goes out (with the same id) after the next welcome.
    */
-  send(to: string, body: Uint8Array | string, opts: { id?: string } = {}): Promise<SendAck> {
+  send(to: string, body: Uint8Array | string, opts: { id?: string; ref?: IrisRef } = {}): Promise<SendAck> {
     if (!ID_PATTERN.test(to)) return Promise.reject(new IrisError('invalid_field', `to: not a valid user id`));
+    const ref = opts.ref;
+    if (ref !== undefined && (!Object.hasOwn(REF_KINDS, ref.kind) || typeof ref.msg !== 'string' || ref.msg.length === 0 || ref.msg.length > LIMITS.maxMessageIdLength)) {
+      return Promise.reject(new IrisError('invalid_field', 'ref: expected a kind (reply, edit, delete, react) and a server message id'));
+    }
     const bytes = typeof body === 'string' ? utf8.encode(body) : body.slice();
     if (bytes.byteLength > LIMITS.maxBodyBytes) {
       return Promise.reject(new IrisError('frame_too_large', `body: ${bytes.byteLength} bytes exceeds ${LIMITS.maxBodyBytes}`));
@@ -188,7 +192,34 @@ export class IrisClient {
     const id = opts.id ?? this.ids.next('m');
     if (!CLIENT_ID_PATTERN.test(id)) return Promise.reject(new IrisError('invalid_field', 'id: expected 1-64 visible ASCII chars'));
     if (this.conn.closed) return Promise.reject(new IrisError('closed', 'client is closed; call connect() first', { ref: id }));
-    return this.outbox.add(id, to, bytes);
+    return this.outbox.add(id, to, bytes, ref && { kind: ref.kind, msg: ref.msg });
+  }
+
+  /*
+   * Message references (docs/PROTOCOL.md 9.9): messages that refer to an earlier one by its server message id (an
+   * IrisMessage's `msg`, or a SendAck's). Each is a send like any other (acked, retried, idempotent); the server
+   * refuses what the user may not do with ref_not_allowed (an edit or delete of someone else's message, a message
+   * of another conversation), ref_expired (past the edit or delete window) or bad_ref (no such message).
+   */
+
+  /** Replies to message `msg` of the conversation with `to`. */
+  reply(to: string, msg: string, body: Uint8Array | string, opts: { id?: string } = {}): Promise<SendAck> {
+    return this.send(to, body, { ...opts, ref: { kind: 'reply', msg } });
+  }
+
+  /** Replaces the content of this user's own message `msg` to `to` (within the server's edit window). */
+  edit(to: string, msg: string, body: Uint8Array | string, opts: { id?: string } = {}): Promise<SendAck> {
+    return this.send(to, body, { ...opts, ref: { kind: 'edit', msg } });
+  }
+
+  /** Deletes this user's own message `msg` to `to` for everyone (within the server's delete window). */
+  deleteForEveryone(to: string, msg: string, opts: { id?: string } = {}): Promise<SendAck> {
+    return this.send(to, new Uint8Array(0), { ...opts, ref: { kind: 'delete', msg } });
+  }
+
+  /** Reacts to message `msg` of the conversation with `to` (an emoji); '' removes this user's reaction. */
+  react(to: string, msg: string, reaction: string, opts: { id?: string } = {}): Promise<SendAck> {
+    return this.send(to, reaction, { ...opts, ref: { kind: 'react', msg } });
   }
 
   /** Online state and last-seen time of up to 32 users. */

@@ -1,4 +1,4 @@
-import { CLOSE_CODES, PING_TEXT, ProtocolError, decodeFrame, encodeFrame } from '../protocol/index.js';
+import { CLOSE_CODES, HELLO_FEATURES, PING_TEXT, ProtocolError, decodeFrame, encodeFrame } from '../protocol/index.js';
 import type { ClientFrame, ErrorFrame, ServerFrame, Welcome as WireWelcome } from '../protocol/index.js';
 import { IrisError, errText } from './errors.js';
 import { FATAL_HELLO_ERRORS, createSocket, probeRefusal } from './handshake.js';
@@ -216,7 +216,8 @@ export class Connection implements LinkSource {
     const { cursor, receipts, reads } = this.hooks.hello();
     sock.helloCursor = cursor;
     // `reads` (even 0) tells the server this SDK speaks read receipts.
-    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts, reads });
+    // features: this SDK reads message references in deliver entries (PROTOCOL.md 9.9).
+    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts, reads, features: HELLO_FEATURES.refs });
     this.startHeartbeat(sock);
   }
 

@@ -153,7 +153,7 @@ export class IndexedDbStore implements ClientStore {
       cursor: typeof cursor === 'number' ? cursor : 0,
       receipts: typeof receipts === 'number' ? receipts : 0,
       reads: typeof reads === 'number' ? reads : 0,
-      outbox: rows.map((r) => ({ id: r.id, to: r.to, body: r.body, createdAt: r.createdAt })),
+      outbox: rows.map((r) => ({ id: r.id, to: r.to, body: r.body, createdAt: r.createdAt, ...(r.ref && { ref: r.ref }) })),
       unhandled: (unhandled as StoredEntry[]).filter((e) => !this.handled.has(e.seq)).sort((a, b) => a.seq - b.seq),
     };
   }

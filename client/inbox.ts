@@ -233,12 +233,16 @@ export class Inbox {
 }
 
 function toStored(e: Entry): StoredEntry {
-  return { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body };
+  const s: StoredEntry = { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body };
+  if (e.ref) s.ref = e.ref;
+  return s;
 }
 
 function toMessage(e: StoredEntry): IrisMessage {
   const body = e.body;
-  return { seq: e.seq, msg: e.msg, from: e.peer, ts: e.ts, body, text: () => utf8Text.decode(body) };
+  const m: IrisMessage = { seq: e.seq, msg: e.msg, from: e.peer, ts: e.ts, body, text: () => utf8Text.decode(body) };
+  if (e.ref) m.ref = { kind: e.ref.kind, msg: e.ref.msg };
+  return m;
 }
 
 function toReceipt(e: StoredEntry): IrisReceipt {

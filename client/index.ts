@@ -16,6 +16,7 @@ export type {
   IrisReceipt,
   IrisRead,
   IrisReadPosition,
+  IrisRef,
   IrisSettings,
   PresenceInfo,
   RecoveredEntry,

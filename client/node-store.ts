@@ -14,6 +14,7 @@
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { ClientStore, PendingSend, StoredEntry, StoredState } from './store.js';
+import type { MessageRef } from '../protocol/index.js';
 
 interface FileShape {
   version: 1;
@@ -22,9 +23,9 @@ interface FileShape {
   receipts?: number;
   /** Read version processed (absent in files of older SDKs). */
   reads?: number;
-  outbox: { id: string; to: string; body: string; createdAt: number }[];
+  outbox: { id: string; to: string; body: string; createdAt: number; ref?: MessageRef }[];
   /** Handed-out entries whose listeners had not finished at the last write (absent in files of older SDKs). */
-  unhandled?: { seq: number; kind: StoredEntry['kind']; msg: string; peer: string; ts: number; body: string }[];
+  unhandled?: { seq: number; kind: StoredEntry['kind']; msg: string; peer: string; ts: number; body: string; ref?: MessageRef }[];
   /** App values kept with the state (the chat CLI keeps its user and device here). */
   meta: Record<string, string>;
 }
@@ -69,8 +70,8 @@ export class FileStore implements ClientStore {
       this.cursor = typeof f.cursor === 'number' ? f.cursor : 0;
       this.receipts = typeof f.receipts === 'number' ? f.receipts : 0;
       this.reads = typeof f.reads === 'number' ? f.reads : 0;
-      for (const p of f.outbox ?? []) this.outbox.set(p.id, { id: p.id, to: p.to, body: unb64(p.body), createdAt: p.createdAt });
-      for (const e of f.unhandled ?? []) this.unhandled.set(e.seq, { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: unb64(e.body) });
+      for (const p of f.outbox ?? []) this.outbox.set(p.id, { id: p.id, to: p.to, body: unb64(p.body), createdAt: p.createdAt, ...(p.ref && { ref: p.ref }) });
+      for (const e of f.unhandled ?? []) this.unhandled.set(e.seq, { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: unb64(e.body), ...(e.ref && { ref: e.ref }) });
       Object.assign(this.meta, f.meta ?? {});
     }
   }
@@ -156,8 +157,8 @@ export class FileStore implements ClientStore {
       cursor: this.cursor,
       receipts: this.receipts,
       reads: this.reads,
-      outbox: [...this.outbox.values()].map((p) => ({ id: p.id, to: p.to, body: b64(p.body), createdAt: p.createdAt })),
-      unhandled: [...this.unhandled.values()].map((e) => ({ seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: b64(e.body) })),
+      outbox: [...this.outbox.values()].map((p) => ({ id: p.id, to: p.to, body: b64(p.body), createdAt: p.createdAt, ...(p.ref && { ref: p.ref }) })),
+      unhandled: [...this.unhandled.values()].map((e) => ({ seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: b64(e.body), ...(e.ref && { ref: e.ref }) })),
       meta: this.meta,
     };
     mkdirSync(dirname(this.path), { recursive: true });

@@ -1,4 +1,4 @@
-import type { ErrorFrame, SendAck as WireSendAck } from '../protocol/index.js';
+import type { ErrorFrame, MessageRef, SendAck as WireSendAck } from '../protocol/index.js';
 import { IrisError, errText, errorOfFrame } from './errors.js';
 import type { Link, LinkSource } from './link.js';
 import type { StoreQueue } from './store-queue.js';
@@ -111,7 +111,7 @@ export class Outbox {
   }
 
   /** Stores a send, then writes it when its turn comes; resolves with the server's ack. */
-  add(id: string, to: string, body: Uint8Array): Promise<SendAck> {
+  add(id: string, to: string, body: Uint8Array, ref?: MessageRef): Promise<SendAck> {
     const existing = this.items.get(id);
     if (existing) {
       // The same id while the first is still in flight: one message, one answer for both callers.
@@ -121,7 +121,7 @@ export class Outbox {
       return Promise.reject(new IrisError('outbox_full', `${this.items.size} sends are waiting for their acks`, { ref: id }));
     }
     return new Promise<SendAck>((resolve, reject) => {
-      const o: Outgoing = { item: { id, to, body, createdAt: Date.now() }, waiters: [{ resolve, reject }], ready: false, gen: 0, notBefore: 0, firstRefusal: 0, doubt: false };
+      const o: Outgoing = { item: { id, to, body, createdAt: Date.now(), ...(ref && { ref }) }, waiters: [{ resolve, reject }], ready: false, gen: 0, notBefore: 0, firstRefusal: 0, doubt: false };
       this.items.set(id, o);
       this.o.queue.run(
         (st) => st.putPending(o.item),
@@ -284,7 +284,7 @@ export class Outbox {
   private writeSend(s: Link, o: Outgoing): void {
     o.gen = s.gen;
     o.doubt = false;
-    s.write({ t: 'send', id: o.item.id, to: o.item.to, body: o.item.body });
+    s.write({ t: 'send', id: o.item.id, to: o.item.to, body: o.item.body, ...(o.item.ref && { ref: o.item.ref }) });
   }
 
   /**

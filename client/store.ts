@@ -1,3 +1,5 @@
+import type { MessageRef } from '../protocol/index.js';
+
 /**
  * Where a client keeps what must survive a restart of the app: the delivery cursor, the entries it has handed
  * (or is about to hand) to the app whose handler has not finished yet, and the outbox (sends not yet
@@ -31,6 +33,8 @@ export interface PendingSend {
   id: string;
   to: string;
   body: Uint8Array;
+  /** What the message refers to (reply, edit, delete, react; PROTOCOL.md 9.9), resent with it. */
+  ref?: MessageRef;
   /** ms since epoch when the app called send(). */
   createdAt: number;
 }
@@ -45,6 +49,8 @@ export interface StoredEntry {
   peer: string;
   ts: number;
   body: Uint8Array;
+  /** What the message refers to, as delivered (PROTOCOL.md 9.9). */
+  ref?: MessageRef;
 }
 
 export interface StoredState {

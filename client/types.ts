@@ -115,6 +115,19 @@ export interface IrisMessage {
   body: Uint8Array;
   /** The body as UTF-8 text. */
   text(): string;
+  /**
+   * This message refers to an earlier one (docs/PROTOCOL.md 9.9): a reply (the body is the reply), an edit (the
+   * body replaces `ref.msg`'s), a delete for everyone (`ref.msg` is gone; empty body) or a reaction (the body is
+   * the reaction; empty: `from` removed its reaction). The server guarantees that an edit's or a delete's target
+   * was sent by `from`; apply it only to a message you have from `from`.
+   */
+  ref?: IrisRef;
+}
+
+/** What a message refers to: how (`kind`) and which earlier message (`msg`, its server message id). */
+export interface IrisRef {
+  kind: 'reply' | 'edit' | 'delete' | 'react';
+  msg: string;
 }
 
 /**

@@ -55,6 +55,10 @@ export interface Config {
    * silent client is gone within 2 x pingMs.
    */
   pingMs: number;
+  /** Seconds after sending during which a message may be edited (PROTOCOL.md 9.9); 0: never. */
+  editWindowS: number;
+  /** Seconds after sending during which a message may be deleted for everyone; 0: never. */
+  deleteWindowS: number;
 }
 
 // Config and ENGINE_SETTINGS must name the same keys: a setting added to one and not the other fails here.

@@ -14,6 +14,7 @@ import { ConnGuard } from './conn-guard.js';
 import type { MailboxDeps } from './mailbox.js';
 import type { Conn, ConnState } from './ports.js';
 import type { MailboxStore } from './store.js';
+import { entriesFor } from './refs.js';
 
 /**
  * Per-socket tables, keyed by the Conn. A Conn belongs to exactly one mailbox, so one table per process serves
@@ -75,13 +76,19 @@ export class Delivery {
         if (entries.length === 0 || now === null || now.sent !== st.sent) continue;
         // A deliver frame must fit in maxFrameBytes (the client's decoder refuses anything larger): halve the
         // batch until it does. One entry always fits, even with a full body in JSON; the rest follow next round.
+        // A client written before message references is given only what it can decode (core/refs.ts entriesFor);
+        // a batch left with nothing still moves `sent` past it.
+        const encode = (b: Entry[]) => {
+          const shown = entriesFor(b, now.refs);
+          return shown.length > 0 ? encodeFrame({ t: 'deliver', entries: shown }, now.enc) : null;
+        };
         let batch = entries;
-        let data = encodeFrame({ t: 'deliver', entries: batch }, now.enc);
-        while (batch.length > 1 && (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
+        let data = encode(batch);
+        while (batch.length > 1 && data !== null && (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
           batch = batch.slice(0, Math.ceil(batch.length / 2));
-          data = encodeFrame({ t: 'deliver', entries: batch }, now.enc);
+          data = encode(batch);
         }
-        if (!this.write(conn, data)) return;
+        if (data !== null && !this.write(conn, data)) return;
         conn.setState({ ...now, sent: batch[batch.length - 1]!.seq });
         this.deps.metrics?.delivered?.(batch.length);
         PUMP_AGAIN.add(conn);
@@ -99,19 +106,22 @@ export class Delivery {
   async pushLive(entries: Entry[]): Promise<void> {
     const first = entries[0]!.seq;
     const last = entries[entries.length - 1]!.seq;
-    const encoded: Partial<Record<Encoding, string | Uint8Array>> = {};
+    const encoded: Partial<Record<`${Encoding}:${boolean}`, string | Uint8Array>> = {};
     const work: Promise<void>[] = [];
     for (const c of this.deps.sockets.list()) {
       const st = c.state;
       if (st === null) continue;
       const acked = st.acked;
       const live = !PUMPING.has(c) && st.sent === first - 1 && acked !== undefined && last - acked <= this.deps.config.sendWindow;
-      const data = live && entries.length <= LIMITS.maxDeliverBatch ? (encoded[st.enc] ??= encodeFrame({ t: 'deliver', entries }, st.enc)) : null;
+      const refs = st.refs === true;
+      // What a client written before message references can decode (core/refs.ts); nothing at all: only `sent` moves.
+      const shown = live ? entriesFor(entries, refs) : entries;
+      const data = live && entries.length <= LIMITS.maxDeliverBatch ? (shown.length === 0 ? '' : (encoded[`${st.enc}:${refs}`] ??= encodeFrame({ t: 'deliver', entries: shown }, st.enc))) : null;
       if (data === null || (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
         work.push(this.pump(c));
         continue;
       }
-      if (!this.write(c, data)) continue;
+      if (data !== '' && !this.write(c, data)) continue;
       c.setState({ ...st, sent: last });
       this.deps.metrics?.delivered?.(entries.length);
     }

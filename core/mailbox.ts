@@ -3,6 +3,7 @@
 // would be spread over files. Forwarding and socket output, which only follow a commit, are in their own files.
 import {
   CLOSE_CODES,
+  HELLO_FEATURES,
   ProtocolError,
   decodeFrame,
   isClientFrame,
@@ -38,6 +39,7 @@ import { StorageFullError } from './ports.js';
 import { Delivery } from './delivery.js';
 import { Forwarder } from './forwarder.js';
 import { PresenceHub } from './presence.js';
+import { checkRef, oneToOneContext } from './refs.js';
 import { TokenBucket } from './ratelimit.js';
 import { MailboxStore } from './store.js';
 
@@ -266,7 +268,8 @@ export class Mailbox {
     // A receipt version beyond ours comes from a store this server no longer has (restored from a backup, or
     // another deployment): send every receipt again rather than none.
     const rsent = f.receipts !== undefined && f.receipts <= r.rv ? f.receipts : 0;
-    conn.setState({ device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor });
+    const refs = ((f.features ?? 0) & HELLO_FEATURES.refs) !== 0;
+    conn.setState({ device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(refs && { refs }) });
     this.out.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });
     // Only a client that sent hello.reads speaks read receipts; the same rule as for receipt versions.
     if (f.reads !== undefined) {
@@ -306,21 +309,29 @@ export class Mailbox {
       if (this.store.outboxCount() >= config.outboxCap) {
         return refuse('outbox_full', config.fullRetryMs, 'too many messages waiting for their recipients');
       }
+      // A reference is checked here, after the token (a refused one costs the sender like a send): core/refs.ts.
+      // Refused for good, not "not now": no barrier, nothing stored.
+      if (f.ref) {
+        const { user, store } = this;
+        const ctx = oneToOneContext({ user, peer: f.to, now, editWindowS: config.editWindowS, deleteWindowS: config.deleteWindowS, nextN: () => store.userRow().next_n, peerLastN: (p) => store.peerLastN(p), sent: (n) => store.dedupSent(n) });
+        const v = checkRef(f.ref, ctx);
+        if (!v.ok) return { ok: false, code: v.code, retryAfter: undefined, message: v.message } as const;
+      }
       barrier.accepted(f.id, f.to);
-      const n = this.store.accept(f.id, now);
+      const n = this.store.accept(f.id, now, f.to);
       if (n % 256 === 0 && n > config.dedupWindow) this.store.dedupPrune(n - config.dedupWindow);
       const msg = `${this.user}:${n}`;
       // One hop, one commit: a recipient in the same storage with nothing queued ahead of this message takes it
       // into its inbox inside this transaction. No outbox row, no forward, no second commit to wait for.
       const local = f.to !== this.user && (this.forwarderOrNull?.idleTowards(f.to) ?? this.store.outboxFor(f.to, 1).length === 0) ? this.deps.peers.local?.(f.to) : undefined;
       if (local) {
-        const h = local.handOver({ from: this.user, items: [{ n, kind: 'message', msg, ts: now, body: f.body }] });
+        const h = local.handOver({ from: this.user, items: [{ n, kind: 'message', msg, ts: now, body: f.body, ...(f.ref && { ref: f.ref }) }] });
         handed = h;
         if (h.result.acceptedUpTo >= n) return { ok: true, n, ts: now, dup: false, local: true } as const;
         // Its inbox is full: the message waits in the outbox like one a forward was refused for.
         this.forwarder.markFull(f.to, now + (h.result.retryAfter ?? config.fullRetryMs));
       }
-      this.store.outboxPut(f.to, n, 'message', msg, now, f.body);
+      this.store.outboxPut(f.to, n, 'message', msg, now, f.body, f.ref);
       return { ok: true, n, ts: now, dup: false, local: false } as const;
     }).catch((e: unknown) => {
       handed?.rollback();
@@ -542,7 +553,7 @@ export class Mailbox {
         full = true;
         break;
       }
-      entries.push({ kind: item.kind, msg: item.msg, peer: batch.from, ts: item.ts, body: item.body, n: item.n });
+      entries.push({ kind: item.kind, msg: item.msg, peer: batch.from, ts: item.ts, body: item.body, n: item.n, ...(item.ref && { ref: item.ref }) });
       size++;
       accepted = item.n;
     }
@@ -551,7 +562,7 @@ export class Mailbox {
     if (accepted > last) this.store.setPeerLastN(batch.from, accepted);
     const v = batch.receipt || batch.read ? this.store.receiptFrom(batch.from, batch.receipt, batch.read) : 0;
     const receipt = v > 0 ? this.store.receiptState(batch.from) : undefined;
-    return { accepted, full, v, ...(receipt && { receipt }), stored: entries.map((e, i): Entry => ({ kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body, seq: first + i })) };
+    return { accepted, full, v, ...(receipt && { receipt }), stored: entries.map((e, i): Entry => ({ kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body, seq: first + i, ...(e.ref && { ref: e.ref }) })) };
   }
 
   /** After accept()'s commit: push what was stored to the sockets that are caught up. */

@@ -1,4 +1,4 @@
-import type { Encoding, ErrorCode, PresenceInfo } from '../protocol/index.js';
+import type { Encoding, ErrorCode, MessageRef, PresenceInfo } from '../protocol/index.js';
 
 /**
  * The two small ports the core runs over. Durable Object `ctx.storage.sql` and `node:sqlite` are both
@@ -67,6 +67,11 @@ export interface ConnState {
    * to connections that subscribed. Undefined: never subscribed (every client written before subscriptions).
    */
   pref?: string;
+  /**
+   * The client's hello named HELLO_FEATURES.refs: its entries carry their references. Undefined: a client written
+   * before them, which gets replies as plain messages and no edit, delete or reaction (core/delivery.ts).
+   */
+  refs?: boolean;
 }
 
 /**
@@ -98,6 +103,8 @@ export interface ForwardItem {
   msg: string;
   ts: number;
   body: Uint8Array;
+  /** The message refers to an earlier one (PROTOCOL.md 9.9); checked by the sender's shard before it was accepted. */
+  ref?: MessageRef;
 }
 
 /** A cumulative delivery receipt: every message up to outbox number n (server id msg) reached a device at ts. */

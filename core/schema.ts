@@ -106,6 +106,18 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   // 6: who may see the user's presence (PROTOCOL.md 8.6): 0 everyone, 1 contacts, 2 nobody. Subscriptions
   // themselves are never stored: they are interest of online devices, held in memory at both ends.
   [`ALTER TABLE users ADD COLUMN presence INTEGER NOT NULL DEFAULT 0`],
+  // Message references (PROTOCOL.md 9.9): a message may refer to an earlier one (reply, edit, delete, react). The
+  // reference is two columns of the message's own outbox and inbox rows (0 / '': none), never a row of its own.
+  // The dedup record of a send keeps its recipient, so an edit, a delete or a reaction to one's own message is
+  // checked to stay in the conversation it was sent in, and its acceptance time (already there) bounds the edit
+  // and delete windows. ADD COLUMN with a constant default rewrites no existing row.
+  [
+    `ALTER TABLE inbox ADD COLUMN ref_kind INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE inbox ADD COLUMN ref_msg TEXT NOT NULL DEFAULT ''`,
+    `ALTER TABLE outbox ADD COLUMN ref_kind INTEGER NOT NULL DEFAULT 0`,
+    `ALTER TABLE outbox ADD COLUMN ref_msg TEXT NOT NULL DEFAULT ''`,
+    `ALTER TABLE dedup ADD COLUMN peer TEXT NOT NULL DEFAULT ''`,
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -87,6 +87,10 @@ export const ENGINE_SETTINGS = {
   presenceHoldMs: engineInt('IRIS_PRESENCE_HOLD_MS', 5_000, 'How long a user must stay offline before its subscribers are told (a flap within it pushes nothing).'),
   presenceLeaseMs: engineInt('IRIS_PRESENCE_LEASE_MS', 600_000, 'How long a presence subscription lasts at the subject without renewal; subscribers renew at half of it.'),
   pingMs: engineInt('IRIS_WS_PING_MS', 30_000, 'Heartbeat period: a client silent for 2 × this is dropped and shown offline (on-prem pings; Cloudflare closes with 4004).'),
+  // Message references (PROTOCOL.md 9.9): 0 turns edits (deletes) off. The window also ends where the dedup window
+  // does, since a message's acceptance time is kept only in its dedup record.
+  editWindowS: { ...engineInt('IRIS_EDIT_WINDOW_S', 900, 'Seconds after sending during which the sender may edit a message (`ref_expired` later; 0: no edits).'), min: 0 },
+  deleteWindowS: { ...engineInt('IRIS_DELETE_WINDOW_S', 172_800, 'Seconds after sending during which the sender may delete a message for everyone (`ref_expired` later; 0: no deletes).'), min: 0 },
 } as const satisfies Record<string, SettingSpec>;
 
 export type EngineKey = keyof typeof ENGINE_SETTINGS;

@@ -3,6 +3,7 @@
 // must change together, so they are not split across files.
 import { ENTRY_KINDS, PRESENCE_VISIBILITY, type Entry, type EntryKind, type PresenceVisibility, type ReadPosition, type ReceiptState } from '../protocol/index.js';
 import type { ForwardItem, Receipt, Sql } from './ports.js';
+import { refColumns, refFromColumns } from './refs.js';
 
 /**
  * Every query the mailbox makes, typed, for one user. Synchronous: callers wrap writes in Storage.commit.
@@ -224,23 +225,33 @@ export class MailboxStore {
    * Takes the next outbox number for an accepted send and records its client id, without an outbox row: the
    * caller either hands the message over in the same commit (one hop) or puts it in the outbox (outboxPut).
    */
-  accept(cid: string, ts: number): number {
+  accept(cid: string, ts: number, recipient = ''): number {
     const n = this.takeN();
-    this.sql.all(`INSERT INTO dedup (user, cid, n, ts) VALUES (?, ?, ?, ?)`, this.user, cid, n, ts);
+    this.sql.all(`INSERT INTO dedup (user, cid, n, ts, peer) VALUES (?, ?, ?, ?, ?)`, this.user, cid, n, ts, recipient);
     this.maxDedupN = n;
     return n;
   }
 
-  outboxPut(recipient: string, n: number, kind: ForwardItem['kind'], id: string, ts: number, body: Uint8Array): void {
+  /**
+   * When this user's message n was accepted and to whom, from its dedup record while the window keeps it (message
+   * references: core/refs.ts). Not keyed by n (an index would be a row per send): a scan of at most dedupWindow +
+   * 256 rows of this user, run only for a reference to one's own message.
+   */
+  dedupSent(n: number): { ts: number; peer: string } | undefined {
+    return this.sql.all<{ ts: number; peer: string }>(`SELECT ts, peer FROM dedup WHERE user = ? AND n = ? LIMIT 1`, this.user, n)[0];
+  }
+
+  outboxPut(recipient: string, n: number, kind: ForwardItem['kind'], id: string, ts: number, body: Uint8Array, ref?: ForwardItem['ref']): void {
+    const [refKind, refMsg] = refColumns(ref);
     this.sql.all(
-      `INSERT INTO outbox (user, n, recipient, kind, msg, ts, body) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-      this.user, n, recipient, ENTRY_KINDS[kind], id, ts, body,
+      `INSERT INTO outbox (user, n, recipient, kind, msg, ts, body, ref_kind, ref_msg) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      this.user, n, recipient, ENTRY_KINDS[kind], id, ts, body, refKind, refMsg,
     );
     if (kind === 'message' && this.outboxMessages !== null) this.outboxMessages++;
     const mirror = this.mirrors.get(recipient);
     if (mirror) {
       if (mirror.length >= MIRROR_MAX) this.mirrors.delete(recipient);
-      else mirror.push({ n, kind, msg: id, ts, body });
+      else mirror.push(ref ? { n, kind, msg: id, ts, body, ref } : { n, kind, msg: id, ts, body });
     }
   }
 
@@ -265,11 +276,16 @@ export class MailboxStore {
     const mirror = this.mirrors.get(recipient);
     if (mirror) return mirror.slice(0, limit);
     const items = this.sql
-      .all<{ n: number; kind: number; msg: string; ts: number; body: Uint8Array }>(
-        `SELECT n, kind, msg, ts, body FROM outbox WHERE user = ? AND recipient = ? ORDER BY n LIMIT ?`,
+      .all<{ n: number; kind: number; msg: string; ts: number; body: Uint8Array; ref_kind: number; ref_msg: string }>(
+        `SELECT n, kind, msg, ts, body, ref_kind, ref_msg FROM outbox WHERE user = ? AND recipient = ? ORDER BY n LIMIT ?`,
         this.user, recipient, limit,
       )
-      .map((r): ForwardItem => ({ n: r.n, kind: KIND_NAMES[r.kind] === 'delivered' ? 'delivered' : 'message', msg: r.msg, ts: r.ts, body: r.body }));
+      .map((r): ForwardItem => {
+        const item: ForwardItem = { n: r.n, kind: KIND_NAMES[r.kind] === 'delivered' ? 'delivered' : 'message', msg: r.msg, ts: r.ts, body: r.body };
+        const ref = refFromColumns(r.ref_kind, r.ref_msg);
+        if (ref) item.ref = ref;
+        return item;
+      });
     // Everything there is for this recipient fits: from now on the mirror can answer.
     if (items.length < limit) this.mirrors.set(recipient, items.slice());
     return items;
@@ -329,9 +345,10 @@ export class MailboxStore {
   inboxAppend(startSeq: number, entries: (Omit<Entry, 'seq'> & { n: number })[]): number {
     let seq = startSeq;
     for (const e of entries) {
+      const [refKind, refMsg] = refColumns(e.ref);
       this.sql.all(
-        `INSERT INTO inbox (user, seq, kind, msg, peer, ts, body, n) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-        this.user, seq, ENTRY_KINDS[e.kind], e.msg, e.peer, e.ts, e.body, e.n,
+        `INSERT INTO inbox (user, seq, kind, msg, peer, ts, body, n, ref_kind, ref_msg) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        this.user, seq, ENTRY_KINDS[e.kind], e.msg, e.peer, e.ts, e.body, e.n, refKind, refMsg,
       );
       seq++;
     }
@@ -342,11 +359,16 @@ export class MailboxStore {
 
   inboxRange(afterSeq: number, limit: number): Entry[] {
     return this.sql
-      .all<{ seq: number; kind: number; msg: string; peer: string; ts: number; body: Uint8Array }>(
-        `SELECT seq, kind, msg, peer, ts, body FROM inbox WHERE user = ? AND seq > ? ORDER BY seq LIMIT ?`,
+      .all<{ seq: number; kind: number; msg: string; peer: string; ts: number; body: Uint8Array; ref_kind: number; ref_msg: string }>(
+        `SELECT seq, kind, msg, peer, ts, body, ref_kind, ref_msg FROM inbox WHERE user = ? AND seq > ? ORDER BY seq LIMIT ?`,
         this.user, afterSeq, limit,
       )
-      .map((r) => ({ seq: r.seq, kind: KIND_NAMES[r.kind] ?? 'message', msg: r.msg, peer: r.peer, ts: r.ts, body: r.body }));
+      .map((r) => {
+        const e: Entry = { seq: r.seq, kind: KIND_NAMES[r.kind] ?? 'message', msg: r.msg, peer: r.peer, ts: r.ts, body: r.body };
+        const ref = refFromColumns(r.ref_kind, r.ref_msg);
+        if (ref) e.ref = ref;
+        return e;
+      });
   }
 
   /** Messages (not receipts) in (after, upTo]: the ones that need a delivery receipt. */

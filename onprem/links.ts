@@ -3,7 +3,7 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync } from 'node:fs';
 import type { ForwardBatch, ForwardItem, ForwardResult } from '../core/ports.js';
-import type { PresenceInfo } from '../protocol/index.js';
+import { REF_KINDS, type PresenceInfo, type RefKind } from '../protocol/index.js';
 
 /**
  * Links: the router's wire between worker processes (worker/router.ts). A unix domain socket per worker
@@ -11,7 +11,8 @@ import type { PresenceInfo } from '../protocol/index.js';
  * length-prefixed binary frames with request ids, writes batched per event-loop turn into one write().
  *
  *   frame = len:u32 (bytes after it) | op:u8 | rid:u32 | payload
- *   forward      (1): to:str from:str count:u32 { n:f64 kind:u8 msg:str ts:f64 body:bytes }* hasReceipt:u8 [n:f64 msg:str ts:f64]
+ *   forward      (1): to:str from:str count:u32 { n:f64 kind:u8 msg:str ts:f64 body:bytes [refKind:u8 refMsg:str] }* hasReceipt:u8 [n:f64 msg:str ts:f64]
+ *                     (kind | 0x80: the item carries a message reference, PROTOCOL.md 9.9)
  *   forward_res  (2): acceptedUpTo:f64 hasRetry:u8 retryAfter:f64
  *   presence     (3): user:str asker:str
  *   presence_res (4): user:str online:u8 lastSeen:f64
@@ -36,6 +37,9 @@ const OP_WATCH = 6;
 const OP_WATCH_RES = 7;
 const OP_PUSH = 8;
 const OP_PUSH_RES = 9;
+/** Set on a forward item's kind byte when a message reference follows its body. */
+const REF_FLAG = 0x80;
+const REF_BY_NUMBER = new Map<number, RefKind>((Object.entries(REF_KINDS) as [RefKind, number][]).map(([k, n]) => [n, k]));
 /** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken link. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
@@ -137,7 +141,10 @@ function frame(op: number, rid: number): Enc {
 
 export function encodeForward(rid: number, to: string, batch: ForwardBatch): Buffer {
   const e = frame(OP_FORWARD, rid).str(to).str(batch.from).u32(batch.items.length);
-  for (const it of batch.items) e.f64(it.n).u8(it.kind === 'delivered' ? 2 : 1).str(it.msg).f64(it.ts).bytes(it.body);
+  for (const it of batch.items) {
+    e.f64(it.n).u8((it.kind === 'delivered' ? 2 : 1) | (it.ref ? REF_FLAG : 0)).str(it.msg).f64(it.ts).bytes(it.body);
+    if (it.ref) e.u8(REF_KINDS[it.ref.kind]).str(it.ref.msg);
+  }
   for (const r of [batch.receipt, batch.read]) {
     if (r) e.u8(1).f64(r.n).str(r.msg).f64(r.ts);
     else e.u8(0);
@@ -152,8 +159,15 @@ export function decodeForward(d: Dec): { to: string; batch: ForwardBatch } {
   const items: ForwardItem[] = [];
   for (let i = 0; i < count; i++) {
     const n = d.f64();
-    const kind = d.u8() === 2 ? 'delivered' : 'message';
-    items.push({ n, kind, msg: d.str(), ts: d.f64(), body: d.bytes() });
+    const k = d.u8();
+    const item: ForwardItem = { n, kind: (k & ~REF_FLAG) === 2 ? 'delivered' : 'message', msg: d.str(), ts: d.f64(), body: d.bytes() };
+    if (k & REF_FLAG) {
+      const kind = REF_BY_NUMBER.get(d.u8());
+      const msg = d.str();
+      // Both ends are the same build: an unknown kind is a broken link, and the item goes without it.
+      if (kind) item.ref = { kind, msg };
+    }
+    items.push(item);
   }
   // Both ends of a link are the same build (one server's workers), so the read receipt follows unconditionally.
   const receipt = d.u8() === 1 ? { n: d.f64(), msg: d.str(), ts: d.f64() } : undefined;

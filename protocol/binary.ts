@@ -5,11 +5,14 @@ import {
   ENTRY_KINDS,
   FRAME_TYPES,
   PRESENCE_VISIBILITY,
+  REF_KINDS,
   type Entry,
   type EntryKind,
   type Frame,
   type FrameType,
+  type MessageRef,
   type PresenceVisibility,
+  type RefKind,
   type ReceiptState,
 } from './frames.js';
 import { LIMITS } from './limits.js';
@@ -43,6 +46,14 @@ function visibilityOf(b: number): PresenceVisibility {
 const KIND_BY_BYTE = new Map<number, EntryKind>(
   (Object.entries(ENTRY_KINDS) as [EntryKind, number][]).map(([k, n]) => [n, k]),
 );
+const REF_BY_BYTE = new Map<number, RefKind>((Object.entries(REF_KINDS) as [RefKind, number][]).map(([k, n]) => [n, k]));
+
+/** A message reference (PROTOCOL.md 9.9): `refKind:u8 msg:str`, its kind byte `b` already read. */
+function readRef(r: Reader, b: number, ref?: string): MessageRef {
+  const kind = REF_BY_BYTE.get(b);
+  if (kind === undefined) throw new ProtocolError('invalid_field', `ref.kind: unknown reference kind ${b}`, ref);
+  return { kind, msg: v.messageId(r.str('ref.msg', LIMITS.maxMessageIdLength), 'ref.msg') };
+}
 
 class Writer {
   private buf: Uint8Array;
@@ -168,8 +179,9 @@ export function encodeBinary(f: Frame): Uint8Array {
       w.str(f.device);
       w.uint(f.cursor);
       // Trailing fields are positional: `reads` needs `receipts` before it (0 means none).
-      if (f.receipts !== undefined || f.reads !== undefined) w.uint(f.receipts ?? 0);
-      if (f.reads !== undefined) w.uint(f.reads);
+      if (f.receipts !== undefined || f.reads !== undefined || f.features !== undefined) w.uint(f.receipts ?? 0);
+      if (f.reads !== undefined || f.features !== undefined) w.uint(f.reads ?? 0);
+      if (f.features !== undefined) w.uint(f.features);
       break;
     case 'welcome':
       w.str(f.user);
@@ -182,6 +194,11 @@ export function encodeBinary(f: Frame): Uint8Array {
       w.str(f.id);
       w.str(f.to);
       w.bytes(f.body);
+      // Trailing and optional: a send without a reference is byte for byte what servers before them decode.
+      if (f.ref) {
+        w.u8(REF_KINDS[f.ref.kind]);
+        w.str(f.ref.msg);
+      }
       break;
     case 'send_ack':
       w.str(f.id);
@@ -198,6 +215,14 @@ export function encodeBinary(f: Frame): Uint8Array {
         w.str(e.peer);
         w.uint(e.ts);
         w.bytes(e.body);
+      }
+      // References follow as one trailing block, one `refKind:u8 [msg:str]` per entry (0: none), only when an entry
+      // has one: a frame without any is what clients written before references decode (PROTOCOL.md 9.9).
+      if (f.entries.some((e) => e.ref !== undefined)) {
+        for (const e of f.entries) {
+          w.u8(e.ref ? REF_KINDS[e.ref.kind] : 0);
+          if (e.ref) w.str(e.ref.msg);
+        }
       }
       break;
     case 'deliver_ack':
@@ -287,6 +312,7 @@ export function decodeBinary(buf: Uint8Array): Frame {
       // Optional trailing field (added with receipts as state): older clients end the frame here.
       if (r.more()) f.receipts = r.uint('receipts');
       if (r.more()) f.reads = r.uint('reads');
+      if (r.more()) f.features = r.uint('features');
       break;
     case 'welcome':
       f = {
@@ -301,6 +327,7 @@ export function decodeBinary(buf: Uint8Array): Frame {
     case 'send': {
       const cid = v.clientId(r.str('id', id), 'id');
       f = { t: type, id: cid, to: v.userId(r.str('to', id), 'to', cid), body: r.bytes('body', LIMITS.maxBodyBytes, cid) };
+      if (r.more()) f.ref = readRef(r, r.u8('ref.kind'), cid);
       break;
     }
     case 'send_ack':
@@ -328,6 +355,13 @@ export function decodeBinary(buf: Uint8Array): Frame {
           ts: r.uint('ts'),
           body: r.bytes('body', LIMITS.maxBodyBytes),
         });
+      }
+      // Optional trailing block of references (see the encoder).
+      if (r.more()) {
+        for (const e of entries) {
+          const b = r.u8('ref.kind');
+          if (b !== 0) e.ref = readRef(r, b);
+        }
       }
       f = { t: type, entries };
       break;

@@ -49,7 +49,19 @@ export interface Hello {
    * varint, after `receipts`).
    */
   reads?: number;
+  /**
+   * Optional protocol features this client understands, a bitmask of HELLO_FEATURES (0 or absent: none). The
+   * server sends a feature's fields and entries only to a connection whose hello named it. Optional on the wire
+   * (binary: a third trailing varint, after `reads`).
+   */
+  features?: number;
 }
+
+/** Bits of `hello.features`. Each names something a client written before it could not decode. */
+export const HELLO_FEATURES = {
+  /** Message references (PROTOCOL.md 9.9): `deliver` entries may carry `ref`. */
+  refs: 1,
+} as const;
 
 export interface Welcome {
   t: 'welcome';
@@ -69,6 +81,28 @@ export interface Send {
   id: string;
   to: string;
   body: Uint8Array;
+  /** This message refers to an earlier one: a reply, an edit, a delete for everyone or a reaction (PROTOCOL.md 9.9). */
+  ref?: MessageRef;
+}
+
+/**
+ * What a message refers to, and how (PROTOCOL.md 9.9). Numbers are the binary encoding. The body of the referring
+ * message stays opaque: a reply's or an edit's text, a reaction (empty: the reaction is removed), nothing for a
+ * delete.
+ */
+export const REF_KINDS = {
+  reply: 1,
+  edit: 2,
+  delete: 3,
+  react: 4,
+} as const;
+
+export type RefKind = keyof typeof REF_KINDS;
+
+export interface MessageRef {
+  kind: RefKind;
+  /** Server message id of the message referred to (`<sender>:<n>` on the reference server). */
+  msg: string;
 }
 
 export interface SendAck {
@@ -107,6 +141,8 @@ export interface Entry {
   ts: number;
   /** Message body; empty for receipts. */
   body: Uint8Array;
+  /** The message refers to an earlier one (PROTOCOL.md 9.9); only to connections whose hello named HELLO_FEATURES.refs. */
+  ref?: MessageRef;
 }
 
 export interface Deliver {

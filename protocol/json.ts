@@ -1,5 +1,5 @@
 import { ProtocolError, isErrorCode } from './errors.js';
-import { ENTRY_KINDS, FRAME_TYPES, PRESENCE_VISIBILITY, type Entry, type EntryKind, type Frame, type FrameType, type PresenceVisibility, type ReceiptState, type Settings } from './frames.js';
+import { ENTRY_KINDS, FRAME_TYPES, PRESENCE_VISIBILITY, REF_KINDS, type Entry, type EntryKind, type Frame, type FrameType, type MessageRef, type PresenceVisibility, type ReceiptState, type RefKind, type Settings } from './frames.js';
 import { LIMITS } from './limits.js';
 import * as v from './validate.js';
 
@@ -39,13 +39,24 @@ export function fromBase64(s: unknown, field: string, ref?: string): Uint8Array 
 }
 
 function entryToJson(e: Entry): Obj {
-  return { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: toBase64(e.body) };
+  const o: Obj = { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: toBase64(e.body) };
+  if (e.ref) o['ref'] = { kind: e.ref.kind, msg: e.ref.msg };
+  return o;
+}
+
+/** A message reference (PROTOCOL.md 9.9): `{"kind": "reply" | "edit" | "delete" | "react", "msg": id}`. */
+function refFromJson(x: unknown, ref?: string): MessageRef {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) throw new ProtocolError('invalid_field', 'ref: expected an object', ref);
+  const o = x as Obj;
+  const kind = o['kind'];
+  if (typeof kind !== 'string' || !Object.hasOwn(REF_KINDS, kind)) throw new ProtocolError('invalid_field', 'ref.kind: expected reply, edit, delete or react', ref);
+  return { kind: kind as RefKind, msg: v.messageId(o['msg'], 'ref.msg') };
 }
 
 export function encodeJson(f: Frame): string {
   switch (f.t) {
     case 'send':
-      return JSON.stringify({ t: f.t, id: f.id, to: f.to, body: toBase64(f.body) });
+      return JSON.stringify(f.ref ? { t: f.t, id: f.id, to: f.to, body: toBase64(f.body), ref: { kind: f.ref.kind, msg: f.ref.msg } } : { t: f.t, id: f.id, to: f.to, body: toBase64(f.body) });
     case 'deliver':
       return JSON.stringify({ t: f.t, entries: f.entries.map(entryToJson) });
     default:
@@ -90,6 +101,7 @@ export function decodeJson(text: string): Frame {
       const f: Frame = { t: type, device: v.userId(o['device'], 'device'), cursor: o['cursor'] === undefined ? 0 : v.uint(o['cursor'], 'cursor') };
       if (o['receipts'] !== undefined) f.receipts = v.uint(o['receipts'], 'receipts');
       if (o['reads'] !== undefined) f.reads = v.uint(o['reads'], 'reads');
+      if (o['features'] !== undefined) f.features = v.uint(o['features'], 'features');
       return f;
     }
     case 'welcome':
@@ -103,7 +115,9 @@ export function decodeJson(text: string): Frame {
       };
     case 'send': {
       const cid = v.clientId(o['id'], 'id');
-      return { t: type, id: cid, to: v.userId(o['to'], 'to', cid), body: fromBase64(o['body'], 'body', cid) };
+      const f: Frame = { t: type, id: cid, to: v.userId(o['to'], 'to', cid), body: fromBase64(o['body'], 'body', cid) };
+      if (o['ref'] !== undefined) f.ref = refFromJson(o['ref'], cid);
+      return f;
     }
     case 'send_ack':
       return {
@@ -118,7 +132,7 @@ export function decodeJson(text: string): Frame {
         t: type,
         entries: v.list(o['entries'], 'entries', LIMITS.maxDeliverBatch, (x) => {
           const e = obj(x, 'entries[]');
-          return {
+          const entry: Entry = {
             seq: v.uint(e['seq'], 'seq'),
             kind: entryKind(e['kind']),
             msg: v.messageId(e['msg'], 'msg'),
@@ -126,6 +140,8 @@ export function decodeJson(text: string): Frame {
             ts: v.uint(e['ts'], 'ts'),
             body: fromBase64(e['body'], 'body'),
           };
+          if (e['ref'] !== undefined) entry.ref = refFromJson(e['ref']);
+          return entry;
         }),
       };
     case 'deliver_ack':

@@ -14,13 +14,16 @@
  * The peer's presence is followed (subscribePresence): "bob is online" / "bob was last seen ..." as it changes.
  * Commands: /read (mark what the peer sent read)  /receipts on|off  /presence [user...]
  *           /visibility everyone|contacts|nobody (who sees your presence)  /quit  /help
+ *           /reply N text  /edit N text  /delete N  /react N emoji (no emoji: remove yours)
+ * Every message shown (received, or sent and stored) gets a short index #N for those commands; an edit, a delete
+ * or a reaction is shown against the message it refers to.
  * stdin may be a pipe: at end of input the chat waits for the acks of what it sent (and briefly for delivery
  * receipts, see --linger), then exits.
  */
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { IrisClient, IrisError, type ConnectionState } from '../client/index.js';
+import { IrisClient, IrisError, type ConnectionState, type IrisMessage, type IrisRef } from '../client/index.js';
 import { FileStore } from '../client/node-store.js';
 import { ID_PATTERN } from '../protocol/limits.js';
 import { ONPREM_PORT, WRANGLER_PORT, connectUrl } from './lib/endpoints.js';
@@ -107,9 +110,80 @@ client.on('state', (s: ConnectionState) => {
 client.on('welcome', (w) => out(`* signed in as ${w.user} on device ${w.device} (resuming after #${w.cursor}, inbox head #${w.head})`));
 /** The newest message the peer sent us that was shown: what /read marks. */
 let lastFromPeer: string | null = null;
+
+/**
+ * Short indexes of the messages shown (#N), for /reply, /edit, /delete and /react: server id <-> index, text. Kept
+ * in the store's meta (the newest SHOWN_KEPT), so a restarted chat names the same messages by the same numbers.
+ */
+const SHOWN_KEPT = 500;
+let shown: { msg: string; from: string; text: string }[] = [];
+let shownBase = 0;
+const indexOf = new Map<string, number>();
+try {
+  const kept = JSON.parse(store.getMeta('shown') ?? 'null') as { base: number; list: typeof shown } | null;
+  if (kept) {
+    shownBase = kept.base;
+    shown = kept.list;
+    shown.forEach((m, i) => indexOf.set(m.msg, shownBase + i + 1));
+  }
+} catch {
+  // an unreadable list starts again at #1
+}
+const shownAt = (i: number) => shown[i - shownBase - 1];
+function saveShown(): void {
+  store.setMeta('shown', JSON.stringify({ base: shownBase, list: shown }));
+}
+function remember(msg: string, from: string, text: string): number {
+  const known = indexOf.get(msg);
+  if (known !== undefined) return known;
+  shown.push({ msg, from, text });
+  while (shown.length > SHOWN_KEPT) {
+    indexOf.delete(shown.shift()!.msg);
+    shownBase++;
+  }
+  const i = shownBase + shown.length;
+  indexOf.set(msg, i);
+  saveShown();
+  return i;
+}
+function setText(msg: string, from: string, text: string): void {
+  const i = indexOf.get(msg);
+  const m = i === undefined ? undefined : shownAt(i);
+  if (m === undefined || m.from !== from) return;
+  m.text = text;
+  saveShown();
+}
+/** How a referred-to message is named on screen: its index and a quote, or its server id if never shown here. */
+function target(msg: string): string {
+  const i = indexOf.get(msg);
+  const m = i === undefined ? undefined : shownAt(i);
+  return m === undefined ? msg : `#${i} "${short(m.text)}"`;
+}
+/** One line for a message that refers to another (PROTOCOL.md 9.9), or null for a plain one. */
+function refLine(m: IrisMessage, ref: IrisRef): string {
+  const at = `[${clock(m.ts)}]`;
+  switch (ref.kind) {
+    case 'reply':
+      return `${at} #${remember(m.msg, m.from, m.text())} ${m.from} ↪ ${target(ref.msg)}: ${m.text()}`;
+    case 'edit': {
+      const line = `${at} ${m.from} edited ${target(ref.msg)}: ${m.text()}`;
+      // The server guarantees an edit comes from the target's sender; setText checks it again against what is shown.
+      setText(ref.msg, m.from, m.text());
+      return line;
+    }
+    case 'delete':
+      return `${at} ${m.from} deleted ${target(ref.msg)} for everyone`;
+    case 'react':
+      return m.body.length === 0 ? `${at} ${m.from} removed their reaction to ${target(ref.msg)}` : `${at} ${m.from} reacted ${m.text()} to ${target(ref.msg)}`;
+  }
+}
+function showMessage(m: IrisMessage, suffix = ''): void {
+  if (m.ref) return out(refLine(m, m.ref) + suffix);
+  out(`[${clock(m.ts)}] #${remember(m.msg, m.from, m.text())} ${m.from}: ${m.text()}${suffix}`);
+}
 client.on('message', (m) => {
   if (m.from === peer) lastFromPeer = m.msg;
-  out(`[${clock(m.ts)}] ${m.from}: ${m.text()}`);
+  showMessage(m);
 });
 // Cumulative, like delivery receipts: one line for everything up to r.msg.
 client.on('read', (r) => out(`  ✓✓ read by ${r.by} up to ${r.msg} at ${clock(r.ts)}`));
@@ -117,7 +191,7 @@ client.on('readState', (p) => out(`* ${p.conv} read up to ${p.msg} (on one of yo
 client.on('settings', (x) => out(`* read receipts are ${x.readReceipts ? 'on' : 'off'}${x.presence ? `; presence visible to ${x.presence}` : ''}`));
 // Shown by an earlier run that stopped before it finished printing them (the terminal may or may not have them).
 client.on('recovered', (r) => {
-  if (r.kind === 'message') out(`[${clock(r.message.ts)}] ${r.message.from}: ${r.message.text()}  (again: the last run stopped while showing it)`);
+  if (r.kind === 'message') showMessage(r.message, '  (again: the last run stopped while showing it)');
 });
 client.on('retry', (r) => out(`  … "${short(textById.get(r.id) ?? '')}" held by the server (${r.code}); resending in ${r.retryAfter} ms`));
 client.on('ack', (a) => {
@@ -130,7 +204,14 @@ client.on('ack', (a) => {
     list.push(a.msg);
     unreceipted.set(a.to, list);
   }
-  out(`  ✓ "${short(text)}" -> ${a.to} (${a.msg}${a.dup ? ', already stored' : ''})`);
+  const ref = refById.get(a.id);
+  refById.delete(a.id);
+  // Our own messages get an index too (a reply, an edit, a delete or a reaction is named after its target).
+  const how = { reply: '↪', edit: 'edit of', delete: 'delete of', react: 'reaction to' } as const;
+  const own = !ref || ref.kind === 'reply' ? `#${remember(a.msg, user!, text)}` : '';
+  const label = ref ? `${own}${own && ' '}${how[ref.kind]} ${target(ref.msg)}` : own;
+  if (ref?.kind === 'edit') setText(ref.msg, user!, text);
+  out(`  ✓ ${label} "${short(text)}" -> ${a.to} (${a.msg}${a.dup ? ', already stored' : ''})`);
 });
 client.on('receipt', (r) => {
   // Cumulative: r.msg and every message acked to r.by before it were delivered.
@@ -161,11 +242,16 @@ async function presence(users: string[]): Promise<void> {
   }
 }
 
-function send(text: string): void {
+/** The reference of each of our sends still waiting for its ack (they resume from the store without it: plain). */
+const refById = new Map<string, IrisRef>();
+
+function send(text: string, ref?: IrisRef): void {
   const id = `cli-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
   textById.set(id, text);
-  client.send(peer!, text, { id }).catch((e: unknown) => {
+  if (ref) refById.set(id, ref);
+  client.send(peer!, text, { id, ...(ref && { ref }) }).catch((e: unknown) => {
     textById.delete(id);
+    refById.delete(id);
     const err = e instanceof IrisError ? `${e.code}: ${e.message}${e.retryAfter ? ` (retry in ${e.retryAfter} ms)` : ''}` : String(e);
     out(`! not sent "${short(text)}": ${err}`);
   });
@@ -210,7 +296,17 @@ rl.on('line', (raw) => {
   if (line === '') return;
   queue = queue.then(async () => {
     if (line === '/quit') return void (await stop(0));
-    if (line === '/help') return out('commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /quit  (anything else is sent)');
+    if (line === '/help') return out('commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /reply N text  /edit N text  /delete N  /react N [emoji]  /quit  (anything else is sent)');
+    // Message references: N is the #N shown next to a message.
+    const r = /^\/(reply|edit|delete|react)\s+#?(\d+)(?:\s+(.*))?$/.exec(line);
+    if (r) {
+      const kind = r[1] as IrisRef['kind'];
+      const m = shownAt(Number(r[2]));
+      if (m === undefined) return out(`! no message #${r[2]}`);
+      const text = kind === 'delete' ? '' : (r[3] ?? '');
+      if ((kind === 'reply' || kind === 'edit') && text === '') return out(`! /${kind} N text`);
+      return send(text, { kind, msg: m.msg });
+    }
     if (line === '/read') {
       if (lastFromPeer === null) return out(`! nothing from ${peer} to mark read yet`);
       return client.markRead(peer!, lastFromPeer);

@@ -15,7 +15,9 @@ import {
   fromBase64,
   isClientFrame,
   isServerFrame,
+  REF_KINDS,
   toBase64,
+  type RefKind,
   type Entry,
   type ErrorCode,
   type Frame,
@@ -106,6 +108,12 @@ function samples(): [string, Frame][] {
     ['error, empty message', { t: 'error', code: 'internal', message: '' }],
     ['error, max unicode message, max ref, max retryAfter', { t: 'error', code: 'unavailable', message: '€'.repeat(LIMITS.maxErrorMessageLength), ref: CLIENT_CHARS.slice(30, 94), retryAfter: MAX }],
     ...(Object.keys(ERROR_CODES) as ErrorCode[]).map((code): [string, Frame] => [`error, code ${code}`, { t: 'error', code, message: code }]),
+    // Message references (PROTOCOL.md 9.9): hello.features, send.ref, entry refs (a trailing block), every kind.
+    ['hello with features', { t: 'hello', device: 'phone-1', cursor: 3, receipts: 0, reads: 0, features: 1 }],
+    ...(Object.keys(REF_KINDS) as RefKind[]).map((kind): [string, Frame] => [`send with a ${kind} reference`, { t: 'send', id: `r-${kind}`, to: 'bob', body: te.encode(kind), ref: { kind, msg: 'bob:12' } }]),
+    ['send, max body and a max-length unicode reference', { t: 'send', id: 'r', to: 'bob', body: bytes(LIMITS.maxBodyBytes), ref: { kind: 'edit', msg: 'é€'.repeat(LIMITS.maxMessageIdLength / 2) } }],
+    ['deliver with references on some entries', { t: 'deliver', entries: [entry(1), entry(2, { ref: { kind: 'react', msg: 'alice:1' } }), entry(3, { ref: { kind: 'delete', msg: 'bob:2' }, body: new Uint8Array(0) }), entry(4)] }],
+    ['deliver, max batch, every entry with a reference', { t: 'deliver', entries: Array.from({ length: LIMITS.maxDeliverBatch }, (_, i) => entry(i + 1, { ref: { kind: 'reply', msg: 'm'.repeat(96) } })) }],
   ];
 }
 

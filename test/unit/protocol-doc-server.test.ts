@@ -210,8 +210,8 @@ describe('PROTOCOL.md lists exactly the refusals and codes the servers send', ()
 
   it('every table of PROTOCOL.md is one a doc test holds against the code', () => {
     // Here: refusals, refusals-server, close-codes (senders), error-codes (†). protocol-doc.test.ts: the rest,
-    // and error-codes and close-codes against the codec. A new table needs a check before it is added here.
-    const checked = ['refusals', 'refusals-server', 'frame-types', 'entry-kinds', 'error-codes', 'close-codes', 'limits', 'settings'];
+    // and error-codes and close-codes against the codec; protocol-refs.test.ts: ref-kinds. A new table needs a check before it is added here.
+    const checked = ['refusals', 'refusals-server', 'frame-types', 'entry-kinds', 'error-codes', 'close-codes', 'limits', 'settings', 'ref-kinds'];
     const tables = [...DOC.matchAll(/<!-- table:([^ ]+) -->/g)].map((m) => m[1]!);
     expect(tables.sort()).toEqual(checked.sort());
   });

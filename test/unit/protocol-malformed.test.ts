@@ -47,15 +47,15 @@ const json = (s: string) => outcome(() => decodeJson(s));
 
 /** One valid frame of every type, with every optional part present, for truncation and trailing-byte tests. */
 const VALID: Frame[] = [
-  { t: 'hello', device: 'phone-1', cursor: 300, receipts: 17, reads: 4 },
+  { t: 'hello', device: 'phone-1', cursor: 300, receipts: 17, reads: 4, features: 1 },
   { t: 'welcome', user: 'alice', device: 'phone-1', cursor: 300, head: 302, time: 1_767_225_600_000 },
   { t: 'send', id: 'c-1', to: 'bob', body: te.encode('hi') },
-  { t: 'send', id: 'x'.repeat(50), to: 'bob', body: new Uint8Array(200) },
+  { t: 'send', id: 'x'.repeat(50), to: 'bob', body: new Uint8Array(200), ref: { kind: 'reply', msg: 'bob:12' } },
   { t: 'send_ack', id: 'c-1', msg: 'alice:7', ts: 1_767_225_601_234, dup: true },
   {
     t: 'deliver',
     entries: [
-      { seq: 301, kind: 'message', msg: 'bob:12', peer: 'bob', ts: 1_767_225_605_000, body: te.encode('hello') },
+      { seq: 301, kind: 'message', msg: 'bob:12', peer: 'bob', ts: 1_767_225_605_000, body: te.encode('hello'), ref: { kind: 'react', msg: 'alice:6' } },
       { seq: 302, kind: 'delivered', msg: 'alice:7', peer: 'bob', ts: 1_767_225_606_000, body: new Uint8Array(0) },
     ],
   },
@@ -93,12 +93,25 @@ describe('binary: malformed input', () => {
     // before one of them is a complete, older frame.
     const complete = new Map<number, Frame>();
     if (f.t === 'hello') {
-      const { receipts: _r, reads: _d, ...oldest } = f;
+      const { receipts: _r, reads: _d, features: _f, ...oldest } = f;
       complete.set(encodeBinary(oldest).length, oldest);
       if (f.reads !== undefined) {
-        const { reads: _, ...older } = f;
+        const { reads: _, features: _g, ...older } = f;
         complete.set(encodeBinary(older).length, older);
       }
+      if (f.features !== undefined) {
+        const { features: _, ...older } = f;
+        complete.set(encodeBinary(older).length, older);
+      }
+    }
+    // Message references (PROTOCOL.md 9.9): a send without its ref, a deliver without its block of refs.
+    if (f.t === 'send' && f.ref !== undefined) {
+      const { ref: _, ...older } = f;
+      complete.set(encodeBinary(older).length, older);
+    }
+    if (f.t === 'deliver') {
+      const older: Frame = { ...f, entries: f.entries.map(({ ref: _, ...e }) => e) };
+      complete.set(encodeBinary(older).length, older);
     }
     if (f.t === 'settings') {
       const { presence: _p, ...older } = f;
@@ -120,7 +133,8 @@ describe('binary: malformed input', () => {
     }
   });
 
-  it.each(VALID.map((f) => [f.t, f] as const))('%s with trailing bytes is bad_frame', (_t, f) => {
+  // A send without a reference may be followed by one (a byte that is not a reference kind is invalid_field).
+  it.each(VALID.filter((f) => f.t !== 'send' || f.ref !== undefined).map((f) => [f.t, f] as const))('%s with trailing bytes is bad_frame', (_t, f) => {
     const full = encodeBinary(f);
     for (const extra of [[0x00], [0xff], [0x01, 0x02], Array.from(full)]) {
       const o = bin(Uint8Array.from([...full, ...extra]));
