@@ -17,6 +17,7 @@ export type {
   IrisRead,
   IrisReadPosition,
   IrisSettings,
+  IrisTyping,
   PresenceInfo,
   RecoveredEntry,
   RetryEvent,
