@@ -83,8 +83,12 @@ export class TypingHub {
   private readonly shown = new Map<string, number>();
   /** Users whose push found this user offline -> until when they are told of its next hello. */
   private readonly waiting = new Map<string, number>();
+  /** When this hub was created: younger than the TTL, it cannot know what an earlier one showed (an eviction). */
+  private readonly born: number;
 
-  constructor(private readonly deps: TypingDeps) {}
+  constructor(private readonly deps: TypingDeps) {
+    this.born = deps.clock.now();
+  }
 
   private get ttl(): number {
     return this.deps.config.typingTtlMs;
@@ -187,7 +191,9 @@ export class TypingHub {
 
   /**
    * Another user's shard pushes `from`'s typing state in `conv` (Peers.typing). Returns whether this user has a
-   * connection past hello. An `off` is written only over an `on` that was shown and has not expired.
+   * connection past hello. An `off` is written over an `on` that was shown and has not expired, and also when
+   * this hub is too young to know (the shard was evicted or restarted within the TTL: an `off` too many is ignored
+   * by the SDK, one too few would leave "typing…" up to the TTL).
    */
   typingFrom(from: string, conv: string, on: boolean): boolean {
     const now = this.deps.clock.now();
@@ -205,7 +211,7 @@ export class TypingHub {
     } else {
       const until = this.shown.get(key);
       this.shown.delete(key);
-      if (until === undefined || until <= now) return true;
+      if (until === undefined ? now - this.born >= this.ttl : until <= now) return true;
     }
     const frame: TypingState = { t: 'typing_state', conv, from, on, ttl: on ? this.ttl : 0 };
     for (const c of conns) {

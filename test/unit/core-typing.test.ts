@@ -82,15 +82,19 @@ describe('typing', () => {
     expect(w.typingCalls.filter((c) => !c.on)).toHaveLength(1);
   });
 
-  it('the recipient writes an off only over an on it showed that has not expired', async () => {
+  it('the recipient writes an off only over an on it showed that has not expired (or when too young to know)', async () => {
     const w = new World({ typingTtlMs: TTL });
     const b = await online(w, 'bob');
     const mb = w.mailbox('bob');
+    // A hub younger than the TTL cannot know what an evicted one showed: it writes the off.
+    expect(mb.typingFrom('alice', 'alice', false)).toBe(true);
+    expect(states(b).map((s) => s.on)).toEqual([false]);
+    w.now += TTL;
     expect(mb.typingFrom('alice', 'alice', false)).toBe(true);
     expect(mb.typingFrom('alice', 'alice', true)).toBe(true);
     w.now += TTL;
     expect(mb.typingFrom('alice', 'alice', false)).toBe(true);
-    expect(states(b).map((s) => s.on)).toEqual([true]);
+    expect(states(b).map((s) => s.on)).toEqual([false, true]);
   });
 
   it('is rate-limited in its own bucket: excess frames are dropped, sends are untouched', async () => {
