@@ -46,6 +46,34 @@ export interface TypingCounts {
   framesOut: number;
 }
 
+/**
+ * The fan-out of one typing state: one best-effort Peers.typing call per recipient but `from`, all at once, never
+ * retried. `answer` gets each recipient's reply (true: it has an online connection; undefined: the call failed).
+ * TypingHub uses it for 1:1; a group's shard would call it with its online members, `from` the typing member and
+ * `conv` the group's id.
+ */
+export async function pushTyping(
+  peers: Peers,
+  recipients: readonly string[],
+  from: string,
+  conv: string,
+  on: boolean,
+  answer: (to: string, online: boolean | undefined, error?: unknown) => void = () => {},
+): Promise<void> {
+  const typing = peers.typing?.bind(peers);
+  if (!typing) return;
+  await Promise.all(
+    recipients
+      .filter((to) => to !== from)
+      .map((to) =>
+        typing(to, from, conv, on).then(
+          (online) => answer(to, online),
+          (e: unknown) => answer(to, undefined, e),
+        ),
+      ),
+  );
+}
+
 /** Removes expired entries (value: expiry time) once a map passes its bound. */
 function sweep(map: Map<string, number>, now: number): void {
   if (map.size < MAX_TYPING_ENTRIES) return;
@@ -66,9 +94,9 @@ function sweep(map: Map<string, number>, now: number): void {
  * turns an `on` off by itself after it). A push to a user with no connection is dropped and answered false, and
  * the typer is remembered for TYPING_OFFLINE_TRUST_MS: the user's next hello tells it, one call each.
  *
- * Groups: `push(recipients, conv, on)` is the fan-out for any list of recipients. A group's shard knows its online
- * members, so it would call Peers.typing(member, from, group, on) for each of them but the typer (the member's
- * shard hands the frame to the group's shard instead of pushing it itself); the recipient side is the same.
+ * Groups: `pushTyping(peers, recipients, from, conv, on)` is the fan-out for any list of recipients. A group's
+ * shard knows its online members, so it would call it with them, the typer as `from` and the group as `conv` (the
+ * member's shard hands the frame to the group's shard instead of pushing it itself); the recipient side is the same.
  */
 export class TypingHub {
   readonly counts: TypingCounts = { calls: 0, skipped: 0, coalesced: 0, dropped: 0, framesOut: 0 };
@@ -142,32 +170,25 @@ export class TypingHub {
     const { peers, user, clock, log } = this.deps;
     if (!peers.typing) return;
     const now = clock.now();
-    const calls: Promise<void>[] = [];
-    for (const to of recipients) {
-      if (to === user) continue;
-      const until = this.offline.get(to);
-      if (until !== undefined) {
-        if (until > now) {
-          this.counts.skipped++;
-          continue;
-        }
-        this.offline.delete(to);
+    const to = recipients.filter((r) => {
+      const until = this.offline.get(r);
+      if (until === undefined || r === user) return r !== user;
+      if (until > now) {
+        this.counts.skipped++;
+        return false;
       }
-      this.counts.calls++;
-      calls.push(
-        peers.typing(to, user, conv, on).then(
-          (online) => {
-            if (online) this.offline.delete(to);
-            else {
-              sweep(this.offline, now);
-              if (this.offline.size < MAX_TYPING_ENTRIES) this.offline.set(to, clock.now() + TYPING_OFFLINE_TRUST_MS);
-            }
-          },
-          (e: unknown) => log.log('info', `${user}: typing to ${to} failed (best effort)`, e),
-        ),
-      );
-    }
-    await Promise.all(calls);
+      this.offline.delete(r);
+      return true;
+    });
+    this.counts.calls += to.length;
+    await pushTyping(peers, to, user, conv, on, (r, online, e) => {
+      if (online === undefined) log.log('info', `${user}: typing to ${r} failed (best effort)`, e);
+      else if (online) this.offline.delete(r);
+      else {
+        sweep(this.offline, now);
+        if (this.offline.size < MAX_TYPING_ENTRIES) this.offline.set(r, clock.now() + TYPING_OFFLINE_TRUST_MS);
+      }
+    });
   }
 
   /** `peer` was heard from (it typed here, or its shard handed over something): ask it again next time. */

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { TypingState } from '../../protocol/index.js';
-import { TYPING_BURST, TYPING_OFFLINE_TRUST_MS } from '../../core/typing.js';
+import { TYPING_BURST, TYPING_OFFLINE_TRUST_MS, pushTyping } from '../../core/typing.js';
 import { World, type FakeConn } from './core-harness.js';
 
 /**
@@ -167,5 +167,19 @@ describe('typing', () => {
     w.now += TTL;
     await typing(a, 'bob');
     expect(w.typingCalls.map((c) => [c.to, c.online])).toEqual([['bob', true]]);
+  });
+
+  it('pushTyping, the fan-out a group will use: every recipient but the typer, conv the group, answers per recipient', async () => {
+    const w = new World({ typingTtlMs: TTL });
+    const a = await online(w, 'alice');
+    const b = await online(w, 'bob');
+    const c = await online(w, 'carol');
+    w.mailbox('dave');
+    const answers = new Map<string, boolean | undefined>();
+    const peers = { typing: (to: string, from: string, conv: string, on: boolean) => Promise.resolve(w.mailbox(to).typingFrom(from, conv, on)), forward: () => Promise.reject(new Error('unused')), presence: () => Promise.reject(new Error('unused')) };
+    await pushTyping(peers, ['alice', 'bob', 'carol', 'dave'], 'alice', 'grp.1', true, (to, online) => answers.set(to, online));
+    expect(Object.fromEntries(answers)).toEqual({ bob: true, carol: true, dave: false });
+    for (const x of [b, c]) expect(states(x)).toEqual([{ t: 'typing_state', conv: 'grp.1', from: 'alice', on: true, ttl: TTL }]);
+    expect(states(a)).toEqual([]);
   });
 });
