@@ -9,6 +9,7 @@ import { Outbox } from './outbox.js';
 import { attachPageHooks } from './page.js';
 import { PresenceQueries } from './presence.js';
 import { StoreQueue } from './store-queue.js';
+import { TypingIndicators } from './typing.js';
 import type { ClientEvents, ConnectionState, IrisClientOptions, IrisRef, PresenceInfo, SendAck, Welcome } from './types.js';
 
 /** Reference server message ids are `<conversation>:<n>`. */
@@ -34,6 +35,7 @@ export class IrisClient {
   private readonly inbox: Inbox;
   private readonly outbox: Outbox;
   private readonly queries: PresenceQueries;
+  private readonly typingState: TypingIndicators;
   private loaded: Promise<void> | null = null;
   /** Read marks not yet written, per conversation (only the newest matters: marks are cumulative). */
   private readonly pendingReads = new Map<string, string>();
@@ -68,7 +70,10 @@ export class IrisClient {
         this.events.emit('welcome', w, listenerFailed);
       },
       frame: (f, gen) => this.onFrame(f, gen),
-      down: () => this.inbox.cancelAck(),
+      down: () => {
+        this.inbox.cancelAck();
+        this.typingState.down();
+      },
       stopped: (err) => {
         this.outbox.stop();
         this.detachPageHooks?.();
@@ -115,6 +120,10 @@ export class IrisClient {
       },
     });
     this.queries = new PresenceQueries(this.conn, opts.requestTimeoutMs ?? 10_000);
+    this.typingState = new TypingIndicators(this.conn, (e) => this.events.emit('typing', e, listenerFailed), {
+      renewMs: Math.max(100, opts.typing?.renewMs ?? 1_500),
+      idleMs: Math.max(100, opts.typing?.idleMs ?? 3_000),
+    });
   }
 
   get state(): ConnectionState {
@@ -168,6 +177,7 @@ export class IrisClient {
     this.flushStore();
     this.inbox.flushAck();
     const err = new IrisError('closed', 'client closed');
+    this.typingState.close();
     const closed = this.conn.close(err);
     this.outbox.rejectAll(err);
     this.queries.rejectAll(err);
@@ -281,6 +291,23 @@ export class IrisClient {
     this.writePresence();
   }
 
+  /**
+   * Tells `peer` this user is typing to it (on) or stopped (off). Ephemeral: written only while connected
+   * (never queued), at most one `on` per renewMs per conversation, an `off` only after an `on`. Call it with
+   * true again while the user keeps typing, or use typingInput() on each keystroke. The peer's devices get a
+   * `typing` event; nothing reaches this user's own other devices.
+   */
+  typing(peer: string, on = true): void {
+    if (!ID_PATTERN.test(peer)) throw new IrisError('invalid_field', 'conv: not a valid user id');
+    this.typingState.set(peer, on);
+  }
+
+  /** A keystroke in the conversation with `peer`: typing(peer) now (renewed as needed), off after a pause. */
+  typingInput(peer: string): void {
+    if (!ID_PATTERN.test(peer)) throw new IrisError('invalid_field', 'conv: not a valid user id');
+    this.typingState.input(peer);
+  }
+
   /** Resolves once every send in the outbox has been acknowledged or refused. */
   drain(): Promise<void> {
     return this.outbox.drain();
@@ -325,6 +352,8 @@ export class IrisClient {
         return this.queries.answered(f);
       case 'error':
         return this.onError(f, gen);
+      case 'typing_state':
+        return this.typingState.frame(f);
       default:
         // pong (liveness is tracked for every frame), welcome (Connection's); client frames are ignored.
         return;

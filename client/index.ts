@@ -18,6 +18,7 @@ export type {
   IrisReadPosition,
   IrisRef,
   IrisSettings,
+  IrisTyping,
   PresenceInfo,
   RecoveredEntry,
   RetryEvent,

@@ -91,6 +91,8 @@ export interface IrisClientOptions {
   probeRefusals?: boolean;
   /** fetch for that GET; default the global one. */
   fetch?: FetchLike;
+  /** Typing (typing(), typingInput()): least time between two `on` frames per conversation, and typingInput's idle time. Defaults 1500 / 3000 ms. */
+  typing?: { renewMs?: number; idleMs?: number };
 }
 
 /** An entry an earlier client on the same store handed out whose listeners never finished (see 'recovered'). */
@@ -166,6 +168,16 @@ export interface IrisReadPosition {
   ts: number;
 }
 
+/**
+ * Someone is typing (on) or stopped (off) in a conversation: in 1:1 `conv` is `from`. An `on` that is not renewed
+ * turns into an `off` event by itself after the server's TTL (5 s by default), so a typer that crashed is cleared.
+ */
+export interface IrisTyping {
+  conv: string;
+  from: string;
+  on: boolean;
+}
+
 /** This user's settings, as the server holds them. */
 export interface IrisSettings {
   /** Whether senders learn how far this user read their messages (default true). */
@@ -202,6 +214,8 @@ export interface ClientEvents {
   presence: PresenceInfo;
   /** This user's settings: after every welcome, and when a device changed them. */
   settings: IrisSettings;
+  /** Another user started or stopped typing to this user (typing indicators; each change once, expiry included). */
+  typing: IrisTyping;
   state: ConnectionState;
   /** Errors not tied to a send() or presence() call, and connection failures after connect() resolved. */
   error: IrisError;

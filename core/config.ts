@@ -49,6 +49,12 @@ export interface Config {
   /** A subject forgets a watcher that did not renew within this; subscribers renew at half of it. */
   presenceLeaseMs: number;
   /**
+   * Typing (PROTOCOL.md 8.8): a pushed `on` holds this long at the recipient without renewal (the SDK turns it off
+   * by itself); the server pushes a renewal at most every half of it, so a typer that renews every third never
+   * lets it lapse.
+   */
+  typingTtlMs: number;
+  /**
    * Heartbeat period. On-prem sends a WebSocket ping this often and drops a socket that missed the previous
    * pong. Cloudflare cannot ping without waking the object, so it closes (4004 idle_timeout) a socket from
    * which nothing — no frame, not even the `{"t":"ping"}` heartbeat — arrived for 2 x this. Either way a

@@ -42,6 +42,7 @@ import { PresenceHub } from './presence.js';
 import { checkRef, oneToOneContext } from './refs.js';
 import { TokenBucket } from './ratelimit.js';
 import { MailboxStore } from './store.js';
+import { TypingHub } from './typing.js';
 
 export interface MailboxDeps {
   user: string;
@@ -111,6 +112,13 @@ export class Mailbox {
 
   private get forwarder(): Forwarder {
     return (this.forwarderOrNull ??= new Forwarder(this.deps, { store: this.store, tx: (fn) => this.tx(fn), receive: (b) => this.receive(b) }));
+  }
+
+  /** Typing indicators, both ends, in memory (core/typing.ts); created on first use, like the forwarder. */
+  private typingOrNull: TypingHub | null = null;
+
+  get typing(): TypingHub {
+    return (this.typingOrNull ??= new TypingHub({ ...this.deps, out: this.out }));
   }
 
   private forward(recipient: string): Promise<void> {
@@ -185,6 +193,8 @@ export class Mailbox {
           return await this.onPresenceSubscribe(conn, frame);
         case 'set_presence':
           return await this.onSetPresence(conn, frame);
+        case 'typing':
+          return await this.typing.onFrame(conn, frame.conv, frame.on);
       }
     } catch (e) {
       if (e instanceof ProtocolError) return this.out.error(conn, enc, e.code, e.message, e.ref ?? ref);
@@ -208,7 +218,7 @@ export class Mailbox {
     });
     // After last seen is stored: an offline announced after the hold carries it.
     const online = [...this.deps.sockets.list()].some((c) => c !== conn && c.state !== null);
-    await Promise.all([this.presenceHub.changed(conn), online ? undefined : this.presenceHub.lastOffline()]);
+    await Promise.all([this.presenceHub.changed(conn), online ? undefined : this.presenceHub.lastOffline(), this.typingOrNull?.closed(conn)]);
   }
 
   private async onHello(conn: Conn, f: Hello, enc: Encoding): Promise<void> {
@@ -277,7 +287,7 @@ export class Mailbox {
       this.out.reply(conn, enc, { t: 'settings', readReceipts: r.readReceipts, presence: r.presence });
     }
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
-    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver()), this.presenceHub.changed()]);
+    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver()), this.presenceHub.changed(), this.typingOrNull?.online()]);
   }
 
   private async onSend(conn: Conn, f: Send): Promise<void> {
@@ -567,6 +577,8 @@ export class Mailbox {
 
   /** After accept()'s commit: push what was stored to the sockets that are caught up. */
   private async stored(batch: ForwardBatch, r: Accepted): Promise<void> {
+    // Its shard handed something over: the sender may have come online since a typing push found it offline.
+    this.typingOrNull?.heard(batch.from);
     await Promise.all([
       r.stored.length > 0 ? this.out.pushLive(r.stored) : undefined,
       r.receipt && r.v > 0 ? this.out.pushReceipt(r.receipt, r.v) : undefined,
@@ -589,6 +601,11 @@ export class Mailbox {
   /** A subject this user watches changed (Peers.presenceChanged); false: not wanted any more. */
   presenceChanged(info: PresenceInfo): boolean {
     return this.presenceHub.changedAt(info);
+  }
+
+  /** Another user's shard pushes its typing state (Peers.typing); false: this user has no online connection. */
+  typingFrom(from: string, conv: string, on: boolean): boolean {
+    return this.typing.typingFrom(from, conv, on);
   }
 
   /** Scheduled wake-up: retry every recipient that still has outbox items and is not backing off; presence timers. */

@@ -191,6 +191,17 @@ export interface Peers {
    */
   presenceChanged?(watcher: string, info: PresenceInfo): Promise<boolean>;
   /**
+   * Typing (PROTOCOL.md 8.8, core/typing.ts): `from` is typing (on) or stopped (off) in conversation `conv`, as
+   * `to` names it (1:1: `from` itself; a group: its id); `to`'s shard pushes it to `to`'s connections past hello. Ephemeral: one attempt, never stored, never retried,
+   * never queued. Resolves true when `to` has such a connection, false when it has none (nothing was pushed;
+   * `to` then remembers `from`, in memory and briefly, to tell it with one call `typing(from, to, to, false)`
+   * when its first device comes online). A call is also news that `from` is online. Must not wake or load a
+   * shard only to drop it: the caller calls only recipients it does not know to be offline, and an adapter
+   * answers false for a shard that has no storage (Cloudflare) or is not in memory (on-prem) without creating
+   * it. Rejects when the shard cannot be reached. Optional: without it typing frames are accepted and dropped.
+   */
+  typing?(to: string, from: string, conv: string, on: boolean): Promise<boolean>;
+  /**
    * The recipient's shard when it shares this Storage (its writes can join the caller's transaction), else
    * undefined. Optional: a Durable Object never shares storage with another user's.
    */

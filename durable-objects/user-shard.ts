@@ -42,8 +42,8 @@ export class UserShard extends DurableObject<Env> {
   private readonly counts: Omit<ShardStats, 'databaseBytes' | 'statements'> = {
     instance: crypto.randomUUID(),
     sql: sqlCounters(),
-    rpcOut: { forward: 0, presence: 0, watch: 0, push: 0 },
-    rpcIn: { receive: 0, presence: 0, watch: 0, push: 0 },
+    rpcOut: { forward: 0, presence: 0, watch: 0, push: 0, typing: 0 },
+    rpcIn: { receive: 0, presence: 0, watch: 0, push: 0, typing: 0 },
     wsIn: 0,
     wsOut: 0,
     upgrades: 0,
@@ -220,6 +220,19 @@ export class UserShard extends DurableObject<Env> {
   }
 
   /**
+   * Peers.typing (core/typing.ts): pushed to this user's sockets, never stored. An object with no storage yet (a
+   * user who never connected) answers "not online" without creating any; one that is running pushes or, with no
+   * socket, remembers the typer in memory to tell it at its next hello.
+   */
+  async typing(user: string, from: string, conv: string, on: boolean): Promise<boolean> {
+    this.counts.rpcIn.typing++;
+    return this.timed(async () => {
+      if (!this.mailbox && !this.hasSchema()) return false;
+      return this.mailboxFor(user).typingFrom(from, conv, on);
+    });
+  }
+
+  /**
    * The counters of stats.ts, for tests and measurement (scripts/bench/cf-rows.ts). Reads nothing from SQL and
    * creates no storage; not counted in rpcIn, so polling it does not disturb what it reports.
    */
@@ -291,6 +304,11 @@ export class UserShard extends DurableObject<Env> {
       presenceChanged: (watcher, info) => {
         counts.push++;
         return env.USERS.get(env.USERS.idFromName(watcher)).presenceChanged(watcher, info);
+      },
+      // One RPC per push; the core calls only recipients it does not know to be offline.
+      typing: (to, from, conv, on) => {
+        counts.typing++;
+        return env.USERS.get(env.USERS.idFromName(to)).typing(to, from, conv, on);
       },
     };
     const scheduler: Scheduler = { wakeAt: (ms) => this.wakeAt(ms) };

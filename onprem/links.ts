@@ -21,6 +21,8 @@ import { REF_KINDS, type PresenceInfo, type RefKind } from '../protocol/index.js
  *   watch_res    (7): has:u8 [user:str online:u8 lastSeen:f64]  (has 0: hidden, refused or off)
  *   push         (8): watcher:str user:str online:u8 lastSeen:f64 (Peers.presenceChanged)
  *   push_res     (9): wanted:u8
+ *   typing      (10): to:str from:str conv:str on:u8            (Peers.typing, typing indicators)
+ *   typing_res  (11): online:u8
  *   str/bytes = len:u32 + bytes (UTF-8). Numbers that may exceed 32 bits travel as f64 (exact to 2^53).
  *
  * Every worker keeps at most one outgoing connection per other worker; requests on it are pipelined and
@@ -40,6 +42,8 @@ const OP_PUSH_RES = 9;
 /** Set on a forward item's kind byte when a message reference follows its body. */
 const REF_FLAG = 0x80;
 const REF_BY_NUMBER = new Map<number, RefKind>((Object.entries(REF_KINDS) as [RefKind, number][]).map(([k, n]) => [n, k]));
+const OP_TYPING = 10;
+const OP_TYPING_RES = 11;
 /** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken link. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
@@ -245,6 +249,7 @@ export interface LinkHandler {
   presence(user: string, asker: string): Promise<PresenceInfo>;
   watch(subject: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined>;
   presenceChanged(watcher: string, info: PresenceInfo): Promise<boolean>;
+  typing(to: string, from: string, conv: string, on: boolean): Promise<boolean>;
 }
 
 /** Answers other workers' calls on <run dir>/peer-<id>.sock. */
@@ -305,6 +310,14 @@ export class LinkServer {
         const info = { user: d.str(), online: d.u8() === 1, lastSeen: d.f64() };
         this.handler.presenceChanged(watcher, info).then(
           (wanted) => out.write(frame(OP_PUSH_RES, rid).u8(wanted ? 1 : 0).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_TYPING) {
+        const to = d.str();
+        const from = d.str();
+        const conv = d.str();
+        this.handler.typing(to, from, conv, d.u8() === 1).then(
+          (online) => out.write(frame(OP_TYPING_RES, rid).u8(online ? 1 : 0).done()),
           (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
         );
       } else {
@@ -430,6 +443,12 @@ export class LinkClient {
   async presenceChanged(watcher: string, info: PresenceInfo): Promise<boolean> {
     const { d, op } = await this.call((rid) => frame(OP_PUSH, rid).str(watcher).str(info.user).u8(info.online ? 1 : 0).f64(info.lastSeen).done());
     if (op !== OP_PUSH_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
+    return d.u8() === 1;
+  }
+
+  async typing(to: string, from: string, conv: string, on: boolean): Promise<boolean> {
+    const { d, op } = await this.call((rid) => frame(OP_TYPING, rid).str(to).str(from).str(conv).u8(on ? 1 : 0).done());
+    if (op !== OP_TYPING_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
     return d.u8() === 1;
   }
 

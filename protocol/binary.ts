@@ -283,6 +283,16 @@ export function encodeBinary(f: Frame): Uint8Array {
         w.uint(u.lastSeen);
       }
       break;
+    case 'typing':
+      w.str(f.conv);
+      w.bool(f.on);
+      break;
+    case 'typing_state':
+      w.str(f.conv);
+      w.str(f.from);
+      w.bool(f.on);
+      w.uint(f.ttl);
+      break;
     case 'ping':
     case 'pong':
       break;
@@ -440,6 +450,12 @@ export function decodeBinary(buf: Uint8Array): Frame {
       f = { t: type, ref, users };
       break;
     }
+    case 'typing':
+      f = { t: type, conv: v.userId(r.str('conv', id), 'conv'), on: r.bool('on') };
+      break;
+    case 'typing_state':
+      f = { t: type, conv: v.userId(r.str('conv', id), 'conv'), from: v.userId(r.str('from', id), 'from'), on: r.bool('on'), ttl: r.uint('ttl') };
+      break;
     case 'ping':
     case 'pong':
       f = { t: type };

@@ -26,6 +26,8 @@ export const FRAME_TYPES = {
   settings: 16,
   presence_subscribe: 17,
   set_presence: 18,
+  typing: 35,
+  typing_state: 36,
 } as const;
 
 export type FrameType = keyof typeof FRAME_TYPES;
@@ -258,6 +260,29 @@ export interface SetPresence {
   visibility: PresenceVisibility;
 }
 
+/**
+ * Client: this user is typing (on) or stopped (off) in conversation `conv` (1:1: the other user's id). Ephemeral:
+ * never stored, never answered, never queued for an offline peer (PROTOCOL.md 8.8). An `on` holds for the server's
+ * typing TTL; a client renews it while the user keeps typing.
+ */
+export interface Typing {
+  t: 'typing';
+  conv: string;
+  on: boolean;
+}
+
+/**
+ * Server: `from` is typing (on) or stopped (off) in conversation `conv` (1:1: `from` itself; a group: its id). An
+ * `on` expires by itself after `ttl` ms unless renewed; an `off` has ttl 0.
+ */
+export interface TypingState {
+  t: 'typing_state';
+  conv: string;
+  from: string;
+  on: boolean;
+  ttl: number;
+}
+
 export interface PresenceInfo {
   user: string;
   online: boolean;
@@ -289,11 +314,11 @@ export interface ErrorFrame {
   retryAfter?: number;
 }
 
-export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence;
-export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame;
+export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | Typing;
+export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | TypingState;
 export type Frame = ClientFrame | ServerFrame;
 
-const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence']);
+const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', 'typing']);
 
 export function isClientFrame(f: Frame): f is ClientFrame {
   return CLIENT_TYPES.has(f.t);

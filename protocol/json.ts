@@ -197,6 +197,10 @@ export function decodeJson(text: string): Frame {
           return { user: v.userId(u['user'], 'user'), online: v.bool(u['online'], 'online'), lastSeen: v.uint(u['lastSeen'], 'lastSeen') };
         }),
       };
+    case 'typing':
+      return { t: type, conv: v.userId(o['conv'], 'conv'), on: v.bool(o['on'], 'on') };
+    case 'typing_state':
+      return { t: type, conv: v.userId(o['conv'], 'conv'), from: v.userId(o['from'], 'from'), on: v.bool(o['on'], 'on'), ttl: v.uint(o['ttl'], 'ttl') };
     case 'ping':
     case 'pong':
       return { t: type };

@@ -12,8 +12,10 @@
  * ./.iris/<user>-<device>.json, so a restarted chat resumes where it stopped, with nothing lost or repeated.
  *
  * The peer's presence is followed (subscribePresence): "bob is online" / "bob was last seen ..." as it changes.
+ * Typing: on a terminal, editing a line tells the peer "typing" (typingInput on each keystroke; off after a
+ * pause or when the line is sent); "bob is typing…" shows when the peer types. With stdin a pipe, /typing.
  * Commands: /read (mark what the peer sent read)  /receipts on|off  /presence [user...]
- *           /visibility everyone|contacts|nobody (who sees your presence)  /quit  /help
+ *           /visibility everyone|contacts|nobody (who sees your presence)  /typing [off]  /quit  /help
  *           /reply N text  /edit N text  /delete N  /react N emoji (no emoji: remove yours)
  * Every message shown (received, or sent and stored) gets a short index #N for those commands; an edit, a delete
  * or a reaction is shown against the message it refers to.
@@ -226,6 +228,7 @@ client.on('receipt', (r) => {
   }
 });
 client.on('error', (e) => out(`! ${e.code}: ${e.message}`));
+client.on('typing', (t) => out(t.on ? `* ${t.from} is typing…` : `* ${t.from} stopped typing`));
 client.on('presence', (p) => {
   if (p.online) return out(`* ${p.user} is online`);
   out(`* ${p.user} ${p.lastSeen === 0 ? 'was never seen' : `was last seen ${new Date(p.lastSeen).toLocaleString()}`}`);
@@ -246,6 +249,7 @@ async function presence(users: string[]): Promise<void> {
 const refById = new Map<string, IrisRef>();
 
 function send(text: string, ref?: IrisRef): void {
+  client.typing(peer!, false);
   const id = `cli-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
   textById.set(id, text);
   if (ref) refById.set(id, ref);
@@ -289,14 +293,22 @@ try {
 started = true;
 out(`* chatting with ${peer}; type a line to send it, /presence, /help or /quit`);
 
-const rl = createInterface({ input: process.stdin, terminal: false });
+// On a terminal readline edits the line itself (raw mode) and reports keystrokes: each one is "typing".
+const tty = process.stdin.isTTY === true;
+const rl = createInterface({ input: process.stdin, output: tty ? process.stdout : undefined, terminal: tty });
+if (tty) {
+  process.stdin.on('keypress', (_s: string | undefined, key: { name?: string } | undefined) => {
+    if (key?.name !== 'return' && key?.name !== 'enter') client.typingInput(peer!);
+  });
+}
 let queue = Promise.resolve();
 rl.on('line', (raw) => {
   const line = raw.trim();
   if (line === '') return;
   queue = queue.then(async () => {
     if (line === '/quit') return void (await stop(0));
-    if (line === '/help') return out('commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /reply N text  /edit N text  /delete N  /react N [emoji]  /quit  (anything else is sent)');
+    if (line === '/help') return out('commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /typing [off]  /reply N text  /edit N text  /delete N  /react N [emoji]  /quit  (anything else is sent)');
+    if (line === '/typing' || line === '/typing off') return client.typing(peer!, line === '/typing');
     // Message references: N is the #N shown next to a message.
     const r = /^\/(reply|edit|delete|react)\s+#?(\d+)(?:\s+(.*))?$/.exec(line);
     if (r) {

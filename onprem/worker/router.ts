@@ -40,6 +40,7 @@ export class Router implements Peers {
       presence: (user, asker) => this.presenceLocal(user, asker),
       watch: (subject, watcher, on) => this.watchLocal(subject, watcher, on),
       presenceChanged: (watcher, info) => this.pushLocal(watcher, info),
+      typing: (to, from, conv, on) => this.typingLocal(to, from, conv, on),
     });
     try {
       await this.linkServer.listen();
@@ -82,6 +83,13 @@ export class Router implements Peers {
     return this.timed('push', this.client(owner).presenceChanged(watcher, info));
   }
 
+  /** Typing (core/typing.ts): a local call, or one link message to the recipient's owner (counted as op "typing"). */
+  typing(to: string, from: string, conv: string, on: boolean): Promise<boolean> {
+    const owner = ownerOf(to, this.ctx.workers);
+    if (owner === this.ctx.id) return this.typingLocal(to, from, conv, on);
+    return this.timed('typing', this.client(owner).typing(to, from, conv, on));
+  }
+
   /** A recipient in this worker's file: its writes join the sender's commit (one hop, one commit). */
   local(user: string): LocalShard | undefined {
     if (!ONE_HOP || !owns(this.ctx, user)) return undefined;
@@ -100,7 +108,7 @@ export class Router implements Peers {
     return c;
   }
 
-  private timed<T>(op: 'forward' | 'presence' | 'watch' | 'push', p: Promise<T>): Promise<T> {
+  private timed<T>(op: 'forward' | 'presence' | 'watch' | 'push' | 'typing', p: Promise<T>): Promise<T> {
     const end = this.ctx.metrics.linkLatency.startTimer({ op });
     return p.then(
       (v) => {
@@ -139,6 +147,15 @@ export class Router implements Peers {
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  /**
+   * A recipient that is not loaded has no connection: "not online", and not loaded for it (no shard is created
+   * only to drop a typing push).
+   */
+  private typingLocal(to: string, from: string, conv: string, on: boolean): Promise<boolean> {
+    if (!owns(this.ctx, to)) return Promise.reject(new Error(`user ${to} is not owned by worker ${this.ctx.id}`));
+    return Promise.resolve(this.shards.loaded(to)?.mailbox.typingFrom(from, conv, on) ?? false);
   }
 
   /** A watcher that is not loaded has no subscribed connection: not wanted, and not loaded for it. */

@@ -88,6 +88,19 @@ describe.each(['handoff', 'pipe'] as const)('cross-worker messaging (route %s)',
     expect(reads).toEqual([`${bob} ${last}`]);
   });
 
+  it('carries typing on and off worker 0 -> worker 1 over a link', async () => {
+    const [a, b] = clients as [IrisClient, IrisClient];
+    const seen: string[] = [];
+    b.on('typing', (t) => void seen.push(`${t.from} ${t.on}`));
+    a.typing(bob!);
+    await waitFor('bob sees alice typing', () => seen.length === 1);
+    a.typing(bob!, false);
+    await waitFor('bob sees alice stop', () => seen.length === 2);
+    expect(seen).toEqual([`${alice} true`, `${alice} false`]);
+    const m = await scrape(port);
+    expect(m.get('iris_peer_calls_total{op="typing",result="ok",worker="0"}')).toBe(2);
+  });
+
   it('moves every connection to its owner (some arrive on the other worker)', async () => {
     const raws: RawClient[] = [];
     try {

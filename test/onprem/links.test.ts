@@ -27,6 +27,11 @@ describe('links: presence ops', () => {
       calls.push(['push', watcher, info]);
       return watcher === 'online-user';
     },
+    typing: async (to, from, conv, on) => {
+      calls.push(['typing', to, from, conv, on]);
+      if (to === 'broken') throw new Error('shard failed');
+      return to === 'online-user';
+    },
   });
   const client = new LinkClient(0, server.path, 5_000);
 
@@ -54,6 +59,18 @@ describe('links: presence ops', () => {
       ['push', 'online-user', info],
       ['push', 'gone-user', info],
       ['watch', 'broken', 'alice', true],
+    ]);
+  });
+
+  it('carries typing pushes and their online answer', async () => {
+    calls.length = 0;
+    expect(await client.typing('online-user', 'alice', 'alice', true)).toBe(true);
+    expect(await client.typing('gone-user', 'alice', 'grp.1', false)).toBe(false);
+    await expect(client.typing('broken', 'alice', 'alice', true)).rejects.toBeInstanceOf(LinkError);
+    expect(calls).toEqual([
+      ['typing', 'online-user', 'alice', 'alice', true],
+      ['typing', 'gone-user', 'alice', 'grp.1', false],
+      ['typing', 'broken', 'alice', 'alice', true],
     ]);
   });
 });

@@ -110,6 +110,8 @@ export class World {
   /** Presence subscription calls between shards (Peers.watch / presenceChanged). */
   readonly watchCalls: { subject: string; watcher: string; on: boolean }[] = [];
   readonly pushCalls: { watcher: string; info: PresenceInfo }[] = [];
+  /** Typing pushes between shards (Peers.typing), with what each answered (undefined while in flight). */
+  readonly typingCalls: { to: string; from: string; conv: string; on: boolean; online?: boolean }[] = [];
   readonly wakes = new Map<string, number>();
   private readonly boxes = new Map<string, Mailbox>();
   private readonly socks = new Map<string, Set<FakeConn>>();
@@ -230,6 +232,13 @@ export class World {
             this.pushCalls.push({ watcher, info });
             // A watcher whose shard is not in memory has no socket: not wanted, and not created for it.
             return this.boxes.get(watcher)?.presenceChanged(info) ?? false;
+          },
+          typing: async (to: string, from: string, conv: string, on: boolean) => {
+            const call: World['typingCalls'][number] = { to, from, conv, on };
+            this.typingCalls.push(call);
+            // Like the on-prem router: a shard that is not in memory has no socket, and is not created for it.
+            call.online = this.boxes.get(to)?.typingFrom(from, conv, on) ?? false;
+            return call.online;
           },
           local: (to: string) => (this.oneHop && !this.remote.has(to) && !this.failForwards.has(to) ? { handOver: (batch: ForwardBatch) => this.mailbox(to).handOver(batch) } : undefined),
         },

@@ -54,6 +54,8 @@ const CORPUS: Frame[] = [
   { t: 'pong' },
   { t: 'error', code: 'rate_limited', message: 'send rate exceeded', ref: 'c-9', retryAfter: 120 },
   { t: 'error', code: 'bad_frame', message: '' },
+  { t: 'typing', conv: 'bob', on: true },
+  { t: 'typing_state', conv: 'alice', from: 'alice', on: false, ttl: 0 },
 ];
 const BIG: Frame[] = [
   { t: 'send', id: 'big', to: 'bob', body: new Uint8Array(LIMITS.maxBodyBytes).fill(0x41) },

@@ -150,6 +150,9 @@ describe('ids', () => {
     ['deliver peer', (id) => ({ t: 'deliver', entries: [entry({ peer: id })] })],
     ['presence_query users[]', (id) => ({ t: 'presence_query', ref: 'q', users: ['ok', id] })],
     ['presence user', (id) => ({ t: 'presence', ref: 'q', users: [{ user: id, online: false, lastSeen: 0 }] })],
+    ['typing.conv', (id) => ({ t: 'typing', conv: id, on: true })],
+    ['typing_state.conv', (id) => ({ t: 'typing_state', conv: id, from: 'a', on: true, ttl: 1 })],
+    ['typing_state.from', (id) => ({ t: 'typing_state', conv: 'a', from: id, on: true, ttl: 1 })],
   ];
   const clientIdSites: [string, (id: string) => Frame][] = [
     ['send.id', (id) => ({ t: 'send', id, to: 'bob', body: new Uint8Array(0) })],
@@ -255,6 +258,7 @@ describe('maxInteger', () => {
     ['deliver_ack.seq', (n) => ({ t: 'deliver_ack', seq: n })],
     ['presence lastSeen', (n) => ({ t: 'presence', ref: 'q', users: [{ user: 'u', online: false, lastSeen: n }] })],
     ['error.retryAfter', (n) => ({ t: 'error', code: 'rate_limited', message: 'm', retryAfter: n })],
+    ['typing_state.ttl', (n) => ({ t: 'typing_state', conv: 'a', from: 'b', on: true, ttl: n })],
   ];
 
   it.each(sites)('%s: 2^53 - 1 accepted; 2^53 refused (binary bad_frame, JSON invalid_field)', (_site, make) => {

@@ -70,6 +70,8 @@ const VALID: Frame[] = [
   { t: 'ping' },
   { t: 'pong' },
   { t: 'error', code: 'rate_limited', message: 'slow down, €', ref: 'c-9', retryAfter: 120 },
+  { t: 'typing', conv: 'bob', on: true },
+  { t: 'typing_state', conv: 'alice', from: 'alice', on: true, ttl: 5000 },
 ];
 
 describe('binary: malformed input', () => {
@@ -165,6 +167,9 @@ describe('binary: malformed input', () => {
       const p = encodeBinary({ t: 'presence', ref: 'q', users: [{ user: 'u', online: true, lastSeen: 0 }] });
       p[p.length - 2] = v;
       expect(bin(p), `online ${v}`).toEqual({ code: 'bad_frame', message: 'online: boolean must be 0 or 1' });
+      const ty = encodeBinary({ t: 'typing', conv: 'bob', on: true });
+      ty[ty.length - 1] = v;
+      expect(bin(ty), `typing.on ${v}`).toEqual({ code: 'bad_frame', message: 'on: boolean must be 0 or 1' });
     }
   });
 
