@@ -279,7 +279,8 @@ export class Mailbox {
     // another deployment): send every receipt again rather than none.
     const rsent = f.receipts !== undefined && f.receipts <= r.rv ? f.receipts : 0;
     const refs = ((f.features ?? 0) & HELLO_FEATURES.refs) !== 0;
-    conn.setState({ device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(refs && { refs }) });
+    const typing = ((f.features ?? 0) & HELLO_FEATURES.typing) !== 0;
+    conn.setState({ device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(refs && { refs }), ...(typing && { typing }) });
     this.out.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });
     // Only a client that sent hello.reads speaks read receipts; the same rule as for receipt versions.
     if (f.reads !== undefined) {

@@ -72,6 +72,8 @@ export interface ConnState {
    * before them, which gets replies as plain messages and no edit, delete or reaction (core/delivery.ts).
    */
   refs?: boolean;
+  /** The client's hello named HELLO_FEATURES.typing: it is sent `typing_state` frames (core/typing.ts). */
+  typing?: boolean;
 }
 
 /**

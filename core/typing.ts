@@ -219,7 +219,9 @@ export class TypingHub {
   typingFrom(from: string, conv: string, on: boolean): boolean {
     const now = this.deps.clock.now();
     this.offline.delete(from);
-    const conns = [...this.deps.sockets.list()].filter((c) => c.state !== null);
+    // Only clients that said they decode typing_state (hello.features); with none of those, the user counts as
+    // offline for typing, and the typer's shard stops calling.
+    const conns = [...this.deps.sockets.list()].filter((c) => c.state?.typing === true);
     if (conns.length === 0) {
       sweep(this.waiting, now);
       if (this.waiting.has(from) || this.waiting.size < MAX_TYPING_ENTRIES) this.waiting.set(from, now + TYPING_OFFLINE_TRUST_MS);

@@ -63,6 +63,8 @@ export interface Hello {
 export const HELLO_FEATURES = {
   /** Message references (PROTOCOL.md 9.9): `deliver` entries may carry `ref`. */
   refs: 1,
+  /** Typing indicators (PROTOCOL.md 8.8): the server may send `typing_state`. */
+  typing: 2,
 } as const;
 
 export interface Welcome {

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { TypingState } from '../../protocol/index.js';
+import { HELLO_FEATURES, type TypingState } from '../../protocol/index.js';
 import { TYPING_BURST, TYPING_OFFLINE_TRUST_MS, pushTyping } from '../../core/typing.js';
 import { World, type FakeConn } from './core-harness.js';
 
@@ -11,9 +11,11 @@ import { World, type FakeConn } from './core-harness.js';
 
 const TTL = 5_000;
 
-async function online(w: World, user: string, device = `${user}-d`): Promise<FakeConn> {
+/** A connection whose hello names HELLO_FEATURES.typing (the SDK's does); `legacy`: one written before typing. */
+async function online(w: World, user: string, device = `${user}-d`, legacy = false): Promise<FakeConn> {
   const c = w.connect(user);
-  await c.hello(device);
+  if (legacy) await c.hello(device);
+  else await c.frame({ t: 'hello', device, cursor: 0, receipts: 0, reads: 0, features: HELLO_FEATURES.typing });
   return c;
 }
 
@@ -22,6 +24,24 @@ const states = (c: FakeConn): TypingState[] => c.of('typing_state');
 const changes = (w: World): number => (w.db.prepare('SELECT total_changes() AS c').get() as { c: number }).c;
 
 describe('typing', () => {
+  it('goes only to connections whose hello named the typing feature; with none, the peer counts as offline', async () => {
+    const w = new World({ typingTtlMs: TTL });
+    const a1 = await online(w, 'alice', 'a1');
+    const old = await online(w, 'bob', 'b-old', true);
+    await typing(a1, 'bob');
+    expect(states(old)).toEqual([]);
+    const calls = w.typingCalls.length;
+    await typing(a1, 'bob', false);
+    await typing(a1, 'bob');
+    // The push found no connection that reads typing: the typer's shard does not call again for a while.
+    expect(w.typingCalls.length).toBe(calls);
+    const b1 = await online(w, 'bob', 'b1');
+    w.now += TTL; // past the coalescing of alice's earlier "on"
+    await typing(a1, 'bob');
+    expect(states(b1).map((s) => s.on)).toEqual([true]);
+    expect(states(old)).toEqual([]);
+  });
+
   it('reaches every online device of the peer, none of the typer, with the TTL, and writes nothing', async () => {
     const w = new World({ typingTtlMs: TTL });
     const [a1, a2] = [await online(w, 'alice', 'a1'), await online(w, 'alice', 'a2')];

@@ -74,9 +74,10 @@ export class TestClient {
     return new TestClient(res.webSocket);
   }
 
-  static async connect(user: string, device: string, cursor = 0): Promise<TestClient> {
+  /** features: HELLO_FEATURES bits (the hello then carries receipts 0 and reads 0 before them). */
+  static async connect(user: string, device: string, cursor = 0, features?: number): Promise<TestClient> {
     const c = await TestClient.open(user);
-    c.send({ t: 'hello', device, cursor });
+    c.send(features === undefined ? { t: 'hello', device, cursor } : { t: 'hello', device, cursor, receipts: 0, reads: 0, features });
     await c.waitFor(() => c.of('welcome').length > 0);
     return c;
   }

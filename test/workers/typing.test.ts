@@ -1,5 +1,6 @@
 import { env, evictDurableObject, runInDurableObject } from 'cloudflare:test';
 import { describe, expect, it } from 'vitest';
+import { HELLO_FEATURES } from '../../protocol/index.js';
 import { TestClient, userShard } from './helpers.js';
 
 /** Polls an asynchronous condition (a shard's stats) until it holds; fails after 10 s. */
@@ -17,8 +18,8 @@ async function until(cond: () => Promise<boolean>): Promise<void> {
  */
 describe('typing through the shards', () => {
   it("reaches the peer's sockets, also after its object was evicted (sockets hibernated), one RPC per push", async () => {
-    const a = await TestClient.connect('ty-alice', 'a1');
-    const b = await TestClient.connect('ty-bob', 'b1');
+    const a = await TestClient.connect('ty-alice', 'a1', 0, HELLO_FEATURES.typing);
+    const b = await TestClient.connect('ty-bob', 'b1', 0, HELLO_FEATURES.typing);
     a.send({ t: 'typing', conv: 'ty-bob', on: true });
     await b.waitFor(() => b.of('typing_state').length === 1);
     expect(b.of('typing_state')[0]).toEqual({ t: 'typing_state', conv: 'ty-alice', from: 'ty-alice', on: true, ttl: 5000 });
@@ -35,7 +36,7 @@ describe('typing through the shards', () => {
   });
 
   it('a user who never connected: answered not online, no storage created, not called again', async () => {
-    const a = await TestClient.connect('ty-carol', 'a1');
+    const a = await TestClient.connect('ty-carol', 'a1', 0, HELLO_FEATURES.typing);
     const nobody = userShard(env, 'ty-nobody');
     a.send({ t: 'typing', conv: 'ty-nobody', on: true });
     // Wait for the push to arrive, then for an answer that follows its answer (a presence query to the same object).

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { IrisError, IrisTyping } from '../../../client/index.js';
-import { encodeJson } from '../../../protocol/index.js';
+import { HELLO_FEATURES, encodeJson } from '../../../protocol/index.js';
 import { RawSocket, waitFor } from '../helpers.js';
 import type { ConformanceContext } from './index.js';
 
@@ -49,7 +49,7 @@ export function typingFeature({ online, pool, target }: ConformanceContext): voi
       const b = await typist('b');
       // b reads the wire itself, so that the off seen is the server's and not the SDK's own expiry.
       const raw = await RawSocket.open(target().url, await target().token(b.u));
-      raw.send(encodeJson({ t: 'hello', device: 'raw', cursor: 0 }));
+      raw.send(encodeJson({ t: 'hello', device: 'raw', cursor: 0, receipts: 0, reads: 0, features: HELLO_FEATURES.typing }));
       await raw.next((f) => f.frame.t === 'welcome');
       a.c.typing(b.u);
       const on = await raw.next((f) => f.frame.t === 'typing_state');
