@@ -10,6 +10,7 @@ import {
   type ServerFrame,
 } from '../protocol/index.js';
 import { ConnGuard } from './conn-guard.js';
+import { heldFrom } from './history.js';
 import type { MailboxDeps } from './mailbox.js';
 import type { Conn, ConnState } from './ports.js';
 import type { MailboxStore } from './store.js';
@@ -67,7 +68,8 @@ export class Delivery {
         const window = this.deps.config.sendWindow;
         const entries = await this.tx(() => {
           const acked = st.acked ?? this.store.deviceCursor(st.device) ?? st.sent;
-          const room = Math.min(LIMITS.maxDeliverBatch, window - (st.sent - acked));
+          // Not past a sent entry whose send_ack this socket has not been written yet (core/history.ts).
+          const room = Math.min(LIMITS.maxDeliverBatch, window - (st.sent - acked), heldFrom(conn) - 1 - st.sent);
           return room > 0 ? this.store.inboxRange(st.sent, room) : [];
         });
         const now = conn.state;
@@ -102,7 +104,7 @@ export class Delivery {
     const work: Promise<void>[] = [];
     for (const c of this.deps.sockets.list()) {
       const st = c.state;
-      if (st === null) continue;
+      if (st === null || last >= heldFrom(c)) continue; // pumped when its send_ack is written (core/history.ts)
       const acked = st.acked;
       const live = !PUMPING.has(c) && st.sent === first - 1 && acked !== undefined && last - acked <= this.deps.config.sendWindow;
       const data = live && entries.length <= LIMITS.maxDeliverBatch ? (encoded[st.enc] ??= encodeFrame({ t: 'deliver', entries }, st.enc)) : null;

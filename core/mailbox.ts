@@ -37,6 +37,7 @@ import type { BarrierCode } from './conn-guard.js';
 import { StorageFullError } from './ports.js';
 import { Delivery } from './delivery.js';
 import { Forwarder } from './forwarder.js';
+import { History, releaseHeld } from './history.js';
 import { PresenceHub } from './presence.js';
 import { TokenBucket } from './ratelimit.js';
 import { MailboxStore } from './store.js';
@@ -106,6 +107,8 @@ export class Mailbox {
   private readonly out: Delivery;
   /** Presence subscriptions, both ends, in memory (core/presence.ts). */
   readonly presenceHub: PresenceHub;
+  /** Sent entries and history for new devices (core/history.ts). */
+  private readonly history: History;
 
   private get forwarder(): Forwarder {
     return (this.forwarderOrNull ??= new Forwarder(this.deps, { store: this.store, tx: (fn) => this.tx(fn), receive: (b) => this.receive(b) }));
@@ -119,6 +122,7 @@ export class Mailbox {
     this.user = deps.user;
     this.store = new MailboxStore(deps.storage.sql, deps.user);
     this.out = new Delivery(deps, this.store, (fn) => this.tx(fn));
+    this.history = new History(this.store, deps.config.historyDepth);
     this.bucket = new TokenBucket(deps.config.ratePerSec, deps.config.rateBurst, deps.clock.now());
     this.presenceHub = new PresenceHub({
       ...deps,
@@ -220,7 +224,11 @@ export class Mailbox {
       const u = this.store.userRow();
       const head = u.next_seq - 1;
       const known = this.store.deviceCursor(f.device);
+      let start = u.trimmed;
       if (known === undefined) {
+        // Where a new device starts (core/history.ts) needs `trimmed` exact: trim first.
+        this.trim();
+        start = this.history.newDeviceCursor(head, u.trimmed);
         const devices = this.store.devices();
         if (devices.length >= this.deps.config.maxDevices) {
           // Forget the least recently seen device that is not connected; its undelivered tail goes with it.
@@ -229,9 +237,10 @@ export class Mailbox {
           this.store.deleteDevice(victim.device);
         }
       }
-      // A new device starts at the oldest entry still kept. A client that says it processed further than the
-      // server recorded (its last ack was lost) is believed, up to the head.
-      const cursor = Math.min(head, Math.max(known ?? u.trimmed, f.cursor, u.trimmed));
+      // A new device starts where history says (what a known device has not acked, and the newest kept entries).
+      // A client that says it processed further than the server recorded (its last ack was lost) is believed,
+      // up to the head.
+      const cursor = Math.min(head, known === undefined ? Math.max(start, f.cursor) : Math.max(known, f.cursor, u.trimmed));
       // A client cursor ahead of every device's acknowledgement (its last ack was lost) counts as an ack: the
       // entries it skips get their receipts here, since `delivered` is derived from the device cursors.
       if (cursor > u.delivered) kick = this.oweReceipts(u.delivered, cursor, now, handed);
@@ -252,7 +261,8 @@ export class Mailbox {
         const trimmed = u?.trimmed ?? 0;
         const known = this.store.deviceCursor(f.device);
         const readReceipts = (u?.read_receipts ?? 1) !== 0;
-        return { cursor: Math.min(head, Math.max(known ?? trimmed, f.cursor, trimmed)), head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts };
+        const cursor = known === undefined ? Math.max(this.history.newDeviceCursor(head, trimmed), f.cursor) : Math.max(known, f.cursor, trimmed);
+        return { cursor: Math.min(head, cursor), head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts };
       });
     });
     if (r === null) {
@@ -282,6 +292,7 @@ export class Mailbox {
     const { config } = this.deps;
     const barrier = this.out.guardOf(conn).barrier;
     let handed: HandOver | undefined;
+    let sent: Entry | undefined;
     const r = await this.tx(() => {
       // Dedup before everything else: a retry of an accepted message gets its original ack even when the
       // sender is now rate limited or the recipient is now full, or a barrier is up.
@@ -310,6 +321,8 @@ export class Mailbox {
       const n = this.store.accept(f.id, now);
       if (n % 256 === 0 && n > config.dedupWindow) this.store.dedupPrune(n - config.dedupWindow);
       const msg = `${this.user}:${n}`;
+      // The user's other devices see this send in the user's own order (core/history.ts); same commit.
+      sent = this.history.recordSent(conn, msg, f.to, now, f.body);
       // One hop, one commit: a recipient in the same storage with nothing queued ahead of this message takes it
       // into its inbox inside this transaction. No outbox row, no forward, no second commit to wait for.
       const local = f.to !== this.user && (this.forwarderOrNull?.idleTowards(f.to) ?? this.store.outboxFor(f.to, 1).length === 0) ? this.deps.peers.local?.(f.to) : undefined;
@@ -324,6 +337,7 @@ export class Mailbox {
       return { ok: true, n, ts: now, dup: false, local: false } as const;
     }).catch((e: unknown) => {
       handed?.rollback();
+      if (sent) releaseHeld(conn);
       // Disk full: nothing was stored. "Not now" like the refusals above, so it raises the barrier too (when
       // the commit itself failed, sends that ran in the same batch fail with it).
       if (e instanceof StorageFullError) barrier.refused(f.id, f.to, 'unavailable', e.retryAfterMs, now);
@@ -334,9 +348,13 @@ export class Mailbox {
     this.out.reply(conn, enc, { t: 'send_ack', id: f.id, msg: `${this.user}:${r.n}`, ts: r.ts, dup: r.dup });
     if (r.dup) return;
     this.deps.metrics?.accepted?.();
-    if (r.local) return handed!.deliver();
+    // The ack is written: this socket may now get the sent entry too (core/history.ts), as may the others.
+    if (sent) releaseHeld(conn);
+    // Then a pump: entries that arrived behind the held one were not pushed live to this socket.
+    const own = sent ? this.out.pushLive([sent]).then(() => this.out.pump(conn)) : undefined;
+    if (r.local) return void (await Promise.all([own, handed!.deliver()]));
     this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
-    await this.forward(f.to);
+    await Promise.all([own, this.forward(f.to)]);
   }
 
   private async onAck(conn: Conn, f: DeliverAck): Promise<void> {
@@ -482,7 +500,7 @@ export class Mailbox {
     const devices = this.store.devices();
     if (devices.length === 0) return;
     const min = Math.min(...devices.map((d) => d.cursor));
-    if (min > this.store.userRow().trimmed) this.store.trimInbox(min);
+    if (min > this.store.userRow().trimmed) this.store.trimInbox(min, this.history.deleteUpTo(min));
   }
 
   // ------------------------------------------------------------------ between shards

@@ -91,6 +91,11 @@ export const ENTRY_KINDS = {
   message: 1,
   /** Legacy: a message this user sent reached a device of its recipient (see the `receipts` frame). */
   delivered: 2,
+  /**
+   * A message this user sent, from any of its devices (multi-device sync, PROTOCOL.md 9.9): `peer` is the
+   * RECIPIENT, `msg` the server id its send_ack carried, `body` the body. In the user's own order.
+   */
+  sent: 3,
 } as const;
 
 export type EntryKind = keyof typeof ENTRY_KINDS;
@@ -101,7 +106,7 @@ export interface Entry {
   kind: EntryKind;
   /** Server message id (for a receipt: the id of the message it is about). */
   msg: string;
-  /** For a message: the sender. For a receipt: the recipient whose device got it. */
+  /** For a message: the sender. For a receipt: the recipient whose device got it. For `sent`: the recipient. */
   peer: string;
   /** ms since epoch: when the server accepted the message / when it was delivered. */
   ts: number;

@@ -154,7 +154,7 @@ describe('binary: malformed input', () => {
     const d = encodeBinary({ t: 'deliver', entries: [{ seq: 1, kind: 'message', msg: 'a:1', peer: 'a', ts: 1, body: new Uint8Array(0) }] });
     // 05 01 | 01 (seq) | 01 (kind) ...
     expect(d[3]).toBe(1);
-    for (const k of [0, 3, 4, 0x7f, 0x80, 0xff]) {
+    for (const k of [0, 4, 5, 0x7f, 0x80, 0xff]) {
       d[3] = k;
       expect(bin(d), `kind ${k}`).toEqual({ code: 'invalid_field', message: 'kind: unknown entry kind' });
     }
