@@ -11,6 +11,7 @@
  * reached a device of its recipient, "✓✓ read" one its recipient read (unless they turned read receipts off). The device's cursor and unsent messages live in
  * ./.iris/<user>-<device>.json, so a restarted chat resumes where it stopped, with nothing lost or repeated.
  *
+ * Messages you sent from another device (another chat with a different --device) print as "me -> bob: text".
  * The peer's presence is followed (subscribePresence): "bob is online" / "bob was last seen ..." as it changes.
  * Commands: /read (mark what the peer sent read)  /receipts on|off  /presence [user...]
  *           /visibility everyone|contacts|nobody (who sees your presence)  /quit  /help
@@ -111,6 +112,8 @@ client.on('message', (m) => {
   if (m.from === peer) lastFromPeer = m.msg;
   out(`[${clock(m.ts)}] ${m.from}: ${m.text()}`);
 });
+// Multi-device sync (PROTOCOL.md 9.9): what this user sent from another device, in the conversation's order.
+client.on('sent', (s) => out(`[${clock(s.ts)}] me -> ${s.to}: ${s.text()}`));
 // Cumulative, like delivery receipts: one line for everything up to r.msg.
 client.on('read', (r) => out(`  ✓✓ read by ${r.by} up to ${r.msg} at ${clock(r.ts)}`));
 client.on('readState', (p) => out(`* ${p.conv} read up to ${p.msg} (on one of your devices)`));
@@ -118,6 +121,7 @@ client.on('settings', (x) => out(`* read receipts are ${x.readReceipts ? 'on' : 
 // Shown by an earlier run that stopped before it finished printing them (the terminal may or may not have them).
 client.on('recovered', (r) => {
   if (r.kind === 'message') out(`[${clock(r.message.ts)}] ${r.message.from}: ${r.message.text()}  (again: the last run stopped while showing it)`);
+  if (r.kind === 'sent') out(`[${clock(r.sent.ts)}] me -> ${r.sent.to}: ${r.sent.text()}  (again: the last run stopped while showing it)`);
 });
 client.on('retry', (r) => out(`  … "${short(textById.get(r.id) ?? '')}" held by the server (${r.code}); resending in ${r.retryAfter} ms`));
 client.on('ack', (a) => {
