@@ -49,6 +49,27 @@ describe('multi-device sync: sent entries', () => {
     expect(timeline(bob)).toEqual(['<- alice: mine']);
   });
 
+  it('the sending socket gets its send_ack before the sent entry, even when a pump of that socket shares the commit', async () => {
+    const w = new World({}, true);
+    const d1 = w.connect('alice');
+    const d2 = w.connect('alice');
+    await w.drain(d1.hello('d1'));
+    await w.drain(d2.hello('d2'));
+    const body = new TextEncoder().encode('from bob');
+    await w.drain(w.mailbox('alice').receive({ from: 'bob', items: [{ n: 1, kind: 'message', msg: 'bob:1', ts: w.now, body }] }).then(() => undefined));
+    // d1's ack commits; before its continuation pumps d1 (reading the inbox in the NEXT commit), d1's send
+    // appends its sent entry to that same commit. Both resolve together; the pump's continuation has fewer
+    // promise hops than the send's, so without the hold its deliver would overtake the send_ack.
+    const ack = d1.ack(1);
+    w.flush();
+    const send = d1.post('bob', 'mine', 'a-1');
+    await w.settle(); // the ack's continuation starts the pump, whose read joins the send's open commit
+    await w.drain(Promise.all([ack, send]).then(() => undefined));
+    const order = d1.frames.flatMap((f) => (f.t === 'send_ack' ? ['ack'] : f.t === 'deliver' ? f.entries.map((e) => e.kind) : []));
+    expect(order).toEqual(['message', 'ack', 'sent']);
+    expect(timeline(d2)).toEqual(['<- bob: from bob', '-> bob: mine']);
+  });
+
   it('a device offline during the send gets the sent entry on resume, exactly once', async () => {
     const w = new World();
     const d1 = w.connect('alice');
