@@ -215,8 +215,8 @@ export class Connection implements LinkSource {
     sock.opened = true;
     const { cursor, receipts, reads } = this.hooks.hello();
     sock.helloCursor = cursor;
-    // `reads` (even 0) tells the server this SDK speaks read receipts.
-    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts, reads });
+    // `reads` (even 0) tells the server this SDK speaks read receipts; `sync`, that it understands `sent` entries.
+    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts, reads, sync: true });
     this.startHeartbeat(sock);
   }
 

@@ -10,7 +10,7 @@ import {
   type ServerFrame,
 } from '../protocol/index.js';
 import { ConnGuard } from './conn-guard.js';
-import { heldFrom } from './history.js';
+import { heldFrom, shownTo } from './history.js';
 import type { MailboxDeps } from './mailbox.js';
 import type { Conn, ConnState } from './ports.js';
 import type { MailboxStore } from './store.js';
@@ -74,22 +74,44 @@ export class Delivery {
         });
         const now = conn.state;
         if (entries.length === 0 || now === null || now.sent !== st.sent) continue;
+        // An older client is not shown `sent` entries (core/history.ts, shownTo).
+        const shown = now.sync === true ? entries : entries.filter(shownTo(now));
+        if (shown.length === 0) {
+          this.skipped(conn, now, entries[entries.length - 1]!.seq);
+          PUMP_AGAIN.add(conn);
+          continue;
+        }
         // A deliver frame must fit in maxFrameBytes (the client's decoder refuses anything larger): halve the
         // batch until it does. One entry always fits, even with a full body in JSON; the rest follow next round.
-        let batch = entries;
+        let batch = shown;
         let data = encodeFrame({ t: 'deliver', entries: batch }, now.enc);
         while (batch.length > 1 && (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
           batch = batch.slice(0, Math.ceil(batch.length / 2));
           data = encodeFrame({ t: 'deliver', entries: batch }, now.enc);
         }
         if (!this.write(conn, data)) return;
-        conn.setState({ ...now, sent: batch[batch.length - 1]!.seq });
+        const last = batch[batch.length - 1]!.seq;
+        // Sent entries skipped after the last one shown count as sent on this connection (its ack covers them).
+        if (now.sync === true) conn.setState({ ...now, sent: last });
+        else conn.setState({ ...now, sent: batch.length === shown.length ? entries[entries.length - 1]!.seq : last, vis: last });
         this.deps.metrics?.delivered?.(batch.length);
         PUMP_AGAIN.add(conn);
       } while (PUMP_AGAIN.has(conn));
     } finally {
       PUMPING.delete(conn);
     }
+  }
+
+  /**
+   * Only `sent` entries, up to `upTo`, for an older client (core/history.ts): none is written. When it has acked
+   * everything it was shown they are acknowledged here, since no ack of it can cover them.
+   */
+  private skipped(conn: Conn, st: ConnState, upTo: number): void {
+    const vis = st.vis ?? st.sent;
+    if ((st.acked ?? 0) >= vis) {
+      this.store.noteCursor(st.device, upTo);
+      conn.setState({ ...st, sent: upTo, vis, acked: upTo });
+    } else conn.setState({ ...st, sent: upTo, vis });
   }
 
   /**
@@ -105,6 +127,10 @@ export class Delivery {
     for (const c of this.deps.sockets.list()) {
       const st = c.state;
       if (st === null || last >= heldFrom(c)) continue; // pumped when its send_ack is written (core/history.ts)
+      if (st.sync !== true && entries.some((e) => e.kind === 'sent')) {
+        work.push(this.pump(c)); // an older client: the pump leaves the sent entries out
+        continue;
+      }
       const acked = st.acked;
       const live = !PUMPING.has(c) && st.sent === first - 1 && acked !== undefined && last - acked <= this.deps.config.sendWindow;
       const data = live && entries.length <= LIMITS.maxDeliverBatch ? (encoded[st.enc] ??= encodeFrame({ t: 'deliver', entries }, st.enc)) : null;
@@ -113,7 +139,7 @@ export class Delivery {
         continue;
       }
       if (!this.write(c, data)) continue;
-      c.setState({ ...st, sent: last });
+      c.setState(st.sync === true ? { ...st, sent: last } : { ...st, sent: last, vis: last });
       this.deps.metrics?.delivered?.(entries.length);
     }
     await Promise.all(work);

@@ -1,5 +1,5 @@
 import type { Entry } from '../protocol/index.js';
-import type { Conn } from './ports.js';
+import type { Conn, ConnState } from './ports.js';
 import type { MailboxStore } from './store.js';
 
 /**
@@ -87,4 +87,20 @@ export function releaseHeld(conn: Conn): void {
 /** Entries from this seq on must wait for a send_ack on this socket; Infinity when none is awaited. */
 export function heldFrom(conn: Conn): number {
   return HELD.get(conn)?.from ?? Infinity;
+}
+
+/**
+ * A client written before `sent` entries (its hello had no `sync`) would refuse a deliver frame carrying one
+ * (an unknown entry kind is invalid_field, PROTOCOL.md 13), so they are left out of its stream: Delivery skips
+ * them and `vis` is the last seq it was shown. It can only ack what it was shown, so an ack of everything shown
+ * covers the sent entries skipped after it (and Delivery acks a skipped run itself when nothing shown is
+ * unacked), or its cursor, the trim and its send window would wait for an ack that cannot come.
+ */
+export function shownTo(st: ConnState): (e: Entry) => boolean {
+  return st.sync === true ? () => true : (e) => e.kind !== 'sent';
+}
+
+/** What an ack of `seq` on this connection acknowledges (see shownTo). */
+export function ackCovers(st: ConnState, seq: number): number {
+  return st.sync !== true && st.vis !== undefined && seq >= st.vis ? Math.max(seq, st.sent) : seq;
 }

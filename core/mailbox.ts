@@ -37,7 +37,7 @@ import type { BarrierCode } from './conn-guard.js';
 import { StorageFullError } from './ports.js';
 import { Delivery } from './delivery.js';
 import { Forwarder } from './forwarder.js';
-import { History, releaseHeld } from './history.js';
+import { History, ackCovers, releaseHeld } from './history.js';
 import { PresenceHub } from './presence.js';
 import { TokenBucket } from './ratelimit.js';
 import { MailboxStore } from './store.js';
@@ -276,7 +276,8 @@ export class Mailbox {
     // A receipt version beyond ours comes from a store this server no longer has (restored from a backup, or
     // another deployment): send every receipt again rather than none.
     const rsent = f.receipts !== undefined && f.receipts <= r.rv ? f.receipts : 0;
-    conn.setState({ device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor });
+    // A client that does not say `sync` is not shown sent entries (core/history.ts, shownTo).
+    conn.setState({ device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(f.sync === true ? { sync: true } : { vis: r.cursor }) });
     this.out.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });
     // Only a client that sent hello.reads speaks read receipts; the same rule as for receipt versions.
     if (f.reads !== undefined) {
@@ -360,19 +361,21 @@ export class Mailbox {
   private async onAck(conn: Conn, f: DeliverAck): Promise<void> {
     const st = conn.state!;
     if (f.seq > st.sent) throw new ProtocolError('bad_ack', `ack for seq ${f.seq} beyond the last delivered seq ${st.sent}`);
+    // An older client's ack also covers the sent entries it was not shown (core/history.ts, ackCovers).
+    const seq = ackCovers(st, f.seq);
     const now = this.deps.clock.now();
     const handed: HandOver[] = [];
     const kick = await this.tx(() => {
       const cursor = st.acked ?? this.store.deviceCursor(st.device) ?? 0;
-      if (f.seq <= cursor) return [];
+      if (seq <= cursor) return [];
       // Not written now: the device's cursor is written with the next trim (every TRIM_STEP entries), at close
       // and at hello. A crash in between redelivers at most those entries, which a device with a durable store
       // drops by its own cursor (hello.cursor wins when ahead), and their receipts are derived again.
-      this.store.noteCursor(st.device, f.seq);
+      this.store.noteCursor(st.device, seq);
       const u = this.store.userRow();
-      const recipients = f.seq > u.delivered ? this.oweReceipts(u.delivered, f.seq, now, handed) : [];
+      const recipients = seq > u.delivered ? this.oweReceipts(u.delivered, seq, now, handed) : [];
       // Trimming needs every device's cursor: do it in steps of TRIM_STEP entries, not on every ack.
-      if (f.seq - u.trimmed >= TRIM_STEP) this.trim();
+      if (seq - u.trimmed >= TRIM_STEP) this.trim();
       return recipients;
     }).catch((e: unknown): string[] => {
       for (const h of handed) h.rollback();
@@ -385,7 +388,7 @@ export class Mailbox {
     // Owed receipts are stored like outbox items: arm the same safety net in case this shard goes away now.
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
     const cur = conn.state;
-    if (cur !== null && f.seq > (cur.acked ?? 0)) conn.setState({ ...cur, acked: f.seq });
+    if (cur !== null && seq > (cur.acked ?? 0)) conn.setState({ ...cur, acked: seq });
     this.deps.metrics?.acked?.();
     await Promise.all([this.out.pump(conn), ...kick.map((r) => this.forward(r)), ...handed.map((h) => h.deliver())]);
   }

@@ -67,6 +67,12 @@ export interface ConnState {
    * to connections that subscribed. Undefined: never subscribed (every client written before subscriptions).
    */
   pref?: string;
+  /**
+   * The client's hello said `sync` (PROTOCOL.md 9.9): it is sent `sent` entries. Otherwise (a client written
+   * before them) they are left out of its stream, and `vis` is the last seq it was actually shown.
+   */
+  sync?: boolean;
+  vis?: number;
 }
 
 /**

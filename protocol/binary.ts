@@ -160,9 +160,12 @@ export function encodeBinary(f: Frame): Uint8Array {
     case 'hello':
       w.str(f.device);
       w.uint(f.cursor);
-      // Trailing fields are positional: `reads` needs `receipts` before it (0 means none).
+      // Trailing fields are positional: `reads` needs `receipts` before it (0 means none), `sync` needs `reads`
+      // (whose presence itself means something, so it is never made up here).
+      if (f.sync !== undefined && f.reads === undefined) throw new ProtocolError('invalid_field', 'sync: needs reads before it in binary');
       if (f.receipts !== undefined || f.reads !== undefined) w.uint(f.receipts ?? 0);
       if (f.reads !== undefined) w.uint(f.reads);
+      if (f.sync !== undefined) w.bool(f.sync);
       break;
     case 'welcome':
       w.str(f.user);
@@ -277,6 +280,7 @@ export function decodeBinary(buf: Uint8Array): Frame {
       // Optional trailing field (added with receipts as state): older clients end the frame here.
       if (r.more()) f.receipts = r.uint('receipts');
       if (r.more()) f.reads = r.uint('reads');
+      if (r.more()) f.sync = r.bool('sync');
       break;
     case 'welcome':
       f = {

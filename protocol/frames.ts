@@ -49,6 +49,12 @@ export interface Hello {
    * varint, after `receipts`).
    */
   reads?: number;
+  /**
+   * true: this client understands entries of kind `sent` (multi-device sync, PROTOCOL.md 9.9); the server
+   * delivers them only to a connection whose hello said so. Optional on the wire (binary: a third trailing
+   * field, a bool after `reads`, so a client that sends it sends `reads` too).
+   */
+  sync?: boolean;
 }
 
 export interface Welcome {
@@ -101,7 +107,10 @@ export const ENTRY_KINDS = {
 export type EntryKind = keyof typeof ENTRY_KINDS;
 
 export interface Entry {
-  /** Per-user sequence number: strictly increasing, no gaps within one connection's stream. */
+  /**
+   * Per-user sequence number: strictly increasing, no gaps within one connection's stream (except `sent`
+   * entries left out for a client that did not say hello.sync, PROTOCOL.md 9.9).
+   */
   seq: number;
   kind: EntryKind;
   /** Server message id (for a receipt: the id of the message it is about). */

@@ -85,6 +85,7 @@ export function decodeJson(text: string): Frame {
       const f: Frame = { t: type, device: v.userId(o['device'], 'device'), cursor: o['cursor'] === undefined ? 0 : v.uint(o['cursor'], 'cursor') };
       if (o['receipts'] !== undefined) f.receipts = v.uint(o['receipts'], 'receipts');
       if (o['reads'] !== undefined) f.reads = v.uint(o['reads'], 'reads');
+      if (o['sync'] !== undefined) f.sync = v.bool(o['sync'], 'sync');
       return f;
     }
     case 'welcome':

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { decodeFrame, encodeBinary } from '../../protocol/index.js';
 import { World, type FakeConn } from './core-harness.js';
 
 /**
@@ -8,6 +9,9 @@ import { World, type FakeConn } from './core-harness.js';
  */
 
 const text = (b: Uint8Array) => new TextDecoder().decode(b);
+
+/** A hello from a client that understands sent entries (hello.sync; in JSON, where it needs no `reads`). */
+const hello = (c: FakeConn, device: string) => c.frame({ t: 'hello', device, cursor: 0, sync: true }, 'json');
 
 /** What a device saw, in order: "<- from: text" for messages, "-> to: text" for sent entries. */
 function timeline(c: FakeConn): string[] {
@@ -29,9 +33,9 @@ describe('multi-device sync: sent entries', () => {
     const d1 = w.connect('alice');
     const d2 = w.connect('alice');
     const bob = w.connect('bob');
-    await d1.hello('d1');
-    await d2.hello('d2');
-    await bob.hello('b1');
+    await hello(d1, 'd1');
+    await hello(d2, 'd2');
+    await hello(bob, 'b1');
     await bob.post('alice', 'before', 'b-1');
     await d1.post('bob', 'mine', 'a-1');
     await bob.post('alice', 'after', 'b-2');
@@ -53,8 +57,8 @@ describe('multi-device sync: sent entries', () => {
     const w = new World({}, true);
     const d1 = w.connect('alice');
     const d2 = w.connect('alice');
-    await w.drain(d1.hello('d1'));
-    await w.drain(d2.hello('d2'));
+    await w.drain(hello(d1, 'd1'));
+    await w.drain(hello(d2, 'd2'));
     const body = new TextEncoder().encode('from bob');
     await w.drain(w.mailbox('alice').receive({ from: 'bob', items: [{ n: 1, kind: 'message', msg: 'bob:1', ts: w.now, body }] }).then(() => undefined));
     // d1's ack commits; before its continuation pumps d1 (reading the inbox in the NEXT commit), d1's send
@@ -74,17 +78,17 @@ describe('multi-device sync: sent entries', () => {
     const w = new World();
     const d1 = w.connect('alice');
     const d2 = w.connect('alice');
-    await d1.hello('d1');
-    await d2.hello('d2');
+    await hello(d1, 'd1');
+    await hello(d2, 'd2');
     await d2.disconnect();
     await d1.post('bob', 'while away', 'a-1');
     const d2b = w.connect('alice');
-    await d2b.hello('d2');
+    await hello(d2b, 'd2');
     expect(timeline(d2b)).toEqual(['-> bob: while away']);
     await ackAll(d2b);
     await d2b.disconnect();
     const d2c = w.connect('alice');
-    await d2c.hello('d2');
+    await hello(d2c, 'd2');
     expect(d2c.entries()).toEqual([]);
   });
 
@@ -93,9 +97,9 @@ describe('multi-device sync: sent entries', () => {
     const d1 = w.connect('alice');
     const d2 = w.connect('alice');
     const bob = w.connect('bob');
-    await d1.hello('d1');
-    await d2.hello('d2');
-    await bob.hello('b1');
+    await hello(d1, 'd1');
+    await hello(d2, 'd2');
+    await hello(bob, 'b1');
     await d1.post('bob', 'm1', 'a-1');
     await d1.post('bob', 'm2', 'a-2');
     await ackAll(d1);
@@ -116,9 +120,9 @@ describe('multi-device sync: sent entries', () => {
     const d1 = w.connect('alice');
     const d2 = w.connect('alice');
     const bob = w.connect('bob');
-    await d1.hello('d1');
-    await d2.hello('d2');
-    await bob.hello('b1');
+    await hello(d1, 'd1');
+    await hello(d2, 'd2');
+    await hello(bob, 'b1');
     for (let i = 1; i <= 70; i++) await d1.post('bob', `m${i}`, `a-${i}`);
     await ackAll(d1);
     await ackAll(d2);
@@ -131,13 +135,13 @@ describe('multi-device sync: sent entries', () => {
   it('a user with one device and no history writes no sent rows', async () => {
     const w = new World();
     const d1 = w.connect('alice');
-    await d1.hello('d1');
+    await hello(d1, 'd1');
     for (let i = 1; i <= 5; i++) await d1.post('bob', `m${i}`, `a-${i}`);
     expect(w.count('inbox', 'alice')).toBe(0);
     expect(d1.entries()).toEqual([]);
     // A message to oneself is in the inbox as a message; no sent entry beside it, even with two devices.
     const d2 = w.connect('alice');
-    await d2.hello('d2');
+    await hello(d2, 'd2');
     await d1.post('alice', 'note', 'a-self');
     expect(d2.entries().map((e) => e.kind)).toEqual(['message']);
   });
@@ -147,9 +151,9 @@ describe('multi-device sync: sent entries', () => {
     const d1 = w.connect('alice');
     const d2 = w.connect('alice');
     const bob = w.connect('bob');
-    await d1.frame({ t: 'hello', device: 'd1', cursor: 0, reads: 0 });
-    await d2.frame({ t: 'hello', device: 'd2', cursor: 0, reads: 0 });
-    await bob.hello('b1');
+    await d1.frame({ t: 'hello', device: 'd1', cursor: 0, reads: 0, sync: true });
+    await d2.frame({ t: 'hello', device: 'd2', cursor: 0, reads: 0, sync: true });
+    await hello(bob, 'b1');
     await bob.post('alice', 'hi', 'b-1');
     await d1.post('bob', 'mine', 'a-1');
     await d1.post('bob', 'mine too', 'a-2');
@@ -168,9 +172,9 @@ describe('multi-device sync: sent entries', () => {
     const d1 = w.connect('alice');
     const d2 = w.connect('alice');
     const bob = w.connect('bob');
-    await d1.hello('d1');
-    await d2.hello('d2');
-    await bob.hello('b1');
+    await hello(d1, 'd1');
+    await hello(d2, 'd2');
+    await hello(bob, 'b1');
     await d2.disconnect();
     for (let i = 1; i <= 3; i++) await d1.post('bob', `m${i}`, `a-${i}`);
     expect(d1.of('send_ack')).toHaveLength(3);
@@ -179,10 +183,55 @@ describe('multi-device sync: sent entries', () => {
     await bob.post('alice', 'hi', 'b-1');
     expect(d1.texts()).toEqual([]);
     const d2b = w.connect('alice');
-    await d2b.hello('d2');
+    await hello(d2b, 'd2');
     await ackAll(d2b);
     await w.advance(w.config.fullRetryMs);
     expect(d1.texts()).toEqual(['hi']);
+  });
+});
+
+describe('clients written before sent entries (no hello.sync)', () => {
+  it('are not shown them, and do not stall behind them: nothing shown is unacked, so they are acked for it', async () => {
+    const w = new World({ sendWindow: 4 });
+    const d1 = w.connect('alice');
+    const old = w.connect('alice');
+    const bob = w.connect('bob');
+    await hello(d1, 'd1');
+    await old.hello('old'); // the harness's hello has no `sync`: an older client
+    await hello(bob, 'b1');
+    for (let i = 1; i <= 10; i++) await d1.post('bob', `m${i}`, `a-${i}`);
+    expect(old.entries()).toEqual([]);
+    await bob.post('alice', 'hi', 'b-1');
+    expect(timeline(old)).toEqual(['<- bob: hi']);
+    expect(old.entries()[0]!.seq).toBe(11);
+    await old.ack(11);
+    await old.disconnect();
+    expect(w.db.prepare(`SELECT cursor FROM devices WHERE user = 'alice' AND device = 'old'`).get()).toEqual({ cursor: 11 });
+  });
+
+  it('an ack of everything shown covers the sent entries skipped after it', async () => {
+    const w = new World({ sendWindow: 4 });
+    const d1 = w.connect('alice');
+    const old = w.connect('alice');
+    const bob = w.connect('bob');
+    await hello(d1, 'd1');
+    await old.hello('old');
+    await hello(bob, 'b1');
+    await bob.post('alice', 'first', 'b-1');
+    for (let i = 1; i <= 6; i++) await d1.post('bob', `m${i}`, `a-${i}`);
+    await bob.post('alice', 'second', 'b-2');
+    // Shown: seq 1; seqs 2-4 skipped; the window (4 from the ack at 0) is full until seq 1 is acked.
+    expect(timeline(old)).toEqual(['<- bob: first']);
+    await old.ack(1);
+    expect(timeline(old)).toEqual(['<- bob: first', '<- bob: second']);
+    expect(old.entries().map((e) => e.seq)).toEqual([1, 8]);
+    expect(old.of('error')).toEqual([]);
+  });
+
+  it('hello.sync is a trailing field after reads in binary: encoding it without reads is refused', () => {
+    expect(() => encodeBinary({ t: 'hello', device: 'd', cursor: 0, sync: true })).toThrow(/sync: needs reads/);
+    const f = { t: 'hello', device: 'd', cursor: 3, receipts: 1, reads: 2, sync: true } as const;
+    expect(decodeFrame(encodeBinary(f))).toEqual(f);
   });
 });
 
@@ -191,8 +240,8 @@ describe('history for a new device', () => {
   async function talk(w: World, k: number) {
     const d1 = w.connect('alice');
     const bob = w.connect('bob');
-    await d1.hello('d1');
-    await bob.hello('b1');
+    await hello(d1, 'd1');
+    await hello(bob, 'b1');
     for (let i = 1; i <= k; i++) {
       await bob.post('alice', `b${i}`, `b-${i}`);
       await d1.post('bob', `a${i}`, `a-${i}`);
@@ -208,14 +257,14 @@ describe('history for a new device', () => {
     // One device and history on: the sends left sent entries.
     expect(timeline(d1).slice(-2)).toEqual(['<- bob: b40', '-> bob: a40']);
     const d3 = w.connect('alice');
-    await d3.hello('d3');
+    await hello(d3, 'd3');
     expect(timeline(d3)).toEqual(['-> bob: a38', '<- bob: b39', '-> bob: a39', '<- bob: b40', '-> bob: a40']);
     // Storage: the trim kept the history, no more than N plus one trim step of acked entries.
     expect(w.count('inbox', 'alice')).toBeLessThanOrEqual(5 + 64);
     // The devices it knows resume at their cursor: nothing again for d1.
     await d1.disconnect();
     const d1b = w.connect('alice');
-    await d1b.hello('d1');
+    await hello(d1b, 'd1');
     expect(d1b.entries()).toEqual([]);
   });
 
@@ -225,7 +274,7 @@ describe('history for a new device', () => {
     expect(w.count('inbox', 'alice')).toBeLessThanOrEqual(10 + 64);
     expect(w.count('inbox', 'alice')).toBeGreaterThanOrEqual(10);
     const d3 = w.connect('alice');
-    await d3.hello('d3');
+    await hello(d3, 'd3');
     expect(d3.entries()).toHaveLength(10);
     expect(timeline(d3).at(-1)).toBe('-> bob: a200');
     // Kept history is not "unacknowledged": the trim point moved past it (receipts, the inbox cap and the restart
@@ -240,7 +289,7 @@ describe('history for a new device', () => {
     const w = new World({ historyDepth: 0 });
     await talk(w, 10);
     const d3 = w.connect('alice');
-    await d3.hello('d3');
+    await hello(d3, 'd3');
     expect(d3.entries()).toEqual([]);
     expect(d3.of('welcome')[0]).toMatchObject({ cursor: 10, head: 10 });
   });
@@ -251,7 +300,7 @@ describe('history for a new device', () => {
     await d1.disconnect();
     for (let i = 1; i <= 4; i++) await bob.post('alice', `late${i}`, `late-${i}`);
     const d3 = w.connect('alice');
-    await d3.hello('d3');
+    await hello(d3, 'd3');
     expect(timeline(d3)).toEqual(['<- bob: b3', '-> bob: a3', '<- bob: late1', '<- bob: late2', '<- bob: late3', '<- bob: late4']);
   });
 
@@ -266,21 +315,21 @@ describe('history for a new device', () => {
     const w = new World({ historyDepth: 3, maxDevices: 2 });
     const { d1, bob } = await talk(w, 5);
     const d2 = w.connect('alice');
-    await d2.hello('d2');
+    await hello(d2, 'd2');
     await ackAll(d2);
     await d2.disconnect();
     await d1.disconnect();
     w.now += 1000;
     const d1b = w.connect('alice');
-    await d1b.hello('d1');
+    await hello(d1b, 'd1');
     await bob.post('alice', 'new', 'b-new');
     await ackAll(d1b);
     // d3 is new: the least recently seen offline device (d2) is forgotten.
     const d3 = w.connect('alice');
-    await d3.hello('d3');
+    await hello(d3, 'd3');
     await d3.disconnect();
     const d2b = w.connect('alice');
-    await d2b.hello('d2');
+    await hello(d2b, 'd2');
     expect(d2b.entries().length).toBeLessThanOrEqual(3);
     expect(timeline(d2b).at(-1)).toBe('<- bob: new');
   });

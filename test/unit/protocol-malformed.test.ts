@@ -47,7 +47,7 @@ const json = (s: string) => outcome(() => decodeJson(s));
 
 /** One valid frame of every type, with every optional part present, for truncation and trailing-byte tests. */
 const VALID: Frame[] = [
-  { t: 'hello', device: 'phone-1', cursor: 300, receipts: 17, reads: 4 },
+  { t: 'hello', device: 'phone-1', cursor: 300, receipts: 17, reads: 4, sync: true },
   { t: 'welcome', user: 'alice', device: 'phone-1', cursor: 300, head: 302, time: 1_767_225_600_000 },
   { t: 'send', id: 'c-1', to: 'bob', body: te.encode('hi') },
   { t: 'send', id: 'x'.repeat(50), to: 'bob', body: new Uint8Array(200) },
@@ -89,14 +89,18 @@ describe('binary: malformed input', () => {
   it.each(VALID.map((f) => [f.t, f] as const))('%s truncated at every byte offset is bad_frame', (_t, f) => {
     const full = encodeBinary(f);
     expect(decodeBinary(full)).toEqual(f);
-    // Optional trailing fields: hello.receipts and hello.reads, and the read block of receipts. A frame cut just
+    // Optional trailing fields: hello.receipts, hello.reads and hello.sync, and the read block of receipts. A frame cut just
     // before one of them is a complete, older frame.
     const complete = new Map<number, Frame>();
     if (f.t === 'hello') {
-      const { receipts: _r, reads: _d, ...oldest } = f;
+      const { receipts: _r, reads: _d, sync: _s, ...oldest } = f;
       complete.set(encodeBinary(oldest).length, oldest);
       if (f.reads !== undefined) {
-        const { reads: _, ...older } = f;
+        const { reads: _, sync: _s2, ...older } = f;
+        complete.set(encodeBinary(older).length, older);
+      }
+      if (f.sync !== undefined) {
+        const { sync: _, ...older } = f;
         complete.set(encodeBinary(older).length, older);
       }
     }
