@@ -1,6 +1,7 @@
 import { expect, it } from 'vitest';
 import type { IrisClient } from '../../../client/index.js';
-import { waitFor } from '../helpers.js';
+import { encodeFrame } from '../../../protocol/index.js';
+import { RawSocket, waitFor } from '../helpers.js';
 import type { ConformanceContext, Feature } from './index.js';
 
 /**
@@ -71,5 +72,29 @@ export const sync: Feature = (ctx: ConformanceContext) => {
     // The newest entry is the last one; nothing more arrives.
     await d3.presence([a.u]);
     expect(seen3).toHaveLength(depth);
+  });
+
+  it('multi-device sync: a client without hello.sync is not shown sent entries, and gets what follows them', async () => {
+    const a = await ctx.online('old-a');
+    const b = await ctx.online('old-b');
+    // An older client: binary hello without `sync`, acking everything it is shown.
+    const raw = await RawSocket.open(ctx.target().url, await ctx.target().token(a.u));
+    raw.send(encodeFrame({ t: 'hello', device: 'old', cursor: 0, receipts: 0, reads: 0 }, 'binary'));
+    await raw.next((f) => f.frame.t === 'welcome');
+    for (let i = 0; i < 5; i++) await a.s.send(b.u, `mine ${i}`);
+    await b.s.send(a.u, 'to both');
+    const got = await raw.next((f) => f.frame.t === 'deliver');
+    const entries = raw.frames.flatMap((f) => (f.frame.t === 'deliver' ? f.frame.entries : []));
+    expect(entries.map((e) => e.kind)).toEqual(['message']);
+    expect(got.frame.t === 'deliver' && new TextDecoder().decode(got.frame.entries[0]!.body)).toBe('to both');
+    // Its ack covers the skipped entries: acked at the server, nothing comes again on a new connection.
+    raw.send(encodeFrame({ t: 'deliver_ack', seq: entries[0]!.seq }, 'binary'));
+    raw.close();
+    const again = await RawSocket.open(ctx.target().url, await ctx.target().token(a.u));
+    again.send(encodeFrame({ t: 'hello', device: 'old', cursor: 0, receipts: 0, reads: 0 }, 'binary'));
+    const w = await again.next((f) => f.frame.t === 'welcome');
+    expect(w.frame.t === 'welcome' && w.frame.cursor).toBe(entries[0]!.seq);
+    expect(raw.undecodable).toEqual([]);
+    again.close();
   });
 };
