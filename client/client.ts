@@ -9,6 +9,7 @@ import { Outbox } from './outbox.js';
 import { attachPageHooks } from './page.js';
 import { PresenceQueries } from './presence.js';
 import { StoreQueue } from './store-queue.js';
+import { OwnSends } from './sync.js';
 import { TypingIndicators } from './typing.js';
 import type { ClientEvents, ConnectionState, IrisClientOptions, IrisRef, PresenceInfo, SendAck, Welcome } from './types.js';
 
@@ -50,6 +51,8 @@ export class IrisClient {
   /** A presence visibility change not yet written. */
   private pendingVisibility: PresenceVisibility | undefined;
   private detachPageHooks: (() => void) | null = null;
+  /** Server ids of this client's acked sends whose `sent` entry has not come back yet (client/sync.ts). */
+  private readonly ownSent = new OwnSends();
 
   constructor(opts: IrisClientOptions) {
     if (!ID_PATTERN.test(opts.device)) {
@@ -95,11 +98,13 @@ export class IrisClient {
       queue: this.queue,
       link: this.conn,
       active: () => this.conn.active,
+      isOwn: (msg) => this.ownSent.take(msg),
       // The server keeps at most 256 entries unacked per socket (protocol), so an ack batch must stay below it.
       ackEvery: Math.max(1, Math.min(opts.ack?.every ?? 32, 128)),
       ackDelayMs: Math.max(0, opts.ack?.delayMs ?? 50),
       listeners: {
         message: (m) => this.events.emitAsync('message', m),
+        sent: (s) => this.events.emitAsync('sent', s),
         receipt: (r) => this.events.emitAsync('receipt', r),
         read: (r) => this.events.emitAsync('read', r),
         readState: (p) => this.events.emitAsync('readState', p),
@@ -114,7 +119,10 @@ export class IrisClient {
       maxOutbox: Math.max(1, opts.maxOutbox ?? 1000),
       retry: opts.retry ?? {},
       events: {
-        ack: (e) => this.events.emit('ack', e, listenerFailed),
+        ack: (e) => {
+          this.ownSent.add(e.msg);
+          this.events.emit('ack', e, listenerFailed);
+        },
         retry: (e) => this.events.emit('retry', e, listenerFailed),
         error: report,
       },

@@ -215,9 +215,9 @@ export class Connection implements LinkSource {
     sock.opened = true;
     const { cursor, receipts, reads } = this.hooks.hello();
     sock.helloCursor = cursor;
-    // `reads` (even 0) tells the server this SDK speaks read receipts.
-    // features: this SDK reads message references in deliver entries (PROTOCOL.md 9.9) and typing_state (8.8).
-    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts, reads, features: HELLO_FEATURES.refs | HELLO_FEATURES.typing });
+    // `reads` (even 0) tells the server this SDK speaks read receipts. features: this SDK reads message references
+    // in deliver entries (PROTOCOL.md 9.9), typing_state (8.8) and `sent` entries (9.10).
+    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts, reads, features: HELLO_FEATURES.refs | HELLO_FEATURES.typing | HELLO_FEATURES.sync });
     this.startHeartbeat(sock);
   }
 

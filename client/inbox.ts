@@ -3,13 +3,15 @@ import { IrisError, errText } from './errors.js';
 import type { LinkSource } from './link.js';
 import type { StoreQueue } from './store-queue.js';
 import type { StoredEntry, StoredState } from './store.js';
-import type { IrisMessage, IrisRead, IrisReadPosition, IrisReceipt, RecoveredEntry } from './types.js';
+import type { IrisMessage, IrisOutgoing, IrisRead, IrisReadPosition, IrisReceipt, RecoveredEntry } from './types.js';
 
 const utf8Text = new TextDecoder();
 
 /** What the inbox hands to the app. Each runs the listeners in order and resolves with what they threw. */
 export interface InboxListeners {
   message(m: IrisMessage): Promise<unknown[]>;
+  /** A message this user sent from another device (multi-device sync). */
+  sent(s: IrisOutgoing): Promise<unknown[]>;
   receipt(r: IrisReceipt): Promise<unknown[]>;
   read(r: IrisRead): Promise<unknown[]>;
   readState(p: IrisReadPosition): Promise<unknown[]>;
@@ -26,6 +28,11 @@ export interface InboxOptions {
   listeners: InboxListeners;
   /** False once the app closed the client: new entries are then left on the server (see process). */
   active: () => boolean;
+  /**
+   * Whether a `sent` entry is one this client sent (its send_ack named `msg`; the server writes the ack before
+   * the entry on the sending socket): such entries are acked without an event.
+   */
+  isOwn: (msg: string) => boolean;
   /** A deliver_ack after this many processed entries... */
   ackEvery: number;
   /** ...or this long after the last one. */
@@ -195,7 +202,14 @@ export class Inbox {
         i++;
         // Once handed out, an entry goes to its listeners even if close() came meanwhile: it will never be
         // emitted as a message again, so this is its one chance outside 'recovered'.
-        const errors = e.kind === 'message' ? await this.o.listeners.message(toMessage(e)) : await this.o.listeners.receipt(toReceipt(e));
+        const errors =
+          e.kind === 'message'
+            ? await this.o.listeners.message(toMessage(e))
+            : e.kind === 'sent'
+              ? this.o.isOwn(e.msg)
+                ? []
+                : await this.o.listeners.sent(toOutgoing(e))
+              : await this.o.listeners.receipt(toReceipt(e));
         for (const err of errors) this.o.listeners.listenerFailed(err);
         const seq = e.seq;
         this.o.queue.run((st) => st.markHandled([seq]));
@@ -211,7 +225,12 @@ export class Inbox {
   /** Gives entries handed out by an earlier client whose listeners never finished to 'recovered' listeners. */
   private async recover(entries: StoredEntry[]): Promise<void> {
     for (const e of entries) {
-      const r: RecoveredEntry = e.kind === 'message' ? { kind: 'message', message: toMessage(e) } : { kind: 'receipt', receipt: toReceipt(e) };
+      const r: RecoveredEntry =
+        e.kind === 'message'
+          ? { kind: 'message', message: toMessage(e) }
+          : e.kind === 'sent'
+            ? { kind: 'sent', sent: toOutgoing(e) }
+            : { kind: 'receipt', receipt: toReceipt(e) };
       const errors = await this.o.listeners.recovered(r);
       for (const err of errors) this.o.listeners.listenerFailed(err);
       if (errors.length > 0) continue; // a listener failed: keep it for the next start
@@ -243,6 +262,13 @@ function toMessage(e: StoredEntry): IrisMessage {
   const m: IrisMessage = { seq: e.seq, msg: e.msg, from: e.peer, ts: e.ts, body, text: () => utf8Text.decode(body) };
   if (e.ref) m.ref = { kind: e.ref.kind, msg: e.ref.msg };
   return m;
+}
+
+function toOutgoing(e: StoredEntry): IrisOutgoing {
+  const body = e.body;
+  const s: IrisOutgoing = { seq: e.seq, msg: e.msg, to: e.peer, ts: e.ts, body, text: () => utf8Text.decode(body) };
+  if (e.ref) s.ref = { kind: e.ref.kind, msg: e.ref.msg };
+  return s;
 }
 
 function toReceipt(e: StoredEntry): IrisReceipt {

@@ -13,6 +13,7 @@ export type {
   ConnectionState,
   IrisClientOptions,
   IrisMessage,
+  IrisOutgoing,
   IrisReceipt,
   IrisRead,
   IrisReadPosition,

@@ -42,10 +42,10 @@ export interface PendingSend {
 /** A delivered inbox entry as the store keeps it (the wire Entry). */
 export interface StoredEntry {
   seq: number;
-  kind: 'message' | 'delivered';
+  kind: 'message' | 'delivered' | 'sent';
   /** Server message id. */
   msg: string;
-  /** Sender of a message; recipient of a receipt. */
+  /** Sender of a message; recipient of a receipt or of a message this user sent (`sent`). */
   peer: string;
   ts: number;
   body: Uint8Array;

@@ -96,7 +96,7 @@ export interface IrisClientOptions {
 }
 
 /** An entry an earlier client on the same store handed out whose listeners never finished (see 'recovered'). */
-export type RecoveredEntry = { kind: 'message'; message: IrisMessage } | { kind: 'receipt'; receipt: IrisReceipt };
+export type RecoveredEntry = { kind: 'message'; message: IrisMessage } | { kind: 'receipt'; receipt: IrisReceipt } | { kind: 'sent'; sent: IrisOutgoing };
 
 /** A send refused with "not now" that the client will write again after retryAfter ms. */
 export interface RetryEvent {
@@ -130,6 +130,27 @@ export interface IrisMessage {
 export interface IrisRef {
   kind: 'reply' | 'edit' | 'delete' | 'react';
   msg: string;
+}
+
+/**
+ * A message this client's user sent from ANOTHER of its devices (multi-device sync, docs/PROTOCOL.md 9.10), in
+ * the user's own order among the messages it received: the 'sent' event, at most once per entry like
+ * 'message'. Sends made by this client are not emitted (it has their acks), except after a crash between a
+ * send's ack and its entry: the app can tell by `msg`, which its own send_ack carried.
+ */
+export interface IrisOutgoing {
+  seq: number;
+  /** Server message id (`<this user>:<n>`), as in the sending device's SendAck. */
+  msg: string;
+  /** The recipient. */
+  to: string;
+  /** ms since epoch when the server accepted it. */
+  ts: number;
+  body: Uint8Array;
+  /** The body as UTF-8 text. */
+  text(): string;
+  /** What it refers to, when it is a reply, an edit, a delete or a reaction (PROTOCOL.md 9.9). */
+  ref?: IrisRef;
 }
 
 /**
@@ -197,6 +218,8 @@ export interface ClientEvents {
    * listeners run. Listeners may return a promise: the entry counts as handled (and is acked) once it settles.
    */
   message: IrisMessage;
+  /** A message this user sent from another of its devices (IrisOutgoing), in order with 'message' (same rules). */
+  sent: IrisOutgoing;
   /**
    * On start, before anything new: entries an earlier client on the same store handed out whose listeners did
    * not finish (crash, kill, page closed). They may have been processed in part or in full: check (e.g. by

@@ -21,6 +21,11 @@ export interface Config {
   sendWindow: number;
   /** Devices remembered per user; the least recently seen offline device is forgotten past this. */
   maxDevices: number;
+  /**
+   * Inbox entries kept after every device acked them, so that a device new to the user starts with the newest
+   * of them (core/history.ts). Non-zero also makes every send leave a `sent` entry in the sender's inbox.
+   */
+  historyDepth: number;
   /** Retry of a failed forward: first delay and ceiling (doubling in between). */
   retryBaseMs: number;
   retryMaxMs: number;

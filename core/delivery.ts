@@ -11,10 +11,11 @@ import {
   type Settings,
 } from '../protocol/index.js';
 import { ConnGuard } from './conn-guard.js';
+import { heldFrom } from './history.js';
 import type { MailboxDeps } from './mailbox.js';
 import type { Conn, ConnState } from './ports.js';
 import type { MailboxStore } from './store.js';
-import { entriesFor } from './refs.js';
+import { partial, shownOf } from './shown.js';
 
 /**
  * Per-socket tables, keyed by the Conn. A Conn belongs to exactly one mailbox, so one table per process serves
@@ -69,33 +70,50 @@ export class Delivery {
         const window = this.deps.config.sendWindow;
         const entries = await this.tx(() => {
           const acked = st.acked ?? this.store.deviceCursor(st.device) ?? st.sent;
-          const room = Math.min(LIMITS.maxDeliverBatch, window - (st.sent - acked));
+          // Not past a sent entry whose send_ack this socket has not been written yet (core/history.ts).
+          const room = Math.min(LIMITS.maxDeliverBatch, window - (st.sent - acked), heldFrom(conn) - 1 - st.sent);
           return room > 0 ? this.store.inboxRange(st.sent, room) : [];
         });
         const now = conn.state;
         if (entries.length === 0 || now === null || now.sent !== st.sent) continue;
+        // A client written before some entries is not shown them (core/shown.ts).
+        const shown = shownOf(now, entries);
+        if (shown.length === 0) {
+          this.skipped(conn, now, entries[entries.length - 1]!.seq);
+          PUMP_AGAIN.add(conn);
+          continue;
+        }
         // A deliver frame must fit in maxFrameBytes (the client's decoder refuses anything larger): halve the
         // batch until it does. One entry always fits, even with a full body in JSON; the rest follow next round.
-        // A client written before message references is given only what it can decode (core/refs.ts entriesFor);
-        // a batch left with nothing still moves `sent` past it.
-        const encode = (b: Entry[]) => {
-          const shown = entriesFor(b, now.refs);
-          return shown.length > 0 ? encodeFrame({ t: 'deliver', entries: shown }, now.enc) : null;
-        };
-        let batch = entries;
-        let data = encode(batch);
-        while (batch.length > 1 && data !== null && (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
+        let batch = shown;
+        let data = encodeFrame({ t: 'deliver', entries: batch }, now.enc);
+        while (batch.length > 1 && (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
           batch = batch.slice(0, Math.ceil(batch.length / 2));
-          data = encode(batch);
+          data = encodeFrame({ t: 'deliver', entries: batch }, now.enc);
         }
-        if (data !== null && !this.write(conn, data)) return;
-        conn.setState({ ...now, sent: batch[batch.length - 1]!.seq });
+        if (!this.write(conn, data)) return;
+        const last = batch[batch.length - 1]!.seq;
+        // Entries skipped after the last one shown count as sent on this connection (its ack covers them).
+        if (!partial(now)) conn.setState({ ...now, sent: last });
+        else conn.setState({ ...now, sent: batch.length === shown.length ? entries[entries.length - 1]!.seq : last, vis: last });
         this.deps.metrics?.delivered?.(batch.length);
         PUMP_AGAIN.add(conn);
       } while (PUMP_AGAIN.has(conn));
     } finally {
       PUMPING.delete(conn);
     }
+  }
+
+  /**
+   * Only entries this connection is not shown, up to `upTo` (core/shown.ts): none is written. When it has acked
+   * everything it was shown they are acknowledged here, since no ack of it can cover them.
+   */
+  private skipped(conn: Conn, st: ConnState, upTo: number): void {
+    const vis = st.vis ?? st.sent;
+    if ((st.acked ?? 0) >= vis) {
+      this.store.noteCursor(st.device, upTo);
+      conn.setState({ ...st, sent: upTo, vis, acked: upTo });
+    } else conn.setState({ ...st, sent: upTo, vis });
   }
 
   /**
@@ -110,19 +128,25 @@ export class Delivery {
     const work: Promise<void>[] = [];
     for (const c of this.deps.sockets.list()) {
       const st = c.state;
-      if (st === null) continue;
+      if (st === null || last >= heldFrom(c)) continue; // pumped when its send_ack is written (core/history.ts)
+      const part = partial(st);
+      // A client written before some entries (core/shown.ts): when some are left out, the pump does it.
+      const shown = part ? shownOf(st, entries) : entries;
+      if (shown.length !== entries.length) {
+        work.push(this.pump(c));
+        continue;
+      }
       const acked = st.acked;
       const live = !PUMPING.has(c) && st.sent === first - 1 && acked !== undefined && last - acked <= this.deps.config.sendWindow;
-      const refs = st.refs === true;
-      // What a client written before message references can decode (core/refs.ts); nothing at all: only `sent` moves.
-      const shown = live ? entriesFor(entries, refs) : entries;
-      const data = live && entries.length <= LIMITS.maxDeliverBatch ? (shown.length === 0 ? '' : (encoded[`${st.enc}:${refs}`] ??= encodeFrame({ t: 'deliver', entries: shown }, st.enc))) : null;
+      // Replies read as plain messages by a client without refs: its own encoding.
+      const key = `${st.enc}:${st.refs === true}` as const;
+      const data = live && entries.length <= LIMITS.maxDeliverBatch ? (encoded[key] ??= encodeFrame({ t: 'deliver', entries: shown }, st.enc)) : null;
       if (data === null || (typeof data === 'string' ? data.length : data.byteLength) > LIMITS.maxFrameBytes) {
         work.push(this.pump(c));
         continue;
       }
-      if (data !== '' && !this.write(c, data)) continue;
-      c.setState({ ...st, sent: last });
+      if (!this.write(c, data)) continue;
+      c.setState(part ? { ...st, sent: last, vis: last } : { ...st, sent: last });
       this.deps.metrics?.delivered?.(entries.length);
     }
     await Promise.all(work);

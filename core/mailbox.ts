@@ -24,6 +24,7 @@ import type { Config } from './config.js';
 import type {
   Clock,
   Conn,
+  ConnState,
   ForwardBatch,
   ForwardResult,
   HandOver,
@@ -38,9 +39,11 @@ import type { BarrierCode } from './conn-guard.js';
 import { StorageFullError } from './ports.js';
 import { Delivery } from './delivery.js';
 import { Forwarder } from './forwarder.js';
+import { History, releaseHeld } from './history.js';
 import { PresenceHub } from './presence.js';
 import { checkRef, oneToOneContext } from './refs.js';
 import { TokenBucket } from './ratelimit.js';
+import { ackCovers, partial } from './shown.js';
 import { MailboxStore } from './store.js';
 import { TypingHub } from './typing.js';
 
@@ -109,6 +112,8 @@ export class Mailbox {
   private readonly out: Delivery;
   /** Presence subscriptions, both ends, in memory (core/presence.ts). */
   readonly presenceHub: PresenceHub;
+  /** Sent entries and history for new devices (core/history.ts). */
+  private readonly history: History;
 
   private get forwarder(): Forwarder {
     return (this.forwarderOrNull ??= new Forwarder(this.deps, { store: this.store, tx: (fn) => this.tx(fn), receive: (b) => this.receive(b) }));
@@ -129,6 +134,7 @@ export class Mailbox {
     this.user = deps.user;
     this.store = new MailboxStore(deps.storage.sql, deps.user);
     this.out = new Delivery(deps, this.store, (fn) => this.tx(fn));
+    this.history = new History(this.store, deps.config.historyDepth);
     this.bucket = new TokenBucket(deps.config.ratePerSec, deps.config.rateBurst, deps.clock.now());
     this.presenceHub = new PresenceHub({
       ...deps,
@@ -232,7 +238,11 @@ export class Mailbox {
       const u = this.store.userRow();
       const head = u.next_seq - 1;
       const known = this.store.deviceCursor(f.device);
+      let start = u.trimmed;
       if (known === undefined) {
+        // Where a new device starts (core/history.ts) needs `trimmed` exact: trim first.
+        this.trim();
+        start = this.history.newDeviceCursor(head, u.trimmed);
         const devices = this.store.devices();
         if (devices.length >= this.deps.config.maxDevices) {
           // Forget the least recently seen device that is not connected; its undelivered tail goes with it.
@@ -241,9 +251,10 @@ export class Mailbox {
           this.store.deleteDevice(victim.device);
         }
       }
-      // A new device starts at the oldest entry still kept. A client that says it processed further than the
-      // server recorded (its last ack was lost) is believed, up to the head.
-      const cursor = Math.min(head, Math.max(known ?? u.trimmed, f.cursor, u.trimmed));
+      // A new device starts where history says (what a known device has not acked, and the newest kept entries).
+      // A client that says it processed further than the server recorded (its last ack was lost) is believed,
+      // up to the head.
+      const cursor = Math.min(head, known === undefined ? Math.max(start, f.cursor) : Math.max(known, f.cursor, u.trimmed));
       // A client cursor ahead of every device's acknowledgement (its last ack was lost) counts as an ack: the
       // entries it skips get their receipts here, since `delivered` is derived from the device cursors.
       if (cursor > u.delivered) kick = this.oweReceipts(u.delivered, cursor, now, handed);
@@ -264,7 +275,8 @@ export class Mailbox {
         const trimmed = u?.trimmed ?? 0;
         const known = this.store.deviceCursor(f.device);
         const readReceipts = (u?.read_receipts ?? 1) !== 0;
-        return { cursor: Math.min(head, Math.max(known ?? trimmed, f.cursor, trimmed)), head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts, presence: this.store.presenceVisibility() };
+        const cursor = known === undefined ? Math.max(this.history.newDeviceCursor(head, trimmed), f.cursor) : Math.max(known, f.cursor, trimmed);
+        return { cursor: Math.min(head, cursor), head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts, presence: this.store.presenceVisibility() };
       });
     });
     if (r === null) {
@@ -278,9 +290,13 @@ export class Mailbox {
     // A receipt version beyond ours comes from a store this server no longer has (restored from a backup, or
     // another deployment): send every receipt again rather than none.
     const rsent = f.receipts !== undefined && f.receipts <= r.rv ? f.receipts : 0;
-    const refs = ((f.features ?? 0) & HELLO_FEATURES.refs) !== 0;
-    const typing = ((f.features ?? 0) & HELLO_FEATURES.typing) !== 0;
-    conn.setState({ device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(refs && { refs }), ...(typing && { typing }) });
+    const features = f.features ?? 0;
+    const refs = (features & HELLO_FEATURES.refs) !== 0;
+    const typing = (features & HELLO_FEATURES.typing) !== 0;
+    const sync = (features & HELLO_FEATURES.sync) !== 0;
+    const base: ConnState = { device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(refs && { refs }), ...(typing && { typing }), ...(sync && { sync }) };
+    // A client that did not name every entry feature is not shown some entries (core/shown.ts).
+    conn.setState(partial(base) ? { ...base, vis: r.cursor } : base);
     this.out.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });
     // Only a client that sent hello.reads speaks read receipts; the same rule as for receipt versions.
     if (f.reads !== undefined) {
@@ -296,6 +312,7 @@ export class Mailbox {
     const { config } = this.deps;
     const barrier = this.out.guardOf(conn).barrier;
     let handed: HandOver | undefined;
+    let sent: Entry | undefined;
     const r = await this.tx(() => {
       // Dedup before everything else: a retry of an accepted message gets its original ack even when the
       // sender is now rate limited or the recipient is now full, or a barrier is up.
@@ -332,6 +349,8 @@ export class Mailbox {
       const n = this.store.accept(f.id, now, f.to);
       if (n % 256 === 0 && n > config.dedupWindow) this.store.dedupPrune(n - config.dedupWindow);
       const msg = `${this.user}:${n}`;
+      // The user's other devices see this send in the user's own order (core/history.ts); same commit.
+      sent = this.history.recordSent(conn, msg, f.to, now, f.body, f.ref);
       // One hop, one commit: a recipient in the same storage with nothing queued ahead of this message takes it
       // into its inbox inside this transaction. No outbox row, no forward, no second commit to wait for.
       const local = f.to !== this.user && (this.forwarderOrNull?.idleTowards(f.to) ?? this.store.outboxFor(f.to, 1).length === 0) ? this.deps.peers.local?.(f.to) : undefined;
@@ -346,6 +365,7 @@ export class Mailbox {
       return { ok: true, n, ts: now, dup: false, local: false } as const;
     }).catch((e: unknown) => {
       handed?.rollback();
+      if (sent) releaseHeld(conn);
       // Disk full: nothing was stored. "Not now" like the refusals above, so it raises the barrier too (when
       // the commit itself failed, sends that ran in the same batch fail with it).
       if (e instanceof StorageFullError) barrier.refused(f.id, f.to, 'unavailable', e.retryAfterMs, now);
@@ -356,27 +376,33 @@ export class Mailbox {
     this.out.reply(conn, enc, { t: 'send_ack', id: f.id, msg: `${this.user}:${r.n}`, ts: r.ts, dup: r.dup });
     if (r.dup) return;
     this.deps.metrics?.accepted?.();
-    if (r.local) return handed!.deliver();
+    // The ack is written: this socket may now get the sent entry too (core/history.ts), as may the others.
+    if (sent) releaseHeld(conn);
+    // Then a pump: entries that arrived behind the held one were not pushed live to this socket.
+    const own = sent ? this.out.pushLive([sent]).then(() => this.out.pump(conn)) : undefined;
+    if (r.local) return void (await Promise.all([own, handed!.deliver()]));
     this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
-    await this.forward(f.to);
+    await Promise.all([own, this.forward(f.to)]);
   }
 
   private async onAck(conn: Conn, f: DeliverAck): Promise<void> {
     const st = conn.state!;
     if (f.seq > st.sent) throw new ProtocolError('bad_ack', `ack for seq ${f.seq} beyond the last delivered seq ${st.sent}`);
+    // An older client's ack also covers the sent entries it was not shown (core/history.ts, ackCovers).
+    const seq = ackCovers(st, f.seq);
     const now = this.deps.clock.now();
     const handed: HandOver[] = [];
     const kick = await this.tx(() => {
       const cursor = st.acked ?? this.store.deviceCursor(st.device) ?? 0;
-      if (f.seq <= cursor) return [];
+      if (seq <= cursor) return [];
       // Not written now: the device's cursor is written with the next trim (every TRIM_STEP entries), at close
       // and at hello. A crash in between redelivers at most those entries, which a device with a durable store
       // drops by its own cursor (hello.cursor wins when ahead), and their receipts are derived again.
-      this.store.noteCursor(st.device, f.seq);
+      this.store.noteCursor(st.device, seq);
       const u = this.store.userRow();
-      const recipients = f.seq > u.delivered ? this.oweReceipts(u.delivered, f.seq, now, handed) : [];
+      const recipients = seq > u.delivered ? this.oweReceipts(u.delivered, seq, now, handed) : [];
       // Trimming needs every device's cursor: do it in steps of TRIM_STEP entries, not on every ack.
-      if (f.seq - u.trimmed >= TRIM_STEP) this.trim();
+      if (seq - u.trimmed >= TRIM_STEP) this.trim();
       return recipients;
     }).catch((e: unknown): string[] => {
       for (const h of handed) h.rollback();
@@ -389,7 +415,7 @@ export class Mailbox {
     // Owed receipts are stored like outbox items: arm the same safety net in case this shard goes away now.
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
     const cur = conn.state;
-    if (cur !== null && f.seq > (cur.acked ?? 0)) conn.setState({ ...cur, acked: f.seq });
+    if (cur !== null && seq > (cur.acked ?? 0)) conn.setState({ ...cur, acked: seq });
     this.deps.metrics?.acked?.();
     await Promise.all([this.out.pump(conn), ...kick.map((r) => this.forward(r)), ...handed.map((h) => h.deliver())]);
   }
@@ -512,7 +538,7 @@ export class Mailbox {
     const devices = this.store.devices();
     if (devices.length === 0) return;
     const min = Math.min(...devices.map((d) => d.cursor));
-    if (min > this.store.userRow().trimmed) this.store.trimInbox(min);
+    if (min > this.store.userRow().trimmed) this.store.trimInbox(min, this.history.deleteUpTo(min));
   }
 
   // ------------------------------------------------------------------ between shards

@@ -69,11 +69,18 @@ export interface ConnState {
   pref?: string;
   /**
    * The client's hello named HELLO_FEATURES.refs: its entries carry their references. Undefined: a client written
-   * before them, which gets replies as plain messages and no edit, delete or reaction (core/delivery.ts).
+   * before them, which gets replies as plain messages and no edit, delete or reaction (core/shown.ts).
    */
   refs?: boolean;
   /** The client's hello named HELLO_FEATURES.typing: it is sent `typing_state` frames (core/typing.ts). */
   typing?: boolean;
+  /**
+   * The client's hello named HELLO_FEATURES.sync (PROTOCOL.md 9.10): it is sent `sent` entries. Otherwise (a client
+   * written before them) they are left out of its stream (core/shown.ts).
+   */
+  sync?: boolean;
+  /** On a connection that is not shown every entry (core/shown.ts, partial): the last seq it was shown. */
+  vis?: number;
 }
 
 /**

@@ -145,8 +145,8 @@ export function refFromColumns(kind: number | undefined, msg: string | undefined
 /**
  * The entries a connection is given (core/delivery.ts). A client whose hello did not name HELLO_FEATURES.refs
  * cannot decode references: it gets a reply as the plain message it also is, and no edit, delete or reaction at
- * all, rather than reading one as a new message (PROTOCOL.md 9.9). The entries left out still count as sent on
- * that connection; its next acknowledgement of a later entry covers them.
+ * all, rather than reading one as a new message (PROTOCOL.md 9.9). How the entries left out are acknowledged:
+ * core/shown.ts.
  */
 export function entriesFor(entries: Entry[], refs: boolean | undefined): Entry[] {
   if (refs === true || !entries.some((e) => e.ref !== undefined)) return entries;

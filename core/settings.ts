@@ -87,6 +87,11 @@ export const ENGINE_SETTINGS = {
   presenceHoldMs: engineInt('IRIS_PRESENCE_HOLD_MS', 5_000, 'How long a user must stay offline before its subscribers are told (a flap within it pushes nothing).'),
   presenceLeaseMs: engineInt('IRIS_PRESENCE_LEASE_MS', 600_000, 'How long a presence subscription lasts at the subject without renewal; subscribers renew at half of it.'),
   typingTtlMs: { ...engineInt('IRIS_TYPING_TTL_MS', 5_000, 'How long a pushed "typing" holds without renewal; clients renew at most every third of it, the server pushes a renewal at most every half.'), min: 1_000, max: 60_000 },
+  historyDepth: {
+    ...engineInt('IRIS_HISTORY_DEPTH', 0, 'Inbox entries (messages both ways) kept per user after every device acknowledged them, for a newly added device to start with; 0: none, and sent entries only for users with several devices (each kept entry is a stored row; docs/ARCHITECTURE.md "Multi-device sync").'),
+    min: 0,
+    max: 10_000,
+  },
   pingMs: engineInt('IRIS_WS_PING_MS', 30_000, 'Heartbeat period: a client silent for 2 × this is dropped and shown offline (on-prem pings; Cloudflare closes with 4004).'),
   // Message references (PROTOCOL.md 9.9): 0 turns edits (deletes) off. The window also ends where the dedup window
   // does, since a message's acceptance time is kept only in its dedup record.

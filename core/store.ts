@@ -87,7 +87,7 @@ function receiptItem(peer: string, s: ReceivedState): ReceiptState {
 /** Outbox items mirrored in memory per recipient, at most. */
 const MIRROR_MAX = 256;
 
-const KIND_NAMES: Record<number, EntryKind> = { [ENTRY_KINDS.message]: 'message', [ENTRY_KINDS.delivered]: 'delivered' };
+const KIND_NAMES: Record<number, EntryKind> = { [ENTRY_KINDS.message]: 'message', [ENTRY_KINDS.delivered]: 'delivered', [ENTRY_KINDS.sent]: 'sent' };
 
 export class MailboxStore {
   private row: UserRow | null = null;
@@ -113,6 +113,8 @@ export class MailboxStore {
   private readV = 0;
   /** Per conversation, the read receipt owed to its sender (null until first needed; see readOwedMap). */
   private readOwed: Map<string, OwedRead> | null = null;
+  /** The user's registered devices (null until first needed). */
+  private deviceNames: Set<string> | null = null;
   /** Device cursors acknowledged and not yet written (Mailbox.onAck); saveCursors writes them. */
   private readonly unsaved = new Map<string, number>();
 
@@ -135,6 +137,7 @@ export class MailboxStore {
     this.readPos = null;
     this.readV = 0;
     this.readOwed = null;
+    this.deviceNames = null;
     this.unsaved.clear();
   }
 
@@ -327,7 +330,8 @@ export class MailboxStore {
     if (this.lastN === null) {
       const m = new Map<string, number>();
       for (const r of this.sql.all<{ peer: string; n: number }>(`SELECT peer, last_n AS n FROM peers WHERE user = ?`, this.user)) m.set(r.peer, r.n);
-      for (const r of this.sql.all<{ peer: string; n: number }>(`SELECT peer, max(n) AS n FROM inbox WHERE user = ? GROUP BY peer`, this.user)) {
+      // A sent entry's peer is its recipient, not a sender: it is no dedup mark (core/history.ts).
+      for (const r of this.sql.all<{ peer: string; n: number }>(`SELECT peer, max(n) AS n FROM inbox WHERE user = ? AND kind <> ? GROUP BY peer`, this.user, ENTRY_KINDS.sent)) {
         m.set(r.peer, Math.max(m.get(r.peer) ?? 0, r.n));
       }
       this.lastN = m;
@@ -680,19 +684,24 @@ export class MailboxStore {
     return Math.max(floor, row.reads_paid);
   }
 
-  trimInbox(upTo: number): void {
+  /**
+   * Every device acked up to `upTo`: `trimmed` moves there, and entries up to `deleteUpTo` (<= upTo) are deleted;
+   * the ones between stay as history for devices yet to come (core/history.ts).
+   */
+  trimInbox(upTo: number, deleteUpTo = upTo): void {
     this.keepOwed(upTo);
-    // The entries going carry their senders' dedup marks: keep each sender's highest as its floor first.
+    // The entries trimmed carry their senders' dedup marks: keep each sender's highest as its floor first. Those
+    // up to the previous trim had theirs kept then (history keeps them stored): not written again.
     for (const r of this.sql.all<{ peer: string; n: number }>(
-      `SELECT peer, max(n) AS n FROM inbox WHERE user = ? AND seq <= ? GROUP BY peer`,
-      this.user, upTo,
+      `SELECT peer, max(n) AS n FROM inbox WHERE user = ? AND seq > ? AND seq <= ? AND kind <> ? GROUP BY peer`,
+      this.user, this.userRow().trimmed, upTo, ENTRY_KINDS.sent,
     )) {
       this.sql.all(
         `INSERT INTO peers (user, peer, last_n) VALUES (?, ?, ?) ON CONFLICT (user, peer) DO UPDATE SET last_n = max(last_n, excluded.last_n)`,
         this.user, r.peer, r.n,
       );
     }
-    this.sql.all(`DELETE FROM inbox WHERE user = ? AND seq <= ?`, this.user, upTo);
+    this.sql.all(`DELETE FROM inbox WHERE user = ? AND seq <= ?`, this.user, deleteUpTo);
     const row = this.mutableRow();
     row.reads_paid = this.readsPaidFloor();
     this.sql.all(`UPDATE users SET trimmed = ?, reads_paid = ? WHERE user = ?`, upTo, row.reads_paid, this.user);
@@ -702,10 +711,24 @@ export class MailboxStore {
   // ---- devices ----
 
   devices(): { device: string; cursor: number; last_seen: number }[] {
-    return this.sql.all<{ device: string; cursor: number; last_seen: number }>(
+    const rows = this.sql.all<{ device: string; cursor: number; last_seen: number }>(
       `SELECT device, cursor, last_seen FROM devices WHERE user = ? ORDER BY last_seen`,
       this.user,
     );
+    this.deviceNames = new Set(rows.map((d) => d.device));
+    return rows;
+  }
+
+  /** Devices registered (cached: every send of a user asks, core/history.ts). */
+  deviceCount(): number {
+    if (this.deviceNames === null) this.devices();
+    return this.deviceNames!.size;
+  }
+
+  /** One below the lowest inbox seq still stored (the head when none is): where reading the whole inbox starts. */
+  inboxFloor(): number {
+    const m = this.sql.all<{ m: number | null }>(`SELECT min(seq) AS m FROM inbox WHERE user = ?`, this.user)[0]?.m;
+    return m == null ? this.userRow().next_seq - 1 : m - 1;
   }
 
   /** The device's cursor: what it acked, written or not. */
@@ -730,11 +753,13 @@ export class MailboxStore {
        ON CONFLICT (user, device) DO UPDATE SET cursor = excluded.cursor, last_seen = excluded.last_seen`,
       this.user, device, cursor, now,
     );
+    this.deviceNames?.add(device);
     if ((this.unsaved.get(device) ?? 0) <= cursor) this.unsaved.delete(device);
   }
 
   deleteDevice(device: string): void {
     this.unsaved.delete(device);
+    this.deviceNames?.delete(device);
     this.sql.all(`DELETE FROM devices WHERE user = ? AND device = ?`, this.user, device);
   }
 }

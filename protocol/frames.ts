@@ -65,6 +65,8 @@ export const HELLO_FEATURES = {
   refs: 1,
   /** Typing indicators (PROTOCOL.md 8.8): the server may send `typing_state`. */
   typing: 2,
+  /** Multi-device sync (PROTOCOL.md 9.10): `deliver` may carry entries of kind `sent`. */
+  sync: 4,
 } as const;
 
 export interface Welcome {
@@ -129,17 +131,25 @@ export const ENTRY_KINDS = {
   message: 1,
   /** Legacy: a message this user sent reached a device of its recipient (see the `receipts` frame). */
   delivered: 2,
+  /**
+   * A message this user sent, from any of its devices (multi-device sync, PROTOCOL.md 9.9): `peer` is the
+   * RECIPIENT, `msg` the server id its send_ack carried, `body` the body. In the user's own order.
+   */
+  sent: 3,
 } as const;
 
 export type EntryKind = keyof typeof ENTRY_KINDS;
 
 export interface Entry {
-  /** Per-user sequence number: strictly increasing, no gaps within one connection's stream. */
+  /**
+   * Per-user sequence number: strictly increasing, no gaps within one connection's stream (except `sent`
+   * entries left out for a client that did not say hello.sync, PROTOCOL.md 9.9).
+   */
   seq: number;
   kind: EntryKind;
   /** Server message id (for a receipt: the id of the message it is about). */
   msg: string;
-  /** For a message: the sender. For a receipt: the recipient whose device got it. */
+  /** For a message: the sender. For a receipt: the recipient whose device got it. For `sent`: the recipient. */
   peer: string;
   /** ms since epoch: when the server accepted the message / when it was delivered. */
   ts: number;

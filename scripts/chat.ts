@@ -11,6 +11,7 @@
  * reached a device of its recipient, "✓✓ read" one its recipient read (unless they turned read receipts off). The device's cursor and unsent messages live in
  * ./.iris/<user>-<device>.json, so a restarted chat resumes where it stopped, with nothing lost or repeated.
  *
+ * Messages you sent from another device (another chat with a different --device) print as "me -> bob: text".
  * The peer's presence is followed (subscribePresence): "bob is online" / "bob was last seen ..." as it changes.
  * Typing: on a terminal, editing a line tells the peer "typing" (typingInput on each keystroke; off after a
  * pause or when the line is sent); "bob is typing…" shows when the peer types. With stdin a pipe, /typing.
@@ -25,7 +26,7 @@
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { parseArgs } from 'node:util';
-import { IrisClient, IrisError, type ConnectionState, type IrisMessage, type IrisRef } from '../client/index.js';
+import { IrisClient, IrisError, type ConnectionState, type IrisMessage, type IrisOutgoing, type IrisRef } from '../client/index.js';
 import { FileStore } from '../client/node-store.js';
 import { ID_PATTERN } from '../protocol/limits.js';
 import { ONPREM_PORT, WRANGLER_PORT, connectUrl } from './lib/endpoints.js';
@@ -187,6 +188,12 @@ client.on('message', (m) => {
   if (m.from === peer) lastFromPeer = m.msg;
   showMessage(m);
 });
+// Multi-device sync (PROTOCOL.md 9.10): what this user sent from another device, in the conversation's order.
+function showSent(s: IrisOutgoing, suffix = ''): void {
+  if (s.ref) return out(refLine({ seq: s.seq, msg: s.msg, from: user!, ts: s.ts, body: s.body, text: s.text }, s.ref) + suffix);
+  out(`[${clock(s.ts)}] #${remember(s.msg, user!, s.text())} me -> ${s.to}: ${s.text()}${suffix}`);
+}
+client.on('sent', (s) => showSent(s));
 // Cumulative, like delivery receipts: one line for everything up to r.msg.
 client.on('read', (r) => out(`  ✓✓ read by ${r.by} up to ${r.msg} at ${clock(r.ts)}`));
 client.on('readState', (p) => out(`* ${p.conv} read up to ${p.msg} (on one of your devices)`));
@@ -194,6 +201,7 @@ client.on('settings', (x) => out(`* read receipts are ${x.readReceipts ? 'on' : 
 // Shown by an earlier run that stopped before it finished printing them (the terminal may or may not have them).
 client.on('recovered', (r) => {
   if (r.kind === 'message') showMessage(r.message, '  (again: the last run stopped while showing it)');
+  if (r.kind === 'sent') showSent(r.sent, '  (again: the last run stopped while showing it)');
 });
 client.on('retry', (r) => out(`  … "${short(textById.get(r.id) ?? '')}" held by the server (${r.code}); resending in ${r.retryAfter} ms`));
 client.on('ack', (a) => {

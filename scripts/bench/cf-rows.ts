@@ -8,6 +8,7 @@
  *   npm run bench:cf-rows -- --n 200 --paced 50 --sparse 0 --scenarios online,paced   # quicker
  *   npm run bench:cf-rows -- --url http://127.0.0.1:8787 --secret S   # a `wrangler dev -c scripts/bench/wrangler.bench.toml` you run
  *   npm run bench:cf-rows -- --json out.json       # also write every snapshot and the per-statement tally
+ *   npm run bench:cf-rows -- --history-depth 100  # the server keeps history for new devices (IRIS_HISTORY_DEPTH)
  *
  * Traffic is the real SDK (client/client.ts, defaults: one send in flight per recipient, cumulative acks every
  * 32 entries or 50 ms, heartbeat after 20 s without sending) through the real edge Worker and UserShard on
@@ -23,6 +24,8 @@
  *   reads    (not in the default list) alice's --paced messages are delivered and receipted BEFORE the first
  *            snapshot; then bob marks them read one at a time, each waiting for alice's read event: the figures
  *            are per READ MARK (PROTOCOL.md 9.8), not per message
+ *   twodev   (not in the default list) like paced, with alice's second device d2 online too: what the sent
+ *            entry of multi-device sync (PROTOCOL.md 9.9) adds for a user with two devices
  *
  * Before each scenario's first snapshot the pair exchanges one warm-up message (both shards exist, the peers
  * row is there, both devices are registered), so the figures are the steady state, not first contact. After the
@@ -71,14 +74,16 @@ interface Options {
   scenarios: string[];
   json: string | null;
   statements: boolean;
+  /** IRIS_HISTORY_DEPTH of the server the bench starts (null: its default). */
+  historyDepth: number | null;
 }
 
 const SCENARIOS = ['online', 'paced', 'offline', 'sparse'];
 /** Scenarios run only when named in --scenarios. */
-const EXTRA_SCENARIOS = ['reads'];
+const EXTRA_SCENARIOS = ['reads', 'twodev'];
 
 function parse(argv: string[]): Options {
-  const o: Options = { url: null, secret: 'bench-cf-rows-secret', n: 1000, paced: 200, sparse: 4, sparseGapMs: 2500, scenarios: SCENARIOS, json: null, statements: true };
+  const o: Options = { url: null, secret: 'bench-cf-rows-secret', n: 1000, paced: 200, sparse: 4, sparseGapMs: 2500, scenarios: SCENARIOS, json: null, statements: true, historyDepth: null };
   const { values: v } = parseArgs({
     args: argv,
     strict: true,
@@ -92,11 +97,12 @@ function parse(argv: string[]): Options {
       scenarios: { type: 'string' },
       json: { type: 'string' },
       'no-statements': { type: 'boolean' },
+      'history-depth': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
   if (v.help) {
-    console.log(`options: --url http://host:port --secret S --n 1000 --paced 200 --sparse 4 --sparse-gap-ms 2500 --scenarios ${SCENARIOS.join(',')} --json FILE --no-statements`);
+    console.log(`options: --url http://host:port --secret S --n 1000 --paced 200 --sparse 4 --sparse-gap-ms 2500 --scenarios ${SCENARIOS.join(',')} --json FILE --no-statements --history-depth N`);
     process.exit(0);
   }
   if (v.url !== undefined) o.url = v.url.replace(/^ws/, 'http').replace(/\/v1\/connect$/, '').replace(/\/$/, '');
@@ -108,6 +114,7 @@ function parse(argv: string[]): Options {
   if (v.scenarios !== undefined) o.scenarios = v.scenarios.split(',');
   if (v.json !== undefined) o.json = v.json;
   if (v['no-statements']) o.statements = false;
+  if (v['history-depth'] !== undefined) o.historyDepth = Number(v['history-depth']);
   for (const [k, x, max] of [['--n', o.n, 10_000], ['--paced', o.paced, 2_000], ['--sparse', o.sparse, 20]] as const) {
     if (!(Number.isInteger(x) && x >= 0 && x <= max)) throw new Error(`${k} must be an integer in [0, ${max}]`);
   }
@@ -178,6 +185,8 @@ class Party {
   readonly wire: Wire = { out: {}, in: 0 };
   readonly client: IrisClient;
   messages = 0;
+  /** Messages this user sent from another device (multi-device sync: `sent` events). */
+  sent = 0;
   receipts = 0;
   /** Receipts are cumulative (PROTOCOL.md 9.6): the highest outbox number of ours one of them named. */
   receiptedUpTo = 0;
@@ -189,17 +198,22 @@ class Party {
     readonly user: string,
     base: string,
     secret: string,
+    device = 'd1',
   ) {
     this.client = new IrisClient({
       url: `${base.replace(/^http/, 'ws')}/v1/connect`,
       token: () => mintToken(user, { secret }),
-      device: 'd1',
+      device,
       store: new MemoryStore(),
       WebSocket: countingSocket(this.wire),
       probeRefusals: false,
     });
     this.client.on('message', () => {
       this.messages++;
+      this.wake();
+    });
+    this.client.on('sent', () => {
+      this.sent++;
       this.wake();
     });
     this.client.on('receipt', (r) => {
@@ -353,10 +367,12 @@ async function scenario(o: Options, base: string, name: string, n: number): Prom
   const tag = `${name}-${process.pid}-${Date.now().toString(36)}`;
   const alice = new Party(`alice-${tag}`, base, o.secret);
   const bob = new Party(`bob-${tag}`, base, o.secret);
+  // twodev: alice's second device, on the same shard (its counters are alice's).
+  const alice2 = name === 'twodev' ? new Party(alice.user, base, o.secret, 'd2') : null;
   const users = [alice.user, bob.user];
   try {
     // Warm-up: both shards and the peers row exist, both devices are registered.
-    await Promise.all([alice.client.connect(), bob.client.connect()]);
+    await Promise.all([alice.client.connect(), bob.client.connect(), alice2?.client.connect()]);
     const warm = await alice.client.send(bob.user, 'warm-up');
     await alice.until(() => alice.receiptedUpTo >= outboxNumber(warm.msg) && bob.messages >= 1, 'the warm-up receipt');
     if (name === 'offline') await bob.client.close();
@@ -372,7 +388,8 @@ async function scenario(o: Options, base: string, name: string, n: number): Prom
     // Less the warm-up's receipt (and, reads, those of the messages read).
     const receiptsBefore = alice.receipts;
     const before = await settle(base, users, 2_500);
-    const wireBefore = [snapWire(alice), snapWire(bob)];
+    const parties = alice2 ? [alice, bob, alice2] : [alice, bob];
+    const wireBefore = parties.map(snapWire);
     const t0 = Date.now();
     let lastMsg = '';
     const body = (i: number) => `message ${i} of ${name}: about the size of a short chat line`;
@@ -407,7 +424,8 @@ async function scenario(o: Options, base: string, name: string, n: number): Prom
     if (bob.messages !== n + 1) throw new Error(`expected ${n + 1} messages, got ${bob.messages}`);
     const a = delta(before[0]!, after[0]!, 'alice');
     const b = delta(before[1]!, after[1]!, 'bob');
-    const wire = wireTotal([alice, bob], wireBefore);
+    if (alice2 && alice2.sent < n + 1) throw new Error(`expected ${n + 1} sent entries at alice's d2, got ${alice2.sent}`);
+    const wire = wireTotal(parties, wireBefore);
     let statements: Result['statements'] = null;
     if (after[0]!.statements) {
       statements = {};
@@ -416,7 +434,7 @@ async function scenario(o: Options, base: string, name: string, n: number): Prom
     }
     return { scenario: name, messages: n, receipts, wallMs, total: add(a, b), alice: a, bob: b, clientOut: wire.out, clientIn: wire.in, statements };
   } finally {
-    await Promise.all([alice.client.close().catch(() => {}), bob.client.close().catch(() => {})]);
+    await Promise.all([alice.client.close().catch(() => {}), bob.client.close().catch(() => {}), alice2?.client.close().catch(() => {})]);
   }
 }
 
@@ -491,12 +509,15 @@ async function main(): Promise<void> {
   if (base === null) {
     const port = await freePort();
     // IRIS_SQL_TALLY: the shards also count rows per statement text (a map lookup per statement).
-    server = await startWrangler(port, o.secret, o.statements ? { IRIS_SQL_TALLY: '1' } : {});
+    server = await startWrangler(port, o.secret, {
+      ...(o.statements ? { IRIS_SQL_TALLY: '1' } : {}),
+      ...(o.historyDepth !== null ? { IRIS_HISTORY_DEPTH: String(o.historyDepth) } : {}),
+    });
     base = `http://127.0.0.1:${port}`;
   }
   const results: Result[] = [];
   try {
-    const sizes: Record<string, number> = { online: o.n, offline: o.n, paced: o.paced, sparse: o.sparse, reads: o.paced };
+    const sizes: Record<string, number> = { online: o.n, offline: o.n, paced: o.paced, sparse: o.sparse, reads: o.paced, twodev: o.paced };
     for (const name of o.scenarios) {
       if (sizes[name] === 0) continue;
       process.stderr.write(`${name}: ${sizes[name]} messages...\n`);

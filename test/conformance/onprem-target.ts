@@ -42,6 +42,7 @@ export async function startOnprem(opts: OnpremOptions = {}): Promise<Target> {
     // Presence: as in wrangler-target.ts.
     IRIS_PRESENCE_HOLD_MS: '1500',
     IRIS_PRESENCE_SUBSCRIPTIONS: '50',
+    IRIS_HISTORY_DEPTH: '20',
     ...opts.env,
   };
   let child: ChildProcess | null = null;
@@ -95,6 +96,7 @@ export async function startOnprem(opts: OnpremOptions = {}): Promise<Target> {
   return {
     url,
     presenceCap: Number(env['IRIS_PRESENCE_SUBSCRIPTIONS']),
+    historyDepth: Number(env['IRIS_HISTORY_DEPTH']),
     token: (user, o) => mintToken(user, { ttl: o?.expiresIn ?? '1h', secret: SECRET }),
     restart: async () => {
       await stopProcess();

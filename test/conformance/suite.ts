@@ -30,6 +30,8 @@ export interface Target {
    * with 50); absent: unknown or at the limit, so only the limit itself is checked.
    */
   presenceCap?: number;
+  /** The server's IRIS_HISTORY_DEPTH (the suite's own servers run with 20); absent: unknown, taken as the default 0. */
+  historyDepth?: number;
 }
 
 const HERE = dirname(fileURLToPath(import.meta.url));

@@ -67,6 +67,7 @@ export async function startWrangler(opts: WranglerOptions = {}): Promise<Target>
     // the suite can exceed cheaply.
     IRIS_PRESENCE_HOLD_MS: '1500',
     IRIS_PRESENCE_SUBSCRIPTIONS: '50',
+    IRIS_HISTORY_DEPTH: '20',
     ...opts.vars,
   };
   const url = `ws://127.0.0.1:${port}/v1/connect`;
@@ -150,6 +151,7 @@ export async function startWrangler(opts: WranglerOptions = {}): Promise<Target>
   return {
     url,
     presenceCap: Number(vars['IRIS_PRESENCE_SUBSCRIPTIONS']),
+    historyDepth: Number(vars['IRIS_HISTORY_DEPTH']),
     token: (user, o) => mintToken(user, { ttl: o?.expiresIn ?? '1h', secret: vars['IRIS_JWT_SECRET'] ?? DEV_SECRET }),
     restart: async () => {
       await stopProcess();

@@ -155,7 +155,7 @@ describe('IrisClient: connect', () => {
     const s = await nextSocket(1);
     expect(s.init).toEqual(['iris.v1', 'bearer.tok']);
     const hello = await s.welcome();
-    expect(hello).toEqual({ t: 'hello', device: 'phone', cursor: 41, receipts: 0, reads: 0, features: 3 });
+    expect(hello).toEqual({ t: 'hello', device: 'phone', cursor: 41, receipts: 0, reads: 0, features: 7 });
     const w = await p;
     expect(w.cursor).toBe(41);
     expect(c.state).toBe('open');
@@ -218,7 +218,7 @@ describe('IrisClient: connect', () => {
     s.accept();
     await waitFor(() => s.raw.length > 0);
     expect(typeof s.raw[0]).toBe('string');
-    expect(JSON.parse(s.raw[0] as string)).toEqual({ t: 'hello', device: 'phone', cursor: 0, receipts: 0, reads: 0, features: 3 });
+    expect(JSON.parse(s.raw[0] as string)).toEqual({ t: 'hello', device: 'phone', cursor: 0, receipts: 0, reads: 0, features: 7 });
   });
 });
 
@@ -759,7 +759,7 @@ describe('IrisClient: handed out at most once (issue 7, finding 1)', () => {
 
     const c2 = client({ store });
     const events: string[] = [];
-    c2.on('recovered', (r) => void events.push(r.kind === 'message' ? `rec ${r.message.seq} ${r.message.text()}` : `rec-receipt ${r.receipt.seq}`));
+    c2.on('recovered', (r) => void events.push(r.kind === 'message' ? `rec ${r.message.seq} ${r.message.text()}` : r.kind === 'receipt' ? `rec-receipt ${r.receipt.seq}` : `rec-sent ${r.sent.seq}`));
     c2.on('message', (m) => void events.push(`msg ${m.seq}`));
     c2.connect().catch(() => {});
     const s2 = await nextSocket(1);
@@ -1094,5 +1094,27 @@ describe('IrisClient: transient send refusals are retried (issue 7, finding 8)',
     await waitFor(() => s.framesOf('send').length === 2);
     s.push({ t: 'error', code: 'invalid_recipient', message: 'no', ref: 'y1' });
     expect(((await q.catch((e: unknown) => e)) as IrisError).code).toBe('invalid_recipient');
+  });
+});
+
+describe('IrisClient: multi-device sync (PROTOCOL.md 9.9)', () => {
+  it("emits 'sent' for sends of the user's other devices, in order with messages; its own are acked silently", async () => {
+    const c = client();
+    const events: string[] = [];
+    c.on('message', (m) => void events.push(`msg ${m.from}: ${m.text()}`));
+    c.on('sent', (s) => void events.push(`sent ${s.to}: ${s.text()} (${s.msg})`));
+    c.connect().catch(() => {});
+    const s = await nextSocket(1);
+    await s.welcome();
+    const p = c.send('bob', 'mine', { id: 'x1' });
+    await waitFor(() => s.framesOf('send').length === 1);
+    // The server writes the ack before the deliver that carries the send's own sent entry.
+    s.push({ t: 'send_ack', id: 'x1', msg: 'alice:1', ts: 5, dup: false });
+    await p;
+    const sent = (seq: number, msg: string, text: string): Entry => entry(seq, { kind: 'sent', msg, peer: 'bob', body: new TextEncoder().encode(text) });
+    s.push({ t: 'deliver', entries: [entry(1), sent(2, 'alice:1', 'mine'), sent(3, 'alice:2', 'from my laptop'), entry(4)] });
+    await waitFor(() => events.length === 3);
+    expect(events).toEqual(['msg bob: m1', 'sent bob: from my laptop (alice:2)', 'msg bob: m4']);
+    await waitFor(() => s.framesOf('deliver_ack').some((a) => a.seq === 4));
   });
 });

@@ -11,6 +11,7 @@ await import('./core-receipts.test.js');
 await import('./core-counters.test.js');
 await import('./core-send-barrier.test.js');
 await import('./core-reads.test.js');
+await import('./core-sync.test.js');
 
 const { describe, expect, it } = await import('vitest');
 const { StorageFullError } = await import('../../core/ports.js');

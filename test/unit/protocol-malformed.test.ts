@@ -47,7 +47,7 @@ const json = (s: string) => outcome(() => decodeJson(s));
 
 /** One valid frame of every type, with every optional part present, for truncation and trailing-byte tests. */
 const VALID: Frame[] = [
-  { t: 'hello', device: 'phone-1', cursor: 300, receipts: 17, reads: 4, features: 1 },
+  { t: 'hello', device: 'phone-1', cursor: 300, receipts: 17, reads: 4, features: 7 },
   { t: 'welcome', user: 'alice', device: 'phone-1', cursor: 300, head: 302, time: 1_767_225_600_000 },
   { t: 'send', id: 'c-1', to: 'bob', body: te.encode('hi') },
   { t: 'send', id: 'x'.repeat(50), to: 'bob', body: new Uint8Array(200), ref: { kind: 'reply', msg: 'bob:12' } },
@@ -91,7 +91,7 @@ describe('binary: malformed input', () => {
   it.each(VALID.map((f) => [f.t, f] as const))('%s truncated at every byte offset is bad_frame', (_t, f) => {
     const full = encodeBinary(f);
     expect(decodeBinary(full)).toEqual(f);
-    // Optional trailing fields: hello.receipts and hello.reads, and the read block of receipts. A frame cut just
+    // Optional trailing fields: hello.receipts, hello.reads and hello.features, and the read block of receipts. A frame cut just
     // before one of them is a complete, older frame.
     const complete = new Map<number, Frame>();
     if (f.t === 'hello') {
@@ -177,7 +177,7 @@ describe('binary: malformed input', () => {
     const d = encodeBinary({ t: 'deliver', entries: [{ seq: 1, kind: 'message', msg: 'a:1', peer: 'a', ts: 1, body: new Uint8Array(0) }] });
     // 05 01 | 01 (seq) | 01 (kind) ...
     expect(d[3]).toBe(1);
-    for (const k of [0, 3, 4, 0x7f, 0x80, 0xff]) {
+    for (const k of [0, 4, 5, 0x7f, 0x80, 0xff]) {
       d[3] = k;
       expect(bin(d), `kind ${k}`).toEqual({ code: 'invalid_field', message: 'kind: unknown entry kind' });
     }
