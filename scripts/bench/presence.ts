@@ -12,13 +12,12 @@
  * (total_changes(): 0 expected for presence), and CPU (process.cpuUsage, all shards in this one process) per
  * subject change. Bounded: stops after --max-seconds whatever --cycles says, and reports what it did.
  */
-import { DatabaseSync } from 'node:sqlite';
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEFAULT_CONFIG, type Config } from '../../core/config.js';
 import { Mailbox } from '../../core/mailbox.js';
-import type { Conn, ConnState, Peers, Sql, SqlValue, Storage } from '../../core/ports.js';
-import { migrate } from '../../core/schema.js';
+import type { Conn, ConnState, Peers } from '../../core/ports.js';
+import { memoryStorage } from '../lib/memory-storage.js';
 import { encodeBinary, type PresenceInfo } from '../../protocol/index.js';
 
 const { values: opt } = parseArgs({
@@ -37,33 +36,7 @@ const FLAPS = Number(opt.flaps);
 const HOLD = Number(opt['hold-ms']);
 const DEADLINE = Date.now() + Number(opt['max-seconds']) * 1000;
 
-const db = new DatabaseSync(':memory:');
-const stmts = new Map<string, ReturnType<DatabaseSync['prepare']>>();
-const sql: Sql = {
-  all: <T>(q: string, ...p: SqlValue[]): T[] => {
-    let s = stmts.get(q);
-    if (!s) stmts.set(q, (s = db.prepare(q)));
-    return s.all(...p) as T[];
-  },
-};
-const storage: Storage = {
-  sql,
-  commit: <T>(fn: () => T): Promise<T> => {
-    db.exec('BEGIN');
-    try {
-      const out = fn();
-      db.exec('COMMIT');
-      return Promise.resolve(out);
-    } catch (e) {
-      db.exec('ROLLBACK');
-      return Promise.reject(e);
-    }
-  },
-};
-db.exec('BEGIN');
-migrate(sql, 0);
-db.exec('COMMIT');
-const changes = (): number => (db.prepare('SELECT total_changes() AS c').get() as { c: number }).c;
+const { storage, changes } = memoryStorage();
 
 let now = 1_767_225_600_000;
 const counts = { watch: 0, push: 0, frames: 0 };

@@ -14,14 +14,13 @@
  * typing frame, typing_state frames written, SQL rows changed (total_changes(): 0 expected) and CPU per typing
  * frame (process.cpuUsage, both ends in this one process), median of --repeat runs.
  */
-import { DatabaseSync } from 'node:sqlite';
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { DEFAULT_CONFIG, type Config } from '../../core/config.js';
 import { Mailbox } from '../../core/mailbox.js';
-import type { Conn, ConnState, Peers, Sql, SqlValue, Storage } from '../../core/ports.js';
-import { migrate } from '../../core/schema.js';
-import { encodeBinary } from '../../protocol/index.js';
+import type { Conn, ConnState, Peers } from '../../core/ports.js';
+import { memoryStorage } from '../lib/memory-storage.js';
+import { HELLO_FEATURES, encodeBinary } from '../../protocol/index.js';
 
 const { values: opt } = parseArgs({
   options: {
@@ -34,33 +33,7 @@ const P = Number(opt.pairs);
 const REPEAT = Number(opt.repeat);
 const TTL = DEFAULT_CONFIG.typingTtlMs;
 
-const db = new DatabaseSync(':memory:');
-const stmts = new Map<string, ReturnType<DatabaseSync['prepare']>>();
-const sql: Sql = {
-  all: <T>(q: string, ...p: SqlValue[]): T[] => {
-    let s = stmts.get(q);
-    if (!s) stmts.set(q, (s = db.prepare(q)));
-    return s.all(...p) as T[];
-  },
-};
-const storage: Storage = {
-  sql,
-  commit: <T>(fn: () => T): Promise<T> => {
-    db.exec('BEGIN');
-    try {
-      const out = fn();
-      db.exec('COMMIT');
-      return Promise.resolve(out);
-    } catch (e) {
-      db.exec('ROLLBACK');
-      return Promise.reject(e);
-    }
-  },
-};
-db.exec('BEGIN');
-migrate(sql, 0);
-db.exec('COMMIT');
-const changes = (): number => (db.prepare('SELECT total_changes() AS c').get() as { c: number }).c;
+const { storage, changes } = memoryStorage();
 
 let now = 1_767_225_600_000;
 const counts = { calls: 0, frames: 0 };
@@ -117,7 +90,8 @@ async function connect(user: string): Promise<StubConn> {
   const c = new StubConn(user);
   box(user);
   sockets.get(user)!.add(c);
-  await box(user).onMessage(c, encodeBinary({ t: 'hello', device: 'd', cursor: 0 }));
+  // The SDK's hello: typing_state goes only to connections that name the typing feature.
+  await box(user).onMessage(c, encodeBinary({ t: 'hello', device: 'd', cursor: 0, receipts: 0, reads: 0, features: HELLO_FEATURES.typing }));
   c.counting = true;
   return c;
 }
