@@ -36,6 +36,9 @@ import type {
 import type { BarrierCode } from './conn-guard.js';
 import { StorageFullError } from './ports.js';
 import { Delivery } from './delivery.js';
+import { GroupMember } from './group/member.js';
+import type { GroupNews } from './group/types.js';
+import type { GroupEntry } from '../protocol/index.js';
 import { Forwarder } from './forwarder.js';
 import { PresenceHub } from './presence.js';
 import { TokenBucket } from './ratelimit.js';
@@ -106,6 +109,8 @@ export class Mailbox {
   private readonly out: Delivery;
   /** Presence subscriptions, both ends, in memory (core/presence.ts). */
   readonly presenceHub: PresenceHub;
+  /** The member side of groups (core/group/member.ts). */
+  private readonly groups: GroupMember;
 
   private get forwarder(): Forwarder {
     return (this.forwarderOrNull ??= new Forwarder(this.deps, { store: this.store, tx: (fn) => this.tx(fn), receive: (b) => this.receive(b) }));
@@ -120,6 +125,7 @@ export class Mailbox {
     this.store = new MailboxStore(deps.storage.sql, deps.user);
     this.out = new Delivery(deps, this.store, (fn) => this.tx(fn));
     this.bucket = new TokenBucket(deps.config.ratePerSec, deps.config.rateBurst, deps.clock.now());
+    this.groups = new GroupMember({ deps, out: this.out, take: (now) => this.bucket.take(now), tx: (fn) => this.tx(fn) });
     this.presenceHub = new PresenceHub({
       ...deps,
       out: this.out,
@@ -183,6 +189,8 @@ export class Mailbox {
           return await this.onPresenceSubscribe(conn, frame);
         case 'set_presence':
           return await this.onSetPresence(conn, frame);
+        default:
+          return await this.groups.onFrame(conn, frame);
       }
     } catch (e) {
       if (e instanceof ProtocolError) return this.out.error(conn, enc, e.code, e.message, e.ref ?? ref);
@@ -206,7 +214,7 @@ export class Mailbox {
     });
     // After last seen is stored: an offline announced after the hold carries it.
     const online = [...this.deps.sockets.list()].some((c) => c !== conn && c.state !== null);
-    await Promise.all([this.presenceHub.changed(conn), online ? undefined : this.presenceHub.lastOffline()]);
+    await Promise.all([this.presenceHub.changed(conn), online ? undefined : this.presenceHub.lastOffline(), this.groups.onClose(conn)]);
   }
 
   private async onHello(conn: Conn, f: Hello, enc: Encoding): Promise<void> {
@@ -274,7 +282,7 @@ export class Mailbox {
       this.out.reply(conn, enc, { t: 'settings', readReceipts: r.readReceipts });
     }
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
-    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver()), this.presenceHub.changed()]);
+    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver()), this.presenceHub.changed(), this.groups.onHello(conn)]);
   }
 
   private async onSend(conn: Conn, f: Send): Promise<void> {
@@ -570,6 +578,16 @@ export class Mailbox {
   /** A subject this user watches changed (Peers.presenceChanged); false: not wanted any more. */
   presenceChanged(info: PresenceInfo): boolean {
     return this.presenceHub.changedAt(info);
+  }
+
+  /** A group's fan-out round (Peers.groupPush), filtered to this user's ranges; false: no device connected. */
+  groupPush(group: string, after: number, upTo: number, entries: GroupEntry[]): boolean {
+    return this.groups.push(group, after, upTo, entries);
+  }
+
+  /** A group changed this user's membership (Peers.groupNews). */
+  groupNews(news: GroupNews): Promise<void> {
+    return this.groups.news(news);
   }
 
   /** Scheduled wake-up: retry every recipient that still has outbox items and is not backing off; presence timers. */

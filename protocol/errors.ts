@@ -17,6 +17,10 @@ export const ERROR_CODES = {
   too_many_devices: 12,
   internal: 13,
   unavailable: 14,
+  not_member: 15,
+  group_full: 16,
+  history_gap: 17,
+  not_admin: 18,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,4 +1,5 @@
 import type { ErrorCode } from './errors.js';
+import { GROUP_CLIENT_TYPES, type GroupClientFrame, type GroupServerFrame } from './groups.js';
 
 /**
  * The frames of protocol v1. One WebSocket message carries exactly one frame; the WebSocket layer already
@@ -26,6 +27,19 @@ export const FRAME_TYPES = {
   settings: 16,
   presence_subscribe: 17,
   set_presence: 18,
+  // Groups (PROTOCOL.md 7.18-7.29); 31 and 32 are kept for group_receipts_query and group_receipts.
+  group_create: 19,
+  group_add: 20,
+  group_remove: 21,
+  group_leave: 22,
+  group_role: 23,
+  group_update: 24,
+  group_roster_query: 25,
+  group_send: 26,
+  group_ack: 27,
+  group_send_ack: 28,
+  group_deliver: 29,
+  group_roster: 30,
 } as const;
 
 export type FrameType = keyof typeof FRAME_TYPES;
@@ -248,11 +262,11 @@ export interface ErrorFrame {
   retryAfter?: number;
 }
 
-export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence;
-export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame;
+export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | GroupClientFrame;
+export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | GroupServerFrame;
 export type Frame = ClientFrame | ServerFrame;
 
-const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence']);
+const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', ...GROUP_CLIENT_TYPES]);
 
 export function isClientFrame(f: Frame): f is ClientFrame {
   return CLIENT_TYPES.has(f.t);

@@ -31,10 +31,10 @@ describe('schema migration 1 -> 2', () => {
     db.exec('BEGIN');
     expect(migrate(sql, 2)).toBe(SCHEMA_VERSION);
     db.exec('COMMIT');
-    expect(SCHEMA_VERSION).toBe(6);
+    expect(SCHEMA_VERSION).toBeGreaterThanOrEqual(6);
     const indexes = sql.all<{ name: string }>(`SELECT name FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL`).map((r) => r.name);
     expect(indexes).toEqual([]);
-    expect(sql.all(`SELECT version FROM iris_migrations ORDER BY version`)).toEqual([{ version: 1 }, { version: 2 }, { version: 3 }, { version: 4 }, { version: 5 }, { version: 6 }]);
+    expect(sql.all(`SELECT version FROM iris_migrations ORDER BY version`)).toEqual(Array.from({ length: SCHEMA_VERSION }, (_, i) => ({ version: i + 1 })));
 
     const store = new MailboxStore(sql, 'alice');
     expect(store.outboxFor('bob', 10).map((i) => i.n)).toEqual([1, 3, 5]);

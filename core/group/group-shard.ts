@@ -1,0 +1,360 @@
+import type { GroupEntry, GroupEntryKind } from '../../protocol/index.js';
+import type { Config } from '../config.js';
+import type { Clock, Logger, Peers, Scheduler, Storage } from '../ports.js';
+import { StorageFullError } from '../ports.js';
+import { GroupStore, type MemberRow } from './store.js';
+import type { GroupAccepted, GroupCall, GroupChange, GroupPush, GroupReadResult, GroupRefusal, GroupResult, GroupRosterResult, GroupWatchResult, Ranges } from './types.js';
+
+export interface GroupShardDeps {
+  group: string;
+  storage: Storage;
+  peers: Peers;
+  scheduler: Scheduler;
+  clock: Clock;
+  config: Config;
+  log: Logger;
+}
+
+/** Entries per push call (ARCHITECTURE.md "Groups": --fanout-batch). */
+export const FANOUT_BATCH = 64;
+/** Largest page a read returns. */
+export const READ_PAGE = 256;
+/** The dedup window is pruned every this many accepted frames. */
+const PRUNE_EVERY = 256;
+
+const refuse = (code: GroupRefusal['code'], message: string): GroupRefusal => ({ ok: false, code, message });
+
+/**
+ * One group's shard (design B of docs/ARCHITECTURE.md "Groups"): the roster and the log, one order for every
+ * member. A send or change is deduplicated by (sender, client id), appended with the next seq and committed before
+ * the reply; after the commit the new entries are pushed, in rounds of at most FANOUT_BATCH, to every ONLINE
+ * member's shard in one call each. A member shard has at most one call in flight: a member still busy with the
+ * previous round is marked behind and, once its call returns, is nudged to pull; a call that fails just marks it
+ * behind (the log is the truth, the push a hint). Nothing here ever awaits a member.
+ */
+export class GroupShard {
+  readonly group: string;
+  private readonly store: GroupStore;
+  private loaded = false;
+  private exists = false;
+  private head = 0;
+  /** Every membership range, per user, oldest first. */
+  private readonly ranges = new Map<string, MemberRow[]>();
+  /** Current members whose shard has a device connected. */
+  private readonly online = new Set<string>();
+  /** Entries appended and not yet pushed, oldest first; `committed` is how far their commits resolved. */
+  private pending: GroupEntry[] = [];
+  private committed = 0;
+  private fanned = 0;
+  private readonly inflight = new Set<string>();
+  private readonly behind = new Set<string>();
+  private accepted = 0;
+
+  constructor(private readonly deps: GroupShardDeps) {
+    this.group = deps.group;
+    this.store = new GroupStore(deps.storage.sql, deps.group);
+  }
+
+  /** One call from a user's shard (Peers.group). Never rejects for the caller's fault: refusals are results. */
+  async call(c: GroupCall): Promise<GroupResult> {
+    switch (c.op) {
+      case 'send':
+        return this.accept(c.from, c.cid, () => this.appendMessage(c.from, c.body));
+      case 'change':
+        return this.accept(c.from, c.cid, () => this.applyChange(c.from, c.change));
+      case 'roster':
+        return this.tx(() => this.roster(c.from));
+      case 'read':
+        return this.tx(() => this.read(c.from, c.after, Math.min(Math.max(1, c.limit), READ_PAGE)));
+      case 'watch':
+        return this.tx(() => this.watch(c.from, c.on));
+    }
+  }
+
+  /** Scheduled wake-up: members not told of a membership change are told again; members behind are nudged. */
+  async onWake(): Promise<void> {
+    await this.tx(() => this.load());
+    this.tellUntold();
+    for (const u of [...this.behind]) if (!this.inflight.has(u)) this.nudge(u);
+  }
+
+  // ------------------------------------------------------------------ writes
+
+  private async accept(from: string, cid: string, apply: () => GroupAccepted | GroupRefusal): Promise<GroupResult> {
+    const now = this.deps.clock.now();
+    const r = await this.tx(() => {
+      this.load();
+      const prior = this.store.dedup(from, cid);
+      if (prior) return { ok: true, seq: prior.seq, ts: prior.ts, dup: true } as const;
+      const out = apply();
+      if (!out.ok) return out;
+      this.store.putDedup(from, cid, out.seq, now);
+      if (++this.accepted % PRUNE_EVERY === 0 && this.head > this.deps.config.dedupWindow) this.store.pruneDedup(this.head - this.deps.config.dedupWindow);
+      return out;
+    });
+    if (r.ok && !r.dup) {
+      this.committed = Math.max(this.committed, r.seq);
+      this.fanout();
+      this.tellUntold();
+    }
+    return r;
+  }
+
+  private entry(kind: GroupEntryKind, from: string, subject = '', name = '', body: Uint8Array = new Uint8Array(0)): GroupEntry {
+    const e: GroupEntry = { seq: ++this.head, kind, from, subject, name, ts: this.deps.clock.now(), body };
+    this.store.append(e);
+    this.pending.push(e);
+    return e;
+  }
+
+  private appendMessage(from: string, body: Uint8Array): GroupAccepted | GroupRefusal {
+    if (!this.current(from)) return refuse('not_member', 'not a member of this group');
+    const e = this.entry('message', from, '', '', body);
+    return { ok: true, seq: e.seq, ts: e.ts, dup: false };
+  }
+
+  private applyChange(from: string, ch: GroupChange): GroupAccepted | GroupRefusal {
+    const cap = this.deps.config.groupMemberCap;
+    if (ch.kind === 'create') {
+      if (this.exists) return refuse('bad_state', 'a group with this id exists');
+      const members = [...new Set(ch.members)].filter((m) => m !== from);
+      if (members.length + 1 > cap) return refuse('group_full', `a group has at most ${cap} members`);
+      this.store.createGroup(from, ch.name, this.deps.clock.now());
+      this.exists = true;
+      const e = this.entry('create', from, from, ch.name);
+      this.open(from, e.seq, true);
+      // The first members see the group from its create entry: its name and every first member's join.
+      for (const m of members) {
+        this.entry('join', from, m);
+        this.open(m, e.seq, false);
+      }
+      return this.done();
+    }
+    const me = this.current(from);
+    if (!me) return refuse('not_member', 'not a member of this group');
+    const admin = me.admin === 1;
+    switch (ch.kind) {
+      case 'add': {
+        if (!admin) return refuse('not_admin', 'only an admin adds members');
+        const add = [...new Set(ch.members)].filter((m) => !this.current(m));
+        if (this.memberCount() + add.length > cap) return refuse('group_full', `a group has at most ${cap} members`);
+        for (const m of add) this.open(m, this.entry('join', from, m).seq, false);
+        return this.done();
+      }
+      case 'remove':
+      case 'leave': {
+        const who = ch.kind === 'leave' ? from : ch.member;
+        if (who !== from && !admin) return refuse('not_admin', 'only an admin removes members');
+        const range = this.current(who);
+        if (!range) return this.done();
+        range.left_at = this.entry('leave', from, who).seq;
+        this.store.putMember(range);
+        return this.done();
+      }
+      case 'role': {
+        if (!admin) return refuse('not_admin', 'only an admin changes roles');
+        const range = this.current(ch.member);
+        if (!range) return refuse('not_member', `${ch.member} is not a member of this group`);
+        if ((range.admin === 1) === ch.admin) return this.done();
+        this.entry('role', from, ch.member, '', Uint8Array.of(ch.admin ? 1 : 0));
+        range.admin = ch.admin ? 1 : 0;
+        this.store.putMember(range);
+        return this.done();
+      }
+      case 'update':
+        if (!admin) return refuse('not_admin', 'only an admin renames the group');
+        this.entry('update', from, '', ch.name, ch.meta);
+        this.store.setNameMeta(ch.name, ch.meta);
+        return this.done();
+    }
+  }
+
+  /** The answer to a change: its last entry (the head), or the head unchanged for a change that was a no-op. */
+  private done(): GroupAccepted {
+    return { ok: true, seq: this.head, ts: this.deps.clock.now(), dup: false };
+  }
+
+  private open(user: string, joined: number, admin: boolean): void {
+    const row: MemberRow = { member: user, joined, left_at: 0, admin: admin ? 1 : 0, online: 0, told: 0 };
+    this.store.putMember(row);
+    const list = this.ranges.get(user);
+    if (list) list.push(row);
+    else this.ranges.set(user, [row]);
+  }
+
+  private current(user: string): MemberRow | undefined {
+    const last = this.ranges.get(user)?.at(-1);
+    return last && last.left_at === 0 ? last : undefined;
+  }
+
+  private memberCount(): number {
+    let n = 0;
+    for (const list of this.ranges.values()) if (list.at(-1)!.left_at === 0) n++;
+    return n;
+  }
+
+  private rangesOf(user: string): Ranges {
+    return (this.ranges.get(user) ?? []).map((r): [number, number] => [r.joined, r.left_at]);
+  }
+
+  // ------------------------------------------------------------------ reads
+
+  private roster(from: string): GroupRosterResult | GroupRefusal {
+    this.load();
+    if (!this.current(from)) return refuse('not_member', 'not a member of this group');
+    const row = this.store.groupRow()!;
+    const members = [...this.ranges].filter(([, l]) => l.at(-1)!.left_at === 0).map(([user, l]) => ({ user, admin: l.at(-1)!.admin === 1 }));
+    return { ok: true, name: row.name, meta: row.meta, head: this.head, members };
+  }
+
+  /** Entries of `from`'s ranges after `after`: a page, how far it covered, and what `from` may see at most. */
+  private read(from: string, after: number, limit: number): GroupReadResult | GroupRefusal {
+    this.load();
+    const list = this.ranges.get(from);
+    if (!list) return refuse('not_member', 'not a member of this group');
+    const trimmed = this.store.groupRow()?.trimmed ?? 0;
+    const gap = after < trimmed ? trimmed : undefined;
+    let pos = Math.max(after, trimmed);
+    const entries: GroupEntry[] = [];
+    const last = list.at(-1)!;
+    const head = last.left_at === 0 ? this.head : last.left_at;
+    for (const r of list) {
+      const end = r.left_at === 0 ? this.head : r.left_at;
+      if (end <= pos) continue;
+      const got = this.store.range(Math.max(pos, r.joined - 1), end, limit - entries.length);
+      entries.push(...got);
+      if (entries.length >= limit) return { ok: true, entries, upTo: entries.at(-1)!.seq, head, ...(gap !== undefined && { gap }) };
+      pos = end;
+    }
+    return { ok: true, entries, upTo: Math.max(pos, after), head, ...(gap !== undefined && { gap }) };
+  }
+
+  private watch(from: string, on: boolean): GroupWatchResult | GroupRefusal {
+    this.load();
+    const list = this.ranges.get(from);
+    if (!list) return refuse('not_member', 'not a member of this group');
+    const cur = this.current(from);
+    if (cur && on !== this.online.has(from)) {
+      if (on) this.online.add(from);
+      else this.online.delete(from);
+      cur.online = on ? 1 : 0;
+      this.store.putMember(cur);
+    }
+    return { ok: true, head: cur ? this.head : list.at(-1)!.left_at };
+  }
+
+  // ------------------------------------------------------------------ fan-out
+
+  /** Pushes committed entries in rounds; never awaits a member (see the class comment). */
+  private fanout(): void {
+    while (this.pending.length > 0 && this.pending[0]!.seq <= this.committed) {
+      let n = 0;
+      while (n < this.pending.length && n < FANOUT_BATCH && this.pending[n]!.seq <= this.committed) n++;
+      const entries = this.pending.slice(0, n);
+      this.pending = this.pending.slice(n);
+      const after = this.fanned;
+      const upTo = entries.at(-1)!.seq;
+      this.fanned = upTo;
+      const targets = [];
+      for (const u of this.online) {
+        if (this.inflight.has(u)) this.behind.add(u);
+        else targets.push({ user: u, ranges: this.rangesOf(u) });
+        // Removed in this round: it gets this round (it learns of its removal), and nothing after it.
+        const last = this.ranges.get(u)?.at(-1);
+        if (!last || last.left_at !== 0) this.online.delete(u);
+      }
+      if (targets.length > 0) this.push({ group: this.group, after, upTo, entries, targets });
+    }
+  }
+
+  private push(p: GroupPush): void {
+    const calls = this.deps.peers.groupPush?.(p) ?? p.targets.map(() => Promise.reject(new Error('no groupPush')));
+    p.targets.forEach((t, i) => {
+      this.inflight.add(t.user);
+      calls[i]!.then(
+        (wanted) => this.pushed(t.user, wanted),
+        () => this.pushFailed(t.user),
+      );
+    });
+  }
+
+  private pushed(user: string, wanted: boolean): void {
+    this.inflight.delete(user);
+    if (!wanted) {
+      // No device there any more: it is offline until its shard watches again (its hello pulls what it missed).
+      this.online.delete(user);
+      this.behind.delete(user);
+      return;
+    }
+    if (this.behind.delete(user)) this.nudge(user);
+  }
+
+  private pushFailed(user: string): void {
+    this.inflight.delete(user);
+    this.behind.add(user);
+    this.deps.scheduler.wakeAt(this.deps.clock.now() + this.deps.config.retryBaseMs);
+  }
+
+  /** An empty push at the head: the member's devices that are behind pull what they missed. */
+  private nudge(user: string): void {
+    if (!this.online.has(user)) {
+      this.behind.delete(user);
+      return;
+    }
+    this.push({ group: this.group, after: this.fanned, upTo: this.fanned, entries: [], targets: [{ user, ranges: this.rangesOf(user) }] });
+  }
+
+  // ------------------------------------------------------------------ membership news
+
+  /** Tells each member whose range changed (joined, left) its new range; retried from the wake until it answers. */
+  private tellUntold(): void {
+    const gn = this.deps.peers.groupNews;
+    if (!gn) return;
+    for (const [user, list] of this.ranges) {
+      const r = list.at(-1)!;
+      const mark = r.left_at || r.joined;
+      if (r.told >= mark) continue;
+      gn.call(this.deps.peers, user, { group: this.group, joined: r.joined, left: r.left_at }).then(
+        () =>
+          this.tx(() => {
+            if (r.told >= mark) return;
+            r.told = mark;
+            this.store.putMember(r);
+          }).catch(() => undefined),
+        () => this.deps.scheduler.wakeAt(this.deps.clock.now() + this.deps.config.retryBaseMs),
+      );
+    }
+  }
+
+  // ------------------------------------------------------------------ state
+
+  private load(): void {
+    if (this.loaded) return;
+    this.ranges.clear();
+    this.online.clear();
+    this.exists = this.store.groupRow() !== undefined;
+    this.head = this.store.head();
+    this.committed = this.fanned = this.head;
+    this.pending = [];
+    for (const m of this.store.members()) {
+      const list = this.ranges.get(m.member);
+      if (list) list.push(m);
+      else this.ranges.set(m.member, [m]);
+    }
+    for (const [user, list] of this.ranges) {
+      const r = list.at(-1)!;
+      if (r.left_at === 0 && r.online === 1) this.online.add(user);
+      if (r.told < (r.left_at || r.joined)) this.deps.scheduler.wakeAt(this.deps.clock.now());
+    }
+    this.loaded = true;
+  }
+
+  /** Storage.commit; when it fails, memory is read again from what is stored (the database rolled back, memory did not). */
+  private tx<T>(fn: () => T): Promise<T> {
+    return this.deps.storage.commit(fn).catch((e: unknown) => {
+      this.loaded = false;
+      if (!(e instanceof StorageFullError)) this.deps.log.log('error', `group ${this.group}: commit failed`, e);
+      throw e;
+    });
+  }
+}
