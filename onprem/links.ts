@@ -20,6 +20,8 @@ import type { PresenceInfo } from '../protocol/index.js';
  *   watch_res    (7): has:u8 [user:str online:u8 lastSeen:f64]  (has 0: hidden, refused or off)
  *   push         (8): watcher:str user:str online:u8 lastSeen:f64 (Peers.presenceChanged)
  *   push_res     (9): wanted:u8
+ *   group       (10): json:str                                 (Peers.group / groupPush / groupNews: group-link.ts)
+ *   group_res   (11): json:str
  *   str/bytes = len:u32 + bytes (UTF-8). Numbers that may exceed 32 bits travel as f64 (exact to 2^53).
  *
  * Every worker keeps at most one outgoing connection per other worker; requests on it are pipelined and
@@ -36,6 +38,8 @@ const OP_WATCH = 6;
 const OP_WATCH_RES = 7;
 const OP_PUSH = 8;
 const OP_PUSH_RES = 9;
+const OP_GROUP = 10;
+const OP_GROUP_RES = 11;
 /** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken link. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
@@ -231,6 +235,8 @@ export interface LinkHandler {
   presence(user: string, asker: string): Promise<PresenceInfo>;
   watch(subject: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined>;
   presenceChanged(watcher: string, info: PresenceInfo): Promise<boolean>;
+  /** A group call, push or news (onprem/group-link.ts), JSON in and out. */
+  group?(json: string): Promise<string>;
 }
 
 /** Answers other workers' calls on <run dir>/peer-<id>.sock. */
@@ -291,6 +297,11 @@ export class LinkServer {
         const info = { user: d.str(), online: d.u8() === 1, lastSeen: d.f64() };
         this.handler.presenceChanged(watcher, info).then(
           (wanted) => out.write(frame(OP_PUSH_RES, rid).u8(wanted ? 1 : 0).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_GROUP) {
+        (this.handler.group?.(d.str()) ?? Promise.reject(new Error('groups are not served here'))).then(
+          (json) => out.write(frame(OP_GROUP_RES, rid).str(json).done()),
           (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
         );
       } else {
@@ -417,6 +428,12 @@ export class LinkClient {
     const { d, op } = await this.call((rid) => frame(OP_PUSH, rid).str(watcher).str(info.user).u8(info.online ? 1 : 0).f64(info.lastSeen).done());
     if (op !== OP_PUSH_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
     return d.u8() === 1;
+  }
+
+  async group(json: string): Promise<string> {
+    const { d, op } = await this.call((rid) => frame(OP_GROUP, rid).str(json).done());
+    if (op !== OP_GROUP_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
+    return d.str();
   }
 
   close(): void {
