@@ -1,6 +1,7 @@
 import type { IrisClient } from '../../../client/index.js';
 import type { ClientPool, Seen, Sender } from '../helpers.js';
 import type { Target } from '../suite.js';
+import { groups } from './groups.js';
 
 /**
  * What a feature's conformance tests get from runConformance: the running target and the suite's helpers. A
@@ -22,4 +23,4 @@ export interface ConformanceContext {
 export type Feature = (ctx: ConformanceContext) => void;
 
 /** Every feature's conformance tests, in the order they run. */
-export const FEATURES: Feature[] = [];
+export const FEATURES: Feature[] = [groups];
