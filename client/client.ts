@@ -4,6 +4,7 @@ import { defaultStore } from './default-store.js';
 import { Emitter, type Listener } from './emitter.js';
 import { IrisError, errText, errorOfFrame } from './errors.js';
 import { IdGenerator } from './ids.js';
+import { Groups, checkRequest, type GroupAckResult, type RosterResult } from './groups.js';
 import { Inbox } from './inbox.js';
 import { Outbox } from './outbox.js';
 import { attachPageHooks } from './page.js';
@@ -34,6 +35,7 @@ export class IrisClient {
   private readonly inbox: Inbox;
   private readonly outbox: Outbox;
   private readonly queries: PresenceQueries;
+  private readonly groups: Groups;
   private loaded: Promise<void> | null = null;
   /** Read marks not yet written, per conversation (only the newest matters: marks are cumulative). */
   private readonly pendingReads = new Map<string, string>();
@@ -63,6 +65,7 @@ export class IrisClient {
       opened: (w) => {
         this.outbox.pump();
         this.queries.rewrite();
+        this.groups.rewrite();
         this.writeReads();
         this.writePresence();
         this.events.emit('welcome', w, listenerFailed);
@@ -80,6 +83,7 @@ export class IrisClient {
             : new IrisError('closed', `connection closed: ${err.message}`, err.closeCode !== undefined ? { closeCode: err.closeCode } : {});
         this.outbox.rejectAll(sendErr);
         this.queries.rejectAll(sendErr);
+        this.groups.rejectAll(sendErr);
       },
       state: (s) => this.events.emit('state', s),
       error: report,
@@ -115,6 +119,12 @@ export class IrisClient {
       },
     });
     this.queries = new PresenceQueries(this.conn, opts.requestTimeoutMs ?? 10_000);
+    this.groups = new Groups({
+      link: this.conn,
+      queue: this.queue,
+      emitMessage: (m) => this.events.emitAsync('groupMessage', m).then(() => undefined),
+      emitEvent: (e) => this.events.emitAsync('groupEvent', e).then(() => undefined),
+    });
   }
 
   get state(): ConnectionState {
@@ -171,6 +181,7 @@ export class IrisClient {
     const closed = this.conn.close(err);
     this.outbox.rejectAll(err);
     this.queries.rejectAll(err);
+    this.groups.rejectAll(err);
     await closed;
   }
 
@@ -247,6 +258,64 @@ export class IrisClient {
     this.writePresence();
   }
 
+  // ------------------------------------------------------------------ groups (PROTOCOL.md 9.9)
+
+  /** Creates a group (its id: `group`, or a random one) with `members` besides this user, who is its admin. */
+  createGroup(name: string, members: string[], opts: { group?: string; id?: string } = {}): Promise<GroupAckResult> {
+    const group = opts.group ?? this.ids.next('g');
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_create', id, group, name, members: [...members] }), members);
+  }
+
+  addMembers(group: string, members: string[], opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_add', id, group, members: [...members] }), members);
+  }
+
+  removeMember(group: string, member: string, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_remove', id, group, member }));
+  }
+
+  leaveGroup(group: string, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_leave', id, group }));
+  }
+
+  setRole(group: string, member: string, admin: boolean, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_role', id, group, member, admin }));
+  }
+
+  updateGroup(group: string, name: string, meta: Uint8Array = new Uint8Array(0), opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_update', id, group, name, meta: meta.slice() }));
+  }
+
+  /**
+   * Sends a message to a group. Resolves once it is durable in the group's log (its seq); written again after a
+   * reconnect with the same id until answered (a retry resolves with dup = true). Members' devices, this user's
+   * other devices and this one included, get it as a `groupMessage` event.
+   */
+  sendToGroup(group: string, body: Uint8Array | string, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    const bytes = typeof body === 'string' ? utf8.encode(body) : body.slice();
+    if (bytes.byteLength > LIMITS.maxBodyBytes) return Promise.reject(new IrisError('frame_too_large', `body: ${bytes.byteLength} bytes exceeds ${LIMITS.maxBodyBytes}`));
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_send', id, group, body: bytes }));
+  }
+
+  /** The group's members and roles (members only; others get not_member). */
+  roster(group: string): Promise<RosterResult> {
+    if (!ID_PATTERN.test(group)) return Promise.reject(new IrisError('invalid_field', 'group: not a valid group id'));
+    if (this.conn.closed) return Promise.reject(new IrisError('closed', 'client is closed'));
+    return this.groups.roster(this.ids.next('r'), group);
+  }
+
+  /** How far the app processed a group (entries at or below are dropped). */
+  groupCursor(group: string): number {
+    return this.groups.cursor(group);
+  }
+
+  private groupRequest(id: string | undefined, make: (id: string) => Parameters<Groups['request']>[1], members: string[] = []): Promise<GroupAckResult> {
+    const cid = id ?? this.ids.next('m');
+    const frame = make(cid);
+    const bad = checkRequest(cid, frame, members) ?? (this.conn.closed ? new IrisError('closed', 'client is closed; call connect() first', { ref: cid }) : null);
+    return bad ? Promise.reject(bad) : this.groups.request(cid, frame);
+  }
+
   /** Resolves once every send in the outbox has been acknowledged or refused. */
   drain(): Promise<void> {
     return this.outbox.drain();
@@ -261,6 +330,7 @@ export class IrisClient {
         const st = await this.queue.store.load();
         this.inbox.restore(st);
         this.outbox.restore(st.outbox);
+        this.groups.restore(st.groups);
       })();
       this.loaded.catch(() => {
         this.loaded = null;
@@ -289,6 +359,12 @@ export class IrisClient {
           return;
         }
         return this.queries.answered(f);
+      case 'group_send_ack':
+        return this.groups.acked(f);
+      case 'group_deliver':
+        return this.groups.deliver(f);
+      case 'group_roster':
+        return this.groups.rosterPage(f);
       case 'error':
         return this.onError(f, gen);
       default:
@@ -302,6 +378,7 @@ export class IrisClient {
     if (f.ref !== undefined) {
       if (this.outbox.refused({ ...f, ref: f.ref })) return;
       if (this.queries.refused(f.ref, err)) return;
+      if (this.groups.refused({ ...f, ref: f.ref })) return;
       // A "not now" for a send already acked: the answer to an extra copy of it (written again after a
       // frame-rate refusal, say). Nothing to do.
       if (this.outbox.isLateRefusal(f)) return;

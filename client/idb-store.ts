@@ -73,6 +73,8 @@ export class IndexedDbStore implements ClientStore {
   private readonly handledDelayMs: number;
   private db: Promise<Db> | null = null;
   private ord = 0;
+  /** Every group cursor, as last loaded or saved (the 'groups' record is written whole). */
+  private groupCursors: Record<string, number> = {};
   /** Handled marks not written yet. */
   private handled = new Set<number>();
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -140,10 +142,11 @@ export class IndexedDbStore implements ClientStore {
   async load(): Promise<StoredState> {
     const db = await this.open();
     const tx = db.transaction(STORES, 'readonly');
-    const [cursor, receipts, reads, outbox, unhandled] = await Promise.all([
+    const [cursor, receipts, reads, groups, outbox, unhandled] = await Promise.all([
       req(tx.objectStore('meta').get('cursor')),
       req(tx.objectStore('meta').get('receipts')),
       req(tx.objectStore('meta').get('reads')),
+      req(tx.objectStore('meta').get('groups')),
       req(tx.objectStore('outbox').getAll()),
       req(tx.objectStore('unhandled').getAll()),
     ]);
@@ -153,6 +156,7 @@ export class IndexedDbStore implements ClientStore {
       cursor: typeof cursor === 'number' ? cursor : 0,
       receipts: typeof receipts === 'number' ? receipts : 0,
       reads: typeof reads === 'number' ? reads : 0,
+      groups: (this.groupCursors = { ...(typeof groups === 'object' && groups !== null ? (groups as Record<string, number>) : {}), ...this.groupCursors }),
       outbox: rows.map((r) => ({ id: r.id, to: r.to, body: r.body, createdAt: r.createdAt })),
       unhandled: (unhandled as StoredEntry[]).filter((e) => !this.handled.has(e.seq)).sort((a, b) => a.seq - b.seq),
     };
@@ -184,6 +188,13 @@ export class IndexedDbStore implements ClientStore {
 
   saveReads(version: number): Promise<void> {
     return this.write((tx) => tx.objectStore('meta').put(version, 'reads'));
+  }
+
+  /** Group cursors: one record (meta 'groups'), rewritten whole; a user is in a bounded number of groups. */
+  saveGroupCursor(group: string, seq: number): Promise<void> {
+    this.groupCursors[group] = seq;
+    const all = { ...this.groupCursors };
+    return this.write((tx) => tx.objectStore('meta').put(all, 'groups'));
   }
 
   putPending(item: PendingSend): Promise<void> {

@@ -27,6 +27,8 @@ interface FileShape {
   unhandled?: { seq: number; kind: StoredEntry['kind']; msg: string; peer: string; ts: number; body: string }[];
   /** App values kept with the state (the chat CLI keeps its user and device here). */
   meta: Record<string, string>;
+  /** Per group, the highest seq handed to the app. */
+  groups?: Record<string, number>;
 }
 
 export interface FileStoreOptions {
@@ -46,6 +48,7 @@ export class FileStore implements ClientStore {
   private readonly outbox = new Map<string, PendingSend>();
   private readonly unhandled = new Map<number, StoredEntry>();
   private readonly meta: Record<string, string> = {};
+  private readonly groups: Record<string, number> = {};
   private readonly fsync: boolean;
   private readonly handledDelayMs: number;
   private deferred: ReturnType<typeof setTimeout> | null = null;
@@ -72,6 +75,7 @@ export class FileStore implements ClientStore {
       for (const p of f.outbox ?? []) this.outbox.set(p.id, { id: p.id, to: p.to, body: unb64(p.body), createdAt: p.createdAt });
       for (const e of f.unhandled ?? []) this.unhandled.set(e.seq, { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: unb64(e.body) });
       Object.assign(this.meta, f.meta ?? {});
+      Object.assign(this.groups, f.groups ?? {});
     }
   }
 
@@ -80,6 +84,7 @@ export class FileStore implements ClientStore {
       cursor: this.cursor,
       receipts: this.receipts,
       reads: this.reads,
+      groups: { ...this.groups },
       outbox: [...this.outbox.values()].map((p) => ({ ...p, body: new Uint8Array(p.body) })),
       unhandled: [...this.unhandled.values()].sort((a, b) => a.seq - b.seq).map((e) => ({ ...e, body: new Uint8Array(e.body) })),
     };
@@ -125,6 +130,13 @@ export class FileStore implements ClientStore {
     (this.deferred as { unref?: () => void }).unref?.();
   }
 
+  /** Written at once, like the cursor: a lost write would hand group entries to the app again. */
+  saveGroupCursor(group: string, seq: number): void {
+    if (this.groups[group] === seq) return;
+    this.groups[group] = seq;
+    this.write();
+  }
+
   putPending(item: PendingSend): void {
     this.outbox.set(item.id, { ...item, body: new Uint8Array(item.body) });
     this.write();
@@ -159,6 +171,7 @@ export class FileStore implements ClientStore {
       outbox: [...this.outbox.values()].map((p) => ({ id: p.id, to: p.to, body: b64(p.body), createdAt: p.createdAt })),
       unhandled: [...this.unhandled.values()].map((e) => ({ seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: b64(e.body) })),
       meta: this.meta,
+      groups: this.groups,
     };
     mkdirSync(dirname(this.path), { recursive: true });
     const tmp = `${this.path}.${process.pid}.tmp`;

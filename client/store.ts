@@ -58,6 +58,8 @@ export interface StoredState {
   receipts?: number;
   /** The read version processed (the `upTo` of the last `read_state` frame; PROTOCOL.md 9.8). 0 or absent: none. */
   reads?: number;
+  /** Per group, the highest seq handed to the app (PROTOCOL.md 9.9): entries at or below it are dropped. */
+  groups?: Record<string, number>;
 }
 
 export interface ClientStore {
@@ -85,6 +87,11 @@ export interface ClientStore {
    * saveReceipts: without it a restarted app gets every read position again (idempotent state).
    */
   saveReads?(version: number): void | Promise<void>;
+  /**
+   * Records how far the app processed a group (after its listeners ran). Optional: a store without it forgets
+   * group cursors on restart, and the app may see entries again that the server had not recorded as acked.
+   */
+  saveGroupCursor?(group: string, seq: number): void | Promise<void>;
   /** Called before a send is first written to the socket. */
   putPending(item: PendingSend): void | Promise<void>;
   /** Called when the server acknowledged the send (or refused it for good). */
@@ -107,6 +114,7 @@ export class MemoryStore implements ClientStore {
   reads = 0;
   readonly outbox = new Map<string, PendingSend>();
   readonly unhandled = new Map<number, StoredEntry>();
+  readonly groups = new Map<string, number>();
 
   constructor(initial?: Partial<StoredState>) {
     if (initial?.cursor !== undefined) this.cursor = initial.cursor;
@@ -114,6 +122,7 @@ export class MemoryStore implements ClientStore {
     if (initial?.reads !== undefined) this.reads = initial.reads;
     for (const p of initial?.outbox ?? []) this.outbox.set(p.id, p);
     for (const e of initial?.unhandled ?? []) this.unhandled.set(e.seq, copyEntry(e));
+    for (const [g, c] of Object.entries(initial?.groups ?? {})) this.groups.set(g, c);
   }
 
   load(): StoredState {
@@ -123,7 +132,12 @@ export class MemoryStore implements ClientStore {
       reads: this.reads,
       outbox: [...this.outbox.values()].map((p) => ({ ...p, body: p.body.slice() })),
       unhandled: [...this.unhandled.values()].sort((a, b) => a.seq - b.seq).map(copyEntry),
+      groups: Object.fromEntries(this.groups),
     };
+  }
+
+  saveGroupCursor(group: string, seq: number): void {
+    this.groups.set(group, seq);
   }
 
   handOut(entries: StoredEntry[], cursor: number): void {

@@ -1,3 +1,4 @@
+import type { GroupEvent, GroupMessage } from './groups.js';
 import type { BackoffOptions } from './backoff.js';
 import type { IrisError } from './errors.js';
 import type { FetchLike, WebSocketConstructor } from './socket.js';
@@ -191,4 +192,8 @@ export interface ClientEvents {
   error: IrisError;
   ack: SentEvent;
   welcome: Welcome;
+  /** A group message (PROTOCOL.md 9.9), once per device: the SDK drops what its cursor for the group passed. */
+  groupMessage: GroupMessage;
+  /** A membership change or rename of a group, in the group's order with its messages. */
+  groupEvent: GroupEvent;
 }

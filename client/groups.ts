@@ -1,0 +1,189 @@
+import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, type ClientFrame, type ErrorFrame, type GroupDeliver, type GroupEntry, type GroupMemberInfo, type GroupRoster, type GroupSendAck } from '../protocol/index.js';
+import { IrisError, errorOfFrame } from './errors.js';
+import type { LinkSource } from './link.js';
+import type { StoreQueue } from './store-queue.js';
+
+/**
+ * The SDK's side of groups (PROTOCOL.md 9.9). Every frame that changes a group (create, add, remove, leave, role,
+ * update, send) is kept until the server acknowledged it and written again, with its id, after every welcome, so
+ * a drop costs nothing (the server answers a retry with the original seq, dup true). Deliveries: a cursor per
+ * group, kept in the store, drops every entry at or below it (what a reconnect may send again), so each entry
+ * reaches the app once per device; the cursor is saved and the entries acknowledged after the listeners ran.
+ */
+
+const td = new TextDecoder();
+
+/** A group message as the app sees it. */
+export interface GroupMessage {
+  group: string;
+  seq: number;
+  from: string;
+  ts: number;
+  body: Uint8Array;
+  text(): string;
+}
+
+/** A membership change or rename (every kind but message). */
+export interface GroupEvent {
+  group: string;
+  seq: number;
+  kind: Exclude<GroupEntry['kind'], 'message'>;
+  from: string;
+  /** The member it is about ("" for an update). */
+  subject: string;
+  /** The group's name after a create or update. */
+  name: string;
+  ts: number;
+  /** The metadata of an update; for a role, 01 admin and 00 not. */
+  body: Uint8Array;
+}
+
+export interface GroupAckResult {
+  group: string;
+  seq: number;
+  ts: number;
+  dup: boolean;
+}
+
+export interface RosterResult {
+  group: string;
+  name: string;
+  meta: Uint8Array;
+  seq: number;
+  members: GroupMemberInfo[];
+}
+
+type Pending = { frame: ClientFrame; resolve: (a: GroupAckResult) => void; reject: (e: IrisError) => void };
+type Query = { group: string; members: GroupMemberInfo[]; resolve: (r: RosterResult) => void; reject: (e: IrisError) => void; frame: ClientFrame };
+
+export interface GroupsDeps {
+  link: LinkSource;
+  queue: StoreQueue;
+  emitMessage(m: GroupMessage): Promise<void>;
+  emitEvent(e: GroupEvent): Promise<void>;
+}
+
+export class Groups {
+  private readonly pending = new Map<string, Pending>();
+  private readonly queries = new Map<string, Query>();
+  private readonly cursors = new Map<string, number>();
+  /** Deliveries are processed one frame at a time, in arrival order. */
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(private readonly d: GroupsDeps) {}
+
+  /** Cursors from the store (before the first welcome). */
+  restore(cursors: Record<string, number> | undefined): void {
+    for (const [g, c] of Object.entries(cursors ?? {})) if (c > (this.cursors.get(g) ?? 0)) this.cursors.set(g, c);
+  }
+
+  cursor(group: string): number {
+    return this.cursors.get(group) ?? 0;
+  }
+
+  /** Writes a change or send now if connected; kept and written again after each welcome until answered. */
+  request(id: string, frame: ClientFrame): Promise<GroupAckResult> {
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { frame, resolve, reject });
+      this.d.link.current()?.write(frame);
+    });
+  }
+
+  roster(ref: string, group: string): Promise<RosterResult> {
+    return new Promise((resolve, reject) => {
+      const frame: ClientFrame = { t: 'group_roster_query', ref, group };
+      this.queries.set(ref, { group, members: [], resolve, reject, frame });
+      this.d.link.current()?.write(frame);
+    });
+  }
+
+  /** After a welcome: everything not answered goes out again (same ids; the server dedups). */
+  rewrite(): void {
+    const link = this.d.link.current();
+    if (link === null) return;
+    for (const p of this.pending.values()) link.write(p.frame);
+    for (const q of this.queries.values()) {
+      q.members = [];
+      link.write(q.frame);
+    }
+  }
+
+  acked(f: GroupSendAck): void {
+    const p = this.pending.get(f.id);
+    if (!p) return;
+    this.pending.delete(f.id);
+    p.resolve({ group: f.group, seq: f.seq, ts: f.ts, dup: f.dup });
+  }
+
+  rosterPage(f: GroupRoster): void {
+    const q = this.queries.get(f.ref);
+    if (!q) return;
+    q.members.push(...f.members);
+    if (!f.done) return;
+    this.queries.delete(f.ref);
+    q.resolve({ group: f.group, name: f.name, meta: f.meta, seq: f.seq, members: q.members });
+  }
+
+  /** An error frame with a ref: true when it answered one of ours. Retryable refusals are written again later. */
+  refused(f: ErrorFrame & { ref: string }): boolean {
+    const p = this.pending.get(f.ref);
+    const q = this.queries.get(f.ref);
+    if (!p && !q) return false;
+    if ((f.code === 'rate_limited' || f.code === 'unavailable') && f.retryAfter !== undefined) {
+      const frame = (p ?? q)!.frame;
+      setTimeout(() => this.d.link.current()?.write(frame), f.retryAfter);
+      return true;
+    }
+    const err = errorOfFrame(f);
+    if (p) {
+      this.pending.delete(f.ref);
+      p.reject(err);
+    } else {
+      this.queries.delete(f.ref);
+      q!.reject(err);
+    }
+    return true;
+  }
+
+  /** Ends every waiting call (the client closed). Unanswered changes are not resent by a later client. */
+  rejectAll(e: IrisError): void {
+    for (const p of this.pending.values()) p.reject(e);
+    for (const q of this.queries.values()) q.reject(e);
+    this.pending.clear();
+    this.queries.clear();
+  }
+
+  deliver(f: GroupDeliver): void {
+    this.chain = this.chain.then(() => this.process(f)).catch(() => undefined);
+  }
+
+  private async process(f: GroupDeliver): Promise<void> {
+    const fresh = f.entries.filter((e) => e.seq > this.cursor(f.group));
+    for (const e of fresh) {
+      if (e.kind === 'message') {
+        const body = e.body;
+        await this.d.emitMessage({ group: f.group, seq: e.seq, from: e.from, ts: e.ts, body, text: () => td.decode(body) });
+      } else {
+        await this.d.emitEvent({ group: f.group, seq: e.seq, kind: e.kind, from: e.from, subject: e.subject, name: e.name, ts: e.ts, body: e.body });
+      }
+      this.cursors.set(f.group, e.seq);
+    }
+    const last = f.entries.at(-1)?.seq;
+    if (last === undefined) return;
+    if (fresh.length > 0) {
+      const seq = this.cursor(f.group);
+      this.d.queue.run((st) => st.saveGroupCursor?.(f.group, seq));
+    }
+    // Acknowledged even when all was dropped: the server's window moves on either way.
+    this.d.link.current()?.write({ t: 'group_ack', group: f.group, seq: last });
+  }
+}
+
+/** A group frame the server would refuse as malformed, refused here instead (null: fine). */
+export function checkRequest(id: string, frame: ClientFrame, members: string[]): IrisError | null {
+  if (!CLIENT_ID_PATTERN.test(id)) return new IrisError('invalid_field', 'id: expected 1-64 visible ASCII chars');
+  if (!('group' in frame) || !ID_PATTERN.test(frame.group)) return new IrisError('invalid_field', 'group: not a valid group id');
+  if (members.length > LIMITS.maxGroupBatch) return new IrisError('invalid_field', `members: at most ${LIMITS.maxGroupBatch}`);
+  for (const m of members) if (!ID_PATTERN.test(m)) return new IrisError('invalid_field', `members: "${m}" is not a valid user id`);
+  return null;
+}
