@@ -84,7 +84,8 @@ export class FileStore implements ClientStore {
       cursor: this.cursor,
       receipts: this.receipts,
       reads: this.reads,
-      groups: { ...this.groups },
+      // Only when there are any: a store of a client that never joined a group loads as it always did.
+      ...(Object.keys(this.groups).length > 0 && { groups: { ...this.groups } }),
       outbox: [...this.outbox.values()].map((p) => ({ ...p, body: new Uint8Array(p.body) })),
       unhandled: [...this.unhandled.values()].sort((a, b) => a.seq - b.seq).map((e) => ({ ...e, body: new Uint8Array(e.body) })),
     };

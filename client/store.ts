@@ -132,7 +132,7 @@ export class MemoryStore implements ClientStore {
       reads: this.reads,
       outbox: [...this.outbox.values()].map((p) => ({ ...p, body: p.body.slice() })),
       unhandled: [...this.unhandled.values()].sort((a, b) => a.seq - b.seq).map(copyEntry),
-      groups: Object.fromEntries(this.groups),
+      ...(this.groups.size > 0 && { groups: Object.fromEntries(this.groups) }),
     };
   }
 
