@@ -14,6 +14,9 @@
  * The peer's presence is followed (subscribePresence): "bob is online" / "bob was last seen ..." as it changes.
  * Commands: /read (mark what the peer sent read)  /receipts on|off  /presence [user...]
  *           /visibility everyone|contacts|nobody (who sees your presence)  /quit  /help
+ * Groups (scripts/lib/chat-groups.ts): /group create GROUP user...  /group add|remove GROUP user...
+ *           /group leave GROUP  /group admin GROUP user on|off  /group rename GROUP NAME  /group roster GROUP
+ *           /g GROUP text (send to a group); group messages print as "GROUP | sender: text".
  * stdin may be a pipe: at end of input the chat waits for the acks of what it sent (and briefly for delivery
  * receipts, see --linger), then exits.
  */
@@ -24,6 +27,7 @@ import { IrisClient, IrisError, type ConnectionState } from '../client/index.js'
 import { FileStore } from '../client/node-store.js';
 import { ID_PATTERN } from '../protocol/limits.js';
 import { ONPREM_PORT, WRANGLER_PORT, connectUrl } from './lib/endpoints.js';
+import { GROUP_HELP, groupCommand, showGroups } from './lib/chat-groups.js';
 import { mintToken } from './token.js';
 
 const USAGE = `usage: npm run chat -- <user> <peer> [--onprem | --port N | --url ws://127.0.0.1:8787/v1/connect]
@@ -145,6 +149,7 @@ client.on('receipt', (r) => {
   }
 });
 client.on('error', (e) => out(`! ${e.code}: ${e.message}`));
+showGroups(client, out, clock);
 client.on('presence', (p) => {
   if (p.online) return out(`* ${p.user} is online`);
   out(`* ${p.user} ${p.lastSeen === 0 ? 'was never seen' : `was last seen ${new Date(p.lastSeen).toLocaleString()}`}`);
@@ -210,7 +215,7 @@ rl.on('line', (raw) => {
   if (line === '') return;
   queue = queue.then(async () => {
     if (line === '/quit') return void (await stop(0));
-    if (line === '/help') return out('commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /quit  (anything else is sent)');
+    if (line === '/help') return out(`commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  ${GROUP_HELP}  /quit  (anything else is sent)`);
     if (line === '/read') {
       if (lastFromPeer === null) return out(`! nothing from ${peer} to mark read yet`);
       return client.markRead(peer!, lastFromPeer);
@@ -222,6 +227,7 @@ rl.on('line', (raw) => {
       const users = line.split(/\s+/).slice(1);
       return presence(users.length > 0 ? users : [peer]);
     }
+    if (await groupCommand(client, line, out)) return;
     if (line.startsWith('/')) return out(`! unknown command ${line.split(/\s+/)[0]}; /help lists them`);
     send(line);
   });
