@@ -48,6 +48,9 @@ export class GroupShard {
   private fanned = 0;
   private readonly inflight = new Set<string>();
   private readonly behind = new Set<string>();
+  /** Members whose shard is not yet told of their latest range (joined or left), and those being told now. */
+  private readonly untold = new Set<string>();
+  private readonly telling = new Set<string>();
   private accepted = 0;
 
   constructor(private readonly deps: GroupShardDeps) {
@@ -149,6 +152,7 @@ export class GroupShard {
         if (!range) return this.done();
         range.left_at = this.entry('leave', from, who).seq;
         this.store.putMember(range);
+        this.untold.add(who);
         return this.done();
       }
       case 'role': {
@@ -177,6 +181,7 @@ export class GroupShard {
   private open(user: string, joined: number, admin: boolean): void {
     const row: MemberRow = { member: user, joined, left_at: 0, admin: admin ? 1 : 0, online: 0, told: 0 };
     this.store.putMember(row);
+    this.untold.add(user);
     const list = this.ranges.get(user);
     if (list) list.push(row);
     else this.ranges.set(user, [row]);
@@ -310,18 +315,38 @@ export class GroupShard {
   private tellUntold(): void {
     const gn = this.deps.peers.groupNews;
     if (!gn) return;
-    for (const [user, list] of this.ranges) {
-      const r = list.at(-1)!;
-      const mark = r.left_at || r.joined;
-      if (r.told >= mark) continue;
+    for (const user of this.untold) {
+      if (this.telling.has(user)) continue;
+      const r = this.ranges.get(user)?.at(-1);
+      const mark = r ? r.left_at || r.joined : 0;
+      if (!r || r.told >= mark) {
+        this.untold.delete(user);
+        continue;
+      }
+      this.telling.add(user);
       gn.call(this.deps.peers, user, { group: this.group, joined: r.joined, left: r.left_at }).then(
         () =>
           this.tx(() => {
             if (r.told >= mark) return;
             r.told = mark;
             this.store.putMember(r);
-          }).catch(() => undefined),
-        () => this.deps.scheduler.wakeAt(this.deps.clock.now() + this.deps.config.retryBaseMs),
+          }).then(
+            () => {
+              this.telling.delete(user);
+              // Changed again meanwhile (left after joining, re-added): tell the newer range too.
+              const cur = this.ranges.get(user)?.at(-1);
+              if (cur && cur.told >= (cur.left_at || cur.joined)) this.untold.delete(user);
+              else this.tellUntold();
+            },
+            () => {
+              this.telling.delete(user);
+              this.deps.scheduler.wakeAt(this.deps.clock.now() + this.deps.config.retryBaseMs);
+            },
+          ),
+        () => {
+          this.telling.delete(user);
+          this.deps.scheduler.wakeAt(this.deps.clock.now() + this.deps.config.retryBaseMs);
+        },
       );
     }
   }
@@ -332,6 +357,7 @@ export class GroupShard {
     if (this.loaded) return;
     this.ranges.clear();
     this.online.clear();
+    this.untold.clear();
     this.exists = this.store.groupRow() !== undefined;
     this.head = this.store.head();
     this.committed = this.fanned = this.head;
@@ -344,7 +370,10 @@ export class GroupShard {
     for (const [user, list] of this.ranges) {
       const r = list.at(-1)!;
       if (r.left_at === 0 && r.online === 1) this.online.add(user);
-      if (r.told < (r.left_at || r.joined)) this.deps.scheduler.wakeAt(this.deps.clock.now());
+      if (r.told < (r.left_at || r.joined)) {
+        this.untold.add(user);
+        this.deps.scheduler.wakeAt(this.deps.clock.now());
+      }
     }
     this.loaded = true;
   }

@@ -262,6 +262,47 @@ describe('groups: one order, membership as entries', () => {
   });
 });
 
+describe('groups: restarts', () => {
+  it('a group shard restarted from storage still pushes to the members that were online, and knows their ranges', async () => {
+    const w = new World();
+    const apps = ['a', 'b', 'c'].map((u) => new App(w, u, 'phone'));
+    for (const a of apps) await a.hello();
+    await create(apps[0]!, 'g', ['b', 'c']);
+    await send(apps[1]!, 'g', 'before');
+    await syncAll(apps);
+    w.evictGroup('g');
+    const pushes = w.groupPushes.length;
+    await send(apps[2]!, 'g', 'after');
+    await syncAll(apps);
+    expect(w.groupPushes.length).toBeGreaterThan(pushes);
+    for (const a of apps) expect(a.messages('g')).toEqual(['b:before', 'c:after']);
+    await apps[0]!.conn.frame({ t: 'group_send', id: 'x', group: 'g', body: te.encode('dup?') });
+    w.evictGroup('g');
+    await apps[0]!.conn.frame({ t: 'group_send', id: 'x', group: 'g', body: te.encode('dup?') });
+    const acks = apps[0]!.conn.of('group_send_ack').filter((f) => f.id === 'x');
+    expect(acks.map((f) => f.dup)).toEqual([false, true]);
+    expect(acks[0]!.seq).toBe(acks[1]!.seq);
+  });
+
+  it('a member shard restarted (its memory gone) catches its devices up on their next hello', async () => {
+    const w = new World();
+    const a = new App(w, 'a', 'phone');
+    const b = new App(w, 'b', 'phone');
+    await a.hello();
+    await b.hello();
+    await create(a, 'g', ['b']);
+    for (let i = 0; i < 100; i++) await send(a, 'g', `m${i}`);
+    await syncAll([a, b]);
+    await b.conn.disconnect();
+    w.evict('b');
+    for (let i = 100; i < 150; i++) await send(a, 'g', `m${i}`);
+    await b.reconnect();
+    await syncAll([a, b]);
+    expect(b.messages('g')).toHaveLength(150);
+    expect(b.seqs('g')).toEqual(a.seqs('g'));
+  });
+});
+
 function encodeSend(id: string, group: string): Uint8Array {
   // Sent as raw bytes so several members' frames can be in flight at once (FakeConn.frame settles after each).
   return encodeGroupSend(id, group);
