@@ -44,6 +44,8 @@ export interface Config {
   helloTimeoutMs: number;
   /** Members one group may have; a create or add past it gets group_full. */
   groupMemberCap: number;
+  /** How long a group's log entries are kept; a device whose cursor is older gets history_gap. */
+  groupRetentionMs: number;
   /** Users one user may subscribe to for presence; over it a presence_subscribe gets invalid_field. */
   presenceSubscriptions: number;
   /** Offline is announced to subscribers only after this long offline: a flap within it is coalesced away. */

@@ -19,6 +19,8 @@ export interface GroupShardDeps {
 export const FANOUT_BATCH = 64;
 /** Largest page a read returns. */
 export const READ_PAGE = 256;
+/** Log entries past the retention are looked for at most this often. */
+const TRIM_EVERY_MS = 60_000;
 /** The dedup window is pruned every this many accepted frames. */
 const PRUNE_EVERY = 256;
 
@@ -52,6 +54,8 @@ export class GroupShard {
   private readonly untold = new Set<string>();
   private readonly telling = new Set<string>();
   private accepted = 0;
+  /** When entries past the retention were last deleted (at most once a minute, on a write). */
+  private lastTrim = 0;
 
   constructor(private readonly deps: GroupShardDeps) {
     this.group = deps.group;
@@ -93,6 +97,11 @@ export class GroupShard {
       if (!out.ok) return out;
       this.store.putDedup(from, cid, out.seq, now);
       if (++this.accepted % PRUNE_EVERY === 0 && this.head > this.deps.config.dedupWindow) this.store.pruneDedup(this.head - this.deps.config.dedupWindow);
+      if (now - this.lastTrim >= TRIM_EVERY_MS) {
+        // The retention cap: entries older than it go, whoever has not read them (they get history_gap).
+        this.lastTrim = now;
+        this.store.trimBefore(now - this.deps.config.groupRetentionMs, this.head);
+      }
       return out;
     });
     if (r.ok && !r.dup) {
@@ -218,7 +227,8 @@ export class GroupShard {
     const list = this.ranges.get(from);
     if (!list) return refuse('not_member', 'not a member of this group');
     const trimmed = this.store.groupRow()?.trimmed ?? 0;
-    const gap = after < trimmed ? trimmed : undefined;
+    // A gap only when entries of the caller's own ranges were deleted before it read them.
+    const gap = list.some((r) => Math.max(after + 1, r.joined) <= Math.min(trimmed, r.left_at === 0 ? Infinity : r.left_at)) ? trimmed : undefined;
     let pos = Math.max(after, trimmed);
     const entries: GroupEntry[] = [];
     const last = list.at(-1)!;

@@ -68,6 +68,20 @@ export class GroupStore {
       .map(toEntry);
   }
 
+  /**
+   * Deletes the entries accepted before `cutoff` (ts grows with seq, so they are the oldest ones) and moves the
+   * trimmed floor past them. Walks only the entries it deletes (in key order, up to the first young one).
+   * Returns the new floor (0: nothing deleted).
+   */
+  trimBefore(cutoff: number, head: number): number {
+    const young = this.sql.all<{ seq: number }>(`SELECT seq FROM group_log WHERE grp = ? AND ts >= ? ORDER BY seq LIMIT 1`, this.group, cutoff)[0];
+    const floor = young ? young.seq - 1 : head;
+    if (floor <= (this.groupRow()?.trimmed ?? 0)) return 0;
+    this.sql.all(`DELETE FROM group_log WHERE grp = ? AND seq <= ?`, this.group, floor);
+    this.sql.all(`UPDATE groups SET trimmed = ? WHERE grp = ?`, floor, this.group);
+    return floor;
+  }
+
   dedup(sender: string, cid: string): { seq: number; ts: number } | undefined {
     return this.sql.all<{ seq: number; ts: number }>(`SELECT seq, ts FROM group_dedup WHERE grp = ? AND sender = ? AND cid = ?`, this.group, sender, cid)[0];
   }

@@ -262,6 +262,33 @@ describe('groups: one order, membership as entries', () => {
   });
 });
 
+describe('groups: retention', () => {
+  it('entries past IRIS_GROUP_RETENTION_MS are deleted; a device behind them gets history_gap, then what is kept', async () => {
+    const w = new World({ groupRetentionMs: 3_600_000 });
+    const a = new App(w, 'a', 'phone');
+    await a.hello();
+    await create(a, 'g', ['b']);
+    for (let i = 0; i < 10; i++) await send(a, 'g', `old${i}`);
+    await w.advance(2 * 3_600_000);
+    await send(a, 'g', 'new');
+    await syncAll([a]);
+    expect((w.db.prepare(`SELECT count(*) AS c FROM group_log WHERE grp = 'g'`).get() as { c: number }).c).toBe(1);
+    // b was offline since the group was made: its cursor is behind what is kept.
+    const b = new App(w, 'b', 'phone');
+    await b.hello();
+    await syncAll([b]);
+    expect(b.conn.of('error').map((e) => [e.code, e.ref])).toEqual([['history_gap', 'g']]);
+    expect(b.messages('g')).toEqual(['a:new']);
+    // A member that joins now has lost nothing of its range: no gap.
+    await a.conn.frame({ t: 'group_add', id: 'add-c', group: 'g', members: ['c'] });
+    const c = new App(w, 'c', 'phone');
+    await c.hello();
+    await syncAll([c]);
+    expect(c.conn.of('error')).toEqual([]);
+    expect((c.seen.get('g') ?? []).map((e) => e.kind)).toEqual(['join']);
+  });
+});
+
 describe('groups: restarts', () => {
   it('a group shard restarted from storage still pushes to the members that were online, and knows their ranges', async () => {
     const w = new World();
