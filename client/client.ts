@@ -362,7 +362,7 @@ export class IrisClient {
       case 'group_send_ack':
         return this.groups.acked(f);
       case 'group_deliver':
-        return this.groups.deliver(f);
+        return this.groups.deliver(f, gen);
       case 'group_roster':
         return this.groups.rosterPage(f);
       case 'error':

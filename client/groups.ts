@@ -153,11 +153,12 @@ export class Groups {
     this.queries.clear();
   }
 
-  deliver(f: GroupDeliver): void {
-    this.chain = this.chain.then(() => this.process(f)).catch(() => undefined);
+  /** Entries from the welcomed socket `gen`. */
+  deliver(f: GroupDeliver, gen: number): void {
+    this.chain = this.chain.then(() => this.process(f, gen)).catch(() => undefined);
   }
 
-  private async process(f: GroupDeliver): Promise<void> {
+  private async process(f: GroupDeliver, gen: number): Promise<void> {
     const fresh = f.entries.filter((e) => e.seq > this.cursor(f.group));
     for (const e of fresh) {
       if (e.kind === 'message') {
@@ -174,8 +175,10 @@ export class Groups {
       const seq = this.cursor(f.group);
       this.d.queue.run((st) => st.saveGroupCursor?.(f.group, seq));
     }
-    // Acknowledged even when all was dropped: the server's window moves on either way.
-    this.d.link.current()?.write({ t: 'group_ack', group: f.group, seq: last });
+    // Acknowledged even when all was dropped: the server's window moves on either way. Only on the socket that
+    // sent them: a newer one starts from the stored cursor, and an ack beyond what it sent would be bad_ack.
+    const link = this.d.link.current();
+    if (link?.gen === gen) link.write({ t: 'group_ack', group: f.group, seq: last });
   }
 }
 
