@@ -4,7 +4,7 @@ import { defaultStore } from './default-store.js';
 import { Emitter, type Listener } from './emitter.js';
 import { IrisError, errText, errorOfFrame } from './errors.js';
 import { IdGenerator } from './ids.js';
-import { Groups, checkRequest, type GroupAckResult, type RosterResult } from './groups.js';
+import { Groups, checkRequest, type GroupAckResult, type GroupReceiptsResult, type RosterResult } from './groups.js';
 import { Inbox } from './inbox.js';
 import { Outbox } from './outbox.js';
 import { attachPageHooks } from './page.js';
@@ -265,32 +265,23 @@ export class IrisClient {
     const group = opts.group ?? this.ids.next('g');
     return this.groupRequest(opts.id, (id) => ({ t: 'group_create', id, group, name, members: [...members] }), members);
   }
-
   addMembers(group: string, members: string[], opts: { id?: string } = {}): Promise<GroupAckResult> {
     return this.groupRequest(opts.id, (id) => ({ t: 'group_add', id, group, members: [...members] }), members);
   }
-
   removeMember(group: string, member: string, opts: { id?: string } = {}): Promise<GroupAckResult> {
     return this.groupRequest(opts.id, (id) => ({ t: 'group_remove', id, group, member }));
   }
-
   leaveGroup(group: string, opts: { id?: string } = {}): Promise<GroupAckResult> {
     return this.groupRequest(opts.id, (id) => ({ t: 'group_leave', id, group }));
   }
-
   setRole(group: string, member: string, admin: boolean, opts: { id?: string } = {}): Promise<GroupAckResult> {
     return this.groupRequest(opts.id, (id) => ({ t: 'group_role', id, group, member, admin }));
   }
-
   updateGroup(group: string, name: string, meta: Uint8Array = new Uint8Array(0), opts: { id?: string } = {}): Promise<GroupAckResult> {
     return this.groupRequest(opts.id, (id) => ({ t: 'group_update', id, group, name, meta: meta.slice() }));
   }
 
-  /**
-   * Sends a message to a group. Resolves once it is durable in the group's log (its seq); written again after a
-   * reconnect with the same id until answered (a retry resolves with dup = true). Members' devices, this user's
-   * other devices and this one included, get it as a `groupMessage` event.
-   */
+  /** Resolves once durable in the group's log (its seq); rewritten after reconnects until answered (dup on a retry). */
   sendToGroup(group: string, body: Uint8Array | string, opts: { id?: string } = {}): Promise<GroupAckResult> {
     const bytes = typeof body === 'string' ? utf8.encode(body) : body.slice();
     if (bytes.byteLength > LIMITS.maxBodyBytes) return Promise.reject(new IrisError('frame_too_large', `body: ${bytes.byteLength} bytes exceeds ${LIMITS.maxBodyBytes}`));
@@ -302,6 +293,16 @@ export class IrisClient {
     if (!ID_PATTERN.test(group)) return Promise.reject(new IrisError('invalid_field', 'group: not a valid group id'));
     if (this.conn.closed) return Promise.reject(new IrisError('closed', 'client is closed'));
     return this.groups.roster(this.ids.next('r'), group);
+  }
+
+  /** Marks `group` read up to `seq` (no further than this device processed): senders can ask who read what. */
+  markGroupRead(group: string, seq: number): void {
+    this.groups.markRead(group, seq);
+  }
+  /** Who received and read a message this user sent to a group (the sender only; others get bad_state). */
+  groupReceipts(group: string, seq: number): Promise<GroupReceiptsResult> {
+    if (this.conn.closed) return Promise.reject(new IrisError('closed', 'client is closed'));
+    return this.groups.receipts(this.ids.next('q'), group, seq);
   }
 
   /** How far the app processed a group (entries at or below are dropped). */
@@ -365,6 +366,8 @@ export class IrisClient {
         return this.groups.deliver(f, gen);
       case 'group_roster':
         return this.groups.rosterPage(f);
+      case 'group_receipts':
+        return this.groups.receiptsPage(f);
       case 'error':
         return this.onError(f, gen);
       default:

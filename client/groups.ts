@@ -1,4 +1,4 @@
-import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, type ClientFrame, type ErrorFrame, type GroupDeliver, type GroupEntry, type GroupMemberInfo, type GroupRoster, type GroupSendAck } from '../protocol/index.js';
+import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, type ClientFrame, type ErrorFrame, type GroupDeliver, type GroupEntry, type GroupMemberInfo, type GroupMemberReceipt, type GroupReceipts, type GroupRoster, type GroupSendAck } from '../protocol/index.js';
 import { IrisError, errorOfFrame } from './errors.js';
 import type { LinkSource } from './link.js';
 import type { StoreQueue } from './store-queue.js';
@@ -54,6 +54,14 @@ export interface RosterResult {
 }
 
 type Pending = { frame: ClientFrame; resolve: (a: GroupAckResult) => void; reject: (e: IrisError) => void };
+export interface GroupReceiptsResult {
+  group: string;
+  seq: number;
+  /** Every member who may see the message (its sender left out), with how far it got. */
+  members: GroupMemberReceipt[];
+}
+
+type ReceiptsQuery = { members: GroupMemberReceipt[]; resolve: (r: GroupReceiptsResult) => void; reject: (e: IrisError) => void; frame: ClientFrame };
 type Query = { group: string; members: GroupMemberInfo[]; resolve: (r: RosterResult) => void; reject: (e: IrisError) => void; frame: ClientFrame };
 
 export interface GroupsDeps {
@@ -66,6 +74,7 @@ export interface GroupsDeps {
 export class Groups {
   private readonly pending = new Map<string, Pending>();
   private readonly queries = new Map<string, Query>();
+  private readonly receiptQueries = new Map<string, ReceiptsQuery>();
   private readonly cursors = new Map<string, number>();
   /** Deliveries are processed one frame at a time, in arrival order. */
   private chain: Promise<void> = Promise.resolve();
@@ -97,12 +106,36 @@ export class Groups {
     });
   }
 
+  receipts(ref: string, group: string, seq: number): Promise<GroupReceiptsResult> {
+    return new Promise((resolve, reject) => {
+      const frame: ClientFrame = { t: 'group_receipts_query', ref, group, seq };
+      this.receiptQueries.set(ref, { members: [], resolve, reject, frame });
+      this.d.link.current()?.write(frame);
+    });
+  }
+
+  receiptsPage(f: GroupReceipts): void {
+    const q = this.receiptQueries.get(f.ref);
+    if (!q) return;
+    q.members.push(...f.members);
+    if (!f.done) return;
+    this.receiptQueries.delete(f.ref);
+    q.resolve({ group: f.group, seq: f.seq, members: q.members });
+  }
+
+  /** The user read `group` up to `seq` (no further than this device processed): an ack that carries it. */
+  markRead(group: string, seq: number): void {
+    const cursor = this.cursor(group);
+    if (cursor === 0) return;
+    this.d.link.current()?.write({ t: 'group_ack', group, seq: cursor, read: Math.min(seq, cursor) });
+  }
+
   /** After a welcome: everything not answered goes out again (same ids; the server dedups). */
   rewrite(): void {
     const link = this.d.link.current();
     if (link === null) return;
     for (const p of this.pending.values()) link.write(p.frame);
-    for (const q of this.queries.values()) {
+    for (const q of [...this.queries.values(), ...this.receiptQueries.values()]) {
       q.members = [];
       link.write(q.frame);
     }
@@ -127,7 +160,7 @@ export class Groups {
   /** An error frame with a ref: true when it answered one of ours. Retryable refusals are written again later. */
   refused(f: ErrorFrame & { ref: string }): boolean {
     const p = this.pending.get(f.ref);
-    const q = this.queries.get(f.ref);
+    const q = this.queries.get(f.ref) ?? this.receiptQueries.get(f.ref);
     if (!p && !q) return false;
     if ((f.code === 'rate_limited' || f.code === 'unavailable') && f.retryAfter !== undefined) {
       const frame = (p ?? q)!.frame;
@@ -140,6 +173,7 @@ export class Groups {
       p.reject(err);
     } else {
       this.queries.delete(f.ref);
+      this.receiptQueries.delete(f.ref);
       q!.reject(err);
     }
     return true;
@@ -148,9 +182,10 @@ export class Groups {
   /** Ends every waiting call (the client closed). Unanswered changes are not resent by a later client. */
   rejectAll(e: IrisError): void {
     for (const p of this.pending.values()) p.reject(e);
-    for (const q of this.queries.values()) q.reject(e);
+    for (const q of [...this.queries.values(), ...this.receiptQueries.values()]) q.reject(e);
     this.pending.clear();
     this.queries.clear();
+    this.receiptQueries.clear();
   }
 
   /** Entries from the welcomed socket `gen`. */

@@ -592,7 +592,7 @@ export class Mailbox {
 
   /** Scheduled wake-up: retry every recipient that still has outbox items and is not backing off; presence timers. */
   async onWake(): Promise<void> {
-    await Promise.all([this.forwarder.wake(), this.presenceHub.tick()]);
+    await Promise.all([this.forwarder.wake(), this.presenceHub.tick(), this.groups.tick()]);
   }
 
   /** Storage.commit, dropping the store's caches if the commit fails (the database rolled back, they did not). */

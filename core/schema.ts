@@ -114,7 +114,8 @@ const MIGRATIONS: readonly (readonly string[])[] = [
     `CREATE TABLE groups (
        grp TEXT PRIMARY KEY, creator TEXT NOT NULL, name TEXT NOT NULL, meta BLOB NOT NULL,
        trimmed INTEGER NOT NULL,    -- log entries up to here were deleted (a cursor behind it gets history_gap)
-       created INTEGER NOT NULL
+       created INTEGER NOT NULL,
+       receipts BLOB NOT NULL       -- every member's delivered and read seq, packed in one row (core/group/store.ts)
      ) WITHOUT ROWID`,
     `CREATE TABLE group_log (
        grp TEXT NOT NULL, seq INTEGER NOT NULL, kind INTEGER NOT NULL, sender TEXT NOT NULL, subject TEXT NOT NULL,

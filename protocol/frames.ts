@@ -27,7 +27,7 @@ export const FRAME_TYPES = {
   settings: 16,
   presence_subscribe: 17,
   set_presence: 18,
-  // Groups (PROTOCOL.md 7.18-7.29); 31 and 32 are kept for group_receipts_query and group_receipts.
+  // Groups (PROTOCOL.md 7.18, 9.9).
   group_create: 19,
   group_add: 20,
   group_remove: 21,
@@ -40,6 +40,8 @@ export const FRAME_TYPES = {
   group_send_ack: 28,
   group_deliver: 29,
   group_roster: 30,
+  group_receipts_query: 31,
+  group_receipts: 32,
 } as const;
 
 export type FrameType = keyof typeof FRAME_TYPES;

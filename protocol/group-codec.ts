@@ -1,5 +1,5 @@
 import { ProtocolError } from './errors.js';
-import { GROUP_ENTRY_KINDS, type GroupEntry, type GroupEntryKind, type GroupFrame, type GroupMemberInfo } from './groups.js';
+import { GROUP_ENTRY_KINDS, GROUP_RECEIPT_STATES, type GroupEntry, type GroupEntryKind, type GroupFrame, type GroupMemberInfo, type GroupMemberReceipt, type GroupReceiptState } from './groups.js';
 import type { Writer, Reader } from './binary.js';
 import { LIMITS } from './limits.js';
 import * as v from './validate.js';
@@ -10,6 +10,7 @@ import * as v from './validate.js';
  */
 
 const KIND_BY_BYTE = new Map<number, GroupEntryKind>((Object.entries(GROUP_ENTRY_KINDS) as [GroupEntryKind, number][]).map(([k, n]) => [n, k]));
+const STATE_BY_BYTE = new Map<number, GroupReceiptState>((Object.entries(GROUP_RECEIPT_STATES) as [GroupReceiptState, number][]).map(([k, n]) => [n, k]));
 const ID = LIMITS.maxIdLength;
 
 type Obj = Record<string, unknown>;
@@ -62,6 +63,23 @@ export function encodeGroupBinary(w: Writer, f: GroupFrame): void {
     case 'group_ack':
       w.str(f.group);
       w.uint(f.seq);
+      if (f.read !== undefined) w.uint(f.read);
+      return;
+    case 'group_receipts_query':
+      w.str(f.ref);
+      w.str(f.group);
+      w.uint(f.seq);
+      return;
+    case 'group_receipts':
+      w.str(f.ref);
+      w.str(f.group);
+      w.uint(f.seq);
+      w.uint(f.members.length);
+      for (const m of f.members) {
+        w.str(m.user);
+        w.u8(GROUP_RECEIPT_STATES[m.state]);
+      }
+      w.bool(f.done);
       return;
     case 'group_send_ack':
       w.str(f.id);
@@ -147,8 +165,31 @@ export function decodeGroupBinary(r: Reader, t: GroupFrame['t']): GroupFrame {
       const id = v.clientId(r.str('id', ID), 'id');
       return { t, id, group: v.userId(r.str('group', ID), 'group', id), body: r.bytes('body', LIMITS.maxBodyBytes, id) };
     }
-    case 'group_ack':
-      return { t, group: v.userId(r.str('group', ID), 'group'), seq: r.uint('seq') };
+    case 'group_ack': {
+      const f: GroupFrame = { t, group: v.userId(r.str('group', ID), 'group'), seq: r.uint('seq') };
+      // Optional trailing field: an ack that also marks the group read.
+      if (r.more()) f.read = r.uint('read');
+      return f;
+    }
+    case 'group_receipts_query': {
+      const ref = v.clientId(r.str('ref', ID), 'ref');
+      return { t, ref, group: v.userId(r.str('group', ID), 'group', ref), seq: r.uint('seq') };
+    }
+    case 'group_receipts': {
+      const ref = v.clientId(r.str('ref', ID), 'ref');
+      const group = v.userId(r.str('group', ID), 'group');
+      const seq = r.uint('seq');
+      const n = r.uint('members');
+      if (n > LIMITS.maxGroupBatch) throw new ProtocolError('invalid_field', `members: at most ${LIMITS.maxGroupBatch}`);
+      const list: GroupMemberReceipt[] = [];
+      for (let i = 0; i < n; i++) {
+        const user = v.userId(r.str('user', ID), 'user');
+        const state = STATE_BY_BYTE.get(r.u8('state'));
+        if (state === undefined) throw new ProtocolError('invalid_field', 'state: unknown receipt state');
+        list.push({ user, state });
+      }
+      return { t, ref, group, seq, members: list, done: r.bool('done') };
+    }
     case 'group_send_ack':
       return { t, id: v.clientId(r.str('id', ID), 'id'), group: v.userId(r.str('group', ID), 'group'), seq: r.uint('seq'), ts: r.uint('ts'), dup: r.bool('dup') };
     case 'group_deliver': {
@@ -244,8 +285,29 @@ export function decodeGroupJson(o: Obj, t: GroupFrame['t'], bytes: (s: unknown, 
       const id = v.clientId(o['id'], 'id');
       return { t, id, group: v.userId(o['group'], 'group', id), body: bytes(o['body'], 'body', id) };
     }
-    case 'group_ack':
-      return { t, group: v.userId(o['group'], 'group'), seq: v.uint(o['seq'], 'seq') };
+    case 'group_ack': {
+      const f: GroupFrame = { t, group: v.userId(o['group'], 'group'), seq: v.uint(o['seq'], 'seq') };
+      if (o['read'] !== undefined) f.read = v.uint(o['read'], 'read');
+      return f;
+    }
+    case 'group_receipts_query': {
+      const ref = v.clientId(o['ref'], 'ref');
+      return { t, ref, group: v.userId(o['group'], 'group', ref), seq: v.uint(o['seq'], 'seq') };
+    }
+    case 'group_receipts':
+      return {
+        t,
+        ref: v.clientId(o['ref'], 'ref'),
+        group: v.userId(o['group'], 'group'),
+        seq: v.uint(o['seq'], 'seq'),
+        members: v.list(o['members'], 'members', LIMITS.maxGroupBatch, (x) => {
+          const m = obj(x, 'members[]');
+          const state = m['state'];
+          if (typeof state !== 'string' || !Object.hasOwn(GROUP_RECEIPT_STATES, state)) throw new ProtocolError('invalid_field', 'state: expected sent, delivered or read');
+          return { user: v.userId(m['user'], 'user'), state: state as GroupReceiptState };
+        }),
+        done: v.bool(o['done'], 'done'),
+      };
     case 'group_send_ack':
       return { t, id: v.clientId(o['id'], 'id'), group: v.userId(o['group'], 'group'), seq: v.uint(o['seq'], 'seq'), ts: v.uint(o['ts'], 'ts'), dup: v.bool(o['dup'], 'dup') };
     case 'group_deliver':
@@ -285,7 +347,7 @@ export function decodeGroupJson(o: Obj, t: GroupFrame['t'], bytes: (s: unknown, 
   }
 }
 
-const GROUP_TYPES: ReadonlySet<string> = new Set(['group_create', 'group_add', 'group_remove', 'group_leave', 'group_role', 'group_update', 'group_roster_query', 'group_send', 'group_ack', 'group_send_ack', 'group_deliver', 'group_roster']);
+const GROUP_TYPES: ReadonlySet<string> = new Set(['group_create', 'group_add', 'group_remove', 'group_leave', 'group_role', 'group_update', 'group_roster_query', 'group_send', 'group_ack', 'group_send_ack', 'group_deliver', 'group_roster', 'group_receipts_query', 'group_receipts']);
 
 export function isGroupType(t: string): t is GroupFrame['t'] {
   return GROUP_TYPES.has(t);

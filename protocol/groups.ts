@@ -103,11 +103,42 @@ export interface GroupSend {
   body: Uint8Array;
 }
 
-/** Client: this device has processed every entry of `group` up to and including `seq`. Cumulative. */
+/**
+ * Client: this device has processed every entry of `group` up to and including `seq`. Cumulative. `read`: the user
+ * read the group up to and including this seq (at most `seq`; optional, binary: a trailing varint).
+ */
 export interface GroupAck {
   t: 'group_ack';
   group: string;
   seq: number;
+  read?: number;
+}
+
+/** Client (the sender of entry `seq`): which members received and read it. Answered by `group_receipts`. */
+export interface GroupReceiptsQuery {
+  t: 'group_receipts_query';
+  ref: string;
+  group: string;
+  seq: number;
+}
+
+/** How far one member got with one message. */
+export type GroupReceiptState = 'sent' | 'delivered' | 'read';
+export const GROUP_RECEIPT_STATES: Record<GroupReceiptState, number> = { sent: 0, delivered: 1, read: 2 };
+
+export interface GroupMemberReceipt {
+  user: string;
+  state: GroupReceiptState;
+}
+
+/** Server: a page (at most maxGroupBatch) of the members who may see entry `seq`, with how far each got. */
+export interface GroupReceipts {
+  t: 'group_receipts';
+  ref: string;
+  group: string;
+  seq: number;
+  members: GroupMemberReceipt[];
+  done: boolean;
 }
 
 /** Server: the change or message with client id `id` is durable in `group` as entry `seq` (its last, for an add). */
@@ -146,8 +177,8 @@ export interface GroupRoster {
   done: boolean;
 }
 
-export type GroupClientFrame = GroupCreate | GroupAdd | GroupRemove | GroupLeave | GroupRole | GroupUpdate | GroupRosterQuery | GroupSend | GroupAck;
-export type GroupServerFrame = GroupSendAck | GroupDeliver | GroupRoster;
+export type GroupClientFrame = GroupCreate | GroupAdd | GroupRemove | GroupLeave | GroupRole | GroupUpdate | GroupRosterQuery | GroupSend | GroupAck | GroupReceiptsQuery;
+export type GroupServerFrame = GroupSendAck | GroupDeliver | GroupRoster | GroupReceipts;
 export type GroupFrame = GroupClientFrame | GroupServerFrame;
 
 /** The client frames of this file, as FRAME_TYPES names them. */
@@ -161,4 +192,5 @@ export const GROUP_CLIENT_TYPES = [
   'group_roster_query',
   'group_send',
   'group_ack',
+  'group_receipts_query',
 ] as const;

@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import type { Clock, Logger, Peers, Scheduler, Storage } from '../ports.js';
 import { StorageFullError } from '../ports.js';
 import { GroupStore, type MemberRow } from './store.js';
-import type { GroupAccepted, GroupCall, GroupChange, GroupPush, GroupReadResult, GroupRefusal, GroupResult, GroupRosterResult, GroupWatchResult, Ranges } from './types.js';
+import type { GroupAccepted, GroupCall, GroupChange, GroupPush, GroupReadResult, GroupReceiptsResult, GroupRefusal, GroupResult, GroupRosterResult, GroupWatchResult, Ranges } from './types.js';
 
 export interface GroupShardDeps {
   group: string;
@@ -50,6 +50,8 @@ export class GroupShard {
   private fanned = 0;
   private readonly inflight = new Set<string>();
   private readonly behind = new Set<string>();
+  /** Every member's [delivered, read] seqs (the packed row, groups.receipts). */
+  private receipts = new Map<string, [number, number]>();
   /** Members whose shard is not yet told of their latest range (joined or left), and those being told now. */
   private readonly untold = new Set<string>();
   private readonly telling = new Set<string>();
@@ -75,6 +77,10 @@ export class GroupShard {
         return this.tx(() => this.read(c.from, c.after, Math.min(Math.max(1, c.limit), READ_PAGE)));
       case 'watch':
         return this.tx(() => this.watch(c.from, c.on));
+      case 'mark':
+        return this.tx(() => this.mark(c.from, c.delivered, c.read));
+      case 'receipts':
+        return this.tx(() => this.receiptsOf(c.from, c.seq));
     }
   }
 
@@ -258,6 +264,36 @@ export class GroupShard {
     return { ok: true, head: cur ? this.head : list.at(-1)!.left_at };
   }
 
+  /** A member's coalesced delivered / read marks: kept when they move forward, in the packed row. */
+  private mark(from: string, delivered: number, read: number): GroupWatchResult | GroupRefusal {
+    this.load();
+    const list = this.ranges.get(from);
+    if (!list) return refuse('not_member', 'not a member of this group');
+    const [d, r] = this.receipts.get(from) ?? [0, 0];
+    const nd = Math.min(Math.max(d, delivered), this.head);
+    const nr = Math.min(Math.max(r, read), nd);
+    if (nd !== d || nr !== r) {
+      this.receipts.set(from, [nd, nr]);
+      this.store.setReceipts(this.receipts);
+    }
+    return { ok: true, head: this.head };
+  }
+
+  /** Who received and read entry `seq`: every member whose ranges include it, but its sender, who alone may ask. */
+  private receiptsOf(from: string, seq: number): GroupReceiptsResult | GroupRefusal {
+    this.load();
+    if (!this.current(from)) return refuse('not_member', 'not a member of this group');
+    const e = this.store.range(seq - 1, seq, 1)[0];
+    if (!e || e.seq !== seq || e.kind !== 'message' || e.from !== from) return refuse('bad_state', 'only the sender of a kept message may ask who received it');
+    const states = [];
+    for (const [user, list] of this.ranges) {
+      if (user === from || !list.some((r) => seq >= r.joined && (r.left_at === 0 || seq <= r.left_at))) continue;
+      const [d, r] = this.receipts.get(user) ?? [0, 0];
+      states.push({ user, state: r >= seq ? ('read' as const) : d >= seq ? ('delivered' as const) : ('sent' as const) });
+    }
+    return { ok: true, seq, states };
+  }
+
   // ------------------------------------------------------------------ fan-out
 
   /** Pushes committed entries in rounds; never awaits a member (see the class comment). */
@@ -370,6 +406,7 @@ export class GroupShard {
     this.untold.clear();
     this.exists = this.store.groupRow() !== undefined;
     this.head = this.store.head();
+    this.receipts = this.exists ? this.store.receipts() : new Map();
     this.committed = this.fanned = this.head;
     this.pending = [];
     for (const m of this.store.members()) {

@@ -7,6 +7,8 @@ import type { GroupCall, GroupChange, GroupNews, GroupResult } from './types.js'
 
 /** A device's cursor per group is written when it moved this far since it was last written (and at close). */
 const CURSOR_STEP = 64;
+/** Delivered / read marks reach their group at most this often per user (one call per group, coalesced). */
+const REPORT_MS = 1_000;
 /** Entries asked for per read (a page; the group shard caps it too). */
 const PULL_PAGE = 64;
 
@@ -46,6 +48,10 @@ export class GroupMember {
   private readonly heads = new Map<string, number>();
   /** Whether this shard told every group of the user that it is online, since it last had no socket. */
   private watched = false;
+  /** Per group: how far the user's devices got and read, and how far the group was told (memory only). */
+  private readonly marks = new Map<string, { d: number; r: number; toldD: number; toldR: number }>();
+  /** When the coalesced marks are due at their groups (null: none waiting). */
+  private reportAt: number | null = null;
 
   constructor(private readonly m: GroupMemberDeps) {
     this.store = new MemberGroups(m.deps.storage.sql, m.deps.user);
@@ -59,8 +65,8 @@ export class GroupMember {
 
   async onFrame(conn: Conn, f: GroupClientFrame): Promise<void> {
     const enc = conn.state!.enc;
-    if (f.t === 'group_ack') return this.onAck(conn, f.group, f.seq);
-    const ref = f.t === 'group_roster_query' ? f.ref : f.id;
+    if (f.t === 'group_ack') return this.onAck(conn, f.group, f.seq, f.read);
+    const ref = f.t === 'group_roster_query' || f.t === 'group_receipts_query' ? f.ref : f.id;
     const wait = this.m.take(this.m.deps.clock.now());
     if (wait > 0) return this.m.out.error(conn, enc, 'rate_limited', 'request rate exceeded', ref, wait);
     let call: GroupCall;
@@ -72,6 +78,9 @@ export class GroupMember {
       case 'group_send':
         call = { op: 'send', from, cid: f.id, body: f.body };
         break;
+      case 'group_receipts_query':
+        call = { op: 'receipts', from, seq: f.seq };
+        break;
       default:
         call = { op: 'change', from, cid: f.id, change: this.change(f) };
     }
@@ -79,6 +88,13 @@ export class GroupMember {
     const now = conn.state?.enc ?? enc;
     if (r === null) return this.m.out.error(conn, now, 'unavailable', 'the group cannot be reached; retry', ref, 1000);
     if (!r.ok) return this.m.out.error(conn, now, r.code, r.message, ref);
+    if ('states' in r) {
+      for (let i = 0; i === 0 || i < r.states.length; i += LIMITS.maxGroupBatch) {
+        const done = i + LIMITS.maxGroupBatch >= r.states.length;
+        this.m.out.reply(conn, now, { t: 'group_receipts', ref, group: f.group, seq: r.seq, members: r.states.slice(i, i + LIMITS.maxGroupBatch), done });
+      }
+      return;
+    }
     if ('members' in r) {
       // Pages of maxGroupBatch members, the last one `done`, so a 1,024-member roster fits in frames.
       for (let i = 0; i === 0 || i < r.members.length; i += LIMITS.maxGroupBatch) {
@@ -91,7 +107,7 @@ export class GroupMember {
     if ('dup' in r) this.m.out.reply(conn, now, { t: 'group_send_ack', id: ref, group: f.group, seq: r.seq, ts: r.ts, dup: r.dup });
   }
 
-  private change(f: Exclude<GroupClientFrame, { t: 'group_ack' | 'group_send' | 'group_roster_query' }>): GroupChange {
+  private change(f: Exclude<GroupClientFrame, { t: 'group_ack' | 'group_send' | 'group_roster_query' | 'group_receipts_query' }>): GroupChange {
     switch (f.t) {
       case 'group_create':
         return { kind: 'create', name: f.name, members: f.members };
@@ -120,13 +136,15 @@ export class GroupMember {
     }
   }
 
-  private async onAck(conn: Conn, group: string, seq: number): Promise<void> {
+  private async onAck(conn: Conn, group: string, seq: number, read?: number): Promise<void> {
+    if (read !== undefined && read > seq) throw new ProtocolError('bad_ack', `group ack: read ${read} beyond seq ${seq}`);
     const existed = DEVICE_GROUPS.get(conn)?.has(group) ?? false;
     const d = this.device(conn, group);
     if (!d) return;
     // Memory lost since the entries were sent (a hibernated Durable Object woke): the device is believed.
     if (!existed) d.sent = Math.max(d.sent, seq);
     if (seq > d.sent) throw new ProtocolError('bad_ack', `group ack for seq ${seq} beyond what was sent in ${group}`);
+    this.noteMarks(group, seq, read ?? 0);
     if (seq <= d.acked) return;
     d.acked = seq;
     d.unacked = d.unacked.filter((s) => s > seq);
@@ -140,6 +158,42 @@ export class GroupMember {
     const at = d.acked;
     await this.m.tx(() => this.store.setCursor(group, device, at));
     d.written = Math.max(d.written, at);
+  }
+
+  // ------------------------------------------------------------------ receipts (coalesced)
+
+  /** The user's devices got (read) this far: told to the group at most once per REPORT_MS, not per ack. */
+  private noteMarks(group: string, delivered: number, read: number): void {
+    const m = this.marks.get(group) ?? { d: 0, r: 0, toldD: 0, toldR: 0 };
+    m.d = Math.max(m.d, delivered);
+    m.r = Math.max(m.r, read);
+    this.marks.set(group, m);
+    if (m.d === m.toldD && m.r === m.toldR) return;
+    if (this.reportAt === null) {
+      this.reportAt = this.m.deps.clock.now() + REPORT_MS;
+      this.m.deps.scheduler.wakeAt(this.reportAt);
+    }
+  }
+
+  /** The mailbox's wake-up: marks that moved since last told go to their groups, one call per group. */
+  async tick(): Promise<void> {
+    if (this.reportAt === null || this.reportAt > this.m.deps.clock.now()) return;
+    this.reportAt = null;
+    const work: Promise<void>[] = [];
+    for (const [group, m] of this.marks) {
+      if (m.d === m.toldD && m.r === m.toldR) continue;
+      const d = m.d;
+      const r = m.r;
+      work.push(
+        this.call(group, { op: 'mark', from: this.user, delivered: d, read: r }).then((res) => {
+          if (res?.ok) {
+            m.toldD = Math.max(m.toldD, d);
+            m.toldR = Math.max(m.toldR, r);
+          } else if (res === null) this.noteMarks(group, d, r); // unreachable: told again at the next wake-up
+        }),
+      );
+    }
+    await Promise.all(work);
   }
 
   // ------------------------------------------------------------------ connections

@@ -38,11 +38,25 @@ export class GroupStore {
   }
 
   createGroup(creator: string, name: string, now: number): void {
-    this.sql.all(`INSERT INTO groups (grp, creator, name, meta, trimmed, created) VALUES (?, ?, ?, ?, 0, ?)`, this.group, creator, name, new Uint8Array(0), now);
+    this.sql.all(`INSERT INTO groups (grp, creator, name, meta, trimmed, created, receipts) VALUES (?, ?, ?, ?, 0, ?, ?)`, this.group, creator, name, new Uint8Array(0), now, new Uint8Array(0));
   }
 
   setNameMeta(name: string, meta: Uint8Array): void {
     this.sql.all(`UPDATE groups SET name = ?, meta = ? WHERE grp = ?`, name, meta, this.group);
+  }
+
+  /**
+   * Every member's [delivered, read] seqs, packed in the group's row: one row written per change, however many
+   * members changed (docs/ARCHITECTURE.md "Read receipts, aggregated"). JSON: small, and read once per load.
+   */
+  receipts(): Map<string, [number, number]> {
+    const r = this.sql.all<{ receipts: Uint8Array }>(`SELECT receipts FROM groups WHERE grp = ?`, this.group)[0];
+    if (!r || r.receipts.byteLength === 0) return new Map();
+    return new Map(Object.entries(JSON.parse(new TextDecoder().decode(r.receipts)) as Record<string, [number, number]>));
+  }
+
+  setReceipts(all: Map<string, [number, number]>): void {
+    this.sql.all(`UPDATE groups SET receipts = ? WHERE grp = ?`, new TextEncoder().encode(JSON.stringify(Object.fromEntries(all))), this.group);
   }
 
   /** The newest seq (0 for an empty log). */

@@ -1,4 +1,4 @@
-import type { ErrorCode, GroupEntry, GroupMemberInfo } from '../../protocol/index.js';
+import type { ErrorCode, GroupEntry, GroupMemberInfo, GroupMemberReceipt } from '../../protocol/index.js';
 
 /**
  * What travels between a user's shard and a group's shard (core/ports.ts Peers.group, groupPush, groupNews). Plain
@@ -23,7 +23,11 @@ export type GroupCall =
   /** Entries of `from`'s ranges after `after`, at most `limit`. */
   | { op: 'read'; from: string; after: number; limit: number }
   /** `from` has a device connected (on) or none any more (off): it gets pushes while on. */
-  | { op: 'watch'; from: string; on: boolean };
+  | { op: 'watch'; from: string; on: boolean }
+  /** How far `from`'s devices got: delivered to one of them, read on one of them (cumulative; coalesced). */
+  | { op: 'mark'; from: string; delivered: number; read: number }
+  /** Who received and read entry `seq` (asked by its sender). */
+  | { op: 'receipts'; from: string; seq: number };
 
 export type GroupRefusal = { ok: false; code: ErrorCode; message: string };
 
@@ -41,7 +45,9 @@ export type GroupReadResult = {
 };
 export type GroupWatchResult = { ok: true; head: number };
 
-export type GroupResult = GroupRefusal | GroupAccepted | GroupRosterResult | GroupReadResult | GroupWatchResult;
+export type GroupReceiptsResult = { ok: true; seq: number; states: GroupMemberReceipt[] };
+
+export type GroupResult = GroupRefusal | GroupAccepted | GroupRosterResult | GroupReadResult | GroupWatchResult | GroupReceiptsResult;
 
 /** Membership ranges [joined, left] (left 0: still a member), as the group shard filters by them. */
 export type Ranges = [number, number][];

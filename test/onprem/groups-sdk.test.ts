@@ -61,6 +61,14 @@ describe('groups through the SDK', () => {
     await b.connect();
     await a.sendToGroup(group, 'after restart');
     await waitFor('bob gets the new one', () => atBob.some((x) => 'text' in x && x.text() === 'after restart'));
+    // Bob reads up to `again`: alice, its sender, learns it (coalesced: within about a second).
+    b.markGroupRead(group, again.seq);
+    let state = '';
+    await waitFor('alice sees bob read it', async () => {
+      state = (await a.groupReceipts(group, again.seq)).members.find((m) => m.user === bob)?.state ?? '';
+      return state === 'read';
+    });
+    await expect(b.groupReceipts(group, again.seq)).rejects.toMatchObject({ code: 'bad_state' });
     const seqs = atBob.map((x) => x.seq);
     expect(new Set(seqs).size).toBe(seqs.length);
     expect(b.groupCursor(group)).toBe(Math.max(...seqs));

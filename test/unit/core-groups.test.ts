@@ -262,6 +262,41 @@ describe('groups: one order, membership as entries', () => {
   });
 });
 
+describe('groups: receipts, aggregated', () => {
+  it('the sender asks who received and who read its message: one frame, from marks coalesced per member', async () => {
+    const w = new World();
+    const [a, b, c] = ['a', 'b', 'c'].map((u) => new App(w, u, 'phone')) as [App, App, App];
+    for (const x of [a, b, c]) await x.hello();
+    await create(a, 'g', ['b', 'c', 'd']);
+    await send(a, 'g', 'read me', 'msg');
+    const seq = a.conn.of('group_send_ack').find((f) => f.id === 'msg')!.seq;
+    await syncAll([a, b, c]);
+    // b reads it (an ack carrying read); c only got it; d never connected.
+    await b.conn.frame({ t: 'group_ack', group: 'g', seq, read: seq });
+    const calls = w.groupCalls.length;
+    await w.advance(1_000);
+    // One coalesced call per member that moved, not one per ack.
+    expect(w.groupCalls.slice(calls).map((x) => `${x.call.op}:${x.call.from}`).sort()).toEqual(['mark:a', 'mark:b', 'mark:c']);
+    await a.conn.frame({ t: 'group_receipts_query', ref: 'q', group: 'g', seq });
+    const r = a.conn.of('group_receipts')[0]!;
+    expect(r).toMatchObject({ ref: 'q', group: 'g', seq, done: true });
+    expect(r.members.sort((x, y) => x.user.localeCompare(y.user))).toEqual([
+      { user: 'b', state: 'read' },
+      { user: 'c', state: 'delivered' },
+      { user: 'd', state: 'sent' },
+    ]);
+    // Only the sender asks; a read beyond the ack is refused.
+    await b.conn.frame({ t: 'group_receipts_query', ref: 'q2', group: 'g', seq });
+    expect(b.conn.of('error').map((e) => [e.code, e.ref])).toEqual([['bad_state', 'q2']]);
+    await c.conn.frame({ t: 'group_ack', group: 'g', seq: 1, read: 2 });
+    expect(c.conn.of('error').map((e) => e.code)).toEqual(['bad_ack']);
+    // The aggregate survives a restart of the group's shard (the packed row).
+    w.evictGroup('g');
+    await a.conn.frame({ t: 'group_receipts_query', ref: 'q3', group: 'g', seq });
+    expect(a.conn.of('group_receipts').find((f) => f.ref === 'q3')!.members.find((m) => m.user === 'b')!.state).toBe('read');
+  });
+});
+
 describe('groups: retention', () => {
   it('entries past IRIS_GROUP_RETENTION_MS are deleted; a device behind them gets history_gap, then what is kept', async () => {
     const w = new World({ groupRetentionMs: 3_600_000 });

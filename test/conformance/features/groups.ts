@@ -130,6 +130,43 @@ export const groups: Feature = (ctx) => {
     }
   });
 
+  it('groups: the sender learns who received and who read its message (group_receipts)', async () => {
+    try {
+      const [a, b, c] = [ctx.user('ga'), ctx.user('gb'), ctx.user('gc')];
+      const group = ctx.user('grp');
+      const da = await device(a);
+      const db = await device(b);
+      da.send({ t: 'group_create', id: 'create', group, name: 'r', members: [b, c] });
+      await da.ack('create');
+      da.send({ t: 'group_send', id: 'm', group, body: te.encode('read me') });
+      const { seq } = await da.ack('m');
+      await waitFor(() => (db.take(), db.messages().length === 1), 10_000, 'b has it');
+      db.send({ t: 'group_ack', group, seq, read: seq });
+      // Marks reach the group coalesced (about a second): ask until b shows as read.
+      let n = 0;
+      let asked = 0;
+      await waitFor(
+        () => {
+          const got = da.frames().filter((f) => f.t === 'group_receipts' || (f.t === 'error' && f.ref?.startsWith('q')));
+          const last = got.at(-1);
+          if (last?.t === 'group_receipts' && last.members.some((m) => m.user === b && m.state === 'read')) return true;
+          // One question at a time, at most every 250 ms (each takes a token of the sender's rate).
+          if (got.length === n && Date.now() - asked >= 250) {
+            asked = Date.now();
+            da.send({ t: 'group_receipts_query', ref: `q${++n}`, group, seq });
+          }
+          return false;
+        },
+        10_000,
+        'b shows as read',
+      );
+      const last = da.frames().filter((f) => f.t === 'group_receipts').at(-1)!;
+      expect(last.t === 'group_receipts' && last.members.find((m) => m.user === c)?.state).toBe('sent');
+    } finally {
+      closeAll();
+    }
+  });
+
   it('groups: a non-member is refused with not_member and learns nothing (no entry, no roster)', async () => {
     try {
       const [a, e] = [ctx.user('ga'), ctx.user('ge')];
