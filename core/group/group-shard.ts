@@ -2,8 +2,9 @@ import type { GroupEntry, GroupEntryKind } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import type { Clock, Logger, Peers, Scheduler, Storage } from '../ports.js';
 import { StorageFullError } from '../ports.js';
+import { FanOut } from './fanout.js';
 import { GroupStore, type MemberRow } from './store.js';
-import type { GroupAccepted, GroupCall, GroupChange, GroupPush, GroupReadResult, GroupReceiptsResult, GroupRefusal, GroupResult, GroupRosterResult, GroupWatchResult, Ranges } from './types.js';
+import type { GroupAccepted, GroupCall, GroupChange, GroupReadResult, GroupReceiptsResult, GroupRefusal, GroupResult, GroupRosterResult, GroupWatchResult, Ranges } from './types.js';
 
 export interface GroupShardDeps {
   group: string;
@@ -15,8 +16,6 @@ export interface GroupShardDeps {
   log: Logger;
 }
 
-/** Entries per push call (ARCHITECTURE.md "Groups": --fanout-batch). */
-export const FANOUT_BATCH = 64;
 /** Largest page a read returns. */
 export const READ_PAGE = 256;
 /** Log entries past the retention are looked for at most this often. */
@@ -44,12 +43,8 @@ export class GroupShard {
   private readonly ranges = new Map<string, MemberRow[]>();
   /** Current members whose shard has a device connected. */
   private readonly online = new Set<string>();
-  /** Entries appended and not yet pushed, oldest first; `committed` is how far their commits resolved. */
-  private pending: GroupEntry[] = [];
-  private committed = 0;
-  private fanned = 0;
-  private readonly inflight = new Set<string>();
-  private readonly behind = new Set<string>();
+  /** The push to online members (core/group/fanout.ts). */
+  private readonly fan: FanOut;
   /** Every member's [delivered, read] seqs (the packed row, groups.receipts). */
   private receipts = new Map<string, [number, number]>();
   /** Members whose shard is not yet told of their latest range (joined or left), and those being told now. */
@@ -62,6 +57,14 @@ export class GroupShard {
   constructor(private readonly deps: GroupShardDeps) {
     this.group = deps.group;
     this.store = new GroupStore(deps.storage.sql, deps.group);
+    this.fan = new FanOut({
+      group: deps.group,
+      peers: deps.peers,
+      online: this.online,
+      rangesOf: (u) => this.rangesOf(u),
+      isMember: (u) => this.current(u) !== undefined,
+      retryLater: () => deps.scheduler.wakeAt(deps.clock.now() + deps.config.retryBaseMs),
+    });
   }
 
   /** One call from a user's shard (Peers.group). Never rejects for the caller's fault: refusals are results. */
@@ -88,7 +91,7 @@ export class GroupShard {
   async onWake(): Promise<void> {
     await this.tx(() => this.load());
     this.tellUntold();
-    for (const u of [...this.behind]) if (!this.inflight.has(u)) this.nudge(u);
+    this.fan.wake();
   }
 
   // ------------------------------------------------------------------ writes
@@ -111,8 +114,7 @@ export class GroupShard {
       return out;
     });
     if (r.ok && !r.dup) {
-      this.committed = Math.max(this.committed, r.seq);
-      this.fanout();
+      this.fan.committedUpTo(r.seq);
       this.tellUntold();
     }
     return r;
@@ -121,7 +123,7 @@ export class GroupShard {
   private entry(kind: GroupEntryKind, from: string, subject = '', name = '', body: Uint8Array = new Uint8Array(0)): GroupEntry {
     const e: GroupEntry = { seq: ++this.head, kind, from, subject, name, ts: this.deps.clock.now(), body };
     this.store.append(e);
-    this.pending.push(e);
+    this.fan.appended(e);
     return e;
   }
 
@@ -294,67 +296,6 @@ export class GroupShard {
     return { ok: true, seq, states };
   }
 
-  // ------------------------------------------------------------------ fan-out
-
-  /** Pushes committed entries in rounds; never awaits a member (see the class comment). */
-  private fanout(): void {
-    while (this.pending.length > 0 && this.pending[0]!.seq <= this.committed) {
-      let n = 0;
-      while (n < this.pending.length && n < FANOUT_BATCH && this.pending[n]!.seq <= this.committed) n++;
-      const entries = this.pending.slice(0, n);
-      this.pending = this.pending.slice(n);
-      const after = this.fanned;
-      const upTo = entries.at(-1)!.seq;
-      this.fanned = upTo;
-      const targets = [];
-      for (const u of this.online) {
-        if (this.inflight.has(u)) this.behind.add(u);
-        else targets.push({ user: u, ranges: this.rangesOf(u) });
-        // Removed in this round: it gets this round (it learns of its removal), and nothing after it.
-        const last = this.ranges.get(u)?.at(-1);
-        if (!last || last.left_at !== 0) this.online.delete(u);
-      }
-      if (targets.length > 0) this.push({ group: this.group, after, upTo, entries, targets });
-    }
-  }
-
-  private push(p: GroupPush): void {
-    const calls = this.deps.peers.groupPush?.(p) ?? p.targets.map(() => Promise.reject(new Error('no groupPush')));
-    p.targets.forEach((t, i) => {
-      this.inflight.add(t.user);
-      calls[i]!.then(
-        (wanted) => this.pushed(t.user, wanted),
-        () => this.pushFailed(t.user),
-      );
-    });
-  }
-
-  private pushed(user: string, wanted: boolean): void {
-    this.inflight.delete(user);
-    if (!wanted) {
-      // No device there any more: it is offline until its shard watches again (its hello pulls what it missed).
-      this.online.delete(user);
-      this.behind.delete(user);
-      return;
-    }
-    if (this.behind.delete(user)) this.nudge(user);
-  }
-
-  private pushFailed(user: string): void {
-    this.inflight.delete(user);
-    this.behind.add(user);
-    this.deps.scheduler.wakeAt(this.deps.clock.now() + this.deps.config.retryBaseMs);
-  }
-
-  /** An empty push at the head: the member's devices that are behind pull what they missed. */
-  private nudge(user: string): void {
-    if (!this.online.has(user)) {
-      this.behind.delete(user);
-      return;
-    }
-    this.push({ group: this.group, after: this.fanned, upTo: this.fanned, entries: [], targets: [{ user, ranges: this.rangesOf(user) }] });
-  }
-
   // ------------------------------------------------------------------ membership news
 
   /** Tells each member whose range changed (joined, left) its new range; retried from the wake until it answers. */
@@ -407,8 +348,7 @@ export class GroupShard {
     this.exists = this.store.groupRow() !== undefined;
     this.head = this.store.head();
     this.receipts = this.exists ? this.store.receipts() : new Map();
-    this.committed = this.fanned = this.head;
-    this.pending = [];
+    this.fan.reset(this.head);
     for (const m of this.store.members()) {
       const list = this.ranges.get(m.member);
       if (list) list.push(m);
