@@ -16,6 +16,7 @@
  *           /visibility everyone|contacts|nobody (who sees your presence)  /quit  /help
  * Groups (scripts/lib/chat-groups.ts): /group create GROUP user...  /group add|remove GROUP user...
  *           /group leave GROUP  /group admin GROUP user on|off  /group rename GROUP NAME  /group roster GROUP
+ *           /group read GROUP (mark it read)  /group info GROUP SEQ (who received / read your message)
  *           /g GROUP text (send to a group); group messages print as "GROUP | sender: text".
  * stdin may be a pipe: at end of input the chat waits for the acks of what it sent (and briefly for delivery
  * receipts, see --linger), then exits.

@@ -6,9 +6,11 @@ import { IrisError, type IrisClient } from '../../client/index.js';
  *   /group create GROUP [user...]   create GROUP (its id and name) with these members; you are its admin
  *   /group add GROUP user...        /group remove GROUP user       /group leave GROUP
  *   /group admin GROUP user on|off  /group rename GROUP NAME...    /group roster GROUP
+ *   /group read GROUP               mark what was shown of GROUP read
+ *   /group info GROUP SEQ           who received and read your message #SEQ
  *   /g GROUP text...                send to a group
  */
-export const GROUP_HELP = '/group create|add|remove|leave|admin|rename|roster GROUP ...  /g GROUP text';
+export const GROUP_HELP = '/group create|add|remove|leave|admin|rename|roster|read|info GROUP ...  /g GROUP text';
 
 type Out = (line: string) => void;
 
@@ -67,6 +69,15 @@ export async function groupCommand(client: IrisClient, line: string, out: Out): 
       case 'roster': {
         const r = await client.roster(group);
         out(`* ${group} "${r.name}" (#${r.seq}): ${r.members.map((m) => `${m.user}${m.admin ? ' (admin)' : ''}`).join(', ')}`);
+        return true;
+      }
+      case 'read':
+        client.markGroupRead(group, client.groupCursor(group));
+        return true;
+      case 'info': {
+        const r = await client.groupReceipts(group, Number(rest[0]));
+        const by = (state: string) => r.members.filter((m) => m.state === state).map((m) => m.user).join(', ') || '-';
+        out(`* ${group} #${r.seq}: read by ${by('read')}; delivered to ${by('delivered')}; not yet ${by('sent')}`);
         return true;
       }
       default:
