@@ -221,7 +221,9 @@ export class GroupMember {
     const mine = DEVICE_GROUPS.get(conn);
     if (mine) await Promise.all([...mine].map(([g, d]) => this.saveCursor(conn, g, d).catch(() => undefined)));
     const others = [...this.m.deps.sockets.list()].some((c) => c !== conn && c.state !== null);
-    if (others || !this.watched) return;
+    // Unwatched even when this memory never watched: a Durable Object woken from hibernation by the close has
+    // forgotten that its first hello did.
+    if (others) return;
     this.watched = false;
     await Promise.all(this.store.groups().filter((g) => g.left_at === 0).map((g) => this.watch(g.grp, false)));
   }
