@@ -177,6 +177,7 @@ export class IrisClient {
     this.detachPageHooks = null;
     this.flushStore();
     this.inbox.flushAck();
+    this.groups.flushAcks();
     const err = new IrisError('closed', 'client closed');
     const closed = this.conn.close(err);
     this.outbox.rejectAll(err);

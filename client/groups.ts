@@ -12,6 +12,9 @@ import type { StoreQueue } from './store-queue.js';
  */
 
 const td = new TextDecoder();
+/** A group_ack goes out after this many entries of a group, or this long after the first unacknowledged one. */
+const ACK_EVERY = 32;
+const ACK_DELAY_MS = 50;
 
 /** A group message as the app sees it. */
 export interface GroupMessage {
@@ -76,6 +79,9 @@ export class Groups {
   private readonly queries = new Map<string, Query>();
   private readonly receiptQueries = new Map<string, ReceiptsQuery>();
   private readonly cursors = new Map<string, number>();
+  /** Acks not yet written, per group: the newest seq, the socket it came on, entries since the last ack. */
+  private readonly acks = new Map<string, { seq: number; gen: number; count: number }>();
+  private ackTimer: ReturnType<typeof setTimeout> | null = null;
   /** Deliveries are processed one frame at a time, in arrival order. */
   private chain: Promise<void> = Promise.resolve();
 
@@ -127,6 +133,7 @@ export class Groups {
   markRead(group: string, seq: number): void {
     const cursor = this.cursor(group);
     if (cursor === 0) return;
+    this.flushAcks();
     this.d.link.current()?.write({ t: 'group_ack', group, seq: cursor, read: Math.min(seq, cursor) });
   }
 
@@ -181,6 +188,9 @@ export class Groups {
 
   /** Ends every waiting call (the client closed). Unanswered changes are not resent by a later client. */
   rejectAll(e: IrisError): void {
+    if (this.ackTimer !== null) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
+    this.acks.clear();
     for (const p of this.pending.values()) p.reject(e);
     for (const q of [...this.queries.values(), ...this.receiptQueries.values()]) q.reject(e);
     this.pending.clear();
@@ -212,8 +222,22 @@ export class Groups {
     }
     // Acknowledged even when all was dropped: the server's window moves on either way. Only on the socket that
     // sent them: a newer one starts from the stored cursor, and an ack beyond what it sent would be bad_ack.
+    // Coalesced like the inbox's acks: one frame per group every ACK_EVERY entries or ACK_DELAY_MS (an incoming
+    // WebSocket message is what Cloudflare bills), far inside the server's window of 256.
+    const prev = this.acks.get(f.group);
+    const count = (prev?.gen === gen ? prev.count : 0) + f.entries.length;
+    this.acks.set(f.group, { seq: last, gen, count });
+    if (count >= ACK_EVERY) this.flushAcks();
+    else this.ackTimer ??= setTimeout(() => this.flushAcks(), ACK_DELAY_MS);
+  }
+
+  /** Writes the coalesced acks (those of an older socket are dropped: the new one resumes from the server's cursor). */
+  flushAcks(): void {
+    if (this.ackTimer !== null) clearTimeout(this.ackTimer);
+    this.ackTimer = null;
     const link = this.d.link.current();
-    if (link?.gen === gen) link.write({ t: 'group_ack', group: f.group, seq: last });
+    for (const [group, a] of this.acks) if (link?.gen === a.gen) link.write({ t: 'group_ack', group, seq: a.seq });
+    this.acks.clear();
   }
 }
 
