@@ -124,6 +124,7 @@ export class IrisClient {
       queue: this.queue,
       emitMessage: (m) => this.events.emitAsync('groupMessage', m).then(() => undefined),
       emitEvent: (e) => this.events.emitAsync('groupEvent', e).then(() => undefined),
+      emitAck: (a) => this.events.emit('groupAck', a, listenerFailed),
     });
   }
 
@@ -295,7 +296,6 @@ export class IrisClient {
     if (this.conn.closed) return Promise.reject(new IrisError('closed', 'client is closed'));
     return this.groups.roster(this.ids.next('r'), group);
   }
-
   /** Marks `group` read up to `seq` (no further than this device processed): senders can ask who read what. */
   markGroupRead(group: string, seq: number): void {
     this.groups.markRead(group, seq);
@@ -305,7 +305,6 @@ export class IrisClient {
     if (this.conn.closed) return Promise.reject(new IrisError('closed', 'client is closed'));
     return this.groups.receipts(this.ids.next('q'), group, seq);
   }
-
   /** How far the app processed a group (entries at or below are dropped). */
   groupCursor(group: string): number {
     return this.groups.cursor(group);
@@ -332,7 +331,7 @@ export class IrisClient {
         const st = await this.queue.store.load();
         this.inbox.restore(st);
         this.outbox.restore(st.outbox);
-        this.groups.restore(st.groups);
+        this.groups.restore(st.groups, st.groupOutbox);
       })();
       this.loaded.catch(() => {
         this.loaded = null;

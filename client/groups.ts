@@ -1,7 +1,8 @@
-import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, type ClientFrame, type ErrorFrame, type GroupDeliver, type GroupEntry, type GroupMemberInfo, type GroupMemberReceipt, type GroupReceipts, type GroupRoster, type GroupSendAck } from '../protocol/index.js';
+import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, decodeBinary, encodeBinary, type ClientFrame, type ErrorFrame, type GroupDeliver, type GroupEntry, type GroupMemberInfo, type GroupMemberReceipt, type GroupReceipts, type GroupRoster, type GroupSendAck } from '../protocol/index.js';
 import { IrisError, errorOfFrame } from './errors.js';
 import type { LinkSource } from './link.js';
 import type { StoreQueue } from './store-queue.js';
+import type { PendingGroupFrame } from './store.js';
 
 /**
  * The SDK's side of groups (PROTOCOL.md 9.9). Every frame that changes a group (create, add, remove, leave, role,
@@ -72,6 +73,8 @@ export interface GroupsDeps {
   queue: StoreQueue;
   emitMessage(m: GroupMessage): Promise<void>;
   emitEvent(e: GroupEvent): Promise<void>;
+  /** Every answered change or send (those a restarted client resent too, which no promise waits for). */
+  emitAck(a: GroupAckResult & { id: string }): void;
 }
 
 export class Groups {
@@ -87,9 +90,18 @@ export class Groups {
 
   constructor(private readonly d: GroupsDeps) {}
 
-  /** Cursors from the store (before the first welcome). */
-  restore(cursors: Record<string, number> | undefined): void {
+  /** Cursors and unanswered frames from the store (before the first welcome). */
+  restore(cursors: Record<string, number> | undefined, outbox: PendingGroupFrame[] | undefined): void {
     for (const [g, c] of Object.entries(cursors ?? {})) if (c > (this.cursors.get(g) ?? 0)) this.cursors.set(g, c);
+    for (const p of outbox ?? []) {
+      if (this.pending.has(p.id)) continue;
+      try {
+        // Nobody waits for these: their answer is the groupAck event (or an error event).
+        this.pending.set(p.id, { frame: decodeBinary(p.frame) as ClientFrame, resolve: () => {}, reject: () => {} });
+      } catch {
+        this.d.queue.run((st) => st.deleteGroupPending?.(p.id));
+      }
+    }
   }
 
   cursor(group: string): number {
@@ -100,7 +112,13 @@ export class Groups {
   request(id: string, frame: ClientFrame): Promise<GroupAckResult> {
     return new Promise((resolve, reject) => {
       this.pending.set(id, { frame, resolve, reject });
-      this.d.link.current()?.write(frame);
+      // Stored before it is first written, like a send: a restarted client writes it again.
+      this.d.queue.run(
+        (st) => st.putGroupPending?.({ id, frame: encodeBinary(frame) }),
+        () => {
+          if (this.pending.has(id)) this.d.link.current()?.write(frame);
+        },
+      );
     });
   }
 
@@ -152,7 +170,10 @@ export class Groups {
     const p = this.pending.get(f.id);
     if (!p) return;
     this.pending.delete(f.id);
-    p.resolve({ group: f.group, seq: f.seq, ts: f.ts, dup: f.dup });
+    this.d.queue.run((st) => st.deleteGroupPending?.(f.id));
+    const a = { group: f.group, seq: f.seq, ts: f.ts, dup: f.dup };
+    p.resolve(a);
+    this.d.emitAck({ id: f.id, ...a });
   }
 
   rosterPage(f: GroupRoster): void {
@@ -177,6 +198,7 @@ export class Groups {
     const err = errorOfFrame(f);
     if (p) {
       this.pending.delete(f.ref);
+      this.d.queue.run((st) => st.deleteGroupPending?.(f.ref));
       p.reject(err);
     } else {
       this.queries.delete(f.ref);
@@ -186,7 +208,7 @@ export class Groups {
     return true;
   }
 
-  /** Ends every waiting call (the client closed). Unanswered changes are not resent by a later client. */
+  /** Ends every waiting call (the client closed). Unanswered changes stay in the store for a later client. */
   rejectAll(e: IrisError): void {
     if (this.ackTimer !== null) clearTimeout(this.ackTimer);
     this.ackTimer = null;

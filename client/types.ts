@@ -1,4 +1,4 @@
-import type { GroupEvent, GroupMessage } from './groups.js';
+import type { GroupAckResult, GroupEvent, GroupMessage } from './groups.js';
 import type { BackoffOptions } from './backoff.js';
 import type { IrisError } from './errors.js';
 import type { FetchLike, WebSocketConstructor } from './socket.js';
@@ -196,4 +196,6 @@ export interface ClientEvents {
   groupMessage: GroupMessage;
   /** A membership change or rename of a group, in the group's order with its messages. */
   groupEvent: GroupEvent;
+  /** A group change or send was answered (also one a restarted client resent from its store). */
+  groupAck: GroupAckResult & { id: string };
 }

@@ -73,4 +73,28 @@ describe('groups through the SDK', () => {
     expect(new Set(seqs).size).toBe(seqs.length);
     expect(b.groupCursor(group)).toBe(Math.max(...seqs));
   });
+
+  it('a group send the server never answered is in the store, and a restarted client sends it (same id, once)', async () => {
+    const aliceStore = new MemoryStore();
+    const a = sdkClient(url, alice!, 'd2', { store: aliceStore });
+    clients.push(a);
+    await a.connect();
+    const { group } = await a.createGroup('store', [bob!]);
+    // Closed before it could go out: it stays in the store (the promise rejects with closed).
+    const lost = a.sendToGroup(group, 'kept', { id: 'kept-1' }).catch((e: unknown) => e);
+    await a.close();
+    expect(await lost).toMatchObject({ code: 'closed' });
+    const pending = aliceStore.load().groupOutbox ?? [];
+    expect(pending.map((p) => p.id)).toContain('kept-1');
+    const again = sdkClient(url, alice!, 'd2', { store: aliceStore });
+    clients.push(again);
+    const acks: { id: string; seq: number }[] = [];
+    again.on('groupAck', (x) => void acks.push(x));
+    const texts: string[] = [];
+    again.on('groupMessage', (m) => void texts.push(m.text()));
+    await again.connect();
+    await waitFor('the restarted client sends it', () => acks.some((x) => x.id === 'kept-1'));
+    await waitFor('and gets it back once', () => texts.filter((t) => t === 'kept').length === 1);
+    expect(aliceStore.load().groupOutbox ?? []).toEqual([]);
+  });
 });
