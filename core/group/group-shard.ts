@@ -20,6 +20,8 @@ export interface GroupShardDeps {
 export const READ_PAGE = 256;
 /** Log entries past the retention are looked for at most this often. */
 const TRIM_EVERY_MS = 60_000;
+/** Changed receipts reach the packed row within this long when no send commits first. */
+const RECEIPTS_WRITE_MS = 1_000;
 /** The dedup window is pruned every this many accepted frames. */
 const PRUNE_EVERY = 256;
 
@@ -47,6 +49,8 @@ export class GroupShard {
   private readonly fan: FanOut;
   /** Every member's [delivered, read] seqs (the packed row, groups.receipts). */
   private receipts = new Map<string, [number, number]>();
+  /** Marks changed since the packed row was last written (written with the next commit or wake-up). */
+  private receiptsDirty = false;
   /** Members whose shard is not yet told of their latest range (joined or left), and those being told now. */
   private readonly untold = new Set<string>();
   private readonly telling = new Set<string>();
@@ -89,7 +93,10 @@ export class GroupShard {
 
   /** Scheduled wake-up: members not told of a membership change are told again; members behind are nudged. */
   async onWake(): Promise<void> {
-    await this.tx(() => this.load());
+    await this.tx(() => {
+      this.load();
+      this.writeReceipts();
+    });
     this.tellUntold();
     this.fan.wake();
   }
@@ -111,6 +118,7 @@ export class GroupShard {
         this.lastTrim = now;
         this.store.trimBefore(now - this.deps.config.groupRetentionMs, this.head);
       }
+      this.writeReceipts();
       return out;
     });
     if (r.ok && !r.dup) {
@@ -276,9 +284,22 @@ export class GroupShard {
     const nr = Math.min(Math.max(r, read), nd);
     if (nd !== d || nr !== r) {
       this.receipts.set(from, [nd, nr]);
-      this.store.setReceipts(this.receipts);
+      // Not written now: the packed row holds every member, so writing it per mark made 1,024 members' marks
+      // O(members^2) bytes a second (measured: the ack p99 of a 1,024-member group went from ~0.3 to 0.5 s). It
+      // goes with the next send's commit, or from the wake-up within RECEIPTS_WRITE_MS.
+      if (!this.receiptsDirty) {
+        this.receiptsDirty = true;
+        this.deps.scheduler.wakeAt(this.deps.clock.now() + RECEIPTS_WRITE_MS);
+      }
     }
     return { ok: true, head: this.head };
+  }
+
+  /** The packed receipts row, when marks changed since it was last written. Inside a commit. */
+  private writeReceipts(): void {
+    if (!this.receiptsDirty) return;
+    this.receiptsDirty = false;
+    this.store.setReceipts(this.receipts);
   }
 
   /** Who received and read entry `seq`: every member whose ranges include it, but its sender, who alone may ask. */
@@ -348,6 +369,7 @@ export class GroupShard {
     this.exists = this.store.groupRow() !== undefined;
     this.head = this.store.head();
     this.receipts = this.exists ? this.store.receipts() : new Map();
+    this.receiptsDirty = false;
     this.fan.reset(this.head);
     for (const m of this.store.members()) {
       const list = this.ranges.get(m.member);
