@@ -1,9 +1,14 @@
+// Over 400 lines on purpose: IrisClient is the SDK's whole public surface (one method per operation: messages,
+// references, reads, presence, typing, groups), each a few lines that check the arguments and hand over to the part
+// that owns the work (outbox.ts, inbox.ts, groups.ts, typing.ts, presence.ts). One class keeps the API readable in
+// one place, as a WebSocket class does; the logic lives in those files.
 import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, REF_KINDS, type ErrorFrame, type PresenceVisibility, type ServerFrame } from '../protocol/index.js';
 import { Connection } from './connection.js';
 import { defaultStore } from './default-store.js';
 import { Emitter, type Listener } from './emitter.js';
 import { IrisError, errText, errorOfFrame } from './errors.js';
 import { IdGenerator } from './ids.js';
+import { Groups, checkRequest, type GroupAckResult, type GroupReceiptsResult, type RosterResult } from './groups.js';
 import { Inbox } from './inbox.js';
 import { Outbox } from './outbox.js';
 import { attachPageHooks } from './page.js';
@@ -37,6 +42,7 @@ export class IrisClient {
   private readonly outbox: Outbox;
   private readonly queries: PresenceQueries;
   private readonly typingState: TypingIndicators;
+  private readonly groups: Groups;
   private loaded: Promise<void> | null = null;
   /** Read marks not yet written, per conversation (only the newest matters: marks are cumulative). */
   private readonly pendingReads = new Map<string, string>();
@@ -68,6 +74,7 @@ export class IrisClient {
       opened: (w) => {
         this.outbox.pump();
         this.queries.rewrite();
+        this.groups.rewrite();
         this.writeReads();
         this.writePresence();
         this.events.emit('welcome', w, listenerFailed);
@@ -88,6 +95,7 @@ export class IrisClient {
             : new IrisError('closed', `connection closed: ${err.message}`, err.closeCode !== undefined ? { closeCode: err.closeCode } : {});
         this.outbox.rejectAll(sendErr);
         this.queries.rejectAll(sendErr);
+        this.groups.rejectAll(sendErr);
       },
       state: (s) => this.events.emit('state', s),
       error: report,
@@ -131,6 +139,13 @@ export class IrisClient {
     this.typingState = new TypingIndicators(this.conn, (e) => this.events.emit('typing', e, listenerFailed), {
       renewMs: Math.max(100, opts.typing?.renewMs ?? 1_500),
       idleMs: Math.max(100, opts.typing?.idleMs ?? 3_000),
+    });
+    this.groups = new Groups({
+      link: this.conn,
+      queue: this.queue,
+      emitMessage: (m) => this.events.emitAsync('groupMessage', m).then(() => undefined),
+      emitEvent: (e) => this.events.emitAsync('groupEvent', e).then(() => undefined),
+      emitAck: (a) => this.events.emit('groupAck', a, listenerFailed),
     });
   }
 
@@ -184,11 +199,13 @@ export class IrisClient {
     this.detachPageHooks = null;
     this.flushStore();
     this.inbox.flushAck();
+    this.groups.flushAcks();
     const err = new IrisError('closed', 'client closed');
     this.typingState.close();
     const closed = this.conn.close(err);
     this.outbox.rejectAll(err);
     this.queries.rejectAll(err);
+    this.groups.rejectAll(err);
     await closed;
   }
 
@@ -214,7 +231,7 @@ export class IrisClient {
   }
 
   /*
-   * Message references (docs/PROTOCOL.md 9.9): messages that refer to an earlier one by its server message id (an
+   * Message references (docs/PROTOCOL.md 9.11): messages that refer to an earlier one by its server message id (an
    * IrisMessage's `msg`, or a SendAck's). Each is a send like any other (acked, retried, idempotent); the server
    * refuses what the user may not do with ref_not_allowed (an edit or delete of someone else's message, a message
    * of another conversation), ref_expired (past the edit or delete window) or bad_ref (no such message).
@@ -316,6 +333,63 @@ export class IrisClient {
     this.typingState.input(peer);
   }
 
+  // ------------------------------------------------------------------ groups (PROTOCOL.md 9.11)
+
+  /** Creates a group (its id: `group`, or a random one) with `members` besides this user, who is its admin. */
+  createGroup(name: string, members: string[], opts: { group?: string; id?: string } = {}): Promise<GroupAckResult> {
+    const group = opts.group ?? this.ids.next('g');
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_create', id, group, name, members: [...members] }), members);
+  }
+  addMembers(group: string, members: string[], opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_add', id, group, members: [...members] }), members);
+  }
+  removeMember(group: string, member: string, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_remove', id, group, member }));
+  }
+  leaveGroup(group: string, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_leave', id, group }));
+  }
+  setRole(group: string, member: string, admin: boolean, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_role', id, group, member, admin }));
+  }
+  updateGroup(group: string, name: string, meta: Uint8Array = new Uint8Array(0), opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_update', id, group, name, meta: meta.slice() }));
+  }
+
+  /** Resolves once durable in the group's log (its seq); rewritten after reconnects until answered (dup on a retry). */
+  sendToGroup(group: string, body: Uint8Array | string, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    const bytes = typeof body === 'string' ? utf8.encode(body) : body.slice();
+    if (bytes.byteLength > LIMITS.maxBodyBytes) return Promise.reject(new IrisError('frame_too_large', `body: ${bytes.byteLength} bytes exceeds ${LIMITS.maxBodyBytes}`));
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_send', id, group, body: bytes }));
+  }
+
+  /** The group's members and roles (members only; others get not_member). */
+  roster(group: string): Promise<RosterResult> {
+    if (!ID_PATTERN.test(group)) return Promise.reject(new IrisError('invalid_field', 'group: not a valid group id'));
+    if (this.conn.closed) return Promise.reject(new IrisError('closed', 'client is closed'));
+    return this.groups.roster(this.ids.next('r'), group);
+  }
+  /** Marks `group` read up to `seq` (no further than this device processed): senders can ask who read what. */
+  markGroupRead(group: string, seq: number): void {
+    this.groups.markRead(group, seq);
+  }
+  /** Who received and read a message this user sent to a group (the sender only; others get bad_state). */
+  groupReceipts(group: string, seq: number): Promise<GroupReceiptsResult> {
+    if (this.conn.closed) return Promise.reject(new IrisError('closed', 'client is closed'));
+    return this.groups.receipts(this.ids.next('q'), group, seq);
+  }
+  /** How far the app processed a group (entries at or below are dropped). */
+  groupCursor(group: string): number {
+    return this.groups.cursor(group);
+  }
+
+  private groupRequest(id: string | undefined, make: (id: string) => Parameters<Groups['request']>[1], members: string[] = []): Promise<GroupAckResult> {
+    const cid = id ?? this.ids.next('m');
+    const frame = make(cid);
+    const bad = checkRequest(cid, frame, members) ?? (this.conn.closed ? new IrisError('closed', 'client is closed; call connect() first', { ref: cid }) : null);
+    return bad ? Promise.reject(bad) : this.groups.request(cid, frame);
+  }
+
   /** Resolves once every send in the outbox has been acknowledged or refused. */
   drain(): Promise<void> {
     return this.outbox.drain();
@@ -330,6 +404,7 @@ export class IrisClient {
         const st = await this.queue.store.load();
         this.inbox.restore(st);
         this.outbox.restore(st.outbox);
+        this.groups.restore(st.groups, st.groupOutbox);
       })();
       this.loaded.catch(() => {
         this.loaded = null;
@@ -358,6 +433,14 @@ export class IrisClient {
           return;
         }
         return this.queries.answered(f);
+      case 'group_send_ack':
+        return this.groups.acked(f);
+      case 'group_deliver':
+        return this.groups.deliver(f, gen);
+      case 'group_roster':
+        return this.groups.rosterPage(f);
+      case 'group_receipts':
+        return this.groups.receiptsPage(f);
       case 'error':
         return this.onError(f, gen);
       case 'typing_state':
@@ -373,6 +456,7 @@ export class IrisClient {
     if (f.ref !== undefined) {
       if (this.outbox.refused({ ...f, ref: f.ref })) return;
       if (this.queries.refused(f.ref, err)) return;
+      if (this.groups.refused({ ...f, ref: f.ref })) return;
       // A "not now" for a send already acked: the answer to an extra copy of it (written again after a
       // frame-rate refusal, say). Nothing to do.
       if (this.outbox.isLateRefusal(f)) return;

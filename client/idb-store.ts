@@ -10,7 +10,7 @@
  * 'receipts' and 'reads'),
  * `outbox` (key: client id; `ord` keeps the send order) and `unhandled` (key: seq).
  */
-import type { ClientStore, PendingSend, StoredEntry, StoredState } from './store.js';
+import type { ClientStore, PendingGroupFrame, PendingSend, StoredEntry, StoredState } from './store.js';
 
 // The slice of the IndexedDB API used here (the project compiles without the DOM library).
 interface Req<T> {
@@ -73,6 +73,10 @@ export class IndexedDbStore implements ClientStore {
   private readonly handledDelayMs: number;
   private db: Promise<Db> | null = null;
   private ord = 0;
+  /** Every group cursor, as last loaded or saved (the 'groups' record is written whole). */
+  private groupCursors: Record<string, number> = {};
+  /** Group changes and sends not yet answered, as last loaded or saved (the 'groupOutbox' record is written whole). */
+  private groupPending: PendingGroupFrame[] = [];
   /** Handled marks not written yet. */
   private handled = new Set<number>();
   private timer: ReturnType<typeof setTimeout> | null = null;
@@ -140,10 +144,12 @@ export class IndexedDbStore implements ClientStore {
   async load(): Promise<StoredState> {
     const db = await this.open();
     const tx = db.transaction(STORES, 'readonly');
-    const [cursor, receipts, reads, outbox, unhandled] = await Promise.all([
+    const [cursor, receipts, reads, groups, groupOutbox, outbox, unhandled] = await Promise.all([
       req(tx.objectStore('meta').get('cursor')),
       req(tx.objectStore('meta').get('receipts')),
       req(tx.objectStore('meta').get('reads')),
+      req(tx.objectStore('meta').get('groups')),
+      req(tx.objectStore('meta').get('groupOutbox')),
       req(tx.objectStore('outbox').getAll()),
       req(tx.objectStore('unhandled').getAll()),
     ]);
@@ -153,6 +159,8 @@ export class IndexedDbStore implements ClientStore {
       cursor: typeof cursor === 'number' ? cursor : 0,
       receipts: typeof receipts === 'number' ? receipts : 0,
       reads: typeof reads === 'number' ? reads : 0,
+      groups: (this.groupCursors = { ...(typeof groups === 'object' && groups !== null ? (groups as Record<string, number>) : {}), ...this.groupCursors }),
+      groupOutbox: (this.groupPending = [...(Array.isArray(groupOutbox) ? (groupOutbox as PendingGroupFrame[]) : []), ...this.groupPending.filter((p) => !(groupOutbox as PendingGroupFrame[] | undefined)?.some((q) => q.id === p.id))]).map((p) => ({ id: p.id, frame: p.frame.slice() })),
       outbox: rows.map((r) => ({ id: r.id, to: r.to, body: r.body, createdAt: r.createdAt, ...(r.ref && { ref: r.ref }) })),
       unhandled: (unhandled as StoredEntry[]).filter((e) => !this.handled.has(e.seq)).sort((a, b) => a.seq - b.seq),
     };
@@ -184,6 +192,26 @@ export class IndexedDbStore implements ClientStore {
 
   saveReads(version: number): Promise<void> {
     return this.write((tx) => tx.objectStore('meta').put(version, 'reads'));
+  }
+
+  /** Group changes and sends not yet answered: one record (meta 'groupOutbox'), rewritten whole (they are few). */
+  putGroupPending(item: PendingGroupFrame): Promise<void> {
+    this.groupPending = [...this.groupPending.filter((p) => p.id !== item.id), { id: item.id, frame: item.frame.slice() }];
+    const all = this.groupPending;
+    return this.write((tx) => tx.objectStore('meta').put(all, 'groupOutbox'));
+  }
+
+  deleteGroupPending(id: string): Promise<void> {
+    this.groupPending = this.groupPending.filter((p) => p.id !== id);
+    const all = this.groupPending;
+    return this.write((tx) => tx.objectStore('meta').put(all, 'groupOutbox'));
+  }
+
+  /** Group cursors: one record (meta 'groups'), rewritten whole; a user is in a bounded number of groups. */
+  saveGroupCursor(group: string, seq: number): Promise<void> {
+    this.groupCursors[group] = seq;
+    const all = { ...this.groupCursors };
+    return this.write((tx) => tx.objectStore('meta').put(all, 'groups'));
   }
 
   putPending(item: PendingSend): Promise<void> {

@@ -13,7 +13,7 @@
  */
 import { closeSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import type { ClientStore, PendingSend, StoredEntry, StoredState } from './store.js';
+import type { ClientStore, PendingGroupFrame, PendingSend, StoredEntry, StoredState } from './store.js';
 import type { MessageRef } from '../protocol/index.js';
 
 interface FileShape {
@@ -28,6 +28,10 @@ interface FileShape {
   unhandled?: { seq: number; kind: StoredEntry['kind']; msg: string; peer: string; ts: number; body: string; ref?: MessageRef }[];
   /** App values kept with the state (the chat CLI keeps its user and device here). */
   meta: Record<string, string>;
+  /** Per group, the highest seq handed to the app. */
+  groups?: Record<string, number>;
+  /** Group changes and sends not yet answered (their binary frames, base64). */
+  groupOutbox?: { id: string; frame: string }[];
 }
 
 export interface FileStoreOptions {
@@ -47,6 +51,8 @@ export class FileStore implements ClientStore {
   private readonly outbox = new Map<string, PendingSend>();
   private readonly unhandled = new Map<number, StoredEntry>();
   private readonly meta: Record<string, string> = {};
+  private readonly groups: Record<string, number> = {};
+  private readonly groupOutbox = new Map<string, PendingGroupFrame>();
   private readonly fsync: boolean;
   private readonly handledDelayMs: number;
   private deferred: ReturnType<typeof setTimeout> | null = null;
@@ -73,6 +79,8 @@ export class FileStore implements ClientStore {
       for (const p of f.outbox ?? []) this.outbox.set(p.id, { id: p.id, to: p.to, body: unb64(p.body), createdAt: p.createdAt, ...(p.ref && { ref: p.ref }) });
       for (const e of f.unhandled ?? []) this.unhandled.set(e.seq, { seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: unb64(e.body), ...(e.ref && { ref: e.ref }) });
       Object.assign(this.meta, f.meta ?? {});
+      Object.assign(this.groups, f.groups ?? {});
+      for (const p of f.groupOutbox ?? []) this.groupOutbox.set(p.id, { id: p.id, frame: unb64(p.frame) });
     }
   }
 
@@ -81,6 +89,9 @@ export class FileStore implements ClientStore {
       cursor: this.cursor,
       receipts: this.receipts,
       reads: this.reads,
+      // Only when there are any: a store of a client that never joined a group loads as it always did.
+      ...(Object.keys(this.groups).length > 0 && { groups: { ...this.groups } }),
+      ...(this.groupOutbox.size > 0 && { groupOutbox: [...this.groupOutbox.values()].map((p) => ({ id: p.id, frame: new Uint8Array(p.frame) })) }),
       outbox: [...this.outbox.values()].map((p) => ({ ...p, body: new Uint8Array(p.body) })),
       unhandled: [...this.unhandled.values()].sort((a, b) => a.seq - b.seq).map((e) => ({ ...e, body: new Uint8Array(e.body) })),
     };
@@ -126,6 +137,22 @@ export class FileStore implements ClientStore {
     (this.deferred as { unref?: () => void }).unref?.();
   }
 
+  /** Written at once, like the cursor: a lost write would hand group entries to the app again. */
+  saveGroupCursor(group: string, seq: number): void {
+    if (this.groups[group] === seq) return;
+    this.groups[group] = seq;
+    this.write();
+  }
+
+  putGroupPending(item: PendingGroupFrame): void {
+    this.groupOutbox.set(item.id, { id: item.id, frame: new Uint8Array(item.frame) });
+    this.write();
+  }
+
+  deleteGroupPending(id: string): void {
+    if (this.groupOutbox.delete(id)) this.write();
+  }
+
   putPending(item: PendingSend): void {
     this.outbox.set(item.id, { ...item, body: new Uint8Array(item.body) });
     this.write();
@@ -160,6 +187,8 @@ export class FileStore implements ClientStore {
       outbox: [...this.outbox.values()].map((p) => ({ id: p.id, to: p.to, body: b64(p.body), createdAt: p.createdAt, ...(p.ref && { ref: p.ref }) })),
       unhandled: [...this.unhandled.values()].map((e) => ({ seq: e.seq, kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: b64(e.body), ...(e.ref && { ref: e.ref }) })),
       meta: this.meta,
+      groups: this.groups,
+      groupOutbox: [...this.groupOutbox.values()].map((p) => ({ id: p.id, frame: b64(p.frame) })),
     };
     mkdirSync(dirname(this.path), { recursive: true });
     const tmp = `${this.path}.${process.pid}.tmp`;

@@ -53,6 +53,13 @@ export interface StoredEntry {
   ref?: MessageRef;
 }
 
+/** A group change or send not yet answered (PROTOCOL.md 9.9): the encoded frame, resent as it is. */
+export interface PendingGroupFrame {
+  id: string;
+  /** The frame in the binary encoding. */
+  frame: Uint8Array;
+}
+
 export interface StoredState {
   /** Highest sequence number handed out (or skipped on the server's word): never handed out again. */
   cursor: number;
@@ -64,6 +71,10 @@ export interface StoredState {
   receipts?: number;
   /** The read version processed (the `upTo` of the last `read_state` frame; PROTOCOL.md 9.8). 0 or absent: none. */
   reads?: number;
+  /** Per group, the highest seq handed to the app (PROTOCOL.md 9.9): entries at or below it are dropped. */
+  groups?: Record<string, number>;
+  /** Group changes and sends not yet answered, oldest first. */
+  groupOutbox?: PendingGroupFrame[];
 }
 
 export interface ClientStore {
@@ -91,6 +102,17 @@ export interface ClientStore {
    * saveReceipts: without it a restarted app gets every read position again (idempotent state).
    */
   saveReads?(version: number): void | Promise<void>;
+  /**
+   * Records how far the app processed a group (after its listeners ran). Optional: a store without it forgets
+   * group cursors on restart, and the app may see entries again that the server had not recorded as acked.
+   */
+  saveGroupCursor?(group: string, seq: number): void | Promise<void>;
+  /**
+   * A group change or send, before it is first written (optional: without it, they are kept in memory only and a
+   * restarted client does not resend them); deleted once answered.
+   */
+  putGroupPending?(item: PendingGroupFrame): void | Promise<void>;
+  deleteGroupPending?(id: string): void | Promise<void>;
   /** Called before a send is first written to the socket. */
   putPending(item: PendingSend): void | Promise<void>;
   /** Called when the server acknowledged the send (or refused it for good). */
@@ -113,6 +135,8 @@ export class MemoryStore implements ClientStore {
   reads = 0;
   readonly outbox = new Map<string, PendingSend>();
   readonly unhandled = new Map<number, StoredEntry>();
+  readonly groups = new Map<string, number>();
+  readonly groupOutbox = new Map<string, PendingGroupFrame>();
 
   constructor(initial?: Partial<StoredState>) {
     if (initial?.cursor !== undefined) this.cursor = initial.cursor;
@@ -120,6 +144,8 @@ export class MemoryStore implements ClientStore {
     if (initial?.reads !== undefined) this.reads = initial.reads;
     for (const p of initial?.outbox ?? []) this.outbox.set(p.id, p);
     for (const e of initial?.unhandled ?? []) this.unhandled.set(e.seq, copyEntry(e));
+    for (const [g, c] of Object.entries(initial?.groups ?? {})) this.groups.set(g, c);
+    for (const p of initial?.groupOutbox ?? []) this.groupOutbox.set(p.id, { id: p.id, frame: p.frame.slice() });
   }
 
   load(): StoredState {
@@ -129,7 +155,21 @@ export class MemoryStore implements ClientStore {
       reads: this.reads,
       outbox: [...this.outbox.values()].map((p) => ({ ...p, body: p.body.slice() })),
       unhandled: [...this.unhandled.values()].sort((a, b) => a.seq - b.seq).map(copyEntry),
+      ...(this.groups.size > 0 && { groups: Object.fromEntries(this.groups) }),
+      ...(this.groupOutbox.size > 0 && { groupOutbox: [...this.groupOutbox.values()].map((p) => ({ id: p.id, frame: p.frame.slice() })) }),
     };
+  }
+
+  putGroupPending(item: PendingGroupFrame): void {
+    this.groupOutbox.set(item.id, { id: item.id, frame: item.frame.slice() });
+  }
+
+  deleteGroupPending(id: string): void {
+    this.groupOutbox.delete(id);
+  }
+
+  saveGroupCursor(group: string, seq: number): void {
+    this.groups.set(group, seq);
   }
 
   handOut(entries: StoredEntry[], cursor: number): void {

@@ -1,3 +1,4 @@
+import type { GroupAckResult, GroupEvent, GroupMessage } from './groups.js';
 import type { BackoffOptions } from './backoff.js';
 import type { IrisError } from './errors.js';
 import type { FetchLike, WebSocketConstructor } from './socket.js';
@@ -244,4 +245,10 @@ export interface ClientEvents {
   error: IrisError;
   ack: SentEvent;
   welcome: Welcome;
+  /** A group message (PROTOCOL.md 9.9), once per device: the SDK drops what its cursor for the group passed. */
+  groupMessage: GroupMessage;
+  /** A membership change or rename of a group, in the group's order with its messages. */
+  groupEvent: GroupEvent;
+  /** A group change or send was answered (also one a restarted client resent from its store). */
+  groupAck: GroupAckResult & { id: string };
 }

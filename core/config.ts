@@ -47,6 +47,10 @@ export interface Config {
   maxQueuedBytes: number;
   /** A connection that has not sent `hello` this long after the upgrade is closed with 4000 hello_timeout. */
   helloTimeoutMs: number;
+  /** Members one group may have; a create or add past it gets group_full. */
+  groupMemberCap: number;
+  /** How long a group's log entries are kept; a device whose cursor is older gets history_gap. */
+  groupRetentionMs: number;
   /** Users one user may subscribe to for presence; over it a presence_subscribe gets invalid_field. */
   presenceSubscriptions: number;
   /** Offline is announced to subscribers only after this long offline: a flap within it is coalesced away. */

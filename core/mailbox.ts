@@ -38,6 +38,9 @@ import type {
 import type { BarrierCode } from './conn-guard.js';
 import { StorageFullError } from './ports.js';
 import { Delivery } from './delivery.js';
+import { GroupMember } from './group/member.js';
+import type { GroupNews } from './group/types.js';
+import type { GroupEntry } from '../protocol/index.js';
 import { Forwarder } from './forwarder.js';
 import { History, releaseHeld } from './history.js';
 import { PresenceHub } from './presence.js';
@@ -114,6 +117,8 @@ export class Mailbox {
   readonly presenceHub: PresenceHub;
   /** Sent entries and history for new devices (core/history.ts). */
   private readonly history: History;
+  /** The member side of groups (core/group/member.ts). */
+  private readonly groups: GroupMember;
 
   private get forwarder(): Forwarder {
     return (this.forwarderOrNull ??= new Forwarder(this.deps, { store: this.store, tx: (fn) => this.tx(fn), receive: (b) => this.receive(b) }));
@@ -136,6 +141,7 @@ export class Mailbox {
     this.out = new Delivery(deps, this.store, (fn) => this.tx(fn));
     this.history = new History(this.store, deps.config.historyDepth);
     this.bucket = new TokenBucket(deps.config.ratePerSec, deps.config.rateBurst, deps.clock.now());
+    this.groups = new GroupMember({ deps, out: this.out, take: (now) => this.bucket.take(now), tx: (fn) => this.tx(fn) });
     this.presenceHub = new PresenceHub({
       ...deps,
       out: this.out,
@@ -201,6 +207,8 @@ export class Mailbox {
           return await this.onSetPresence(conn, frame);
         case 'typing':
           return await this.typing.onFrame(conn, frame.conv, frame.on);
+        default:
+          return await this.groups.onFrame(conn, frame);
       }
     } catch (e) {
       if (e instanceof ProtocolError) return this.out.error(conn, enc, e.code, e.message, e.ref ?? ref);
@@ -224,7 +232,7 @@ export class Mailbox {
     });
     // After last seen is stored: an offline announced after the hold carries it.
     const online = [...this.deps.sockets.list()].some((c) => c !== conn && c.state !== null);
-    await Promise.all([this.presenceHub.changed(conn), online ? undefined : this.presenceHub.lastOffline(), this.typingOrNull?.closed(conn)]);
+    await Promise.all([this.presenceHub.changed(conn), online ? undefined : this.presenceHub.lastOffline(), this.typingOrNull?.closed(conn), this.groups.onClose(conn)]);
   }
 
   private async onHello(conn: Conn, f: Hello, enc: Encoding): Promise<void> {
@@ -294,7 +302,8 @@ export class Mailbox {
     const refs = (features & HELLO_FEATURES.refs) !== 0;
     const typing = (features & HELLO_FEATURES.typing) !== 0;
     const sync = (features & HELLO_FEATURES.sync) !== 0;
-    const base: ConnState = { device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(refs && { refs }), ...(typing && { typing }), ...(sync && { sync }) };
+    const groups = (features & HELLO_FEATURES.groups) !== 0;
+    const base: ConnState = { device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(refs && { refs }), ...(typing && { typing }), ...(sync && { sync }), ...(groups && { groups }) };
     // A client that did not name every entry feature is not shown some entries (core/shown.ts).
     conn.setState(partial(base) ? { ...base, vis: r.cursor } : base);
     this.out.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });
@@ -304,7 +313,7 @@ export class Mailbox {
       this.out.reply(conn, enc, { t: 'settings', readReceipts: r.readReceipts, presence: r.presence });
     }
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
-    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver()), this.presenceHub.changed(), this.typingOrNull?.online()]);
+    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver()), this.presenceHub.changed(), this.typingOrNull?.online(), this.groups.onHello(conn)]);
   }
 
   private async onSend(conn: Conn, f: Send): Promise<void> {
@@ -635,9 +644,19 @@ export class Mailbox {
     return this.typing.typingFrom(from, conv, on);
   }
 
+  /** A group's fan-out round (Peers.groupPush), filtered to this user's ranges; false: no device connected. */
+  groupPush(group: string, after: number, upTo: number, entries: GroupEntry[]): boolean {
+    return this.groups.push(group, after, upTo, entries);
+  }
+
+  /** A group changed this user's membership (Peers.groupNews). */
+  groupNews(news: GroupNews): Promise<void> {
+    return this.groups.news(news);
+  }
+
   /** Scheduled wake-up: retry every recipient that still has outbox items and is not backing off; presence timers. */
   async onWake(): Promise<void> {
-    await Promise.all([this.forwarder.wake(), this.presenceHub.tick()]);
+    await Promise.all([this.forwarder.wake(), this.presenceHub.tick(), this.groups.tick()]);
   }
 
   /** Storage.commit, dropping the store's caches if the commit fails (the database rolled back, they did not). */

@@ -1,4 +1,5 @@
 import type { Encoding, ErrorCode, MessageRef, PresenceInfo } from '../protocol/index.js';
+import type { GroupCall, GroupNews, GroupPush, GroupResult } from './group/types.js';
 
 /**
  * The two small ports the core runs over. Durable Object `ctx.storage.sql` and `node:sqlite` are both
@@ -79,6 +80,11 @@ export interface ConnState {
    * written before them) they are left out of its stream (core/shown.ts).
    */
   sync?: boolean;
+  /**
+   * The client's hello named HELLO_FEATURES.groups: it is sent its user's groups (`group_deliver`). Otherwise the
+   * connection counts as no device for groups (core/group/member.ts).
+   */
+  groups?: boolean;
   /** On a connection that is not shown every entry (core/shown.ts, partial): the last seq it was shown. */
   vis?: number;
 }
@@ -210,6 +216,28 @@ export interface Peers {
    * it. Rejects when the shard cannot be reached. Optional: without it typing frames are accepted and dropped.
    */
   typing?(to: string, from: string, conv: string, on: boolean): Promise<boolean>;
+  /**
+   * Groups (docs/ARCHITECTURE.md "Groups"): one call from a user's shard to the shard of `group` (a Durable Object
+   * per group; on-prem the worker owning the group id by hash), made for the user `call.from`. Resolves to the
+   * group's answer (refusals such as not_member are results, not rejections) after anything it wrote is durable
+   * there. Rejects only when the group's shard cannot be reached (the caller answers `unavailable`). Optional:
+   * without it group frames get `unavailable`.
+   */
+  group?(group: string, call: GroupCall): Promise<GroupResult>;
+  /**
+   * One fan-out round of a group to its online members' shards: the adapter reaches each target once (Cloudflare:
+   * one RPC per member shard, at most a few at a time; on-prem one message per worker listing its members), each
+   * getting the entries of push.entries inside its ranges. Returns one promise per target, in order: true when
+   * the member's shard took it and has a device connected, false when it has none (it is offline: the group stops
+   * pushing to it until it watches again); a rejection when it could not be reached (the group marks it behind).
+   * Must not wake a member shard that is not running only to learn it has no device (answer false instead).
+   */
+  groupPush?(push: GroupPush): Promise<boolean>[];
+  /**
+   * The group tells `user`'s shard its membership range changed (joined; left, 0 while a member). Resolves once
+   * the member's shard stored it; rejects when unreachable (the group retries from its wake-up). Idempotent.
+   */
+  groupNews?(user: string, news: GroupNews): Promise<void>;
   /**
    * The recipient's shard when it shares this Storage (its writes can join the caller's transaction), else
    * undefined. Optional: a Durable Object never shares storage with another user's.

@@ -118,6 +118,44 @@ const MIGRATIONS: readonly (readonly string[])[] = [
     `ALTER TABLE outbox ADD COLUMN ref_msg TEXT NOT NULL DEFAULT ''`,
     `ALTER TABLE dedup ADD COLUMN peer TEXT NOT NULL DEFAULT ''`,
   ],
+  // Groups (docs/ARCHITECTURE.md "Groups"; design B, fan-out on read). The group side: one log per group (messages
+  // and membership changes, one order), the accepted client ids, one row per membership range, one row per group.
+  // The member side writes nothing per message: which groups the user is in, and each device's cursor per group,
+  // written every 64 entries and at close. Keyed by group (or user) first, like every table; no secondary index.
+  [
+    `CREATE TABLE groups (
+       grp TEXT PRIMARY KEY, creator TEXT NOT NULL, name TEXT NOT NULL, meta BLOB NOT NULL,
+       trimmed INTEGER NOT NULL,    -- log entries up to here were deleted (a cursor behind it gets history_gap)
+       created INTEGER NOT NULL,
+       receipts BLOB NOT NULL       -- every member's delivered and read seq, packed in one row (core/group/store.ts)
+     ) WITHOUT ROWID`,
+    `CREATE TABLE group_log (
+       grp TEXT NOT NULL, seq INTEGER NOT NULL, kind INTEGER NOT NULL, sender TEXT NOT NULL, subject TEXT NOT NULL,
+       name TEXT NOT NULL, ts INTEGER NOT NULL, body BLOB NOT NULL,
+       PRIMARY KEY (grp, seq)
+     ) WITHOUT ROWID`,
+    `CREATE TABLE group_dedup (
+       grp TEXT NOT NULL, sender TEXT NOT NULL, cid TEXT NOT NULL, seq INTEGER NOT NULL, ts INTEGER NOT NULL,
+       PRIMARY KEY (grp, sender, cid)
+     ) WITHOUT ROWID`,
+    `CREATE TABLE group_members (
+       grp TEXT NOT NULL, member TEXT NOT NULL,
+       joined INTEGER NOT NULL,     -- seq of the entry that opened this range (create or join)
+       left_at INTEGER NOT NULL,    -- seq of the leave entry that closed it; 0 while a member
+       admin INTEGER NOT NULL,
+       online INTEGER NOT NULL,     -- the member's shard has a device connected: it gets pushes (memory, kept for a restart)
+       told INTEGER NOT NULL,       -- the member's shard knows this range up to this seq (joined, then left_at)
+       PRIMARY KEY (grp, member, joined)
+     ) WITHOUT ROWID`,
+    `CREATE TABLE user_groups (
+       user TEXT NOT NULL, grp TEXT NOT NULL, joined INTEGER NOT NULL, left_at INTEGER NOT NULL,
+       PRIMARY KEY (user, grp)
+     ) WITHOUT ROWID`,
+    `CREATE TABLE group_cursors (
+       user TEXT NOT NULL, grp TEXT NOT NULL, device TEXT NOT NULL, cursor INTEGER NOT NULL,
+       PRIMARY KEY (user, grp, device)
+     ) WITHOUT ROWID`,
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -83,6 +83,8 @@ export const ENGINE_SETTINGS = {
   maxErrorsInRow: engineInt('IRIS_MAX_ERRORS_IN_ROW', 20, 'Frames refused for the client\'s fault in a row before the connection is closed with 4002.'),
   maxQueuedBytes: engineInt('IRIS_MAX_QUEUED_BYTES', 48 * 1024 * 1024, 'Bytes waiting on one socket for a client that does not read before it is closed with 4003.'),
   helloTimeoutMs: engineInt('IRIS_HELLO_TIMEOUT_MS', 10_000, 'A connection that sends no `hello` this long after the upgrade is closed with 4000.'),
+  groupMemberCap: engineInt('IRIS_GROUP_MEMBER_CAP', 1_024, 'Members one group may have (more: `group_full`).'),
+  groupRetentionMs: engineInt('IRIS_GROUP_RETENTION_MS', 604_800_000, 'How long a group keeps its log entries; a device further behind gets `history_gap` (default a week).'),
   presenceSubscriptions: { ...engineInt('IRIS_PRESENCE_SUBSCRIPTIONS', 1_000, 'Users one user may subscribe to for presence (`presence_subscribe`; more: `invalid_field`).'), max: LIMITS.maxPresenceSubscriptions },
   presenceHoldMs: engineInt('IRIS_PRESENCE_HOLD_MS', 5_000, 'How long a user must stay offline before its subscribers are told (a flap within it pushes nothing).'),
   presenceLeaseMs: engineInt('IRIS_PRESENCE_LEASE_MS', 600_000, 'How long a presence subscription lasts at the subject without renewal; subscribers renew at half of it.'),

@@ -2,11 +2,12 @@ import { DurableObject } from 'cloudflare:workers';
 import { refusal, refusalBody, refusalHeaders } from '../auth/index.js';
 import { configFromEnv, type Config } from '../core/config.js';
 import { Mailbox } from '../core/mailbox.js';
+import type { GroupCall, GroupNews } from '../core/group/types.js';
 import { PeerOverloadedError, type ForwardBatch, type ForwardResult, type LogLevel, type Peers, type Scheduler } from '../core/ports.js';
 import { readNumber, readString } from '../core/settings.js';
 import { hasSchema, migrate } from '../core/schema.js';
 import { soleUser } from '../core/store.js';
-import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type PresenceInfo } from '../protocol/index.js';
+import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type GroupEntry, type PresenceInfo } from '../protocol/index.js';
 import { DoConn, type Attachment } from './conn.js';
 import type { Env } from './env.js';
 import { consoleLogger, isOverloaded } from './log.js';
@@ -219,6 +220,20 @@ export class UserShard extends DurableObject<Env> {
     });
   }
 
+  /** Peers.groupPush (from a GroupShard): one fan-out round, filtered to this user's ranges. False: no device here. */
+  async groupPush(user: string, group: string, after: number, upTo: number, entries: GroupEntry[]): Promise<boolean> {
+    return this.timed(async () => {
+      // A user who never connected has no device: nothing is created for it.
+      if (!this.mailbox && !this.hasSchema()) return false;
+      return this.mailboxFor(user).groupPush(group, after, upTo, entries);
+    });
+  }
+
+  /** Peers.groupNews: the user's membership of a group changed (stored; its devices catch up). */
+  async groupNews(user: string, news: GroupNews): Promise<void> {
+    return this.timed(() => this.mailboxFor(user).groupNews(news));
+  }
+
   /**
    * Peers.typing (core/typing.ts): pushed to this user's sockets, never stored. An object with no storage yet (a
    * user who never connected) answers "not online" without creating any; one that is running pushes or, with no
@@ -310,6 +325,8 @@ export class UserShard extends DurableObject<Env> {
         counts.typing++;
         return env.USERS.get(env.USERS.idFromName(to)).typing(to, from, conv, on);
       },
+      // Groups: one RPC to the group's Durable Object per call (docs/ARCHITECTURE.md "Groups").
+      ...(env.GROUPS && { group: (group: string, call: GroupCall) => env.GROUPS!.get(env.GROUPS!.idFromName(group)).call(group, call) }),
     };
     const scheduler: Scheduler = { wakeAt: (ms) => this.wakeAt(ms) };
     this.mailbox = new Mailbox({

@@ -23,6 +23,8 @@ import { REF_KINDS, type PresenceInfo, type RefKind } from '../protocol/index.js
  *   push_res     (9): wanted:u8
  *   typing      (10): to:str from:str conv:str on:u8            (Peers.typing, typing indicators)
  *   typing_res  (11): online:u8
+ *   group       (12): json:str                                 (Peers.group / groupPush / groupNews: group-link.ts)
+ *   group_res   (13): json:str
  *   str/bytes = len:u32 + bytes (UTF-8). Numbers that may exceed 32 bits travel as f64 (exact to 2^53).
  *
  * Every worker keeps at most one outgoing connection per other worker; requests on it are pipelined and
@@ -44,6 +46,8 @@ const REF_FLAG = 0x80;
 const REF_BY_NUMBER = new Map<number, RefKind>((Object.entries(REF_KINDS) as [RefKind, number][]).map(([k, n]) => [n, k]));
 const OP_TYPING = 10;
 const OP_TYPING_RES = 11;
+const OP_GROUP = 12;
+const OP_GROUP_RES = 13;
 /** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken link. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
@@ -250,6 +254,8 @@ export interface LinkHandler {
   watch(subject: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined>;
   presenceChanged(watcher: string, info: PresenceInfo): Promise<boolean>;
   typing(to: string, from: string, conv: string, on: boolean): Promise<boolean>;
+  /** A group call, push or news (onprem/group-link.ts), JSON in and out. */
+  group?(json: string): Promise<string>;
 }
 
 /** Answers other workers' calls on <run dir>/peer-<id>.sock. */
@@ -318,6 +324,11 @@ export class LinkServer {
         const conv = d.str();
         this.handler.typing(to, from, conv, d.u8() === 1).then(
           (online) => out.write(frame(OP_TYPING_RES, rid).u8(online ? 1 : 0).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_GROUP) {
+        (this.handler.group?.(d.str()) ?? Promise.reject(new Error('groups are not served here'))).then(
+          (json) => out.write(frame(OP_GROUP_RES, rid).str(json).done()),
           (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
         );
       } else {
@@ -450,6 +461,12 @@ export class LinkClient {
     const { d, op } = await this.call((rid) => frame(OP_TYPING, rid).str(to).str(from).str(conv).u8(on ? 1 : 0).done());
     if (op !== OP_TYPING_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
     return d.u8() === 1;
+  }
+
+  async group(json: string): Promise<string> {
+    const { d, op } = await this.call((rid) => frame(OP_GROUP, rid).str(json).done());
+    if (op !== OP_GROUP_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
+    return d.str();
   }
 
   close(): void {

@@ -16,6 +16,7 @@ import {
   type ReceiptState,
 } from './frames.js';
 import { LIMITS } from './limits.js';
+import { decodeGroupBinary, encodeGroupBinary, isGroupType } from './group-codec.js';
 import * as v from './validate.js';
 
 /**
@@ -55,7 +56,7 @@ function readRef(r: Reader, b: number, ref?: string): MessageRef {
   return { kind, msg: v.messageId(r.str('ref.msg', LIMITS.maxMessageIdLength), 'ref.msg') };
 }
 
-class Writer {
+export class Writer {
   private buf: Uint8Array;
   private view: DataView;
   pos = 0;
@@ -114,7 +115,7 @@ class Writer {
   }
 }
 
-class Reader {
+export class Reader {
   pos = 0;
   constructor(private readonly buf: Uint8Array) {}
   private need(n: number, what: string): void {
@@ -302,6 +303,8 @@ export function encodeBinary(f: Frame): Uint8Array {
       w.str(f.ref ?? '');
       w.uint(f.retryAfter ?? 0);
       break;
+    default:
+      encodeGroupBinary(w, f);
   }
   return w.done();
 }
@@ -316,6 +319,11 @@ export function decodeBinary(buf: Uint8Array): Frame {
   if (type === undefined) throw new ProtocolError('unknown_type', `unknown frame type byte ${buf[0]}`);
   const id = LIMITS.maxIdLength;
   let f: Frame;
+  if (isGroupType(type)) {
+    f = decodeGroupBinary(r, type);
+    r.end();
+    return f;
+  }
   switch (type) {
     case 'hello':
       f = { t: type, device: v.userId(r.str('device', id), 'device'), cursor: r.uint('cursor') };

@@ -17,6 +17,10 @@ export const ERROR_CODES = {
   too_many_devices: 12,
   internal: 13,
   unavailable: 14,
+  not_member: 15,
+  group_full: 16,
+  history_gap: 17,
+  not_admin: 18,
   // Message references (PROTOCOL.md 9.9). Numbered apart from the codes other features add meanwhile.
   bad_ref: 40,
   ref_not_allowed: 41,

@@ -1,4 +1,5 @@
 import type { ErrorCode } from './errors.js';
+import { GROUP_CLIENT_TYPES, type GroupClientFrame, type GroupServerFrame } from './groups.js';
 
 /**
  * The frames of protocol v1. One WebSocket message carries exactly one frame; the WebSocket layer already
@@ -26,6 +27,21 @@ export const FRAME_TYPES = {
   settings: 16,
   presence_subscribe: 17,
   set_presence: 18,
+  // Groups (PROTOCOL.md 7.20, 9.11).
+  group_create: 19,
+  group_add: 20,
+  group_remove: 21,
+  group_leave: 22,
+  group_role: 23,
+  group_update: 24,
+  group_roster_query: 25,
+  group_send: 26,
+  group_ack: 27,
+  group_send_ack: 28,
+  group_deliver: 29,
+  group_roster: 30,
+  group_receipts_query: 31,
+  group_receipts: 32,
   typing: 35,
   typing_state: 36,
 } as const;
@@ -61,12 +77,14 @@ export interface Hello {
 
 /** Bits of `hello.features`. Each names something a client written before it could not decode. */
 export const HELLO_FEATURES = {
-  /** Message references (PROTOCOL.md 9.9): `deliver` entries may carry `ref`. */
+  /** Message references (PROTOCOL.md 9.11): `deliver` entries may carry `ref`. */
   refs: 1,
   /** Typing indicators (PROTOCOL.md 8.8): the server may send `typing_state`. */
   typing: 2,
   /** Multi-device sync (PROTOCOL.md 9.10): `deliver` may carry entries of kind `sent`. */
   sync: 4,
+  /** Groups (PROTOCOL.md 9.11): the server may send `group_deliver` and `group_receipts`. */
+  groups: 8,
 } as const;
 
 export interface Welcome {
@@ -87,12 +105,12 @@ export interface Send {
   id: string;
   to: string;
   body: Uint8Array;
-  /** This message refers to an earlier one: a reply, an edit, a delete for everyone or a reaction (PROTOCOL.md 9.9). */
+  /** This message refers to an earlier one: a reply, an edit, a delete for everyone or a reaction (PROTOCOL.md 9.11). */
   ref?: MessageRef;
 }
 
 /**
- * What a message refers to, and how (PROTOCOL.md 9.9). Numbers are the binary encoding. The body of the referring
+ * What a message refers to, and how (PROTOCOL.md 9.11). Numbers are the binary encoding. The body of the referring
  * message stays opaque: a reply's or an edit's text, a reaction (empty: the reaction is removed), nothing for a
  * delete.
  */
@@ -132,7 +150,7 @@ export const ENTRY_KINDS = {
   /** Legacy: a message this user sent reached a device of its recipient (see the `receipts` frame). */
   delivered: 2,
   /**
-   * A message this user sent, from any of its devices (multi-device sync, PROTOCOL.md 9.9): `peer` is the
+   * A message this user sent, from any of its devices (multi-device sync, PROTOCOL.md 9.11): `peer` is the
    * RECIPIENT, `msg` the server id its send_ack carried, `body` the body. In the user's own order.
    */
   sent: 3,
@@ -143,7 +161,7 @@ export type EntryKind = keyof typeof ENTRY_KINDS;
 export interface Entry {
   /**
    * Per-user sequence number: strictly increasing, no gaps within one connection's stream (except `sent`
-   * entries left out for a client that did not say hello.sync, PROTOCOL.md 9.9).
+   * entries left out for a client that did not say hello.sync, PROTOCOL.md 9.11).
    */
   seq: number;
   kind: EntryKind;
@@ -155,7 +173,7 @@ export interface Entry {
   ts: number;
   /** Message body; empty for receipts. */
   body: Uint8Array;
-  /** The message refers to an earlier one (PROTOCOL.md 9.9); only to connections whose hello named HELLO_FEATURES.refs. */
+  /** The message refers to an earlier one (PROTOCOL.md 9.11); only to connections whose hello named HELLO_FEATURES.refs. */
   ref?: MessageRef;
 }
 
@@ -326,11 +344,11 @@ export interface ErrorFrame {
   retryAfter?: number;
 }
 
-export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | Typing;
-export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | TypingState;
+export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | Typing | GroupClientFrame;
+export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | TypingState | GroupServerFrame;
 export type Frame = ClientFrame | ServerFrame;
 
-const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', 'typing']);
+const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', 'typing', ...GROUP_CLIENT_TYPES]);
 
 export function isClientFrame(f: Frame): f is ClientFrame {
   return CLIENT_TYPES.has(f.t);

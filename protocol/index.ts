@@ -9,6 +9,7 @@ import { decodeJson, encodeJson } from './json.js';
 
 export * from './errors.js';
 export * from './frames.js';
+export * from './groups.js';
 export * from './limits.js';
 export { decodeBinary, encodeBinary } from './binary.js';
 export { decodeJson, encodeJson, fromBase64, toBase64 } from './json.js';

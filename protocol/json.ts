@@ -2,6 +2,7 @@ import { ProtocolError, isErrorCode } from './errors.js';
 import { ENTRY_KINDS, FRAME_TYPES, PRESENCE_VISIBILITY, REF_KINDS, type Entry, type EntryKind, type Frame, type FrameType, type MessageRef, type PresenceVisibility, type ReceiptState, type RefKind, type Settings } from './frames.js';
 import { LIMITS } from './limits.js';
 import * as v from './validate.js';
+import { decodeGroupJson, groupToJson, isGroupType } from './group-codec.js';
 
 /**
  * JSON encoding: the same frames as text WebSocket messages, for debugging with any WebSocket tool.
@@ -60,7 +61,7 @@ export function encodeJson(f: Frame): string {
     case 'deliver':
       return JSON.stringify({ t: f.t, entries: f.entries.map(entryToJson) });
     default:
-      return JSON.stringify(f);
+      return JSON.stringify(isGroupType(f.t) ? groupToJson(f as Parameters<typeof groupToJson>[0], toBase64) : f);
   }
 }
 
@@ -96,6 +97,7 @@ export function decodeJson(text: string): Frame {
   if (typeof t !== 'string') throw new ProtocolError('bad_frame', 't: missing frame type');
   if (!Object.hasOwn(FRAME_TYPES, t)) throw new ProtocolError('unknown_type', `unknown frame type "${t.slice(0, 32)}"`);
   const type = t as FrameType;
+  if (isGroupType(type)) return decodeGroupJson(o, type, fromBase64);
   switch (type) {
     case 'hello': {
       const f: Frame = { t: type, device: v.userId(o['device'], 'device'), cursor: o['cursor'] === undefined ? 0 : v.uint(o['cursor'], 'cursor') };

@@ -19,6 +19,12 @@ export const LIMITS = {
   maxDeliverBatch: 64,
   /** Receipt states in one receipts frame; read positions in one read_state frame. */
   maxReceiptBatch: 64,
+  /** Members in one group_create / group_add, and in one group_roster page. */
+  maxGroupBatch: 256,
+  /** A group's name, in chars. */
+  maxGroupNameLength: 128,
+  /** A group's metadata (group_update), in bytes. */
+  maxGroupMetaBytes: 1024,
   /** Human-readable text of an error frame. */
   maxErrorMessageLength: 256,
   /** Largest number carried by a frame (sequence numbers, timestamps, cursors). */

@@ -20,6 +20,10 @@
  *           /reply N text  /edit N text  /delete N  /react N emoji (no emoji: remove yours)
  * Every message shown (received, or sent and stored) gets a short index #N for those commands; an edit, a delete
  * or a reaction is shown against the message it refers to.
+ * Groups (scripts/lib/chat-groups.ts): /group create GROUP user...  /group add|remove GROUP user...
+ *           /group leave GROUP  /group admin GROUP user on|off  /group rename GROUP NAME  /group roster GROUP
+ *           /group read GROUP (mark it read)  /group info GROUP SEQ (who received / read your message)
+ *           /g GROUP text (send to a group); group messages print as "GROUP | sender: text".
  * stdin may be a pipe: at end of input the chat waits for the acks of what it sent (and briefly for delivery
  * receipts, see --linger), then exits.
  */
@@ -30,6 +34,7 @@ import { IrisClient, IrisError, type ConnectionState, type IrisMessage, type Iri
 import { FileStore } from '../client/node-store.js';
 import { ID_PATTERN } from '../protocol/limits.js';
 import { ONPREM_PORT, WRANGLER_PORT, connectUrl } from './lib/endpoints.js';
+import { GROUP_HELP, groupCommand, showGroups } from './lib/chat-groups.js';
 import { mintToken } from './token.js';
 
 const USAGE = `usage: npm run chat -- <user> <peer> [--onprem | --port N | --url ws://127.0.0.1:8787/v1/connect]
@@ -237,6 +242,7 @@ client.on('receipt', (r) => {
 });
 client.on('error', (e) => out(`! ${e.code}: ${e.message}`));
 client.on('typing', (t) => out(t.on ? `* ${t.from} is typing…` : `* ${t.from} stopped typing`));
+showGroups(client, out, clock);
 client.on('presence', (p) => {
   if (p.online) return out(`* ${p.user} is online`);
   out(`* ${p.user} ${p.lastSeen === 0 ? 'was never seen' : `was last seen ${new Date(p.lastSeen).toLocaleString()}`}`);
@@ -315,7 +321,7 @@ rl.on('line', (raw) => {
   if (line === '') return;
   queue = queue.then(async () => {
     if (line === '/quit') return void (await stop(0));
-    if (line === '/help') return out('commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /typing [off]  /reply N text  /edit N text  /delete N  /react N [emoji]  /quit  (anything else is sent)');
+    if (line === '/help') return out(`commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /typing [off]  /reply N text  /edit N text  /delete N  /react N [emoji]  ${GROUP_HELP}  /quit  (anything else is sent)`);
     if (line === '/typing' || line === '/typing off') return client.typing(peer!, line === '/typing');
     // Message references: N is the #N shown next to a message.
     const r = /^\/(reply|edit|delete|react)\s+#?(\d+)(?:\s+(.*))?$/.exec(line);
@@ -338,6 +344,7 @@ rl.on('line', (raw) => {
       const users = line.split(/\s+/).slice(1);
       return presence(users.length > 0 ? users : [peer]);
     }
+    if (await groupCommand(client, line, out)) return;
     if (line.startsWith('/')) return out(`! unknown command ${line.split(/\s+/)[0]}; /help lists them`);
     send(line);
   });

@@ -16,6 +16,7 @@ import { ConfigError, settingNames, validateSettings } from '../core/settings.js
 import { connectKey } from './connect-key.js';
 
 export { UserShard } from '../durable-objects/user-shard.js';
+export { GroupShard } from '../durable-objects/group-shard.js';
 
 /**
  * The edge Worker: refuses everything it can before a WebSocket exists (auth/upgrade.ts: method, per-IP

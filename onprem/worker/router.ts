@@ -1,6 +1,9 @@
 import { join } from 'node:path';
 import type { ForwardBatch, ForwardResult, LocalShard, Peers } from '../../core/ports.js';
 import type { PresenceInfo } from '../../protocol/index.js';
+import { visible, type GroupCall, type GroupNews, type GroupPush, type GroupResult } from '../../core/group/types.js';
+import { fromWire, toWire, type GroupLinkMessage } from '../group-link.js';
+import { GroupShards } from './groups.js';
 import { ownerOf } from '../owner.js';
 import { LinkClient, LinkServer } from '../links.js';
 import { owns, type WorkerContext } from './context.js';
@@ -23,11 +26,15 @@ const ONE_HOP = process.env['IRIS_ONE_HOP'] !== '0';
 export class Router implements Peers {
   private readonly clients: (LinkClient | null)[] = [];
   private linkServer: LinkServer | null = null;
+  /** The groups this worker owns (onprem/worker/groups.ts). */
+  readonly groups: GroupShards;
 
   constructor(
     private readonly ctx: WorkerContext,
     private readonly shards: Shards,
-  ) {}
+  ) {
+    this.groups = new GroupShards(ctx, () => shards.mailboxEnv());
+  }
 
   /** Listens for the other workers' calls, and prepares (lazy) connections to each of them. */
   async listen(): Promise<void> {
@@ -41,6 +48,7 @@ export class Router implements Peers {
       watch: (subject, watcher, on) => this.watchLocal(subject, watcher, on),
       presenceChanged: (watcher, info) => this.pushLocal(watcher, info),
       typing: (to, from, conv, on) => this.typingLocal(to, from, conv, on),
+      group: (json) => this.groupFromLink(json),
     });
     try {
       await this.linkServer.listen();
@@ -90,6 +98,82 @@ export class Router implements Peers {
     return this.timed('typing', this.client(owner).typing(to, from, conv, on));
   }
 
+  /** A call to a group's shard: here, or one link message to the worker that owns the group (op "group"). */
+  group(group: string, call: GroupCall): Promise<GroupResult> {
+    const owner = ownerOf(group, this.ctx.workers);
+    if (owner === this.ctx.id) return this.groupLocal(group, call);
+    const msg: GroupLinkMessage = { k: 'call', group, call };
+    return this.timed('group', this.client(owner).group(toWire(msg))).then((s) => fromWire<GroupResult>(s));
+  }
+
+  /** A fan-out round: members of this worker directly, and ONE link message per other worker listing its members. */
+  groupPush(push: GroupPush): Promise<boolean>[] {
+    const byOwner = new Map<number, number[]>();
+    push.targets.forEach((t, i) => {
+      const o = ownerOf(t.user, this.ctx.workers);
+      const list = byOwner.get(o);
+      if (list) list.push(i);
+      else byOwner.set(o, [i]);
+    });
+    const out = new Array<Promise<boolean>>(push.targets.length);
+    for (const [owner, idx] of byOwner) {
+      const targets = idx.map((i) => push.targets[i]!);
+      if (owner === this.ctx.id) {
+        idx.forEach((i) => (out[i] = Promise.resolve().then(() => this.pushGroupLocal(push, push.targets[i]!.user, push.targets[i]!.ranges))));
+        continue;
+      }
+      // Entries outside every listed member's ranges are not sent at all.
+      const entries = push.entries.filter((e) => targets.some((t) => visible([e], t.ranges).length > 0));
+      const msg: GroupLinkMessage = { k: 'push', push: { ...push, entries, targets } };
+      const call = this.timed('gpush', this.client(owner).group(toWire(msg))).then((s) => fromWire<boolean[]>(s));
+      idx.forEach((i, j) => (out[i] = call.then((r) => r[j] === true)));
+    }
+    return out;
+  }
+
+  /** A group tells a member's shard its membership changed (op "gnews"). */
+  groupNews(user: string, news: GroupNews): Promise<void> {
+    const owner = ownerOf(user, this.ctx.workers);
+    if (owner === this.ctx.id) return this.newsLocal(user, news);
+    const msg: GroupLinkMessage = { k: 'news', user, news };
+    return this.timed('gnews', this.client(owner).group(toWire(msg))).then(() => undefined);
+  }
+
+  private groupLocal(group: string, call: GroupCall): Promise<GroupResult> {
+    if (this.ctx.draining) return Promise.reject(new Error('worker is shutting down'));
+    try {
+      return this.groups.track(group, this.groups.get(group).call(call));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** A member that is not loaded has no socket: answered false, not loaded for it. */
+  private pushGroupLocal(push: GroupPush, user: string, ranges: [number, number][]): boolean {
+    if (!owns(this.ctx, user)) throw new Error(`user ${user} is not owned by worker ${this.ctx.id}`);
+    const s = this.shards.loaded(user);
+    return s ? s.mailbox.groupPush(push.group, push.after, push.upTo, visible(push.entries, ranges)) : false;
+  }
+
+  private newsLocal(user: string, news: GroupNews): Promise<void> {
+    if (!owns(this.ctx, user)) return Promise.reject(new Error(`user ${user} is not owned by worker ${this.ctx.id}`));
+    const s = this.shards.get(user);
+    return this.shards.track(s, s.mailbox.groupNews(news));
+  }
+
+  private async groupFromLink(json: string): Promise<string> {
+    const m = fromWire<GroupLinkMessage>(json);
+    switch (m.k) {
+      case 'call':
+        return toWire(await this.groupLocal(m.group, m.call));
+      case 'push':
+        return toWire(m.push.targets.map((t) => this.pushGroupLocal(m.push, t.user, t.ranges)));
+      case 'news':
+        await this.newsLocal(m.user, m.news);
+        return toWire(null);
+    }
+  }
+
   /** A recipient in this worker's file: its writes join the sender's commit (one hop, one commit). */
   local(user: string): LocalShard | undefined {
     if (!ONE_HOP || !owns(this.ctx, user)) return undefined;
@@ -108,7 +192,7 @@ export class Router implements Peers {
     return c;
   }
 
-  private timed<T>(op: 'forward' | 'presence' | 'watch' | 'push' | 'typing', p: Promise<T>): Promise<T> {
+  private timed<T>(op: 'forward' | 'presence' | 'watch' | 'push' | 'typing' | 'group' | 'gpush' | 'gnews', p: Promise<T>): Promise<T> {
     const end = this.ctx.metrics.linkLatency.startTimer({ op });
     return p.then(
       (v) => {

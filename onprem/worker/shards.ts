@@ -109,6 +109,11 @@ export class Shards {
     this.metrics = ctx.metrics;
   }
 
+  /** What every mailbox shares, once storage is open (group shards share it too: onprem/worker/groups.ts). */
+  mailboxEnv(): MailboxEnv | null {
+    return this.env;
+  }
+
   /** Storage is open: mailboxes can be made from now on. */
   open(env: MailboxEnv): void {
     this.env = env;

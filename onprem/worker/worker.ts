@@ -126,7 +126,7 @@ export class Worker implements WorkerContext, Logger {
     if (this.cfg.route === 'pipe') await this.pipe.listen();
     await this.listener.listen();
     this.timers.push(setInterval(() => this.sockets.heartbeat(), this.cfg.pingMs));
-    this.timers.push(setInterval(() => this.shards.evictIdle(), Math.max(1000, Math.min(this.cfg.mailboxIdleMs, 30_000))));
+    this.timers.push(setInterval(() => (this.shards.evictIdle(), this.router.groups.evictIdle()), Math.max(1000, Math.min(this.cfg.mailboxIdleMs, 30_000))));
     this.shards.recover();
     this.idleTrim.start();
   }
@@ -153,6 +153,7 @@ export class Worker implements WorkerContext, Logger {
       await new Promise((r) => setTimeout(r, 10));
     }
     this.shards.stopWakes();
+    this.router.groups.stopWakes();
     this.router.close();
     this.storage.close();
   }

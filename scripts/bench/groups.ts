@@ -137,10 +137,11 @@ const GROUP_SCHEMA = [
  * "news" row per group that has entries an offline member has not seen (written once per offline spell, not per
  * message), so that a hello knows which groups to pull without asking every group the user is in.
  */
+// IF NOT EXISTS: core/schema.ts (migration 7) now makes group_cursors itself, with these very columns.
 const MEMBER_SCHEMA = [
-  `CREATE TABLE group_cursors (user TEXT NOT NULL, grp TEXT NOT NULL, device TEXT NOT NULL,
+  `CREATE TABLE IF NOT EXISTS group_cursors (user TEXT NOT NULL, grp TEXT NOT NULL, device TEXT NOT NULL,
      cursor INTEGER NOT NULL, PRIMARY KEY (user, grp, device)) WITHOUT ROWID`,
-  `CREATE TABLE group_news (user TEXT NOT NULL, grp TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (user, grp)) WITHOUT ROWID`,
+  `CREATE TABLE IF NOT EXISTS group_news (user TEXT NOT NULL, grp TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (user, grp)) WITHOUT ROWID`,
 ];
 
 /** Entries a device acks before its cursor is written, and inbox entries between trims (core/mailbox.ts TRIM_STEP). */

@@ -3,6 +3,8 @@ import { DEFAULT_CONFIG, type Config } from '../../core/config.js';
 import { Mailbox } from '../../core/mailbox.js';
 import { PeerOverloadedError, type Conn, type ConnState, type ForwardBatch, type ForwardResult, type LogLevel, type Sql, type SqlValue, type Storage } from '../../core/ports.js';
 import { migrate } from '../../core/schema.js';
+import { GroupShard } from '../../core/group/group-shard.js';
+import { visible, type GroupCall, type GroupNews, type GroupPush, type GroupResult } from '../../core/group/types.js';
 import { decodeFrame, encodeBinary, encodeJson, type ClientFrame, type PresenceInfo, type ServerFrame } from '../../protocol/index.js';
 
 /**
@@ -45,6 +47,10 @@ export class FakeConn implements Conn {
   async raw(data: string | Uint8Array): Promise<void> {
     await this.world.mailbox(this.user).onMessage(this, data);
     await this.world.settle();
+  }
+  /** A hello naming HELLO_FEATURES bits (so it carries receipts 0 and reads 0 before them), as the SDK's does. */
+  async helloWith(device: string, features: number): Promise<void> {
+    await this.frame({ t: 'hello', device, cursor: 0, receipts: 0, reads: 0, features });
   }
   async hello(device: string, cursor = 0, receipts?: number): Promise<void> {
     await this.frame(receipts === undefined ? { t: 'hello', device, cursor } : { t: 'hello', device, cursor, receipts });
@@ -114,6 +120,29 @@ export class World {
   readonly typingCalls: { to: string; from: string; conv: string; on: boolean; online?: boolean }[] = [];
   readonly wakes = new Map<string, number>();
   private readonly boxes = new Map<string, Mailbox>();
+  private readonly groupShards = new Map<string, GroupShard>();
+  /** Group calls (Peers.group / groupPush / groupNews) made, for counting. */
+  readonly groupCalls: { group: string; call: GroupCall }[] = [];
+  readonly groupPushes: GroupPush[] = [];
+  /** Members whose shard fails (rejects) group pushes, as an unreachable shard would. */
+  readonly failPushes = new Set<string>();
+  /** The Peers calls of groups (core/group), shared by every mailbox and group shard. */
+  readonly groupPeers = {
+    group: async (group: string, call: GroupCall): Promise<GroupResult> => {
+      this.groupCalls.push({ group, call });
+      return this.groupShard(group).call(call);
+    },
+    groupPush: (push: GroupPush): Promise<boolean>[] => {
+      this.groupPushes.push(push);
+      return push.targets.map(async (t) => {
+        if (this.failPushes.has(t.user)) throw new Error(`injected: push to ${t.user} fails`);
+        // A member shard not in memory has no device: not woken for it.
+        const box = this.boxes.get(t.user);
+        return box ? box.groupPush(push.group, push.after, push.upTo, visible(push.entries, t.ranges)) : false;
+      });
+    },
+    groupNews: (user: string, news: GroupNews): Promise<void> => this.mailbox(user).groupNews(news),
+  };
   private readonly socks = new Map<string, Set<FakeConn>>();
   private pendingCommit: { resolve: () => void; reject: (e: unknown) => void }[] = [];
   private failFlush: Error | null = null;
@@ -240,12 +269,35 @@ export class World {
             call.online = this.boxes.get(to)?.typingFrom(from, conv, on) ?? false;
             return call.online;
           },
+          ...this.groupPeers,
           local: (to: string) => (this.oneHop && !this.remote.has(to) && !this.failForwards.has(to) ? { handOver: (batch: ForwardBatch) => this.mailbox(to).handOver(batch) } : undefined),
         },
       });
       this.boxes.set(user, m);
     }
     return m;
+  }
+
+  groupShard(group: string): GroupShard {
+    let g = this.groupShards.get(group);
+    if (!g) {
+      g = new GroupShard({
+        group,
+        storage: this.storage,
+        config: this.config,
+        log: { log: (level, message, error) => this.logs.push({ level, message, error }) },
+        clock: { now: () => this.now },
+        scheduler: { wakeAt: (ms) => this.wakes.set(`group:${group}`, Math.min(ms, this.wakes.get(`group:${group}`) ?? Infinity)) },
+        peers: { forward: () => Promise.reject(new Error('a group does not forward')), presence: () => Promise.reject(new Error('no presence')), ...this.groupPeers },
+      });
+      this.groupShards.set(group, g);
+    }
+    return g;
+  }
+
+  /** Simulates a restart of a group's shard: its memory (online members, calls in flight) is gone. */
+  evictGroup(group: string): void {
+    this.groupShards.delete(group);
   }
 
   /** Simulates a restart of the shard: in-memory state (rate bucket, backoff, full-recipient cache) is gone. */
@@ -270,7 +322,8 @@ export class World {
     for (const [user, at] of [...this.wakes]) {
       if (at <= this.now) {
         this.wakes.delete(user);
-        await this.mailbox(user).onWake();
+        if (user.startsWith('group:')) await this.groupShard(user.slice(6)).onWake();
+        else await this.mailbox(user).onWake();
       }
     }
     await this.settle();

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import {
   ERROR_CODES,
   FRAME_TYPES,
+  GROUP_CLIENT_TYPES,
   LIMITS,
   PING_TEXT,
   PONG_TEXT,
@@ -111,6 +112,33 @@ function samples(): [string, Frame][] {
     ['error, ref and retryAfter', { t: 'error', code: 'rate_limited', message: 'send rate exceeded', ref: 'c-9', retryAfter: 120 }],
     ['error, empty message', { t: 'error', code: 'internal', message: '' }],
     ['error, max unicode message, max ref, max retryAfter', { t: 'error', code: 'unavailable', message: '€'.repeat(LIMITS.maxErrorMessageLength), ref: CLIENT_CHARS.slice(30, 94), retryAfter: MAX }],
+    ['group_create', { t: 'group_create', id: 'g-1', group: 'team', name: 'The team ☕', members: ['bob', 'carol'] }],
+    ['group_create, max members', { t: 'group_create', id: 'g-2', group: ID64, name: 'n'.repeat(LIMITS.maxGroupNameLength), members: Array.from({ length: LIMITS.maxGroupBatch }, (_, i) => `user-${i}`.padEnd(64, '.')) }],
+    ['group_add', { t: 'group_add', id: 'g-3', group: 'team', members: ['dave'] }],
+    ['group_remove', { t: 'group_remove', id: 'g-4', group: 'team', member: 'dave' }],
+    ['group_leave', { t: 'group_leave', id: 'g-5', group: 'team' }],
+    ['group_role', { t: 'group_role', id: 'g-6', group: 'team', member: 'bob', admin: true }],
+    ['group_update', { t: 'group_update', id: 'g-7', group: 'team', name: '', meta: bytes(LIMITS.maxGroupMetaBytes) }],
+    ['group_roster_query', { t: 'group_roster_query', ref: 'r-1', group: 'team' }],
+    ['group_send', { t: 'group_send', id: 'g-8', group: 'team', body: ALL_BYTES }],
+    ['group_send, max body', { t: 'group_send', id: 'g-9', group: 'team', body: bytes(LIMITS.maxBodyBytes) }],
+    ['group_ack', { t: 'group_ack', group: 'team', seq: MAX }],
+    ['group_ack with read', { t: 'group_ack', group: 'team', seq: 9, read: 0 }],
+    ['group_receipts_query', { t: 'group_receipts_query', ref: 'q', group: 'team', seq: MAX }],
+    ['group_receipts', { t: 'group_receipts', ref: 'q', group: 'team', seq: 3, members: [{ user: 'a', state: 'sent' }, { user: 'b', state: 'delivered' }, { user: 'c', state: 'read' }], done: true }],
+    ['group_receipts, a full page', { t: 'group_receipts', ref: 'q', group: ID64, seq: 0, members: Array.from({ length: LIMITS.maxGroupBatch }, (_, i) => ({ user: `user-${i}`.padEnd(64, '.'), state: 'read' as const })), done: false }],
+    ['group_send_ack', { t: 'group_send_ack', id: 'g-8', group: 'team', seq: 42, ts: 1_767_225_600_000, dup: true }],
+    ['group_deliver', { t: 'group_deliver', group: 'team', entries: [
+      { seq: 1, kind: 'create', from: 'alice', subject: 'alice', name: 'The team', ts: 5, body: new Uint8Array(0) },
+      { seq: 2, kind: 'join', from: 'alice', subject: 'bob', name: '', ts: 6, body: new Uint8Array(0) },
+      { seq: 3, kind: 'message', from: 'bob', subject: '', name: '', ts: 7, body: te.encode('hi') },
+      { seq: 4, kind: 'role', from: 'alice', subject: 'bob', name: '', ts: 8, body: Uint8Array.of(1) },
+      { seq: 5, kind: 'update', from: 'bob', subject: '', name: 'Team', ts: 9, body: Uint8Array.of(1, 2) },
+      { seq: MAX, kind: 'leave', from: 'bob', subject: 'bob', name: '', ts: MAX, body: new Uint8Array(0) },
+    ] }],
+    ['group_deliver, empty', { t: 'group_deliver', group: 'team', entries: [] }],
+    ['group_roster', { t: 'group_roster', ref: 'r-1', group: 'team', name: 'Team', meta: Uint8Array.of(1), seq: 9, members: [{ user: 'alice', admin: true }, { user: 'bob', admin: false }], done: true }],
+    ['group_roster, a full page', { t: 'group_roster', ref: 'r-2', group: ID64, name: '', meta: new Uint8Array(0), seq: 0, members: Array.from({ length: LIMITS.maxGroupBatch }, (_, i) => ({ user: `user-${i}`.padEnd(64, '.'), admin: i === 0 })), done: false }],
     ...(Object.keys(ERROR_CODES) as ErrorCode[]).map((code): [string, Frame] => [`error, code ${code}`, { t: 'error', code, message: code }]),
     // Message references (PROTOCOL.md 9.9): hello.features, send.ref, entry refs (a trailing block), every kind.
     ['hello with features', { t: 'hello', device: 'phone-1', cursor: 3, receipts: 0, reads: 0, features: 1 }],
@@ -188,7 +216,7 @@ describe('codec round trips', () => {
   it('client and server frames partition the frame types', () => {
     for (const [, f] of all) expect(isClientFrame(f)).toBe(!isServerFrame(f));
     const client = all.filter(([, f]) => isClientFrame(f)).map(([, f]) => f.t);
-    expect([...new Set(client)].sort()).toEqual(['deliver_ack', 'hello', 'ping', 'presence_query', 'presence_subscribe', 'read', 'send', 'set_presence', 'set_settings', 'typing']);
+    expect([...new Set(client)].sort()).toEqual(['deliver_ack', 'hello', 'ping', 'presence_query', 'presence_subscribe', 'read', 'send', 'set_presence', 'set_settings', 'typing', ...GROUP_CLIENT_TYPES].sort());
   });
 });
 

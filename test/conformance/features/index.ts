@@ -1,6 +1,7 @@
 import type { IrisClient } from '../../../client/index.js';
 import type { ClientPool, Seen, Sender } from '../helpers.js';
 import type { Target } from '../suite.js';
+import { groups } from './groups.js';
 import { refsFeature } from './refs.js';
 import { sync } from './sync.js';
 import { typingFeature } from './typing.js';
@@ -25,4 +26,4 @@ export interface ConformanceContext {
 export type Feature = (ctx: ConformanceContext) => void;
 
 /** Every feature's conformance tests, in the order they run. */
-export const FEATURES: Feature[] = [refsFeature, typingFeature, sync];
+export const FEATURES: Feature[] = [refsFeature, typingFeature, sync, groups];
