@@ -1,4 +1,7 @@
 import type { ErrorCode } from './errors.js';
+import type { Devices, DevicesQuery, KeysBundle, KeysFetch, KeysState, KeysUpload } from './keys.js';
+
+export type * from './keys.js';
 
 /**
  * The frames of protocol v1. One WebSocket message carries exactly one frame; the WebSocket layer already
@@ -28,6 +31,13 @@ export const FRAME_TYPES = {
   set_presence: 18,
   typing: 35,
   typing_state: 36,
+  // The key directory (PROTOCOL.md 8.9). Numbered apart from the frames other features add meanwhile.
+  keys_upload: 43,
+  keys_state: 44,
+  keys_fetch: 45,
+  keys_bundle: 46,
+  devices_query: 47,
+  devices: 48,
 } as const;
 
 export type FrameType = keyof typeof FRAME_TYPES;
@@ -67,6 +77,8 @@ export const HELLO_FEATURES = {
   typing: 2,
   /** Multi-device sync (PROTOCOL.md 9.10): `deliver` may carry entries of kind `sent`. */
   sync: 4,
+  /** The key directory (PROTOCOL.md 8.9): the server may push `keys_state` when this device's one-time prekeys run low. */
+  keys: 8,
 } as const;
 
 export interface Welcome {
@@ -326,11 +338,11 @@ export interface ErrorFrame {
   retryAfter?: number;
 }
 
-export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | Typing;
-export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | TypingState;
+export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | Typing | KeysUpload | KeysFetch | DevicesQuery;
+export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | TypingState | KeysState | KeysBundle | Devices;
 export type Frame = ClientFrame | ServerFrame;
 
-const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', 'typing']);
+const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', 'typing', 'keys_upload', 'keys_fetch', 'devices_query']);
 
 export function isClientFrame(f: Frame): f is ClientFrame {
   return CLIENT_TYPES.has(f.t);

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { KEY_FRAMES } from './keys-frames.js';
 import {
   ERROR_CODES,
   FRAME_TYPES,
@@ -72,6 +73,7 @@ const VALID: Frame[] = [
   { t: 'error', code: 'rate_limited', message: 'slow down, €', ref: 'c-9', retryAfter: 120 },
   { t: 'typing', conv: 'bob', on: true },
   { t: 'typing_state', conv: 'alice', from: 'alice', on: true, ttl: 5000 },
+  ...KEY_FRAMES.filter(([name]) => !name.endsWith('largest')).map(([, f]) => f),
 ];
 
 describe('binary: malformed input', () => {
