@@ -1,3 +1,5 @@
+// Over 400 lines on purpose: the SDK's public face and its switchboard (every public method, and where each server
+// frame goes); the state behind each feature lives in its own file (inbox, outbox, presence, typing, keys).
 import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, REF_KINDS, type ErrorFrame, type PresenceVisibility, type ServerFrame } from '../protocol/index.js';
 import { Connection } from './connection.js';
 import { defaultStore } from './default-store.js';
@@ -5,6 +7,7 @@ import { Emitter, type Listener } from './emitter.js';
 import { IrisError, errText, errorOfFrame } from './errors.js';
 import { IdGenerator } from './ids.js';
 import { Inbox } from './inbox.js';
+import { KeyDirectory, type KeyBundleEntry, type KeysInput, type KeysStateInfo } from './keys.js';
 import { Outbox } from './outbox.js';
 import { attachPageHooks } from './page.js';
 import { PresenceQueries } from './presence.js';
@@ -37,6 +40,7 @@ export class IrisClient {
   private readonly outbox: Outbox;
   private readonly queries: PresenceQueries;
   private readonly typingState: TypingIndicators;
+  private readonly keyDir: KeyDirectory;
   private loaded: Promise<void> | null = null;
   /** Read marks not yet written, per conversation (only the newest matters: marks are cumulative). */
   private readonly pendingReads = new Map<string, string>();
@@ -68,6 +72,7 @@ export class IrisClient {
       opened: (w) => {
         this.outbox.pump();
         this.queries.rewrite();
+        this.keyDir.rewrite();
         this.writeReads();
         this.writePresence();
         this.events.emit('welcome', w, listenerFailed);
@@ -88,6 +93,7 @@ export class IrisClient {
             : new IrisError('closed', `connection closed: ${err.message}`, err.closeCode !== undefined ? { closeCode: err.closeCode } : {});
         this.outbox.rejectAll(sendErr);
         this.queries.rejectAll(sendErr);
+        this.keyDir.rejectAll(sendErr);
       },
       state: (s) => this.events.emit('state', s),
       error: report,
@@ -128,6 +134,7 @@ export class IrisClient {
       },
     });
     this.queries = new PresenceQueries(this.conn, opts.requestTimeoutMs ?? 10_000);
+    this.keyDir = new KeyDirectory(this.conn, this.ids, opts.requestTimeoutMs ?? 10_000, (e) => this.events.emit('keysLow', e, listenerFailed));
     this.typingState = new TypingIndicators(this.conn, (e) => this.events.emit('typing', e, listenerFailed), {
       renewMs: Math.max(100, opts.typing?.renewMs ?? 1_500),
       idleMs: Math.max(100, opts.typing?.idleMs ?? 3_000),
@@ -189,6 +196,7 @@ export class IrisClient {
     const closed = this.conn.close(err);
     this.outbox.rejectAll(err);
     this.queries.rejectAll(err);
+    this.keyDir.rejectAll(err);
     await closed;
   }
 
@@ -310,6 +318,21 @@ export class IrisClient {
     this.typingState.set(peer, on);
   }
 
+  /** Key directory (PROTOCOL.md 8.9, client/keys.ts): publishes this device's keys; resolves with its pool's size. */
+  uploadKeys(keys: KeysInput): Promise<KeysStateInfo> {
+    return this.keyDir.upload(keys);
+  }
+
+  /** `user`'s bundle, one entry per device, each with a one-time prekey that no other fetcher gets (none: pool empty). */
+  fetchBundle(user: string): Promise<KeyBundleEntry[]> {
+    return this.keyDir.fetchBundle(user);
+  }
+
+  /** The ids of `user`'s devices that published keys: encrypt for each of them. */
+  devices(user: string): Promise<string[]> {
+    return this.keyDir.devices(user);
+  }
+
   /** A keystroke in the conversation with `peer`: typing(peer) now (renewed as needed), off after a pause. */
   typingInput(peer: string): void {
     if (!ID_PATTERN.test(peer)) throw new IrisError('invalid_field', 'conv: not a valid user id');
@@ -362,6 +385,10 @@ export class IrisClient {
         return this.onError(f, gen);
       case 'typing_state':
         return this.typingState.frame(f);
+      case 'keys_state':
+      case 'keys_bundle':
+      case 'devices':
+        return this.keyDir.frame(f);
       default:
         // pong (liveness is tracked for every frame), welcome (Connection's); client frames are ignored.
         return;
@@ -372,7 +399,7 @@ export class IrisClient {
     const err = errorOfFrame(f);
     if (f.ref !== undefined) {
       if (this.outbox.refused({ ...f, ref: f.ref })) return;
-      if (this.queries.refused(f.ref, err)) return;
+      if (this.queries.refused(f.ref, err) || this.keyDir.refused(f.ref, err)) return;
       // A "not now" for a send already acked: the answer to an extra copy of it (written again after a
       // frame-rate refusal, say). Nothing to do.
       if (this.outbox.isLateRefusal(f)) return;

@@ -217,7 +217,7 @@ export class Connection implements LinkSource {
     sock.helloCursor = cursor;
     // `reads` (even 0) tells the server this SDK speaks read receipts. features: this SDK reads message references
     // in deliver entries (PROTOCOL.md 9.9), typing_state (8.8) and `sent` entries (9.10).
-    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts, reads, features: HELLO_FEATURES.refs | HELLO_FEATURES.typing | HELLO_FEATURES.sync });
+    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts, reads, features: HELLO_FEATURES.refs | HELLO_FEATURES.typing | HELLO_FEATURES.sync | HELLO_FEATURES.keys });
     this.startHeartbeat(sock);
   }
 

@@ -3,7 +3,7 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync } from 'node:fs';
 import type { ForwardBatch, ForwardItem, ForwardResult } from '../core/ports.js';
-import { REF_KINDS, type PresenceInfo, type RefKind } from '../protocol/index.js';
+import { REF_KINDS, decodeBinary, encodeBinary, type KeyBundleEntry, type PresenceInfo, type RefKind } from '../protocol/index.js';
 
 /**
  * Links: the router's wire between worker processes (worker/router.ts). A unix domain socket per worker
@@ -23,6 +23,10 @@ import { REF_KINDS, type PresenceInfo, type RefKind } from '../protocol/index.js
  *   push_res     (9): wanted:u8
  *   typing      (10): to:str from:str conv:str on:u8            (Peers.typing, typing indicators)
  *   typing_res  (11): online:u8
+ *   keys        (12): owner:str requester:str                  (Peers.fetchKeys, the key directory)
+ *   keys_res    (13): bundle:bytes (the protocol's binary keys_bundle frame: one codec for the keys, not two)
+ *   key_devices (14): owner:str                                (Peers.keyDevices)
+ *   key_devices_res (15): count:u32 device:str*
  *   str/bytes = len:u32 + bytes (UTF-8). Numbers that may exceed 32 bits travel as f64 (exact to 2^53).
  *
  * Every worker keeps at most one outgoing connection per other worker; requests on it are pipelined and
@@ -44,6 +48,21 @@ const REF_FLAG = 0x80;
 const REF_BY_NUMBER = new Map<number, RefKind>((Object.entries(REF_KINDS) as [RefKind, number][]).map(([k, n]) => [n, k]));
 const OP_TYPING = 10;
 const OP_TYPING_RES = 11;
+const OP_KEYS = 12;
+const OP_KEYS_RES = 13;
+const OP_KEY_DEVICES = 14;
+const OP_KEY_DEVICES_RES = 15;
+
+/** A bundle crosses the link as the protocol's own binary frame (its ref is not used). */
+function encodeBundle(owner: string, devices: KeyBundleEntry[]): Uint8Array {
+  return encodeBinary({ t: 'keys_bundle', ref: '-', user: owner, devices });
+}
+
+function decodeBundle(b: Uint8Array): KeyBundleEntry[] {
+  const f = decodeBinary(b);
+  if (f.t !== 'keys_bundle') throw new LinkError(`expected a keys_bundle, got ${f.t}`);
+  return f.devices;
+}
 /** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken link. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
@@ -250,6 +269,8 @@ export interface LinkHandler {
   watch(subject: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined>;
   presenceChanged(watcher: string, info: PresenceInfo): Promise<boolean>;
   typing(to: string, from: string, conv: string, on: boolean): Promise<boolean>;
+  fetchKeys(owner: string, requester: string): Promise<KeyBundleEntry[]>;
+  keyDevices(owner: string): Promise<string[]>;
 }
 
 /** Answers other workers' calls on <run dir>/peer-<id>.sock. */
@@ -318,6 +339,22 @@ export class LinkServer {
         const conv = d.str();
         this.handler.typing(to, from, conv, d.u8() === 1).then(
           (online) => out.write(frame(OP_TYPING_RES, rid).u8(online ? 1 : 0).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_KEYS) {
+        const owner = d.str();
+        const requester = d.str();
+        this.handler.fetchKeys(owner, requester).then(
+          (devices) => out.write(frame(OP_KEYS_RES, rid).bytes(encodeBundle(owner, devices)).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_KEY_DEVICES) {
+        this.handler.keyDevices(d.str()).then(
+          (devices) => {
+            const e = frame(OP_KEY_DEVICES_RES, rid).u32(devices.length);
+            for (const dev of devices) e.str(dev);
+            out.write(e.done());
+          },
           (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
         );
       } else {
@@ -450,6 +487,21 @@ export class LinkClient {
     const { d, op } = await this.call((rid) => frame(OP_TYPING, rid).str(to).str(from).str(conv).u8(on ? 1 : 0).done());
     if (op !== OP_TYPING_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
     return d.u8() === 1;
+  }
+
+  async fetchKeys(owner: string, requester: string): Promise<KeyBundleEntry[]> {
+    const { d, op } = await this.call((rid) => frame(OP_KEYS, rid).str(owner).str(requester).done());
+    if (op !== OP_KEYS_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
+    return decodeBundle(d.bytes());
+  }
+
+  async keyDevices(owner: string): Promise<string[]> {
+    const { d, op } = await this.call((rid) => frame(OP_KEY_DEVICES, rid).str(owner).done());
+    if (op !== OP_KEY_DEVICES_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
+    const n = d.u32();
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) out.push(d.str());
+    return out;
   }
 
   close(): void {
