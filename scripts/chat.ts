@@ -18,6 +18,9 @@
  * Commands: /read (mark what the peer sent read)  /receipts on|off  /presence [user...]
  *           /visibility everyone|contacts|nobody (who sees your presence)  /typing [off]  /quit  /help
  *           /reply N text  /edit N text  /delete N  /react N emoji (no emoji: remove yours)
+ *           /keys [N] (publish a DEMO key bundle of random bytes with N one-time prekeys: this CLI is not an
+ *           end-to-end-encryption client and sends in the clear)  /bundle USER (fetch USER's key bundle: its
+ *           devices, key ids, and whether a one-time prekey came with each)
  * Every message shown (received, or sent and stored) gets a short index #N for those commands; an edit, a delete
  * or a reaction is shown against the message it refers to.
  * stdin may be a pipe: at end of input the chat waits for the acks of what it sent (and briefly for delivery
@@ -31,6 +34,7 @@ import { FileStore } from '../client/node-store.js';
 import { ID_PATTERN } from '../protocol/limits.js';
 import { ONPREM_PORT, WRANGLER_PORT, connectUrl } from './lib/endpoints.js';
 import { mintToken } from './token.js';
+import { printBundle, uploadDemoKeys } from './chat-keys.js';
 
 const USAGE = `usage: npm run chat -- <user> <peer> [--onprem | --port N | --url ws://127.0.0.1:8787/v1/connect]
                      [--device NAME] [--token JWT] [--json] [--dir ./.iris] [--linger MS]
@@ -236,6 +240,7 @@ client.on('receipt', (r) => {
   }
 });
 client.on('error', (e) => out(`! ${e.code}: ${e.message}`));
+client.on('keysLow', (k) => out(`* ${k.device} has ${k.count} one-time prekey(s) left; /keys uploads more`));
 client.on('typing', (t) => out(t.on ? `* ${t.from} is typing…` : `* ${t.from} stopped typing`));
 client.on('presence', (p) => {
   if (p.online) return out(`* ${p.user} is online`);
@@ -315,7 +320,7 @@ rl.on('line', (raw) => {
   if (line === '') return;
   queue = queue.then(async () => {
     if (line === '/quit') return void (await stop(0));
-    if (line === '/help') return out('commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /typing [off]  /reply N text  /edit N text  /delete N  /react N [emoji]  /quit  (anything else is sent)');
+    if (line === '/help') return out('commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /typing [off]  /keys [N]  /bundle USER  /reply N text  /edit N text  /delete N  /react N [emoji]  /quit  (anything else is sent)');
     if (line === '/typing' || line === '/typing off') return client.typing(peer!, line === '/typing');
     // Message references: N is the #N shown next to a message.
     const r = /^\/(reply|edit|delete|react)\s+#?(\d+)(?:\s+(.*))?$/.exec(line);
@@ -338,6 +343,11 @@ rl.on('line', (raw) => {
       const users = line.split(/\s+/).slice(1);
       return presence(users.length > 0 ? users : [peer]);
     }
+    // The key directory (scripts/chat-keys.ts): a demo of random bytes; the CLI does not encrypt.
+    const k = /^\/keys(?:\s+(\d+))?$/.exec(line);
+    if (k) return uploadDemoKeys(client, Math.min(100, Number(k[1] ?? 20)), out);
+    const b = /^\/bundle\s+(\S+)$/.exec(line);
+    if (b) return printBundle(client, b[1]!, out);
     if (line.startsWith('/')) return out(`! unknown command ${line.split(/\s+/)[0]}; /help lists them`);
     send(line);
   });
