@@ -254,6 +254,11 @@ export class KeysHub {
     return entries;
   }
 
+  /** The mailbox forgot `device` (IRIS_MAX_DEVICES): its keys are dropped in the same commit. Inside a commit. */
+  forgetDevice(device: string): void {
+    this.store.dropDevice(device);
+  }
+
   /** The devices this user has published keys for. Inside a commit, so it sees only what is durable. */
   deviceIds(): Promise<string[]> {
     return this.deps.tx(() => this.store.deviceIds());

@@ -264,6 +264,8 @@ export class Mailbox {
           const victim = devices.find((d) => !online.has(d.device));
           if (!victim) return null;
           this.store.deleteDevice(victim.device);
+          // Its published keys go with it: senders must stop encrypting for a device that no longer receives.
+          this.keys.forgetDevice(victim.device);
         }
       }
       // A new device starts where history says (what a known device has not acked, and the newest kept entries).

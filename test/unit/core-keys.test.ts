@@ -176,6 +176,21 @@ describe('key directory', () => {
     expect(bundle(bob, 'own')!.devices.map((d) => d.prekey?.id)).toEqual([1]);
   });
 
+  it('a device the mailbox forgets (IRIS_MAX_DEVICES) loses its keys in the same commit', async () => {
+    const w = new World({ maxDevices: 2 });
+    const a1 = await online(w, 'alice', 'a1');
+    await a1.frame(upload('u', { prekeys: prekeys(1, 2) }));
+    await a1.disconnect();
+    const a2 = await online(w, 'alice', 'a2');
+    await a2.frame(upload('u2', { prekeys: prekeys(10, 2) }));
+    const bob = await online(w, 'bob', 'b1');
+    await bob.frame({ t: 'devices_query', ref: 'q1', user: 'alice' });
+    await online(w, 'alice', 'a3'); // a1, offline and least recently seen, is forgotten
+    await bob.frame({ t: 'devices_query', ref: 'q2', user: 'alice' });
+    expect(bob.of('devices').map((d) => d.devices)).toEqual([['a1', 'a2'], ['a2']]);
+    expect(w.db.prepare(`SELECT count(*) AS n FROM one_time_prekeys WHERE device = 'a1'`).get()!['n']).toBe(0);
+  });
+
   it('answers unavailable when the owner\'s shard cannot be reached', async () => {
     const w = new World();
     const bob = await online(w, 'bob', 'b1');
