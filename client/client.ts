@@ -1,6 +1,6 @@
 // Over 400 lines on purpose: IrisClient is the SDK's whole public surface (one method per operation: messages,
-// references, reads, presence, typing, groups), each a few lines that check the arguments and hand over to the part
-// that owns the work (outbox.ts, inbox.ts, groups.ts, typing.ts, presence.ts). One class keeps the API readable in
+// references, reads, presence, typing, groups, keys), each a few lines that check the arguments and hand over to the part
+// that owns the work (outbox.ts, inbox.ts, groups.ts, typing.ts, presence.ts, keys.ts). One class keeps the API readable in
 // one place, as a WebSocket class does; the logic lives in those files.
 import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, REF_KINDS, type ErrorFrame, type PresenceVisibility, type ServerFrame } from '../protocol/index.js';
 import { Connection } from './connection.js';
@@ -10,6 +10,7 @@ import { IrisError, errText, errorOfFrame } from './errors.js';
 import { IdGenerator } from './ids.js';
 import { Groups, checkRequest, type GroupAckResult, type GroupReceiptsResult, type RosterResult } from './groups.js';
 import { Inbox } from './inbox.js';
+import { KeyDirectory, type KeyBundleEntry, type KeysInput, type KeysStateInfo } from './keys.js';
 import { Outbox } from './outbox.js';
 import { attachPageHooks } from './page.js';
 import { PresenceQueries } from './presence.js';
@@ -43,6 +44,7 @@ export class IrisClient {
   private readonly queries: PresenceQueries;
   private readonly typingState: TypingIndicators;
   private readonly groups: Groups;
+  private readonly keyDir: KeyDirectory;
   private loaded: Promise<void> | null = null;
   /** Read marks not yet written, per conversation (only the newest matters: marks are cumulative). */
   private readonly pendingReads = new Map<string, string>();
@@ -75,6 +77,7 @@ export class IrisClient {
         this.outbox.pump();
         this.queries.rewrite();
         this.groups.rewrite();
+        this.keyDir.rewrite();
         this.writeReads();
         this.writePresence();
         this.events.emit('welcome', w, listenerFailed);
@@ -96,6 +99,7 @@ export class IrisClient {
         this.outbox.rejectAll(sendErr);
         this.queries.rejectAll(sendErr);
         this.groups.rejectAll(sendErr);
+        this.keyDir.rejectAll(sendErr);
       },
       state: (s) => this.events.emit('state', s),
       error: report,
@@ -136,6 +140,7 @@ export class IrisClient {
       },
     });
     this.queries = new PresenceQueries(this.conn, opts.requestTimeoutMs ?? 10_000);
+    this.keyDir = new KeyDirectory(this.conn, this.ids, opts.requestTimeoutMs ?? 10_000, (e) => this.events.emit('keysLow', e, listenerFailed));
     this.typingState = new TypingIndicators(this.conn, (e) => this.events.emit('typing', e, listenerFailed), {
       renewMs: Math.max(100, opts.typing?.renewMs ?? 1_500),
       idleMs: Math.max(100, opts.typing?.idleMs ?? 3_000),
@@ -206,6 +211,7 @@ export class IrisClient {
     this.outbox.rejectAll(err);
     this.queries.rejectAll(err);
     this.groups.rejectAll(err);
+    this.keyDir.rejectAll(err);
     await closed;
   }
 
@@ -327,6 +333,21 @@ export class IrisClient {
     this.typingState.set(peer, on);
   }
 
+  /** Key directory (PROTOCOL.md 8.9, client/keys.ts): publishes this device's keys; resolves with its pool's size. */
+  uploadKeys(keys: KeysInput): Promise<KeysStateInfo> {
+    return this.keyDir.upload(keys);
+  }
+
+  /** `user`'s bundle, one entry per device, each with a one-time prekey that no other fetcher gets (none: pool empty). */
+  fetchBundle(user: string): Promise<KeyBundleEntry[]> {
+    return this.keyDir.fetchBundle(user);
+  }
+
+  /** The ids of `user`'s devices that published keys: encrypt for each of them. */
+  devices(user: string): Promise<string[]> {
+    return this.keyDir.devices(user);
+  }
+
   /** A keystroke in the conversation with `peer`: typing(peer) now (renewed as needed), off after a pause. */
   typingInput(peer: string): void {
     if (!ID_PATTERN.test(peer)) throw new IrisError('invalid_field', 'conv: not a valid user id');
@@ -445,6 +466,10 @@ export class IrisClient {
         return this.onError(f, gen);
       case 'typing_state':
         return this.typingState.frame(f);
+      case 'keys_state':
+      case 'keys_bundle':
+      case 'devices':
+        return this.keyDir.frame(f);
       default:
         // pong (liveness is tracked for every frame), welcome (Connection's); client frames are ignored.
         return;
@@ -455,7 +480,7 @@ export class IrisClient {
     const err = errorOfFrame(f);
     if (f.ref !== undefined) {
       if (this.outbox.refused({ ...f, ref: f.ref })) return;
-      if (this.queries.refused(f.ref, err)) return;
+      if (this.queries.refused(f.ref, err) || this.keyDir.refused(f.ref, err)) return;
       if (this.groups.refused({ ...f, ref: f.ref })) return;
       // A "not now" for a send already acked: the answer to an extra copy of it (written again after a
       // frame-rate refusal, say). Nothing to do.

@@ -216,8 +216,9 @@ export class Connection implements LinkSource {
     const { cursor, receipts, reads } = this.hooks.hello();
     sock.helloCursor = cursor;
     // `reads` (even 0) tells the server this SDK speaks read receipts. features: this SDK reads message references
-    // in deliver entries (PROTOCOL.md 9.9), typing_state (8.8), `sent` entries (9.10) and groups (9.11).
-    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts, reads, features: HELLO_FEATURES.refs | HELLO_FEATURES.typing | HELLO_FEATURES.sync | HELLO_FEATURES.groups });
+    // in deliver entries (PROTOCOL.md 9.9), typing_state (8.8), `sent` entries (9.10), groups (9.11) and
+    // the key directory's keys_state (8.9).
+    this.write(sock, { t: 'hello', device: this.opts.device, cursor, receipts, reads, features: HELLO_FEATURES.refs | HELLO_FEATURES.typing | HELLO_FEATURES.sync | HELLO_FEATURES.groups | HELLO_FEATURES.keys });
     this.startHeartbeat(sock);
   }
 

@@ -1,4 +1,5 @@
 import type { GroupAckResult, GroupEvent, GroupMessage } from './groups.js';
+import type { KeysStateInfo } from './keys.js';
 import type { BackoffOptions } from './backoff.js';
 import type { IrisError } from './errors.js';
 import type { FetchLike, WebSocketConstructor } from './socket.js';
@@ -240,6 +241,8 @@ export interface ClientEvents {
   settings: IrisSettings;
   /** Another user started or stopped typing to this user (typing indicators; each change once, expiry included). */
   typing: IrisTyping;
+  /** A device of this user has few one-time prekeys left (once per crossing, and at connect while low): upload more. */
+  keysLow: KeysStateInfo;
   state: ConnectionState;
   /** Errors not tied to a send() or presence() call, and connection failures after connect() resolved. */
   error: IrisError;

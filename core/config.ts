@@ -74,6 +74,13 @@ export interface Config {
   editWindowS: number;
   /** Seconds after sending during which a message may be deleted for everyone; 0: never. */
   deleteWindowS: number;
+  /** Key directory (PROTOCOL.md 8.9): one-time prekeys one device may have stored. */
+  keysPoolCap: number;
+  /** A device's pool below this is pushed `keys_state` once per crossing (and at hello while below). */
+  keysLowThreshold: number;
+  /** Bundle fetches and device queries per requesting user: sustained per second and burst, a bucket of their own. */
+  keysFetchPerSec: number;
+  keysFetchBurst: number;
 }
 
 // Config and ENGINE_SETTINGS must name the same keys: a setting added to one and not the other fails here.

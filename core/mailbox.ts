@@ -49,6 +49,7 @@ import { TokenBucket } from './ratelimit.js';
 import { ackCovers, partial } from './shown.js';
 import { MailboxStore } from './store.js';
 import { TypingHub } from './typing.js';
+import { KeysHub } from './keys.js';
 
 export interface MailboxDeps {
   user: string;
@@ -131,6 +132,13 @@ export class Mailbox {
     return (this.typingOrNull ??= new TypingHub({ ...this.deps, out: this.out }));
   }
 
+  /** The key directory (core/keys.ts); created on first use. */
+  private keysOrNull: KeysHub | null = null;
+
+  get keys(): KeysHub {
+    return (this.keysOrNull ??= new KeysHub({ ...this.deps, sql: this.deps.storage.sql, out: this.out, tx: (fn) => this.tx(fn) }));
+  }
+
   private forward(recipient: string): Promise<void> {
     return this.forwarder.forward(recipient);
   }
@@ -181,6 +189,7 @@ export class Mailbox {
       if (!isClientFrame(frame)) throw new ProtocolError('unknown_type', `"${frame.t}" is a server frame`);
       if (frame.t === 'send') ref = frame.id;
       if (frame.t === 'presence_query' || frame.t === 'presence_subscribe') ref = frame.ref;
+      if (frame.t === 'keys_upload' || frame.t === 'keys_fetch' || frame.t === 'devices_query') ref = frame.ref;
       if (frame.t === 'ping') {
         guard.ok();
         return this.out.reply(conn, enc, { t: 'pong' });
@@ -207,6 +216,12 @@ export class Mailbox {
           return await this.onSetPresence(conn, frame);
         case 'typing':
           return await this.typing.onFrame(conn, frame.conv, frame.on);
+        case 'keys_upload':
+          return await this.keys.onUpload(conn, frame);
+        case 'keys_fetch':
+          return await this.keys.onFetch(conn, frame);
+        case 'devices_query':
+          return await this.keys.onDevicesQuery(conn, frame);
         default:
           return await this.groups.onFrame(conn, frame);
       }
@@ -257,6 +272,8 @@ export class Mailbox {
           const victim = devices.find((d) => !online.has(d.device));
           if (!victim) return null;
           this.store.deleteDevice(victim.device);
+          // Its published keys go with it: senders must stop encrypting for a device that no longer receives.
+          this.keys.forgetDevice(victim.device);
         }
       }
       // A new device starts where history says (what a known device has not acked, and the newest kept entries).
@@ -303,7 +320,8 @@ export class Mailbox {
     const typing = (features & HELLO_FEATURES.typing) !== 0;
     const sync = (features & HELLO_FEATURES.sync) !== 0;
     const groups = (features & HELLO_FEATURES.groups) !== 0;
-    const base: ConnState = { device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(refs && { refs }), ...(typing && { typing }), ...(sync && { sync }), ...(groups && { groups }) };
+    const keys = (features & HELLO_FEATURES.keys) !== 0;
+    const base: ConnState = { device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(refs && { refs }), ...(typing && { typing }), ...(sync && { sync }), ...(groups && { groups }), ...(keys && { keys }) };
     // A client that did not name every entry feature is not shown some entries (core/shown.ts).
     conn.setState(partial(base) ? { ...base, vis: r.cursor } : base);
     this.out.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });
@@ -313,7 +331,7 @@ export class Mailbox {
       this.out.reply(conn, enc, { t: 'settings', readReceipts: r.readReceipts, presence: r.presence });
     }
     if (kick.length > 0) this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
-    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver()), this.presenceHub.changed(), this.typingOrNull?.online(), this.groups.onHello(conn)]);
+    await Promise.all([this.out.pump(conn), this.out.pumpReceipts(conn), this.out.pumpReads(conn), ...kick.map((p) => this.forward(p)), ...handed.map((h) => h.deliver()), this.presenceHub.changed(), this.typingOrNull?.online(), this.groups.onHello(conn), keys ? this.keys.hello(conn) : undefined]);
   }
 
   private async onSend(conn: Conn, f: Send): Promise<void> {

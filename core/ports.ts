@@ -1,4 +1,4 @@
-import type { Encoding, ErrorCode, MessageRef, PresenceInfo } from '../protocol/index.js';
+import type { Encoding, ErrorCode, KeyBundleEntry, MessageRef, PresenceInfo } from '../protocol/index.js';
 import type { GroupCall, GroupNews, GroupPush, GroupResult } from './group/types.js';
 
 /**
@@ -85,6 +85,8 @@ export interface ConnState {
    * connection counts as no device for groups (core/group/member.ts).
    */
   groups?: boolean;
+  /** The client's hello named HELLO_FEATURES.keys: it is pushed `keys_state` when its pool runs low (core/keys.ts). */
+  keys?: boolean;
   /** On a connection that is not shown every entry (core/shown.ts, partial): the last seq it was shown. */
   vis?: number;
 }
@@ -238,6 +240,24 @@ export interface Peers {
    * the member's shard stored it; rejects when unreachable (the group retries from its wake-up). Idempotent.
    */
   groupNews?(user: string, news: GroupNews): Promise<void>;
+  /**
+   * Key directory (PROTOCOL.md 8.9, core/keys.ts): `owner`'s bundle for `requester`, one entry per device of
+   * `owner`, each with at most one one-time prekey that the owner's shard DELETES in the same Storage.commit that
+   * reads it, and answers only after that commit resolved: no two calls ever get the same prekey, and a prekey
+   * handed out is never handed out again after a crash. Rate limiting is the requester's shard's business (it
+   * calls only within its bucket). The owner's devices are told (keys_state) when a pool falls below the threshold.
+   * An owner that never published keys (or never connected) answers no entries, and an adapter must not create
+   * storage for it. Rejects when the owner's shard cannot be reached (the requester answers `unavailable`). Not
+   * retried by the core: a retry after a lost answer would spend another prekey, which is the lesser harm than a
+   * reuse and is what a client's retry would do anyway. Optional: without it a keys_fetch for another user gets
+   * `unavailable`.
+   */
+  fetchKeys?(owner: string, requester: string): Promise<KeyBundleEntry[]>;
+  /**
+   * The ids of the devices `owner` has published keys for (PROTOCOL.md 8.9), in id order; reads only, writes
+   * nothing and creates no storage. Rejects when the owner's shard cannot be reached.
+   */
+  keyDevices?(owner: string): Promise<string[]>;
   /**
    * The recipient's shard when it shares this Storage (its writes can join the caller's transaction), else
    * undefined. Optional: a Durable Object never shares storage with another user's.

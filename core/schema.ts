@@ -156,6 +156,26 @@ const MIGRATIONS: readonly (readonly string[])[] = [
        PRIMARY KEY (user, grp, device)
      ) WITHOUT ROWID`,
   ],
+  // The key directory (PROTOCOL.md 8.9, core/keys.ts): per device of the user, its identity key, signed prekey and
+  // optional last-resort KEM prekey (replaced by uploads), and its pool of one-time prekeys (topped up by uploads,
+  // each row deleted in the commit that hands it to a fetcher). `low` remembers that the device was told its pool
+  // fell below the threshold, so it is told once per crossing. Every read is by (user, device) or (user): the
+  // primary keys serve them; no other index.
+  [
+    `CREATE TABLE device_keys (
+       user TEXT NOT NULL, device TEXT NOT NULL,
+       identity BLOB NOT NULL,
+       spk_id INTEGER NOT NULL, spk BLOB NOT NULL, spk_sig BLOB NOT NULL, spk_ts INTEGER NOT NULL,
+       lr_id INTEGER, lr BLOB, lr_sig BLOB,   -- the last-resort KEM prekey; NULL: none
+       low INTEGER NOT NULL DEFAULT 0,        -- 1: told that its pool is below the threshold, not topped up since
+       ts INTEGER NOT NULL,                   -- last upload
+       PRIMARY KEY (user, device)
+     ) WITHOUT ROWID`,
+    `CREATE TABLE one_time_prekeys (
+       user TEXT NOT NULL, device TEXT NOT NULL, id INTEGER NOT NULL, key BLOB NOT NULL,
+       PRIMARY KEY (user, device, id)
+     ) WITHOUT ROWID`,
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -99,6 +99,20 @@ export const ENGINE_SETTINGS = {
   // does, since a message's acceptance time is kept only in its dedup record.
   editWindowS: { ...engineInt('IRIS_EDIT_WINDOW_S', 900, 'Seconds after sending during which the sender may edit a message (`ref_expired` later; 0: no edits).'), min: 0 },
   deleteWindowS: { ...engineInt('IRIS_DELETE_WINDOW_S', 172_800, 'Seconds after sending during which the sender may delete a message for everyone (`ref_expired` later; 0: no deletes).'), min: 0 },
+  // The key directory (PROTOCOL.md 8.9, core/keys.ts).
+  keysPoolCap: { ...engineInt('IRIS_KEYS_POOL_CAP', 100, 'One-time prekeys one device may have stored; an upload past it is refused (`invalid_field`).'), max: 10_000 },
+  keysLowThreshold: { ...engineInt('IRIS_KEYS_LOW', 20, 'A device whose one-time prekeys fall below this is sent `keys_state` (once per crossing, and at hello while below).'), min: 0 },
+  keysFetchPerSec: {
+    name: 'IRIS_KEYS_FETCH_PER_SEC',
+    type: 'number',
+    group: 'engine',
+    profiles: BOTH,
+    default: '2',
+    min: 0,
+    minExclusive: true,
+    doc: 'Sustained key bundle fetches and device queries per second per requesting user, a bucket of its own (beyond the burst: `rate_limited`).',
+  },
+  keysFetchBurst: engineInt('IRIS_KEYS_FETCH_BURST', 50, 'Burst of key bundle fetches and device queries per requesting user.'),
 } as const satisfies Record<string, SettingSpec>;
 
 export type EngineKey = keyof typeof ENGINE_SETTINGS;

@@ -14,9 +14,9 @@ export interface ShardStats {
   instance: string;
   sql: SqlCounters;
   /** RPC calls this object made to other shards. */
-  rpcOut: { forward: number; presence: number; watch: number; push: number; typing: number };
+  rpcOut: { forward: number; presence: number; watch: number; push: number; typing: number; keys: number };
   /** RPC calls this object received (stats() itself not counted). */
-  rpcIn: { receive: number; presence: number; watch: number; push: number; typing: number };
+  rpcIn: { receive: number; presence: number; watch: number; push: number; typing: number; keys: number };
   /** WebSocket messages that reached webSocketMessage (heartbeats answered by the auto-response never do). */
   wsIn: number;
   /** Frames handed to a socket's send(). */

@@ -7,7 +7,7 @@ import { PeerOverloadedError, type ForwardBatch, type ForwardResult, type LogLev
 import { readNumber, readString } from '../core/settings.js';
 import { hasSchema, migrate } from '../core/schema.js';
 import { soleUser } from '../core/store.js';
-import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type GroupEntry, type PresenceInfo } from '../protocol/index.js';
+import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type GroupEntry, type KeyBundleEntry, type PresenceInfo } from '../protocol/index.js';
 import { DoConn, type Attachment } from './conn.js';
 import type { Env } from './env.js';
 import { consoleLogger, isOverloaded } from './log.js';
@@ -43,8 +43,8 @@ export class UserShard extends DurableObject<Env> {
   private readonly counts: Omit<ShardStats, 'databaseBytes' | 'statements'> = {
     instance: crypto.randomUUID(),
     sql: sqlCounters(),
-    rpcOut: { forward: 0, presence: 0, watch: 0, push: 0, typing: 0 },
-    rpcIn: { receive: 0, presence: 0, watch: 0, push: 0, typing: 0 },
+    rpcOut: { forward: 0, presence: 0, watch: 0, push: 0, typing: 0, keys: 0 },
+    rpcIn: { receive: 0, presence: 0, watch: 0, push: 0, typing: 0, keys: 0 },
     wsIn: 0,
     wsOut: 0,
     upgrades: 0,
@@ -248,6 +248,28 @@ export class UserShard extends DurableObject<Env> {
   }
 
   /**
+   * Peers.fetchKeys (core/keys.ts): this user's bundle, one prekey per device removed in this object's commit (the
+   * output gate holds the answer until it is durable). A user who never connected has no keys: an empty bundle,
+   * and no storage created for it.
+   */
+  async fetchKeys(user: string, requester: string): Promise<KeyBundleEntry[]> {
+    this.counts.rpcIn.keys++;
+    return this.timed(async () => {
+      if (!this.mailbox && !this.hasSchema()) return [];
+      return this.mailboxFor(user).keys.take(requester);
+    });
+  }
+
+  /** Peers.keyDevices: the devices with published keys; creates no storage. */
+  async keyDevices(user: string): Promise<string[]> {
+    this.counts.rpcIn.keys++;
+    return this.timed(async () => {
+      if (!this.mailbox && !this.hasSchema()) return [];
+      return this.mailboxFor(user).keys.deviceIds();
+    });
+  }
+
+  /**
    * The counters of stats.ts, for tests and measurement (scripts/bench/cf-rows.ts). Reads nothing from SQL and
    * creates no storage; not counted in rpcIn, so polling it does not disturb what it reports.
    */
@@ -327,6 +349,15 @@ export class UserShard extends DurableObject<Env> {
       },
       // Groups: one RPC to the group's Durable Object per call (docs/ARCHITECTURE.md "Groups").
       ...(env.GROUPS && { group: (group: string, call: GroupCall) => env.GROUPS!.get(env.GROUPS!.idFromName(group)).call(group, call) }),
+      // The key directory: one RPC to the owner's object, which takes the prekey in its own transaction.
+      fetchKeys: (owner, requester) => {
+        counts.keys++;
+        return env.USERS.get(env.USERS.idFromName(owner)).fetchKeys(owner, requester);
+      },
+      keyDevices: (owner) => {
+        counts.keys++;
+        return env.USERS.get(env.USERS.idFromName(owner)).keyDevices(owner);
+      },
     };
     const scheduler: Scheduler = { wakeAt: (ms) => this.wakeAt(ms) };
     this.mailbox = new Mailbox({

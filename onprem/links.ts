@@ -3,7 +3,7 @@
 import { createConnection, createServer, type Server, type Socket } from 'node:net';
 import { unlinkSync } from 'node:fs';
 import type { ForwardBatch, ForwardItem, ForwardResult } from '../core/ports.js';
-import { REF_KINDS, type PresenceInfo, type RefKind } from '../protocol/index.js';
+import { REF_KINDS, decodeBinary, encodeBinary, type KeyBundleEntry, type PresenceInfo, type RefKind } from '../protocol/index.js';
 
 /**
  * Links: the router's wire between worker processes (worker/router.ts). A unix domain socket per worker
@@ -25,6 +25,10 @@ import { REF_KINDS, type PresenceInfo, type RefKind } from '../protocol/index.js
  *   typing_res  (11): online:u8
  *   group       (12): json:str                                 (Peers.group / groupPush / groupNews: group-link.ts)
  *   group_res   (13): json:str
+ *   keys        (14): owner:str requester:str                  (Peers.fetchKeys, the key directory)
+ *   keys_res    (15): bundle:bytes (the protocol's binary keys_bundle frame: one codec for the keys, not two)
+ *   key_devices (16): owner:str                                (Peers.keyDevices)
+ *   key_devices_res (17): count:u32 device:str*
  *   str/bytes = len:u32 + bytes (UTF-8). Numbers that may exceed 32 bits travel as f64 (exact to 2^53).
  *
  * Every worker keeps at most one outgoing connection per other worker; requests on it are pipelined and
@@ -48,6 +52,21 @@ const OP_TYPING = 10;
 const OP_TYPING_RES = 11;
 const OP_GROUP = 12;
 const OP_GROUP_RES = 13;
+const OP_KEYS = 14;
+const OP_KEYS_RES = 15;
+const OP_KEY_DEVICES = 16;
+const OP_KEY_DEVICES_RES = 17;
+
+/** A bundle crosses the link as the protocol's own binary frame (its ref is not used). */
+function encodeBundle(owner: string, devices: KeyBundleEntry[]): Uint8Array {
+  return encodeBinary({ t: 'keys_bundle', ref: '-', user: owner, devices });
+}
+
+function decodeBundle(b: Uint8Array): KeyBundleEntry[] {
+  const f = decodeBinary(b);
+  if (f.t !== 'keys_bundle') throw new LinkError(`expected a keys_bundle, got ${f.t}`);
+  return f.devices;
+}
 /** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken link. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
@@ -256,6 +275,8 @@ export interface LinkHandler {
   typing(to: string, from: string, conv: string, on: boolean): Promise<boolean>;
   /** A group call, push or news (onprem/group-link.ts), JSON in and out. */
   group?(json: string): Promise<string>;
+  fetchKeys(owner: string, requester: string): Promise<KeyBundleEntry[]>;
+  keyDevices(owner: string): Promise<string[]>;
 }
 
 /** Answers other workers' calls on <run dir>/peer-<id>.sock. */
@@ -329,6 +350,22 @@ export class LinkServer {
       } else if (op === OP_GROUP) {
         (this.handler.group?.(d.str()) ?? Promise.reject(new Error('groups are not served here'))).then(
           (json) => out.write(frame(OP_GROUP_RES, rid).str(json).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_KEYS) {
+        const owner = d.str();
+        const requester = d.str();
+        this.handler.fetchKeys(owner, requester).then(
+          (devices) => out.write(frame(OP_KEYS_RES, rid).bytes(encodeBundle(owner, devices)).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_KEY_DEVICES) {
+        this.handler.keyDevices(d.str()).then(
+          (devices) => {
+            const e = frame(OP_KEY_DEVICES_RES, rid).u32(devices.length);
+            for (const dev of devices) e.str(dev);
+            out.write(e.done());
+          },
           (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
         );
       } else {
@@ -467,6 +504,21 @@ export class LinkClient {
     const { d, op } = await this.call((rid) => frame(OP_GROUP, rid).str(json).done());
     if (op !== OP_GROUP_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
     return d.str();
+  }
+
+  async fetchKeys(owner: string, requester: string): Promise<KeyBundleEntry[]> {
+    const { d, op } = await this.call((rid) => frame(OP_KEYS, rid).str(owner).str(requester).done());
+    if (op !== OP_KEYS_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
+    return decodeBundle(d.bytes());
+  }
+
+  async keyDevices(owner: string): Promise<string[]> {
+    const { d, op } = await this.call((rid) => frame(OP_KEY_DEVICES, rid).str(owner).done());
+    if (op !== OP_KEY_DEVICES_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
+    const n = d.u32();
+    const out: string[] = [];
+    for (let i = 0; i < n; i++) out.push(d.str());
+    return out;
   }
 
   close(): void {

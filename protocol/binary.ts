@@ -9,6 +9,10 @@ import {
   type Entry,
   type EntryKind,
   type Frame,
+  type KemPrekey,
+  type KeyBundleEntry,
+  type Prekey,
+  type SignedPrekey,
   type FrameType,
   type MessageRef,
   type PresenceVisibility,
@@ -54,6 +58,36 @@ function readRef(r: Reader, b: number, ref?: string): MessageRef {
   const kind = REF_BY_BYTE.get(b);
   if (kind === undefined) throw new ProtocolError('invalid_field', `ref.kind: unknown reference kind ${b}`, ref);
   return { kind, msg: v.messageId(r.str('ref.msg', LIMITS.maxMessageIdLength), 'ref.msg') };
+}
+
+/** Key directory (PROTOCOL.md 8.9): a signed prekey is `id:uint key:bytes sig:bytes ts:uint`. */
+function writeSigned(w: Writer, k: SignedPrekey): void {
+  w.uint(k.id);
+  w.bytes(k.key);
+  w.bytes(k.sig);
+  w.uint(k.ts);
+}
+
+/** `has:u8 [id:uint key:bytes sig:bytes]`: the optional last-resort KEM prekey. */
+function writeKem(w: Writer, k: KemPrekey | undefined): void {
+  w.bool(k !== undefined);
+  if (!k) return;
+  w.uint(k.id);
+  w.bytes(k.key);
+  w.bytes(k.sig);
+}
+
+function readSigned(r: Reader, ref: string): SignedPrekey {
+  return { id: r.uint('signed.id'), key: r.bytes('signed.key', LIMITS.maxKeyBytes, ref), sig: r.bytes('signed.sig', LIMITS.maxSignatureBytes, ref), ts: r.uint('signed.ts') };
+}
+
+function readKem(r: Reader, ref: string): KemPrekey | undefined {
+  if (!r.bool('lastResort')) return undefined;
+  return { id: r.uint('lastResort.id'), key: r.bytes('lastResort.key', LIMITS.maxKemKeyBytes, ref), sig: r.bytes('lastResort.sig', LIMITS.maxSignatureBytes, ref) };
+}
+
+function readPrekey(r: Reader, ref: string): Prekey {
+  return { id: r.uint('prekey.id'), key: r.bytes('prekey.key', LIMITS.maxKeyBytes, ref) };
 }
 
 export class Writer {
@@ -173,7 +207,7 @@ export class Reader {
 }
 
 export function encodeBinary(f: Frame): Uint8Array {
-  const w = new Writer(f.t === 'send' ? f.body.byteLength + 96 : 64);
+  const w = new Writer(f.t === 'send' ? f.body.byteLength + 96 : f.t === 'keys_upload' || f.t === 'keys_bundle' ? 4096 : 64);
   w.u8(FRAME_TYPES[f.t]);
   switch (f.t) {
     case 'hello':
@@ -293,6 +327,51 @@ export function encodeBinary(f: Frame): Uint8Array {
       w.str(f.from);
       w.bool(f.on);
       w.uint(f.ttl);
+      break;
+    case 'keys_upload':
+      w.str(f.ref);
+      w.bytes(f.identity);
+      w.bool(f.signed !== undefined);
+      if (f.signed) writeSigned(w, f.signed);
+      writeKem(w, f.lastResort);
+      w.uint(f.prekeys.length);
+      for (const k of f.prekeys) {
+        w.uint(k.id);
+        w.bytes(k.key);
+      }
+      break;
+    case 'keys_state':
+      w.str(f.ref);
+      w.str(f.device);
+      w.uint(f.count);
+      w.bool(f.low);
+      break;
+    case 'keys_fetch':
+    case 'devices_query':
+      w.str(f.ref);
+      w.str(f.user);
+      break;
+    case 'keys_bundle':
+      w.str(f.ref);
+      w.str(f.user);
+      w.uint(f.devices.length);
+      for (const e of f.devices) {
+        w.str(e.device);
+        w.bytes(e.identity);
+        writeSigned(w, e.signed);
+        writeKem(w, e.lastResort);
+        w.bool(e.prekey !== undefined);
+        if (e.prekey) {
+          w.uint(e.prekey.id);
+          w.bytes(e.prekey.key);
+        }
+      }
+      break;
+    case 'devices':
+      w.str(f.ref);
+      w.str(f.user);
+      w.uint(f.devices.length);
+      for (const d of f.devices) w.str(d);
       break;
     case 'ping':
     case 'pong':
@@ -464,6 +543,56 @@ export function decodeBinary(buf: Uint8Array): Frame {
     case 'typing_state':
       f = { t: type, conv: v.userId(r.str('conv', id), 'conv'), from: v.userId(r.str('from', id), 'from'), on: r.bool('on'), ttl: r.uint('ttl') };
       break;
+    case 'keys_upload': {
+      const ref = v.clientId(r.str('ref', id), 'ref');
+      const identity = r.bytes('identity', LIMITS.maxKeyBytes, ref);
+      const signed = r.bool('signed') ? readSigned(r, ref) : undefined;
+      const lastResort = readKem(r, ref);
+      const n = r.uint('prekeys');
+      if (n > LIMITS.maxPrekeysPerUpload) throw new ProtocolError('invalid_field', `prekeys: at most ${LIMITS.maxPrekeysPerUpload}`, ref);
+      const prekeys: Prekey[] = [];
+      for (let i = 0; i < n; i++) prekeys.push(readPrekey(r, ref));
+      f = { t: type, ref, identity, prekeys, ...(signed && { signed }), ...(lastResort && { lastResort }) };
+      break;
+    }
+    case 'keys_state': {
+      const ref = r.str('ref', id);
+      f = { t: type, ref: ref === '' ? '' : v.clientId(ref, 'ref'), device: v.userId(r.str('device', id), 'device'), count: r.uint('count'), low: r.bool('low') };
+      break;
+    }
+    case 'keys_fetch':
+    case 'devices_query': {
+      const ref = v.clientId(r.str('ref', id), 'ref');
+      f = { t: type, ref, user: v.userId(r.str('user', id), 'user', ref) };
+      break;
+    }
+    case 'keys_bundle': {
+      const ref = v.clientId(r.str('ref', id), 'ref');
+      const user = v.userId(r.str('user', id), 'user');
+      const n = r.uint('devices');
+      if (n > LIMITS.maxKeyDevices) throw new ProtocolError('invalid_field', `devices: at most ${LIMITS.maxKeyDevices}`);
+      const devices: KeyBundleEntry[] = [];
+      for (let i = 0; i < n; i++) {
+        const device = v.userId(r.str('device', id), 'device');
+        const identity = r.bytes('identity', LIMITS.maxKeyBytes, ref);
+        const signed = readSigned(r, ref);
+        const lastResort = readKem(r, ref);
+        const prekey = r.bool('prekey') ? readPrekey(r, ref) : undefined;
+        devices.push({ device, identity, signed, ...(lastResort && { lastResort }), ...(prekey && { prekey }) });
+      }
+      f = { t: type, ref, user, devices };
+      break;
+    }
+    case 'devices': {
+      const ref = v.clientId(r.str('ref', id), 'ref');
+      const user = v.userId(r.str('user', id), 'user');
+      const n = r.uint('devices');
+      if (n > LIMITS.maxKeyDevices) throw new ProtocolError('invalid_field', `devices: at most ${LIMITS.maxKeyDevices}`);
+      const devices: string[] = [];
+      for (let i = 0; i < n; i++) devices.push(v.userId(r.str('device', id), 'devices[]'));
+      f = { t: type, ref, user, devices };
+      break;
+    }
     case 'ping':
     case 'pong':
       f = { t: type };

@@ -1,5 +1,8 @@
 import type { ErrorCode } from './errors.js';
 import { GROUP_CLIENT_TYPES, type GroupClientFrame, type GroupServerFrame } from './groups.js';
+import type { Devices, DevicesQuery, KeysBundle, KeysFetch, KeysState, KeysUpload } from './keys.js';
+
+export type * from './keys.js';
 
 /**
  * The frames of protocol v1. One WebSocket message carries exactly one frame; the WebSocket layer already
@@ -44,6 +47,13 @@ export const FRAME_TYPES = {
   group_receipts: 32,
   typing: 35,
   typing_state: 36,
+  // The key directory (PROTOCOL.md 8.9). Numbered apart from the frames other features add meanwhile.
+  keys_upload: 43,
+  keys_state: 44,
+  keys_fetch: 45,
+  keys_bundle: 46,
+  devices_query: 47,
+  devices: 48,
 } as const;
 
 export type FrameType = keyof typeof FRAME_TYPES;
@@ -85,6 +95,8 @@ export const HELLO_FEATURES = {
   sync: 4,
   /** Groups (PROTOCOL.md 9.11): the server may send `group_deliver` and `group_receipts`. */
   groups: 8,
+  /** The key directory (PROTOCOL.md 8.9): the server may push `keys_state` when this device's one-time prekeys run low. */
+  keys: 16,
 } as const;
 
 export interface Welcome {
@@ -344,11 +356,11 @@ export interface ErrorFrame {
   retryAfter?: number;
 }
 
-export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | Typing | GroupClientFrame;
-export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | TypingState | GroupServerFrame;
+export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | Typing | KeysUpload | KeysFetch | DevicesQuery | GroupClientFrame;
+export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | TypingState | KeysState | KeysBundle | Devices | GroupServerFrame;
 export type Frame = ClientFrame | ServerFrame;
 
-const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', 'typing', ...GROUP_CLIENT_TYPES]);
+const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', 'typing', 'keys_upload', 'keys_fetch', 'devices_query', ...GROUP_CLIENT_TYPES]);
 
 export function isClientFrame(f: Frame): f is ClientFrame {
   return CLIENT_TYPES.has(f.t);

@@ -1,5 +1,5 @@
 import { ProtocolError, isErrorCode } from './errors.js';
-import { ENTRY_KINDS, FRAME_TYPES, PRESENCE_VISIBILITY, REF_KINDS, type Entry, type EntryKind, type Frame, type FrameType, type MessageRef, type PresenceVisibility, type ReceiptState, type RefKind, type Settings } from './frames.js';
+import { ENTRY_KINDS, FRAME_TYPES, PRESENCE_VISIBILITY, REF_KINDS, type Entry, type EntryKind, type Frame, type FrameType, type KemPrekey, type KeyBundleEntry, type MessageRef, type Prekey, type SignedPrekey, type PresenceVisibility, type ReceiptState, type RefKind, type Settings } from './frames.js';
 import { LIMITS } from './limits.js';
 import * as v from './validate.js';
 import { decodeGroupJson, groupToJson, isGroupType } from './group-codec.js';
@@ -54,8 +54,60 @@ function refFromJson(x: unknown, ref?: string): MessageRef {
   return { kind: kind as RefKind, msg: v.messageId(o['msg'], 'ref.msg') };
 }
 
+/** Key directory (PROTOCOL.md 8.9): keys travel as base64 strings, like bodies. */
+function signedToJson(k: SignedPrekey): Obj {
+  return { id: k.id, key: toBase64(k.key), sig: toBase64(k.sig), ts: k.ts };
+}
+
+function kemToJson(k: KemPrekey): Obj {
+  return { id: k.id, key: toBase64(k.key), sig: toBase64(k.sig) };
+}
+
+function prekeyToJson(k: Prekey): Obj {
+  return { id: k.id, key: toBase64(k.key) };
+}
+
+/** Base64 key bytes bounded by `max` (the bound of fromBase64 is a body's; this one is a key's). */
+function keyBytes(x: unknown, field: string, max: number, ref: string): Uint8Array {
+  if (typeof x === 'string' && x.length > Math.ceil(max / 3) * 4) throw new ProtocolError('invalid_field', `${field}: exceeds ${max} bytes`, ref);
+  const b = fromBase64(x, field, ref);
+  if (b.byteLength > max) throw new ProtocolError('invalid_field', `${field}: ${b.byteLength} bytes exceeds ${max}`, ref);
+  return b;
+}
+
+function signedFromJson(x: unknown, ref: string): SignedPrekey {
+  const o = obj(x, 'signed');
+  return { id: v.uint(o['id'], 'signed.id', ref), key: keyBytes(o['key'], 'signed.key', LIMITS.maxKeyBytes, ref), sig: keyBytes(o['sig'], 'signed.sig', LIMITS.maxSignatureBytes, ref), ts: v.uint(o['ts'], 'signed.ts', ref) };
+}
+
+function kemFromJson(x: unknown, ref: string): KemPrekey {
+  const o = obj(x, 'lastResort');
+  return { id: v.uint(o['id'], 'lastResort.id', ref), key: keyBytes(o['key'], 'lastResort.key', LIMITS.maxKemKeyBytes, ref), sig: keyBytes(o['sig'], 'lastResort.sig', LIMITS.maxSignatureBytes, ref) };
+}
+
+function prekeyFromJson(x: unknown, ref: string): Prekey {
+  const o = obj(x, 'prekey');
+  return { id: v.uint(o['id'], 'prekey.id', ref), key: keyBytes(o['key'], 'prekey.key', LIMITS.maxKeyBytes, ref) };
+}
+
+function bundleEntryToJson(e: KeyBundleEntry): Obj {
+  const o: Obj = { device: e.device, identity: toBase64(e.identity), signed: signedToJson(e.signed) };
+  if (e.lastResort) o['lastResort'] = kemToJson(e.lastResort);
+  if (e.prekey) o['prekey'] = prekeyToJson(e.prekey);
+  return o;
+}
+
 export function encodeJson(f: Frame): string {
   switch (f.t) {
+    case 'keys_upload': {
+      const o: Obj = { t: f.t, ref: f.ref, identity: toBase64(f.identity) };
+      if (f.signed) o['signed'] = signedToJson(f.signed);
+      if (f.lastResort) o['lastResort'] = kemToJson(f.lastResort);
+      o['prekeys'] = f.prekeys.map(prekeyToJson);
+      return JSON.stringify(o);
+    }
+    case 'keys_bundle':
+      return JSON.stringify({ t: f.t, ref: f.ref, user: f.user, devices: f.devices.map(bundleEntryToJson) });
     case 'send':
       return JSON.stringify(f.ref ? { t: f.t, id: f.id, to: f.to, body: toBase64(f.body), ref: { kind: f.ref.kind, msg: f.ref.msg } } : { t: f.t, id: f.id, to: f.to, body: toBase64(f.body) });
     case 'deliver':
@@ -203,6 +255,45 @@ export function decodeJson(text: string): Frame {
       return { t: type, conv: v.userId(o['conv'], 'conv'), on: v.bool(o['on'], 'on') };
     case 'typing_state':
       return { t: type, conv: v.userId(o['conv'], 'conv'), from: v.userId(o['from'], 'from'), on: v.bool(o['on'], 'on'), ttl: v.uint(o['ttl'], 'ttl') };
+    case 'keys_upload': {
+      const ref = v.clientId(o['ref'], 'ref');
+      const identity = o['identity'] === undefined ? new Uint8Array(0) : keyBytes(o['identity'], 'identity', LIMITS.maxKeyBytes, ref);
+      const prekeys = o['prekeys'] === undefined ? [] : v.list(o['prekeys'], 'prekeys', LIMITS.maxPrekeysPerUpload, (x) => prekeyFromJson(x, ref), ref);
+      return {
+        t: type,
+        ref,
+        identity,
+        prekeys,
+        ...(o['signed'] !== undefined && { signed: signedFromJson(o['signed'], ref) }),
+        ...(o['lastResort'] !== undefined && { lastResort: kemFromJson(o['lastResort'], ref) }),
+      };
+    }
+    case 'keys_state': {
+      const ref = o['ref'] === undefined || o['ref'] === '' ? '' : v.clientId(o['ref'], 'ref');
+      return { t: type, ref, device: v.userId(o['device'], 'device'), count: v.uint(o['count'], 'count'), low: v.bool(o['low'], 'low') };
+    }
+    case 'keys_fetch':
+    case 'devices_query': {
+      const ref = v.clientId(o['ref'], 'ref');
+      return { t: type, ref, user: v.userId(o['user'], 'user', ref) };
+    }
+    case 'keys_bundle': {
+      const ref = v.clientId(o['ref'], 'ref');
+      return {
+        t: type,
+        ref,
+        user: v.userId(o['user'], 'user'),
+        devices: v.list(o['devices'], 'devices', LIMITS.maxKeyDevices, (x) => {
+          const e = obj(x, 'devices[]');
+          const entry: KeyBundleEntry = { device: v.userId(e['device'], 'device'), identity: keyBytes(e['identity'], 'identity', LIMITS.maxKeyBytes, ref), signed: signedFromJson(e['signed'], ref) };
+          if (e['lastResort'] !== undefined) entry.lastResort = kemFromJson(e['lastResort'], ref);
+          if (e['prekey'] !== undefined) entry.prekey = prekeyFromJson(e['prekey'], ref);
+          return entry;
+        }),
+      };
+    }
+    case 'devices':
+      return { t: type, ref: v.clientId(o['ref'], 'ref'), user: v.userId(o['user'], 'user'), devices: v.list(o['devices'], 'devices', LIMITS.maxKeyDevices, (d) => v.userId(d, 'devices[]')) };
     case 'ping':
     case 'pong':
       return { t: type };

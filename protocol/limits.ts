@@ -25,6 +25,19 @@ export const LIMITS = {
   maxGroupNameLength: 128,
   /** A group's metadata (group_update), in bytes. */
   maxGroupMetaBytes: 1024,
+  /**
+   * Key directory (PROTOCOL.md 8.9). An identity key, a signed prekey or a one-time prekey: Signal's are 33 bytes;
+   * room for larger curves, never for a post-quantum key.
+   */
+  maxKeyBytes: 256,
+  /** The last-resort KEM public key: Signal's Kyber-1024 key is 1569 bytes with its type byte. */
+  maxKemKeyBytes: 1600,
+  /** A signature over a prekey (XEd25519: 64 bytes). */
+  maxSignatureBytes: 128,
+  /** One-time prekeys in one keys_upload (a server may cap the pool lower: IRIS_KEYS_POOL_CAP). */
+  maxPrekeysPerUpload: 100,
+  /** Devices of one user with published keys, so that one keys_bundle (all at their largest) fits one frame. */
+  maxKeyDevices: 16,
   /** Human-readable text of an error frame. */
   maxErrorMessageLength: 256,
   /** Largest number carried by a frame (sequence numbers, timestamps, cursors). */

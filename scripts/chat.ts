@@ -18,6 +18,9 @@
  * Commands: /read (mark what the peer sent read)  /receipts on|off  /presence [user...]
  *           /visibility everyone|contacts|nobody (who sees your presence)  /typing [off]  /quit  /help
  *           /reply N text  /edit N text  /delete N  /react N emoji (no emoji: remove yours)
+ *           /keys [N] (publish a DEMO key bundle of random bytes with N one-time prekeys: this CLI is not an
+ *           end-to-end-encryption client and sends in the clear)  /bundle USER (fetch USER's key bundle: its
+ *           devices, key ids, and whether a one-time prekey came with each)
  * Every message shown (received, or sent and stored) gets a short index #N for those commands; an edit, a delete
  * or a reaction is shown against the message it refers to.
  * Groups (scripts/lib/chat-groups.ts): /group create GROUP user...  /group add|remove GROUP user...
@@ -36,6 +39,7 @@ import { ID_PATTERN } from '../protocol/limits.js';
 import { ONPREM_PORT, WRANGLER_PORT, connectUrl } from './lib/endpoints.js';
 import { GROUP_HELP, groupCommand, showGroups } from './lib/chat-groups.js';
 import { mintToken } from './token.js';
+import { printBundle, uploadDemoKeys } from './chat-keys.js';
 
 const USAGE = `usage: npm run chat -- <user> <peer> [--onprem | --port N | --url ws://127.0.0.1:8787/v1/connect]
                      [--device NAME] [--token JWT] [--json] [--dir ./.iris] [--linger MS]
@@ -241,6 +245,7 @@ client.on('receipt', (r) => {
   }
 });
 client.on('error', (e) => out(`! ${e.code}: ${e.message}`));
+client.on('keysLow', (k) => out(`* ${k.device} has ${k.count} one-time prekey(s) left; /keys uploads more`));
 client.on('typing', (t) => out(t.on ? `* ${t.from} is typing…` : `* ${t.from} stopped typing`));
 showGroups(client, out, clock);
 client.on('presence', (p) => {
@@ -321,7 +326,7 @@ rl.on('line', (raw) => {
   if (line === '') return;
   queue = queue.then(async () => {
     if (line === '/quit') return void (await stop(0));
-    if (line === '/help') return out(`commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /typing [off]  /reply N text  /edit N text  /delete N  /react N [emoji]  ${GROUP_HELP}  /quit  (anything else is sent)`);
+    if (line === '/help') return out(`commands: /read  /receipts on|off  /presence [user...]  /visibility everyone|contacts|nobody  /typing [off]  /reply N text  /edit N text  /delete N  /react N [emoji]  /keys [N]  /bundle USER  ${GROUP_HELP}  /quit  (anything else is sent)`);
     if (line === '/typing' || line === '/typing off') return client.typing(peer!, line === '/typing');
     // Message references: N is the #N shown next to a message.
     const r = /^\/(reply|edit|delete|react)\s+#?(\d+)(?:\s+(.*))?$/.exec(line);
@@ -345,6 +350,11 @@ rl.on('line', (raw) => {
       return presence(users.length > 0 ? users : [peer]);
     }
     if (await groupCommand(client, line, out)) return;
+    // The key directory (scripts/chat-keys.ts): a demo of random bytes; the CLI does not encrypt.
+    const k = /^\/keys(?:\s+(\d+))?$/.exec(line);
+    if (k) return uploadDemoKeys(client, Math.min(100, Number(k[1] ?? 20)), out);
+    const b = /^\/bundle\s+(\S+)$/.exec(line);
+    if (b) return printBundle(client, b[1]!, out);
     if (line.startsWith('/')) return out(`! unknown command ${line.split(/\s+/)[0]}; /help lists them`);
     send(line);
   });

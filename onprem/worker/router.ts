@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { ForwardBatch, ForwardResult, LocalShard, Peers } from '../../core/ports.js';
-import type { PresenceInfo } from '../../protocol/index.js';
+import type { KeyBundleEntry, PresenceInfo } from '../../protocol/index.js';
 import { visible, type GroupCall, type GroupNews, type GroupPush, type GroupResult } from '../../core/group/types.js';
 import { fromWire, toWire, type GroupLinkMessage } from '../group-link.js';
 import { GroupShards } from './groups.js';
@@ -49,6 +49,8 @@ export class Router implements Peers {
       presenceChanged: (watcher, info) => this.pushLocal(watcher, info),
       typing: (to, from, conv, on) => this.typingLocal(to, from, conv, on),
       group: (json) => this.groupFromLink(json),
+      fetchKeys: (owner, requester) => this.fetchKeysLocal(owner, requester),
+      keyDevices: (owner) => this.keyDevicesLocal(owner),
     });
     try {
       await this.linkServer.listen();
@@ -174,6 +176,22 @@ export class Router implements Peers {
     }
   }
 
+  /**
+   * The key directory (core/keys.ts): the owner's shard takes one prekey per device in its own commit and answers
+   * after it; a local call, or one link message to the owner's worker (counted as op "keys").
+   */
+  fetchKeys(owner: string, requester: string): Promise<KeyBundleEntry[]> {
+    const o = ownerOf(owner, this.ctx.workers);
+    if (o === this.ctx.id) return this.fetchKeysLocal(owner, requester);
+    return this.timed('keys', this.client(o).fetchKeys(owner, requester));
+  }
+
+  keyDevices(owner: string): Promise<string[]> {
+    const o = ownerOf(owner, this.ctx.workers);
+    if (o === this.ctx.id) return this.keyDevicesLocal(owner);
+    return this.timed('keys', this.client(o).keyDevices(owner));
+  }
+
   /** A recipient in this worker's file: its writes join the sender's commit (one hop, one commit). */
   local(user: string): LocalShard | undefined {
     if (!ONE_HOP || !owns(this.ctx, user)) return undefined;
@@ -192,7 +210,7 @@ export class Router implements Peers {
     return c;
   }
 
-  private timed<T>(op: 'forward' | 'presence' | 'watch' | 'push' | 'typing' | 'group' | 'gpush' | 'gnews', p: Promise<T>): Promise<T> {
+  private timed<T>(op: 'forward' | 'presence' | 'watch' | 'push' | 'typing' | 'group' | 'gpush' | 'gnews' | 'keys', p: Promise<T>): Promise<T> {
     const end = this.ctx.metrics.linkLatency.startTimer({ op });
     return p.then(
       (v) => {
@@ -240,6 +258,20 @@ export class Router implements Peers {
   private typingLocal(to: string, from: string, conv: string, on: boolean): Promise<boolean> {
     if (!owns(this.ctx, to)) return Promise.reject(new Error(`user ${to} is not owned by worker ${this.ctx.id}`));
     return Promise.resolve(this.shards.loaded(to)?.mailbox.typingFrom(from, conv, on) ?? false);
+  }
+
+  /** The owner's shard is loaded (its keys are rows of this worker's file); its work is tracked like a receive. */
+  private fetchKeysLocal(owner: string, requester: string): Promise<KeyBundleEntry[]> {
+    if (this.ctx.draining) return Promise.reject(new Error('worker is shutting down'));
+    if (!owns(this.ctx, owner)) return Promise.reject(new Error(`user ${owner} is not owned by worker ${this.ctx.id}`));
+    const s = this.shards.get(owner);
+    return this.shards.track(s, s.mailbox.keys.take(requester));
+  }
+
+  private keyDevicesLocal(owner: string): Promise<string[]> {
+    if (!owns(this.ctx, owner)) return Promise.reject(new Error(`user ${owner} is not owned by worker ${this.ctx.id}`));
+    const s = this.shards.get(owner);
+    return this.shards.track(s, s.mailbox.keys.deviceIds());
   }
 
   /** A watcher that is not loaded has no subscribed connection: not wanted, and not loaded for it. */

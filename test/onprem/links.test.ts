@@ -32,6 +32,12 @@ describe('links: presence ops', () => {
       if (to === 'broken') throw new Error('shard failed');
       return to === 'online-user';
     },
+    fetchKeys: async (owner, requester) => {
+      calls.push(['keys', owner, requester]);
+      if (owner === 'broken') throw new Error('shard failed');
+      return owner === 'nobody' ? [] : [{ device: 'd1', identity: new Uint8Array([1, 2]), signed: { id: 7, key: new Uint8Array([3]), sig: new Uint8Array([4]), ts: 2 ** 52 }, lastResort: { id: 9, key: new Uint8Array(1569).fill(5), sig: new Uint8Array([6]) }, prekey: { id: 2 ** 31, key: new Uint8Array([7]) } }];
+    },
+    keyDevices: async (owner) => (owner === 'broken' ? Promise.reject(new Error('shard failed')) : ['d1', 'd2']),
   });
   const client = new LinkClient(0, server.path, 5_000);
 
@@ -60,6 +66,17 @@ describe('links: presence ops', () => {
       ['push', 'gone-user', info],
       ['watch', 'broken', 'alice', true],
     ]);
+  });
+
+  it('carries key bundles (every key, byte for byte) and device lists, and their failures', async () => {
+    calls.length = 0;
+    const [e] = await client.fetchKeys('alice', 'bob');
+    expect(e).toEqual({ device: 'd1', identity: new Uint8Array([1, 2]), signed: { id: 7, key: new Uint8Array([3]), sig: new Uint8Array([4]), ts: 2 ** 52 }, lastResort: { id: 9, key: new Uint8Array(1569).fill(5), sig: new Uint8Array([6]) }, prekey: { id: 2 ** 31, key: new Uint8Array([7]) } });
+    expect(await client.fetchKeys('nobody', 'bob')).toEqual([]);
+    await expect(client.fetchKeys('broken', 'bob')).rejects.toBeInstanceOf(LinkError);
+    expect(await client.keyDevices('alice')).toEqual(['d1', 'd2']);
+    await expect(client.keyDevices('broken')).rejects.toBeInstanceOf(LinkError);
+    expect(calls).toEqual([['keys', 'alice', 'bob'], ['keys', 'nobody', 'bob'], ['keys', 'broken', 'bob']]);
   });
 
   it('carries typing pushes and their online answer', async () => {

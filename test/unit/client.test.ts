@@ -155,7 +155,7 @@ describe('IrisClient: connect', () => {
     const s = await nextSocket(1);
     expect(s.init).toEqual(['iris.v1', 'bearer.tok']);
     const hello = await s.welcome();
-    expect(hello).toEqual({ t: 'hello', device: 'phone', cursor: 41, receipts: 0, reads: 0, features: 15 });
+    expect(hello).toEqual({ t: 'hello', device: 'phone', cursor: 41, receipts: 0, reads: 0, features: 31 });
     const w = await p;
     expect(w.cursor).toBe(41);
     expect(c.state).toBe('open');
@@ -218,7 +218,7 @@ describe('IrisClient: connect', () => {
     s.accept();
     await waitFor(() => s.raw.length > 0);
     expect(typeof s.raw[0]).toBe('string');
-    expect(JSON.parse(s.raw[0] as string)).toEqual({ t: 'hello', device: 'phone', cursor: 0, receipts: 0, reads: 0, features: 15 });
+    expect(JSON.parse(s.raw[0] as string)).toEqual({ t: 'hello', device: 'phone', cursor: 0, receipts: 0, reads: 0, features: 31 });
   });
 });
 

@@ -270,6 +270,9 @@ export class World {
             return call.online;
           },
           ...this.groupPeers,
+          // The key directory (core/keys.ts): straight into the owner's mailbox, as the on-prem router does.
+          fetchKeys: async (owner: string, requester: string) => this.mailbox(owner).keys.take(requester),
+          keyDevices: async (owner: string) => this.mailbox(owner).keys.deviceIds(),
           local: (to: string) => (this.oneHop && !this.remote.has(to) && !this.failForwards.has(to) ? { handOver: (batch: ForwardBatch) => this.mailbox(to).handOver(batch) } : undefined),
         },
       });

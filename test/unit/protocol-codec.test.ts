@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { KEY_FRAMES } from './keys-frames.js';
 import {
   ERROR_CODES,
   FRAME_TYPES,
@@ -145,6 +146,8 @@ function samples(): [string, Frame][] {
     ...(Object.keys(REF_KINDS) as RefKind[]).map((kind): [string, Frame] => [`send with a ${kind} reference`, { t: 'send', id: `r-${kind}`, to: 'bob', body: te.encode(kind), ref: { kind, msg: 'bob:12' } }]),
     ['send, max body and a max-length unicode reference', { t: 'send', id: 'r', to: 'bob', body: bytes(LIMITS.maxBodyBytes), ref: { kind: 'edit', msg: 'é€'.repeat(LIMITS.maxMessageIdLength / 2) } }],
     ['deliver with references on some entries', { t: 'deliver', entries: [entry(1), entry(2, { ref: { kind: 'react', msg: 'alice:1' } }), entry(3, { ref: { kind: 'delete', msg: 'bob:2' }, body: new Uint8Array(0) }), entry(4)] }],
+    // The key directory (PROTOCOL.md 8.9).
+    ...KEY_FRAMES,
     ['deliver, max batch, every entry with a reference', { t: 'deliver', entries: Array.from({ length: LIMITS.maxDeliverBatch }, (_, i) => entry(i + 1, { ref: { kind: 'reply', msg: 'm'.repeat(96) } })) }],
   ];
 }
@@ -216,7 +219,7 @@ describe('codec round trips', () => {
   it('client and server frames partition the frame types', () => {
     for (const [, f] of all) expect(isClientFrame(f)).toBe(!isServerFrame(f));
     const client = all.filter(([, f]) => isClientFrame(f)).map(([, f]) => f.t);
-    expect([...new Set(client)].sort()).toEqual(['deliver_ack', 'hello', 'ping', 'presence_query', 'presence_subscribe', 'read', 'send', 'set_presence', 'set_settings', 'typing', ...GROUP_CLIENT_TYPES].sort());
+    expect([...new Set(client)].sort()).toEqual(['deliver_ack', 'devices_query', 'hello', 'keys_fetch', 'keys_upload', 'ping', 'presence_query', 'presence_subscribe', 'read', 'send', 'set_presence', 'set_settings', 'typing', ...GROUP_CLIENT_TYPES].sort());
   });
 });
 

@@ -11,6 +11,7 @@ import {
   type Frame,
 } from '../../protocol/index.js';
 import { mulberry32 } from '../fixtures/prng.js';
+import { KEY_FRAMES } from './keys-frames.js';
 
 /**
  * A small, seeded, bounded fuzz of both decoders: 10,000 binary and 10,000 JSON inputs, random and mutated
@@ -56,6 +57,7 @@ const CORPUS: Frame[] = [
   { t: 'error', code: 'bad_frame', message: '' },
   { t: 'typing', conv: 'bob', on: true },
   { t: 'typing_state', conv: 'alice', from: 'alice', on: false, ttl: 0 },
+  ...KEY_FRAMES.filter(([name]) => !name.endsWith('largest')).map(([, f]) => f),
 ];
 const BIG: Frame[] = [
   { t: 'send', id: 'big', to: 'bob', body: new Uint8Array(LIMITS.maxBodyBytes).fill(0x41) },

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { KEY_FRAMES } from './keys-frames.js';
 import {
   ERROR_CODES,
   FRAME_TYPES,
@@ -47,7 +48,7 @@ const json = (s: string) => outcome(() => decodeJson(s));
 
 /** One valid frame of every type, with every optional part present, for truncation and trailing-byte tests. */
 const VALID: Frame[] = [
-  { t: 'hello', device: 'phone-1', cursor: 300, receipts: 17, reads: 4, features: 15 },
+  { t: 'hello', device: 'phone-1', cursor: 300, receipts: 17, reads: 4, features: 31 },
   { t: 'welcome', user: 'alice', device: 'phone-1', cursor: 300, head: 302, time: 1_767_225_600_000 },
   { t: 'send', id: 'c-1', to: 'bob', body: te.encode('hi') },
   { t: 'send', id: 'x'.repeat(50), to: 'bob', body: new Uint8Array(200), ref: { kind: 'reply', msg: 'bob:12' } },
@@ -72,6 +73,7 @@ const VALID: Frame[] = [
   { t: 'error', code: 'rate_limited', message: 'slow down, €', ref: 'c-9', retryAfter: 120 },
   { t: 'typing', conv: 'bob', on: true },
   { t: 'typing_state', conv: 'alice', from: 'alice', on: true, ttl: 5000 },
+  ...KEY_FRAMES.filter(([name]) => !name.endsWith('largest')).map(([, f]) => f),
 ];
 
 describe('binary: malformed input', () => {

@@ -5,6 +5,7 @@ import { groups } from './groups.js';
 import { refsFeature } from './refs.js';
 import { sync } from './sync.js';
 import { typingFeature } from './typing.js';
+import { keysFeature } from './keys.js';
 
 /**
  * What a feature's conformance tests get from runConformance: the running target and the suite's helpers. A
@@ -26,4 +27,4 @@ export interface ConformanceContext {
 export type Feature = (ctx: ConformanceContext) => void;
 
 /** Every feature's conformance tests, in the order they run. */
-export const FEATURES: Feature[] = [refsFeature, typingFeature, sync, groups];
+export const FEATURES: Feature[] = [refsFeature, typingFeature, sync, groups, keysFeature];
