@@ -70,6 +70,10 @@ export interface Config {
   editWindowS: number;
   /** Seconds after sending during which a message may be deleted for everyone; 0: never. */
   deleteWindowS: number;
+  /** 1: a connection whose token expired (plus tokenExpiryGraceS) unrefreshed is closed with 4006; 0: never. */
+  tokenExpiryClose: number;
+  /** Seconds past the token's exp before that close (core/revocation.ts expiryDeadline). */
+  tokenExpiryGraceS: number;
 }
 
 // Config and ENGINE_SETTINGS must name the same keys: a setting added to one and not the other fails here.

@@ -2,6 +2,8 @@ import { DurableObject } from 'cloudflare:workers';
 import { refusal, refusalBody, refusalHeaders } from '../auth/index.js';
 import { configFromEnv, type Config } from '../core/config.js';
 import { Mailbox } from '../core/mailbox.js';
+import { runAdmin, type AdminAnswer, type AdminCall } from '../core/admin.js';
+import { Revocations, TOKEN_HEADER, expiryDeadline, parseClaims } from '../core/revocation.js';
 import { PeerOverloadedError, type ForwardBatch, type ForwardResult, type LogLevel, type Peers, type Scheduler } from '../core/ports.js';
 import { readNumber, readString } from '../core/settings.js';
 import { hasSchema, migrate } from '../core/schema.js';
@@ -84,11 +86,18 @@ export class UserShard extends DurableObject<Env> {
       return new Response(refusalBody(r), { status: r.status, headers: refusalHeaders(r) });
     }
     this.mailboxFor(user);
+    // Revocations live here, beside the user's sockets: the edge verified the token, this shard says whether it
+    // was revoked, before a socket exists (no extra hop: the upgrade comes here anyway).
+    const tok = parseClaims(request.headers.get(TOKEN_HEADER));
+    if (new Revocations(this.storage.sql, user).isRevoked(tok)) {
+      const r = refusal('token_revoked', 'this token was revoked; get a new one');
+      return new Response(refusalBody(r), { status: r.status, headers: refusalHeaders(r) });
+    }
     this.counts.upgrades++;
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
     const now = Date.now();
-    const att: Attachment = { user, state: null, opened: now, active: now };
+    const att: Attachment = { user, state: null, opened: now, active: now, tok };
     server.serializeAttachment(att);
     this.wakeAt(now + this.config.helloTimeoutMs);
     return new Response(null, { status: 101, webSocket: client, headers: { 'Sec-WebSocket-Protocol': SUBPROTOCOL } });
@@ -155,8 +164,15 @@ export class UserShard extends DurableObject<Env> {
       if (conn.closed) continue;
       const hello = conn.state === null;
       const due = hello ? conn.opened + helloTimeoutMs : conn.lastHeard(this.ctx.getWebSocketAutoResponseTimestamp(ws)) + 2 * pingMs;
+      // The token's expiry is one more deadline of the same alarm: a hibernated shard wakes for it.
+      const expires = this.config.tokenExpiryClose === 1 ? expiryDeadline(conn.token, this.config.tokenExpiryGraceS * 1000) : undefined;
+      if (expires !== undefined && expires <= now) {
+        conn.close(CLOSE_CODES.token_expired, 'token expired and was not refreshed');
+        released.push(this.release(conn));
+        continue;
+      }
       if (due > now) {
-        next = Math.min(next, due);
+        next = Math.min(next, due, expires ?? Infinity);
         continue;
       }
       if (hello) conn.close(CLOSE_CODES.hello_timeout, 'no hello within the hello timeout');
@@ -179,6 +195,22 @@ export class UserShard extends DurableObject<Env> {
     if (this.alarmAt !== null && this.alarmAt <= ms) return;
     this.alarmAt = ms;
     void this.ctx.storage.setAlarm(ms);
+  }
+
+  /**
+   * The admin API (core/admin.ts), called by the edge Worker after it checked the admin credential. Creates the
+   * user's storage if there was none: a revocation for a token not used yet must be kept too. Sockets closed
+   * here are released at once, like the sweep's (a client that never answers the close is not "online").
+   */
+  async admin(call: AdminCall): Promise<AdminAnswer> {
+    return this.timed(async () => {
+      this.mailboxFor(call.user);
+      const live = () => this.ctx.getWebSockets().map((ws) => this.conn(ws)).filter((c) => !c.closed);
+      const before = live();
+      const answer = await runAdmin(call, { storage: this.storage, conns: live, now: () => Date.now() });
+      await Promise.all(before.filter((c) => c.closed).map((c) => this.release(c)));
+      return answer;
+    });
   }
 
   // ---- RPC from other users' shards (DO -> RPC -> DO) ----

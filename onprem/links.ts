@@ -23,6 +23,8 @@ import { REF_KINDS, type PresenceInfo, type RefKind } from '../protocol/index.js
  *   push_res     (9): wanted:u8
  *   typing      (10): to:str from:str conv:str on:u8            (Peers.typing, typing indicators)
  *   typing_res  (11): online:u8
+ *   admin       (12): call:str (JSON, core/admin.ts AdminCall)    (the admin API, to the user's owner)
+ *   admin_res   (13): answer:str (JSON, AdminAnswer)
  *   str/bytes = len:u32 + bytes (UTF-8). Numbers that may exceed 32 bits travel as f64 (exact to 2^53).
  *
  * Every worker keeps at most one outgoing connection per other worker; requests on it are pipelined and
@@ -44,6 +46,8 @@ const REF_FLAG = 0x80;
 const REF_BY_NUMBER = new Map<number, RefKind>((Object.entries(REF_KINDS) as [RefKind, number][]).map(([k, n]) => [n, k]));
 const OP_TYPING = 10;
 const OP_TYPING_RES = 11;
+const OP_ADMIN = 12;
+const OP_ADMIN_RES = 13;
 /** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken link. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
@@ -250,6 +254,8 @@ export interface LinkHandler {
   watch(subject: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined>;
   presenceChanged(watcher: string, info: PresenceInfo): Promise<boolean>;
   typing(to: string, from: string, conv: string, on: boolean): Promise<boolean>;
+  /** The admin API (core/admin.ts): rare, so plain JSON rather than a binary layout. */
+  admin?(call: string): Promise<string>;
 }
 
 /** Answers other workers' calls on <run dir>/peer-<id>.sock. */
@@ -318,6 +324,11 @@ export class LinkServer {
         const conv = d.str();
         this.handler.typing(to, from, conv, d.u8() === 1).then(
           (online) => out.write(frame(OP_TYPING_RES, rid).u8(online ? 1 : 0).done()),
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_ADMIN && this.handler.admin) {
+        this.handler.admin(d.str()).then(
+          (answer) => out.write(frame(OP_ADMIN_RES, rid).str(answer).done()),
           (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
         );
       } else {
@@ -450,6 +461,12 @@ export class LinkClient {
     const { d, op } = await this.call((rid) => frame(OP_TYPING, rid).str(to).str(from).str(conv).u8(on ? 1 : 0).done());
     if (op !== OP_TYPING_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
     return d.u8() === 1;
+  }
+
+  async admin(call: string): Promise<string> {
+    const { d, op } = await this.call((rid) => frame(OP_ADMIN, rid).str(call).done());
+    if (op !== OP_ADMIN_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
+    return d.str();
   }
 
   close(): void {

@@ -59,6 +59,12 @@ export const CLOSE_CODES = {
   slow_consumer: 4003,
   /** Nothing (no frame, no heartbeat) arrived from the client for 2 x the ping interval (Cloudflare profile). */
   idle_timeout: 4004,
+  /** The token this connection was opened (or last refreshed) with was revoked. Get a NEW token before reconnecting. */
+  token_revoked: 4005,
+  /** The connection's token expired and was not refreshed within the grace period (IRIS_TOKEN_EXPIRY_GRACE_S). */
+  token_expired: 4006,
+  /** An operator disconnected this user or device (admin API). Reconnecting is allowed (with backoff). */
+  disconnected_by_admin: 4007,
 } as const;
 
 export type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];

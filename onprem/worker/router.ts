@@ -23,6 +23,8 @@ const ONE_HOP = process.env['IRIS_ONE_HOP'] !== '0';
 export class Router implements Peers {
   private readonly clients: (LinkClient | null)[] = [];
   private linkServer: LinkServer | null = null;
+  /** The admin API's handler of calls from other workers (worker/admin.ts), set by the Worker. */
+  adminHandler: ((call: string) => Promise<string>) | null = null;
 
   constructor(
     private readonly ctx: WorkerContext,
@@ -41,6 +43,7 @@ export class Router implements Peers {
       watch: (subject, watcher, on) => this.watchLocal(subject, watcher, on),
       presenceChanged: (watcher, info) => this.pushLocal(watcher, info),
       typing: (to, from, conv, on) => this.typingLocal(to, from, conv, on),
+      admin: (call) => (this.adminHandler ? this.adminHandler(call) : Promise.reject(new Error('no admin handler'))),
     });
     try {
       await this.linkServer.listen();
@@ -100,6 +103,11 @@ export class Router implements Peers {
         return { ...h, deliver: () => this.shards.track(s, h.deliver()) };
       },
     };
+  }
+
+  /** An admin API call (JSON, worker/admin.ts) to another worker. */
+  adminCall(worker: number, call: string): Promise<string> {
+    return this.client(worker).admin(call);
   }
 
   private client(owner: number): LinkClient {

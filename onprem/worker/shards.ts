@@ -114,6 +114,12 @@ export class Shards {
     this.env = env;
   }
 
+  /** The worker's storage (revocation checks at the upgrade, the admin API); throws before it is open. */
+  storage(): MailboxEnv['storage'] {
+    if (!this.env) throw new Error('storage is not open yet');
+    return this.env.storage;
+  }
+
   /** The user's shard, loaded if it was not in memory. Throws for a user of another worker. */
   get(user: string): Shard {
     let s = this.byUser.get(user);

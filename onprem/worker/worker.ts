@@ -15,6 +15,7 @@ import { PipeRoute } from './pipe.js';
 import { Router } from './router.js';
 import { Shards } from './shards.js';
 import { WebSockets } from './websockets.js';
+import { AdminRoute } from './admin.js';
 
 /**
  * One worker: owns the users whose id hashes to it (onprem/owner.ts), their shards and one SQLite file. This
@@ -67,7 +68,9 @@ export class Worker implements WorkerContext, Logger {
     this.sockets = new WebSockets(this, this.shards);
     this.router = new Router(this, this.shards);
     this.pipe = new PipeRoute(this, this.sockets);
-    this.listener = new Listener(this, this.supervisor, this.sockets, this.pipe);
+    const admin = new AdminRoute(this, this.shards, (w, c) => this.router.adminCall(w, c));
+    this.router.adminHandler = (c) => admin.fromLink(c);
+    this.listener = new Listener(this, this.supervisor, this.sockets, this.pipe, admin);
     this.coreMetrics = this.metrics.core();
     this.idleTrim = new IdleTrim(cfg.idleGcMs, (r) => {
       this.metrics.idleGcs.inc();

@@ -4,6 +4,7 @@ import type { Target } from '../suite.js';
 import { refsFeature } from './refs.js';
 import { sync } from './sync.js';
 import { typingFeature } from './typing.js';
+import { trustFeature } from './trust.js';
 
 /**
  * What a feature's conformance tests get from runConformance: the running target and the suite's helpers. A
@@ -25,4 +26,4 @@ export interface ConformanceContext {
 export type Feature = (ctx: ConformanceContext) => void;
 
 /** Every feature's conformance tests, in the order they run. */
-export const FEATURES: Feature[] = [refsFeature, typingFeature, sync];
+export const FEATURES: Feature[] = [refsFeature, typingFeature, sync, trustFeature];

@@ -1,0 +1,128 @@
+import { describe, expect, it } from 'vitest';
+import { CLOSE_CODES, encodeJson } from '../../../protocol/index.js';
+import { RawSocket, upgradeRequest, waitFor } from '../helpers.js';
+import type { ConformanceContext } from './index.js';
+
+/**
+ * Token revocation, the expiry close and the admin API (PROTOCOL.md 3.4, OPERATIONS.md "Admin API"), black box,
+ * on every profile: a revoked token is refused at the upgrade (401 token_revoked) and a live connection opened
+ * with it is closed with 4005 (at once: the revocation is stored in the user's shard, which holds the socket);
+ * revocations survive a restart; a token that expires is closed with 4006 after the grace.
+ */
+
+/** The claims of a JWT (the test minted it; nothing is verified here). */
+function claims(token: string): { jti?: string; iat?: number; exp?: number } {
+  return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as { jti?: string; iat?: number; exp?: number };
+}
+
+export function trustFeature({ target, user }: ConformanceContext): void {
+  describe('token revocation and the admin API', () => {
+    const base = () => target().url.replace(/^ws/, 'http').replace(/\/v1\/connect$/, '');
+
+    async function admin(method: 'GET' | 'POST', path: string, credential: string | null = target().adminToken ?? null) {
+      const res = await fetch(`${base()}/admin/v1/${path}`, { method, headers: credential === null ? {} : { authorization: `Bearer ${credential}` } });
+      return { status: res.status, body: (await res.json()) as Record<string, unknown> };
+    }
+
+    /** A raw connection that said hello as `device`. */
+    async function connected(token: string, device = 'd1'): Promise<RawSocket> {
+      const raw = await RawSocket.open(target().url, token);
+      raw.send(encodeJson({ t: 'hello', device, cursor: 0 }));
+      await raw.next((f) => f.frame.t === 'welcome');
+      return raw;
+    }
+
+    const upgrade = (token: string) => upgradeRequest(target().url, { headers: { authorization: `Bearer ${token}` } });
+
+    it('the admin API refuses a missing or wrong credential, and says nothing about the user', async () => {
+      expect(target().adminToken, 'the suite servers run with IRIS_ADMIN_SECRET').toBeTruthy();
+      const u = user('nobody');
+      for (const cred of [null, 'wrong-secret']) {
+        for (const [method, path] of [['GET', `users/${u}/stats`], ['POST', `users/${u}/revoke`], ['POST', `users/${u}/disconnect`], ['GET', 'stats']] as const) {
+          const r = await admin(method, path, cred);
+          expect(r, `${method} ${path} with ${String(cred)}`).toEqual({ status: 401, body: { error: 'unauthorized', message: expect.any(String) } });
+        }
+      }
+      expect((await admin('GET', 'nothing-here')).status).toBe(404);
+      expect((await admin('GET', `users/${u}/revoke`)).status).toBe(405);
+      expect((await admin('POST', `users/${u}/revoke?jti=x`)).body).toMatchObject({ error: 'bad_request' });
+    }, 30_000);
+
+    it('revoking one token (jti) closes its live connection with 4005 and refuses it at the upgrade; other tokens stay good', async () => {
+      const u = user('rv');
+      const t1 = await target().token(u);
+      const t2 = await target().token(u);
+      const a = await connected(t1, 'd1');
+      const b = await connected(t2, 'd2');
+      const c = claims(t1);
+      const r = await admin('POST', `users/${u}/revoke?jti=${encodeURIComponent(c.jti!)}&exp=${c.exp!}`);
+      expect(r).toMatchObject({ status: 200, body: { ok: true, closed: 1 } });
+      // Well within the 60 s the issue allows: the shard that stored the revocation closes the socket itself.
+      await waitFor(() => a.closed !== null, 10_000, 'the revoked connection closed');
+      expect(a.closed?.code).toBe(CLOSE_CODES.token_revoked);
+      const refused = await upgrade(t1);
+      expect(refused.status).toBe(401);
+      expect(JSON.parse(refused.body)).toMatchObject({ error: 'token_revoked' });
+      expect((await upgrade(t2)).status).toBe(101);
+      // The other connection is untouched: it still answers.
+      b.send(encodeJson({ t: 'ping' }));
+      await b.next((f) => f.frame.t === 'pong');
+      expect(b.closed).toBeNull();
+      b.close();
+    }, 30_000);
+
+    it('log out everywhere: every token issued before the time is refused and its connections closed; a newer token works', async () => {
+      const u = user('rb');
+      const now = Math.floor(Date.now() / 1000);
+      const old = await target().token(u, { iat: now - 10 });
+      const a = await connected(old, 'd1');
+      const b = await connected(await target().token(u, { iat: now - 5 }), 'd2');
+      const r = await admin('POST', `users/${u}/revoke?before=${now}`);
+      expect(r).toMatchObject({ status: 200, body: { ok: true, before: now, closed: 2 } });
+      await waitFor(() => a.closed !== null && b.closed !== null, 10_000, 'both connections closed');
+      expect([a.closed?.code, b.closed?.code]).toEqual([CLOSE_CODES.token_revoked, CLOSE_CODES.token_revoked]);
+      expect(JSON.parse((await upgrade(old)).body)).toMatchObject({ error: 'token_revoked' });
+      const fresh = await connected(await target().token(u, { iat: now }), 'd1');
+      expect(fresh.closed).toBeNull();
+      const stats = await admin('GET', `users/${u}/stats`);
+      expect(stats).toMatchObject({ status: 200, body: { user: u, connections: 1, revokedBefore: now } });
+      fresh.close();
+    }, 30_000);
+
+    it('disconnect closes one device (or all) with 4007', async () => {
+      const u = user('dc');
+      const a = await connected(await target().token(u), 'd1');
+      const b = await connected(await target().token(u), 'd2');
+      expect(await admin('POST', `users/${u}/disconnect?device=d1`)).toMatchObject({ status: 200, body: { closed: 1 } });
+      await waitFor(() => a.closed !== null, 10_000, 'd1 closed');
+      expect(a.closed?.code).toBe(CLOSE_CODES.disconnected_by_admin);
+      b.send(encodeJson({ t: 'ping' }));
+      await b.next((f) => f.frame.t === 'pong');
+      expect(await admin('POST', `users/${u}/disconnect`)).toMatchObject({ status: 200, body: { closed: 1 } });
+      await waitFor(() => b.closed !== null, 10_000, 'd2 closed');
+      expect(b.closed?.code).toBe(CLOSE_CODES.disconnected_by_admin);
+      expect((await admin('GET', 'stats')).status).toBe(200);
+    }, 30_000);
+
+    it('a connection whose token expires is closed with 4006 after the grace', async () => {
+      const grace = target().tokenExpiryGraceS ?? 60;
+      const u = user('ex');
+      const raw = await connected(await target().token(u, { expiresIn: '2s' }));
+      const t0 = Date.now();
+      // On-prem checks on its heartbeat pass (IRIS_WS_PING_MS; 3 s on the suite's server); Cloudflare on the alarm.
+      await waitFor(() => raw.closed !== null, 2_000 + grace * 1000 + 15_000, 'the expiry close');
+      expect(raw.closed?.code).toBe(CLOSE_CODES.token_expired);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1_000);
+    }, 120_000);
+
+    it('revocations survive a restart', async () => {
+      const u = user('rr');
+      const t = await target().token(u);
+      const c = claims(t);
+      expect((await admin('POST', `users/${u}/revoke?jti=${encodeURIComponent(c.jti!)}&exp=${c.exp!}`)).status).toBe(200);
+      await target().restart();
+      expect(JSON.parse((await upgrade(t)).body)).toMatchObject({ error: 'token_revoked' });
+      expect((await upgrade(await target().token(u))).status).toBe(101);
+    }, 120_000);
+  });
+}
