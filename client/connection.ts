@@ -5,6 +5,7 @@ import { FATAL_HELLO_ERRORS, createSocket, probeRefusal } from './handshake.js';
 import { startHeartbeat } from './heartbeat.js';
 import type { Link, LinkSource } from './link.js';
 import { ReconnectPolicy } from './reconnect.js';
+import { TokenRefresher } from './token-refresh.js';
 import { binaryOf, defaultWebSocket, describeErrorEvent, type ProbeResult, type WebSocketConstructor, type WebSocketLike } from './socket.js';
 import type { ConnectionState, IrisClientOptions, Welcome } from './types.js';
 
@@ -78,6 +79,8 @@ export class Connection implements LinkSource {
   private stopHeartbeat: (() => void) | null = null;
   private connectTimer: ReturnType<typeof setTimeout> | null = null;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The live socket's token refresh (client/token-refresh.ts), when the token is a callback. */
+  private refresher: TokenRefresher | null = null;
 
   constructor(
     private readonly opts: ConnectionOptions,
@@ -246,6 +249,7 @@ export class Connection implements LinkSource {
       return this.hooks.error(new IrisError('bad_frame', `undecodable frame from the server: ${msg}`));
     }
     if (f.t === 'welcome') return this.onWelcome(sock, f);
+    if (this.refresher?.onFrame(f as ServerFrame)) return;
     if (f.t === 'error' && !sock.welcomed) {
       // Nothing but the hello has been written: the hello was refused. Fatal ones end the connection attempt
       // now; the rest close and retry.
@@ -263,6 +267,7 @@ export class Connection implements LinkSource {
     const welcome: Welcome = { user: f.user, device: f.device, cursor: f.cursor, head: f.head, time: f.time };
     this.hooks.welcomed(sock.gen, welcome, sock.helloCursor);
     this.welcome = welcome;
+    this.startRefresh(sock);
     this.everOpened = true;
     this.policy.reset();
     this.setPhase('open');
@@ -291,6 +296,12 @@ export class Connection implements LinkSource {
     if (!this.wanted) {
       this.setPhase('closed');
       return;
+    }
+    if (code === CLOSE_CODES.token_revoked) {
+      // The token is revoked: never offer it again. A callback is asked for a new one (handing back this one
+      // ends the connection); a string token cannot be replaced, so the connection ends now.
+      const err = this.policy.revoked(sock.token, typeof this.opts.token === 'function');
+      if (err) return this.giveUp(err);
     }
     if (code === CLOSE_CODES.replaced) {
       this.giveUp(new IrisError('closed', 'replaced by a newer connection of this device', { closeCode: code }));
@@ -384,8 +395,26 @@ export class Connection implements LinkSource {
     });
   }
 
+  /** With a token callback: refresh the live socket's token before it expires (PROTOCOL.md 3.4). */
+  private startRefresh(sock: Sock): void {
+    this.refresher?.stop();
+    this.refresher = null;
+    const getToken = this.opts.token;
+    if (typeof getToken !== 'function') return;
+    this.refresher = new TokenRefresher(sock.token, {
+      getToken,
+      write: (f) => {
+        if (this.sock === sock) this.write(sock, f);
+      },
+      adopted: (t) => void (sock.token = t),
+      error: (e) => this.hooks.error(e),
+    });
+  }
+
   /** The timers of one socket, and the rest of the client's per-socket work (its pending ack). */
   private stopTimers(): void {
+    this.refresher?.stop();
+    this.refresher = null;
     this.hooks.down();
     this.clearHeartbeat();
     this.clearConnectTimer();

@@ -46,6 +46,7 @@ import { TokenBucket } from './ratelimit.js';
 import { ackCovers, partial } from './shown.js';
 import { MailboxStore } from './store.js';
 import { TypingHub } from './typing.js';
+import { refreshConn, type TokenCheck } from './refresh.js';
 
 export interface MailboxDeps {
   user: string;
@@ -57,6 +58,8 @@ export interface MailboxDeps {
   config: Config;
   log: Logger;
   metrics?: Metrics;
+  /** Verifies a `refresh` frame's token (core/refresh.ts); without it a refresh gets `unavailable`. */
+  tokens?: TokenCheck;
   /** Jitter for retry delays, in [0, 1); Math.random unless a test needs them exact. */
   random?: () => number;
 }
@@ -201,6 +204,10 @@ export class Mailbox {
           return await this.onSetPresence(conn, frame);
         case 'typing':
           return await this.typing.onFrame(conn, frame.conv, frame.on);
+        case 'refresh': {
+          const exp = await refreshConn(conn, frame, this.user, this.deps.storage.sql, this.deps.tokens);
+          return this.out.reply(conn, enc, { t: 'refreshed', exp });
+        }
       }
     } catch (e) {
       if (e instanceof ProtocolError) return this.out.error(conn, enc, e.code, e.message, e.ref ?? ref);

@@ -115,6 +115,8 @@ export interface Conn {
    * the socket attachment). Absent on sockets accepted before revocations existed: only a disconnect reaches them.
    */
   readonly token?: TokenClaims | undefined;
+  /** A `refresh` frame was accepted (core/refresh.ts): the connection continues under these claims. */
+  setToken?(claims: TokenClaims): void;
 }
 
 /** An item travelling from one user's outbox to another user's inbox. */

@@ -57,6 +57,10 @@ export class DoConn implements Conn {
     return this.att.tok;
   }
 
+  setToken(tok: TokenClaims): void {
+    this.write({ ...this.att, tok });
+  }
+
   get opened(): number {
     return this.att.opened;
   }

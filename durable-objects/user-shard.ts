@@ -1,5 +1,5 @@
 import { DurableObject } from 'cloudflare:workers';
-import { refusal, refusalBody, refusalHeaders } from '../auth/index.js';
+import { TokenVerifier, authConfigFromEnv, refusal, refusalBody, refusalHeaders, tokenCheck } from '../auth/index.js';
 import { configFromEnv, type Config } from '../core/config.js';
 import { Mailbox } from '../core/mailbox.js';
 import { runAdmin, type AdminAnswer, type AdminCall } from '../core/admin.js';
@@ -354,6 +354,8 @@ export class UserShard extends DurableObject<Env> {
       clock: { now: () => Date.now() },
       config: this.config,
       log: this.log,
+      // A `refresh` frame's token is verified by the same code and keys as the edge verifies an upgrade's with.
+      tokens: tokenCheck(new TokenVerifier(authConfigFromEnv(env))),
     });
     return this.mailbox;
   }

@@ -57,6 +57,10 @@ export class WsConn implements Conn {
   /** The token's claims (core/revocation.ts), set at the upgrade: revocation and the expiry close look here. */
   token: TokenClaims | undefined = undefined;
 
+  setToken(claims: TokenClaims): void {
+    this.token = claims;
+  }
+
   constructor(
     readonly ws: WebSocket,
     /** The socket under `ws` (net.Socket, or the pipe from another worker), corked per turn. */

@@ -293,6 +293,12 @@ export function encodeBinary(f: Frame): Uint8Array {
       w.bool(f.on);
       w.uint(f.ttl);
       break;
+    case 'refresh':
+      w.str(f.token);
+      break;
+    case 'refreshed':
+      w.uint(f.exp);
+      break;
     case 'ping':
     case 'pong':
       break;
@@ -455,6 +461,12 @@ export function decodeBinary(buf: Uint8Array): Frame {
       break;
     case 'typing_state':
       f = { t: type, conv: v.userId(r.str('conv', id), 'conv'), from: v.userId(r.str('from', id), 'from'), on: r.bool('on'), ttl: r.uint('ttl') };
+      break;
+    case 'refresh':
+      f = { t: type, token: r.str('token', LIMITS.maxTokenLength) };
+      break;
+    case 'refreshed':
+      f = { t: type, exp: r.uint('exp') };
       break;
     case 'ping':
     case 'pong':

@@ -21,6 +21,13 @@ export const ERROR_CODES = {
   bad_ref: 40,
   ref_not_allowed: 41,
   ref_expired: 42,
+  // Token refresh on a live connection (PROTOCOL.md 3.4): the connection keeps its old token.
+  /** The refresh token does not verify (malformed, bad signature, expired, not yet valid, a claim refused). */
+  token_invalid: 53,
+  /** The refresh token verifies but is revoked. */
+  token_revoked: 54,
+  /** The refresh token names another user than the connection's. */
+  token_mismatch: 55,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -28,6 +28,8 @@ export const FRAME_TYPES = {
   set_presence: 18,
   typing: 35,
   typing_state: 36,
+  refresh: 49,
+  refreshed: 51,
 } as const;
 
 export type FrameType = keyof typeof FRAME_TYPES;
@@ -326,11 +328,27 @@ export interface ErrorFrame {
   retryAfter?: number;
 }
 
-export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | Typing;
-export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | TypingState;
+/**
+ * Client: a new token for the same user, before the connection's token expires (PROTOCOL.md 3.4). Verified like the
+ * token of an upgrade; on success the connection continues under it (answered with `refreshed`), otherwise an
+ * error frame (token_invalid, token_revoked, token_mismatch) and the connection keeps its old token.
+ */
+export interface Refresh {
+  t: 'refresh';
+  token: string;
+}
+
+/** Server: the refresh was accepted; the connection's token now expires at `exp` (seconds since epoch; 0: never). */
+export interface Refreshed {
+  t: 'refreshed';
+  exp: number;
+}
+
+export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | Typing | Refresh;
+export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | TypingState | Refreshed;
 export type Frame = ClientFrame | ServerFrame;
 
-const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', 'typing']);
+const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', 'typing', 'refresh']);
 
 export function isClientFrame(f: Frame): f is ClientFrame {
   return CLIENT_TYPES.has(f.t);

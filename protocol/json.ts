@@ -201,6 +201,10 @@ export function decodeJson(text: string): Frame {
       return { t: type, conv: v.userId(o['conv'], 'conv'), on: v.bool(o['on'], 'on') };
     case 'typing_state':
       return { t: type, conv: v.userId(o['conv'], 'conv'), from: v.userId(o['from'], 'from'), on: v.bool(o['on'], 'on'), ttl: v.uint(o['ttl'], 'ttl') };
+    case 'refresh':
+      return { t: type, token: v.text(o['token'], 'token', LIMITS.maxTokenLength) };
+    case 'refreshed':
+      return { t: type, exp: v.uint(o['exp'], 'exp') };
     case 'ping':
     case 'pong':
       return { t: type };

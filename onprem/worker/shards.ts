@@ -23,7 +23,7 @@ const RECOVER_CONCURRENCY = (() => {
 })();
 
 /** What every mailbox of a worker shares. */
-export type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'log' | 'metrics'>;
+export type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'log' | 'metrics' | 'tokens'>;
 
 const NO_CONNS: readonly WsConn[] = Object.freeze([]);
 
@@ -61,6 +61,7 @@ export class Shard implements Sockets, Scheduler, ConnOwner {
       config: env.config,
       log: env.log,
       metrics: env.metrics,
+      tokens: env.tokens,
     });
   }
 

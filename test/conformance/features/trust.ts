@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import type { ConnectionState, IrisError } from '../../../client/index.js';
 import { CLOSE_CODES, encodeJson } from '../../../protocol/index.js';
 import { RawSocket, upgradeRequest, waitFor } from '../helpers.js';
 import type { ConformanceContext } from './index.js';
@@ -15,7 +16,7 @@ function claims(token: string): { jti?: string; iat?: number; exp?: number } {
   return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString('utf8')) as { jti?: string; iat?: number; exp?: number };
 }
 
-export function trustFeature({ target, user }: ConformanceContext): void {
+export function trustFeature({ target, user, pool }: ConformanceContext): void {
   describe('token revocation and the admin API', () => {
     const base = () => target().url.replace(/^ws/, 'http').replace(/\/v1\/connect$/, '');
 
@@ -124,5 +125,80 @@ export function trustFeature({ target, user }: ConformanceContext): void {
       expect(JSON.parse((await upgrade(t)).body)).toMatchObject({ error: 'token_revoked' });
       expect((await upgrade(await target().token(u))).status).toBe(101);
     }, 120_000);
+
+    it('refresh: a new token keeps the connection past the old one\'s expiry; a connection that did not refresh is closed', async () => {
+      const u = user('rf');
+      const refreshed = await connected(await target().token(u, { expiresIn: '2s' }), 'd1');
+      const control = await connected(await target().token(u, { expiresIn: '2s' }), 'd2');
+      const fresh = await target().token(u, { expiresIn: '1h' });
+      refreshed.send(encodeJson({ t: 'refresh', token: fresh }));
+      const ok = await refreshed.next((f) => f.frame.t === 'refreshed');
+      expect(ok.frame).toEqual({ t: 'refreshed', exp: claims(fresh).exp });
+      // The event to wait for: the connection that kept its 2 s token is closed for it...
+      await waitFor(() => control.closed !== null, 2_000 + (target().tokenExpiryGraceS ?? 60) * 1000 + 15_000, 'the control connection closed');
+      expect(control.closed?.code).toBe(CLOSE_CODES.token_expired);
+      // ...and by then the refreshed one, whose old token expired just as long ago, is still served.
+      const from = refreshed.frames.length;
+      refreshed.send(encodeJson({ t: 'ping' }));
+      await refreshed.next((f) => f.frame.t === 'pong', 5_000, from);
+      expect(refreshed.closed).toBeNull();
+      refreshed.close();
+    }, 120_000);
+
+    it('refresh refused: another user\'s token, a bad token, a revoked token; the connection stays open', async () => {
+      const u = user('rx');
+      const raw = await connected(await target().token(u));
+      const refuse = async (token: string) => {
+        const from = raw.frames.length;
+        raw.send(encodeJson({ t: 'refresh', token }));
+        const f = await raw.next((x) => x.frame.t === 'error' || x.frame.t === 'refreshed', 5_000, from);
+        return f.frame.t === 'error' ? f.frame.code : f.frame.t;
+      };
+      expect(await refuse(await target().token(user('other')))).toBe('token_mismatch');
+      expect(await refuse('not-a-jwt')).toBe('token_invalid');
+      expect(await refuse(await target().token(u, { expiresIn: '-1h' }))).toBe('token_invalid');
+      const revoked = await target().token(u);
+      const c = claims(revoked);
+      expect((await admin('POST', `users/${u}/revoke?jti=${encodeURIComponent(c.jti!)}&exp=${c.exp!}`)).status).toBe(200);
+      expect(await refuse(revoked)).toBe('token_revoked');
+      expect(raw.closed).toBeNull();
+      expect(await refuse(await target().token(u))).toBe('refreshed');
+      raw.close();
+    }, 30_000);
+
+    it('the SDK refreshes through its token callback without reconnecting', async () => {
+      const u = user('sdk');
+      const handed: string[] = [];
+      const c = pool.make(u, {
+        // The first token lives 3 s (refreshed at 80%), the next ones an hour.
+        token: async () => {
+          const t = await target().token(u, { expiresIn: handed.length === 0 ? '3s' : '1h' });
+          handed.push(t);
+          return t;
+        },
+      });
+      const states: ConnectionState[] = [];
+      c.on('state', (s) => void states.push(s));
+      await c.connect();
+      const control = await connected(await target().token(u, { expiresIn: '3s' }), 'control');
+      await waitFor(() => control.closed !== null, 3_000 + (target().tokenExpiryGraceS ?? 60) * 1000 + 15_000, 'the control connection closed');
+      expect(control.closed?.code).toBe(CLOSE_CODES.token_expired);
+      expect(handed.length).toBe(2);
+      expect(states).not.toContain('reconnecting');
+      expect(c.state).toBe('open');
+    }, 120_000);
+
+    it('the SDK with a string token stops with auth_failed (token_revoked) when its token is revoked', async () => {
+      const u = user('sdkr');
+      const token = await target().token(u);
+      const c = pool.make(u, { token });
+      const errors: IrisError[] = [];
+      c.on('error', (e) => void errors.push(e));
+      await c.connect();
+      const cl = claims(token);
+      expect((await admin('POST', `users/${u}/revoke?jti=${encodeURIComponent(cl.jti!)}&exp=${cl.exp!}`)).status).toBe(200);
+      await waitFor(() => c.state === 'closed', 10_000, 'the client to stop');
+      expect(errors.map((e) => [e.code, e.reason])).toContainEqual(['auth_failed', 'token_revoked']);
+    }, 30_000);
   });
 }
