@@ -79,8 +79,7 @@ export class Connection implements LinkSource {
   private stopHeartbeat: (() => void) | null = null;
   private connectTimer: ReturnType<typeof setTimeout> | null = null;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
-  /** The live socket's token refresh (client/token-refresh.ts), when the token is a callback. */
-  private refresher: TokenRefresher | null = null;
+  private refresher: TokenRefresher | null = null; // the live socket's token refresh, with a token callback
 
   constructor(
     private readonly opts: ConnectionOptions,
@@ -267,7 +266,9 @@ export class Connection implements LinkSource {
     const welcome: Welcome = { user: f.user, device: f.device, cursor: f.cursor, head: f.head, time: f.time };
     this.hooks.welcomed(sock.gen, welcome, sock.helloCursor);
     this.welcome = welcome;
-    this.startRefresh(sock);
+    this.refresher?.stop();
+    const write = (f: ClientFrame): void => void (this.sock === sock && this.write(sock, f));
+    this.refresher = TokenRefresher.start(sock.token, this.opts.token, { write, adopted: (t) => void (sock.token = t), error: (e) => this.hooks.error(e) });
     this.everOpened = true;
     this.policy.reset();
     this.setPhase('open');
@@ -297,12 +298,9 @@ export class Connection implements LinkSource {
       this.setPhase('closed');
       return;
     }
-    if (code === CLOSE_CODES.token_revoked) {
-      // The token is revoked: never offer it again. A callback is asked for a new one (handing back this one
-      // ends the connection); a string token cannot be replaced, so the connection ends now.
-      const err = this.policy.revoked(sock.token, typeof this.opts.token === 'function');
-      if (err) return this.giveUp(err);
-    }
+    // 4005: the token is never offered again; a string token cannot be replaced, so that is the end.
+    const revoked = code === CLOSE_CODES.token_revoked ? this.policy.revoked(sock.token, typeof this.opts.token === 'function') : null;
+    if (revoked) return this.giveUp(revoked);
     if (code === CLOSE_CODES.replaced) {
       this.giveUp(new IrisError('closed', 'replaced by a newer connection of this device', { closeCode: code }));
       return;
@@ -392,22 +390,6 @@ export class Connection implements LinkSource {
         if (this.sock === sock) this.writeRaw(sock, PING_TEXT);
       },
       dead: () => this.drop(sock, 'heartbeat timeout'),
-    });
-  }
-
-  /** With a token callback: refresh the live socket's token before it expires (PROTOCOL.md 3.4). */
-  private startRefresh(sock: Sock): void {
-    this.refresher?.stop();
-    this.refresher = null;
-    const getToken = this.opts.token;
-    if (typeof getToken !== 'function') return;
-    this.refresher = new TokenRefresher(sock.token, {
-      getToken,
-      write: (f) => {
-        if (this.sock === sock) this.write(sock, f);
-      },
-      adopted: (t) => void (sock.token = t),
-      error: (e) => this.hooks.error(e),
     });
   }
 

@@ -67,6 +67,11 @@ export class TokenRefresher {
     this.schedule(refreshDelay(current, Date.now()));
   }
 
+  /** The refresh of a socket just welcomed with `token`: only when the app gave a callback (a string never changes). */
+  static start(token: string, source: string | (() => string | Promise<string>), port: Omit<RefresherPort, 'getToken'>): TokenRefresher | null {
+    return typeof source === 'function' ? new TokenRefresher(token, { ...port, getToken: source }) : null;
+  }
+
   stop(): void {
     this.stopped = true;
     if (this.timer) clearTimeout(this.timer);

@@ -100,6 +100,9 @@ export class UserShard extends DurableObject<Env> {
     const att: Attachment = { user, state: null, opened: now, active: now, tok };
     server.serializeAttachment(att);
     this.wakeAt(now + this.config.helloTimeoutMs);
+    // The expiry close is a deadline of the same sweep; arm for it too, in case it comes before the hello timeout.
+    const expires = this.config.tokenExpiryClose === 1 ? expiryDeadline(tok, this.config.tokenExpiryGraceS * 1000) : undefined;
+    if (expires !== undefined) this.wakeAt(Math.max(expires, now + SWEEP_MIN_GAP_MS));
     return new Response(null, { status: 101, webSocket: client, headers: { 'Sec-WebSocket-Protocol': SUBPROTOCOL } });
   }
 
