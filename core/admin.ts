@@ -1,6 +1,7 @@
 import { CLOSE_CODES, ID_PATTERN } from '../protocol/index.js';
 import type { Conn, Storage } from './ports.js';
 import { Revocations, closeRevoked } from './revocation.js';
+import { eraseUser, exportUser } from './user-data.js';
 
 /**
  * The admin API (docs/OPERATIONS.md "Admin API"), the part both profiles share: what a request asks
@@ -12,6 +13,8 @@ import { Revocations, closeRevoked } from './revocation.js';
  *   POST /admin/v1/users/<user>/revoke[?before=<seconds>]         every token issued before (default: now)
  *   POST /admin/v1/users/<user>/disconnect[?device=<device>]      close 4007 (every device, or one)
  *   GET  /admin/v1/users/<user>/stats                             what the shard holds for the user
+ *   GET  /admin/v1/users/<user>/export                            every stored row of the user (JSON)
+ *   POST /admin/v1/users/<user>/erase                             delete them (the right to be forgotten)
  *   GET  /admin/v1/stats                                          the deployment (on-prem: process-wide)
  */
 
@@ -43,7 +46,9 @@ export type AdminCall =
   | { op: 'revoke'; user: string; jti: string; exp: number }
   | { op: 'revoke_before'; user: string; before: number }
   | { op: 'disconnect'; user: string; device?: string }
-  | { op: 'user_stats'; user: string };
+  | { op: 'user_stats'; user: string }
+  | { op: 'export'; user: string }
+  | { op: 'erase'; user: string };
 
 export type AdminRequest = AdminCall | { op: 'stats' };
 
@@ -71,10 +76,11 @@ export function parseAdminRequest(method: string, url: URL, nowSec: number): Adm
   if (!ID_PATTERN.test(user)) return adminError('bad_request', 'not a valid user id');
   const q = url.searchParams;
   const action = parts[2];
-  const want = action === 'stats' ? 'GET' : 'POST';
-  if (action !== 'revoke' && action !== 'disconnect' && action !== 'stats') return adminError('not_found', 'no such admin endpoint');
+  const want = action === 'stats' || action === 'export' ? 'GET' : 'POST';
+  if (action !== 'revoke' && action !== 'disconnect' && action !== 'stats' && action !== 'export' && action !== 'erase') return adminError('not_found', 'no such admin endpoint');
   if (method !== want) return adminError('method_not_allowed', `use ${want}`);
   if (action === 'stats') return { op: 'user_stats', user };
+  if (action === 'export' || action === 'erase') return { op: action, user };
   if (action === 'disconnect') {
     const device = q.get('device');
     if (device === null) return { op: 'disconnect', user };
@@ -120,6 +126,13 @@ export interface AdminShard {
   storage: Storage;
   conns(): Iterable<Conn>;
   now(): number;
+  /**
+   * Erase, before the rows go: closes every connection of the user (4007) and resolves once the core is done with
+   * them (their Mailbox.onClose ran: it writes last seen and the device row, which must not come back after).
+   */
+  disconnectAll(): Promise<void>;
+  /** Erase, after the commit: the user's in-memory state (caches of the deleted rows) is dropped. */
+  forget(): void;
 }
 
 /** Counts of what the shard holds for the user (the per-user part of admin stats). */
@@ -167,5 +180,20 @@ export async function runAdmin(call: AdminCall, shard: AdminShard): Promise<Admi
     }
     case 'user_stats':
       return { status: 200, body: userStats(shard, call.user) };
+    case 'export':
+      return { status: 200, body: { user: call.user, exportedAt: shard.now(), data: exportUser(storage.sql, call.user) } };
+    case 'erase': {
+      await shard.disconnectAll();
+      const nowSec = Math.floor(shard.now() / 1000);
+      const deleted = await storage.commit(() => {
+        const d = eraseUser(storage.sql, call.user);
+        // The tokens the user holds would recreate an empty account at their next connect: they are refused from
+        // now on (one row, the user id and this time, is what the shard keeps; a token issued later works).
+        rev.revokeBefore(nowSec);
+        return d;
+      });
+      shard.forget();
+      return { status: 200, body: { ok: true, user: call.user, deleted, revokedBefore: nowSec } };
+    }
   }
 }

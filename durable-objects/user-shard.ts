@@ -210,7 +210,20 @@ export class UserShard extends DurableObject<Env> {
       this.mailboxFor(call.user);
       const live = () => this.ctx.getWebSockets().map((ws) => this.conn(ws)).filter((c) => !c.closed);
       const before = live();
-      const answer = await runAdmin(call, { storage: this.storage, conns: live, now: () => Date.now() });
+      const answer = await runAdmin(call, {
+        storage: this.storage,
+        conns: live,
+        now: () => Date.now(),
+        // Erase: each socket is closed and released (Mailbox.onClose writes last seen) before the rows go.
+        disconnectAll: async () => {
+          for (const c of live()) {
+            c.close(CLOSE_CODES.disconnected_by_admin, 'account erased');
+            await this.release(c);
+          }
+        },
+        // The mailbox caches what was deleted: the next use builds a new one from storage.
+        forget: () => void (this.mailbox = null),
+      });
       await Promise.all(before.filter((c) => c.closed).map((c) => this.release(c)));
       return answer;
     });

@@ -5,6 +5,8 @@
  *   npm run admin -- revoke <user> [--before <seconds>]          revoke every token issued before (default: now)
  *   npm run admin -- disconnect <user> [--device <device>]       close the user's (or one device's) connections
  *   npm run admin -- stats [<user>]                              the deployment's, or one user's, stats
+ *   npm run admin -- export <user>                               every stored row of the user (JSON)
+ *   npm run admin -- erase <user>                                delete them (the right to be forgotten)
  *
  * --url (default IRIS_ADMIN_URL, else http://127.0.0.1:8787: `npm start`; on-prem: http://127.0.0.1:8788) and
  * --secret (default IRIS_ADMIN_SECRET). Prints the server's JSON answer; exits 1 on a non-2xx answer.
@@ -17,6 +19,8 @@ const USAGE = `usage: npm run admin -- <command> [options]
   revoke <user> [--before <seconds>]          revoke every token issued before (default: now)
   disconnect <user> [--device <device>]       close the user's (or one device's) connections (4007)
   stats [<user>]                              the deployment's, or one user's, stats
+  export <user>                               every stored row of the user (JSON)
+  erase <user>                                delete them: the right to be forgotten
 options: --url <http://host:port> (IRIS_ADMIN_URL)  --secret <s> (IRIS_ADMIN_SECRET)
 `;
 
@@ -62,6 +66,12 @@ export function adminRequest(argv: string[]): { req: AdminRequestSpec; url: stri
       break;
     case 'stats':
       req = { method: 'GET', path: user === undefined ? 'stats' : `${u('stats')}/stats` };
+      break;
+    case 'export':
+      req = { method: 'GET', path: `${u('export')}/export` };
+      break;
+    case 'erase':
+      req = { method: 'POST', path: `${u('erase')}/erase` };
       break;
     default:
       throw new Error(cmd === undefined ? 'no command' : `unknown command "${cmd}"`);

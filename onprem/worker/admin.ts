@@ -1,10 +1,17 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { adminError, checkAdmin, isAdminAnswer, parseAdminRequest, runAdmin, type AdminAnswer, type AdminCall } from '../../core/admin.js';
+import { adminError, checkAdmin, isAdminAnswer, parseAdminRequest, runAdmin, type AdminAnswer, type AdminCall, type AdminShard } from '../../core/admin.js';
+import { CLOSE_CODES } from '../../protocol/index.js';
 import { json } from '../http.js';
 import { describeError } from '../log.js';
 import { ownerOf } from '../owner.js';
 import { owns, type WorkerContext } from './context.js';
-import type { Shards } from './shards.js';
+import type { Shard, Shards } from './shards.js';
+
+/** Erase: how long closed sockets get to finish their close handshake before they are cut, and the core to settle. */
+const ERASE_CLOSE_MS = 2_000;
+const ERASE_SETTLE_MS = 5_000;
+
+const tick = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /**
  * The admin API on-prem (core/admin.ts has the shared part): any worker may receive the HTTP request (the port is
@@ -85,7 +92,24 @@ export class AdminRoute {
     }
     if (!owns(this.ctx, call.user)) return adminError('internal', 'admin call routed to the wrong worker');
     const shard = this.shards.get(call.user);
-    return this.shards.track(shard, runAdmin(call, { storage: this.shards.storage(), conns: () => shard.conns, now: () => Date.now() }));
+    const port: AdminShard = {
+      storage: this.shards.storage(),
+      conns: () => shard.conns,
+      now: () => Date.now(),
+      disconnectAll: () => this.disconnectAll(shard),
+      forget: () => this.shards.forget(call.user),
+    };
+    // Not counted as busy: the erase waits for the shard's own work to finish, which that count would include.
+    if (call.op === 'erase') return runAdmin(call, port);
+    return this.shards.track(shard, runAdmin(call, port));
+  }
+
+  /** Closes the user's sockets (4007), cuts those that did not finish closing in time, waits for the core to settle. */
+  private async disconnectAll(shard: Shard): Promise<void> {
+    for (const c of shard.conns) c.close(CLOSE_CODES.disconnected_by_admin, 'account erased');
+    for (const end = Date.now() + ERASE_CLOSE_MS; shard.conns.length > 0 && Date.now() < end; ) await tick(20);
+    for (const c of shard.conns) c.ws.terminate();
+    for (const end = Date.now() + ERASE_SETTLE_MS; (shard.conns.length > 0 || shard.busy > 0) && Date.now() < end; ) await tick(10);
   }
 
   /** The link handler (Router): JSON in, JSON out. */

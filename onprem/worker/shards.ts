@@ -133,6 +133,15 @@ export class Shards {
     return shard;
   }
 
+  /** The user was erased (admin API): its in-memory shard, with caches of the deleted rows, goes; the next use loads afresh. */
+  forget(user: string): void {
+    const s = this.byUser.get(user);
+    if (!s) return;
+    if (s.wakeTimer) clearTimeout(s.wakeTimer);
+    this.byUser.delete(user);
+    this.metrics.mailboxes.set(this.byUser.size);
+  }
+
   all(): IterableIterator<Shard> {
     return this.byUser.values();
   }

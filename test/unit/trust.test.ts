@@ -180,7 +180,7 @@ describe('admin API, shared part (core/admin.ts)', () => {
     const w = new World();
     const a = new Sock({ jti: 'a', iat: NOW }, device('d1'));
     const b = new Sock({ jti: 'b', iat: NOW }, device('d2'));
-    const shard = { storage: w.storage, conns: () => [a, b].filter((c) => c.closed === null), now: () => NOW * 1000 };
+    const shard = { storage: w.storage, conns: () => [a, b].filter((c) => c.closed === null), now: () => NOW * 1000, disconnectAll: async () => {}, forget: () => {} };
     expect((await runAdmin({ op: 'revoke', user: 'alice', jti: 'a', exp: NOW + 60 }, shard)).body).toMatchObject({ ok: true, closed: 1 });
     expect(a.closed?.code).toBe(CLOSE_CODES.token_revoked);
     expect((await runAdmin({ op: 'user_stats', user: 'alice' }, shard)).body).toMatchObject({ user: 'alice', connections: 1, online: 1, revocations: 1 });

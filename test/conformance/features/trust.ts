@@ -200,5 +200,39 @@ export function trustFeature({ target, user, pool }: ConformanceContext): void {
       await waitFor(() => c.state === 'closed', 10_000, 'the client to stop');
       expect(errors.map((e) => [e.code, e.reason])).toContainEqual(['auth_failed', 'token_revoked']);
     }, 30_000);
+
+    it('export returns the user\'s stored data; erase deletes it, closes the connections (4007), refuses older tokens; the recipient keeps what was sent', async () => {
+      const u = user('er');
+      const peer = user('erp');
+      const old = await target().token(u, { iat: Math.floor(Date.now() / 1000) - 5 });
+      const a = await connected(old, 'd1');
+      const b = await connected(await target().token(peer), 'd1');
+      a.send(encodeJson({ t: 'send', id: 'm1', to: peer, body: new TextEncoder().encode('before the erase') }));
+      await a.next((f) => f.frame.t === 'send_ack');
+      await b.next((f) => f.frame.t === 'deliver');
+      const exported = await admin('GET', `users/${u}/export`);
+      expect(exported.status).toBe(200);
+      const data = exported.body['data'] as Record<string, Record<string, Record<string, unknown>[]>>;
+      expect(data['devices']!['devices']!.map((d) => d['device'])).toEqual(['d1']);
+      expect(data['account']!['users']).toHaveLength(1);
+
+      const erased = await admin('POST', `users/${u}/erase`);
+      expect(erased).toMatchObject({ status: 200, body: { ok: true, user: u } });
+      await waitFor(() => a.closed !== null, 10_000, 'the erased user\'s connection closed');
+      expect(a.closed?.code).toBe(CLOSE_CODES.disconnected_by_admin);
+      const after = (await admin('GET', `users/${u}/export`)).body['data'] as Record<string, Record<string, unknown[]>>;
+      for (const [part, tables] of Object.entries(after)) {
+        for (const [table, rows] of Object.entries(tables)) if (table !== 'revoked_before') expect(rows, `${part}.${table}`).toEqual([]);
+      }
+      expect(JSON.parse((await upgrade(old)).body)).toMatchObject({ error: 'token_revoked' });
+      // The recipient's copy is the recipient's: still there for a device of theirs that starts from scratch.
+      const b2 = await connected(await target().token(peer), 'd2');
+      const got = await b2.next((f) => f.frame.t === 'deliver');
+      expect(got.frame.t === 'deliver' && got.frame.entries.some((e) => e.peer === u)).toBe(true);
+      // The erased user may start again, with a token issued from now on.
+      const fresh = await connected(await target().token(u), 'd1');
+      expect(fresh.closed).toBeNull();
+      for (const r of [b, b2, fresh]) r.close();
+    }, 60_000);
   });
 }
