@@ -5,7 +5,7 @@ import { FATAL_HELLO_ERRORS, createSocket, probeRefusal } from './handshake.js';
 import { startHeartbeat } from './heartbeat.js';
 import type { Link, LinkSource } from './link.js';
 import { ReconnectPolicy } from './reconnect.js';
-import { TokenRefresher } from './token-refresh.js';
+import { TokenRefresher, closedForToken } from './token-refresh.js';
 import { binaryOf, defaultWebSocket, describeErrorEvent, type ProbeResult, type WebSocketConstructor, type WebSocketLike } from './socket.js';
 import type { ConnectionState, IrisClientOptions, Welcome } from './types.js';
 
@@ -298,9 +298,8 @@ export class Connection implements LinkSource {
       this.setPhase('closed');
       return;
     }
-    // 4005: the token is never offered again; a string token cannot be replaced, so that is the end.
-    const revoked = code === CLOSE_CODES.token_revoked ? this.policy.revoked(sock.token, typeof this.opts.token === 'function') : null;
-    if (revoked) return this.giveUp(revoked);
+    const final = closedForToken(code, reason, sock.token, typeof this.opts.token === 'function', this.policy, this.hooks.error);
+    if (final) return this.giveUp(final);
     if (code === CLOSE_CODES.replaced) {
       this.giveUp(new IrisError('closed', 'replaced by a newer connection of this device', { closeCode: code }));
       return;

@@ -1,5 +1,6 @@
-import type { ClientFrame, ErrorFrame, ServerFrame } from '../protocol/index.js';
+import { CLOSE_CODES, type ClientFrame, type ErrorFrame, type ServerFrame } from '../protocol/index.js';
 import { IrisError, errText } from './errors.js';
+import type { ReconnectPolicy } from './reconnect.js';
 
 /**
  * Token refresh on a live connection (PROTOCOL.md 3.4), like Centrifugo's getToken: when the token is an
@@ -18,6 +19,28 @@ const RETRY_MS = 10_000;
 
 /** The error codes that answer a `refresh` frame (PROTOCOL.md 3.4). */
 export const REFRESH_ERRORS: ReadonlySet<string> = new Set(['token_invalid', 'token_revoked', 'token_mismatch']);
+
+const TOKEN_CLOSES: Readonly<Record<number, string>> = {
+  [CLOSE_CODES.token_revoked]: 'its token was revoked',
+  [CLOSE_CODES.token_expired]: 'its token expired',
+  [CLOSE_CODES.disconnected_by_admin]: 'an operator disconnected it',
+};
+
+/**
+ * A close for the token's sake (4005 revoked, 4006 expired) or an operator's (4007): the app is told why (an
+ * `error` event, code `closed`: the reconnect that follows is silent otherwise). After 4005 the revoked token is
+ * never offered again: a callback is asked for a new one; a string token cannot be replaced, which is the final
+ * error returned here (auth_failed, reason token_revoked).
+ */
+export function closedForToken(code: number, reason: string, token: string, refreshable: boolean, policy: ReconnectPolicy, report: (e: IrisError) => void): IrisError | null {
+  const why = TOKEN_CLOSES[code];
+  if (why === undefined) return null;
+  const final = code === CLOSE_CODES.token_revoked ? policy.revoked(token, refreshable) : null;
+  if (final) return final;
+  const next = code === CLOSE_CODES.disconnected_by_admin ? 'reconnecting' : refreshable ? 'reconnecting with a new token' : 'reconnecting';
+  report(new IrisError('closed', `the server closed the connection: ${why} (${code}${reason ? ` ${reason}` : ''}); ${next}`, { closeCode: code }));
+  return null;
+}
 
 /** A JWT's iat and exp (seconds), read without verifying: only used to decide when to refresh. */
 export function jwtTimes(token: string): { iat?: number; exp?: number } {

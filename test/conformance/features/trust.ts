@@ -201,6 +201,25 @@ export function trustFeature({ target, user, pool }: ConformanceContext): void {
       expect(errors.map((e) => [e.code, e.reason])).toContainEqual(['auth_failed', 'token_revoked']);
     }, 30_000);
 
+    it('the SDK with a token callback is told why (4005) and reconnects with a new token', async () => {
+      const u = user('sdkc');
+      const handed: string[] = [];
+      const c = pool.make(u, {
+        token: async () => {
+          const t = await target().token(u);
+          handed.push(t);
+          return t;
+        },
+      });
+      const errors: IrisError[] = [];
+      c.on('error', (e) => void errors.push(e));
+      await c.connect();
+      const cl = claims(handed[0]!);
+      expect((await admin('POST', `users/${u}/revoke?jti=${encodeURIComponent(cl.jti!)}&exp=${cl.exp!}`)).status).toBe(200);
+      await waitFor(() => handed.length >= 2 && c.state === 'open', 10_000, 'a reconnect with a new token');
+      expect(errors.map((e) => [e.code, e.closeCode])).toContainEqual(['closed', CLOSE_CODES.token_revoked]);
+    }, 30_000);
+
     it('export returns the user\'s stored data; erase deletes it, closes the connections (4007), refuses older tokens; the recipient keeps what was sent', async () => {
       const u = user('er');
       const peer = user('erp');
