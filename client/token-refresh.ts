@@ -112,6 +112,12 @@ export class TokenRefresher {
       this.schedule(refreshDelay(this.current, Date.now()));
       return true;
     }
+    if (f.t === 'error' && this.pending !== null && f.ref === undefined && f.code === 'unknown_type') {
+      // A server older than `refresh`: the connection lives until its token's expiry, then reconnects.
+      this.pending = null;
+      this.stop();
+      return true;
+    }
     if (f.t === 'error' && this.pending !== null && f.ref === undefined && (REFRESH_ERRORS.has(f.code) || f.code === 'unavailable')) {
       this.failed(f);
       return true;

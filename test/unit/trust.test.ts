@@ -1,12 +1,14 @@
 import { SignJWT } from 'jose';
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { TokenVerifier, authConfigFromEnv, tokenCheck } from '../../auth/index.js';
 import { ADMIN_ERRORS, checkAdmin, isAdminAnswer, parseAdminRequest, runAdmin, type AdminRequest } from '../../core/admin.js';
 import type { Conn, ConnState, TokenClaims } from '../../core/ports.js';
 import { refreshConn } from '../../core/refresh.js';
 import { Revocations, claimsHeader, closeRevoked, expiryDeadline, parseClaims } from '../../core/revocation.js';
 import { CLOSE_CODES, ProtocolError } from '../../protocol/index.js';
-import { refreshDelay } from '../../client/token-refresh.js';
+import { TokenRefresher, refreshDelay } from '../../client/token-refresh.js';
+import type { IrisError } from '../../client/index.js';
+import type { ClientFrame } from '../../protocol/index.js';
 import { World } from './core-harness.js';
 
 /** Token revocation, refresh checks and the admin API's shared part (core/revocation.ts, core/refresh.ts, core/admin.ts). */
@@ -206,3 +208,45 @@ describe('SDK refresh timing (client/token-refresh.ts)', () => {
     expect(refreshDelay('garbage', now)).toBeNull();
   });
 });
+
+describe('SDK refresher (client/token-refresh.ts)', () => {
+  afterEach(() => void vi.useRealTimers());
+  const unsigned = (claims: object) => `e30.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.sig`;
+
+  function harness(tokens: string[]) {
+    const written: ClientFrame[] = [];
+    const adopted: string[] = [];
+    const errors: IrisError[] = [];
+    const port = { getToken: () => tokens.shift() ?? 'none', write: (f: ClientFrame) => void written.push(f), adopted: (t: string) => void adopted.push(t), error: (e: IrisError) => void errors.push(e) };
+    return { written, adopted, errors, port };
+  }
+
+  it('asks the callback at 80%, sends refresh, adopts the token on refreshed; reports a refusal; stops on unknown_type', async () => {
+    vi.useFakeTimers({ now: NOW * 1000 });
+    const first = unsigned({ iat: NOW, exp: NOW + 10 });
+    const second = unsigned({ iat: NOW + 8, exp: NOW + 3600 });
+    const h = harness([second, 'third']);
+    const r = TokenRefresher.start(first, h.port.getToken, h.port)!;
+    await vi.advanceTimersByTimeAsync(7_999);
+    expect(h.written).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(h.written).toEqual([{ t: 'refresh', token: second }]);
+    expect(r.onFrame({ t: 'refreshed', exp: NOW + 3600 })).toBe(true);
+    expect(h.adopted).toEqual([second]);
+    // An error frame that is not about a refresh in flight is not the refresher's.
+    expect(r.onFrame({ t: 'error', code: 'token_revoked', message: 'x' })).toBe(false);
+    await vi.advanceTimersByTimeAsync(0.8 * 3592 * 1000);
+    expect(h.written.at(-1)).toEqual({ t: 'refresh', token: 'third' });
+    expect(r.onFrame({ t: 'error', code: 'token_revoked', message: 'revoked' })).toBe(true);
+    expect(h.errors.map((e) => [e.code, e.reason])).toEqual([['auth_failed', 'token_revoked']]);
+    r.stop();
+    expect(TokenRefresher.start(first, 'a string token', h.port)).toBeNull();
+    const old = TokenRefresher.start(first, () => second, h.port)!;
+    await vi.advanceTimersByTimeAsync(8_000);
+    expect(old.onFrame({ t: 'error', code: 'unknown_type', message: 'refresh' })).toBe(true);
+    const n = h.written.length;
+    await vi.advanceTimersByTimeAsync(60_000);
+    expect(h.written.length).toBe(n);
+  });
+});
+
