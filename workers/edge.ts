@@ -13,7 +13,7 @@ import {
 import type { Env } from '../durable-objects/env.js';
 import { USER_HEADER } from '../durable-objects/user-shard.js';
 import { ConfigError, readString, settingNames, validateSettings } from '../core/settings.js';
-import { ADMIN_PREFIX, checkAdmin, isAdminAnswer, parseAdminRequest, type AdminAnswer } from '../core/admin.js';
+import { ADMIN_PREFIX, adminError, checkAdmin, isAdminAnswer, parseAdminRequest, type AdminAnswer } from '../core/admin.js';
 import { TOKEN_HEADER, claimsHeader } from '../core/revocation.js';
 import { connectKey } from './connect-key.js';
 
@@ -75,7 +75,13 @@ async function admin(request: Request, url: URL, env: Env): Promise<Response> {
   if (isAdminAnswer(call)) return answer(call);
   if (call.op === 'stats') return answer({ status: 200, body: { profile: 'cloudflare', note: 'one Durable Object per user: see /admin/v1/users/<user>/stats' } });
   const stub = env.USERS.get(env.USERS.idFromName(call.user));
-  return answer(await stub.admin(call));
+  try {
+    return answer(await stub.admin(call));
+  } catch (e) {
+    // The object could not be reached (overloaded, reset): the operator retries; every admin call is idempotent.
+    console.error('iris: admin call failed:', e);
+    return answer(adminError('unavailable', "the user's shard could not be reached; retry"));
+  }
 }
 
 function refuse(r: Refusal): Response {
