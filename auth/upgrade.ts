@@ -49,6 +49,21 @@ export async function authorizeUpgrade(req: UpgradeRequest, checks: UpgradeCheck
   return id;
 }
 
+/**
+ * The identity of a request answered 426 (a plain GET whose token verified): a client probing why its handshake
+ * failed must hear `token_revoked` when that was why, so the adapter asks the user's shard (core/revocation.ts)
+ * with these claims. Only for that rare answer: an upgrade is checked by the shard it reaches anyway.
+ */
+export async function identityOf(req: UpgradeRequest, verifier: TokenVerifier): Promise<Identity | null> {
+  const token = tokenFromRequest(req.header, req.url);
+  if (!token || token.length > MAX_TOKEN_LENGTH) return null;
+  try {
+    return await verifier.verify(token);
+  } catch {
+    return null;
+  }
+}
+
 export function isRefusal(r: Identity | Refusal): r is Refusal {
   return 'status' in r;
 }

@@ -21,13 +21,18 @@ import type { Conn, Sql, TokenClaims } from './ports.js';
  */
 export const TOKEN_HEADER = 'x-iris-token';
 
-/** The claims as TOKEN_HEADER carries them. */
-export function claimsHeader(c: TokenClaims): string {
+/** Only the three claims revocation and expiry look at, from a verified identity (which also names the user). */
+export function claimsOf(c: TokenClaims): TokenClaims {
   const o: TokenClaims = {};
   if (c.jti !== undefined) o.jti = c.jti;
   if (c.iat !== undefined) o.iat = c.iat;
   if (c.exp !== undefined) o.exp = c.exp;
-  return JSON.stringify(o);
+  return o;
+}
+
+/** The claims as TOKEN_HEADER carries them. */
+export function claimsHeader(c: TokenClaims): string {
+  return JSON.stringify(claimsOf(c));
 }
 
 /** Reads TOKEN_HEADER; anything unexpected in it is left out (it came from our own edge or worker). */

@@ -4,7 +4,7 @@ import { configFromEnv, type Config } from '../core/config.js';
 import { Mailbox } from '../core/mailbox.js';
 import { runAdmin, type AdminAnswer, type AdminCall } from '../core/admin.js';
 import { Revocations, TOKEN_HEADER, expiryDeadline, parseClaims } from '../core/revocation.js';
-import { PeerOverloadedError, type ForwardBatch, type ForwardResult, type LogLevel, type Peers, type Scheduler } from '../core/ports.js';
+import { PeerOverloadedError, type ForwardBatch, type ForwardResult, type LogLevel, type Peers, type Scheduler, type TokenClaims } from '../core/ports.js';
 import { readNumber, readString } from '../core/settings.js';
 import { hasSchema, migrate } from '../core/schema.js';
 import { soleUser } from '../core/store.js';
@@ -227,6 +227,11 @@ export class UserShard extends DurableObject<Env> {
       await Promise.all(before.filter((c) => c.closed).map((c) => this.release(c)));
       return answer;
     });
+  }
+
+  /** Whether a token is revoked, for the edge's answer to a plain GET (auth/upgrade.ts identityOf). Creates no storage. */
+  async isRevoked(user: string, claims: TokenClaims): Promise<boolean> {
+    return this.timed(async () => (!this.mailbox && !this.hasSchema() ? false : new Revocations(this.storage.sql, user).isRevoked(claims)));
   }
 
   // ---- RPC from other users' shards (DO -> RPC -> DO) ----

@@ -3,6 +3,7 @@ import {
   TokenVerifier,
   authConfigFromEnv,
   authorizeUpgrade,
+  identityOf,
   isRefusal,
   refusal,
   refusalBody,
@@ -14,7 +15,7 @@ import type { Env } from '../durable-objects/env.js';
 import { USER_HEADER } from '../durable-objects/user-shard.js';
 import { ConfigError, readString, settingNames, validateSettings } from '../core/settings.js';
 import { ADMIN_PREFIX, adminError, checkAdmin, isAdminAnswer, parseAdminRequest, type AdminAnswer } from '../core/admin.js';
-import { TOKEN_HEADER, claimsHeader } from '../core/revocation.js';
+import { TOKEN_HEADER, claimsHeader, claimsOf } from '../core/revocation.js';
 import { connectKey } from './connect-key.js';
 
 export { UserShard } from '../durable-objects/user-shard.js';
@@ -108,7 +109,16 @@ export default {
         ...(limiter && { connectLimit: async (ip: string) => ((await limiter.limit({ key: ip })).success ? 0 : 60) }),
       },
     );
-    if (isRefusal(verdict)) return refuse(verdict);
+    if (isRefusal(verdict)) {
+      // A plain GET (how a client learns why its handshake failed) with a good token: revoked is the answer if so.
+      if (verdict.code === 'upgrade_required') {
+        const id = await identityOf({ method: request.method, url, header: (n) => request.headers.get(n), ip: '' }, st.v);
+        if (id && (await env.USERS.get(env.USERS.idFromName(id.user)).isRevoked(id.user, claimsOf(id)).catch(() => false))) {
+          return refuse(refusal('token_revoked', 'this token was revoked; get a new one'));
+        }
+      }
+      return refuse(verdict);
+    }
 
     // The only identity the shard trusts: set here, after verification, over whatever the client sent.
     const headers = new Headers(request.headers);

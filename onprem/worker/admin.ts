@@ -1,6 +1,8 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { adminError, checkAdmin, isAdminAnswer, parseAdminRequest, runAdmin, type AdminAnswer, type AdminCall, type AdminShard } from '../../core/admin.js';
 import { CLOSE_CODES } from '../../protocol/index.js';
+import type { TokenClaims } from '../../core/ports.js';
+import { Revocations } from '../../core/revocation.js';
 import { json } from '../http.js';
 import { describeError } from '../log.js';
 import { ownerOf } from '../owner.js';
@@ -27,7 +29,7 @@ interface WorkerStats {
   mailboxes: number;
 }
 
-type Internal = AdminCall | { op: 'worker_stats' };
+type Internal = AdminCall | { op: 'worker_stats' } | { op: 'is_revoked'; user: string; claims: TokenClaims };
 
 /** How this worker reaches another one's admin handler (Router.adminCall). */
 export type AdminLink = (worker: number, call: string) => Promise<string>;
@@ -84,6 +86,12 @@ export class AdminRoute {
     };
   }
 
+  /** Whether a token is revoked, asked of the user's owner (the listener's answer to a plain GET: auth/upgrade.ts identityOf). */
+  async isRevoked(user: string, claims: TokenClaims): Promise<boolean> {
+    const a = await this.run(ownerOf(user, this.ctx.workers), { op: 'is_revoked', user, claims });
+    return a.body['revoked'] === true;
+  }
+
   /** A call for this worker (from its own listener, or from another worker's over the link). */
   async local(call: Internal): Promise<AdminAnswer> {
     if (this.ctx.draining) return adminError('unavailable', 'server is shutting down');
@@ -91,6 +99,8 @@ export class AdminRoute {
       return { status: 200, body: { worker: this.ctx.id, connections: this.shards.connCount, mailboxes: [...this.shards.all()].length } };
     }
     if (!owns(this.ctx, call.user)) return adminError('internal', 'admin call routed to the wrong worker');
+    // Read only, and no shard loaded for it.
+    if (call.op === 'is_revoked') return { status: 200, body: { revoked: new Revocations(this.shards.storage().sql, call.user).isRevoked(call.claims) } };
     const shard = this.shards.get(call.user);
     const port: AdminShard = {
       storage: this.shards.storage(),

@@ -64,6 +64,11 @@ export function trustFeature({ target, user, pool }: ConformanceContext): void {
       const refused = await upgrade(t1);
       expect(refused.status).toBe(401);
       expect(JSON.parse(refused.body)).toMatchObject({ error: 'token_revoked' });
+      // A plain GET, how a client whose handshake failed learns why, says the same (not 426).
+      const probe = await fetch(`${base()}/v1/connect?access_token=${t1}`);
+      expect([probe.status, ((await probe.json()) as { error: string }).error]).toEqual([401, 'token_revoked']);
+      const good = await fetch(`${base()}/v1/connect?access_token=${t2}`);
+      expect([good.status, ((await good.json()) as { error: string }).error]).toEqual([426, 'upgrade_required']);
       expect((await upgrade(t2)).status).toBe(101);
       // The other connection is untouched: it still answers.
       b.send(encodeJson({ t: 'ping' }));
