@@ -13,6 +13,7 @@ export type AuthErrorCode =
   | 'unsupported_algorithm'
   | 'token_expired'
   | 'token_not_yet_valid'
+  | 'token_revoked'
   | 'claim_invalid'
   | 'invalid_subject'
   | 'user_mismatch'

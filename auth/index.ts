@@ -4,3 +4,4 @@ export * from './refusals.js';
 export * from './request.js';
 export * from './verify.js';
 export * from './upgrade.js';
+export * from './refresh.js';

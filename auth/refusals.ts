@@ -23,6 +23,8 @@ export const REFUSALS = {
   invalid_signature: 401,
   token_expired: 401,
   token_not_yet_valid: 401,
+  /** Revoked by jti, or issued (iat) before the user's "log out everywhere" time; checked by the user's shard. */
+  token_revoked: 401,
   claim_invalid: 403,
   invalid_subject: 403,
   user_mismatch: 403,

@@ -1,7 +1,7 @@
 import { AuthError } from './errors.js';
 import { refusal, type Refusal } from './refusals.js';
 import { MAX_TOKEN_LENGTH, checkUpgrade, tokenFromRequest, type HeaderGetter } from './request.js';
-import type { TokenVerifier } from './verify.js';
+import type { Identity, TokenVerifier } from './verify.js';
 
 export interface UpgradeRequest {
   method: string;
@@ -24,7 +24,7 @@ export interface UpgradeChecks {
  * The token is checked before the upgrade headers so that a client whose handshake failed can learn why
  * with a plain GET (a WebSocket API does not expose the status of a refused upgrade).
  */
-export async function authorizeUpgrade(req: UpgradeRequest, checks: UpgradeChecks): Promise<{ user: string } | Refusal> {
+export async function authorizeUpgrade(req: UpgradeRequest, checks: UpgradeChecks): Promise<Identity | Refusal> {
   if (req.method !== 'GET') return refusal('method_not_allowed', 'use GET');
   if (checks.connectLimit) {
     const wait = await checks.connectLimit(req.ip);
@@ -34,21 +34,37 @@ export async function authorizeUpgrade(req: UpgradeRequest, checks: UpgradeCheck
   if (!token) return refusal('missing_token', 'send a bearer token');
   // Before any verification work: nothing about an oversized token is looked at.
   if (token.length > MAX_TOKEN_LENGTH) return refusal('token_too_large', `token longer than ${MAX_TOKEN_LENGTH} characters`);
-  let user: string;
+  let id: Identity;
   try {
-    ({ user } = await checks.verifier.verify(token));
+    id = await checks.verifier.verify(token);
   } catch (e) {
     if (e instanceof AuthError) return e.toRefusal();
     throw e;
   }
   const asked = req.url.searchParams.get('user');
-  if (asked !== null && asked !== user) return refusal('user_mismatch', 'token subject does not match ?user');
+  if (asked !== null && asked !== id.user) return refusal('user_mismatch', 'token subject does not match ?user');
   const bad = checkUpgrade(req.method, req.header);
   if (bad) return bad;
-  return { user };
+  // The claims the user's shard checks against its revocations (core/revocation.ts) and remembers per connection.
+  return id;
 }
 
-export function isRefusal(r: { user: string } | Refusal): r is Refusal {
+/**
+ * The identity of a request answered 426 (a plain GET whose token verified): a client probing why its handshake
+ * failed must hear `token_revoked` when that was why, so the adapter asks the user's shard (core/revocation.ts)
+ * with these claims. Only for that rare answer: an upgrade is checked by the shard it reaches anyway.
+ */
+export async function identityOf(req: UpgradeRequest, verifier: TokenVerifier): Promise<Identity | null> {
+  const token = tokenFromRequest(req.header, req.url);
+  if (!token || token.length > MAX_TOKEN_LENGTH) return null;
+  try {
+    return await verifier.verify(token);
+  } catch {
+    return null;
+  }
+}
+
+export function isRefusal(r: Identity | Refusal): r is Refusal {
   return 'status' in r;
 }
 

@@ -42,6 +42,10 @@ export interface Identity {
   user: string;
   /** Token expiry, seconds since epoch. */
   exp?: number;
+  /** Token id (`jti`), when the issuer set one: what a single-token revocation names (core/revocation.ts). */
+  jti?: string;
+  /** Issued at (`iat`), seconds since epoch: a "log out everywhere" revokes every token issued before a time. */
+  iat?: number;
 }
 
 /**
@@ -90,7 +94,12 @@ export class TokenVerifier {
     if (typeof sub !== 'string' || !ID_PATTERN.test(sub)) {
       throw new AuthError('invalid_subject', 'sub must be 1-64 chars of [A-Za-z0-9._@+=-]');
     }
-    return payload.exp === undefined ? { user: sub } : { user: sub, exp: payload.exp };
+    const id: Identity = { user: sub };
+    if (payload.exp !== undefined) id.exp = payload.exp;
+    // Only a short string jti is kept: it is stored per revocation and carried with every connection.
+    if (typeof payload.jti === 'string' && payload.jti.length > 0 && payload.jti.length <= 128) id.jti = payload.jti;
+    if (typeof payload.iat === 'number' && Number.isFinite(payload.iat)) id.iat = payload.iat;
+    return id;
   }
 }
 

@@ -5,6 +5,7 @@ import { FATAL_HELLO_ERRORS, createSocket, probeRefusal } from './handshake.js';
 import { startHeartbeat } from './heartbeat.js';
 import type { Link, LinkSource } from './link.js';
 import { ReconnectPolicy } from './reconnect.js';
+import { TokenRefresher, closedForToken } from './token-refresh.js';
 import { binaryOf, defaultWebSocket, describeErrorEvent, type ProbeResult, type WebSocketConstructor, type WebSocketLike } from './socket.js';
 import type { ConnectionState, IrisClientOptions, Welcome } from './types.js';
 
@@ -78,6 +79,7 @@ export class Connection implements LinkSource {
   private stopHeartbeat: (() => void) | null = null;
   private connectTimer: ReturnType<typeof setTimeout> | null = null;
   private reconnectTimer: ReturnType<typeof setTimeout> | null = null;
+  private refresher: TokenRefresher | null = null; // the live socket's token refresh, with a token callback
 
   constructor(
     private readonly opts: ConnectionOptions,
@@ -247,6 +249,7 @@ export class Connection implements LinkSource {
       return this.hooks.error(new IrisError('bad_frame', `undecodable frame from the server: ${msg}`));
     }
     if (f.t === 'welcome') return this.onWelcome(sock, f);
+    if (this.refresher?.onFrame(f as ServerFrame)) return;
     if (f.t === 'error' && !sock.welcomed) {
       // Nothing but the hello has been written: the hello was refused. Fatal ones end the connection attempt
       // now; the rest close and retry.
@@ -264,6 +267,9 @@ export class Connection implements LinkSource {
     const welcome: Welcome = { user: f.user, device: f.device, cursor: f.cursor, head: f.head, time: f.time };
     this.hooks.welcomed(sock.gen, welcome, sock.helloCursor);
     this.welcome = welcome;
+    this.refresher?.stop();
+    const write = (f: ClientFrame): void => void (this.sock === sock && this.write(sock, f));
+    this.refresher = TokenRefresher.start(sock.token, this.opts.token, { write, adopted: (t) => void (sock.token = t), error: (e) => this.hooks.error(e) });
     this.everOpened = true;
     this.policy.reset();
     this.setPhase('open');
@@ -293,6 +299,8 @@ export class Connection implements LinkSource {
       this.setPhase('closed');
       return;
     }
+    const final = closedForToken(code, reason, sock.token, typeof this.opts.token === 'function', this.policy, this.hooks.error);
+    if (final) return this.giveUp(final);
     if (code === CLOSE_CODES.replaced) {
       this.giveUp(new IrisError('closed', 'replaced by a newer connection of this device', { closeCode: code }));
       return;
@@ -387,6 +395,8 @@ export class Connection implements LinkSource {
 
   /** The timers of one socket, and the rest of the client's per-socket work (its pending ack). */
   private stopTimers(): void {
+    this.refresher?.stop();
+    this.refresher = null;
     this.hooks.down();
     this.clearHeartbeat();
     this.clearConnectTimer();

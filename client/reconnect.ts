@@ -62,6 +62,16 @@ export class ReconnectPolicy {
     return authError(this.lastAuthRefusal, 'the token callback returned the token the server refused');
   }
 
+  /**
+   * The server closed the connection because its token was revoked (4005). The token is never offered again: with
+   * a callback the next attempt asks for a new one (the same one back ends it); without, this is the final error.
+   */
+  revoked(token: string, refreshable: boolean): IrisError | null {
+    this.refusedToken = token;
+    this.lastAuthRefusal = { status: 401, code: 'token_revoked', message: 'the token was revoked' };
+    return refreshable ? null : authError(this.lastAuthRefusal, 'the connection was closed because its token was revoked');
+  }
+
   judge(f: Failure): Verdict {
     let retryAfterMs = 0;
     if (!f.welcomed) {

@@ -81,6 +81,10 @@ export interface Config {
   /** Bundle fetches and device queries per requesting user: sustained per second and burst, a bucket of their own. */
   keysFetchPerSec: number;
   keysFetchBurst: number;
+  /** 1: a connection whose token expired (plus tokenExpiryGraceS) unrefreshed is closed with 4006; 0: never. */
+  tokenExpiryClose: number;
+  /** Seconds past the token's exp before that close (core/revocation.ts expiryDeadline). */
+  tokenExpiryGraceS: number;
 }
 
 // Config and ENGINE_SETTINGS must name the same keys: a setting added to one and not the other fails here.

@@ -50,6 +50,7 @@ import { ackCovers, partial } from './shown.js';
 import { MailboxStore } from './store.js';
 import { TypingHub } from './typing.js';
 import { KeysHub } from './keys.js';
+import { refreshConn, type TokenCheck } from './refresh.js';
 
 export interface MailboxDeps {
   user: string;
@@ -61,6 +62,8 @@ export interface MailboxDeps {
   config: Config;
   log: Logger;
   metrics?: Metrics;
+  /** Verifies a `refresh` frame's token (core/refresh.ts); without it a refresh gets `unavailable`. */
+  tokens?: TokenCheck;
   /** Jitter for retry delays, in [0, 1); Math.random unless a test needs them exact. */
   random?: () => number;
 }
@@ -222,6 +225,10 @@ export class Mailbox {
           return await this.keys.onFetch(conn, frame);
         case 'devices_query':
           return await this.keys.onDevicesQuery(conn, frame);
+        case 'refresh': {
+          const exp = await refreshConn(conn, frame, this.user, this.deps.storage.sql, this.deps.tokens);
+          return this.out.reply(conn, enc, { t: 'refreshed', exp });
+        }
         default:
           return await this.groups.onFrame(conn, frame);
       }

@@ -92,6 +92,16 @@ export interface ConnState {
 }
 
 /**
+ * The claims of the token a connection was opened (or last refreshed) with, as the adapter verified them
+ * (auth/verify.ts): what a revocation (core/revocation.ts) and the expiry close look for. Seconds since epoch.
+ */
+export interface TokenClaims {
+  jti?: string;
+  iat?: number;
+  exp?: number;
+}
+
+/**
  * One WebSocket of this user, as the adapter presents it. The adapter must hand the core the same object for
  * the same socket for as long as it lives (the core keys per-socket work on identity).
  */
@@ -108,6 +118,13 @@ export interface Conn {
    */
   readonly queuedBytes: number;
   close(code: number, reason: string): void;
+  /**
+   * The connection's token claims (core/revocation.ts): kept by the adapter from the upgrade on (on Cloudflare in
+   * the socket attachment). Absent on sockets accepted before revocations existed: only a disconnect reaches them.
+   */
+  readonly token?: TokenClaims | undefined;
+  /** A `refresh` frame was accepted (core/refresh.ts): the connection continues under these claims. */
+  setToken?(claims: TokenClaims): void;
 }
 
 /** An item travelling from one user's outbox to another user's inbox. */

@@ -176,6 +176,20 @@ const MIGRATIONS: readonly (readonly string[])[] = [
        PRIMARY KEY (user, device, id)
      ) WITHOUT ROWID`,
   ],
+  // Token revocation (core/revocation.ts, PROTOCOL.md 3.4): single tokens by jti, kept until the token's own exp
+  // (then pruned lazily), and per user a "log out everywhere" time: tokens issued (iat) before it are refused. In the
+  // user's shard, so the upgrade checks them with no extra hop, and they survive restarts.
+  [
+    `CREATE TABLE revocations (
+       user TEXT NOT NULL, jti TEXT NOT NULL,
+       exp INTEGER NOT NULL,        -- the token's exp (seconds): the row is useless, and deleted, after it
+       PRIMARY KEY (user, jti)
+     ) WITHOUT ROWID`,
+    `CREATE TABLE revoked_before (
+       user TEXT PRIMARY KEY,
+       t INTEGER NOT NULL           -- seconds: tokens with iat < t (or without iat) are refused
+     ) WITHOUT ROWID`,
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -113,6 +113,9 @@ export const ENGINE_SETTINGS = {
     doc: 'Sustained key bundle fetches and device queries per second per requesting user, a bucket of its own (beyond the burst: `rate_limited`).',
   },
   keysFetchBurst: engineInt('IRIS_KEYS_FETCH_BURST', 50, 'Burst of key bundle fetches and device queries per requesting user.'),
+  // Token expiry on a live connection (PROTOCOL.md 3.4): closed with 4006 once exp + the grace passed unrefreshed.
+  tokenExpiryClose: { ...engineInt('IRIS_TOKEN_EXPIRY_CLOSE', 1, '`1`: a connection whose token expired and was not refreshed is closed with 4006 after IRIS_TOKEN_EXPIRY_GRACE_S; `0`: tokens are checked at the upgrade only.'), min: 0, max: 1 },
+  tokenExpiryGraceS: { ...engineInt('IRIS_TOKEN_EXPIRY_GRACE_S', 60, 'Seconds a connection may outlive its token\'s `exp` before it is closed with 4006 (time to refresh, clock skew).'), min: 0, max: 86_400 },
 } as const satisfies Record<string, SettingSpec>;
 
 export type EngineKey = keyof typeof ENGINE_SETTINGS;
@@ -124,6 +127,7 @@ const AUTH: SettingSpec[] = [
   { name: 'IRIS_JWT_ISSUER', type: 'string', group: 'auth', profiles: BOTH, default: null, doc: 'Required `iss` claim, when set.' },
   { name: 'IRIS_JWT_AUDIENCE', type: 'string', group: 'auth', profiles: BOTH, default: null, doc: 'Required `aud` claim, when set.' },
   { name: 'IRIS_JWT_CLOCK_TOLERANCE', type: 'number', group: 'auth', profiles: BOTH, default: '30', min: 0, max: 3600, doc: 'Seconds of clock skew allowed for `exp` / `nbf`.' },
+  { name: 'IRIS_ADMIN_SECRET', type: 'string', group: 'auth', profiles: BOTH, default: null, doc: 'Bearer secret of the admin API (`/admin/v1/...`, docs/OPERATIONS.md); unset: the admin API answers 403 `admin_disabled`. A secret, like IRIS_JWT_SECRET.' },
   {
     name: 'IRIS_DEV_MODE',
     type: 'enum',

@@ -1,4 +1,4 @@
-import type { Conn, ConnState } from '../core/ports.js';
+import type { Conn, ConnState, TokenClaims } from '../core/ports.js';
 
 /**
  * What a hibernatable socket remembers while its Durable Object is evicted (at most 16 KiB): whose it is, the
@@ -18,6 +18,8 @@ export interface Attachment {
   closed?: true;
   /** Mailbox.onClose ran for it (presence updated); a later close event must not run it again. */
   released?: true;
+  /** The token's claims (core/revocation.ts): revocation and the expiry close find the socket by them. */
+  tok?: TokenClaims;
 }
 
 /**
@@ -49,6 +51,14 @@ export class DoConn implements Conn {
 
   get state(): ConnState | null {
     return this.att.state;
+  }
+
+  get token(): TokenClaims | undefined {
+    return this.att.tok;
+  }
+
+  setToken(tok: TokenClaims): void {
+    this.write({ ...this.att, tok });
   }
 
   get opened(): number {

@@ -1,16 +1,19 @@
 import { DurableObject } from 'cloudflare:workers';
-import { refusal, refusalBody, refusalHeaders } from '../auth/index.js';
+import { TokenVerifier, authConfigFromEnv, refusal, refusalBody, refusalHeaders, tokenCheck } from '../auth/index.js';
 import { configFromEnv, type Config } from '../core/config.js';
 import { Mailbox } from '../core/mailbox.js';
-import type { GroupCall, GroupNews } from '../core/group/types.js';
-import { PeerOverloadedError, type ForwardBatch, type ForwardResult, type LogLevel, type Peers, type Scheduler } from '../core/ports.js';
+import type { GroupNews } from '../core/group/types.js';
+import { runAdmin, type AdminAnswer, type AdminCall } from '../core/admin.js';
+import { Revocations, TOKEN_HEADER, expiryDeadline, parseClaims } from '../core/revocation.js';
+import type { ForwardBatch, ForwardResult, LogLevel, Scheduler, TokenClaims } from '../core/ports.js';
 import { readNumber, readString } from '../core/settings.js';
 import { hasSchema, migrate } from '../core/schema.js';
 import { soleUser } from '../core/store.js';
 import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type GroupEntry, type KeyBundleEntry, type PresenceInfo } from '../protocol/index.js';
 import { DoConn, type Attachment } from './conn.js';
 import type { Env } from './env.js';
-import { consoleLogger, isOverloaded } from './log.js';
+import { consoleLogger } from './log.js';
+import { doPeers } from './peers.js';
 import type { ShardStats } from './stats.js';
 import { DEFAULT_DO_LIMITS, doStorage, sqlCounters, type StatementTally } from './storage.js';
 
@@ -85,13 +88,23 @@ export class UserShard extends DurableObject<Env> {
       return new Response(refusalBody(r), { status: r.status, headers: refusalHeaders(r) });
     }
     this.mailboxFor(user);
+    // Revocations live here, beside the user's sockets: the edge verified the token, this shard says whether it
+    // was revoked, before a socket exists (no extra hop: the upgrade comes here anyway).
+    const tok = parseClaims(request.headers.get(TOKEN_HEADER));
+    if (new Revocations(this.storage.sql, user).isRevoked(tok)) {
+      const r = refusal('token_revoked', 'this token was revoked; get a new one');
+      return new Response(refusalBody(r), { status: r.status, headers: refusalHeaders(r) });
+    }
     this.counts.upgrades++;
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
     const now = Date.now();
-    const att: Attachment = { user, state: null, opened: now, active: now };
+    const att: Attachment = { user, state: null, opened: now, active: now, tok };
     server.serializeAttachment(att);
     this.wakeAt(now + this.config.helloTimeoutMs);
+    // The expiry close is a deadline of the same sweep; arm for it too, in case it comes before the hello timeout.
+    const expires = this.config.tokenExpiryClose === 1 ? expiryDeadline(tok, this.config.tokenExpiryGraceS * 1000) : undefined;
+    if (expires !== undefined) this.wakeAt(Math.max(expires, now + SWEEP_MIN_GAP_MS));
     return new Response(null, { status: 101, webSocket: client, headers: { 'Sec-WebSocket-Protocol': SUBPROTOCOL } });
   }
 
@@ -156,8 +169,15 @@ export class UserShard extends DurableObject<Env> {
       if (conn.closed) continue;
       const hello = conn.state === null;
       const due = hello ? conn.opened + helloTimeoutMs : conn.lastHeard(this.ctx.getWebSocketAutoResponseTimestamp(ws)) + 2 * pingMs;
+      // The token's expiry is one more deadline of the same alarm: a hibernated shard wakes for it.
+      const expires = this.config.tokenExpiryClose === 1 ? expiryDeadline(conn.token, this.config.tokenExpiryGraceS * 1000) : undefined;
+      if (expires !== undefined && expires <= now) {
+        conn.close(CLOSE_CODES.token_expired, 'token expired and was not refreshed');
+        released.push(this.release(conn));
+        continue;
+      }
       if (due > now) {
-        next = Math.min(next, due);
+        next = Math.min(next, due, expires ?? Infinity);
         continue;
       }
       if (hello) conn.close(CLOSE_CODES.hello_timeout, 'no hello within the hello timeout');
@@ -180,6 +200,40 @@ export class UserShard extends DurableObject<Env> {
     if (this.alarmAt !== null && this.alarmAt <= ms) return;
     this.alarmAt = ms;
     void this.ctx.storage.setAlarm(ms);
+  }
+
+  /**
+   * The admin API (core/admin.ts), called by the edge Worker after it checked the admin credential. Creates the
+   * user's storage if there was none: a revocation for a token not used yet must be kept too. Sockets closed
+   * here are released at once, like the sweep's (a client that never answers the close is not "online").
+   */
+  async admin(call: AdminCall): Promise<AdminAnswer> {
+    return this.timed(async () => {
+      this.mailboxFor(call.user);
+      const live = () => this.ctx.getWebSockets().map((ws) => this.conn(ws)).filter((c) => !c.closed);
+      const before = live();
+      const answer = await runAdmin(call, {
+        storage: this.storage,
+        conns: live,
+        now: () => Date.now(),
+        // Erase: each socket is closed and released (Mailbox.onClose writes last seen) before the rows go.
+        disconnectAll: async () => {
+          for (const c of live()) {
+            c.close(CLOSE_CODES.disconnected_by_admin, 'account erased');
+            await this.release(c);
+          }
+        },
+        // The mailbox caches what was deleted: the next use builds a new one from storage.
+        forget: () => void (this.mailbox = null),
+      });
+      await Promise.all(before.filter((c) => c.closed).map((c) => this.release(c)));
+      return answer;
+    });
+  }
+
+  /** Whether a token is revoked, for the edge's answer to a plain GET (auth/upgrade.ts identityOf). Creates no storage. */
+  async isRevoked(user: string, claims: TokenClaims): Promise<boolean> {
+    return this.timed(async () => (!this.mailbox && !this.hasSchema() ? false : new Revocations(this.storage.sql, user).isRevoked(claims)));
   }
 
   // ---- RPC from other users' shards (DO -> RPC -> DO) ----
@@ -319,46 +373,7 @@ export class UserShard extends DurableObject<Env> {
     // presence stays empty.
     this.ctx.storage.transactionSync(() => migrate(this.storage.sql, Date.now()));
     const env = this.env;
-    const counts = this.counts.rpcOut;
-    const peers: Peers = {
-      forward: (to, batch) => {
-        counts.forward++;
-        return env.USERS.get(env.USERS.idFromName(to))
-          .receive(to, batch)
-          .catch((e: unknown) => {
-            throw isOverloaded(e) ? new PeerOverloadedError(`the shard of ${to} is overloaded`, { cause: e }) : e;
-          });
-      },
-      presence: (u, asker) => {
-        counts.presence++;
-        return env.USERS.get(env.USERS.idFromName(u)).presence(u, asker);
-      },
-      // One RPC per subject (a Durable Object per user has no batching point): counted for the benchmark.
-      watch: (subject, watcher, on) => {
-        counts.watch++;
-        return env.USERS.get(env.USERS.idFromName(subject)).watch(subject, watcher, on);
-      },
-      presenceChanged: (watcher, info) => {
-        counts.push++;
-        return env.USERS.get(env.USERS.idFromName(watcher)).presenceChanged(watcher, info);
-      },
-      // One RPC per push; the core calls only recipients it does not know to be offline.
-      typing: (to, from, conv, on) => {
-        counts.typing++;
-        return env.USERS.get(env.USERS.idFromName(to)).typing(to, from, conv, on);
-      },
-      // Groups: one RPC to the group's Durable Object per call (docs/ARCHITECTURE.md "Groups").
-      ...(env.GROUPS && { group: (group: string, call: GroupCall) => env.GROUPS!.get(env.GROUPS!.idFromName(group)).call(group, call) }),
-      // The key directory: one RPC to the owner's object, which takes the prekey in its own transaction.
-      fetchKeys: (owner, requester) => {
-        counts.keys++;
-        return env.USERS.get(env.USERS.idFromName(owner)).fetchKeys(owner, requester);
-      },
-      keyDevices: (owner) => {
-        counts.keys++;
-        return env.USERS.get(env.USERS.idFromName(owner)).keyDevices(owner);
-      },
-    };
+    const peers = doPeers(env, this.counts.rpcOut);
     const scheduler: Scheduler = { wakeAt: (ms) => this.wakeAt(ms) };
     this.mailbox = new Mailbox({
       user,
@@ -370,6 +385,8 @@ export class UserShard extends DurableObject<Env> {
       clock: { now: () => Date.now() },
       config: this.config,
       log: this.log,
+      // A `refresh` frame's token is verified by the same code and keys as the edge verifies an upgrade's with.
+      tokens: tokenCheck(new TokenVerifier(authConfigFromEnv(env))),
     });
     return this.mailbox;
   }

@@ -152,6 +152,8 @@ export interface OnpremConfig {
   devAuth: boolean;
   /** IRIS_DEV_MODE=1 was set but a key is configured, so the development secret is NOT accepted. */
   devModeIgnored: boolean;
+  /** IRIS_ADMIN_SECRET: the admin API's bearer secret (core/admin.ts); undefined: the admin API is off. */
+  adminSecret: string | undefined;
 }
 
 /** Validates and types the merged settings. Throws StartupError with a message meant for an operator. */
@@ -211,6 +213,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
     auth,
     devAuth: auth.devAuth,
     devModeIgnored: devModeRequested(s) && !auth.devAuth,
+    adminSecret: readString(s, 'IRIS_ADMIN_SECRET'),
   };
 }
 

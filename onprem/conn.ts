@@ -1,6 +1,6 @@
 import type { Duplex } from 'node:stream';
 import { WebSocket } from 'ws';
-import type { Conn, ConnState } from '../core/ports.js';
+import type { Conn, ConnState, TokenClaims } from '../core/ports.js';
 import { CLOSE_CODES } from '../protocol/index.js';
 
 /**
@@ -54,6 +54,12 @@ export class WsConn implements Conn {
   /** Set by the worker's heartbeat (WebSockets.heartbeat): false after a ping, true again on the pong. */
   alive = true;
   helloTimer: ReturnType<typeof setTimeout> | null = null;
+  /** The token's claims (core/revocation.ts), set at the upgrade: revocation and the expiry close look here. */
+  token: TokenClaims | undefined = undefined;
+
+  setToken(claims: TokenClaims): void {
+    this.token = claims;
+  }
 
   constructor(
     readonly ws: WebSocket,

@@ -29,6 +29,8 @@ import { REF_KINDS, decodeBinary, encodeBinary, type KeyBundleEntry, type Presen
  *   keys_res    (15): bundle:bytes (the protocol's binary keys_bundle frame: one codec for the keys, not two)
  *   key_devices (16): owner:str                                (Peers.keyDevices)
  *   key_devices_res (17): count:u32 device:str*
+ *   admin       (18): call:str (JSON, core/admin.ts AdminCall)    (the admin API, to the user's owner)
+ *   admin_res   (19): answer:str (JSON, AdminAnswer)
  *   str/bytes = len:u32 + bytes (UTF-8). Numbers that may exceed 32 bits travel as f64 (exact to 2^53).
  *
  * Every worker keeps at most one outgoing connection per other worker; requests on it are pipelined and
@@ -67,6 +69,9 @@ function decodeBundle(b: Uint8Array): KeyBundleEntry[] {
   if (f.t !== 'keys_bundle') throw new LinkError(`expected a keys_bundle, got ${f.t}`);
   return f.devices;
 }
+
+const OP_ADMIN = 18;
+const OP_ADMIN_RES = 19;
 /** Far above a forward batch (64 items x 64 KiB bodies); anything larger is a broken link. */
 const MAX_FRAME = 16 * 1024 * 1024;
 
@@ -277,6 +282,8 @@ export interface LinkHandler {
   group?(json: string): Promise<string>;
   fetchKeys(owner: string, requester: string): Promise<KeyBundleEntry[]>;
   keyDevices(owner: string): Promise<string[]>;
+  /** The admin API (core/admin.ts): rare, so plain JSON rather than a binary layout. */
+  admin?(call: string): Promise<string>;
 }
 
 /** Answers other workers' calls on <run dir>/peer-<id>.sock. */
@@ -366,6 +373,11 @@ export class LinkServer {
             for (const dev of devices) e.str(dev);
             out.write(e.done());
           },
+          (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
+        );
+      } else if (op === OP_ADMIN && this.handler.admin) {
+        this.handler.admin(d.str()).then(
+          (answer) => out.write(frame(OP_ADMIN_RES, rid).str(answer).done()),
           (e: unknown) => out.write(frame(OP_ERROR, rid).str(String(e instanceof Error ? e.message : e)).done()),
         );
       } else {
@@ -519,6 +531,12 @@ export class LinkClient {
     const out: string[] = [];
     for (let i = 0; i < n; i++) out.push(d.str());
     return out;
+  }
+
+  async admin(call: string): Promise<string> {
+    const { d, op } = await this.call((rid) => frame(OP_ADMIN, rid).str(call).done());
+    if (op !== OP_ADMIN_RES) throw new LinkError(`worker ${this.target}: unexpected answer ${op}`);
+    return d.str();
   }
 
   close(): void {

@@ -373,6 +373,12 @@ export function encodeBinary(f: Frame): Uint8Array {
       w.uint(f.devices.length);
       for (const d of f.devices) w.str(d);
       break;
+    case 'refresh':
+      w.str(f.token);
+      break;
+    case 'refreshed':
+      w.uint(f.exp);
+      break;
     case 'ping':
     case 'pong':
       break;
@@ -593,6 +599,12 @@ export function decodeBinary(buf: Uint8Array): Frame {
       f = { t: type, ref, user, devices };
       break;
     }
+    case 'refresh':
+      f = { t: type, token: r.str('token', LIMITS.maxTokenLength) };
+      break;
+    case 'refreshed':
+      f = { t: type, exp: r.uint('exp') };
+      break;
     case 'ping':
     case 'pong':
       f = { t: type };

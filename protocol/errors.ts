@@ -25,6 +25,13 @@ export const ERROR_CODES = {
   bad_ref: 40,
   ref_not_allowed: 41,
   ref_expired: 42,
+  // Token refresh on a live connection (PROTOCOL.md 3.4): the connection keeps its old token.
+  /** The refresh token does not verify (malformed, bad signature, expired, not yet valid, a claim refused). */
+  token_invalid: 53,
+  /** The refresh token verifies but is revoked. */
+  token_revoked: 54,
+  /** The refresh token names another user than the connection's. */
+  token_mismatch: 55,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -63,6 +70,12 @@ export const CLOSE_CODES = {
   slow_consumer: 4003,
   /** Nothing (no frame, no heartbeat) arrived from the client for 2 x the ping interval (Cloudflare profile). */
   idle_timeout: 4004,
+  /** The token this connection was opened (or last refreshed) with was revoked. Get a NEW token before reconnecting. */
+  token_revoked: 4005,
+  /** The connection's token expired and was not refreshed within the grace period (IRIS_TOKEN_EXPIRY_GRACE_S). */
+  token_expired: 4006,
+  /** An operator disconnected this user or device (admin API). Reconnecting is allowed (with backoff). */
+  disconnected_by_admin: 4007,
 } as const;
 
 export type CloseCode = (typeof CLOSE_CODES)[keyof typeof CLOSE_CODES];

@@ -54,6 +54,8 @@ export const FRAME_TYPES = {
   keys_bundle: 46,
   devices_query: 47,
   devices: 48,
+  refresh: 49,
+  refreshed: 51,
 } as const;
 
 export type FrameType = keyof typeof FRAME_TYPES;
@@ -356,11 +358,27 @@ export interface ErrorFrame {
   retryAfter?: number;
 }
 
-export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | Typing | KeysUpload | KeysFetch | DevicesQuery | GroupClientFrame;
-export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | TypingState | KeysState | KeysBundle | Devices | GroupServerFrame;
+/**
+ * Client: a new token for the same user, before the connection's token expires (PROTOCOL.md 3.4). Verified like the
+ * token of an upgrade; on success the connection continues under it (answered with `refreshed`), otherwise an
+ * error frame (token_invalid, token_revoked, token_mismatch) and the connection keeps its old token.
+ */
+export interface Refresh {
+  t: 'refresh';
+  token: string;
+}
+
+/** Server: the refresh was accepted; the connection's token now expires at `exp` (seconds since epoch; 0: never). */
+export interface Refreshed {
+  t: 'refreshed';
+  exp: number;
+}
+
+export type ClientFrame = Hello | Send | DeliverAck | PresenceQuery | Ping | Read | SetSettings | PresenceSubscribe | SetPresence | Typing | KeysUpload | KeysFetch | DevicesQuery | Refresh | GroupClientFrame;
+export type ServerFrame = Welcome | SendAck | Deliver | Receipts | ReadState | Settings | Presence | Pong | ErrorFrame | TypingState | KeysState | KeysBundle | Devices | Refreshed | GroupServerFrame;
 export type Frame = ClientFrame | ServerFrame;
 
-const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', 'typing', 'keys_upload', 'keys_fetch', 'devices_query', ...GROUP_CLIENT_TYPES]);
+const CLIENT_TYPES: ReadonlySet<FrameType> = new Set(['hello', 'send', 'deliver_ack', 'presence_query', 'ping', 'read', 'set_settings', 'presence_subscribe', 'set_presence', 'typing', 'keys_upload', 'keys_fetch', 'devices_query', 'refresh', ...GROUP_CLIENT_TYPES]);
 
 export function isClientFrame(f: Frame): f is ClientFrame {
   return CLIENT_TYPES.has(f.t);

@@ -294,6 +294,10 @@ export function decodeJson(text: string): Frame {
     }
     case 'devices':
       return { t: type, ref: v.clientId(o['ref'], 'ref'), user: v.userId(o['user'], 'user'), devices: v.list(o['devices'], 'devices', LIMITS.maxKeyDevices, (d) => v.userId(d, 'devices[]')) };
+    case 'refresh':
+      return { t: type, token: v.text(o['token'], 'token', LIMITS.maxTokenLength) };
+    case 'refreshed':
+      return { t: type, exp: v.uint(o['exp'], 'exp') };
     case 'ping':
     case 'pong':
       return { t: type };

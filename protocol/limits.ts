@@ -40,6 +40,8 @@ export const LIMITS = {
   maxKeyDevices: 16,
   /** Human-readable text of an error frame. */
   maxErrorMessageLength: 256,
+  /** Longest token in a `refresh` frame, in characters (the same bound as at the upgrade, auth/request.ts). */
+  maxTokenLength: 8192,
   /** Largest number carried by a frame (sequence numbers, timestamps, cursors). */
   maxInteger: Number.MAX_SAFE_INTEGER,
 } as const;

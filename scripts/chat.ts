@@ -2,7 +2,7 @@
  * A small terminal chat over the SDK.
  *
  *   npm run chat -- alice bob [--onprem | --port N | --url ws://127.0.0.1:8787/v1/connect] [--device NAME]
- *                            [--token JWT] [--json]
+ *                            [--token JWT] [--ttl 24h] [--json]
  *
  * Without --url it connects to 127.0.0.1: `npm start`'s port (8787), `npm run onprem`'s with --onprem (8788),
  * or --port N (an on-prem server started with --port 0 prints the one it got).
@@ -42,7 +42,7 @@ import { mintToken } from './token.js';
 import { printBundle, uploadDemoKeys } from './chat-keys.js';
 
 const USAGE = `usage: npm run chat -- <user> <peer> [--onprem | --port N | --url ws://127.0.0.1:8787/v1/connect]
-                     [--device NAME] [--token JWT] [--json] [--dir ./.iris] [--linger MS]
+                     [--device NAME] [--token JWT] [--ttl 24h] [--json] [--dir ./.iris] [--linger MS]
   (no --url: npm start's port ${WRANGLER_PORT}; --onprem: npm run onprem's ${ONPREM_PORT}; --port N: 127.0.0.1:N)`;
 
 const { values, positionals } = parseArgs({
@@ -54,6 +54,7 @@ const { values, positionals } = parseArgs({
     onprem: { type: 'boolean' },
     device: { type: 'string', default: 'cli' },
     token: { type: 'string' },
+    ttl: { type: 'string', default: '24h' },
     json: { type: 'boolean', default: false },
     dir: { type: 'string', default: '.iris' },
     linger: { type: 'string', default: '2000' },
@@ -98,8 +99,9 @@ const client = new IrisClient({
   device,
   store,
   encoding: values.json ? 'json' : 'binary',
-  // A function, so every reconnect gets a fresh dev token.
-  token: fixedToken !== undefined ? fixedToken : () => mintToken(user),
+  // A function, so every reconnect gets a fresh dev token, and the SDK refreshes it on the live connection before
+  // it expires (--ttl 30s shows it: no reconnect). A revoked token's close prints why, and the next token is new.
+  token: fixedToken !== undefined ? fixedToken : () => mintToken(user, { ttl: values.ttl }),
 });
 
 /** Text of what we sent, by client id (from this run or resumed from the store) and then by server id. */

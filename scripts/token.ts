@@ -21,6 +21,10 @@ export interface MintOptions {
   secret?: string;
   issuer?: string;
   audience?: string;
+  /** Token id: what a single-token revocation names (admin API). Default: a random UUID, so every token can be revoked. */
+  jti?: string;
+  /** Issued at, seconds since epoch (default: now): a "log out everywhere" refuses tokens issued before its time. */
+  iat?: number;
 }
 
 export async function mintToken(user: string, opts: MintOptions = {}): Promise<string> {
@@ -31,7 +35,8 @@ export async function mintToken(user: string, opts: MintOptions = {}): Promise<s
   const jwt = new SignJWT({})
     .setProtectedHeader({ alg: 'HS256', typ: 'JWT' })
     .setSubject(user)
-    .setIssuedAt(now)
+    .setIssuedAt(opts.iat ?? now)
+    .setJti(opts.jti ?? crypto.randomUUID())
     .setExpirationTime(opts.ttl ?? '24h');
   const iss = opts.issuer ?? (env['IRIS_JWT_ISSUER'] || undefined);
   const aud = opts.audience ?? (env['IRIS_JWT_AUDIENCE'] || undefined);

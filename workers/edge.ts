@@ -3,6 +3,7 @@ import {
   TokenVerifier,
   authConfigFromEnv,
   authorizeUpgrade,
+  identityOf,
   isRefusal,
   refusal,
   refusalBody,
@@ -12,7 +13,9 @@ import {
 } from '../auth/index.js';
 import type { Env } from '../durable-objects/env.js';
 import { USER_HEADER } from '../durable-objects/user-shard.js';
-import { ConfigError, settingNames, validateSettings } from '../core/settings.js';
+import { ConfigError, readString, settingNames, validateSettings } from '../core/settings.js';
+import { ADMIN_PREFIX, adminError, checkAdmin, isAdminAnswer, parseAdminRequest, type AdminAnswer } from '../core/admin.js';
+import { TOKEN_HEADER, claimsHeader, claimsOf } from '../core/revocation.js';
 import { connectKey } from './connect-key.js';
 
 export { UserShard } from '../durable-objects/user-shard.js';
@@ -58,6 +61,31 @@ function edgeState(env: Env): EdgeState {
   return state;
 }
 
+function answer(a: AdminAnswer): Response {
+  return Response.json(a.body, { status: a.status, headers: { 'cache-control': 'no-store' } });
+}
+
+/**
+ * The admin API (core/admin.ts): the credential first (nothing about the request is looked at before), then the
+ * call goes to the user's Durable Object, which holds the user's revocations and sockets. There is no view over
+ * every object here: /admin/v1/stats says so and points at the per-user stats.
+ */
+async function admin(request: Request, url: URL, env: Env): Promise<Response> {
+  const denied = await checkAdmin(readString(env, 'IRIS_ADMIN_SECRET'), request.headers.get('authorization'));
+  if (denied) return answer(denied);
+  const call = parseAdminRequest(request.method, url, Math.floor(Date.now() / 1000));
+  if (isAdminAnswer(call)) return answer(call);
+  if (call.op === 'stats') return answer({ status: 200, body: { profile: 'cloudflare', note: 'one Durable Object per user: see /admin/v1/users/<user>/stats' } });
+  const stub = env.USERS.get(env.USERS.idFromName(call.user));
+  try {
+    return answer(await stub.admin(call));
+  } catch (e) {
+    // The object could not be reached (overloaded, reset): the operator retries; every admin call is idempotent.
+    console.error('iris: admin call failed:', e);
+    return answer(adminError('unavailable', "the user's shard could not be reached; retry"));
+  }
+}
+
 function refuse(r: Refusal): Response {
   return new Response(refusalBody(r), { status: r.status, headers: refusalHeaders(r) });
 }
@@ -65,9 +93,11 @@ function refuse(r: Refusal): Response {
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     const url = new URL(request.url);
-    if (url.pathname !== '/healthz' && url.pathname !== '/v1/connect') return refuse(refusal('not_found', 'no such endpoint'));
+    const isAdmin = url.pathname.startsWith(ADMIN_PREFIX);
+    if (url.pathname !== '/healthz' && url.pathname !== '/v1/connect' && !isAdmin) return refuse(refusal('not_found', 'no such endpoint'));
     const st = edgeState(env);
     if ('misconfigured' in st) return refuse(st.misconfigured);
+    if (isAdmin) return admin(request, url, env);
     if (url.pathname === '/healthz') {
       return Response.json(st.cfg.devAuth ? { ok: true, devAuth: true, warning: DEV_AUTH_WARNING } : { ok: true });
     }
@@ -80,12 +110,23 @@ export default {
         ...(limiter && { connectLimit: async (ip: string) => ((await limiter.limit({ key: ip })).success ? 0 : 60) }),
       },
     );
-    if (isRefusal(verdict)) return refuse(verdict);
+    if (isRefusal(verdict)) {
+      // A plain GET (how a client learns why its handshake failed) with a good token: revoked is the answer if so.
+      if (verdict.code === 'upgrade_required') {
+        const id = await identityOf({ method: request.method, url, header: (n) => request.headers.get(n), ip: '' }, st.v);
+        if (id && (await env.USERS.get(env.USERS.idFromName(id.user)).isRevoked(id.user, claimsOf(id)).catch(() => false))) {
+          return refuse(refusal('token_revoked', 'this token was revoked; get a new one'));
+        }
+      }
+      return refuse(verdict);
+    }
 
     // The only identity the shard trusts: set here, after verification, over whatever the client sent.
     const headers = new Headers(request.headers);
     headers.delete('authorization');
     headers.set(USER_HEADER, verdict.user);
+    // The claims the shard checks against the user's revocations and remembers with the socket (core/revocation.ts).
+    headers.set(TOKEN_HEADER, claimsHeader(verdict));
     url.searchParams.delete('access_token');
     const stub = env.USERS.get(env.USERS.idFromName(verdict.user));
     return stub.fetch(new Request(url, { method: 'GET', headers }));

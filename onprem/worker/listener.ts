@@ -3,7 +3,7 @@ import { createServer as createHttpServer, IncomingMessage, type Server as HttpS
 import { createServer as createHttpsServer } from 'node:https';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { DEV_AUTH_WARNING, TokenVerifier, authorizeUpgrade, isRefusal } from '../../auth/index.js';
+import { DEV_AUTH_WARNING, TokenVerifier, authorizeUpgrade, identityOf, isRefusal, type Identity, type UpgradeRequest } from '../../auth/index.js';
 import { ConnectLimiter, json, refuseSocket, respond, type Refusal } from '../http.js';
 import { stopReading, type ToWorker, type UpgradeHead } from '../ipc.js';
 import { describeError } from '../log.js';
@@ -12,6 +12,9 @@ import { owns, refuse, type WorkerContext } from './context.js';
 import { send, type SupervisorLink } from './control.js';
 import type { PipeRoute } from './pipe.js';
 import { destroyOnError, type WebSockets } from './websockets.js';
+import { TOKEN_HEADER, claimsHeader, claimsOf } from '../../core/revocation.js';
+import { ADMIN_PREFIX } from '../../core/admin.js';
+import type { AdminRoute } from './admin.js';
 
 /**
  * The listener: every worker accepts on the same port (SO_REUSEPORT), answers the HTTP endpoints, and decides
@@ -40,6 +43,7 @@ export class Listener {
     private readonly supervisor: SupervisorLink,
     private readonly sockets: WebSockets,
     private readonly pipe: PipeRoute,
+    private readonly admin?: AdminRoute,
   ) {
     this.verifier = new TokenVerifier(ctx.cfg.auth);
     this.limiter = new ConnectLimiter(ctx.cfg.connectRatePerMin, ctx.workers);
@@ -112,12 +116,18 @@ export class Listener {
       return this.supervisor.readyz(res);
     }
     if (path === '/metrics') return this.supervisor.metrics(res);
+    if (path?.startsWith(ADMIN_PREFIX) && this.admin) return this.admin.handle(req, res);
     if (path === CONNECT_PATH) {
       // A plain GET gets the same decision as an upgrade (a refused WebSocket cannot see why; this can):
       // the token's 401/403 first, else 426 for the missing upgrade.
       void this.authorize(req, req.socket.remoteAddress ?? 'unknown').then(
-        (v) => {
-          const r: Refusal = isRefusal(v) ? v : { status: 426, code: 'upgrade_required', message: 'this endpoint speaks WebSocket only' };
+        async (v) => {
+          let r: Refusal = isRefusal(v) ? v : { status: 426, code: 'upgrade_required', message: 'this endpoint speaks WebSocket only' };
+          // The token verified: if it is revoked, that is what the client probing its failed handshake must hear.
+          const id = r.code === 'upgrade_required' && this.admin ? await identityOf(this.request(req), this.verifier) : null;
+          if (id && this.admin && (await this.admin.isRevoked(id.user, claimsOf(id)).catch(() => false))) {
+            r = { status: 401, code: 'token_revoked', message: 'this token was revoked; get a new one' };
+          }
           ctx.metrics.refused.inc({ code: r.code });
           respond(res, r);
         },
@@ -128,10 +138,14 @@ export class Listener {
     respond(res, { status: 404, code: 'not_found', message: 'no such endpoint' });
   }
 
+  private request(req: IncomingMessage): UpgradeRequest {
+    return { method: req.method ?? '', url: new URL(req.url ?? '/', 'http://iris.invalid'), header: headerGetter(req), ip: '' };
+  }
+
   /** The pre-upgrade decision shared with the edge (auth/upgrade.ts), with this worker's IP limiter. */
-  private authorize(req: IncomingMessage, ip: string): Promise<{ user: string } | Refusal> {
+  private authorize(req: IncomingMessage, ip: string): Promise<Identity | Refusal> {
     return authorizeUpgrade(
-      { method: req.method ?? '', url: new URL(req.url ?? '/', 'http://iris.invalid'), header: headerGetter(req), ip },
+      { ...this.request(req), ip },
       { verifier: this.verifier, connectLimit: (addr) => this.limiter.take(addr, Date.now()) },
     );
   }
@@ -146,6 +160,9 @@ export class Listener {
     if (isRefusal(verdict)) return refuse(ctx, socket, verdict);
     const user = verdict.user;
     if (socket.destroyed) return;
+    // The verified claims travel with the headers to the owner (here, hand-off or pipe), which checks them against
+    // the user's revocations; set over whatever the client sent (core/revocation.ts).
+    req.headers[TOKEN_HEADER] = claimsHeader(verdict);
 
     const owner = ownerOf(user, ctx.workers);
     if (owner === ctx.id) return this.sockets.accept(req, socket, head, user, 'local');

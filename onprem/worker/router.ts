@@ -28,6 +28,8 @@ export class Router implements Peers {
   private linkServer: LinkServer | null = null;
   /** The groups this worker owns (onprem/worker/groups.ts). */
   readonly groups: GroupShards;
+  /** The admin API's handler of calls from other workers (worker/admin.ts), set by the Worker. */
+  adminHandler: ((call: string) => Promise<string>) | null = null;
 
   constructor(
     private readonly ctx: WorkerContext,
@@ -51,6 +53,7 @@ export class Router implements Peers {
       group: (json) => this.groupFromLink(json),
       fetchKeys: (owner, requester) => this.fetchKeysLocal(owner, requester),
       keyDevices: (owner) => this.keyDevicesLocal(owner),
+      admin: (call) => (this.adminHandler ? this.adminHandler(call) : Promise.reject(new Error('no admin handler'))),
     });
     try {
       await this.linkServer.listen();
@@ -202,6 +205,11 @@ export class Router implements Peers {
         return { ...h, deliver: () => this.shards.track(s, h.deliver()) };
       },
     };
+  }
+
+  /** An admin API call (JSON, worker/admin.ts) to another worker. */
+  adminCall(worker: number, call: string): Promise<string> {
+    return this.client(worker).admin(call);
   }
 
   private client(owner: number): LinkClient {

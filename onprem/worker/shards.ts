@@ -23,7 +23,7 @@ const RECOVER_CONCURRENCY = (() => {
 })();
 
 /** What every mailbox of a worker shares. */
-export type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'log' | 'metrics'>;
+export type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'log' | 'metrics' | 'tokens'>;
 
 const NO_CONNS: readonly WsConn[] = Object.freeze([]);
 
@@ -61,6 +61,7 @@ export class Shard implements Sockets, Scheduler, ConnOwner {
       config: env.config,
       log: env.log,
       metrics: env.metrics,
+      tokens: env.tokens,
     });
   }
 
@@ -119,6 +120,12 @@ export class Shards {
     this.env = env;
   }
 
+  /** The worker's storage (revocation checks at the upgrade, the admin API); throws before it is open. */
+  storage(): MailboxEnv['storage'] {
+    if (!this.env) throw new Error('storage is not open yet');
+    return this.env.storage;
+  }
+
   /** The user's shard, loaded if it was not in memory. Throws for a user of another worker. */
   get(user: string): Shard {
     let s = this.byUser.get(user);
@@ -129,6 +136,15 @@ export class Shards {
     this.byUser.set(user, shard);
     this.metrics.mailboxes.set(this.byUser.size);
     return shard;
+  }
+
+  /** The user was erased (admin API): its in-memory shard, with caches of the deleted rows, goes; the next use loads afresh. */
+  forget(user: string): void {
+    const s = this.byUser.get(user);
+    if (!s) return;
+    if (s.wakeTimer) clearTimeout(s.wakeTimer);
+    this.byUser.delete(user);
+    this.metrics.mailboxes.set(this.byUser.size);
   }
 
   all(): IterableIterator<Shard> {

@@ -3,6 +3,8 @@ import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type RawData, type Server as WsServer, type WebSocket } from 'ws';
 import { CLOSE_CODES, SUBPROTOCOL } from '../../protocol/index.js';
+import { Revocations, TOKEN_HEADER, expiryDeadline, parseClaims } from '../../core/revocation.js';
+import type { TokenClaims } from '../../core/ports.js';
 import { IrisWebSocket, WsConn } from '../conn.js';
 import { refuse, type WorkerContext } from './context.js';
 import type { Shard, Shards } from './shards.js';
@@ -107,23 +109,31 @@ export class WebSockets {
     if (this.shards.connCount >= this.maxConnections) {
       return refuse(this.ctx, socket, { status: 503, code: 'server_full', message: 'this server holds as many connections as it may; retry later', headers: { 'retry-after': '5' } });
     }
+    // The listener (here or in the worker that accepted the connection) verified the token and put its claims in
+    // TOKEN_HEADER; the user's revocations are in this worker's file (core/revocation.ts).
+    const raw = req.headers[TOKEN_HEADER];
+    const tok = parseClaims(Array.isArray(raw) ? raw[0] : raw);
+    if (new Revocations(this.shards.storage().sql, user).isRevoked(tok)) {
+      return refuse(this.ctx, socket, { status: 401, code: 'token_revoked', message: 'this token was revoked; get a new one' });
+    }
     let attached = false;
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       attached = true;
-      this.attach(ws, socket, user, via);
+      this.attach(ws, socket, user, via, tok);
     });
     // ws completes the handshake synchronously and then has its own error listener on the socket: ours goes
     // (one listener less per connection). If the handshake was refused, ours stays until the socket is gone.
     if (attached) socket.off('error', destroyOnError);
   }
 
-  private attach(ws: IrisWebSocket, socket: Duplex, user: string, via: Via): void {
+  private attach(ws: IrisWebSocket, socket: Duplex, user: string, via: Via, tok: TokenClaims): void {
     if (this.ctx.draining) {
       ws.close(CLOSE_CODES.going_away, 'server shutting down');
       return;
     }
     const shard = this.shards.get(user);
     const conn = new WsConn(ws, socket, shard);
+    conn.token = tok;
     ws.conn = conn;
     shard.add(conn);
     this.shards.connCount++;
@@ -136,10 +146,22 @@ export class WebSockets {
     ws.on('close', onWsClose);
   }
 
-  /** WebSocket ping every IRIS_WS_PING_MS; a socket that did not answer the previous one is dropped. */
+  /**
+   * WebSocket ping every IRIS_WS_PING_MS; a socket that did not answer the previous one is dropped. The same pass
+   * closes sockets whose token expired more than IRIS_TOKEN_EXPIRY_GRACE_S ago (4006): no timer per connection
+   * (a million of them would cost more than the pass), so the close comes within one ping period after the grace.
+   */
   heartbeat(): void {
+    const { engine } = this.ctx.cfg;
+    const graceMs = engine.tokenExpiryClose === 1 ? engine.tokenExpiryGraceS * 1000 : undefined;
+    const now = Date.now();
     for (const s of this.shards.all()) {
       for (const c of s.conns) {
+        const expires = graceMs === undefined ? undefined : expiryDeadline(c.token, graceMs);
+        if (expires !== undefined && expires <= now) {
+          c.close(CLOSE_CODES.token_expired, 'token expired and was not refreshed');
+          continue;
+        }
         if (!c.alive) {
           c.ws.terminate();
           continue;

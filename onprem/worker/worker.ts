@@ -15,6 +15,8 @@ import { PipeRoute } from './pipe.js';
 import { Router } from './router.js';
 import { Shards } from './shards.js';
 import { WebSockets } from './websockets.js';
+import { AdminRoute } from './admin.js';
+import { TokenVerifier, tokenCheck } from '../../auth/index.js';
 
 /**
  * One worker: owns the users whose id hashes to it (onprem/owner.ts), their shards and one SQLite file. This
@@ -67,7 +69,9 @@ export class Worker implements WorkerContext, Logger {
     this.sockets = new WebSockets(this, this.shards);
     this.router = new Router(this, this.shards);
     this.pipe = new PipeRoute(this, this.sockets);
-    this.listener = new Listener(this, this.supervisor, this.sockets, this.pipe);
+    const admin = new AdminRoute(this, this.shards, (w, c) => this.router.adminCall(w, c));
+    this.router.adminHandler = (c) => admin.fromLink(c);
+    this.listener = new Listener(this, this.supervisor, this.sockets, this.pipe, admin);
     this.coreMetrics = this.metrics.core();
     this.idleTrim = new IdleTrim(cfg.idleGcMs, (r) => {
       this.metrics.idleGcs.inc();
@@ -121,7 +125,9 @@ export class Worker implements WorkerContext, Logger {
     } catch (e) {
       throw new Error(`cannot open ${file}: ${(e as Error).message}`, { cause: e });
     }
-    this.shards.open({ storage: this.storage, peers: this.router, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics });
+    // A `refresh` frame's token is verified by the same code and keys as an upgrade's (auth/refresh.ts).
+    const tokens = tokenCheck(new TokenVerifier(this.cfg.auth));
+    this.shards.open({ storage: this.storage, peers: this.router, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics, tokens });
     await this.router.listen();
     if (this.cfg.route === 'pipe') await this.pipe.listen();
     await this.listener.listen();

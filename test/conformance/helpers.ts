@@ -250,3 +250,6 @@ export async function waitHealthy(wsUrl: string, timeoutMs: number, alive?: () =
     await sleep(100);
   }
 }
+
+/** The admin API secret of the suite's own servers (IRIS_ADMIN_SECRET; features/trust.ts). */
+export const ADMIN_SECRET = 'conformance-admin-secret';

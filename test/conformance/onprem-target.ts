@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { mintToken } from '../../scripts/token.js';
-import { waitHealthy } from './helpers.js';
+import { ADMIN_SECRET, waitHealthy } from './helpers.js';
 import type { Target } from './suite.js';
 import { freePort } from '../../scripts/lib/net.js';
 import { SERVER_MAIN } from '../../scripts/lib/server.js';
@@ -43,6 +43,11 @@ export async function startOnprem(opts: OnpremOptions = {}): Promise<Target> {
     IRIS_PRESENCE_HOLD_MS: '1500',
     IRIS_PRESENCE_SUBSCRIPTIONS: '50',
     IRIS_HISTORY_DEPTH: '20',
+    // The admin API (test/conformance/features/trust.ts), and a short expiry grace so the expiry close is seen soon.
+    IRIS_ADMIN_SECRET: ADMIN_SECRET,
+    IRIS_TOKEN_EXPIRY_GRACE_S: '1',
+    // On-prem checks token expiry on the heartbeat pass: a short period bounds the expiry close for the test.
+    IRIS_WS_PING_MS: '3000',
     ...opts.env,
   };
   let child: ChildProcess | null = null;
@@ -97,7 +102,9 @@ export async function startOnprem(opts: OnpremOptions = {}): Promise<Target> {
     url,
     presenceCap: Number(env['IRIS_PRESENCE_SUBSCRIPTIONS']),
     historyDepth: Number(env['IRIS_HISTORY_DEPTH']),
-    token: (user, o) => mintToken(user, { ttl: o?.expiresIn ?? '1h', secret: SECRET }),
+    adminToken: env['IRIS_ADMIN_SECRET'],
+    tokenExpiryGraceS: Number(env['IRIS_TOKEN_EXPIRY_GRACE_S']),
+    token: (user, o) => mintToken(user, { ...o, ttl: o?.expiresIn ?? '1h', secret: SECRET }),
     restart: async () => {
       await stopProcess();
       await start();

@@ -21,7 +21,11 @@ export interface Target {
   /** ws://host:port/v1/connect */
   url: string;
   /** A token the server accepts for `user`; expiresIn as jose understands it ('1h', '-1h' = already expired). */
-  token(user: string, opts?: { expiresIn?: string }): Promise<string>;
+  token(user: string, opts?: { expiresIn?: string; jti?: string; iat?: number }): Promise<string>;
+  /** The server's admin API bearer secret (IRIS_ADMIN_SECRET); the suite's own servers always have one. */
+  adminToken?: string;
+  /** The server's IRIS_TOKEN_EXPIRY_GRACE_S when the suite set it short (its own servers: 1); absent: the default 60. */
+  tokenExpiryGraceS?: number;
   /** Stops and starts the server, keeping its data. */
   restart(): Promise<void>;
   stop(): Promise<void>;

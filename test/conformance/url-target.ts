@@ -9,6 +9,8 @@ import type { Target } from './suite.js';
  *   IRIS_CONFORMANCE_SECRET        HS256 secret it accepts (default IRIS_JWT_SECRET, else the dev secret)
  *   IRIS_CONFORMANCE_ISSUER / _AUDIENCE   iss / aud it requires, if any
  *   IRIS_CONFORMANCE_RESTART_CMD   shell command that restarts it keeping its data (for the restart test)
+ *   IRIS_CONFORMANCE_ADMIN_SECRET  its IRIS_ADMIN_SECRET (the admin API tests need it)
+ *   IRIS_CONFORMANCE_EXPIRY_GRACE_S  its IRIS_TOKEN_EXPIRY_GRACE_S, when not the default 60
  */
 export async function startUrlTarget(url: string): Promise<Target> {
   const env = process.env;
@@ -18,7 +20,9 @@ export async function startUrlTarget(url: string): Promise<Target> {
   await waitHealthy(url, 10_000);
   return {
     url,
-    token: (user, o) => mintToken(user, { ...base, ttl: o?.expiresIn ?? '1h' }),
+    token: (user, o) => mintToken(user, { ...base, ...o, ttl: o?.expiresIn ?? '1h' }),
+    ...(env['IRIS_CONFORMANCE_ADMIN_SECRET'] && { adminToken: env['IRIS_CONFORMANCE_ADMIN_SECRET'] }),
+    ...(env['IRIS_CONFORMANCE_EXPIRY_GRACE_S'] && { tokenExpiryGraceS: Number(env['IRIS_CONFORMANCE_EXPIRY_GRACE_S']) }),
     restart: async () => {
       const cmd = env['IRIS_CONFORMANCE_RESTART_CMD'];
       if (!cmd) throw new Error('cannot restart an external server: set IRIS_CONFORMANCE_RESTART_CMD to a command that restarts it keeping its data');

@@ -5,7 +5,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DEV_SECRET } from '../../auth/config.js';
 import { mintToken } from '../../scripts/token.js';
-import { waitHealthy } from './helpers.js';
+import { ADMIN_SECRET, waitHealthy } from './helpers.js';
 import type { Target } from './suite.js';
 import { freePort } from '../../scripts/lib/net.js';
 
@@ -68,6 +68,9 @@ export async function startWrangler(opts: WranglerOptions = {}): Promise<Target>
     IRIS_PRESENCE_HOLD_MS: '1500',
     IRIS_PRESENCE_SUBSCRIPTIONS: '50',
     IRIS_HISTORY_DEPTH: '20',
+    // The admin API (test/conformance/features/trust.ts), and a short expiry grace so the expiry close is seen soon.
+    IRIS_ADMIN_SECRET: ADMIN_SECRET,
+    IRIS_TOKEN_EXPIRY_GRACE_S: '1',
     ...opts.vars,
   };
   const url = `ws://127.0.0.1:${port}/v1/connect`;
@@ -152,7 +155,9 @@ export async function startWrangler(opts: WranglerOptions = {}): Promise<Target>
     url,
     presenceCap: Number(vars['IRIS_PRESENCE_SUBSCRIPTIONS']),
     historyDepth: Number(vars['IRIS_HISTORY_DEPTH']),
-    token: (user, o) => mintToken(user, { ttl: o?.expiresIn ?? '1h', secret: vars['IRIS_JWT_SECRET'] ?? DEV_SECRET }),
+    adminToken: vars['IRIS_ADMIN_SECRET'],
+    tokenExpiryGraceS: Number(vars['IRIS_TOKEN_EXPIRY_GRACE_S']),
+    token: (user, o) => mintToken(user, { ...o, ttl: o?.expiresIn ?? '1h', secret: vars['IRIS_JWT_SECRET'] ?? DEV_SECRET }),
     restart: async () => {
       await stopProcess();
       await start();

@@ -103,6 +103,10 @@ function samples(): [string, Frame][] {
     ['typing off, longest id', { t: 'typing', conv: ID64, on: false }],
     ['typing_state on', { t: 'typing_state', conv: 'alice', from: 'alice', on: true, ttl: 5000 }],
     ['typing_state off, longest ids, max ttl', { t: 'typing_state', conv: ID64, from: USER_CHARS.padEnd(64, 'q'), on: false, ttl: MAX }],
+    ['refresh', { t: 'refresh', token: 'eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9.sig' }],
+    ['refresh, longest token', { t: 'refresh', token: 'x'.repeat(LIMITS.maxTokenLength) }],
+    ['refreshed', { t: 'refreshed', exp: 1_767_225_600 }],
+    ['refreshed, no exp', { t: 'refreshed', exp: 0 }],
     ['presence_query, max users', { t: 'presence_query', ref: CLIENT_CHARS.slice(0, 64), users: Array.from({ length: LIMITS.maxPresenceUsers }, (_, i) => `user-${i}`.padEnd(64, '.')) }],
     ['presence', { t: 'presence', ref: 'q1', users: [{ user: 'bob', online: true, lastSeen: 1_767_225_609_000 }, { user: 'carol', online: false, lastSeen: 0 }] }],
     ['presence, empty', { t: 'presence', ref: 'q', users: [] }],
@@ -219,7 +223,7 @@ describe('codec round trips', () => {
   it('client and server frames partition the frame types', () => {
     for (const [, f] of all) expect(isClientFrame(f)).toBe(!isServerFrame(f));
     const client = all.filter(([, f]) => isClientFrame(f)).map(([, f]) => f.t);
-    expect([...new Set(client)].sort()).toEqual(['deliver_ack', 'devices_query', 'hello', 'keys_fetch', 'keys_upload', 'ping', 'presence_query', 'presence_subscribe', 'read', 'send', 'set_presence', 'set_settings', 'typing', ...GROUP_CLIENT_TYPES].sort());
+    expect([...new Set(client)].sort()).toEqual(['deliver_ack', 'devices_query', 'hello', 'keys_fetch', 'keys_upload', 'ping', 'presence_query', 'presence_subscribe', 'read', 'refresh', 'send', 'set_presence', 'set_settings', 'typing', ...GROUP_CLIENT_TYPES].sort());
   });
 });
 

@@ -6,6 +6,7 @@ import { refsFeature } from './refs.js';
 import { sync } from './sync.js';
 import { typingFeature } from './typing.js';
 import { keysFeature } from './keys.js';
+import { trustFeature } from './trust.js';
 
 /**
  * What a feature's conformance tests get from runConformance: the running target and the suite's helpers. A
@@ -27,4 +28,4 @@ export interface ConformanceContext {
 export type Feature = (ctx: ConformanceContext) => void;
 
 /** Every feature's conformance tests, in the order they run. */
-export const FEATURES: Feature[] = [refsFeature, typingFeature, sync, groups, keysFeature];
+export const FEATURES: Feature[] = [refsFeature, typingFeature, sync, groups, keysFeature, trustFeature];
