@@ -462,6 +462,8 @@ export class IrisClient {
         return this.groups.rosterPage(f);
       case 'group_receipts':
         return this.groups.receiptsPage(f);
+      case 'group_read':
+        return this.events.emit('groupRead', { group: f.group, seq: f.seq });
       case 'error':
         return this.onError(f, gen);
       case 'typing_state':

@@ -254,4 +254,9 @@ export interface ClientEvents {
   groupEvent: GroupEvent;
   /** A group change or send was answered (also one a restarted client resent from its store). */
   groupAck: GroupAckResult & { id: string };
+  /**
+   * How far this user read a group (every entry up to `seq`), marked on any of its devices (markGroupRead): after
+   * each welcome for every group with a mark, and when a device moves it. The unread count is the same everywhere.
+   */
+  groupRead: { group: string; seq: number };
 }

@@ -190,6 +190,9 @@ const MIGRATIONS: readonly (readonly string[])[] = [
        t INTEGER NOT NULL           -- seconds: tokens with iat < t (or without iat) are refused
      ) WITHOUT ROWID`,
   ],
+  // A group's read position, per user (PROTOCOL.md 9.11, `group_read`): the user's devices share how far the user
+  // read each group, as they share 1:1 read positions (reads). A column of the row the user already has per group.
+  [`ALTER TABLE user_groups ADD COLUMN read INTEGER NOT NULL DEFAULT 0`],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -45,6 +45,8 @@ export const FRAME_TYPES = {
   group_roster: 30,
   group_receipts_query: 31,
   group_receipts: 32,
+  // A group's read position, shared by the user's devices (PROTOCOL.md 9.11). Numbered apart from other features'.
+  group_read: 52,
   typing: 35,
   typing_state: 36,
   // The key directory (PROTOCOL.md 8.9). Numbered apart from the frames other features add meanwhile.

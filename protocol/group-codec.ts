@@ -70,6 +70,10 @@ export function encodeGroupBinary(w: Writer, f: GroupFrame): void {
       w.str(f.group);
       w.uint(f.seq);
       return;
+    case 'group_read':
+      w.str(f.group);
+      w.uint(f.seq);
+      return;
     case 'group_receipts':
       w.str(f.ref);
       w.str(f.group);
@@ -175,6 +179,8 @@ export function decodeGroupBinary(r: Reader, t: GroupFrame['t']): GroupFrame {
       const ref = v.clientId(r.str('ref', ID), 'ref');
       return { t, ref, group: v.userId(r.str('group', ID), 'group', ref), seq: r.uint('seq') };
     }
+    case 'group_read':
+      return { t, group: v.userId(r.str('group', ID), 'group'), seq: r.uint('seq') };
     case 'group_receipts': {
       const ref = v.clientId(r.str('ref', ID), 'ref');
       const group = v.userId(r.str('group', ID), 'group');
@@ -294,6 +300,8 @@ export function decodeGroupJson(o: Obj, t: GroupFrame['t'], bytes: (s: unknown, 
       const ref = v.clientId(o['ref'], 'ref');
       return { t, ref, group: v.userId(o['group'], 'group', ref), seq: v.uint(o['seq'], 'seq') };
     }
+    case 'group_read':
+      return { t, group: v.userId(o['group'], 'group'), seq: v.uint(o['seq'], 'seq') };
     case 'group_receipts':
       return {
         t,
@@ -347,7 +355,7 @@ export function decodeGroupJson(o: Obj, t: GroupFrame['t'], bytes: (s: unknown, 
   }
 }
 
-const GROUP_TYPES: ReadonlySet<string> = new Set(['group_create', 'group_add', 'group_remove', 'group_leave', 'group_role', 'group_update', 'group_roster_query', 'group_send', 'group_ack', 'group_send_ack', 'group_deliver', 'group_roster', 'group_receipts_query', 'group_receipts']);
+const GROUP_TYPES: ReadonlySet<string> = new Set(['group_create', 'group_add', 'group_remove', 'group_leave', 'group_role', 'group_update', 'group_roster_query', 'group_send', 'group_ack', 'group_send_ack', 'group_deliver', 'group_roster', 'group_receipts_query', 'group_receipts', 'group_read']);
 
 export function isGroupType(t: string): t is GroupFrame['t'] {
   return GROUP_TYPES.has(t);

@@ -178,7 +178,17 @@ export interface GroupRoster {
 }
 
 export type GroupClientFrame = GroupCreate | GroupAdd | GroupRemove | GroupLeave | GroupRole | GroupUpdate | GroupRosterQuery | GroupSend | GroupAck | GroupReceiptsQuery;
-export type GroupServerFrame = GroupSendAck | GroupDeliver | GroupRoster | GroupReceipts;
+/**
+ * Server: how far this user read `group` (every entry up to `seq`), to every connection of the user that reads
+ * groups: after a `group_ack` with `read` moved it, and after `welcome` for each group with a mark. Not acked.
+ */
+export interface GroupRead {
+  t: 'group_read';
+  group: string;
+  seq: number;
+}
+
+export type GroupServerFrame = GroupSendAck | GroupDeliver | GroupRoster | GroupReceipts | GroupRead;
 export type GroupFrame = GroupClientFrame | GroupServerFrame;
 
 /** The client frames of this file, as FRAME_TYPES names them. */

@@ -159,6 +159,7 @@ export class GroupMember {
     if (!existed) d.sent = Math.max(d.sent, seq);
     if (seq > d.sent) throw new ProtocolError('bad_ack', `group ack for seq ${seq} beyond what was sent in ${group}`);
     this.noteMarks(group, seq, read ?? 0);
+    if (read !== undefined && read > 0) await this.markRead(group, read);
     if (seq <= d.acked) return;
     d.acked = seq;
     d.unacked = d.unacked.filter((s) => s > seq);
@@ -174,13 +175,37 @@ export class GroupMember {
     d.written = Math.max(d.written, at);
   }
 
+  // ------------------------------------------------------------------ read position (the user's devices)
+
+  /**
+   * The user read `group` up to `seq`: one row (user_groups.read, only when it moves forward) and `group_read` to
+   * every connection of the user that reads groups, so the unread count is the same on every device. Whether the
+   * group's members learn it is the read-receipt setting's business (noteMarks), not this.
+   */
+  private async markRead(group: string, seq: number): Promise<void> {
+    const moved = await this.m.tx(() => this.store.setRead(group, seq));
+    if (!moved) return;
+    for (const c of this.m.deps.sockets.list()) {
+      const st = c.state;
+      if (st?.groups === true) this.m.out.reply(c, st.enc, { t: 'group_read', group, seq });
+    }
+  }
+
+  /** After welcome: the read position of each of the user's groups that has one. */
+  private sendReads(conn: Conn): void {
+    const st = conn.state;
+    if (st?.groups !== true) return;
+    for (const r of this.store.reads()) this.m.out.reply(conn, st.enc, { t: 'group_read', group: r.grp, seq: r.read });
+  }
+
   // ------------------------------------------------------------------ receipts (coalesced)
 
   /** The user's devices got (read) this far: told to the group at most once per REPORT_MS, not per ack. */
   private noteMarks(group: string, delivered: number, read: number): void {
     const m = this.marks.get(group) ?? { d: 0, r: 0, toldD: 0, toldR: 0 };
     m.d = Math.max(m.d, delivered);
-    m.r = Math.max(m.r, read);
+    // With read receipts off (PROTOCOL.md 9.8) the group learns what was delivered, never what was read.
+    if (read > m.r && this.store.readReceiptsOn()) m.r = read;
     this.marks.set(group, m);
     if (m.d === m.toldD && m.r === m.toldR) return;
     if (this.reportAt === null) {
@@ -216,6 +241,7 @@ export class GroupMember {
   async onHello(conn: Conn): Promise<void> {
     const groups = this.store.groups();
     if (groups.length === 0) return;
+    this.sendReads(conn);
     if (!this.watched) {
       this.watched = true;
       await Promise.all(groups.filter((g) => g.left_at === 0).map((g) => this.watch(g.grp, true)));

@@ -137,7 +137,33 @@ export class MemberGroups {
   }
 
   setMembership(group: string, joined: number, left: number): void {
-    this.sql.all(`INSERT OR REPLACE INTO user_groups (user, grp, joined, left_at) VALUES (?, ?, ?, ?)`, this.user, group, joined, left);
+    // An upsert, not a replace: the row's read position stays.
+    this.sql.all(
+      `INSERT INTO user_groups (user, grp, joined, left_at) VALUES (?, ?, ?, ?) ON CONFLICT (user, grp) DO UPDATE SET joined = excluded.joined, left_at = excluded.left_at`,
+      this.user, group, joined, left,
+    );
+  }
+
+  /** How far the user read each group (PROTOCOL.md 9.11, `group_read`): the groups with a mark. */
+  reads(): { grp: string; read: number }[] {
+    return this.sql.all(`SELECT grp, read FROM user_groups WHERE user = ? AND read > 0`, this.user);
+  }
+
+  readOf(group: string): number {
+    return this.sql.all<{ read: number }>(`SELECT read FROM user_groups WHERE user = ? AND grp = ?`, this.user, group)[0]?.read ?? 0;
+  }
+
+  /** Moves the read position forward (never back); false when it was not behind `seq` (or no row). */
+  setRead(group: string, seq: number): boolean {
+    const row = this.sql.all<{ read: number }>(`SELECT read FROM user_groups WHERE user = ? AND grp = ?`, this.user, group)[0];
+    if (row === undefined || row.read >= seq) return false;
+    this.sql.all(`UPDATE user_groups SET read = ? WHERE user = ? AND grp = ?`, seq, this.user, group);
+    return true;
+  }
+
+  /** The user's read-receipt setting (users.read_receipts, PROTOCOL.md 9.8): it covers groups too. */
+  readReceiptsOn(): boolean {
+    return (this.sql.all<{ r: number }>(`SELECT read_receipts AS r FROM users WHERE user = ?`, this.user)[0]?.r ?? 1) !== 0;
   }
 
   cursor(group: string, device: string): number | undefined {

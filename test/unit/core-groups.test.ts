@@ -298,6 +298,36 @@ describe('groups: receipts, aggregated', () => {
   });
 });
 
+describe('groups: read position on every device, and the read-receipt setting', () => {
+  it("a mark reaches the user's other devices as group_read, a new connection is told it, and with read receipts off the group never learns it", async () => {
+    const w = new World();
+    const a = new App(w, 'a', 'phone');
+    const b = new App(w, 'b', 'phone');
+    const b2 = new App(w, 'b', 'laptop');
+    for (const x of [a, b, b2]) await x.hello();
+    await create(a, 'g', ['b']);
+    await send(a, 'g', 'one', 'm1');
+    await send(a, 'g', 'two', 'm2');
+    await syncAll([a, b, b2]);
+    const seq = a.conn.of('group_send_ack').find((f) => f.id === 'm2')!.seq;
+    await b.conn.frame({ t: 'group_ack', group: 'g', seq, read: seq - 1 });
+    for (const x of [b, b2]) expect(x.conn.of('group_read')).toEqual([{ t: 'group_read', group: 'g', seq: seq - 1 }]);
+    // Not moved: nothing written, nothing sent.
+    await b2.conn.frame({ t: 'group_ack', group: 'g', seq, read: seq - 1 });
+    expect(b.conn.of('group_read')).toHaveLength(1);
+    // A connection that comes later is told where the user is, after welcome.
+    await b2.reconnect();
+    expect(b2.conn.of('group_read')).toEqual([{ t: 'group_read', group: 'g', seq: seq - 1 }]);
+    // Read receipts off: the devices still share the position, the group learns only what was delivered.
+    await b.conn.frame({ t: 'set_settings', readReceipts: false });
+    await b.conn.frame({ t: 'group_ack', group: 'g', seq, read: seq });
+    expect(b2.conn.of('group_read').at(-1)).toEqual({ t: 'group_read', group: 'g', seq });
+    await w.advance(1_000);
+    await a.conn.frame({ t: 'group_receipts_query', ref: 'q', group: 'g', seq });
+    expect(a.conn.of('group_receipts')[0]!.members).toEqual([{ user: 'b', state: 'delivered' }]);
+  });
+});
+
 describe('groups: retention', () => {
   it('entries past IRIS_GROUP_RETENTION_MS are deleted; a device behind them gets history_gap, then what is kept', async () => {
     const w = new World({ groupRetentionMs: 3_600_000 });

@@ -132,6 +132,7 @@ function samples(): [string, Frame][] {
     ['group_receipts_query', { t: 'group_receipts_query', ref: 'q', group: 'team', seq: MAX }],
     ['group_receipts', { t: 'group_receipts', ref: 'q', group: 'team', seq: 3, members: [{ user: 'a', state: 'sent' }, { user: 'b', state: 'delivered' }, { user: 'c', state: 'read' }], done: true }],
     ['group_receipts, a full page', { t: 'group_receipts', ref: 'q', group: ID64, seq: 0, members: Array.from({ length: LIMITS.maxGroupBatch }, (_, i) => ({ user: `user-${i}`.padEnd(64, '.'), state: 'read' as const })), done: false }],
+    ['group_read', { t: 'group_read', group: 'team', seq: 4 }],
     ['group_send_ack', { t: 'group_send_ack', id: 'g-8', group: 'team', seq: 42, ts: 1_767_225_600_000, dup: true }],
     ['group_deliver', { t: 'group_deliver', group: 'team', entries: [
       { seq: 1, kind: 'create', from: 'alice', subject: 'alice', name: 'The team', ts: 5, body: new Uint8Array(0) },
