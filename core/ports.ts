@@ -85,6 +85,8 @@ export interface ConnState {
    * connection counts as no device for groups (core/group/member.ts).
    */
   groups?: boolean;
+  /** The device was new to its user at this hello: its cursor per group starts by the history depth (core/group/member.ts). */
+  fresh?: boolean;
   /** On a connection that is not shown every entry (core/shown.ts, partial): the last seq it was shown. */
   vis?: number;
 }

@@ -2,6 +2,7 @@ import type { GroupEntry, GroupEntryKind } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import type { Clock, Logger, Peers, Scheduler, Storage } from '../ports.js';
 import { StorageFullError } from '../ports.js';
+import { pushTyping } from '../typing.js';
 import { FanOut } from './fanout.js';
 import { GroupStore, type MemberRow } from './store.js';
 import type { GroupAccepted, GroupCall, GroupChange, GroupReadResult, GroupReceiptsResult, GroupRefusal, GroupResult, GroupRosterResult, GroupWatchResult, Ranges } from './types.js';
@@ -88,6 +89,8 @@ export class GroupShard {
         return this.tx(() => this.mark(c.from, c.delivered, c.read));
       case 'receipts':
         return this.tx(() => this.receiptsOf(c.from, c.seq));
+      case 'typing':
+        return this.typing(c.from, c.on);
     }
   }
 
@@ -315,6 +318,17 @@ export class GroupShard {
       states.push({ user, state: r >= seq ? ('read' as const) : d >= seq ? ('delivered' as const) : ('sent' as const) });
     }
     return { ok: true, seq, states };
+  }
+
+  /**
+   * Typing (ARCHITECTURE.md "Typing"): no commit, no row; one call to each online member but the typer, not awaited
+   * (a slow member delays no one). A member shard with no device is not in `online`, so it is never woken for it.
+   */
+  private async typing(from: string, on: boolean): Promise<GroupWatchResult | GroupRefusal> {
+    this.load();
+    if (!this.current(from)) return refuse('not_member', 'not a member of this group');
+    void pushTyping(this.deps.peers, [...this.online], from, this.group, on);
+    return { ok: true, head: this.head };
   }
 
   // ------------------------------------------------------------------ membership news

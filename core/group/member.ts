@@ -29,6 +29,8 @@ interface DeviceGroup {
    * fan-out's p99 at 1,024 members did not move measurably with it, see ARCHITECTURE.md "Groups").
    */
   step: number;
+  /** Started by the history depth (a device new to its user): entries trimmed before its start are no gap to it. */
+  fresh: boolean;
 }
 
 /** A spread in [CURSOR_STEP, 2 x CURSOR_STEP) from the names (FNV-1a): stable, no randomness to test around. */
@@ -119,6 +121,18 @@ export class GroupMember {
       return;
     }
     if ('dup' in r) this.m.out.reply(conn, now, { t: 'group_send_ack', id: ref, group: f.group, seq: r.seq, ts: r.ts, dup: r.dup });
+  }
+
+  /**
+   * A typing frame whose `conv` is a group this user is or was in goes to the group's shard, which pushes it to its
+   * online members (ARCHITECTURE.md "Typing"); a refusal (no longer a member) is an error whose `ref` is the group.
+   * Null when `conv` is no group of this user: TypingHub treats it as 1:1.
+   */
+  typing(conn: Conn, conv: string, on: boolean): Promise<void> | null {
+    if (!this.store.membership(conv)) return null;
+    return this.call(conv, { op: 'typing', from: this.user, on }).then((r) => {
+      if (r && !r.ok && conn.state) this.m.out.error(conn, conn.state.enc, r.code, r.message, conv);
+    });
   }
 
   private change(f: Exclude<GroupClientFrame, { t: 'group_ack' | 'group_send' | 'group_roster_query' | 'group_receipts_query' }>): GroupChange {
@@ -260,11 +274,29 @@ export class GroupMember {
     if (!mine) DEVICE_GROUPS.set(conn, (mine = new Map()));
     let d = mine.get(group);
     if (!d) {
-      const cursor = this.store.cursor(group, st.device) ?? 0;
-      d = { sent: cursor, acked: cursor, written: cursor, unacked: [], pumping: false, again: false, step: cursorStep(this.user, st.device, group) };
+      const stored = this.store.cursor(group, st.device);
+      // Another device of the user stored a cursor here: the user was served in this group, so what is trimmed
+      // before the new device's start is history it is not given, no loss (a loss is reported to those devices).
+      const known = stored === undefined && st.fresh === true ? this.store.lowestCursor(group, st.device) : undefined;
+      const fresh = known !== undefined;
+      const cursor = stored ?? (known !== undefined ? this.newDeviceCursor(group, known) : 0);
+      // A fresh device's start is written at its first ack or close (written below it), so it is not new again.
+      d = { sent: cursor, acked: cursor, written: fresh ? cursor - 1 : cursor, unacked: [], pumping: false, again: false, step: cursorStep(this.user, st.device, group), fresh };
       mine.set(group, d);
     }
     return d;
+  }
+
+  /**
+   * Where a device new to its user starts in a group (ARCHITECTURE.md "Multi-device sync", the inbox's rule per
+   * group): what some known device of the user has not acknowledged yet (`known`, the lowest stored cursor; with
+   * none stored the device starts at 0, everything of its ranges), and the newest historyDepth entries. The group's
+   * read skips what is outside the member's ranges and starts at the oldest entry kept, so the join and the trim
+   * need no look-up here.
+   */
+  private newDeviceCursor(group: string, known: number): number {
+    const head = this.heads.get(group);
+    return head === undefined ? known : Math.min(known, Math.max(head - this.m.deps.config.historyDepth, 0));
   }
 
   // ------------------------------------------------------------------ from the group
@@ -347,7 +379,9 @@ export class GroupMember {
         const r = await this.call(group, { op: 'read', from: this.user, after: d.sent, limit: Math.min(room, PULL_PAGE) });
         if (r === null || !r.ok || !('entries' in r) || conn.state === null) break;
         this.noteHead(group, r.head);
-        if (r.gap !== undefined) this.m.out.error(conn, conn.state.enc, 'history_gap', `entries of ${group} before ${r.gap + 1} are no longer kept`, group);
+        // A new device that starts by the history depth is given what is kept, without a gap (nothing of its was lost).
+        if (r.gap !== undefined && !d.fresh) this.m.out.error(conn, conn.state.enc, 'history_gap', `entries of ${group} before ${r.gap + 1} are no longer kept`, group);
+        d.fresh = false;
         if (!this.deliver(conn, group, d, r.entries, r.upTo)) break;
         if (r.upTo < r.head) d.again = true;
       } while (d.again);

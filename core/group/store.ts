@@ -144,6 +144,11 @@ export class MemberGroups {
     return this.sql.all<{ cursor: number }>(`SELECT cursor FROM group_cursors WHERE user = ? AND grp = ? AND device = ?`, this.user, group, device)[0]?.cursor;
   }
 
+  /** The lowest stored cursor of this user's devices in the group but `device` (undefined: none stored). */
+  lowestCursor(group: string, device: string): number | undefined {
+    return this.sql.all<{ c: number | null }>(`SELECT MIN(cursor) AS c FROM group_cursors WHERE user = ? AND grp = ? AND device <> ?`, this.user, group, device)[0]?.c ?? undefined;
+  }
+
   setCursor(group: string, device: string, cursor: number): void {
     this.sql.all(`INSERT OR REPLACE INTO group_cursors (user, grp, device, cursor) VALUES (?, ?, ?, ?)`, this.user, group, device, cursor);
   }

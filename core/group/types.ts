@@ -27,7 +27,9 @@ export type GroupCall =
   /** How far `from`'s devices got: delivered to one of them, read on one of them (cumulative; coalesced). */
   | { op: 'mark'; from: string; delivered: number; read: number }
   /** Who received and read entry `seq` (asked by its sender). */
-  | { op: 'receipts'; from: string; seq: number };
+  | { op: 'receipts'; from: string; seq: number }
+  /** `from` is typing in the group (on) or stopped: pushed to the online members but `from`, never stored. */
+  | { op: 'typing'; from: string; on: boolean };
 
 export type GroupRefusal = { ok: false; code: ErrorCode; message: string };
 
