@@ -156,6 +156,8 @@ const MIGRATIONS: readonly (readonly string[])[] = [
        PRIMARY KEY (user, grp, device)
      ) WITHOUT ROWID`,
   ],
+  // Message references in groups (PROTOCOL.md 9.11): the same two columns as the inbox's, on the group's log.
+  [`ALTER TABLE group_log ADD COLUMN ref_kind INTEGER NOT NULL DEFAULT 0`, `ALTER TABLE group_log ADD COLUMN ref_msg TEXT NOT NULL DEFAULT ''`],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -2,6 +2,7 @@ import { LIMITS, ProtocolError, encodeFrame, type GroupClientFrame, type GroupEn
 import type { Delivery } from '../delivery.js';
 import type { MailboxDeps } from '../mailbox.js';
 import type { Conn } from '../ports.js';
+import { groupEntriesFor } from './refs.js';
 import { MemberGroups } from './store.js';
 import type { GroupCall, GroupChange, GroupNews, GroupResult } from './types.js';
 
@@ -92,7 +93,7 @@ export class GroupMember {
         call = { op: 'roster', from };
         break;
       case 'group_send':
-        call = { op: 'send', from, cid: f.id, body: f.body };
+        call = { op: 'send', from, cid: f.id, body: f.body, ...(f.ref && { ref: f.ref }) };
         break;
       case 'group_receipts_query':
         call = { op: 'receipts', from, seq: f.seq };
@@ -174,8 +175,9 @@ export class GroupMember {
     if (seq > d.sent) throw new ProtocolError('bad_ack', `group ack for seq ${seq} beyond what was sent in ${group}`);
     this.noteMarks(group, seq, read ?? 0);
     if (seq <= d.acked) return;
-    d.acked = seq;
     d.unacked = d.unacked.filter((s) => s > seq);
+    // Without refs, an ack of everything shown also covers the entries left out after it (see deliver).
+    d.acked = conn.state?.refs !== true && d.unacked.length === 0 ? d.sent : seq;
     if (d.acked - d.written >= d.step) await this.saveCursor(conn, group, d);
     await this.pump(conn, group);
   }
@@ -341,8 +343,10 @@ export class GroupMember {
     await Promise.all(conns.map((c) => this.pump(c, n.group)));
   }
 
-  private deliver(conn: Conn, group: string, d: DeviceGroup, entries: GroupEntry[], upTo: number): boolean {
-    let rest = entries;
+  private deliver(conn: Conn, group: string, d: DeviceGroup, all: GroupEntry[], upTo: number): boolean {
+    // A client written before references gets replies as plain messages and no edits, deletes or reactions.
+    let rest = groupEntriesFor(all, conn.state!.refs);
+    const skipped = rest.length < all.length;
     while (rest.length > 0) {
       // A frame must fit in maxFrameBytes: halve the batch until it does (one entry always fits).
       let batch = rest.slice(0, LIMITS.maxDeliverBatch);
@@ -358,6 +362,8 @@ export class GroupMember {
       rest = rest.slice(batch.length);
     }
     d.sent = Math.max(d.sent, upTo);
+    // Nothing shown is unacknowledged: the entries left out are acknowledged here (the device cannot ack them).
+    if (skipped && d.unacked.length === 0) d.acked = Math.max(d.acked, d.sent);
     return true;
   }
 

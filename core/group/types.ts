@@ -1,4 +1,4 @@
-import type { ErrorCode, GroupEntry, GroupMemberInfo, GroupMemberReceipt } from '../../protocol/index.js';
+import type { ErrorCode, GroupEntry, GroupMemberInfo, GroupMemberReceipt, MessageRef } from '../../protocol/index.js';
 
 /**
  * What travels between a user's shard and a group's shard (core/ports.ts Peers.group, groupPush, groupNews). Plain
@@ -17,7 +17,7 @@ export type GroupChange =
 
 /** A user's shard -> the group's shard. `from` is the user the call is made for (the shard vouches for it). */
 export type GroupCall =
-  | { op: 'send'; from: string; cid: string; body: Uint8Array }
+  | { op: 'send'; from: string; cid: string; body: Uint8Array; ref?: MessageRef }
   | { op: 'change'; from: string; cid: string; change: GroupChange }
   | { op: 'roster'; from: string }
   /** Entries of `from`'s ranges after `after`, at most `limit`. */

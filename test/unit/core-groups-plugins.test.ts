@@ -149,3 +149,84 @@ describe('groups: a new device\'s history (IRIS_HISTORY_DEPTH)', () => {
     expect(laptop.of('error')).toEqual([]);
   });
 });
+
+describe('groups: message references', () => {
+  async function group(w: World) {
+    const a = w.connect('alice');
+    await a.helloWith('a', FEATURES | HELLO_FEATURES.refs);
+    const b = w.connect('bob');
+    await b.helloWith('b', FEATURES | HELLO_FEATURES.refs);
+    const old = w.connect('carol');
+    await old.helloWith('c', FEATURES); // a client written before references
+    await a.frame({ t: 'group_create', id: 'c', group: 'g', name: 'g', members: ['bob', 'carol'] });
+    await a.frame({ t: 'group_send', id: 'm1', group: 'g', body: te.encode('hello') });
+    const seq = a.of('group_send_ack').find((x) => x.id === 'm1')!.seq;
+    return { a, b, old, seq };
+  }
+  const lastError = (c: FakeConn) => c.of('error').at(-1);
+
+  it('reply, react, edit, delete: checked in the group shard, stored in the log, delivered with their ref', async () => {
+    const w = new World({ editWindowS: 60, deleteWindowS: 60 });
+    const { a, b, seq } = await group(w);
+    const m = String(seq);
+    await b.frame({ t: 'group_send', id: 'r', group: 'g', body: te.encode('hi!'), ref: { kind: 'reply', msg: m } });
+    await b.frame({ t: 'group_send', id: 'x', group: 'g', body: te.encode('👍'), ref: { kind: 'react', msg: m } });
+    await a.frame({ t: 'group_send', id: 'e', group: 'g', body: te.encode('hello (edited)'), ref: { kind: 'edit', msg: m } });
+    await a.frame({ t: 'group_send', id: 'd', group: 'g', body: new Uint8Array(0), ref: { kind: 'delete', msg: m } });
+    expect(b.of('error')).toEqual([]);
+    expect(a.of('error')).toEqual([]);
+    const got = (await drain(b, 'g')).filter((e) => e.ref !== undefined).map((e) => [e.from, e.ref!.kind, e.ref!.msg]);
+    expect(got).toEqual([
+      ['bob', 'reply', m],
+      ['bob', 'react', m],
+      ['alice', 'edit', m],
+      ['alice', 'delete', m],
+    ]);
+    // Stored as two columns of the log row, as the inbox's references are.
+    const rows = w.db.prepare(`SELECT ref_kind, ref_msg FROM group_log WHERE grp = 'g' AND ref_kind <> 0`).all();
+    expect(rows).toHaveLength(4);
+  });
+
+  it('the same refusals as 1:1: only the sender edits or deletes, within the window; unknown or unseen targets are bad_ref; nothing is stored', async () => {
+    const w = new World({ editWindowS: 60, deleteWindowS: 0 });
+    const { a, b, seq } = await group(w);
+    const m = String(seq);
+    const before = (w.db.prepare(`SELECT count(*) AS c FROM group_log`).get() as { c: number }).c;
+    await b.frame({ t: 'group_send', id: 'e', group: 'g', body: te.encode('x'), ref: { kind: 'edit', msg: m } });
+    expect(lastError(b)).toMatchObject({ code: 'ref_not_allowed', ref: 'e' });
+    await a.frame({ t: 'group_send', id: 'd', group: 'g', body: te.encode(''), ref: { kind: 'delete', msg: m } });
+    expect(lastError(a)).toMatchObject({ code: 'ref_expired', ref: 'd' });
+    await a.frame({ t: 'group_send', id: 'n', group: 'g', body: te.encode('x'), ref: { kind: 'reply', msg: '999' } });
+    expect(lastError(a)).toMatchObject({ code: 'bad_ref', ref: 'n' });
+    await a.frame({ t: 'group_send', id: 'j', group: 'g', body: te.encode('x'), ref: { kind: 'reply', msg: '1' } }); // the create entry
+    expect(lastError(a)).toMatchObject({ code: 'bad_ref', ref: 'j' });
+    w.now += 61_000;
+    await a.frame({ t: 'group_send', id: 'late', group: 'g', body: te.encode('x'), ref: { kind: 'edit', msg: m } });
+    expect(lastError(a)).toMatchObject({ code: 'ref_expired', ref: 'late' });
+    // A member added later never saw the message: it cannot refer to it.
+    await a.frame({ t: 'group_add', id: 'add', group: 'g', members: ['dave'] });
+    const dave = w.connect('dave');
+    await dave.helloWith('d', FEATURES | HELLO_FEATURES.refs);
+    await dave.frame({ t: 'group_send', id: 'r', group: 'g', body: te.encode('x'), ref: { kind: 'react', msg: m } });
+    expect(lastError(dave)).toMatchObject({ code: 'bad_ref', ref: 'r' });
+    const after = (w.db.prepare(`SELECT count(*) AS c FROM group_log`).get() as { c: number }).c;
+    expect(after).toBe(before + 1); // dave's join only
+  });
+
+  it('a client without refs gets a reply as a plain message, no edit or reaction, and its ack covers what it skipped', async () => {
+    const w = new World({ editWindowS: 60 });
+    const { a, b, old, seq } = await group(w);
+    const m = String(seq);
+    await b.frame({ t: 'group_send', id: 'r', group: 'g', body: te.encode('re'), ref: { kind: 'reply', msg: m } });
+    await b.frame({ t: 'group_send', id: 'x', group: 'g', body: te.encode('+1'), ref: { kind: 'react', msg: m } });
+    await a.frame({ t: 'group_send', id: 'e', group: 'g', body: te.encode('edited'), ref: { kind: 'edit', msg: m } });
+    const got = await drain(old, 'g');
+    const msgs = got.filter((e) => e.kind === 'message');
+    expect(msgs.map((e) => new TextDecoder().decode(e.body))).toEqual(['hello', 're']);
+    expect(msgs.every((e) => e.ref === undefined)).toBe(true);
+    // The ack of the reply covered the reaction and the edit after it: the stored cursor is the head.
+    const head = a.of('group_send_ack').find((x) => x.id === 'e')!.seq;
+    await old.disconnect();
+    expect((w.db.prepare(`SELECT cursor FROM group_cursors WHERE user = 'carol' AND grp = 'g'`).get() as { cursor: number }).cursor).toBe(head);
+  });
+});
