@@ -34,7 +34,7 @@ import { IrisClient, IrisError, type ConnectionState, type IrisMessage, type Iri
 import { FileStore } from '../client/node-store.js';
 import { ID_PATTERN } from '../protocol/limits.js';
 import { ONPREM_PORT, WRANGLER_PORT, connectUrl } from './lib/endpoints.js';
-import { GROUP_HELP, groupCommand, showGroups } from './lib/chat-groups.js';
+import { GROUP_HELP, groupCommand, groupRef, showGroups } from './lib/chat-groups.js';
 import { mintToken } from './token.js';
 
 const USAGE = `usage: npm run chat -- <user> <peer> [--onprem | --port N | --url ws://127.0.0.1:8787/v1/connect]
@@ -242,7 +242,7 @@ client.on('receipt', (r) => {
 });
 client.on('error', (e) => out(`! ${e.code}: ${e.message}`));
 client.on('typing', (t) => out(t.on ? `* ${t.from} is typing…` : `* ${t.from} stopped typing`));
-showGroups(client, out, clock);
+showGroups(client, out, clock, { remember, target, setText });
 client.on('presence', (p) => {
   if (p.online) return out(`* ${p.user} is online`);
   out(`* ${p.user} ${p.lastSeen === 0 ? 'was never seen' : `was last seen ${new Date(p.lastSeen).toLocaleString()}`}`);
@@ -331,6 +331,8 @@ rl.on('line', (raw) => {
       if (m === undefined) return out(`! no message #${r[2]}`);
       const text = kind === 'delete' ? '' : (r[3] ?? '');
       if ((kind === 'reply' || kind === 'edit') && text === '') return out(`! /${kind} N text`);
+      // A group message (#N shown in a group): the reference goes to that group.
+      if (groupRef(client, m.msg, kind, text, out)) return;
       return send(text, { kind, msg: m.msg });
     }
     if (line === '/read') {

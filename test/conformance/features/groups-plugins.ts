@@ -139,4 +139,41 @@ export const groupsPlugins: Feature = (ctx) => {
       closeAll();
     }
   }, 60_000);
+
+  it('groups: replies, edits, deletes and reactions refer to a seq; the sender alone edits; a client without refs gets the reply as a plain message and nothing else', async () => {
+    try {
+      const [a, b, c] = [ctx.user('ra'), ctx.user('rb'), ctx.user('rc')];
+      const group = ctx.user('rgrp');
+      const da = await Dev.open(ctx, a, 'd1', FEATURES | HELLO_FEATURES.refs);
+      const db = await Dev.open(ctx, b, 'd1', FEATURES | HELLO_FEATURES.refs);
+      const old = await Dev.open(ctx, c, 'd1', HELLO_FEATURES.groups);
+      open.push(da, db, old);
+      da.send({ t: 'group_create', id: 'create', group, name: 'refs', members: [b, c] });
+      await da.ack('create');
+      da.send({ t: 'group_send', id: 'm', group, body: te.encode('hello') });
+      const m = String((await da.ack('m')).seq);
+      db.send({ t: 'group_send', id: 'r', group, body: te.encode('re'), ref: { kind: 'reply', msg: m } });
+      await db.ack('r');
+      db.send({ t: 'group_send', id: 'bad-edit', group, body: te.encode('x'), ref: { kind: 'edit', msg: m } });
+      await db.s.next((x) => x.frame.t === 'error' && x.frame.ref === 'bad-edit' && x.frame.code === 'ref_not_allowed', 10_000);
+      db.send({ t: 'group_send', id: 'x', group, body: te.encode('+1'), ref: { kind: 'react', msg: m } });
+      await db.ack('x');
+      da.send({ t: 'group_send', id: 'e', group, body: te.encode('hello!'), ref: { kind: 'edit', msg: m } });
+      await da.ack('e');
+      da.send({ t: 'group_send', id: 'last', group, body: te.encode('last') });
+      const last = (await da.ack('last')).seq;
+      await db.upTo(last, 'b gets every entry');
+      expect(db.seen.filter((e) => e.ref).map((e) => [e.ref!.kind, e.ref!.msg])).toEqual([
+        ['reply', m],
+        ['react', m],
+        ['edit', m],
+      ]);
+      await old.upTo(last, 'the old client gets what it can read');
+      const oldMsgs = old.seen.filter((e) => e.kind === 'message');
+      expect(oldMsgs.map((e) => new TextDecoder().decode(e.body))).toEqual(['hello', 're', 'last']);
+      expect(oldMsgs.every((e) => e.ref === undefined)).toBe(true);
+    } finally {
+      closeAll();
+    }
+  }, 60_000);
 };
