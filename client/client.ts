@@ -2,7 +2,7 @@
 // references, reads, presence, typing, groups, keys), each a few lines that check the arguments and hand over to the part
 // that owns the work (outbox.ts, inbox.ts, groups.ts, typing.ts, presence.ts, keys.ts). One class keeps the API readable in
 // one place, as a WebSocket class does; the logic lives in those files.
-import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, REF_KINDS, type ErrorFrame, type PresenceVisibility, type ServerFrame } from '../protocol/index.js';
+import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, REF_KINDS, type ErrorFrame, type PresenceVisibility, type RefKind, type ServerFrame } from '../protocol/index.js';
 import { Connection } from './connection.js';
 import { defaultStore } from './default-store.js';
 import { Emitter, type Listener } from './emitter.js';
@@ -378,10 +378,25 @@ export class IrisClient {
   }
 
   /** Resolves once durable in the group's log (its seq); rewritten after reconnects until answered (dup on a retry). */
-  sendToGroup(group: string, body: Uint8Array | string, opts: { id?: string } = {}): Promise<GroupAckResult> {
+  sendToGroup(group: string, body: Uint8Array | string, opts: { id?: string; ref?: { kind: RefKind; seq: number } } = {}): Promise<GroupAckResult> {
     const bytes = typeof body === 'string' ? utf8.encode(body) : body.slice();
     if (bytes.byteLength > LIMITS.maxBodyBytes) return Promise.reject(new IrisError('frame_too_large', `body: ${bytes.byteLength} bytes exceeds ${LIMITS.maxBodyBytes}`));
-    return this.groupRequest(opts.id, (id) => ({ t: 'group_send', id, group, body: bytes }));
+    const r = opts.ref;
+    if (r && (!Number.isSafeInteger(r.seq) || r.seq <= 0 || !Object.hasOwn(REF_KINDS, r.kind))) return Promise.reject(new IrisError('invalid_field', 'ref: expected a kind and the seq of a group message'));
+    return this.groupRequest(opts.id, (id) => ({ t: 'group_send', id, group, body: bytes, ...(r && { ref: { kind: r.kind, msg: String(r.seq) } }) }));
+  }
+  /** Replies to / edits / deletes for everyone / reacts to message `seq` of a group (PROTOCOL.md 9.11). */
+  groupReply(group: string, seq: number, body: Uint8Array | string, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.sendToGroup(group, body, { ...opts, ref: { kind: 'reply', seq } });
+  }
+  groupEdit(group: string, seq: number, body: Uint8Array | string, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.sendToGroup(group, body, { ...opts, ref: { kind: 'edit', seq } });
+  }
+  groupDelete(group: string, seq: number, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.sendToGroup(group, new Uint8Array(0), { ...opts, ref: { kind: 'delete', seq } });
+  }
+  groupReact(group: string, seq: number, reaction: string, opts: { id?: string } = {}): Promise<GroupAckResult> {
+    return this.sendToGroup(group, reaction, { ...opts, ref: { kind: 'react', seq } });
   }
 
   /** The group's members and roles (members only; others get not_member). */

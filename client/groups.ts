@@ -1,4 +1,4 @@
-import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, decodeBinary, encodeBinary, type ClientFrame, type ErrorFrame, type GroupDeliver, type GroupEntry, type GroupMemberInfo, type GroupMemberReceipt, type GroupReceipts, type GroupRoster, type GroupSendAck } from '../protocol/index.js';
+import { CLIENT_ID_PATTERN, ID_PATTERN, LIMITS, decodeBinary, encodeBinary, type ClientFrame, type ErrorFrame, type GroupDeliver, type GroupEntry, type GroupMemberInfo, type GroupMemberReceipt, type GroupReceipts, type GroupRoster, type GroupSendAck, type MessageRef } from '../protocol/index.js';
 import { IrisError, errorOfFrame } from './errors.js';
 import type { LinkSource } from './link.js';
 import type { StoreQueue } from './store-queue.js';
@@ -25,6 +25,8 @@ export interface GroupMessage {
   ts: number;
   body: Uint8Array;
   text(): string;
+  /** A reply, edit, delete or reaction: `ref.msg` is the target's seq in decimal (PROTOCOL.md 9.11). */
+  ref?: MessageRef;
 }
 
 /** A membership change or rename (every kind but message). */
@@ -230,7 +232,7 @@ export class Groups {
     for (const e of fresh) {
       if (e.kind === 'message') {
         const body = e.body;
-        await this.d.emitMessage({ group: f.group, seq: e.seq, from: e.from, ts: e.ts, body, text: () => td.decode(body) });
+        await this.d.emitMessage({ group: f.group, seq: e.seq, from: e.from, ts: e.ts, body, text: () => td.decode(body), ...(e.ref && { ref: e.ref }) });
       } else {
         await this.d.emitEvent({ group: f.group, seq: e.seq, kind: e.kind, from: e.from, subject: e.subject, name: e.name, ts: e.ts, body: e.body });
       }

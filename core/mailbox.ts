@@ -132,7 +132,7 @@ export class Mailbox {
   private typingOrNull: TypingHub | null = null;
 
   get typing(): TypingHub {
-    return (this.typingOrNull ??= new TypingHub({ ...this.deps, out: this.out }));
+    return (this.typingOrNull ??= new TypingHub({ ...this.deps, out: this.out, group: (c, conv, on) => this.groups.typing(c, conv, on) }));
   }
 
   /** The key directory (core/keys.ts); created on first use. */
@@ -293,7 +293,7 @@ export class Mailbox {
       this.store.upsertDevice(f.device, cursor, now);
       this.store.setLastSeen(now);
       this.trim();
-      return { cursor, head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts: this.store.readReceiptsOn(), presence: this.store.presenceVisibility() };
+      return { cursor, fresh: known === undefined, head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts: this.store.readReceiptsOn(), presence: this.store.presenceVisibility() };
     }).catch((e: unknown) => {
       for (const h of handed) h.rollback();
       handed.length = 0;
@@ -308,7 +308,7 @@ export class Mailbox {
         const known = this.store.deviceCursor(f.device);
         const readReceipts = (u?.read_receipts ?? 1) !== 0;
         const cursor = known === undefined ? Math.max(this.history.newDeviceCursor(head, trimmed), f.cursor) : Math.max(known, f.cursor, trimmed);
-        return { cursor: Math.min(head, cursor), head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts, presence: this.store.presenceVisibility() };
+        return { cursor: Math.min(head, cursor), fresh: known === undefined, head, rv: this.store.receiptVersion(), rdv: this.store.readVersion(), readReceipts, presence: this.store.presenceVisibility() };
       });
     });
     if (r === null) {
@@ -328,7 +328,7 @@ export class Mailbox {
     const sync = (features & HELLO_FEATURES.sync) !== 0;
     const groups = (features & HELLO_FEATURES.groups) !== 0;
     const keys = (features & HELLO_FEATURES.keys) !== 0;
-    const base: ConnState = { device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(refs && { refs }), ...(typing && { typing }), ...(sync && { sync }), ...(groups && { groups }), ...(keys && { keys }) };
+    const base: ConnState = { device: f.device, sent: r.cursor, enc, rsent, acked: r.cursor, ...(refs && { refs }), ...(typing && { typing }), ...(sync && { sync }), ...(groups && { groups }), ...(keys && { keys }), ...(r.fresh && { fresh: true }) };
     // A client that did not name every entry feature is not shown some entries (core/shown.ts).
     conn.setState(partial(base) ? { ...base, vis: r.cursor } : base);
     this.out.reply(conn, enc, { t: 'welcome', user: this.user, device: f.device, cursor: r.cursor, head: r.head, time: now });

@@ -87,6 +87,8 @@ export interface ConnState {
   groups?: boolean;
   /** The client's hello named HELLO_FEATURES.keys: it is pushed `keys_state` when its pool runs low (core/keys.ts). */
   keys?: boolean;
+  /** The device was new to its user at this hello: its cursor per group starts by the history depth (core/group/member.ts). */
+  fresh?: boolean;
   /** On a connection that is not shown every entry (core/shown.ts, partial): the last seq it was shown. */
   vis?: number;
 }

@@ -193,6 +193,8 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   // A group's read position, per user (PROTOCOL.md 9.11, `group_read`): the user's devices share how far the user
   // read each group, as they share 1:1 read positions (reads). A column of the row the user already has per group.
   [`ALTER TABLE user_groups ADD COLUMN read INTEGER NOT NULL DEFAULT 0`],
+  // Message references in groups (PROTOCOL.md 9.11): the same two columns as the inbox's, on the group's log.
+  [`ALTER TABLE group_log ADD COLUMN ref_kind INTEGER NOT NULL DEFAULT 0`, `ALTER TABLE group_log ADD COLUMN ref_msg TEXT NOT NULL DEFAULT ''`],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -30,6 +30,8 @@ export interface TypingDeps {
   config: Config;
   log: Logger;
   out: Delivery;
+  /** Hands typing in a group to the group's shard (core/group/member.ts); null when `conv` is not a group. */
+  group?: (conn: Conn, conv: string, on: boolean) => Promise<void> | null;
 }
 
 /** What typing cost here: the benchmark (scripts/bench/typing.ts) and the tests read it. */
@@ -156,7 +158,16 @@ export class TypingHub {
       }
       this.typingIn.set(conv, { at: now, conn });
     } else this.typingIn.delete(conv);
-    // The recipient names a 1:1 conversation by its other user: this one.
+    await this.to(conn, conv, on);
+  }
+
+  /** A group's shard pushes to its online members; in 1:1 the recipient names the conversation by this user. */
+  private async to(conn: Conn, conv: string, on: boolean): Promise<void> {
+    const viaGroup = this.deps.group?.(conn, conv, on);
+    if (viaGroup) {
+      this.counts.calls++;
+      return viaGroup;
+    }
     await this.push([conv], this.deps.user, on);
   }
 
@@ -205,7 +216,7 @@ export class TypingHub {
       this.typingIn.delete(conv);
       if (now < s.at + this.ttl) stops.push(conv);
     }
-    await Promise.all(stops.map((conv) => this.push([conv], this.deps.user, false)));
+    await Promise.all(stops.map((conv) => this.to(conn, conv, false)));
   }
 
   // ------------------------------------------------------------------ recipient side

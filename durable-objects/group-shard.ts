@@ -110,6 +110,8 @@ export class GroupShard extends DurableObject<Env> {
       presence: () => Promise.reject(new Error('a group shard has no presence')),
       groupPush: (push) => this.groupPush(push),
       groupNews: (user, news) => env.USERS.get(env.USERS.idFromName(user)).groupNews(user, news),
+      // Typing in the group (core/group/group-shard.ts): only online members' shards are called.
+      typing: (to, from, conv, on) => env.USERS.get(env.USERS.idFromName(to)).typing(to, from, conv, on),
     };
     this.shard = new CoreGroupShard({
       group,

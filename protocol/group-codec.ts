@@ -1,6 +1,7 @@
 import { ProtocolError } from './errors.js';
 import { GROUP_ENTRY_KINDS, GROUP_RECEIPT_STATES, type GroupEntry, type GroupEntryKind, type GroupFrame, type GroupMemberInfo, type GroupMemberReceipt, type GroupReceiptState } from './groups.js';
 import type { Writer, Reader } from './binary.js';
+import { REF_KINDS, type MessageRef, type RefKind } from './frames.js';
 import { LIMITS } from './limits.js';
 import * as v from './validate.js';
 
@@ -12,6 +13,28 @@ import * as v from './validate.js';
 const KIND_BY_BYTE = new Map<number, GroupEntryKind>((Object.entries(GROUP_ENTRY_KINDS) as [GroupEntryKind, number][]).map(([k, n]) => [n, k]));
 const STATE_BY_BYTE = new Map<number, GroupReceiptState>((Object.entries(GROUP_RECEIPT_STATES) as [GroupReceiptState, number][]).map(([k, n]) => [n, k]));
 const ID = LIMITS.maxIdLength;
+const REF_BY_BYTE = new Map<number, RefKind>((Object.entries(REF_KINDS) as [RefKind, number][]).map(([k, n]) => [n, k]));
+
+/** A reference in a group (PROTOCOL.md 9.11): `refKind:u8 msg:str`, its kind byte `b` already read; msg is a seq. */
+function readRef(r: Reader, b: number, ref?: string): MessageRef {
+  const kind = REF_BY_BYTE.get(b);
+  if (kind === undefined) throw new ProtocolError('invalid_field', `ref.kind: unknown reference kind ${b}`, ref);
+  return { kind, msg: groupMsg(r.str('ref.msg', LIMITS.maxMessageIdLength), ref) };
+}
+
+/** A group message id: the target entry's seq, in decimal without leading zeros. */
+function groupMsg(x: unknown, ref?: string): string {
+  if (typeof x !== 'string' || !/^[1-9][0-9]{0,15}$/.test(x)) throw new ProtocolError('invalid_field', 'ref.msg: expected a group seq in decimal', ref);
+  return x;
+}
+
+function refFromJson(x: unknown, ref?: string): MessageRef {
+  if (typeof x !== 'object' || x === null || Array.isArray(x)) throw new ProtocolError('invalid_field', 'ref: expected an object', ref);
+  const o = x as Obj;
+  const kind = o['kind'];
+  if (typeof kind !== 'string' || !Object.hasOwn(REF_KINDS, kind)) throw new ProtocolError('invalid_field', 'ref.kind: expected reply, edit, delete or react', ref);
+  return { kind: kind as RefKind, msg: groupMsg(o['msg'], ref) };
+}
 
 type Obj = Record<string, unknown>;
 
@@ -59,6 +82,11 @@ export function encodeGroupBinary(w: Writer, f: GroupFrame): void {
       w.str(f.id);
       w.str(f.group);
       w.bytes(f.body);
+      // Trailing and optional, as send.ref: a group_send without one is what servers before references decode.
+      if (f.ref) {
+        w.u8(REF_KINDS[f.ref.kind]);
+        w.str(f.ref.msg);
+      }
       return;
     case 'group_ack':
       w.str(f.group);
@@ -103,6 +131,14 @@ export function encodeGroupBinary(w: Writer, f: GroupFrame): void {
         w.str(e.name);
         w.uint(e.ts);
         w.bytes(e.body);
+      }
+      // One trailing block, `refKind:u8 [msg:str]` per entry (0: none), only when an entry has a reference, as
+      // deliver's: a frame without any is what clients written before group references decode.
+      if (f.entries.some((e) => e.ref !== undefined)) {
+        for (const e of f.entries) {
+          w.u8(e.ref ? REF_KINDS[e.ref.kind] : 0);
+          if (e.ref) w.str(e.ref.msg);
+        }
       }
       return;
     case 'group_roster':
@@ -167,7 +203,9 @@ export function decodeGroupBinary(r: Reader, t: GroupFrame['t']): GroupFrame {
     }
     case 'group_send': {
       const id = v.clientId(r.str('id', ID), 'id');
-      return { t, id, group: v.userId(r.str('group', ID), 'group', id), body: r.bytes('body', LIMITS.maxBodyBytes, id) };
+      const f: GroupFrame = { t, id, group: v.userId(r.str('group', ID), 'group', id), body: r.bytes('body', LIMITS.maxBodyBytes, id) };
+      if (r.more()) f.ref = readRef(r, r.u8('ref.kind'), id);
+      return f;
     }
     case 'group_ack': {
       const f: GroupFrame = { t, group: v.userId(r.str('group', ID), 'group'), seq: r.uint('seq') };
@@ -210,6 +248,12 @@ export function decodeGroupBinary(r: Reader, t: GroupFrame['t']): GroupFrame {
         const from = v.userId(r.str('from', ID), 'from');
         const subject = r.str('subject', ID);
         entries.push({ seq, kind, from, subject: subject === '' ? '' : v.userId(subject, 'subject'), name: name(r.str('name', LIMITS.maxGroupNameLength)), ts: r.uint('ts'), body: r.bytes('body', LIMITS.maxBodyBytes) });
+      }
+      if (r.more()) {
+        for (const e of entries) {
+          const b = r.u8('ref.kind');
+          if (b !== 0) e.ref = readRef(r, b);
+        }
       }
       return { t, group, entries };
     }
@@ -289,7 +333,9 @@ export function decodeGroupJson(o: Obj, t: GroupFrame['t'], bytes: (s: unknown, 
     }
     case 'group_send': {
       const id = v.clientId(o['id'], 'id');
-      return { t, id, group: v.userId(o['group'], 'group', id), body: bytes(o['body'], 'body', id) };
+      const f: GroupFrame = { t, id, group: v.userId(o['group'], 'group', id), body: bytes(o['body'], 'body', id) };
+      if (o['ref'] !== undefined) f.ref = refFromJson(o['ref'], id);
+      return f;
     }
     case 'group_ack': {
       const f: GroupFrame = { t, group: v.userId(o['group'], 'group'), seq: v.uint(o['seq'], 'seq') };
@@ -335,6 +381,7 @@ export function decodeGroupJson(o: Obj, t: GroupFrame['t'], bytes: (s: unknown, 
             name: name(e['name']),
             ts: v.uint(e['ts'], 'ts'),
             body: bytes(e['body'], 'body'),
+            ...(e['ref'] !== undefined && { ref: refFromJson(e['ref']) }),
           };
         }),
       };

@@ -1,3 +1,5 @@
+import type { MessageRef } from './frames.js';
+
 /**
  * The group frames of protocol v1 (PROTOCOL.md 7.20, 9.11). A group has one log; every entry (a message or a
  * membership change) has the group's next sequence number, and every member is sent the same entries in the same
@@ -36,6 +38,11 @@ export interface GroupEntry {
   ts: number;
   /** The message body (opaque), the metadata of an update, the role byte; empty otherwise. */
   body: Uint8Array;
+  /**
+   * A message that refers to an earlier message of the group (PROTOCOL.md 9.9 and 9.11): `ref.msg` is that
+   * message's seq in decimal. Only to connections whose hello named HELLO_FEATURES.refs.
+   */
+  ref?: MessageRef;
 }
 
 /** Client: create group `group` (an id the client picks) named `name`, with `members` besides the sender. */
@@ -101,6 +108,8 @@ export interface GroupSend {
   id: string;
   group: string;
   body: Uint8Array;
+  /** A reply, edit, delete or reaction: `msg` is the target's seq in decimal (PROTOCOL.md 9.11). */
+  ref?: MessageRef;
 }
 
 /**

@@ -37,7 +37,7 @@ import { IrisClient, IrisError, type ConnectionState, type IrisMessage, type Iri
 import { FileStore } from '../client/node-store.js';
 import { ID_PATTERN } from '../protocol/limits.js';
 import { ONPREM_PORT, WRANGLER_PORT, connectUrl } from './lib/endpoints.js';
-import { GROUP_HELP, groupCommand, showGroups } from './lib/chat-groups.js';
+import { GROUP_HELP, groupCommand, groupRef, showGroups } from './lib/chat-groups.js';
 import { mintToken } from './token.js';
 import { printBundle, uploadDemoKeys } from './chat-keys.js';
 
@@ -249,7 +249,7 @@ client.on('receipt', (r) => {
 client.on('error', (e) => out(`! ${e.code}: ${e.message}`));
 client.on('keysLow', (k) => out(`* ${k.device} has ${k.count} one-time prekey(s) left; /keys uploads more`));
 client.on('typing', (t) => out(t.on ? `* ${t.from} is typing…` : `* ${t.from} stopped typing`));
-showGroups(client, out, clock);
+showGroups(client, out, clock, { remember, target, setText });
 client.on('presence', (p) => {
   if (p.online) return out(`* ${p.user} is online`);
   out(`* ${p.user} ${p.lastSeen === 0 ? 'was never seen' : `was last seen ${new Date(p.lastSeen).toLocaleString()}`}`);
@@ -338,6 +338,8 @@ rl.on('line', (raw) => {
       if (m === undefined) return out(`! no message #${r[2]}`);
       const text = kind === 'delete' ? '' : (r[3] ?? '');
       if ((kind === 'reply' || kind === 'edit') && text === '') return out(`! /${kind} N text`);
+      // A group message (#N shown in a group): the reference goes to that group.
+      if (groupRef(client, m.msg, kind, text, out)) return;
       return send(text, { kind, msg: m.msg });
     }
     if (line === '/read') {

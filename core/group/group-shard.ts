@@ -1,8 +1,10 @@
-import type { GroupEntry, GroupEntryKind } from '../../protocol/index.js';
+import type { GroupEntry, GroupEntryKind, MessageRef } from '../../protocol/index.js';
 import type { Config } from '../config.js';
 import type { Clock, Logger, Peers, Scheduler, Storage } from '../ports.js';
 import { StorageFullError } from '../ports.js';
+import { pushTyping } from '../typing.js';
 import { FanOut } from './fanout.js';
+import { checkGroupRef } from './refs.js';
 import { GroupStore, type MemberRow } from './store.js';
 import type { GroupAccepted, GroupCall, GroupChange, GroupReadResult, GroupReceiptsResult, GroupRefusal, GroupResult, GroupRosterResult, GroupWatchResult, Ranges } from './types.js';
 
@@ -75,7 +77,7 @@ export class GroupShard {
   async call(c: GroupCall): Promise<GroupResult> {
     switch (c.op) {
       case 'send':
-        return this.accept(c.from, c.cid, () => this.appendMessage(c.from, c.body));
+        return this.accept(c.from, c.cid, () => this.appendMessage(c.from, c.body, c.ref));
       case 'change':
         return this.accept(c.from, c.cid, () => this.applyChange(c.from, c.change));
       case 'roster':
@@ -88,6 +90,8 @@ export class GroupShard {
         return this.tx(() => this.mark(c.from, c.delivered, c.read));
       case 'receipts':
         return this.tx(() => this.receiptsOf(c.from, c.seq));
+      case 'typing':
+        return this.typing(c.from, c.on);
     }
   }
 
@@ -128,16 +132,20 @@ export class GroupShard {
     return r;
   }
 
-  private entry(kind: GroupEntryKind, from: string, subject = '', name = '', body: Uint8Array = new Uint8Array(0)): GroupEntry {
-    const e: GroupEntry = { seq: ++this.head, kind, from, subject, name, ts: this.deps.clock.now(), body };
+  private entry(kind: GroupEntryKind, from: string, subject = '', name = '', body: Uint8Array = new Uint8Array(0), ref?: MessageRef): GroupEntry {
+    const e: GroupEntry = { seq: ++this.head, kind, from, subject, name, ts: this.deps.clock.now(), body, ...(ref && { ref }) };
     this.store.append(e);
     this.fan.appended(e);
     return e;
   }
 
-  private appendMessage(from: string, body: Uint8Array): GroupAccepted | GroupRefusal {
+  private appendMessage(from: string, body: Uint8Array, ref?: MessageRef): GroupAccepted | GroupRefusal {
     if (!this.current(from)) return refuse('not_member', 'not a member of this group');
-    const e = this.entry('message', from, '', '', body);
+    // A reference is checked before the entry is appended (core/group/refs.ts); a refusal stores nothing.
+    const { group, deps } = this;
+    const v = ref && checkGroupRef(ref, { group, from, now: deps.clock.now(), config: deps.config, ranges: this.rangesOf(from), wasMember: (u) => this.ranges.has(u), entry: (seq) => this.store.range(seq - 1, seq, 1)[0] });
+    if (v && !v.ok) return refuse(v.code, v.message);
+    const e = this.entry('message', from, '', '', body, ref);
     return { ok: true, seq: e.seq, ts: e.ts, dup: false };
   }
 
@@ -315,6 +323,17 @@ export class GroupShard {
       states.push({ user, state: r >= seq ? ('read' as const) : d >= seq ? ('delivered' as const) : ('sent' as const) });
     }
     return { ok: true, seq, states };
+  }
+
+  /**
+   * Typing (ARCHITECTURE.md "Typing"): no commit, no row; one call to each online member but the typer, not awaited
+   * (a slow member delays no one). A member shard with no device is not in `online`, so it is never woken for it.
+   */
+  private async typing(from: string, on: boolean): Promise<GroupWatchResult | GroupRefusal> {
+    this.load();
+    if (!this.current(from)) return refuse('not_member', 'not a member of this group');
+    void pushTyping(this.deps.peers, [...this.online], from, this.group, on);
+    return { ok: true, head: this.head };
   }
 
   // ------------------------------------------------------------------ membership news

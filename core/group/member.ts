@@ -2,6 +2,8 @@ import { LIMITS, ProtocolError, encodeFrame, type GroupClientFrame, type GroupEn
 import type { Delivery } from '../delivery.js';
 import type { MailboxDeps } from '../mailbox.js';
 import type { Conn } from '../ports.js';
+import { markRead, sendReads } from './reads.js';
+import { groupEntriesFor } from './refs.js';
 import { MemberGroups } from './store.js';
 import type { GroupCall, GroupChange, GroupNews, GroupResult } from './types.js';
 
@@ -29,6 +31,8 @@ interface DeviceGroup {
    * fan-out's p99 at 1,024 members did not move measurably with it, see ARCHITECTURE.md "Groups").
    */
   step: number;
+  /** Started by the history depth (a device new to its user): entries trimmed before its start are no gap to it. */
+  fresh: boolean;
 }
 
 /** A spread in [CURSOR_STEP, 2 x CURSOR_STEP) from the names (FNV-1a): stable, no randomness to test around. */
@@ -90,7 +94,7 @@ export class GroupMember {
         call = { op: 'roster', from };
         break;
       case 'group_send':
-        call = { op: 'send', from, cid: f.id, body: f.body };
+        call = { op: 'send', from, cid: f.id, body: f.body, ...(f.ref && { ref: f.ref }) };
         break;
       case 'group_receipts_query':
         call = { op: 'receipts', from, seq: f.seq };
@@ -119,6 +123,18 @@ export class GroupMember {
       return;
     }
     if ('dup' in r) this.m.out.reply(conn, now, { t: 'group_send_ack', id: ref, group: f.group, seq: r.seq, ts: r.ts, dup: r.dup });
+  }
+
+  /**
+   * A typing frame whose `conv` is a group this user is or was in goes to the group's shard, which pushes it to its
+   * online members (ARCHITECTURE.md "Typing"); a refusal (no longer a member) is an error whose `ref` is the group.
+   * Null when `conv` is no group of this user: TypingHub treats it as 1:1.
+   */
+  typing(conn: Conn, conv: string, on: boolean): Promise<void> | null {
+    if (!this.store.membership(conv)) return null;
+    return this.call(conv, { op: 'typing', from: this.user, on }).then((r) => {
+      if (r && !r.ok && conn.state) this.m.out.error(conn, conn.state.enc, r.code, r.message, conv);
+    });
   }
 
   private change(f: Exclude<GroupClientFrame, { t: 'group_ack' | 'group_send' | 'group_roster_query' | 'group_receipts_query' }>): GroupChange {
@@ -159,10 +175,11 @@ export class GroupMember {
     if (!existed) d.sent = Math.max(d.sent, seq);
     if (seq > d.sent) throw new ProtocolError('bad_ack', `group ack for seq ${seq} beyond what was sent in ${group}`);
     this.noteMarks(group, seq, read ?? 0);
-    if (read !== undefined && read > 0) await this.markRead(group, read);
+    if (read !== undefined && read > 0) await markRead(this.m, this.store, group, read);
     if (seq <= d.acked) return;
-    d.acked = seq;
     d.unacked = d.unacked.filter((s) => s > seq);
+    // Without refs, an ack of everything shown also covers the entries left out after it (see deliver).
+    d.acked = conn.state?.refs !== true && d.unacked.length === 0 ? d.sent : seq;
     if (d.acked - d.written >= d.step) await this.saveCursor(conn, group, d);
     await this.pump(conn, group);
   }
@@ -173,29 +190,6 @@ export class GroupMember {
     const at = d.acked;
     await this.m.tx(() => this.store.setCursor(group, device, at));
     d.written = Math.max(d.written, at);
-  }
-
-  // ------------------------------------------------------------------ read position (the user's devices)
-
-  /**
-   * The user read `group` up to `seq`: one row (user_groups.read, only when it moves forward) and `group_read` to
-   * every connection of the user that reads groups, so the unread count is the same on every device. Whether the
-   * group's members learn it is the read-receipt setting's business (noteMarks), not this.
-   */
-  private async markRead(group: string, seq: number): Promise<void> {
-    const moved = await this.m.tx(() => this.store.setRead(group, seq));
-    if (!moved) return;
-    for (const c of this.m.deps.sockets.list()) {
-      const st = c.state;
-      if (st?.groups === true) this.m.out.reply(c, st.enc, { t: 'group_read', group, seq });
-    }
-  }
-
-  /** After welcome: the read position of each of the user's groups that has one. */
-  private sendReads(conn: Conn): void {
-    const st = conn.state;
-    if (st?.groups !== true) return;
-    for (const r of this.store.reads()) this.m.out.reply(conn, st.enc, { t: 'group_read', group: r.grp, seq: r.read });
   }
 
   // ------------------------------------------------------------------ receipts (coalesced)
@@ -241,7 +235,7 @@ export class GroupMember {
   async onHello(conn: Conn): Promise<void> {
     const groups = this.store.groups();
     if (groups.length === 0) return;
-    this.sendReads(conn);
+    sendReads(this.m, this.store, conn);
     if (!this.watched) {
       this.watched = true;
       await Promise.all(groups.filter((g) => g.left_at === 0).map((g) => this.watch(g.grp, true)));
@@ -286,11 +280,29 @@ export class GroupMember {
     if (!mine) DEVICE_GROUPS.set(conn, (mine = new Map()));
     let d = mine.get(group);
     if (!d) {
-      const cursor = this.store.cursor(group, st.device) ?? 0;
-      d = { sent: cursor, acked: cursor, written: cursor, unacked: [], pumping: false, again: false, step: cursorStep(this.user, st.device, group) };
+      const stored = this.store.cursor(group, st.device);
+      // Another device of the user stored a cursor here: the user was served in this group, so what is trimmed
+      // before the new device's start is history it is not given, no loss (a loss is reported to those devices).
+      const known = stored === undefined && st.fresh === true ? this.store.lowestCursor(group, st.device) : undefined;
+      const fresh = known !== undefined;
+      const cursor = stored ?? (known !== undefined ? this.newDeviceCursor(group, known) : 0);
+      // A fresh device's start is written at its first ack or close (written below it), so it is not new again.
+      d = { sent: cursor, acked: cursor, written: fresh ? cursor - 1 : cursor, unacked: [], pumping: false, again: false, step: cursorStep(this.user, st.device, group), fresh };
       mine.set(group, d);
     }
     return d;
+  }
+
+  /**
+   * Where a device new to its user starts in a group (ARCHITECTURE.md "Multi-device sync", the inbox's rule per
+   * group): what some known device of the user has not acknowledged yet (`known`, the lowest stored cursor; with
+   * none stored the device starts at 0, everything of its ranges), and the newest historyDepth entries. The group's
+   * read skips what is outside the member's ranges and starts at the oldest entry kept, so the join and the trim
+   * need no look-up here.
+   */
+  private newDeviceCursor(group: string, known: number): number {
+    const head = this.heads.get(group);
+    return head === undefined ? known : Math.min(known, Math.max(head - this.m.deps.config.historyDepth, 0));
   }
 
   // ------------------------------------------------------------------ from the group
@@ -335,8 +347,10 @@ export class GroupMember {
     await Promise.all(conns.map((c) => this.pump(c, n.group)));
   }
 
-  private deliver(conn: Conn, group: string, d: DeviceGroup, entries: GroupEntry[], upTo: number): boolean {
-    let rest = entries;
+  private deliver(conn: Conn, group: string, d: DeviceGroup, all: GroupEntry[], upTo: number): boolean {
+    // A client written before references gets replies as plain messages and no edits, deletes or reactions.
+    let rest = groupEntriesFor(all, conn.state!.refs);
+    const skipped = rest.length < all.length;
     while (rest.length > 0) {
       // A frame must fit in maxFrameBytes: halve the batch until it does (one entry always fits).
       let batch = rest.slice(0, LIMITS.maxDeliverBatch);
@@ -352,6 +366,8 @@ export class GroupMember {
       rest = rest.slice(batch.length);
     }
     d.sent = Math.max(d.sent, upTo);
+    // Nothing shown is unacknowledged: the entries left out are acknowledged here (the device cannot ack them).
+    if (skipped && d.unacked.length === 0) d.acked = Math.max(d.acked, d.sent);
     return true;
   }
 
@@ -373,7 +389,9 @@ export class GroupMember {
         const r = await this.call(group, { op: 'read', from: this.user, after: d.sent, limit: Math.min(room, PULL_PAGE) });
         if (r === null || !r.ok || !('entries' in r) || conn.state === null) break;
         this.noteHead(group, r.head);
-        if (r.gap !== undefined) this.m.out.error(conn, conn.state.enc, 'history_gap', `entries of ${group} before ${r.gap + 1} are no longer kept`, group);
+        // A new device that starts by the history depth is given what is kept, without a gap (nothing of its was lost).
+        if (r.gap !== undefined && !d.fresh) this.m.out.error(conn, conn.state.enc, 'history_gap', `entries of ${group} before ${r.gap + 1} are no longer kept`, group);
+        d.fresh = false;
         if (!this.deliver(conn, group, d, r.entries, r.upTo)) break;
         if (r.upTo < r.head) d.again = true;
       } while (d.again);

@@ -1,5 +1,6 @@
 import { GROUP_ENTRY_KINDS, type GroupEntry, type GroupEntryKind } from '../../protocol/index.js';
 import type { Sql } from '../ports.js';
+import { refColumns, refFromColumns } from '../refs.js';
 
 /** Every query of groups (core/schema.ts migration 7): the group side (GroupStore) and the member side (MemberGroups). */
 
@@ -21,10 +22,11 @@ export interface MemberRow {
   told: number;
 }
 
-type LogRow = { seq: number; kind: number; sender: string; subject: string; name: string; ts: number; body: Uint8Array };
+type LogRow = { seq: number; kind: number; sender: string; subject: string; name: string; ts: number; body: Uint8Array; ref_kind: number; ref_msg: string };
 
 function toEntry(r: LogRow): GroupEntry {
-  return { seq: r.seq, kind: KIND_BY_NUMBER.get(r.kind) ?? 'message', from: r.sender, subject: r.subject, name: r.name, ts: r.ts, body: r.body };
+  const ref = refFromColumns(r.ref_kind, r.ref_msg);
+  return { seq: r.seq, kind: KIND_BY_NUMBER.get(r.kind) ?? 'message', from: r.sender, subject: r.subject, name: r.name, ts: r.ts, body: r.body, ...(ref && { ref }) };
 }
 
 export class GroupStore {
@@ -67,8 +69,8 @@ export class GroupStore {
 
   append(e: GroupEntry): void {
     this.sql.all(
-      `INSERT INTO group_log (grp, seq, kind, sender, subject, name, ts, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-      this.group, e.seq, GROUP_ENTRY_KINDS[e.kind], e.from, e.subject, e.name, e.ts, e.body,
+      `INSERT INTO group_log (grp, seq, kind, sender, subject, name, ts, body, ref_kind, ref_msg) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      this.group, e.seq, GROUP_ENTRY_KINDS[e.kind], e.from, e.subject, e.name, e.ts, e.body, ...refColumns(e.ref),
     );
   }
 
@@ -76,7 +78,7 @@ export class GroupStore {
   range(after: number, upTo: number, limit: number): GroupEntry[] {
     return this.sql
       .all<LogRow & Record<string, never>>(
-        `SELECT seq, kind, sender, subject, name, ts, body FROM group_log WHERE grp = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`,
+        `SELECT seq, kind, sender, subject, name, ts, body, ref_kind, ref_msg FROM group_log WHERE grp = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?`,
         this.group, after, upTo, limit,
       )
       .map(toEntry);
@@ -168,6 +170,11 @@ export class MemberGroups {
 
   cursor(group: string, device: string): number | undefined {
     return this.sql.all<{ cursor: number }>(`SELECT cursor FROM group_cursors WHERE user = ? AND grp = ? AND device = ?`, this.user, group, device)[0]?.cursor;
+  }
+
+  /** The lowest stored cursor of this user's devices in the group but `device` (undefined: none stored). */
+  lowestCursor(group: string, device: string): number | undefined {
+    return this.sql.all<{ c: number | null }>(`SELECT MIN(cursor) AS c FROM group_cursors WHERE user = ? AND grp = ? AND device <> ?`, this.user, group, device)[0]?.c ?? undefined;
   }
 
   setCursor(group: string, device: string, cursor: number): void {

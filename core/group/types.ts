@@ -1,4 +1,4 @@
-import type { ErrorCode, GroupEntry, GroupMemberInfo, GroupMemberReceipt } from '../../protocol/index.js';
+import type { ErrorCode, GroupEntry, GroupMemberInfo, GroupMemberReceipt, MessageRef } from '../../protocol/index.js';
 
 /**
  * What travels between a user's shard and a group's shard (core/ports.ts Peers.group, groupPush, groupNews). Plain
@@ -17,7 +17,7 @@ export type GroupChange =
 
 /** A user's shard -> the group's shard. `from` is the user the call is made for (the shard vouches for it). */
 export type GroupCall =
-  | { op: 'send'; from: string; cid: string; body: Uint8Array }
+  | { op: 'send'; from: string; cid: string; body: Uint8Array; ref?: MessageRef }
   | { op: 'change'; from: string; cid: string; change: GroupChange }
   | { op: 'roster'; from: string }
   /** Entries of `from`'s ranges after `after`, at most `limit`. */
@@ -27,7 +27,9 @@ export type GroupCall =
   /** How far `from`'s devices got: delivered to one of them, read on one of them (cumulative; coalesced). */
   | { op: 'mark'; from: string; delivered: number; read: number }
   /** Who received and read entry `seq` (asked by its sender). */
-  | { op: 'receipts'; from: string; seq: number };
+  | { op: 'receipts'; from: string; seq: number }
+  /** `from` is typing in the group (on) or stopped: pushed to the online members but `from`, never stored. */
+  | { op: 'typing'; from: string; on: boolean };
 
 export type GroupRefusal = { ok: false; code: ErrorCode; message: string };
 

@@ -16,9 +16,49 @@ type Out = (line: string) => void;
 
 const why = (e: unknown) => (e instanceof IrisError ? `${e.code}: ${e.message}` : String(e));
 
+/** The chat's short indexes (#N) of messages shown (scripts/chat.ts), shared by 1:1 and group messages. */
+export interface ShownIndex {
+  remember(msg: string, from: string, text: string): number;
+  /** How a referred-to message is named: its #N and a quote, or its key if never shown here. */
+  target(msg: string): string;
+  setText(msg: string, from: string, text: string): void;
+}
+
+/** A group message's key in the index: `GROUP#SEQ` (1:1 server ids are `user:n`, so the two never meet). */
+export const groupKey = (group: string, seq: number | string): string => `${group}#${seq}`;
+
+/** Sends a reply, edit, delete or reaction to group message `key` (/reply N ... on a group message); false: not one. */
+export function groupRef(client: IrisClient, key: string, kind: 'reply' | 'edit' | 'delete' | 'react', text: string, out: Out): boolean {
+  const k = /^(.+)#(\d+)$/.exec(key);
+  if (!k) return false;
+  const [group, seq] = [k[1]!, Number(k[2])];
+  client.sendToGroup(group, text, { ref: { kind, seq } }).then(
+    (a) => out(`  ✓ ${kind} of ${group} #${seq} (#${a.seq}${a.dup ? ', already stored' : ''})`),
+    (e: unknown) => out(`! not sent to ${group}: ${why(e)}`),
+  );
+  return true;
+}
+
 /** Prints group messages and membership changes as they arrive (once per device: the SDK keeps the cursors). */
-export function showGroups(client: IrisClient, out: Out, clock: (ms: number) => string): void {
-  client.on('groupMessage', (m) => out(`[${clock(m.ts)}] ${m.group} | ${m.from}: ${m.text()}`));
+export function showGroups(client: IrisClient, out: Out, clock: (ms: number) => string, idx?: ShownIndex): void {
+  client.on('groupMessage', (m) => {
+    const at = `[${clock(m.ts)}] ${m.group} |`;
+    const key = groupKey(m.group, m.seq);
+    if (!idx) return out(`${at} ${m.from}: ${m.text()}`);
+    if (!m.ref) return out(`${at} #${idx.remember(key, m.from, m.text())} ${m.from}: ${m.text()}`);
+    const t = idx.target(groupKey(m.group, m.ref.msg));
+    switch (m.ref.kind) {
+      case 'reply':
+        return out(`${at} #${idx.remember(key, m.from, m.text())} ${m.from} ↪ ${t}: ${m.text()}`);
+      case 'edit':
+        out(`${at} ${m.from} edited ${t}: ${m.text()}`);
+        return idx.setText(groupKey(m.group, m.ref.msg), m.from, m.text());
+      case 'delete':
+        return out(`${at} ${m.from} deleted ${t} for everyone`);
+      case 'react':
+        return out(m.body.length === 0 ? `${at} ${m.from} removed their reaction to ${t}` : `${at} ${m.from} reacted ${m.text()} to ${t}`);
+    }
+  });
   client.on('groupEvent', (e) => {
     const what =
       e.kind === 'create' ? `${e.from} created the group "${e.name}"`

@@ -97,4 +97,29 @@ describe('groups through the SDK', () => {
     await waitFor('and gets it back once', () => texts.filter((t) => t === 'kept').length === 1);
     expect(aliceStore.load().groupOutbox ?? []).toEqual([]);
   });
+
+  it('references and typing in a group through the SDK: groupReply / groupEdit / groupReact arrive with ref; a member typing reaches the others', async () => {
+    const a = sdkClient(url, alice!, 'refs');
+    const b = sdkClient(url, bob!, 'refs');
+    clients.push(a, b);
+    await Promise.all([a.connect(), b.connect()]);
+    const atBob: GroupMessage[] = [];
+    const typing: { conv: string; from: string; on: boolean }[] = [];
+    b.on('groupMessage', (m) => void atBob.push(m));
+    b.on('typing', (t) => void typing.push(t));
+    const { group } = await a.createGroup('refs', [bob!]);
+    const m = await a.sendToGroup(group, 'hello');
+    await b.groupReply(group, m.seq, 're');
+    await b.groupReact(group, m.seq, '+1');
+    await a.groupEdit(group, m.seq, 'hello!');
+    await expect(b.groupDelete(group, m.seq)).rejects.toMatchObject({ code: 'ref_not_allowed' });
+    await waitFor('bob has the edit', () => atBob.some((x) => x.ref?.kind === 'edit'));
+    expect(atBob.filter((x) => x.ref).map((x) => [x.from, x.ref!.kind, x.ref!.msg])).toEqual([
+      [bob, 'reply', String(m.seq)],
+      [bob, 'react', String(m.seq)],
+      [alice, 'edit', String(m.seq)],
+    ]);
+    a.typing(group);
+    await waitFor('bob sees alice typing in the group', () => typing.some((t) => t.conv === group && t.from === alice && t.on));
+  });
 });

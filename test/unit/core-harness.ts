@@ -262,13 +262,7 @@ export class World {
             // A watcher whose shard is not in memory has no socket: not wanted, and not created for it.
             return this.boxes.get(watcher)?.presenceChanged(info) ?? false;
           },
-          typing: async (to: string, from: string, conv: string, on: boolean) => {
-            const call: World['typingCalls'][number] = { to, from, conv, on };
-            this.typingCalls.push(call);
-            // Like the on-prem router: a shard that is not in memory has no socket, and is not created for it.
-            call.online = this.boxes.get(to)?.typingFrom(from, conv, on) ?? false;
-            return call.online;
-          },
+          typing: async (to: string, from: string, conv: string, on: boolean) => this.typingPeer(to, from, conv, on),
           ...this.groupPeers,
           // The key directory (core/keys.ts): straight into the owner's mailbox, as the on-prem router does.
           fetchKeys: async (owner: string, requester: string) => this.mailbox(owner).keys.take(requester),
@@ -281,6 +275,15 @@ export class World {
     return m;
   }
 
+  /** Peers.typing, from a user's shard or a group's. */
+  private typingPeer(to: string, from: string, conv: string, on: boolean): boolean {
+    const call: World['typingCalls'][number] = { to, from, conv, on };
+    this.typingCalls.push(call);
+    // Like the on-prem router: a shard that is not in memory has no socket, and is not created for it.
+    call.online = this.boxes.get(to)?.typingFrom(from, conv, on) ?? false;
+    return call.online;
+  }
+
   groupShard(group: string): GroupShard {
     let g = this.groupShards.get(group);
     if (!g) {
@@ -291,7 +294,7 @@ export class World {
         log: { log: (level, message, error) => this.logs.push({ level, message, error }) },
         clock: { now: () => this.now },
         scheduler: { wakeAt: (ms) => this.wakes.set(`group:${group}`, Math.min(ms, this.wakes.get(`group:${group}`) ?? Infinity)) },
-        peers: { forward: () => Promise.reject(new Error('a group does not forward')), presence: () => Promise.reject(new Error('no presence')), ...this.groupPeers },
+        peers: { forward: () => Promise.reject(new Error('a group does not forward')), presence: () => Promise.reject(new Error('no presence')), typing: async (to, from, conv, on) => this.typingPeer(to, from, conv, on), ...this.groupPeers },
       });
       this.groupShards.set(group, g);
     }

@@ -2,6 +2,7 @@ import type { IrisClient } from '../../../client/index.js';
 import type { ClientPool, Seen, Sender } from '../helpers.js';
 import type { Target } from '../suite.js';
 import { groups } from './groups.js';
+import { groupsPlugins } from './groups-plugins.js';
 import { refsFeature } from './refs.js';
 import { sync } from './sync.js';
 import { typingFeature } from './typing.js';
@@ -28,4 +29,4 @@ export interface ConformanceContext {
 export type Feature = (ctx: ConformanceContext) => void;
 
 /** Every feature's conformance tests, in the order they run. */
-export const FEATURES: Feature[] = [refsFeature, typingFeature, sync, groups, keysFeature, trustFeature];
+export const FEATURES: Feature[] = [refsFeature, typingFeature, sync, groups, groupsPlugins, keysFeature, trustFeature];
