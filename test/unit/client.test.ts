@@ -448,7 +448,11 @@ describe('IrisClient: deliveries, acks and the cursor', () => {
     s.push({ t: 'settings', readReceipts: false });
     s.push({ t: 'receipts', upTo: 1, items: [{ peer: 'bob', msg: 'alice:9', ts: 5, read: 'alice:8', readTs: 6 }] });
     s.push({ t: 'read_state', upTo: 7, items: [{ conv: 'bob', msg: 'bob:5', ts: 8 }] }, 'json');
-    await waitFor(() => store.reads === 7);
+    const groupReads: string[] = [];
+    c.on('groupRead', (g) => void groupReads.push(`${g.group}@${g.seq}`));
+    s.push({ t: 'group_read', group: 'team', seq: 4 });
+    await waitFor(() => store.reads === 7 && groupReads.length === 1);
+    expect(groupReads).toEqual(['team@4']);
     expect(settings).toEqual([false]);
     expect(c.readReceipts).toBe(false);
     expect(reads).toEqual([['bob', 'alice:8', 6]]);

@@ -167,6 +167,29 @@ export const groups: Feature = (ctx) => {
     }
   });
 
+  it("groups: a read mark on one device reaches the user's other devices (group_read), and a later connection is told it", async () => {
+    try {
+      const [a, b] = [ctx.user('ra'), ctx.user('rb')];
+      const group = ctx.user('rgrp');
+      const da = await device(a);
+      const phone = await device(b, 'phone');
+      const laptop = await device(b, 'laptop');
+      da.send({ t: 'group_create', id: 'create', group, name: 'r', members: [b] });
+      await da.ack('create');
+      da.send({ t: 'group_send', id: 'm', group, body: te.encode('read me') });
+      const { seq } = await da.ack('m');
+      await waitFor(() => (phone.take(), phone.messages().length === 1), 10_000, 'the phone has it');
+      phone.send({ t: 'group_ack', group, seq, read: seq });
+      const got = await laptop.s.next((f) => f.frame.t === 'group_read', 10_000);
+      expect(got.frame).toEqual({ t: 'group_read', group, seq });
+      const later = await device(b, 'tablet');
+      const told = await later.s.next((f) => f.frame.t === 'group_read', 10_000);
+      expect(told.frame).toEqual({ t: 'group_read', group, seq });
+    } finally {
+      closeAll();
+    }
+  });
+
   it('groups: a non-member is refused with not_member and learns nothing (no entry, no roster)', async () => {
     try {
       const [a, e] = [ctx.user('ga'), ctx.user('ge')];
