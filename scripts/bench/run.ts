@@ -295,7 +295,10 @@ async function main(): Promise<number> {
       try {
         const status = (s: PhaseStatus) => view.update({ ...s, run: i + 1, runs: plan.length, elapsedMs: Date.now() - started.getTime() });
         result = await runLoad(spec, log, status);
+        // The bar of a finished run would otherwise sit under the lines of the next run's start.
+        view.clear();
       } catch (e) {
+        view.clear();
         log(`[${p.label}] failed: ${e instanceof Error ? e.message : String(e)}\n--- server output (tail) ---\n${server.output().slice(-3000)}`);
         throw e;
       }
