@@ -15,14 +15,16 @@ import { Proc, plan } from './procs.js';
 import type { Accounting, LoadResult, LoadSpec, PhaseSummary } from './results.js';
 import { cpuSeconds, processTree, treeRss } from './servers.js';
 import { Timeline } from './timeline.js';
+import { maxSteps, type PhaseStatus } from './progress.js';
 
 export type { Accounting, LoadResult, LoadSpec, MemoryResult, PhaseSummary, TimelinePoint } from './results.js';
 
 /** Upper bound on the steps of one find-the-maximum search. */
 const MAX_STEPS = 40;
 
-export async function runLoad(spec: LoadSpec, log: (line: string) => void): Promise<LoadResult> {
-  const run = new LoadRun(spec, log);
+/** `status`: where the live line goes instead of `log` when the caller draws a progress bar (scripts/bench/progress.ts). */
+export async function runLoad(spec: LoadSpec, log: (line: string) => void, status?: (s: PhaseStatus) => void): Promise<LoadResult> {
+  const run = new LoadRun(spec, log, status);
   try {
     await run.startClients();
     if (spec.mode === 'memory') {
@@ -69,6 +71,7 @@ class LoadRun {
   constructor(
     private readonly spec: LoadSpec,
     private readonly log: (line: string) => void,
+    private readonly status?: (s: PhaseStatus) => void,
   ) {
     const runId = Math.random().toString(36).slice(2, 8);
     this.assignment = plan(spec, runId);
@@ -305,10 +308,17 @@ class LoadRun {
     const inflight = procs.reduce((x, p) => x + p.totals.pending, 0);
     const errs = procs.reduce((x, p) => x + Object.values(p.errors).reduce((y, z) => y + z, 0), 0);
     if (!a) return;
-    this.log(
+    const detail =
       `[${spec.label}] ${String(sec).padStart(4)}s  offered ${fmt(a.offered)}/s  sent ${fmt(a.sent)}/s  delivered ${fmt(a.delivered)}/s  ` +
-        `p99 ${a.p99.toFixed(2)} ms  in-flight ${fmt(inflight)}  errors ${fmt(a.errors)}/s (total ${fmt(errs)})`,
-    );
+      `p99 ${a.p99.toFixed(2)} ms  in-flight ${fmt(inflight)}  errors ${fmt(a.errors)}/s (total ${fmt(errs)})`;
+    const cur = this.current;
+    if (!this.status || !cur) {
+      this.log(detail);
+      return;
+    }
+    const max = spec.mode === 'max';
+    const frac = (now() - cur.t0) / Math.max(1, cur.end - cur.t0);
+    this.status({ label: spec.label, step: cur.phase + 1, steps: max ? maxSteps(spec, MAX_STEPS) : 1, bound: max, frac, detail });
   }
 
   /**

@@ -54,7 +54,7 @@ export interface Options extends MaxSearch {
   out: string | null;
   /** Collect V8 CPU profiles of the server and client processes under DIR (summaries + flame graphs). */
   profile: string | null;
-  /** Re-render summary.md and the plots of an existing results directory (no load). */
+  /** Re-render summary.md, report.html and the plots of an existing results directory (no load). */
   render: string | null;
   keepData: boolean;
   quiet: boolean;
@@ -330,9 +330,10 @@ export function helpText(): string {
     '',
     'Output:',
     '  --out DIR                  results directory                 [bench-results/<time>-<preset>]',
+    '                             (result.json, summary.md, report.html for a browser, SVG plots)',
     '  --profile DIR              node --cpu-prof for server + client processes; top functions and',
     '                             flame graphs (SVG) per process in DIR/profiles.md',
-    '  --render DIR               redo summary.md and the plots of DIR from its result.json',
+    '  --render DIR               redo summary.md, report.html and the plots of DIR from its result.json',
     '  --keep-data --quiet --secret S',
     '',
     'Worker kill (on-prem, fixed mode; no baseline unless --baseline is given):',

@@ -1,6 +1,6 @@
 /**
  * iris bench: drives an Iris server (and, in the same invocation, its raw baseline) through the real protocol
- * and writes result.json, summary.md and SVG plots. See `--help` and docs/BENCHMARKS.md.
+ * and writes result.json, summary.md, report.html and SVG plots. See `--help` and docs/BENCHMARKS.md.
  *
  *   sh scripts/node.sh --import tsx scripts/bench/run.ts --preset smoke
  *
@@ -15,6 +15,8 @@ import { helpText, parseOptions, UsageError, type Options } from './options.js';
 import { checkTargets, compare, summaryMarkdown, writePlots, type RunRecord } from './report.js';
 import { externalServer, freePort, ROOT, startOnprem, startRelay, startWrangler, treeRss, type Server } from './servers.js';
 import type { Wire } from './common.js';
+import { writeHtmlReport } from './html.js';
+import { ProgressView, type PhaseStatus } from './progress.js';
 import { flameSvg, summarizeProfile } from './profile.js';
 import { judgeKill, killLines, killWorker, supervisorTimes, type KillSpec } from './kill.js';
 import { ownerOf } from '../../onprem/owner.js';
@@ -62,8 +64,11 @@ interface RunPlan {
   connections: number;
 }
 
+/** Every line to stderr goes through the view, so that on a terminal the progress bar stays on the last line. */
+const view = new ProgressView(process.stderr);
+
 function log(line: string): void {
-  process.stderr.write(`${line}\n`);
+  view.log(line);
 }
 
 function machine(): Record<string, string | number> {
@@ -157,7 +162,8 @@ function writeOutputs(outDir: string, meta: ResultMeta): string {
   ];
   const summary = summaryMarkdown(runs, comparisons, targets, header);
   writeFileSync(join(outDir, 'summary.md'), summary);
-  const json = { tool: 'iris-bench', format: 1, ...meta, runs, comparisons, targets, files: ['result.json', 'summary.md', ...plots] };
+  const html = writeHtmlReport(outDir, `Bench result: ${o.preset ?? o.mode}`, summary, runs, plots);
+  const json = { tool: 'iris-bench', format: 1, ...meta, runs, comparisons, targets, files: ['result.json', 'summary.md', html, ...plots] };
   writeFileSync(join(outDir, 'result.json'), JSON.stringify(json, null, 1) + '\n');
   return summary;
 }
@@ -182,7 +188,7 @@ async function main(): Promise<number> {
     const dir = resolve(o.render);
     const prev = JSON.parse(readFileSync(join(dir, 'result.json'), 'utf8')) as ResultMeta;
     process.stdout.write(writeOutputs(dir, prev));
-    log(`bench: re-rendered ${relative(process.cwd(), dir) || '.'} from its result.json`);
+    log(`bench: re-rendered ${relative(process.cwd(), dir) || '.'} from its result.json (summary.md, report.html, plots)`);
     return 0;
   }
   if (o.rateFrom !== null) {
@@ -287,8 +293,12 @@ async function main(): Promise<number> {
       };
       let result;
       try {
-        result = await runLoad(spec, log);
+        const status = (s: PhaseStatus) => view.update({ ...s, run: i + 1, runs: plan.length, elapsedMs: Date.now() - started.getTime() });
+        result = await runLoad(spec, log, status);
+        // The bar of a finished run would otherwise sit under the lines of the next run's start.
+        view.clear();
       } catch (e) {
+        view.clear();
         log(`[${p.label}] failed: ${e instanceof Error ? e.message : String(e)}\n--- server output (tail) ---\n${server.output().slice(-3000)}`);
         throw e;
       }
@@ -319,10 +329,11 @@ async function main(): Promise<number> {
 
   const m = machine();
   const command = `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim();
+  view.clear();
   const summary = writeOutputs(outDir, { command, preset: o.preset, options: o, machine: m, startedAt: started.toISOString(), finishedAt: new Date().toISOString(), runs });
   process.stdout.write(summary);
   if (o.profile !== null) log(`bench: CPU profiles: ${writeProfiles(resolve(o.profile))}`);
-  log(`bench: wrote ${join(relative(process.cwd(), outDir) || '.', 'result.json')} (+ summary.md and plots)`);
+  log(`bench: wrote ${join(relative(process.cwd(), outDir) || '.', 'result.json')} (+ summary.md, report.html and plots)`);
   if (killFailed) {
     log('bench: worker-kill run FAILED (see the kill lines above): an acked message was lost or duplicated, or the users were not served again');
     return 1;

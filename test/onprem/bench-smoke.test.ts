@@ -55,6 +55,10 @@ function checkResult(dir: string, out: string, expectedRuns: number): BenchJson 
     expect(text).toContain('<path ');
   }
   expect(existsSync(join(dir, 'summary.md'))).toBe(true);
+  // The browser report (issue 12): one file, the plots inline.
+  expect(json.files).toContain('report.html');
+  const html = readFileSync(join(dir, 'report.html'), 'utf8');
+  expect(html.match(/<svg /g)?.length).toBe(json.files.filter((f) => f.endsWith('.svg')).length);
   return json;
 }
 
