@@ -1,3 +1,4 @@
+import { fetchPushHttp } from '../../core/push.js';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { logs, type Clock, type Logger, type LogLevel, type Metrics } from '../../core/ports.js';
@@ -127,7 +128,7 @@ export class Worker implements WorkerContext, Logger {
     }
     // A `refresh` frame's token is verified by the same code and keys as an upgrade's (auth/refresh.ts).
     const tokens = tokenCheck(new TokenVerifier(this.cfg.auth));
-    this.shards.open({ storage: this.storage, peers: this.router, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics, tokens });
+    this.shards.open({ storage: this.storage, peers: this.router, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics, tokens, ...(this.cfg.push.url !== undefined && { push: { settings: this.cfg.push, http: fetchPushHttp } }) });
     await this.router.listen();
     if (this.cfg.route === 'pipe') await this.pipe.listen();
     await this.listener.listen();
