@@ -164,8 +164,9 @@ export class Pusher {
         continue;
       }
       online ??= this.ports.online();
-      // Connected meanwhile: it gets the messages over its socket, a push would only be noise.
-      if (online.has(device) && p.attempts === 0) {
+      // Connected meanwhile (before the first call or between retries): it gets the messages over its socket, a
+      // push would only be noise.
+      if (online.has(device)) {
         this.pending.delete(device);
         continue;
       }
