@@ -1,7 +1,7 @@
-import { fetchPushHttp } from '../../core/push.js';
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { logs, type Clock, type Logger, type LogLevel, type Metrics } from '../../core/ports.js';
+import { fetchPushHttp } from '../../core/push.js';
 import { CLOSE_CODES } from '../../protocol/index.js';
 import type { OnpremConfig } from '../config.js';
 import type { ToWorker } from '../ipc.js';
