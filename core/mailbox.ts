@@ -51,6 +51,7 @@ import { MailboxStore } from './store.js';
 import { TypingHub } from './typing.js';
 import { KeysHub } from './keys.js';
 import { refreshConn, type TokenCheck } from './refresh.js';
+import { Pusher, type PushDeps } from './push.js';
 
 export interface MailboxDeps {
   user: string;
@@ -66,6 +67,8 @@ export interface MailboxDeps {
   tokens?: TokenCheck;
   /** Jitter for retry delays, in [0, 1); Math.random unless a test needs them exact. */
   random?: () => number;
+  /** Push webhooks for offline devices (core/push.ts); absent or without a URL: none. */
+  push?: PushDeps;
 }
 
 /** If the runtime drops a shard between ack and forward, its scheduled wake retries within this. */
@@ -130,6 +133,8 @@ export class Mailbox {
 
   /** Typing indicators, both ends, in memory (core/typing.ts); created on first use, like the forwarder. */
   private typingOrNull: TypingHub | null = null;
+  /** Push webhooks (core/push.ts); null when no IRIS_PUSH_URL is set. */
+  private readonly pusher: Pusher | null;
 
   get typing(): TypingHub {
     return (this.typingOrNull ??= new TypingHub({ ...this.deps, out: this.out, group: (c, conv, on) => this.groups.typing(c, conv, on) }));
@@ -152,6 +157,12 @@ export class Mailbox {
     this.out = new Delivery(deps, this.store, (fn) => this.tx(fn));
     this.history = new History(this.store, deps.config.historyDepth);
     this.bucket = new TokenBucket(deps.config.ratePerSec, deps.config.rateBurst, deps.clock.now());
+    this.pusher = deps.push?.settings.url ? new Pusher(deps.push, {
+      user: deps.user, clock: deps.clock, scheduler: deps.scheduler, log: deps.log, metrics: deps.metrics, random: deps.random ?? Math.random,
+      devices: () => this.store.devices().map((d) => d.device),
+      deviceCount: () => this.store.deviceCount(),
+      online: () => new Set([...deps.sockets.list()].flatMap((c) => (c.state ? [c.state.device] : []))),
+    }) : null;
     this.groups = new GroupMember({ deps, out: this.out, take: (now) => this.bucket.take(now), tx: (fn) => this.tx(fn) });
     this.presenceHub = new PresenceHub({
       ...deps,
@@ -640,6 +651,8 @@ export class Mailbox {
   private async stored(batch: ForwardBatch, r: Accepted): Promise<void> {
     // Its shard handed something over: the sender may have come online since a typing push found it offline.
     this.typingOrNull?.heard(batch.from);
+    // Offline devices get a push (core/push.ts): recorded here, sent from onWake, never awaited on this path.
+    if (this.pusher) this.pusher.landed(r.stored.filter((e) => e.kind === 'message').map((e) => ({ sender: batch.from, conversation: batch.from, msg: e.msg, ts: e.ts })));
     await Promise.all([
       r.stored.length > 0 ? this.out.pushLive(r.stored) : undefined,
       r.receipt && r.v > 0 ? this.out.pushReceipt(r.receipt, r.v) : undefined,
@@ -681,6 +694,7 @@ export class Mailbox {
 
   /** Scheduled wake-up: retry every recipient that still has outbox items and is not backing off; presence timers. */
   async onWake(): Promise<void> {
+    this.pusher?.tick();
     await Promise.all([this.forwarder.wake(), this.presenceHub.tick(), this.groups.tick()]);
   }
 

@@ -323,4 +323,20 @@ export interface Metrics {
   acked?(): void;
   error?(code: ErrorCode): void;
   forwardFailed?(): void;
+  /** Push webhooks (core/push.ts): a call answered 2xx. */
+  pushSent?(): void;
+  /** A call that failed (network error, timeout, non-2xx); it is retried unless dead-lettered. */
+  pushFailed?(): void;
+  /** A push dropped after IRIS_PUSH_MAX_ATTEMPTS failed calls. */
+  pushDeadLettered?(): void;
+}
+
+/**
+ * The HTTP client of push webhooks (core/push.ts): Node's fetch on-prem, the Worker's fetch() on Cloudflare.
+ * POSTs `body` with `headers` to `url` and resolves to the response status (the response body is read and
+ * dropped). Rejects on a network error, or when no answer came within timeoutMs (the request is aborted).
+ * The core never awaits it on the message path; it retries on rejection and on any non-2xx status.
+ */
+export interface PushHttp {
+  post(url: string, body: string, headers: Record<string, string>, timeoutMs: number): Promise<number>;
 }

@@ -11,7 +11,7 @@ import { LIMITS } from '../protocol/limits.js';
 export type Profile = 'cloudflare' | 'onprem';
 
 /** Which part of the system reads the setting; the docs and --help group by it. */
-export type SettingGroup = 'auth' | 'engine' | 'server' | 'edge';
+export type SettingGroup = 'auth' | 'engine' | 'server' | 'edge' | 'push';
 
 export type SettingType =
   /** An integer in [min, max]. */
@@ -187,8 +187,18 @@ const SERVER: SettingSpec[] = [
   { name: 'IRIS_LOG', type: 'enum', group: 'server', profiles: BOTH, default: 'info', values: ['info', 'warn', 'error'], doc: 'Least severe log level written.' },
 ];
 
+// Push webhooks (core/push.ts, docs/OPERATIONS.md "Push webhooks"): read by pushSettingsFromEnv, not Config.
+const PUSH: SettingSpec[] = [
+  { name: 'IRIS_PUSH_URL', type: 'url', group: 'push', profiles: BOTH, default: null, doc: 'Webhook called (HTTP POST, signed) when messages land for a registered device with no open socket; unset: no push.' },
+  { name: 'IRIS_PUSH_SECRET', type: 'string', group: 'push', profiles: BOTH, default: null, doc: 'Key of the push call\'s HMAC-SHA256 signature (`X-Iris-Signature`); a secret, like IRIS_JWT_SECRET.' },
+  { name: 'IRIS_PUSH_COALESCE_MS', type: 'int', group: 'push', profiles: BOTH, default: '1000', min: 0, max: 600_000, doc: 'Messages for one offline device within this long of the first become one push call with their count.' },
+  { name: 'IRIS_PUSH_RETRY_BASE_MS', type: 'int', group: 'push', profiles: BOTH, default: '1000', min: 1, doc: 'First delay before retrying a failed push call (doubling, jittered, up to 5 minutes).' },
+  { name: 'IRIS_PUSH_MAX_ATTEMPTS', type: 'int', group: 'push', profiles: BOTH, default: '8', min: 1, max: 100, doc: 'Calls made for one push before it is dropped and counted dead-lettered.' },
+  { name: 'IRIS_PUSH_TIMEOUT_MS', type: 'int', group: 'push', profiles: BOTH, default: '10000', min: 1, max: 120_000, doc: 'A push call with no answer this long is aborted and counts as failed.' },
+];
+
 /** Every setting, in the order of --help and the docs. */
-export const SETTINGS: readonly SettingSpec[] = [...SERVER, ...AUTH, ...Object.values(ENGINE_SETTINGS), ...EDGE];
+export const SETTINGS: readonly SettingSpec[] = [...SERVER, ...AUTH, ...Object.values(ENGINE_SETTINGS), ...PUSH, ...EDGE];
 
 /**
  * IRIS_* variables the servers read that are not settings: set by the supervisor for its own children, or

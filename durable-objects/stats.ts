@@ -23,6 +23,8 @@ export interface ShardStats {
   wsOut: number;
   /** WebSocket upgrades accepted (stub.fetch from the edge). */
   upgrades: number;
+  /** Push webhook calls (core/push.ts): answered 2xx, failed (retried by the alarm), dropped after the last attempt. */
+  pushes: { sent: number; failed: number; deadLettered: number };
   /** alarm() invocations (forward retries, the forward safety net, the liveness sweep). */
   alarms: number;
   /**

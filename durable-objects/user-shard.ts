@@ -1,6 +1,7 @@
 import { DurableObject } from 'cloudflare:workers';
 import { TokenVerifier, authConfigFromEnv, refusal, refusalBody, refusalHeaders, tokenCheck } from '../auth/index.js';
 import { configFromEnv, type Config } from '../core/config.js';
+import { fetchPushHttp, pushSettingsFromEnv } from '../core/push.js';
 import { Mailbox } from '../core/mailbox.js';
 import type { GroupNews } from '../core/group/types.js';
 import { runAdmin, type AdminAnswer, type AdminCall } from '../core/admin.js';
@@ -52,6 +53,7 @@ export class UserShard extends DurableObject<Env> {
     wsOut: 0,
     upgrades: 0,
     alarms: 0,
+    pushes: { sent: 0, failed: 0, deadLettered: 0 },
     handlerMs: 0,
   };
   /** Rows per statement text: only with IRIS_SQL_TALLY=1 (measurement runs), as it costs a map lookup per statement. */
@@ -333,6 +335,7 @@ export class UserShard extends DurableObject<Env> {
       sql: { ...this.counts.sql },
       rpcOut: { ...this.counts.rpcOut },
       rpcIn: { ...this.counts.rpcIn },
+      pushes: { ...this.counts.pushes },
       databaseBytes: this.ctx.storage.sql.databaseSize,
     };
     if (this.tally !== null) s.statements = Object.fromEntries([...this.tally].map(([q, t]) => [q, { ...t }]));
@@ -375,6 +378,7 @@ export class UserShard extends DurableObject<Env> {
     const env = this.env;
     const peers = doPeers(env, this.counts.rpcOut);
     const scheduler: Scheduler = { wakeAt: (ms) => this.wakeAt(ms) };
+    const push = pushSettingsFromEnv(env);
     this.mailbox = new Mailbox({
       user,
       storage: this.storage,
@@ -385,6 +389,15 @@ export class UserShard extends DurableObject<Env> {
       clock: { now: () => Date.now() },
       config: this.config,
       log: this.log,
+      ...(push.url !== undefined && {
+        // Push webhooks (core/push.ts): fetch() kept alive by waitUntil, retried by this object's one alarm.
+        push: { settings: push, http: fetchPushHttp, background: (p: Promise<unknown>) => this.ctx.waitUntil(p) },
+        metrics: {
+          pushSent: () => void this.counts.pushes.sent++,
+          pushFailed: () => void this.counts.pushes.failed++,
+          pushDeadLettered: () => void this.counts.pushes.deadLettered++,
+        },
+      }),
       // A `refresh` frame's token is verified by the same code and keys as the edge verifies an upgrade's with.
       tokens: tokenCheck(new TokenVerifier(authConfigFromEnv(env))),
     });

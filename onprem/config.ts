@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { AuthError, DEV_SECRET, authConfigFromEnv, devAuthDecision, devModeRequested, type AuthConfig } from '../auth/index.js';
 import { configFromEnv, type Config } from '../core/config.js';
+import { pushSettingsFromEnv, type PushSettings } from '../core/push.js';
 import { ConfigError, SETTINGS, flagName, rangeText, readNumber, readOptionalNumber, readString, settingNames, settingSpec, settingsFor, validateSettings, type SettingGroup } from '../core/settings.js';
 
 /**
@@ -147,6 +148,8 @@ export interface OnpremConfig {
   walSync: 'commit' | 'async';
   log: 'info' | 'warn' | 'error';
   engine: Config;
+  /** Push webhooks (core/push.ts); url undefined: off. */
+  push: PushSettings;
   auth: AuthConfig;
   /** True when tokens signed with the public development secret are accepted (banner, /healthz). */
   devAuth: boolean;
@@ -210,6 +213,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
     walSync,
     log,
     engine,
+    push: pushSettingsFromEnv(s),
     auth,
     devAuth: auth.devAuth,
     devModeIgnored: devModeRequested(s) && !auth.devAuth,
@@ -225,6 +229,7 @@ const HELP_GROUPS: [SettingGroup, string][] = [
   ['server', 'Server:'],
   ['auth', 'Auth:'],
   ['engine', 'Engine (same names, defaults and ranges as the Cloudflare profile):'],
+  ['push', 'Push webhooks (both profiles; docs/OPERATIONS.md "Push webhooks"):'],
 ];
 
 /** --help: every on-prem setting from core/settings.ts, with its sentence, accepted values and default. */

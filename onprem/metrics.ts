@@ -20,6 +20,8 @@ export class WorkerMetrics {
   readonly acks: Counter;
   readonly errors: Counter<'code'>;
   readonly forwardFailures: Counter;
+  /** Push webhooks (core/push.ts): calls answered 2xx, calls that failed, pushes dropped after the last attempt. */
+  readonly pushes: Counter<'result'>;
   readonly closes: Counter<'code'>;
   readonly serverCloses: Counter<'code'>;
   readonly mailboxes: Gauge;
@@ -47,6 +49,7 @@ export class WorkerMetrics {
     this.delivered = new Counter({ name: 'iris_entries_delivered_total', help: 'Inbox entries (messages) pushed to devices', registers });
     this.acks = new Counter({ name: 'iris_deliver_acks_total', help: 'deliver_ack frames that advanced a device cursor', registers });
     this.errors = new Counter({ name: 'iris_errors_total', help: 'Error frames sent to clients, by protocol error code', labelNames: ['code'], registers });
+    this.pushes = new Counter({ name: 'iris_push_total', help: 'Push webhook calls by result: sent (2xx), failed (retried), dead_lettered (dropped after IRIS_PUSH_MAX_ATTEMPTS)', labelNames: ['result'], registers });
     this.forwardFailures = new Counter({ name: 'iris_forward_failures_total', help: 'Failed forwards of outbox items to a recipient shard (retried with backoff)', registers });
     this.closes = new Counter({ name: 'iris_closes_total', help: 'Client WebSockets closed, by close code', labelNames: ['code'], registers });
     this.serverCloses = new Counter({ name: 'iris_server_closes_total', help: 'Client WebSockets the server closed, by the close code it sent (4000 hello timeout, 4001 replaced, 4002 too many errors, 4003 slow consumer, ...)', labelNames: ['code'], registers });
@@ -91,6 +94,9 @@ export class WorkerMetrics {
       acked: () => this.acks.inc(),
       error: (code: ErrorCode) => this.errors.inc({ code }),
       forwardFailed: () => this.forwardFailures.inc(),
+      pushSent: () => this.pushes.inc({ result: 'sent' }),
+      pushFailed: () => this.pushes.inc({ result: 'failed' }),
+      pushDeadLettered: () => this.pushes.inc({ result: 'dead_lettered' }),
     };
   }
 

@@ -23,7 +23,7 @@ const RECOVER_CONCURRENCY = (() => {
 })();
 
 /** What every mailbox of a worker shares. */
-export type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'log' | 'metrics' | 'tokens'>;
+export type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'log' | 'metrics' | 'tokens' | 'push'>;
 
 const NO_CONNS: readonly WsConn[] = Object.freeze([]);
 
@@ -62,6 +62,8 @@ export class Shard implements Sockets, Scheduler, ConnOwner {
       log: env.log,
       metrics: env.metrics,
       tokens: env.tokens,
+      // A push call in flight counts as work: the mailbox is not evicted (and its retry forgotten) under it.
+      push: env.push && { ...env.push, background: (p) => void host.track(this, p) },
     });
   }
 

@@ -1,6 +1,7 @@
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
 import { logs, type Clock, type Logger, type LogLevel, type Metrics } from '../../core/ports.js';
+import { fetchPushHttp } from '../../core/push.js';
 import { CLOSE_CODES } from '../../protocol/index.js';
 import type { OnpremConfig } from '../config.js';
 import type { ToWorker } from '../ipc.js';
@@ -127,7 +128,7 @@ export class Worker implements WorkerContext, Logger {
     }
     // A `refresh` frame's token is verified by the same code and keys as an upgrade's (auth/refresh.ts).
     const tokens = tokenCheck(new TokenVerifier(this.cfg.auth));
-    this.shards.open({ storage: this.storage, peers: this.router, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics, tokens });
+    this.shards.open({ storage: this.storage, peers: this.router, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics, tokens, ...(this.cfg.push.url !== undefined && { push: { settings: this.cfg.push, http: fetchPushHttp } }) });
     await this.router.listen();
     if (this.cfg.route === 'pipe') await this.pipe.listen();
     await this.listener.listen();

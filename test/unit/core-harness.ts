@@ -1,8 +1,9 @@
 import { DatabaseSync } from 'node:sqlite';
 import { DEFAULT_CONFIG, type Config } from '../../core/config.js';
 import { Mailbox } from '../../core/mailbox.js';
-import { PeerOverloadedError, type Conn, type ConnState, type ForwardBatch, type ForwardResult, type LogLevel, type Sql, type SqlValue, type Storage } from '../../core/ports.js';
+import { PeerOverloadedError, type Conn, type ConnState, type ForwardBatch, type ForwardResult, type LogLevel, type Metrics, type Sql, type SqlValue, type Storage } from '../../core/ports.js';
 import { migrate } from '../../core/schema.js';
+import type { PushDeps } from '../../core/push.js';
 import { GroupShard } from '../../core/group/group-shard.js';
 import { visible, type GroupCall, type GroupNews, type GroupPush, type GroupResult } from '../../core/group/types.js';
 import { decodeFrame, encodeBinary, encodeJson, type ClientFrame, type PresenceInfo, type ServerFrame } from '../../protocol/index.js';
@@ -112,6 +113,10 @@ export class World {
   readonly logs: { level: LogLevel; message: string; error: unknown }[] = [];
   /** The retry jitter every mailbox draws: 1 (the default) is the top of the range, the plain backoff step. */
   random = 1;
+  /** Push webhooks (core/push.ts) every mailbox created after it is set uses. */
+  push: PushDeps | undefined;
+  /** The core's Metrics port of every mailbox created after it is set. */
+  metrics: Metrics | undefined;
   readonly forwardCalls: { to: string; batch: ForwardBatch }[] = [];
   /** Presence subscription calls between shards (Peers.watch / presenceChanged). */
   readonly watchCalls: { subject: string; watcher: string; on: boolean }[] = [];
@@ -238,6 +243,8 @@ export class World {
         config: this.config,
         log: { log: (level, message, error) => this.logs.push({ level, message, error }) },
         random: () => this.random,
+        ...(this.push && { push: this.push }),
+        ...(this.metrics && { metrics: this.metrics }),
         clock: { now: () => this.now },
         sockets: { list: () => this.sockets(user) },
         scheduler: { wakeAt: (ms) => this.wakes.set(user, Math.min(ms, this.wakes.get(user) ?? Infinity)) },

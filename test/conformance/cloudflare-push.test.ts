@@ -1,0 +1,68 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { Receiver, verified } from '../push-receiver.js';
+import { RawClient, waitFor } from '../onprem/helpers.js';
+import type { Target } from './suite.js';
+import { startWrangler } from './wrangler-target.js';
+
+/**
+ * Push webhooks on the Cloudflare profile (wrangler dev, docs/OPERATIONS.md "Push webhooks"): the user's Durable
+ * Object calls a node:http receiver on a loopback port with fetch(), from its alarm, retrying a 500. Its own
+ * server, since push is configured at start-up. The on-prem twin is test/onprem/push.test.ts.
+ */
+
+const PUSH_SECRET = 'push-test-secret';
+const receiver = new Receiver();
+let target: Target | null = null;
+
+afterAll(async () => {
+  await target?.stop();
+  await receiver.close();
+}, 60_000);
+
+async function online(t: Target, user: string, device: string): Promise<RawClient> {
+  const c = await RawClient.open(t.url, await t.token(user));
+  c.send({ t: 'hello', device, cursor: 0 });
+  await c.next('welcome');
+  return c;
+}
+
+async function connections(t: Target, user: string): Promise<number> {
+  const base = t.url.replace(/^ws/, 'http').replace(/\/v1\/connect$/, '');
+  const res = await fetch(`${base}/admin/v1/users/${user}/stats`, { headers: { authorization: `Bearer ${t.adminToken!}` } });
+  return ((await res.json()) as { connections: number }).connections;
+}
+
+describe('cloudflare (wrangler dev): push webhooks', () => {
+  it('one signed call per burst for an offline device, retried after a 500 by the alarm; nothing for an online one', async () => {
+    const pushUrl = await receiver.listen();
+    const t = (target = await startWrangler({
+      vars: { IRIS_PUSH_URL: pushUrl, IRIS_PUSH_SECRET: PUSH_SECRET, IRIS_PUSH_COALESCE_MS: '1500', IRIS_PUSH_RETRY_BASE_MS: '200' },
+    }));
+    const run = `cfp${Date.now().toString(36)}`;
+    const [alice, bob, dave] = [`${run}-alice`, `${run}-bob`, `${run}-dave`];
+    const b = await online(t, bob, 'b1');
+    b.close();
+    await waitFor('bob offline', async () => (await connections(t, bob)) === 0);
+    const d = await online(t, dave, 'd1');
+    const a = await online(t, alice, 'a1');
+
+    receiver.script.push(500);
+    for (let i = 0; i < 5; i++) a.send({ t: 'send', id: `b${i}`, to: bob, body: new TextEncoder().encode(`secret text ${i}`) });
+    a.send({ t: 'send', id: 'd0', to: dave, body: new TextEncoder().encode('hi dave') });
+    for (let i = 0; i < 5; i++) await a.next('send_ack', 10_000, (f) => f.id === `b${i}`);
+    await d.next('deliver');
+
+    await waitFor('the retried push', () => receiver.got.length >= 2, 30_000);
+    const [first, second] = receiver.got;
+    expect(first!.status).toBe(500);
+    expect(second!.status).toBe(200);
+    for (const r of [first!, second!]) {
+      expect(verified(r, PUSH_SECRET)).toBe(true);
+      expect(r.payload).toMatchObject({ user: bob, device: 'b1', sender: alice, conversation: alice, count: 5 });
+      expect(r.body).not.toContain('secret text');
+    }
+    expect(receiver.got.filter((r) => r.payload.user === dave)).toEqual([]);
+    a.close();
+    d.close();
+  }, 180_000);
+});
