@@ -142,8 +142,8 @@ export class Mailbox {
     return (this.keysOrNull ??= new KeysHub({ ...this.deps, sql: this.deps.storage.sql, out: this.out, tx: (fn) => this.tx(fn) }));
   }
 
-  private forward(recipient: string): Promise<void> {
-    return this.forwarder.forward(recipient);
+  private forward(recipient: string, trace?: string): Promise<void> {
+    return this.forwarder.forward(recipient, trace);
   }
 
   constructor(private readonly deps: MailboxDeps) {
@@ -416,7 +416,7 @@ export class Mailbox {
     const own = sent ? this.out.pushLive([sent]).then(() => this.out.pump(conn)) : undefined;
     if (r.local) return void (await Promise.all([own, handed!.deliver()]));
     this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
-    await Promise.all([own, this.forward(f.to)]);
+    await Promise.all([own, this.forward(f.to, conn.trace)]);
   }
 
   private async onAck(conn: Conn, f: DeliverAck): Promise<void> {
@@ -579,7 +579,15 @@ export class Mailbox {
 
   /** Called by another user's shard (or this one) to hand over outbox items. Resolves after they are durable here. */
   async receive(batch: ForwardBatch): Promise<ForwardResult> {
-    const r = await this.tx(() => this.accept(batch));
+    let r: Accepted;
+    try {
+      r = await this.tx(() => this.accept(batch));
+    } catch (e) {
+      // The sender retries and logs too; this line carries the sender's trace id into the recipient's log. A full
+      // disk is logged once where it is detected, not per refused batch.
+      if (!(e instanceof StorageFullError)) this.deps.log.log('warn', `${this.user}: forward from ${batch.from} not stored`, e, batch.trace !== undefined ? { trace: batch.trace } : undefined);
+      throw e;
+    }
     await this.stored(batch, r);
     return r.full ? { acceptedUpTo: r.accepted, retryAfter: this.deps.config.fullRetryMs } : { acceptedUpTo: r.accepted };
   }

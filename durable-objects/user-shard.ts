@@ -12,7 +12,7 @@ import { soleUser } from '../core/store.js';
 import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type GroupEntry, type KeyBundleEntry, type PresenceInfo } from '../protocol/index.js';
 import { DoConn, type Attachment } from './conn.js';
 import type { Env } from './env.js';
-import { consoleLogger } from './log.js';
+import { TRACE_HEADER, consoleLogger } from './log.js';
 import { doPeers } from './peers.js';
 import type { ShardStats } from './stats.js';
 import { DEFAULT_DO_LIMITS, doStorage, sqlCounters, type StatementTally } from './storage.js';
@@ -61,7 +61,7 @@ export class UserShard extends DurableObject<Env> {
     fullRetryMs: DEFAULT_DO_LIMITS.fullRetryMs,
   });
   private readonly config: Config;
-  private readonly log = consoleLogger((readString(this.env, 'IRIS_LOG') ?? 'info') as LogLevel);
+  private readonly log = consoleLogger((readString(this.env, 'IRIS_LOG') ?? 'info') as LogLevel, () => (this.mailbox ? { user: this.mailbox.user } : {}));
   private readonly conns = new WeakMap<WebSocket, DoConn>();
   private mailbox: Mailbox | null = null;
   private alarmAt: number | null = null;
@@ -99,7 +99,8 @@ export class UserShard extends DurableObject<Env> {
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
     const now = Date.now();
-    const att: Attachment = { user, state: null, opened: now, active: now, tok };
+    const tr = request.headers.get(TRACE_HEADER);
+    const att: Attachment = { user, state: null, opened: now, active: now, tok, ...(tr && { tr }) };
     server.serializeAttachment(att);
     this.wakeAt(now + this.config.helloTimeoutMs);
     // The expiry close is a deadline of the same sweep; arm for it too, in case it comes before the hello timeout.

@@ -13,6 +13,8 @@ import {
 } from '../auth/index.js';
 import type { Env } from '../durable-objects/env.js';
 import { USER_HEADER } from '../durable-objects/user-shard.js';
+import { TRACE_HEADER } from '../durable-objects/log.js';
+import { traceId } from '../core/log-line.js';
 import { ConfigError, readString, settingNames, validateSettings } from '../core/settings.js';
 import { ADMIN_PREFIX, adminError, checkAdmin, isAdminAnswer, parseAdminRequest, type AdminAnswer } from '../core/admin.js';
 import { TOKEN_HEADER, claimsHeader, claimsOf } from '../core/revocation.js';
@@ -127,6 +129,8 @@ export default {
     headers.set(USER_HEADER, verdict.user);
     // The claims the shard checks against the user's revocations and remembers with the socket (core/revocation.ts).
     headers.set(TOKEN_HEADER, claimsHeader(verdict));
+    // The connection's trace id: the caller's W3C traceparent if it sent one, else a new one (core/log-line.ts).
+    headers.set(TRACE_HEADER, traceId(request.headers.get('traceparent')));
     url.searchParams.delete('access_token');
     const stub = env.USERS.get(env.USERS.idFromName(verdict.user));
     return stub.fetch(new Request(url, { method: 'GET', headers }));

@@ -1,7 +1,7 @@
 import { DatabaseSync } from 'node:sqlite';
 import { DEFAULT_CONFIG, type Config } from '../../core/config.js';
 import { Mailbox } from '../../core/mailbox.js';
-import { PeerOverloadedError, type Conn, type ConnState, type ForwardBatch, type ForwardResult, type LogLevel, type Sql, type SqlValue, type Storage } from '../../core/ports.js';
+import { PeerOverloadedError, type Conn, type ConnState, type ForwardBatch, type ForwardResult, type LogFields, type LogLevel, type Sql, type SqlValue, type Storage } from '../../core/ports.js';
 import { migrate } from '../../core/schema.js';
 import { GroupShard } from '../../core/group/group-shard.js';
 import { visible, type GroupCall, type GroupNews, type GroupPush, type GroupResult } from '../../core/group/types.js';
@@ -20,6 +20,8 @@ export class FakeConn implements Conn {
   closed: { code: number; reason: string } | null = null;
   /** What the socket still holds for the client; a test sets it to play a client that stopped reading. */
   queuedBytes = 0;
+  /** The connection's trace id (Conn.trace), as an adapter sets it at the upgrade. */
+  trace: string | undefined = undefined;
 
   constructor(
     readonly world: World,
@@ -109,7 +111,7 @@ export class World {
   /** Recipients whose injected failures say "overloaded" (PeerOverloadedError). */
   readonly overloaded = new Set<string>();
   /** What the mailboxes logged through their Logger port. */
-  readonly logs: { level: LogLevel; message: string; error: unknown }[] = [];
+  readonly logs: { level: LogLevel; message: string; error: unknown; fields?: LogFields | undefined }[] = [];
   /** The retry jitter every mailbox draws: 1 (the default) is the top of the range, the plain backoff step. */
   random = 1;
   readonly forwardCalls: { to: string; batch: ForwardBatch }[] = [];
@@ -236,7 +238,7 @@ export class World {
         user,
         storage: this.storage,
         config: this.config,
-        log: { log: (level, message, error) => this.logs.push({ level, message, error }) },
+        log: { log: (level, message, error, fields) => this.logs.push({ level, message, error, fields }) },
         random: () => this.random,
         clock: { now: () => this.now },
         sockets: { list: () => this.sockets(user) },
@@ -291,7 +293,7 @@ export class World {
         group,
         storage: this.storage,
         config: this.config,
-        log: { log: (level, message, error) => this.logs.push({ level, message, error }) },
+        log: { log: (level, message, error, fields) => this.logs.push({ level, message, error, fields }) },
         clock: { now: () => this.now },
         scheduler: { wakeAt: (ms) => this.wakes.set(`group:${group}`, Math.min(ms, this.wakes.get(`group:${group}`) ?? Infinity)) },
         peers: { forward: () => Promise.reject(new Error('a group does not forward')), presence: () => Promise.reject(new Error('no presence')), typing: async (to, from, conv, on) => this.typingPeer(to, from, conv, on), ...this.groupPeers },

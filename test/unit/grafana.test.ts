@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { WorkerMetrics } from '../../onprem/metrics.js';
 
@@ -8,8 +9,7 @@ import { WorkerMetrics } from '../../onprem/metrics.js';
  * they use must be one the server registers.
  */
 
-const root = new URL('../../', import.meta.url);
-const read = (p: string): string => readFileSync(new URL(p, root), 'utf8');
+const read = (p: string): string => readFileSync(join(import.meta.dirname, '../..', p), 'utf8');
 
 interface Panel {
   type: string;
