@@ -13,6 +13,7 @@ import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type GroupEntry, type K
 import { DoConn, type Attachment } from './conn.js';
 import type { Env } from './env.js';
 import { TRACE_HEADER, consoleLogger } from './log.js';
+import { ShardAnalytics } from './analytics.js';
 import { doPeers } from './peers.js';
 import type { ShardStats } from './stats.js';
 import { DEFAULT_DO_LIMITS, doStorage, sqlCounters, type StatementTally } from './storage.js';
@@ -63,6 +64,8 @@ export class UserShard extends DurableObject<Env> {
   private readonly config: Config;
   private readonly log = consoleLogger((readString(this.env, 'IRIS_LOG') ?? 'info') as LogLevel, () => (this.mailbox ? { user: this.mailbox.user } : {}));
   private readonly conns = new WeakMap<WebSocket, DoConn>();
+  /** Counters and histograms to Workers Analytics Engine, one flush a second at most (durable-objects/analytics.ts). */
+  readonly analytics = new ShardAnalytics(this.env.METRICS, this.counts, () => this.mailbox?.user, () => this.ctx.getWebSockets().length);
   private mailbox: Mailbox | null = null;
   private alarmAt: number | null = null;
 
@@ -346,7 +349,9 @@ export class UserShard extends DurableObject<Env> {
     try {
       return await run();
     } finally {
-      this.counts.handlerMs += Date.now() - t0;
+      const ms = Date.now() - t0;
+      this.counts.handlerMs += ms;
+      this.analytics.handler(ms);
     }
   }
 
@@ -386,6 +391,7 @@ export class UserShard extends DurableObject<Env> {
       clock: { now: () => Date.now() },
       config: this.config,
       log: this.log,
+      metrics: this.analytics.core(),
       // A `refresh` frame's token is verified by the same code and keys as the edge verifies an upgrade's with.
       tokens: tokenCheck(new TokenVerifier(authConfigFromEnv(env))),
     });
