@@ -158,6 +158,6 @@ export class Forwarder {
     st.retryAt = clock.now() + delay;
     this.deps.scheduler.wakeAt(st.retryAt);
     this.deps.metrics?.forwardFailed?.();
-    this.deps.log.log('warn', `forward ${this.deps.user} -> ${recipient} failed (attempt ${st.attempt}, retry in ${delay} ms)`, e, st.trace !== undefined ? { trace: st.trace } : undefined);
+    this.deps.log.log('warn', `forward ${this.deps.user} -> ${recipient} failed (attempt ${st.attempt}, retry in ${delay} ms)`, e, { user: this.deps.user, ...(st.trace !== undefined && { trace: st.trace }) });
   }
 }

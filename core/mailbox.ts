@@ -237,7 +237,7 @@ export class Mailbox {
       // Not a bug: the disk is full. Retryable, with a retry-after, and not worth a log line per frame.
       if (e instanceof StorageFullError) return this.out.error(conn, enc, 'unavailable', 'server storage is full; retry later', ref, e.retryAfterMs);
       this.out.error(conn, enc, 'internal', 'internal error', ref);
-      this.deps.log.log('error', `${this.user}: unexpected error`, e);
+      this.deps.log.log('error', `${this.user}: unexpected error`, e, { user: this.user, ...(conn.trace !== undefined && { trace: conn.trace }) });
     }
   }
 
@@ -585,7 +585,7 @@ export class Mailbox {
     } catch (e) {
       // The sender retries and logs too; this line carries the sender's trace id into the recipient's log. A full
       // disk is logged once where it is detected, not per refused batch.
-      if (!(e instanceof StorageFullError)) this.deps.log.log('warn', `${this.user}: forward from ${batch.from} not stored`, e, batch.trace !== undefined ? { trace: batch.trace } : undefined);
+      if (!(e instanceof StorageFullError)) this.deps.log.log('warn', `${this.user}: forward from ${batch.from} not stored`, e, { user: this.user, ...(batch.trace !== undefined && { trace: batch.trace }) });
       throw e;
     }
     await this.stored(batch, r);

@@ -67,7 +67,7 @@ describe('trace ids', () => {
     await a.post('bob', 'hi', 'c1');
     expect(w.forwardCalls[0]!.batch.trace).toBe(a.trace);
     // The failed forward's retry line names the trace; no line was written for the message itself.
-    expect(w.logs).toEqual([expect.objectContaining({ level: 'warn', fields: { trace: a.trace } })]);
+    expect(w.logs).toEqual([expect.objectContaining({ level: 'warn', fields: { user: 'alice', trace: a.trace } })]);
     await w.advance(100);
     expect(w.count('inbox', 'bob')).toBe(1);
     expect(w.forwardCalls.at(-1)!.batch.trace).toBe(a.trace);
@@ -80,6 +80,6 @@ describe('trace ids', () => {
     w.failNextFlush(new Error('I/O error'));
     w.flush();
     await expect(p).rejects.toThrow('I/O error');
-    expect(w.logs).toEqual([expect.objectContaining({ level: 'warn', message: 'bob: forward from carol not stored', fields: { trace: 'abc' } })]);
+    expect(w.logs).toEqual([expect.objectContaining({ level: 'warn', message: 'bob: forward from carol not stored', fields: { user: 'bob', trace: 'abc' } })]);
   });
 });
