@@ -15,6 +15,8 @@ interface ForwardState {
   again: boolean;
   attempt: number;
   retryAt: number;
+  /** Trace id of the latest send towards this recipient (Conn.trace), carried by its batches for the logs. */
+  trace?: string | undefined;
 }
 
 /** What the forwarder needs from its mailbox besides the deps: the store, its commits, and itself as a recipient. */
@@ -78,8 +80,9 @@ export class Forwarder {
     await Promise.all(work);
   }
 
-  forward(recipient: string): Promise<void> {
+  forward(recipient: string, trace?: string): Promise<void> {
     const st = this.state(recipient);
+    if (trace !== undefined) st.trace = trace;
     if (st.running) {
       st.again = true;
       return st.running;
@@ -117,7 +120,7 @@ export class Forwarder {
           if (st.again) continue;
           return;
         }
-        const batch: ForwardBatch = { from: user, items, ...(receipt && { receipt }), ...(read && { read }) };
+        const batch: ForwardBatch = { from: user, items, ...(receipt && { receipt }), ...(read && { read }), ...(st.trace !== undefined && { trace: st.trace }) };
         const res = recipient === user ? await this.host.receive(batch) : await peers.forward(recipient, batch);
         if ((res.acceptedUpTo > 0 && items.length > 0) || receipt) {
           await this.host.tx(() => {
@@ -155,6 +158,6 @@ export class Forwarder {
     st.retryAt = clock.now() + delay;
     this.deps.scheduler.wakeAt(st.retryAt);
     this.deps.metrics?.forwardFailed?.();
-    this.deps.log.log('warn', `forward ${this.deps.user} -> ${recipient} failed (attempt ${st.attempt}, retry in ${delay} ms)`, e);
+    this.deps.log.log('warn', `forward ${this.deps.user} -> ${recipient} failed (attempt ${st.attempt}, retry in ${delay} ms)`, e, { user: this.deps.user, ...(st.trace !== undefined && { trace: st.trace }) });
   }
 }

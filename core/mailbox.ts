@@ -147,8 +147,8 @@ export class Mailbox {
     return (this.keysOrNull ??= new KeysHub({ ...this.deps, sql: this.deps.storage.sql, out: this.out, tx: (fn) => this.tx(fn) }));
   }
 
-  private forward(recipient: string): Promise<void> {
-    return this.forwarder.forward(recipient);
+  private forward(recipient: string, trace?: string): Promise<void> {
+    return this.forwarder.forward(recipient, trace);
   }
 
   constructor(private readonly deps: MailboxDeps) {
@@ -248,7 +248,7 @@ export class Mailbox {
       // Not a bug: the disk is full. Retryable, with a retry-after, and not worth a log line per frame.
       if (e instanceof StorageFullError) return this.out.error(conn, enc, 'unavailable', 'server storage is full; retry later', ref, e.retryAfterMs);
       this.out.error(conn, enc, 'internal', 'internal error', ref);
-      this.deps.log.log('error', `${this.user}: unexpected error`, e);
+      this.deps.log.log('error', `${this.user}: unexpected error`, e, { user: this.user, ...(conn.trace !== undefined && { trace: conn.trace }) });
     }
   }
 
@@ -427,7 +427,7 @@ export class Mailbox {
     const own = sent ? this.out.pushLive([sent]).then(() => this.out.pump(conn)) : undefined;
     if (r.local) return void (await Promise.all([own, handed!.deliver()]));
     this.deps.scheduler.wakeAt(now + FORWARD_SAFETY_NET_MS);
-    await Promise.all([own, this.forward(f.to)]);
+    await Promise.all([own, this.forward(f.to, conn.trace)]);
   }
 
   private async onAck(conn: Conn, f: DeliverAck): Promise<void> {
@@ -590,7 +590,15 @@ export class Mailbox {
 
   /** Called by another user's shard (or this one) to hand over outbox items. Resolves after they are durable here. */
   async receive(batch: ForwardBatch): Promise<ForwardResult> {
-    const r = await this.tx(() => this.accept(batch));
+    let r: Accepted;
+    try {
+      r = await this.tx(() => this.accept(batch));
+    } catch (e) {
+      // The sender retries and logs too; this line carries the sender's trace id into the recipient's log. A full
+      // disk is logged once where it is detected, not per refused batch.
+      if (!(e instanceof StorageFullError)) this.deps.log.log('warn', `${this.user}: forward from ${batch.from} not stored`, e, { user: this.user, ...(batch.trace !== undefined && { trace: batch.trace }) });
+      throw e;
+    }
     await this.stored(batch, r);
     return r.full ? { acceptedUpTo: r.accepted, retryAfter: this.deps.config.fullRetryMs } : { acceptedUpTo: r.accepted };
   }

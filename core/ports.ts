@@ -127,6 +127,8 @@ export interface Conn {
   readonly token?: TokenClaims | undefined;
   /** A `refresh` frame was accepted (core/refresh.ts): the connection continues under these claims. */
   setToken?(claims: TokenClaims): void;
+  /** The connection's trace id (core/log-line.ts traceId), set by the adapter at the upgrade. */
+  readonly trace?: string | undefined;
 }
 
 /** An item travelling from one user's outbox to another user's inbox. */
@@ -163,6 +165,12 @@ export interface ForwardBatch {
    * (read implies delivered). Never refused, idempotent like `receipt`; absent while `from` has them turned off.
    */
   read?: Receipt;
+  /**
+   * The trace id of the connection whose send started this forward (core/log-line.ts), if known: the recipient's
+   * shard puts it on the lines it writes about the batch, so one id follows a message from edge to recipient.
+   * Diagnostic only; never stored.
+   */
+  trace?: string;
 }
 
 export interface ForwardResult {
@@ -306,7 +314,15 @@ export type LogLevel = 'info' | 'warn' | 'error';
  * need an operator (a forward that failed, an unexpected error), never once per message.
  */
 export interface Logger {
-  log(level: LogLevel, message: string, error?: unknown): void;
+  /** fields: who and which trace the line is about, where the adapter's own context does not say (core/log-line.ts). */
+  log(level: LogLevel, message: string, error?: unknown, fields?: LogFields): void;
+}
+
+/** Context of a log line (core/log-line.ts): the user, a shard that is not a user's, the trace id. */
+export interface LogFields {
+  user?: string;
+  shard?: string;
+  trace?: string;
 }
 
 const LEVEL_RANK: Record<LogLevel, number> = { info: 0, warn: 1, error: 2 };

@@ -20,6 +20,8 @@ export interface Attachment {
   released?: true;
   /** The token's claims (core/revocation.ts): revocation and the expiry close find the socket by them. */
   tok?: TokenClaims;
+  /** The connection's trace id (X-Iris-Trace from the edge, core/log-line.ts). */
+  tr?: string;
 }
 
 /**
@@ -55,6 +57,10 @@ export class DoConn implements Conn {
 
   get token(): TokenClaims | undefined {
     return this.att.tok;
+  }
+
+  get trace(): string | undefined {
+    return this.att.tr;
   }
 
   setToken(tok: TokenClaims): void {

@@ -8,5 +8,7 @@ export interface Env {
   GROUPS?: DurableObjectNamespace<GroupShard>;
   /** Workers Rate Limiting binding: per-IP connect attempts. Optional so a config without it still runs. */
   CONNECT_LIMITER?: RateLimit;
+  /** Workers Analytics Engine dataset: counters and histograms (durable-objects/analytics.ts). Optional: absent, nothing is written. */
+  METRICS?: AnalyticsEngineDataset;
   [key: string]: unknown;
 }

@@ -35,7 +35,7 @@ interface QueuedPush {
 export class GroupShard extends DurableObject<Env> {
   private readonly storage = doStorage(this.ctx.storage);
   private readonly config: Config;
-  private readonly log = consoleLogger((readString(this.env, 'IRIS_LOG') ?? 'info') as LogLevel);
+  private readonly log = consoleLogger((readString(this.env, 'IRIS_LOG') ?? 'info') as LogLevel, () => (this.shard ? { shard: `group:${this.shard.group}` } : {}));
   private shard: CoreGroupShard | null = null;
   private readonly queue: QueuedPush[] = [];
   private running = 0;

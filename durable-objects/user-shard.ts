@@ -13,7 +13,8 @@ import { soleUser } from '../core/store.js';
 import { CLOSE_CODES, PING_TEXT, PONG_TEXT, SUBPROTOCOL, type GroupEntry, type KeyBundleEntry, type PresenceInfo } from '../protocol/index.js';
 import { DoConn, type Attachment } from './conn.js';
 import type { Env } from './env.js';
-import { consoleLogger } from './log.js';
+import { TRACE_HEADER, consoleLogger } from './log.js';
+import { ShardAnalytics } from './analytics.js';
 import { doPeers } from './peers.js';
 import type { ShardStats } from './stats.js';
 import { DEFAULT_DO_LIMITS, doStorage, sqlCounters, type StatementTally } from './storage.js';
@@ -63,8 +64,10 @@ export class UserShard extends DurableObject<Env> {
     fullRetryMs: DEFAULT_DO_LIMITS.fullRetryMs,
   });
   private readonly config: Config;
-  private readonly log = consoleLogger((readString(this.env, 'IRIS_LOG') ?? 'info') as LogLevel);
+  private readonly log = consoleLogger((readString(this.env, 'IRIS_LOG') ?? 'info') as LogLevel, () => (this.mailbox ? { user: this.mailbox.user } : {}));
   private readonly conns = new WeakMap<WebSocket, DoConn>();
+  /** Counters and histograms to Workers Analytics Engine, one flush a second at most (durable-objects/analytics.ts). */
+  readonly analytics = new ShardAnalytics(this.env.METRICS, this.counts, () => this.mailbox?.user, () => this.ctx.getWebSockets().length);
   private mailbox: Mailbox | null = null;
   private alarmAt: number | null = null;
 
@@ -101,7 +104,8 @@ export class UserShard extends DurableObject<Env> {
     const { 0: client, 1: server } = new WebSocketPair();
     this.ctx.acceptWebSocket(server);
     const now = Date.now();
-    const att: Attachment = { user, state: null, opened: now, active: now, tok };
+    const tr = request.headers.get(TRACE_HEADER);
+    const att: Attachment = { user, state: null, opened: now, active: now, tok, ...(tr && { tr }) };
     server.serializeAttachment(att);
     this.wakeAt(now + this.config.helloTimeoutMs);
     // The expiry close is a deadline of the same sweep; arm for it too, in case it comes before the hello timeout.
@@ -348,7 +352,9 @@ export class UserShard extends DurableObject<Env> {
     try {
       return await run();
     } finally {
-      this.counts.handlerMs += Date.now() - t0;
+      const ms = Date.now() - t0;
+      this.counts.handlerMs += ms;
+      this.analytics.handler(ms);
     }
   }
 
@@ -389,15 +395,14 @@ export class UserShard extends DurableObject<Env> {
       clock: { now: () => Date.now() },
       config: this.config,
       log: this.log,
-      ...(push.url !== undefined && {
-        // Push webhooks (core/push.ts): fetch() kept alive by waitUntil, retried by this object's one alarm.
-        push: { settings: push, http: fetchPushHttp, background: (p: Promise<unknown>) => this.ctx.waitUntil(p) },
-        metrics: {
-          pushSent: () => void this.counts.pushes.sent++,
-          pushFailed: () => void this.counts.pushes.failed++,
-          pushDeadLettered: () => void this.counts.pushes.deadLettered++,
-        },
-      }),
+      metrics: {
+        ...this.analytics.core(),
+        pushSent: () => void this.counts.pushes.sent++,
+        pushFailed: () => void this.counts.pushes.failed++,
+        pushDeadLettered: () => void this.counts.pushes.deadLettered++,
+      },
+      // Push webhooks (core/push.ts): fetch() kept alive by waitUntil, retried by this object's one alarm.
+      ...(push.url !== undefined && { push: { settings: push, http: fetchPushHttp, background: (p: Promise<unknown>) => this.ctx.waitUntil(p) } }),
       // A `refresh` frame's token is verified by the same code and keys as the edge verifies an upgrade's with.
       tokens: tokenCheck(new TokenVerifier(authConfigFromEnv(env))),
     });

@@ -56,6 +56,8 @@ export class WsConn implements Conn {
   helloTimer: ReturnType<typeof setTimeout> | null = null;
   /** The token's claims (core/revocation.ts), set at the upgrade: revocation and the expiry close look here. */
   token: TokenClaims | undefined = undefined;
+  /** Trace id (core/log-line.ts), set at the upgrade from its traceparent header or made up. */
+  trace: string | undefined = undefined;
 
   setToken(claims: TokenClaims): void {
     this.token = claims;

@@ -12,6 +12,7 @@ import { REF_KINDS, decodeBinary, encodeBinary, type KeyBundleEntry, type Presen
  *
  *   frame = len:u32 (bytes after it) | op:u8 | rid:u32 | payload
  *   forward      (1): to:str from:str count:u32 { n:f64 kind:u8 msg:str ts:f64 body:bytes [refKind:u8 refMsg:str] }* hasReceipt:u8 [n:f64 msg:str ts:f64]
+ *                     hasRead:u8 [n:f64 msg:str ts:f64] hasTrace:u8 [trace:str] (ForwardBatch.trace, for the logs)
  *                     (kind | 0x80: the item carries a message reference, PROTOCOL.md 9.9)
  *   forward_res  (2): acceptedUpTo:f64 hasRetry:u8 retryAfter:f64
  *   presence     (3): user:str asker:str
@@ -181,6 +182,8 @@ export function encodeForward(rid: number, to: string, batch: ForwardBatch): Buf
     if (r) e.u8(1).f64(r.n).str(r.msg).f64(r.ts);
     else e.u8(0);
   }
+  if (batch.trace !== undefined) e.u8(1).str(batch.trace);
+  else e.u8(0);
   return e.done();
 }
 
@@ -204,7 +207,8 @@ export function decodeForward(d: Dec): { to: string; batch: ForwardBatch } {
   // Both ends of a link are the same build (one server's workers), so the read receipt follows unconditionally.
   const receipt = d.u8() === 1 ? { n: d.f64(), msg: d.str(), ts: d.f64() } : undefined;
   const read = d.u8() === 1 ? { n: d.f64(), msg: d.str(), ts: d.f64() } : undefined;
-  return { to, batch: { from, items, ...(receipt && { receipt }), ...(read && { read }) } };
+  const trace = d.u8() === 1 ? d.str() : undefined;
+  return { to, batch: { from, items, ...(receipt && { receipt }), ...(read && { read }), ...(trace !== undefined && { trace }) } };
 }
 
 /** Splits a byte stream into frames: calls onFrame(op, rid, body decoder) for each complete one. */

@@ -19,7 +19,8 @@ export async function runWorker(): Promise<void> {
   const pending: { m: ToWorker; h: unknown }[] = [];
   // The core logs through its Logger port (Worker.log); libraries may still use console, with Error objects
   // that console prints with multi-line stacks: route it through the one-line, rate-limited worker log too.
-  const id = process.env['IRIS_ONPREM_WORKER'] ?? '?';
+  const envId = Number(process.env['IRIS_ONPREM_WORKER']);
+  const id: number | string = Number.isInteger(envId) ? envId : '?';
   const viaLog = (level: LogLevel) => (...args: unknown[]) => {
     if (worker) worker.log(level, formatArgs(args));
     else writeLog(id, level, formatArgs(args));

@@ -13,6 +13,9 @@ import {
 } from '../auth/index.js';
 import type { Env } from '../durable-objects/env.js';
 import { USER_HEADER } from '../durable-objects/user-shard.js';
+import { TRACE_HEADER } from '../durable-objects/log.js';
+import { traceId } from '../core/log-line.js';
+import { edgePoint } from '../durable-objects/analytics.js';
 import { ConfigError, readString, settingNames, validateSettings } from '../core/settings.js';
 import { ADMIN_PREFIX, adminError, checkAdmin, isAdminAnswer, parseAdminRequest, type AdminAnswer } from '../core/admin.js';
 import { TOKEN_HEADER, claimsHeader, claimsOf } from '../core/revocation.js';
@@ -103,6 +106,7 @@ export default {
     }
 
     const limiter = env.CONNECT_LIMITER;
+    const t0 = Date.now();
     const verdict = await authorizeUpgrade(
       { method: request.method, url, header: (n) => request.headers.get(n), ip: connectKey(request, url, env) },
       {
@@ -110,6 +114,8 @@ export default {
         ...(limiter && { connectLimit: async (ip: string) => ((await limiter.limit({ key: ip })).success ? 0 : 60) }),
       },
     );
+    // One Analytics Engine point per upgrade request (durable-objects/analytics.ts): its outcome, the edge's time.
+    edgePoint(env.METRICS, isRefusal(verdict) ? verdict.code : 'upgrade', Date.now() - t0);
     if (isRefusal(verdict)) {
       // A plain GET (how a client learns why its handshake failed) with a good token: revoked is the answer if so.
       if (verdict.code === 'upgrade_required') {
@@ -127,6 +133,8 @@ export default {
     headers.set(USER_HEADER, verdict.user);
     // The claims the shard checks against the user's revocations and remembers with the socket (core/revocation.ts).
     headers.set(TOKEN_HEADER, claimsHeader(verdict));
+    // The connection's trace id: the caller's W3C traceparent if it sent one, else a new one (core/log-line.ts).
+    headers.set(TRACE_HEADER, traceId(request.headers.get('traceparent')));
     url.searchParams.delete('access_token');
     const stub = env.USERS.get(env.USERS.idFromName(verdict.user));
     return stub.fetch(new Request(url, { method: 'GET', headers }));

@@ -5,6 +5,7 @@ import { WebSocketServer, type RawData, type Server as WsServer, type WebSocket 
 import { CLOSE_CODES, SUBPROTOCOL } from '../../protocol/index.js';
 import { Revocations, TOKEN_HEADER, expiryDeadline, parseClaims } from '../../core/revocation.js';
 import type { TokenClaims } from '../../core/ports.js';
+import { traceId } from '../../core/log-line.js';
 import { IrisWebSocket, WsConn } from '../conn.js';
 import { refuse, type WorkerContext } from './context.js';
 import type { Shard, Shards } from './shards.js';
@@ -119,14 +120,14 @@ export class WebSockets {
     let attached = false;
     this.wss.handleUpgrade(req, socket, head, (ws) => {
       attached = true;
-      this.attach(ws, socket, user, via, tok);
+      this.attach(ws, socket, user, via, tok, traceId(headerOf(req.headers['traceparent'])));
     });
     // ws completes the handshake synchronously and then has its own error listener on the socket: ours goes
     // (one listener less per connection). If the handshake was refused, ours stays until the socket is gone.
     if (attached) socket.off('error', destroyOnError);
   }
 
-  private attach(ws: IrisWebSocket, socket: Duplex, user: string, via: Via, tok: TokenClaims): void {
+  private attach(ws: IrisWebSocket, socket: Duplex, user: string, via: Via, tok: TokenClaims, trace: string): void {
     if (this.ctx.draining) {
       ws.close(CLOSE_CODES.going_away, 'server shutting down');
       return;
@@ -134,6 +135,7 @@ export class WebSockets {
     const shard = this.shards.get(user);
     const conn = new WsConn(ws, socket, shard);
     conn.token = tok;
+    conn.trace = trace;
     ws.conn = conn;
     shard.add(conn);
     this.shards.connCount++;
@@ -185,4 +187,8 @@ export class WebSockets {
   terminateAll(): void {
     for (const s of this.shards.all()) for (const c of s.conns) c.ws.terminate();
   }
+}
+
+function headerOf(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
 }

@@ -1,7 +1,8 @@
 import type { Socket } from 'node:net';
 import { join } from 'node:path';
-import { logs, type Clock, type Logger, type LogLevel, type Metrics } from '../../core/ports.js';
+import { logs, type Clock, type Logger, type LogFields, type LogLevel, type Metrics } from '../../core/ports.js';
 import { fetchPushHttp } from '../../core/push.js';
+import { logLine } from '../../core/log-line.js';
 import { CLOSE_CODES } from '../../protocol/index.js';
 import type { OnpremConfig } from '../config.js';
 import type { ToWorker } from '../ipc.js';
@@ -34,12 +35,16 @@ const CLOCK: Clock = { now: () => Date.now() };
 
 const limiter = new LogLimiter();
 
-/** Every log line of a worker: one line, prefixed, rate-limited (see onprem/log.ts). */
-export function writeLog(id: number | string, level: LogLevel, msg: string): void {
+/**
+ * Every log line of a worker: one JSON object per line, the shape the Cloudflare profile writes too
+ * (core/log-line.ts, docs/OPERATIONS.md "Logs"), rate-limited (see onprem/log.ts).
+ */
+export function writeLog(id: number | string, level: LogLevel, msg: string, error?: unknown, fields?: LogFields): void {
   const dropped = limiter.take();
   if (dropped === null) return;
-  if (dropped > 0) process.stderr.write(`iris-onprem[w${id}] warn: ${dropped} log line(s) left out (rate limit)\n`);
-  process.stderr.write(`iris-onprem[w${id}] ${level}: ${oneLine(msg)}\n`);
+  const base = { profile: 'onprem' as const, ...(typeof id === 'number' && { worker: id }) };
+  if (dropped > 0) process.stderr.write(`${logLine(base, 'warn', `${dropped} log line(s) left out (rate limit)`)}\n`);
+  process.stderr.write(`${logLine(base, level, oneLine(msg), error, fields)}\n`);
 }
 
 export class Worker implements WorkerContext, Logger {
@@ -91,9 +96,9 @@ export class Worker implements WorkerContext, Logger {
   }
 
   /** The core's Logger too: one line per entry, the error described on it (onprem/log.ts), rate-limited. */
-  log(level: LogLevel, msg: string, error?: unknown): void {
+  log(level: LogLevel, msg: string, error?: unknown, fields?: LogFields): void {
     if (!logs(this.cfg.log, level)) return;
-    writeLog(this.id, level, error === undefined ? msg : `${msg}: ${describeError(error)}`);
+    writeLog(this.id, level, msg, error === undefined ? undefined : describeError(error), fields);
   }
 
   /**

@@ -1,6 +1,7 @@
 import { connect } from 'node:net';
 import { afterAll, describe, expect, it } from 'vitest';
 import { RawClient, ServerProcess, TEST_ENV, freePort, removeDir, startServer, tempDir, token, usersOn, waitFor } from './helpers.js';
+import { strayLines, workerLine } from './log-lines.js';
 
 /**
  * Readiness (the "ready" line, /readyz) means "a connect succeeds now", liveness (/healthz) only "a process
@@ -133,7 +134,7 @@ describe('HTTP refusals and logs', () => {
     }
   });
 
-  it('logs a failed forward as one prefixed line (no stack)', async () => {
+  it('logs a failed forward as one JSON line (no stack) naming the sender and its connection\'s trace id', async () => {
     const s = await startServer({ workers: 2, env: { IRIS_PEER_TIMEOUT_MS: '200', IRIS_RETRY_BASE_MS: '5000', IRIS_RETRY_MAX_MS: '5000' } });
     dirs.push(s.dataDir);
     const [, w1] = s.server.workerPids;
@@ -159,7 +160,9 @@ describe('HTTP refusals and logs', () => {
       expect((await s.server.stop()).code).toBe(0);
     }
     const lines = s.server.stderr.split('\n').filter((l) => l !== '');
-    expect(lines.filter((l) => /forward .* failed/.test(l))).toHaveLength(1);
-    expect(lines.filter((l) => !l.startsWith('iris-onprem'))).toEqual([]);
+    const failed = lines.filter((l) => /forward .* failed/.test(l));
+    expect(failed).toHaveLength(1);
+    expect(workerLine(failed[0]!)).toMatchObject({ level: 'warn', profile: 'onprem', worker: 0, user: expect.stringMatching(/^fwdlog-a/), trace: expect.stringMatching(/^[0-9a-f]{32}$/), error: expect.stringMatching(/^LinkError: /) });
+    expect(strayLines(lines)).toEqual([]);
   });
 });

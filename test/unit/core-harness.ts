@@ -1,7 +1,7 @@
 import { DatabaseSync } from 'node:sqlite';
 import { DEFAULT_CONFIG, type Config } from '../../core/config.js';
 import { Mailbox } from '../../core/mailbox.js';
-import { PeerOverloadedError, type Conn, type ConnState, type ForwardBatch, type ForwardResult, type LogLevel, type Metrics, type Sql, type SqlValue, type Storage } from '../../core/ports.js';
+import { PeerOverloadedError, type Conn, type ConnState, type ForwardBatch, type ForwardResult, type LogFields, type LogLevel, type Metrics, type Sql, type SqlValue, type Storage } from '../../core/ports.js';
 import { migrate } from '../../core/schema.js';
 import type { PushDeps } from '../../core/push.js';
 import { GroupShard } from '../../core/group/group-shard.js';
@@ -21,6 +21,8 @@ export class FakeConn implements Conn {
   closed: { code: number; reason: string } | null = null;
   /** What the socket still holds for the client; a test sets it to play a client that stopped reading. */
   queuedBytes = 0;
+  /** The connection's trace id (Conn.trace), as an adapter sets it at the upgrade. */
+  trace: string | undefined = undefined;
 
   constructor(
     readonly world: World,
@@ -110,7 +112,7 @@ export class World {
   /** Recipients whose injected failures say "overloaded" (PeerOverloadedError). */
   readonly overloaded = new Set<string>();
   /** What the mailboxes logged through their Logger port. */
-  readonly logs: { level: LogLevel; message: string; error: unknown }[] = [];
+  readonly logs: { level: LogLevel; message: string; error: unknown; fields?: LogFields | undefined }[] = [];
   /** The retry jitter every mailbox draws: 1 (the default) is the top of the range, the plain backoff step. */
   random = 1;
   /** Push webhooks (core/push.ts) every mailbox created after it is set uses. */
@@ -241,7 +243,7 @@ export class World {
         user,
         storage: this.storage,
         config: this.config,
-        log: { log: (level, message, error) => this.logs.push({ level, message, error }) },
+        log: { log: (level, message, error, fields) => this.logs.push({ level, message, error, fields }) },
         random: () => this.random,
         ...(this.push && { push: this.push }),
         ...(this.metrics && { metrics: this.metrics }),
@@ -298,7 +300,7 @@ export class World {
         group,
         storage: this.storage,
         config: this.config,
-        log: { log: (level, message, error) => this.logs.push({ level, message, error }) },
+        log: { log: (level, message, error, fields) => this.logs.push({ level, message, error, fields }) },
         clock: { now: () => this.now },
         scheduler: { wakeAt: (ms) => this.wakes.set(`group:${group}`, Math.min(ms, this.wakes.get(`group:${group}`) ?? Infinity)) },
         peers: { forward: () => Promise.reject(new Error('a group does not forward')), presence: () => Promise.reject(new Error('no presence')), typing: async (to, from, conv, on) => this.typingPeer(to, from, conv, on), ...this.groupPeers },

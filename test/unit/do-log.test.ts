@@ -4,7 +4,7 @@ import { consoleLogger, isOverloaded } from '../../durable-objects/log.js';
 describe('Cloudflare logger and overload detection (durable-objects/log.ts)', () => {
   afterEach(() => vi.restoreAllMocks());
 
-  it('writes lines at or above IRIS_LOG, with the error as its own argument, and drops the rest', () => {
+  it('writes lines at or above IRIS_LOG, each one JSON object with the error described on it, and drops the rest', () => {
     const err = vi.spyOn(console, 'error').mockImplementation(() => undefined);
     const warn = vi.spyOn(console, 'warn').mockImplementation(() => undefined);
     const info = vi.spyOn(console, 'log').mockImplementation(() => undefined);
@@ -14,8 +14,9 @@ describe('Cloudflare logger and overload detection (durable-objects/log.ts)', ()
     log.log('warn', 'forward failed', e);
     log.log('error', 'unexpected');
     expect(info).not.toHaveBeenCalled();
-    expect(warn).toHaveBeenCalledWith('iris: forward failed', e);
-    expect(err).toHaveBeenCalledWith('iris: unexpected');
+    expect(JSON.parse(warn.mock.calls[0]![0] as string)).toMatchObject({ level: 'warn', msg: 'forward failed', profile: 'cloudflare', error: 'Error: boom' });
+    expect(warn.mock.calls[0]).toHaveLength(1);
+    expect(JSON.parse(err.mock.calls[0]![0] as string)).toMatchObject({ level: 'error', msg: 'unexpected', profile: 'cloudflare' });
   });
 
   it('tells an overloaded Durable Object error from others', () => {
