@@ -1,0 +1,48 @@
+/**
+ * The on-prem server's web chat (README "Web chat"): the static files of public/ at `/`, and the development
+ * token endpoint (auth/dev-token.ts). The files are small and few, so they are read once and kept in memory.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { dirname, join } from 'node:path';
+import { DEV_TOKEN_PATH, devToken, isLoopback } from '../auth/dev-token.js';
+
+const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
+const FILES = ['index.html', 'chat.js', 'chat.css'];
+
+/** public/ of the package: this file runs from onprem/ (tsx) or dist/onprem/ (built), so it is looked up. */
+function publicDir(): string | null {
+  let dir = import.meta.dirname;
+  for (let i = 0; i < 4; i++) {
+    if (existsSync(join(dir, 'public', 'index.html'))) return join(dir, 'public');
+    dir = dirname(dir);
+  }
+  return null;
+}
+
+const cache = new Map<string, Buffer | null>();
+function file(name: string): Buffer | null {
+  if (!cache.has(name)) {
+    const dir = publicDir();
+    const p = dir && join(dir, name);
+    cache.set(name, p && existsSync(p) ? readFileSync(p) : null);
+  }
+  return cache.get(name) ?? null;
+}
+
+/** Answers a web chat request and returns true, or returns false when the path is not one of its own. */
+export function serveWebchat(req: IncomingMessage, res: ServerResponse, path: string, devAuth: boolean): boolean {
+  if (path === DEV_TOKEN_PATH) {
+    const search = new URL(req.url ?? '/', 'http://x').searchParams;
+    void devToken(search, devAuth, isLoopback(req.socket.remoteAddress ?? '')).then((a) => {
+      res.writeHead(a.status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(JSON.stringify(a.body));
+    });
+    return true;
+  }
+  const name = path === '/' ? 'index.html' : path.slice(1);
+  if (!FILES.includes(name) || req.method !== 'GET') return false;
+  const body = file(name);
+  if (!body) return false;
+  res.writeHead(200, { 'content-type': TYPES[name.split('.').pop()!] ?? 'application/octet-stream', 'cache-control': 'no-cache' }).end(body);
+  return true;
+}
