@@ -25,6 +25,19 @@ async function devToken(user: string): Promise<string | null> {
   return ((await r.json()) as { token: string }).token;
 }
 
+function tokenFn(me: string): () => Promise<string> {
+  const k = `webchat.devtoken.${me}`;
+  return async () => {
+    try {
+      const t = (await devToken(me)) ?? '';
+      sessionStorage.setItem(k, t);
+      return t;
+    } catch {
+      return sessionStorage.getItem(k) ?? 'offline';
+    }
+  };
+}
+
 function deviceId(user: string): string {
   const k = `webchat.device.${user}`;
   let d = localStorage.getItem(k);
@@ -57,8 +70,16 @@ function login(): void {
     })();
   });
   $('login').hidden = false;
+  const why = sessionStorage.getItem('webchat.why');
+  if (why) {
+    sessionStorage.removeItem('webchat.why');
+    $('login-error').textContent = why;
+    $('token-row').hidden = false;
+  }
   // Opened with ?user=: straight in (dev mode), as the README's link and the browser test do.
   const q = new URLSearchParams(location.search).get('user');
+  // Signed in before (a reload, a tab reopened): straight back in, network or not; the token comes at connect.
+  if (saved && (!q || q === saved)) return start(saved);
   if (q) {
     user.value = q;
     $<HTMLButtonElement>('login-go').click();
@@ -73,8 +94,10 @@ function start(me: string): void {
   const pasted = sessionStorage.getItem(`webchat.token.${me}`);
   const client = new IrisClient({
     url: wsUrl,
-    // A function: asked again before every reconnect, so an expired dev token is replaced by itself.
-    token: pasted ?? (async () => (await devToken(me)) ?? ''),
+    // A function: asked again before every reconnect, so an expired dev token is replaced by itself. A token
+    // function that throws stops the SDK for good, so without a network it answers the last token it had
+    // (the socket then fails as a network failure, retried) rather than throwing.
+    token: pasted ?? tokenFn(me),
     device: deviceId(me),
     reconnect: { baseMs: 250, maxMs: 4000 },
     heartbeatMs: 5000,
@@ -243,8 +266,15 @@ function start(me: string): void {
     if (client.state === 'open') follow();
     renderBanner();
   });
+  // The token was refused for good (production without a pasted token, a revoked one): back to the sign-in
+  // form, with the reason; a fresh page, so no listener of this client is left behind.
+  const signOut = (why: string) => {
+    localStorage.removeItem('webchat.user');
+    sessionStorage.setItem('webchat.why', why);
+    location.assign('/');
+  };
   client.on('error', (e) => {
-    if (e.code === 'auth_failed') $('banner').textContent = `Signed out: ${e.message}`;
+    if (e.code === 'auth_failed') signOut(`Signed out: ${e.message}`);
   });
   addEventListener('online', () => void connect());
   addEventListener('offline', renderBanner);
@@ -264,7 +294,7 @@ function start(me: string): void {
       await client.connect();
       follow();
     } catch (e) {
-      if ((e as IrisError).code === 'auth_failed') return void ($('banner').textContent = `Signed out: ${(e as Error).message}`);
+      if ((e as IrisError).code === 'auth_failed') return signOut(`Signed out: ${(e as Error).message}`);
       setTimeout(() => void connect(), (retryMs = Math.min(retryMs * 2, 5000)));
     } finally {
       connecting = false;

@@ -78,6 +78,25 @@ describe('the web chat served by the on-prem server', () => {
     await ctx.close();
   });
 
+  it('a page that cannot reach the server when it opens connects by itself once it can', async () => {
+    needBrowser();
+    const ctx = await browser.newContext();
+    const page = await open(ctx, 'wc-carol'); // signed in once; the page remembers the user
+    // Now the server is out of reach: no token, no WebSocket, no probe of the refusal.
+    await ctx.route('**/dev/token*', (r) => r.abort('internetdisconnected'));
+    await ctx.route('**/v1/connect*', (r) => r.abort('internetdisconnected'));
+    let reachable = false; // a WebSocket route stays (unrouteAll leaves it): it passes sockets through later
+    await ctx.routeWebSocket('**/v1/connect*', (ws) => (reachable ? ws.connectToServer() : ws.close({ code: 1011 })));
+    await page.reload();
+    await page.locator('#banner', { hasText: 'Offline' }).waitFor();
+    expect(await page.locator('#status').textContent()).not.toBe('open');
+    reachable = true;
+    await ctx.unrouteAll();
+    await page.locator('#status', { hasText: /^open$/ }).waitFor({ timeout: 30_000 });
+    await page.locator('#banner').waitFor({ state: 'hidden' });
+    await ctx.close();
+  });
+
   it('two users: send, receive, ticks, unread, typing, presence, offline and back, reload, groups', async () => {
     needBrowser();
     const ca = await browser.newContext({ viewport: { width: 1000, height: 640 } });
