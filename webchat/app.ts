@@ -78,8 +78,9 @@ function login(): void {
   }
   // Opened with ?user=: straight in (dev mode), as the README's link and the browser test do.
   const q = new URLSearchParams(location.search).get('user');
-  // Signed in before (a reload, a tab reopened): straight back in, network or not; the token comes at connect.
-  if (saved && (!q || q === saved)) return start(saved);
+  // This tab's user signed in before (a reload): straight back in, network or not; the token comes at connect.
+  // Without ?user= (another tab) the form is shown, so two tabs are never the same device.
+  if (saved && q === saved) return start(saved);
   if (q) {
     user.value = q;
     $<HTMLButtonElement>('login-go').click();
@@ -90,6 +91,8 @@ function start(me: string): void {
   $('login').hidden = true;
   $('app').hidden = false;
   $('me').textContent = me;
+  // The user in the address: a reload of this tab stays this user while another tab signs in as someone else.
+  window.history.replaceState(null, '', `/?user=${encodeURIComponent(me)}`);
   const history = new History(me);
   const pasted = sessionStorage.getItem(`webchat.token.${me}`);
   const client = new IrisClient({
