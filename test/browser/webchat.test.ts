@@ -157,8 +157,17 @@ describe('the web chat served by the on-prem server', () => {
     await b.fill('#text', 'thanks');
     await b.press('#text', 'Enter');
     await a.locator('.msg.theirs', { hasText: 'thanks' }).waitFor();
+    // Alice back in the 1:1 chat: the group counts Bob's next line as unread; her new 1:1 message is delivered
+    // (✓✓) but not read, since Bob's chat with her is not open.
+    await a.click('li[data-conv="wc-bob"]');
+    await b.fill('#text', 'see you at 5');
+    await b.press('#text', 'Enter');
+    await a.locator('li.conv', { hasText: '# team' }).locator('.unread', { hasText: '1' }).waitFor();
+    await a.fill('#text', 'lunch tomorrow?');
+    await a.press('#text', 'Enter');
+    await tick(a, 'lunch tomorrow?').and(a.locator('[data-tick="delivered"]')).waitFor();
     if (process.env['IRIS_SCREENSHOT'] === '1') {
-      await a.click('li[data-conv="wc-bob"]');
+      await a.locator('li.conv .preview', { hasText: 'see you at 5' }).waitFor(); // Bob's typing in the group over
       await a.screenshot({ path: join(ROOT, 'docs', 'webchat.png') });
     }
     await b.click('#leave-group');
