@@ -20,14 +20,18 @@ function publicDir(): string | null {
   return null;
 }
 
-const cache = new Map<string, Buffer | null>();
+// A file found is kept for the life of the process; one not found (chat.js before its first build) is looked
+// for again on the next request.
+const cache = new Map<string, Buffer>();
 function file(name: string): Buffer | null {
-  if (!cache.has(name)) {
-    const dir = publicDir();
-    const p = dir && join(dir, name);
-    cache.set(name, p && existsSync(p) ? readFileSync(p) : null);
-  }
-  return cache.get(name) ?? null;
+  const hit = cache.get(name);
+  if (hit) return hit;
+  const dir = publicDir();
+  const p = dir && join(dir, name);
+  if (!p || !existsSync(p)) return null;
+  const body = readFileSync(p);
+  cache.set(name, body);
+  return body;
 }
 
 /** Answers a web chat request and returns true, or returns false when the path is not one of its own. */
