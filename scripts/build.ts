@@ -13,6 +13,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { isMain } from './lib/main.js';
+import { buildWebchat } from './webchat-build.js';
 
 export const ROOT = resolve(import.meta.dirname, '..');
 export const DIST = join(ROOT, 'dist');
@@ -41,6 +42,8 @@ export function buildDist(): void {
   if (existsSync(DIST)) renameSync(DIST, old);
   renameSync(next, DIST);
   rmSync(old, { recursive: true, force: true });
+  // The web chat's bundle (public/chat.js), which the servers serve at / (README "Web chat").
+  buildWebchat();
 }
 
 /** Newest mtime (ms) of the product sources, their folders and the tsconfigs. */
@@ -66,6 +69,7 @@ export function distIsStale(): boolean {
 if (isMain(import.meta.url)) {
   try {
     if (!process.argv.includes('--if-stale') || distIsStale()) buildDist();
+    else buildWebchat();
   } catch (e) {
     process.stderr.write(`${(e as Error).message}\n`);
     process.exit(1);

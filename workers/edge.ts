@@ -1,3 +1,4 @@
+import { DEV_TOKEN_PATH, devToken, isLoopback } from '../auth/dev-token.js';
 import {
   DEV_AUTH_WARNING,
   TokenVerifier,
@@ -97,7 +98,13 @@ export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     const url = new URL(request.url);
     const isAdmin = url.pathname.startsWith(ADMIN_PREFIX);
-    if (url.pathname !== '/healthz' && url.pathname !== '/v1/connect' && !isAdmin) return refuse(refusal('not_found', 'no such endpoint'));
+    if (url.pathname !== '/healthz' && url.pathname !== '/v1/connect' && url.pathname !== DEV_TOKEN_PATH && !isAdmin) return refuse(refusal('not_found', 'no such endpoint'));
+    if (url.pathname === DEV_TOKEN_PATH) {
+      // The web chat's dev tokens (auth/dev-token.ts): only with the dev secret accepted and on a loopback host.
+      const st = edgeState(env);
+      const a = await devToken(url.searchParams, !('misconfigured' in st) && st.cfg.devAuth, isLoopback(url.hostname));
+      return Response.json(a.body, { status: a.status, headers: { 'cache-control': 'no-store' } });
+    }
     const st = edgeState(env);
     if ('misconfigured' in st) return refuse(st.misconfigured);
     if (isAdmin) return admin(request, url, env);

@@ -15,6 +15,7 @@ import { destroyOnError, type WebSockets } from './websockets.js';
 import { TOKEN_HEADER, claimsHeader, claimsOf } from '../../core/revocation.js';
 import { ADMIN_PREFIX } from '../../core/admin.js';
 import type { AdminRoute } from './admin.js';
+import { serveWebchat } from '../webchat.js';
 
 /**
  * The listener: every worker accepts on the same port (SO_REUSEPORT), answers the HTTP endpoints, and decides
@@ -117,6 +118,7 @@ export class Listener {
     }
     if (path === '/metrics') return this.supervisor.metrics(res);
     if (path?.startsWith(ADMIN_PREFIX) && this.admin) return this.admin.handle(req, res);
+    if (path !== undefined && serveWebchat(req, res, path, ctx.cfg.auth.devAuth)) return;
     if (path === CONNECT_PATH) {
       // A plain GET gets the same decision as an upgrade (a refused WebSocket cannot see why; this can):
       // the token's 401/403 first, else 426 for the missing upgrade.

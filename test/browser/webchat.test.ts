@@ -1,0 +1,180 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ROOT, removeDir, startServer, type ServerProcess } from '../onprem/helpers.js';
+
+/**
+ * The web chat (README "Web chat", issue 12) in a real browser: Debian's Chromium, headless and off the network,
+ * two browser contexts as two users against an on-prem server in development mode that serves the page itself
+ * (its /dev/token gives the page its tokens). Send and receive, ✓ / ✓✓ / read ticks, unread counts, typing,
+ * presence, one side offline with a send queued and delivered on return, a reload that keeps the history, groups.
+ * `IRIS_SCREENSHOT=1` also writes docs/webchat.png (the README's picture).
+ */
+
+const CHROMIUM = '/usr/bin/chromium';
+const MISSING = existsSync(CHROMIUM) ? null : `no browser at ${CHROMIUM}: install chromium: apt-get install chromium`;
+
+let dev: { server: ServerProcess; dataDir: string; port: number };
+let prod: { server: ServerProcess; dataDir: string; port: number };
+let browser: Browser;
+let origin: string;
+
+beforeAll(async () => {
+  if (MISSING) return;
+  // Development mode: no key configured (TEST_ENV's secret blanked), so the dev secret and /dev/token exist.
+  [dev, prod] = await Promise.all([startServer({ workers: 1, env: { IRIS_JWT_SECRET: '', IRIS_DEV_MODE: '1' } }), startServer({ workers: 1 })]);
+  origin = `http://127.0.0.1:${dev.port}`;
+  browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    headless: true,
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking', '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+}, 120_000);
+
+afterAll(async () => {
+  await browser?.close();
+  for (const s of [dev, prod]) {
+    await s?.server.stop();
+    if (s) removeDir(s.dataDir);
+  }
+});
+
+function needBrowser(): void {
+  if (MISSING) throw new Error(MISSING);
+}
+
+async function open(ctx: BrowserContext, user: string): Promise<Page> {
+  const page = await ctx.newPage();
+  await page.goto(`${origin}/?user=${user}`);
+  await page.locator('#status', { hasText: /^open$/ }).waitFor({ timeout: 30_000 });
+  return page;
+}
+
+const tick = (page: Page, text: string) => page.locator('.msg.mine', { hasText: text }).locator('.tick');
+
+describe('the web chat served by the on-prem server', () => {
+  it('serves the page at / on both modes, and dev tokens only in development mode', async () => {
+    for (const port of [dev.port, prod.port]) {
+      const r = await fetch(`http://127.0.0.1:${port}/`);
+      expect([r.status, r.headers.get('content-type')]).toEqual([200, 'text/html; charset=utf-8']);
+      expect((await fetch(`http://127.0.0.1:${port}/chat.js`)).status).toBe(200);
+    }
+    const ok = await fetch(`${origin}/dev/token?user=wc-zed`);
+    expect(ok.status).toBe(200);
+    expect(((await ok.json()) as { token: string }).token.split('.')).toHaveLength(3);
+    expect((await fetch(`${origin}/dev/token?user=bad%20name`)).status).toBe(400);
+    expect((await fetch(`http://127.0.0.1:${prod.port}/dev/token?user=wc-zed`)).status).toBe(404);
+    expect((await fetch(`http://127.0.0.1:${prod.port}/healthz`)).status).toBe(200);
+  });
+
+  it('in production the page asks for a token the app supplies', async () => {
+    needBrowser();
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await page.goto(`http://127.0.0.1:${prod.port}/?user=wc-prod`);
+    await page.locator('#token-row').waitFor({ state: 'visible' });
+    expect(await page.locator('#login-error').textContent()).toContain('paste a token');
+    await ctx.close();
+  });
+
+  it('a page that cannot reach the server when it opens connects by itself once it can', async () => {
+    needBrowser();
+    const ctx = await browser.newContext();
+    const page = await open(ctx, 'wc-carol'); // signed in once; the page remembers the user
+    // Now the server is out of reach: no token, no WebSocket, no probe of the refusal.
+    await ctx.route('**/dev/token*', (r) => r.abort('internetdisconnected'));
+    await ctx.route('**/v1/connect*', (r) => r.abort('internetdisconnected'));
+    let reachable = false; // a WebSocket route stays (unrouteAll leaves it): it passes sockets through later
+    await ctx.routeWebSocket('**/v1/connect*', (ws) => (reachable ? ws.connectToServer() : ws.close({ code: 1011 })));
+    await page.reload();
+    await page.locator('#banner', { hasText: 'Offline' }).waitFor();
+    expect(await page.locator('#status').textContent()).not.toBe('open');
+    reachable = true;
+    await ctx.unrouteAll();
+    await page.locator('#status', { hasText: /^open$/ }).waitFor({ timeout: 30_000 });
+    await page.locator('#banner').waitFor({ state: 'hidden' });
+    await ctx.close();
+  });
+
+  it('two users: send, receive, ticks, unread, typing, presence, offline and back, reload, groups', async () => {
+    needBrowser();
+    const ca = await browser.newContext({ viewport: { width: 1000, height: 640 } });
+    const cb = await browser.newContext();
+    const a = await open(ca, 'wc-alice');
+    const b = await open(cb, 'wc-bob');
+
+    // Alice opens a chat with Bob and sends; Bob has it unread until he opens it.
+    await a.fill('#peer-name', 'wc-bob');
+    await a.press('#peer-name', 'Enter');
+    await a.fill('#text', 'hello bob');
+    await a.press('#text', 'Enter');
+    await b.locator('li[data-conv="wc-alice"] .unread', { hasText: '1' }).waitFor();
+    await tick(a, 'hello bob').and(a.locator('[data-tick="delivered"]')).waitFor();
+    expect(await tick(a, 'hello bob').textContent()).toBe('✓✓');
+    await b.click('li[data-conv="wc-alice"]');
+    await b.locator('.msg.theirs', { hasText: 'hello bob' }).waitFor();
+    await tick(a, 'hello bob').and(a.locator('[data-tick="read"]')).waitFor();
+    expect(await b.locator('li[data-conv="wc-alice"] .unread').count()).toBe(0);
+
+    // Presence and typing.
+    await a.locator('#peer-status', { hasText: 'online' }).waitFor();
+    await b.locator('#text').pressSequentially('hi al', { delay: 20 });
+    await a.locator('#peer-status', { hasText: 'typing…' }).waitFor();
+    await b.press('#text', 'Enter');
+    await a.locator('.msg.theirs', { hasText: 'hi al' }).waitFor();
+
+    // Bob goes offline: the banner shows, his send waits queued, and goes out when he is back.
+    await cb.setOffline(true);
+    await b.locator('#banner').waitFor({ state: 'visible' });
+    await b.fill('#text', 'sent while offline');
+    await b.press('#text', 'Enter');
+    await b.locator('#banner', { hasText: '1 message queued' }).waitFor({ timeout: 30_000 });
+    expect(await tick(b, 'sent while offline').getAttribute('data-tick')).toBe('pending');
+    await cb.setOffline(false);
+    await a.locator('.msg.theirs', { hasText: 'sent while offline' }).waitFor({ timeout: 30_000 });
+    await b.locator('#banner').waitFor({ state: 'hidden', timeout: 30_000 });
+    await tick(b, 'sent while offline').and(b.locator('[data-tick="read"]')).waitFor();
+
+    // A reload keeps the history (and its ticks).
+    const before = await b.locator('.msg').allTextContents();
+    await b.reload();
+    await b.locator('#status', { hasText: /^open$/ }).waitFor({ timeout: 30_000 });
+    await b.click('li[data-conv="wc-alice"]');
+    expect(await b.locator('.msg').allTextContents()).toEqual(before);
+
+    // Groups: create with a member, message, the member leaves.
+    await a.fill('#group-name', 'team');
+    await a.fill('#group-members', 'wc-bob');
+    await a.click('#new-group button');
+    await a.locator('#peer', { hasText: '# team' }).waitFor();
+    await a.fill('#text', 'hi team');
+    await a.press('#text', 'Enter');
+    const team = b.locator('li.conv', { hasText: '# team' });
+    await team.waitFor();
+    await team.click();
+    await b.locator('.msg.theirs', { hasText: 'hi team' }).waitFor();
+    await b.fill('#text', 'thanks');
+    await b.press('#text', 'Enter');
+    await a.locator('.msg.theirs', { hasText: 'thanks' }).waitFor();
+    // Alice back in the 1:1 chat: the group counts Bob's next line as unread; her new 1:1 message is delivered
+    // (✓✓) but not read, since Bob's chat with her is not open.
+    await a.click('li[data-conv="wc-bob"]');
+    await b.fill('#text', 'see you at 5');
+    await b.press('#text', 'Enter');
+    await a.locator('li.conv', { hasText: '# team' }).locator('.unread', { hasText: '1' }).waitFor();
+    await a.fill('#text', 'lunch tomorrow?');
+    await a.press('#text', 'Enter');
+    await tick(a, 'lunch tomorrow?').and(a.locator('[data-tick="delivered"]')).waitFor();
+    if (process.env['IRIS_SCREENSHOT'] === '1') {
+      await a.locator('li.conv .preview', { hasText: 'see you at 5' }).waitFor(); // Bob's typing in the group over
+      await a.screenshot({ path: join(ROOT, 'docs', 'webchat.png') });
+    }
+    await b.click('#leave-group');
+    await a.click('li.conv >> text=# team');
+    await a.locator('.msg.system', { hasText: 'wc-bob left' }).waitFor();
+
+    await ca.close();
+    await cb.close();
+  }, 180_000);
+});
