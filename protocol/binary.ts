@@ -53,11 +53,38 @@ const KIND_BY_BYTE = new Map<number, EntryKind>(
 );
 const REF_BY_BYTE = new Map<number, RefKind>((Object.entries(REF_KINDS) as [RefKind, number][]).map(([k, n]) => [n, k]));
 
+/** How a reference's target is named: a server message id in 1:1, a seq in decimal in a group (group-codec.ts). */
+export type RefTarget = (msg: string, ref?: string) => string;
+
+const messageTarget: RefTarget = (msg) => v.messageId(msg, 'ref.msg');
+
 /** A message reference (PROTOCOL.md 9.9): `refKind:u8 msg:str`, its kind byte `b` already read. */
-function readRef(r: Reader, b: number, ref?: string): MessageRef {
+export function readRef(r: Reader, b: number, target: RefTarget, ref?: string): MessageRef {
   const kind = REF_BY_BYTE.get(b);
   if (kind === undefined) throw new ProtocolError('invalid_field', `ref.kind: unknown reference kind ${b}`, ref);
-  return { kind, msg: v.messageId(r.str('ref.msg', LIMITS.maxMessageIdLength), 'ref.msg') };
+  return { kind, msg: target(r.str('ref.msg', LIMITS.maxMessageIdLength), ref) };
+}
+
+/**
+ * The references of a deliver's (or a group_deliver's) entries: one trailing block, `refKind:u8 [msg:str]` per
+ * entry (0: none), written only when an entry has one, so a frame without any is what clients written before
+ * references decode (PROTOCOL.md 9.9).
+ */
+export function writeRefBlock(w: Writer, entries: readonly { ref?: MessageRef }[]): void {
+  if (!entries.some((e) => e.ref !== undefined)) return;
+  for (const e of entries) {
+    w.u8(e.ref ? REF_KINDS[e.ref.kind] : 0);
+    if (e.ref) w.str(e.ref.msg);
+  }
+}
+
+/** The optional trailing block writeRefBlock writes, read onto the entries already decoded. */
+export function readRefBlock(r: Reader, entries: { ref?: MessageRef }[], target: RefTarget): void {
+  if (!r.more()) return;
+  for (const e of entries) {
+    const b = r.u8('ref.kind');
+    if (b !== 0) e.ref = readRef(r, b, target);
+  }
 }
 
 /** Key directory (PROTOCOL.md 8.9): a signed prekey is `id:uint key:bytes sig:bytes ts:uint`. */
@@ -251,14 +278,7 @@ export function encodeBinary(f: Frame): Uint8Array {
         w.uint(e.ts);
         w.bytes(e.body);
       }
-      // References follow as one trailing block, one `refKind:u8 [msg:str]` per entry (0: none), only when an entry
-      // has one: a frame without any is what clients written before references decode (PROTOCOL.md 9.9).
-      if (f.entries.some((e) => e.ref !== undefined)) {
-        for (const e of f.entries) {
-          w.u8(e.ref ? REF_KINDS[e.ref.kind] : 0);
-          if (e.ref) w.str(e.ref.msg);
-        }
-      }
+      writeRefBlock(w, f.entries);
       break;
     case 'deliver_ack':
       w.uint(f.seq);
@@ -430,7 +450,7 @@ export function decodeBinary(buf: Uint8Array): Frame {
     case 'send': {
       const cid = v.clientId(r.str('id', id), 'id');
       f = { t: type, id: cid, to: v.userId(r.str('to', id), 'to', cid), body: r.bytes('body', LIMITS.maxBodyBytes, cid) };
-      if (r.more()) f.ref = readRef(r, r.u8('ref.kind'), cid);
+      if (r.more()) f.ref = readRef(r, r.u8('ref.kind'), messageTarget, cid);
       break;
     }
     case 'send_ack':
@@ -459,13 +479,7 @@ export function decodeBinary(buf: Uint8Array): Frame {
           body: r.bytes('body', LIMITS.maxBodyBytes),
         });
       }
-      // Optional trailing block of references (see the encoder).
-      if (r.more()) {
-        for (const e of entries) {
-          const b = r.u8('ref.kind');
-          if (b !== 0) e.ref = readRef(r, b);
-        }
-      }
+      readRefBlock(r, entries, messageTarget);
       f = { t: type, entries };
       break;
     }

@@ -1,6 +1,6 @@
 import { ProtocolError } from './errors.js';
 import { GROUP_ENTRY_KINDS, GROUP_RECEIPT_STATES, type GroupEntry, type GroupEntryKind, type GroupFrame, type GroupMemberInfo, type GroupMemberReceipt, type GroupReceiptState } from './groups.js';
-import type { Writer, Reader } from './binary.js';
+import { readRef, readRefBlock, writeRefBlock, type Reader, type Writer } from './binary.js';
 import { REF_KINDS, type MessageRef, type RefKind } from './frames.js';
 import { LIMITS } from './limits.js';
 import * as v from './validate.js';
@@ -13,14 +13,6 @@ import * as v from './validate.js';
 const KIND_BY_BYTE = new Map<number, GroupEntryKind>((Object.entries(GROUP_ENTRY_KINDS) as [GroupEntryKind, number][]).map(([k, n]) => [n, k]));
 const STATE_BY_BYTE = new Map<number, GroupReceiptState>((Object.entries(GROUP_RECEIPT_STATES) as [GroupReceiptState, number][]).map(([k, n]) => [n, k]));
 const ID = LIMITS.maxIdLength;
-const REF_BY_BYTE = new Map<number, RefKind>((Object.entries(REF_KINDS) as [RefKind, number][]).map(([k, n]) => [n, k]));
-
-/** A reference in a group (PROTOCOL.md 9.11): `refKind:u8 msg:str`, its kind byte `b` already read; msg is a seq. */
-function readRef(r: Reader, b: number, ref?: string): MessageRef {
-  const kind = REF_BY_BYTE.get(b);
-  if (kind === undefined) throw new ProtocolError('invalid_field', `ref.kind: unknown reference kind ${b}`, ref);
-  return { kind, msg: groupMsg(r.str('ref.msg', LIMITS.maxMessageIdLength), ref) };
-}
 
 /** A group message id: the target entry's seq, in decimal without leading zeros. */
 function groupMsg(x: unknown, ref?: string): string {
@@ -132,14 +124,8 @@ export function encodeGroupBinary(w: Writer, f: GroupFrame): void {
         w.uint(e.ts);
         w.bytes(e.body);
       }
-      // One trailing block, `refKind:u8 [msg:str]` per entry (0: none), only when an entry has a reference, as
-      // deliver's: a frame without any is what clients written before group references decode.
-      if (f.entries.some((e) => e.ref !== undefined)) {
-        for (const e of f.entries) {
-          w.u8(e.ref ? REF_KINDS[e.ref.kind] : 0);
-          if (e.ref) w.str(e.ref.msg);
-        }
-      }
+      // References as deliver's: a frame without any is what clients written before group references decode.
+      writeRefBlock(w, f.entries);
       return;
     case 'group_roster':
       w.str(f.ref);
@@ -204,7 +190,7 @@ export function decodeGroupBinary(r: Reader, t: GroupFrame['t']): GroupFrame {
     case 'group_send': {
       const id = v.clientId(r.str('id', ID), 'id');
       const f: GroupFrame = { t, id, group: v.userId(r.str('group', ID), 'group', id), body: r.bytes('body', LIMITS.maxBodyBytes, id) };
-      if (r.more()) f.ref = readRef(r, r.u8('ref.kind'), id);
+      if (r.more()) f.ref = readRef(r, r.u8('ref.kind'), groupMsg, id);
       return f;
     }
     case 'group_ack': {
@@ -249,12 +235,7 @@ export function decodeGroupBinary(r: Reader, t: GroupFrame['t']): GroupFrame {
         const subject = r.str('subject', ID);
         entries.push({ seq, kind, from, subject: subject === '' ? '' : v.userId(subject, 'subject'), name: name(r.str('name', LIMITS.maxGroupNameLength)), ts: r.uint('ts'), body: r.bytes('body', LIMITS.maxBodyBytes) });
       }
-      if (r.more()) {
-        for (const e of entries) {
-          const b = r.u8('ref.kind');
-          if (b !== 0) e.ref = readRef(r, b);
-        }
-      }
+      readRefBlock(r, entries, groupMsg);
       return { t, group, entries };
     }
     case 'group_roster': {
