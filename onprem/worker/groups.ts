@@ -32,7 +32,7 @@ export class GroupShards {
     if (!this.owns(group)) throw new Error(`group ${group} is not owned by worker ${this.ctx.id}`);
     const env = this.env();
     if (!env) throw new Error('storage is not open yet');
-    g = new GroupShard({ group, storage: env.storage, peers: env.peers, clock: env.clock, config: env.config, log: env.log, scheduler: { wakeAt: (ms) => this.wakeAt(group, ms) } });
+    g = new GroupShard({ group, storage: env.storage, peers: env.peers, clock: env.clock, config: env.config, log: env.log, push: env.push?.settings, scheduler: { wakeAt: (ms) => this.wakeAt(group, ms) } });
     this.byGroup.set(group, g);
     return g;
   }
