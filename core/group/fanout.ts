@@ -43,6 +43,7 @@ export class FanOut {
   reset(head: number): void {
     this.pending = [];
     this.committed = this.fanned = head;
+    this.d.notes?.reset(head);
   }
 
   /** An entry appended in a commit that has not resolved yet. */

@@ -75,6 +75,20 @@ export class GroupShards {
     }
   }
 
+  /**
+   * After a restart: groups whose offline members were not all told of their messages (core/group/push-notes.ts,
+   * group_push behind the log's head) are read again, which resumes their push notes from the next wake-up.
+   */
+  recover(): void {
+    const env = this.env();
+    if (!env?.push) return;
+    const groups = env.storage.sql.all<{ grp: string }>(`SELECT p.grp FROM group_push p WHERE p.upto < (SELECT max(seq) FROM group_log l WHERE l.grp = p.grp)`);
+    for (const { grp } of groups) {
+      if (!this.owns(grp)) continue;
+      this.track(grp, this.get(grp).onWake()).catch((e: unknown) => this.ctx.log('warn', `resume of group ${grp} failed: ${describeError(e)}`));
+    }
+  }
+
   stopWakes(): void {
     for (const t of this.timers.values()) clearTimeout(t.timer);
   }

@@ -134,6 +134,31 @@ describe('push webhooks for group messages', () => {
     expect(http.calls[0]).toMatchObject({ device: 'b1', count: 2 });
   });
 
+  it("a group shard restarted inside its window resumes the notes from its stored cursor", async () => {
+    const http = fakeHttp();
+    const { w, alice, counts } = await groupWorld(http);
+    await groupSend(alice, 'one');
+    await w.advance(1_000);
+    await until(() => w.groupNotes.length === 1);
+    await w.advance(1_000);
+    await until(() => counts.sent === 1);
+    const upto = () => (w.db.prepare(`SELECT upto FROM group_push WHERE grp = 'g1'`).get() as { upto: number }).upto;
+    const first = alice.of('group_send_ack').at(-1)!.seq;
+    expect(upto()).toBe(first); // one row per group, moved once the window's notes were handed over
+    await groupSend(alice, 'two');
+    await groupSend(alice, 'three');
+    expect(upto()).toBe(first); // nothing written per message
+    w.evictGroup('g1'); // restarted before its window ended: the notes in memory are gone
+    await w.advance(1_000); // the wake asked for before (the alarm) reads the group again
+    await until(() => w.groupNotes.length === 2);
+    expect(w.groupNotes[1]).toMatchObject({ user: 'bob', note: { group: 'g1', count: 2, seq: first + 2 } });
+    await w.advance(1_000);
+    await until(() => counts.sent === 2);
+    expect(http.calls[1]).toMatchObject({ device: 'b1', conversation: 'g1', count: 2, msg: `g1:${first + 2}` });
+    await w.settle();
+    expect(upto()).toBe(first + 2);
+  });
+
   it('writes nothing and calls nobody while IRIS_PUSH_URL is unset', async () => {
     const w = new World();
     const bob = await device(w, 'bob', 'b1');
@@ -145,6 +170,7 @@ describe('push webhooks for group messages', () => {
     await w.advance(5_000);
     expect(w.groupNotes).toEqual([]);
     expect(w.count('push_pending', 'bob')).toBe(0);
+    expect(w.db.prepare(`SELECT count(*) AS c FROM group_push`).get()).toEqual({ c: 0 });
   });
 });
 
