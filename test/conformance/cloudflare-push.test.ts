@@ -100,4 +100,28 @@ describe('cloudflare (wrangler dev): push webhooks', () => {
     a.close();
     d.close();
   }, 180_000);
+
+  it('a push being retried when wrangler dev restarts is sent after it comes back (push_pending, the alarm)', async () => {
+    const t = target!;
+    const run = `cfr${Date.now().toString(36)}`;
+    const [alice, bob] = [`${run}-alice`, `${run}-bob`];
+    const b = await online(t, bob, 'b1');
+    b.close();
+    await waitFor('bob offline', async () => (await connections(t, bob)) === 0);
+    const start = receiver.got.length;
+    // Every call fails until the restart (retries 0.1-0.2 s, doubling: far from the 8th attempt within a restart).
+    receiver.script.push(...Array<number>(30).fill(500));
+    const a = await online(t, alice, 'a1');
+    a.send({ t: 'send', id: 'r1', to: bob, body: new TextEncoder().encode('while it fails') });
+    await a.next('send_ack', 10_000, (f) => f.id === 'r1');
+    await waitFor('a call answered 500', () => receiver.got.length > start, 30_000);
+    a.close();
+    await t.restart();
+    const after = receiver.got.length;
+    receiver.script.length = 0;
+    await waitFor('the push, sent by the restarted object', () => receiver.got.slice(after).some((r) => r.status === 200), 60_000);
+    const ok = receiver.got.slice(after).find((r) => r.status === 200)!;
+    expect(ok.payload).toMatchObject({ user: bob, device: 'b1', sender: alice, conversation: alice, msg: `${alice}:1`, count: 1 });
+    expect(receiver.got.slice(start, after).every((r) => r.status === 500)).toBe(true);
+  }, 180_000);
 });
