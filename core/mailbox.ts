@@ -51,7 +51,8 @@ import { MailboxStore } from './store.js';
 import { TypingHub } from './typing.js';
 import { KeysHub } from './keys.js';
 import { refreshConn, type TokenCheck } from './refresh.js';
-import { Pusher, type PushDeps } from './push.js';
+import { Pusher, type PushDeps, type PushPlan } from './push.js';
+import type { GroupPushNote } from './group/push-notes.js';
 
 export interface MailboxDeps {
   user: string;
@@ -84,6 +85,8 @@ interface Accepted {
   /** The sender's receipt state for this conversation after the batch, when it changed (v > 0). */
   receipt?: ReceiptState;
   stored: Entry[];
+  /** Offline devices the stored messages push to (core/push.ts), their window rows written in the same commit. */
+  push?: PushPlan | null;
 }
 
 /** Reference server message ids are `<sender>:<n>`; a read mark names one of `conv`'s. */
@@ -162,6 +165,8 @@ export class Mailbox {
       devices: () => this.store.devices().map((d) => d.device),
       deviceCount: () => this.store.deviceCount(),
       online: () => new Set([...deps.sockets.list()].flatMap((c) => (c.state ? [c.state.device] : []))),
+      sql: deps.storage.sql,
+      tx: (fn) => this.tx(fn),
     }) : null;
     this.groups = new GroupMember({ deps, out: this.out, take: (now) => this.bucket.take(now), tx: (fn) => this.tx(fn) });
     this.presenceHub = new PresenceHub({
@@ -652,15 +657,17 @@ export class Mailbox {
     if (accepted > last) this.store.setPeerLastN(batch.from, accepted);
     const v = batch.receipt || batch.read ? this.store.receiptFrom(batch.from, batch.receipt, batch.read) : 0;
     const receipt = v > 0 ? this.store.receiptState(batch.from) : undefined;
-    return { accepted, full, v, ...(receipt && { receipt }), stored: entries.map((e, i): Entry => ({ kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body, seq: first + i, ...(e.ref && { ref: e.ref }) })) };
+    // Offline devices get a push (core/push.ts): a device whose window opens now gets its row in this commit.
+    const push = this.pusher?.plan(entries.filter((e) => e.kind === 'message').map((e) => ({ sender: batch.from, conversation: batch.from, msg: e.msg, ts: e.ts })));
+    return { accepted, full, v, ...(receipt && { receipt }), push, stored: entries.map((e, i): Entry => ({ kind: e.kind, msg: e.msg, peer: e.peer, ts: e.ts, body: e.body, seq: first + i, ...(e.ref && { ref: e.ref }) })) };
   }
 
   /** After accept()'s commit: push what was stored to the sockets that are caught up. */
   private async stored(batch: ForwardBatch, r: Accepted): Promise<void> {
     // Its shard handed something over: the sender may have come online since a typing push found it offline.
     this.typingOrNull?.heard(batch.from);
-    // Offline devices get a push (core/push.ts): recorded here, sent from onWake, never awaited on this path.
-    if (this.pusher) this.pusher.landed(r.stored.filter((e) => e.kind === 'message').map((e) => ({ sender: batch.from, conversation: batch.from, msg: e.msg, ts: e.ts })));
+    // Offline devices get a push (core/push.ts): counted here, sent from onWake, never awaited on this path.
+    this.pusher?.apply(r.push ?? null);
     await Promise.all([
       r.stored.length > 0 ? this.out.pushLive(r.stored) : undefined,
       r.receipt && r.v > 0 ? this.out.pushReceipt(r.receipt, r.v) : undefined,
@@ -692,7 +699,27 @@ export class Mailbox {
 
   /** A group's fan-out round (Peers.groupPush), filtered to this user's ranges; false: no device connected. */
   groupPush(group: string, after: number, upTo: number, entries: GroupEntry[]): boolean {
-    return this.groups.push(group, after, upTo, entries);
+    const any = this.groups.push(group, after, upTo, entries);
+    // Its devices that are offline get a push (all of them when `any` is false: it went offline since the group
+    // last heard), coalesced with 1:1 pushes (core/group/push-notes.ts); the group notes only members it knows offline.
+    if (this.pusher) {
+      const items = entries.filter((e) => e.kind === 'message' && e.from !== this.user).map((e) => ({ sender: e.from, conversation: group, msg: `${group}:${e.seq}`, ts: e.ts, group: true }));
+      const last = entries.at(-1)?.seq ?? 0;
+      this.pusher.note(items, (device) => this.groups.deviceCursor(group, device) >= last);
+    }
+    return any;
+  }
+
+  /**
+   * A group's coalesced note (Peers.groupNote): `count` messages landed for this user, offline in the group. Its
+   * offline devices count them for a push (a device whose stored cursor in the group is past them saw them), the
+   * rows of windows that open written before this resolves, so the group may forget the note.
+   */
+  async groupNote(n: GroupPushNote): Promise<void> {
+    if (!this.pusher) return;
+    const items = [{ sender: n.sender, conversation: n.group, msg: `${n.group}:${n.seq}`, ts: n.ts, count: n.count, group: true }];
+    const plan = await this.tx(() => this.pusher!.plan(items, (device) => this.groups.deviceCursor(n.group, device) >= n.seq));
+    this.pusher.apply(plan);
   }
 
   /** A group changed this user's membership (Peers.groupNews). */

@@ -1,5 +1,6 @@
 import type { Encoding, ErrorCode, KeyBundleEntry, MessageRef, PresenceInfo } from '../protocol/index.js';
 import type { GroupCall, GroupNews, GroupPush, GroupResult } from './group/types.js';
+import type { GroupPushNote } from './group/push-notes.js';
 
 /**
  * The two small ports the core runs over. Durable Object `ctx.storage.sql` and `node:sqlite` are both
@@ -267,6 +268,14 @@ export interface Peers {
    * the member's shard stored it; rejects when unreachable (the group retries from its wake-up). Idempotent.
    */
   groupNews?(user: string, news: GroupNews): Promise<void>;
+  /**
+   * Push webhooks for a group (core/group/push-notes.ts): `note.count` messages of the group landed for `user`, a
+   * member the group knows to be offline; the member's shard counts them for its offline devices' pushes and
+   * resolves once that is stored. Called only while IRIS_PUSH_URL is set, once per member and coalescing window.
+   * An adapter must not create storage for a user that never connected (no device: nothing to push). Rejects when
+   * unreachable (the group retries from its wake-up). Optional: without it group messages push nothing.
+   */
+  groupNote?(user: string, note: GroupPushNote): Promise<void>;
   /**
    * Key directory (PROTOCOL.md 8.9, core/keys.ts): `owner`'s bundle for `requester`, one entry per device of
    * `owner`, each with at most one one-time prekey that the owner's shard DELETES in the same Storage.commit that

@@ -1,4 +1,4 @@
-import type { Clock, Logger, Metrics, PushHttp, Scheduler } from './ports.js';
+import type { Clock, Logger, Metrics, PushHttp, Scheduler, Sql } from './ports.js';
 import { readNumber, readString } from './settings.js';
 
 /**
@@ -6,11 +6,17 @@ import { readNumber, readString } from './settings.js';
  * device that has no open socket, the app's server is told with one signed HTTP POST, so that it can wake the
  * phone (APNs / FCM / Web Push). The body is never sent: only who, from whom, where, which message and how many.
  *
- * In memory and best effort, by design: the message itself is durable and is delivered when the device
- * connects; a push is a hint to connect. So nothing here writes to storage, and nothing on the message path
- * awaits it: landed() runs after the commit and only records; calls leave from tick(), on the shard's own
- * wake-up (the Durable Object's alarm, the on-prem timer), and their promises are handed to `background`
- * (ctx.waitUntil) and never awaited. A shard that is evicted or crashes while a push waits loses that push.
+ * Nothing on the message path awaits it: calls leave from tick(), on the shard's own wake-up (the Durable Object's
+ * alarm, the on-prem timer), and their promises are handed to `background` (ctx.waitUntil) and never awaited.
+ *
+ * Pending pushes survive a restart (table push_pending, one row per device with a push waiting): the row is
+ * written when a device's coalescing window OPENS, in the same commit as the message that opened it (plan(),
+ * called inside that commit); messages joining an open window cost no row. It is rewritten after a failed call
+ * (count, latest message, attempts, next due) and deleted once the push was sent, dropped or made pointless (the
+ * device connected): about two rows per window and offline device, none per message in the window, none at all
+ * while IRIS_PUSH_URL is unset (no Pusher). After a restart the rows are read back (load()) and sent from the
+ * wake-up; a push counts the messages counted when its row was last written. Group entries are stored in the
+ * group's shard, not here: their window's row is written in its own commit, just after (note()).
  *
  * Coalescing: the first message for a device opens a window of coalesceMs; every message landing in it (or while
  * a call is in flight, or waiting for its retry) adds to the same call's count, and the call names the latest
@@ -52,6 +58,8 @@ export interface PushPayload {
   count: number;
   /** When the latest message was accepted (ms since epoch). */
   ts: number;
+  /** Present (true) when the latest message is a group's: `conversation` is the group id, `msg` "<group>:<seq>". */
+  group?: true;
 }
 
 /** One message that landed, as the mailbox reports it after its commit. */
@@ -60,6 +68,19 @@ export interface Landed {
   conversation: string;
   msg: string;
   ts: number;
+  /** How many messages this stands for (a group's coalesced note); 1 when absent. */
+  count?: number;
+  /** The latest message is a group's (payload `group: true`). */
+  group?: boolean;
+}
+
+/** The offline devices that count some messages (plan()), for apply() after the commit that wrote their rows. */
+export interface PushPlan {
+  items: Landed[];
+  devices: string[];
+  /** Devices whose window row was written in that commit. */
+  opened: Set<string>;
+  due: number;
 }
 
 /** What the adapter gives the mailbox to push with; absent (or url unset): no push. */
@@ -118,45 +139,112 @@ export interface PushPorts {
   deviceCount: () => number;
   /** Devices with an open socket past hello: they get nothing. */
   online: () => Set<string>;
+  /** The shard's storage: push_pending rows are read here, and written with tx (a commit of their own). */
+  sql: Sql;
+  tx: <T>(fn: () => T) => Promise<T>;
+}
+
+interface PendingRow {
+  device: string;
+  sender: string;
+  conv: string;
+  msg: string;
+  ts: number;
+  count: number;
+  due: number;
+  attempts: number;
+  grp: number;
+  [k: string]: string | number;
 }
 
 export class Pusher {
   private readonly pending = new Map<string, Pending>();
+  private loaded = false;
 
   constructor(
     private readonly deps: PushDeps,
     private readonly ports: PushPorts,
   ) {}
 
-  /** After the commit that stored them: counts each message for every registered device that is offline. */
-  landed(items: Landed[]): void {
-    if (items.length === 0) return;
-    const online = this.ports.online();
-    const now = this.ports.clock.now();
+  /** The rows a restart left (once per Pusher): their pushes are sent from the next wake-up, retries where they were. */
+  load(): void {
+    if (this.loaded) return;
+    this.loaded = true;
+    let next = Infinity;
+    for (const r of this.ports.sql.all<PendingRow>(`SELECT device, sender, conv, msg, ts, count, due, attempts, grp FROM push_pending WHERE user = ?`, this.ports.user)) {
+      if (this.pending.has(r.device)) continue;
+      const latest: Landed = { sender: r.sender, conversation: r.conv, msg: r.msg, ts: r.ts, ...(r.grp === 1 && { group: true }) };
+      this.pending.set(r.device, { latest, count: r.count, due: r.due, attempts: r.attempts, flying: false, extra: 0, extraLatest: null });
+      next = Math.min(next, r.due);
+    }
+    if (next !== Infinity) this.ports.scheduler.wakeAt(next);
+  }
+
+  /**
+   * INSIDE the commit that stores these messages: the offline devices that count them, and a push_pending row for
+   * each one whose window opens now (one with a push already waiting costs no row). Null: nobody to push to.
+   */
+  plan(items: Landed[], skip?: (device: string) => boolean): PushPlan | null {
+    const devices = this.targets(items, skip);
+    if (devices.length === 0) return null;
+    const due = this.ports.clock.now() + this.deps.settings.coalesceMs;
     const latest = items[items.length - 1]!;
-    if (online.size >= this.ports.deviceCount()) return;
-    for (const device of this.ports.devices()) {
-      if (online.has(device)) continue;
+    const count = countOf(items);
+    const opened = new Set<string>();
+    for (const device of devices) {
+      if (this.pending.has(device)) continue;
+      this.write(device, { latest, count, due, attempts: 0 }, true);
+      opened.add(device);
+    }
+    return { items, devices, opened, due };
+  }
+
+  /** After that commit resolved: the messages count in memory, and a window opens for a device with none. */
+  apply(plan: PushPlan | null): void {
+    if (!plan) return;
+    const latest = plan.items[plan.items.length - 1]!;
+    const count = countOf(plan.items);
+    const unwritten: string[] = [];
+    for (const device of plan.devices) {
       const p = this.pending.get(device);
       if (!p) {
-        const due = now + this.deps.settings.coalesceMs;
-        this.pending.set(device, { latest, count: items.length, due, attempts: 0, flying: false, extra: 0, extraLatest: null });
-        this.ports.scheduler.wakeAt(due);
+        this.pending.set(device, { latest, count, due: plan.due, attempts: 0, flying: false, extra: 0, extraLatest: null });
+        this.ports.scheduler.wakeAt(plan.due);
+        // Its earlier window closed between the plan and now: this one's row was not written with the messages.
+        if (!plan.opened.has(device)) unwritten.push(device);
       } else if (p.flying) {
-        p.extra += items.length;
+        p.extra += count;
         p.extraLatest = latest;
       } else {
-        p.count += items.length;
+        p.count += count;
         p.latest = latest;
       }
     }
+    if (unwritten.length > 0) this.save(unwritten);
+  }
+
+  /** Messages stored elsewhere (a group's log): counted now, the rows of windows that open written in a commit of their own. */
+  note(items: Landed[], skip?: (device: string) => boolean): void {
+    const devices = this.targets(items, skip);
+    if (devices.length > 0) this.apply({ items, devices, opened: new Set(), due: this.ports.clock.now() + this.deps.settings.coalesceMs });
+  }
+
+  /** Registered devices that are offline (and not skipped); empty at once when every device is online. */
+  private targets(items: Landed[], skip?: (device: string) => boolean): string[] {
+    if (items.length === 0) return [];
+    this.load();
+    const online = this.ports.online();
+    if (online.size >= this.ports.deviceCount()) return [];
+    return this.ports.devices().filter((d) => !online.has(d) && !(skip?.(d) ?? false));
   }
 
   /** The shard's wake-up: sends every push that is due. Returns at once; the calls run in the background. */
   tick(): void {
+    this.load();
     const now = this.ports.clock.now();
     let online: Set<string> | null = null;
     let next = Infinity;
+    const gone: string[] = [];
     for (const [device, p] of this.pending) {
       if (p.flying) continue;
       if (p.due > now) {
@@ -168,12 +256,14 @@ export class Pusher {
       // push would only be noise.
       if (online.has(device)) {
         this.pending.delete(device);
+        gone.push(device);
         continue;
       }
       p.flying = true;
       const call = this.call(device, p);
       this.deps.background?.(call);
     }
+    if (gone.length > 0) this.drop(gone);
     // The wake that ran this was spent (the platform keeps one, the earliest): ask again for what is still waiting.
     if (next !== Infinity) this.ports.scheduler.wakeAt(next);
   }
@@ -185,7 +275,7 @@ export class Pusher {
 
   private async call(device: string, p: Pending): Promise<void> {
     const s = this.deps.settings;
-    const payload: PushPayload = { user: this.ports.user, device, sender: p.latest.sender, conversation: p.latest.conversation, msg: p.latest.msg, count: p.count, ts: p.latest.ts };
+    const payload: PushPayload = { user: this.ports.user, device, sender: p.latest.sender, conversation: p.latest.conversation, msg: p.latest.msg, count: p.count, ts: p.latest.ts, ...(p.latest.group && { group: true as const }) };
     const body = JSON.stringify(payload);
     let ok = false;
     let why = '';
@@ -233,5 +323,47 @@ export class Pusher {
         this.ports.scheduler.wakeAt(rest.due);
       }
     }
+    // The row follows: rewritten for a retry or a window the extra messages opened, deleted when nothing waits.
+    if (this.pending.has(device)) this.save([device]);
+    else this.drop([device]);
   }
+
+  /** One row per device, in the caller's commit (plan) or (outside one) through write's callers save / drop. */
+  private write(device: string, p: Pick<Pending, 'latest' | 'count' | 'due' | 'attempts'>, ifNone = false): void {
+    const l = p.latest;
+    this.ports.sql.all(
+      `INSERT INTO push_pending (user, device, sender, conv, msg, ts, count, due, attempts, grp) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+       ON CONFLICT (user, device) DO ${ifNone ? 'NOTHING' : 'UPDATE SET sender = excluded.sender, conv = excluded.conv, msg = excluded.msg, ts = excluded.ts, count = excluded.count, due = excluded.due, attempts = excluded.attempts, grp = excluded.grp'}`,
+      this.ports.user, device, l.sender, l.conversation, l.msg, l.ts, p.count, p.due, p.attempts, l.group ? 1 : 0,
+    );
+  }
+
+  /** The rows of these devices as memory has them now, in a commit of their own (off the message path). */
+  private save(devices: string[]): void {
+    this.commit(() => {
+      for (const d of devices) {
+        const p = this.pending.get(d);
+        // What a restart must send: the messages counted, those riding on the call in flight included.
+        if (p) this.write(d, { latest: p.extraLatest ?? p.latest, count: p.count + p.extra, due: p.due, attempts: p.attempts });
+      }
+    });
+  }
+
+  private drop(devices: string[]): void {
+    this.commit(() => {
+      // A window opened again since (a message after the call): its row stays.
+      for (const d of devices) if (!this.pending.has(d)) this.ports.sql.all(`DELETE FROM push_pending WHERE user = ? AND device = ?`, this.ports.user, d);
+    });
+  }
+
+  private commit(fn: () => void): void {
+    // Never awaited: a row that failed to be written costs at most a push lost or sent twice after a restart.
+    this.ports.tx(fn).catch((e: unknown) => this.ports.log.log('warn', `${this.ports.user}: push_pending not written`, e));
+  }
+}
+
+function countOf(items: Landed[]): number {
+  let n = 0;
+  for (const i of items) n += i.count ?? 1;
+  return n;
 }

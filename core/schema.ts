@@ -195,6 +195,26 @@ const MIGRATIONS: readonly (readonly string[])[] = [
   [`ALTER TABLE user_groups ADD COLUMN read INTEGER NOT NULL DEFAULT 0`],
   // Message references in groups (PROTOCOL.md 9.11): the same two columns as the inbox's, on the group's log.
   [`ALTER TABLE group_log ADD COLUMN ref_kind INTEGER NOT NULL DEFAULT 0`, `ALTER TABLE group_log ADD COLUMN ref_msg TEXT NOT NULL DEFAULT ''`],
+  // Push webhooks that survive a restart (core/push.ts): one row per device of the user with a push waiting or
+  // being retried, written when its coalescing window opens (in the commit of the message that opened it), after
+  // a failed call, and deleted once the push is sent or dropped; per group, how far its offline members were told.
+  // Never written while IRIS_PUSH_URL is unset.
+  [
+    `CREATE TABLE push_pending (
+       user TEXT NOT NULL, device TEXT NOT NULL,
+       sender TEXT NOT NULL, conv TEXT NOT NULL, msg TEXT NOT NULL, ts INTEGER NOT NULL,   -- the latest message counted
+       count INTEGER NOT NULL,      -- messages counted when the row was last written
+       due INTEGER NOT NULL,        -- when the next call may leave (ms)
+       attempts INTEGER NOT NULL,   -- calls made so far (the dead-letter bound counts across restarts)
+       grp INTEGER NOT NULL,        -- 1: the latest message is a group's (conv is the group id)
+       PRIMARY KEY (user, device)
+     ) WITHOUT ROWID`,
+    // The group side (core/group/push-notes.ts): not the notes, a cursor into the log, one row per group.
+    `CREATE TABLE group_push (
+       grp TEXT PRIMARY KEY,
+       upto INTEGER NOT NULL        -- every message up to this seq was noted to the members offline (or dropped)
+     ) WITHOUT ROWID`,
+  ],
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

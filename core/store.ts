@@ -27,7 +27,7 @@ export function soleUser(sql: Sql): string | undefined {
 /**
  * The users of a storage with work to resume after a restart, when nobody may connect to wake them: messages
  * waiting in an outbox, and receipts owed to senders elsewhere, both written ones (receipts_out) and those
- * derived from acknowledged entries not yet trimmed (MailboxStore.owedMap).
+ * derived from acknowledged entries not yet trimmed (MailboxStore.owedMap), and push webhooks waiting (core/push.ts).
  */
 export function usersToResume(sql: Sql): string[] {
   return sql
@@ -35,7 +35,8 @@ export function usersToResume(sql: Sql): string[] {
       `SELECT DISTINCT user FROM outbox UNION SELECT DISTINCT user FROM receipts_out
        UNION SELECT DISTINCT d.user FROM devices d JOIN users u ON u.user = d.user WHERE d.cursor > u.trimmed
        UNION SELECT DISTINCT r.user FROM reads r JOIN users u ON u.user = r.user
-         WHERE r.v > u.reads_paid AND u.read_receipts = 1 AND r.conv <> r.user`,
+         WHERE r.v > u.reads_paid AND u.read_receipts = 1 AND r.conv <> r.user
+       UNION SELECT DISTINCT user FROM push_pending`,
     )
     .map((r) => r.user);
 }

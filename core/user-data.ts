@@ -35,6 +35,8 @@ export const USER_DATA_PARTS: UserDataPart[] = [
   { name: 'keys', tables: ['device_keys', 'one_time_prekeys'] },
   /** The member side of groups: which groups the user is in, each device's cursor per group (core/group/member.ts). */
   { name: 'groups', tables: ['user_groups', 'group_cursors'] },
+  /** Push webhooks waiting or being retried for the user's devices (core/push.ts). */
+  { name: 'push', tables: ['push_pending'] },
 ];
 
 /** Tables of the parts that exist in this database (a part added by a feature whose migration has not run is skipped). */

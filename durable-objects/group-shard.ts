@@ -4,6 +4,7 @@ import { GroupShard as CoreGroupShard } from '../core/group/group-shard.js';
 import { visible, type GroupCall, type GroupPush, type GroupResult } from '../core/group/types.js';
 import type { LogLevel, Peers } from '../core/ports.js';
 import { readString } from '../core/settings.js';
+import { pushSettingsFromEnv } from '../core/push.js';
 import { migrate } from '../core/schema.js';
 import type { Env } from './env.js';
 import { consoleLogger } from './log.js';
@@ -110,6 +111,8 @@ export class GroupShard extends DurableObject<Env> {
       presence: () => Promise.reject(new Error('a group shard has no presence')),
       groupPush: (push) => this.groupPush(push),
       groupNews: (user, news) => env.USERS.get(env.USERS.idFromName(user)).groupNews(user, news),
+      // Push webhooks for offline members (core/group/push-notes.ts): one RPC per member per coalescing window.
+      groupNote: (user, note) => env.USERS.get(env.USERS.idFromName(user)).groupNote(user, note),
       // Typing in the group (core/group/group-shard.ts): only online members' shards are called.
       typing: (to, from, conv, on) => env.USERS.get(env.USERS.idFromName(to)).typing(to, from, conv, on),
     };
@@ -121,6 +124,7 @@ export class GroupShard extends DurableObject<Env> {
       clock: { now: () => Date.now() },
       config: this.config,
       log: this.log,
+      push: pushSettingsFromEnv(env),
     });
     return this.shard;
   }

@@ -4,6 +4,7 @@ import { configFromEnv, type Config } from '../core/config.js';
 import { fetchPushHttp, pushSettingsFromEnv } from '../core/push.js';
 import { Mailbox } from '../core/mailbox.js';
 import type { GroupNews } from '../core/group/types.js';
+import type { GroupPushNote } from '../core/group/push-notes.js';
 import { runAdmin, type AdminAnswer, type AdminCall } from '../core/admin.js';
 import { Revocations, TOKEN_HEADER, expiryDeadline, parseClaims } from '../core/revocation.js';
 import type { ForwardBatch, ForwardResult, LogLevel, Scheduler, TokenClaims } from '../core/ports.js';
@@ -287,6 +288,11 @@ export class UserShard extends DurableObject<Env> {
       if (!this.mailbox && !this.hasSchema()) return false;
       return this.mailboxFor(user).groupPush(group, after, upTo, entries);
     });
+  }
+
+  /** Peers.groupNote (core/group/push-notes.ts): group messages for this offline user; a user never seen has no device. */
+  async groupNote(user: string, note: GroupPushNote): Promise<void> {
+    return this.timed(async () => (!this.mailbox && !this.hasSchema() ? undefined : this.mailboxFor(user).groupNote(note)));
   }
 
   /** Peers.groupNews: the user's membership of a group changed (stored; its devices catch up). */

@@ -1,4 +1,5 @@
 import type { GroupCall, GroupNews, GroupPush, GroupResult } from '../core/group/types.js';
+import type { GroupPushNote } from '../core/group/push-notes.js';
 
 /**
  * Group calls between workers (core/ports.ts Peers.group, groupPush, groupNews) travel over the links as one op
@@ -8,7 +9,9 @@ import type { GroupCall, GroupNews, GroupPush, GroupResult } from '../core/group
 export type GroupLinkMessage =
   | { k: 'call'; group: string; call: GroupCall }
   | { k: 'push'; push: GroupPush }
-  | { k: 'news'; user: string; news: GroupNews };
+  | { k: 'news'; user: string; news: GroupNews }
+  /** Push webhooks for an offline member (core/group/push-notes.ts). */
+  | { k: 'note'; user: string; note: GroupPushNote };
 
 export type GroupLinkAnswer = GroupResult | boolean[] | null;
 

@@ -54,7 +54,7 @@ export class WorkerMetrics {
     this.closes = new Counter({ name: 'iris_closes_total', help: 'Client WebSockets closed, by close code', labelNames: ['code'], registers });
     this.serverCloses = new Counter({ name: 'iris_server_closes_total', help: 'Client WebSockets the server closed, by the close code it sent (4000 hello timeout, 4001 replaced, 4002 too many errors, 4003 slow consumer, ...)', labelNames: ['code'], registers });
     this.mailboxes = new Gauge({ name: 'iris_mailboxes', help: 'User mailboxes held in memory by this worker', registers });
-    this.linkCalls = new Counter({ name: 'iris_peer_calls_total', help: 'Calls to other workers (forward, presence, watch, push, typing, group, gpush, gnews, keys), by result', labelNames: ['op', 'result'], registers });
+    this.linkCalls = new Counter({ name: 'iris_peer_calls_total', help: 'Calls to other workers (forward, presence, watch, push, typing, group, gpush, gnews, gnote, keys), by result', labelNames: ['op', 'result'], registers });
     this.linkLatency = new Histogram({
       name: 'iris_peer_call_seconds',
       help: 'Round trip of a call to another worker',

@@ -1,5 +1,9 @@
 import type { GroupEntry } from '../../protocol/index.js';
 import type { Peers } from '../ports.js';
+import type { GroupPushNotes } from './push-notes.js';
+
+/** The group shard builds the notes the fan-out drives, with the fan-out (core/group/push-notes.ts). */
+export { GroupPushNotes } from './push-notes.js';
 import type { GroupPush, Ranges } from './types.js';
 
 /** Entries per push call (ARCHITECTURE.md "Groups": --fanout-batch). */
@@ -15,6 +19,8 @@ export interface FanOutDeps {
   isMember(user: string): boolean;
   /** A push failed: ask for a wake-up, from which onWake() nudges the members behind. */
   retryLater(): void;
+  /** Push webhooks for the members that are offline (core/group/push-notes.ts); absent while IRIS_PUSH_URL is unset. */
+  notes?: GroupPushNotes | undefined;
 }
 
 /**
@@ -37,6 +43,7 @@ export class FanOut {
   reset(head: number): void {
     this.pending = [];
     this.committed = this.fanned = head;
+    this.d.notes?.reset(head);
   }
 
   /** An entry appended in a commit that has not resolved yet. */
@@ -63,12 +70,15 @@ export class FanOut {
         if (!this.d.isMember(u)) this.d.online.delete(u);
       }
       if (targets.length > 0) this.push({ group: this.d.group, after, upTo, entries, targets });
+      // Members this round does not reach are offline: they are counted for a push instead.
+      this.d.notes?.landed(entries);
     }
   }
 
   /** The wake-up: members behind and not busy are nudged. */
   wake(): void {
     for (const u of [...this.behind]) if (!this.inflight.has(u)) this.nudge(u);
+    this.d.notes?.wake();
   }
 
   private push(p: GroupPush): void {

@@ -3,7 +3,7 @@ import type { Config } from '../config.js';
 import type { Clock, Logger, Peers, Scheduler, Storage } from '../ports.js';
 import { StorageFullError } from '../ports.js';
 import { pushTyping } from '../typing.js';
-import { FanOut } from './fanout.js';
+import { FanOut, GroupPushNotes } from './fanout.js';
 import { checkGroupRef } from './refs.js';
 import { GroupStore, type MemberRow } from './store.js';
 import type { GroupAccepted, GroupCall, GroupChange, GroupReadResult, GroupReceiptsResult, GroupRefusal, GroupResult, GroupRosterResult, GroupWatchResult, Ranges } from './types.js';
@@ -16,6 +16,7 @@ export interface GroupShardDeps {
   clock: Clock;
   config: Config;
   log: Logger;
+  push?: import('../push.js').PushSettings | undefined; // push webhooks for offline members (core/group/push-notes.ts); off without a url
 }
 
 /** Largest page a read returns. */
@@ -70,6 +71,7 @@ export class GroupShard {
       rangesOf: (u) => this.rangesOf(u),
       isMember: (u) => this.current(u) !== undefined,
       retryLater: () => deps.scheduler.wakeAt(deps.clock.now() + deps.config.retryBaseMs),
+      notes: deps.push?.url !== undefined ? new GroupPushNotes({ ...deps, push: deps.push }, this.ranges, this.online) : undefined,
     });
   }
 

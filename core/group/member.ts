@@ -333,6 +333,11 @@ export class GroupMember {
     return any;
   }
 
+  /** A device's stored cursor in a group (0: none): how far it acknowledged, as of its last write (push skips it). */
+  deviceCursor(group: string, device: string): number {
+    return this.store.cursor(group, device) ?? 0;
+  }
+
   /** The user's range in a group changed (Peers.groupNews): stored, then its devices catch up. */
   async news(n: GroupNews): Promise<void> {
     await this.m.tx(() => {

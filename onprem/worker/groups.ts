@@ -32,7 +32,7 @@ export class GroupShards {
     if (!this.owns(group)) throw new Error(`group ${group} is not owned by worker ${this.ctx.id}`);
     const env = this.env();
     if (!env) throw new Error('storage is not open yet');
-    g = new GroupShard({ group, storage: env.storage, peers: env.peers, clock: env.clock, config: env.config, log: env.log, scheduler: { wakeAt: (ms) => this.wakeAt(group, ms) } });
+    g = new GroupShard({ group, storage: env.storage, peers: env.peers, clock: env.clock, config: env.config, log: env.log, push: env.push?.settings, scheduler: { wakeAt: (ms) => this.wakeAt(group, ms) } });
     this.byGroup.set(group, g);
     return g;
   }
@@ -72,6 +72,20 @@ export class GroupShards {
         this.busy.delete(group);
         this.lastUsed.delete(group);
       }
+    }
+  }
+
+  /**
+   * After a restart: groups whose offline members were not all told of their messages (core/group/push-notes.ts,
+   * group_push behind the log's head) are read again, which resumes their push notes from the next wake-up.
+   */
+  recover(): void {
+    const env = this.env();
+    if (!env?.push) return;
+    const groups = env.storage.sql.all<{ grp: string }>(`SELECT p.grp FROM group_push p WHERE p.upto < (SELECT max(seq) FROM group_log l WHERE l.grp = p.grp)`);
+    for (const { grp } of groups) {
+      if (!this.owns(grp)) continue;
+      this.track(grp, this.get(grp).onWake()).catch((e: unknown) => this.ctx.log('warn', `resume of group ${grp} failed: ${describeError(e)}`));
     }
   }
 

@@ -3,6 +3,7 @@ import type { ForwardBatch, ForwardResult, LocalShard, Peers } from '../../core/
 import type { KeyBundleEntry, PresenceInfo } from '../../protocol/index.js';
 import { visible, type GroupCall, type GroupNews, type GroupPush, type GroupResult } from '../../core/group/types.js';
 import { fromWire, toWire, type GroupLinkMessage } from '../group-link.js';
+import type { GroupPushNote } from '../../core/group/push-notes.js';
 import { GroupShards } from './groups.js';
 import { ownerOf } from '../owner.js';
 import { LinkClient, LinkServer } from '../links.js';
@@ -144,6 +145,21 @@ export class Router implements Peers {
     return this.timed('gnews', this.client(owner).group(toWire(msg))).then(() => undefined);
   }
 
+  /** A group's push note for an offline member (core/group/push-notes.ts; op "gnote"). */
+  groupNote(user: string, note: GroupPushNote): Promise<void> {
+    const owner = ownerOf(user, this.ctx.workers);
+    if (owner === this.ctx.id) return this.noteLocal(user, note);
+    const msg: GroupLinkMessage = { k: 'note', user, note };
+    return this.timed('gnote', this.client(owner).group(toWire(msg))).then(() => undefined);
+  }
+
+  /** Loads the member's shard: its devices and push_pending rows are there (a user with no device pushes nothing). */
+  private noteLocal(user: string, note: GroupPushNote): Promise<void> {
+    if (!owns(this.ctx, user)) return Promise.reject(new Error(`user ${user} is not owned by worker ${this.ctx.id}`));
+    const s = this.shards.get(user);
+    return this.shards.track(s, s.mailbox.groupNote(note));
+  }
+
   private groupLocal(group: string, call: GroupCall): Promise<GroupResult> {
     if (this.ctx.draining) return Promise.reject(new Error('worker is shutting down'));
     try {
@@ -175,6 +191,9 @@ export class Router implements Peers {
         return toWire(m.push.targets.map((t) => this.pushGroupLocal(m.push, t.user, t.ranges)));
       case 'news':
         await this.newsLocal(m.user, m.news);
+        return toWire(null);
+      case 'note':
+        await this.noteLocal(m.user, m.note);
         return toWire(null);
     }
   }
@@ -218,7 +237,7 @@ export class Router implements Peers {
     return c;
   }
 
-  private timed<T>(op: 'forward' | 'presence' | 'watch' | 'push' | 'typing' | 'group' | 'gpush' | 'gnews' | 'keys', p: Promise<T>): Promise<T> {
+  private timed<T>(op: 'forward' | 'presence' | 'watch' | 'push' | 'typing' | 'group' | 'gpush' | 'gnews' | 'gnote' | 'keys', p: Promise<T>): Promise<T> {
     const end = this.ctx.metrics.linkLatency.startTimer({ op });
     return p.then(
       (v) => {

@@ -140,6 +140,7 @@ export class Worker implements WorkerContext, Logger {
     this.timers.push(setInterval(() => this.sockets.heartbeat(), this.cfg.pingMs));
     this.timers.push(setInterval(() => (this.shards.evictIdle(), this.router.groups.evictIdle()), Math.max(1000, Math.min(this.cfg.mailboxIdleMs, 30_000))));
     this.shards.recover();
+    this.router.groups.recover();
     this.idleTrim.start();
   }
 

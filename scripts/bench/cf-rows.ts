@@ -9,6 +9,7 @@
  *   npm run bench:cf-rows -- --url http://127.0.0.1:8787 --secret S   # a `wrangler dev -c scripts/bench/wrangler.bench.toml` you run
  *   npm run bench:cf-rows -- --json out.json       # also write every snapshot and the per-statement tally
  *   npm run bench:cf-rows -- --history-depth 100  # the server keeps history for new devices (IRIS_HISTORY_DEPTH)
+ *   npm run bench:cf-rows -- --push               # push webhooks on (IRIS_PUSH_URL: a local receiver answering 204)
  *
  * Traffic is the real SDK (client/client.ts, defaults: one send in flight per recipient, cumulative acks every
  * 32 entries or 50 ms, heartbeat after 20 s without sending) through the real edge Worker and UserShard on
@@ -32,6 +33,8 @@
  * last message the run waits for the counters to settle (acks flushed, the safety-net alarm fired).
  */
 import { writeFileSync } from 'node:fs';
+import { createServer, type Server as HttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { WebSocket as NodeWebSocket } from 'ws';
 import { IrisClient } from '../../client/client.js';
 import { MemoryStore } from '../../client/store.js';
@@ -76,6 +79,8 @@ interface Options {
   statements: boolean;
   /** IRIS_HISTORY_DEPTH of the server the bench starts (null: its default). */
   historyDepth: number | null;
+  /** Push webhooks on: the bench runs a receiver on a loopback port and sets IRIS_PUSH_URL to it. */
+  push: boolean;
 }
 
 const SCENARIOS = ['online', 'paced', 'offline', 'sparse'];
@@ -83,7 +88,7 @@ const SCENARIOS = ['online', 'paced', 'offline', 'sparse'];
 const EXTRA_SCENARIOS = ['reads', 'twodev'];
 
 function parse(argv: string[]): Options {
-  const o: Options = { url: null, secret: 'bench-cf-rows-secret', n: 1000, paced: 200, sparse: 4, sparseGapMs: 2500, scenarios: SCENARIOS, json: null, statements: true, historyDepth: null };
+  const o: Options = { url: null, secret: 'bench-cf-rows-secret', n: 1000, paced: 200, sparse: 4, sparseGapMs: 2500, scenarios: SCENARIOS, json: null, statements: true, historyDepth: null, push: false };
   const { values: v } = parseArgs({
     args: argv,
     strict: true,
@@ -98,11 +103,12 @@ function parse(argv: string[]): Options {
       json: { type: 'string' },
       'no-statements': { type: 'boolean' },
       'history-depth': { type: 'string' },
+      push: { type: 'boolean' },
       help: { type: 'boolean' },
     },
   });
   if (v.help) {
-    console.log(`options: --url http://host:port --secret S --n 1000 --paced 200 --sparse 4 --sparse-gap-ms 2500 --scenarios ${SCENARIOS.join(',')} --json FILE --no-statements --history-depth N`);
+    console.log(`options: --url http://host:port --secret S --n 1000 --paced 200 --sparse 4 --sparse-gap-ms 2500 --scenarios ${SCENARIOS.join(',')} --json FILE --no-statements --history-depth N --push`);
     process.exit(0);
   }
   if (v.url !== undefined) o.url = v.url.replace(/^ws/, 'http').replace(/\/v1\/connect$/, '').replace(/\/$/, '');
@@ -115,6 +121,7 @@ function parse(argv: string[]): Options {
   if (v.json !== undefined) o.json = v.json;
   if (v['no-statements']) o.statements = false;
   if (v['history-depth'] !== undefined) o.historyDepth = Number(v['history-depth']);
+  if (v.push) o.push = true;
   for (const [k, x, max] of [['--n', o.n, 10_000], ['--paced', o.paced, 2_000], ['--sparse', o.sparse, 20]] as const) {
     if (!(Number.isInteger(x) && x >= 0 && x <= max)) throw new Error(`${k} must be an integer in [0, ${max}]`);
   }
@@ -506,12 +513,23 @@ async function main(): Promise<void> {
   const o = parse(process.argv.slice(2));
   let server: Server | null = null;
   let base = o.url;
+  let receiver: HttpServer | null = null;
+  let pushCalls = 0;
   if (base === null) {
     const port = await freePort();
+    if (o.push) {
+      receiver = createServer((req, res) => {
+        pushCalls++;
+        req.resume();
+        req.on('end', () => res.writeHead(204).end());
+      });
+      await new Promise<void>((r) => receiver!.listen(0, '127.0.0.1', r));
+    }
     // IRIS_SQL_TALLY: the shards also count rows per statement text (a map lookup per statement).
     server = await startWrangler(port, o.secret, {
       ...(o.statements ? { IRIS_SQL_TALLY: '1' } : {}),
       ...(o.historyDepth !== null ? { IRIS_HISTORY_DEPTH: String(o.historyDepth) } : {}),
+      ...(receiver ? { IRIS_PUSH_URL: `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/push`, IRIS_PUSH_SECRET: 'bench' } : {}),
     });
     base = `http://127.0.0.1:${port}`;
   }
@@ -525,7 +543,10 @@ async function main(): Promise<void> {
     }
   } finally {
     await server?.stop();
+    receiver?.closeAllConnections();
+    receiver?.close();
   }
+  if (receiver) console.log(`\npush webhook calls received: ${pushCalls}`);
   console.log(`\n\`${server?.command ?? base}\`\n`);
   console.log(table(results));
   if (o.statements) for (const r of results) console.log(statementTable(r));

@@ -45,7 +45,7 @@ export interface StorageTarget {
  * Every table the migrations create: what the schema case expects on each platform (a migration that adds a table
  * adds it here, so that both profiles are shown to run it).
  */
-const TABLES = ['dedup', 'device_keys', 'devices', 'group_cursors', 'group_dedup', 'group_log', 'group_members', 'groups', 'inbox', 'iris_migrations', 'one_time_prekeys', 'outbox', 'peers', 'reads', 'receipts_in', 'receipts_out', 'revocations', 'revoked_before', 'user_groups', 'users'];
+const TABLES = ['dedup', 'device_keys', 'devices', 'group_cursors', 'group_dedup', 'group_log', 'group_members', 'group_push', 'groups', 'inbox', 'iris_migrations', 'one_time_prekeys', 'outbox', 'peers', 'push_pending', 'reads', 'receipts_in', 'receipts_out', 'revocations', 'revoked_before', 'user_groups', 'users'];
 
 /** The suite's own table: the contract is about the port, not about the core's schema. */
 const CREATE = `CREATE TABLE IF NOT EXISTS contract_kv (k INTEGER PRIMARY KEY, v)`;

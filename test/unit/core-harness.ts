@@ -4,6 +4,7 @@ import { Mailbox } from '../../core/mailbox.js';
 import { PeerOverloadedError, type Conn, type ConnState, type ForwardBatch, type ForwardResult, type LogFields, type LogLevel, type Metrics, type Sql, type SqlValue, type Storage } from '../../core/ports.js';
 import { migrate } from '../../core/schema.js';
 import type { PushDeps } from '../../core/push.js';
+import type { GroupPushNote } from '../../core/group/push-notes.js';
 import { GroupShard } from '../../core/group/group-shard.js';
 import { visible, type GroupCall, type GroupNews, type GroupPush, type GroupResult } from '../../core/group/types.js';
 import { decodeFrame, encodeBinary, encodeJson, type ClientFrame, type PresenceInfo, type ServerFrame } from '../../protocol/index.js';
@@ -149,7 +150,16 @@ export class World {
       });
     },
     groupNews: (user: string, news: GroupNews): Promise<void> => this.mailbox(user).groupNews(news),
+    groupNote: async (user: string, note: GroupPushNote): Promise<void> => {
+      this.groupNotes.push({ user, note });
+      if (this.failNotes.has(user)) throw new Error(`injected: note to ${user} fails`);
+      return this.mailbox(user).groupNote(note);
+    },
   };
+  /** Push notes of groups to offline members (Peers.groupNote, core/group/push-notes.ts). */
+  readonly groupNotes: { user: string; note: GroupPushNote }[] = [];
+  /** Members whose shard fails (rejects) push notes. */
+  readonly failNotes = new Set<string>();
   private readonly socks = new Map<string, Set<FakeConn>>();
   private pendingCommit: { resolve: () => void; reject: (e: unknown) => void }[] = [];
   private failFlush: Error | null = null;
@@ -301,6 +311,7 @@ export class World {
         storage: this.storage,
         config: this.config,
         log: { log: (level, message, error, fields) => this.logs.push({ level, message, error, fields }) },
+        push: this.push?.settings,
         clock: { now: () => this.now },
         scheduler: { wakeAt: (ms) => this.wakes.set(`group:${group}`, Math.min(ms, this.wakes.get(`group:${group}`) ?? Infinity)) },
         peers: { forward: () => Promise.reject(new Error('a group does not forward')), presence: () => Promise.reject(new Error('no presence')), typing: async (to, from, conv, on) => this.typingPeer(to, from, conv, on), ...this.groupPeers },
