@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IrisClient } from '../../client/index.js';
@@ -70,7 +71,9 @@ describe('Grafana dashboard queries against a real Prometheus', () => {
     await again.next('welcome');
     raws.push(again);
     await raws[0]!.waitClose();
-    // A steady trickle (the bad frames would earn a 4002 close after IRIS_MAX_ERRORS_IN_ROW, raised above) until the queries are done, so that every rate window holds increases.
+    // A steady trickle until the queries are done, so that every rate window holds increases (the bad frames
+    // would earn a 4002 close after IRIS_MAX_ERRORS_IN_ROW, raised above). The pause paces the load; nothing
+    // waits on it.
     traffic = (async () => {
       for (let i = 0; !stopTraffic; i++) {
         await a.send(bob!, `trickle ${i}`);
@@ -106,7 +109,7 @@ describe('Grafana dashboard queries against a real Prometheus', () => {
     const rules = () => prom!.rules().then((r) => r.groups.flatMap((g) => g.rules));
     await waitFor('every rule evaluated', async () => (await rules()).every((r) => r.health === 'ok'), 20_000, 200);
     const all = await rules();
-    expect(all.length).toBe((await import('node:fs')).readFileSync(ALERTS, 'utf8').match(/^\s+- alert: /gm)!.length);
+    expect(all.length).toBe(readFileSync(ALERTS, 'utf8').match(/^\s+- alert: /gm)!.length);
   });
 
   it('resolves the variables as Grafana does (job and worker, All selected)', async () => {
