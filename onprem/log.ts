@@ -1,4 +1,8 @@
 import { inspect } from 'node:util';
+import { logLine } from '../core/log-line.js';
+import type { LogLevel } from '../core/ports.js';
+
+export type { LogLevel };
 
 /**
  * One log entry = one line (docs/OPERATIONS.md promises it: journald, grep and log shippers count on it).
@@ -17,6 +21,14 @@ export function describeError(e: unknown, depth = 0): string {
 
 export function oneLine(s: string): string {
   return s.replace(/\s*[\r\n]+\s*/g, ' | ').trim();
+}
+
+/**
+ * A line of the supervisor: the workers' JSON shape (core/log-line.ts) without `worker`, which is what marks
+ * it as the supervisor's, so one parser reads the whole server's stderr.
+ */
+export function supervisorLogLine(level: LogLevel, msg: string, error?: unknown, now: number = Date.now()): string {
+  return logLine({ profile: 'onprem' }, level, oneLine(msg), error, undefined, now);
 }
 
 /** console.* arguments as one line, errors described (not stacked). */

@@ -6,7 +6,7 @@ import { AggregatorRegistry, Counter, Gauge, Registry } from 'prom-client';
 import { DEV_AUTH_WARNING, DEV_SECRET } from '../auth/index.js';
 import { helpText, onpremConfig, resolveSettings, StartupError, type OnpremConfig, type Settings } from './config.js';
 import { refuseSocket } from './http.js';
-import { describeError, oneLine } from './log.js';
+import { supervisorLogLine, type LogLevel } from './log.js';
 import { isToSupervisor, stopReading, type MetricsJson, type ToSupervisor, type ToWorker } from './ipc.js';
 import { IdleTrim } from './memory.js';
 import { lockDataDir, prepareDataDir, probePort, workerCount } from './preflight.js';
@@ -54,9 +54,12 @@ interface Slot {
   restartTimer: ReturnType<typeof setTimeout> | null;
 }
 
-/** One log entry, one line (multi-line text is folded). */
-function say(msg: string): void {
-  process.stderr.write(`iris-onprem: ${oneLine(msg)}\n`);
+/**
+ * One log entry, one JSON line (onprem/log.ts). Written whatever IRIS_LOG says: they are few (start-up,
+ * restarts, drain) and tools read them (scripts/bench/kill.ts times restarts by them).
+ */
+function say(level: LogLevel, msg: string, error?: unknown): void {
+  process.stderr.write(`${supervisorLogLine(level, msg, error)}\n`);
 }
 
 export class Supervisor {
@@ -213,7 +216,7 @@ export class Supervisor {
         slot.ready = true;
         if (startup) startup.ready();
         else {
-          say(`worker ${slot.id} started (pid ${child.pid}); waiting for every worker to route to it`);
+          say('info', `worker ${slot.id} started (pid ${child.pid}); waiting for every worker to route to it`);
           this.returning.add(slot.id);
           this.broadcastReady();
         }
@@ -252,7 +255,7 @@ export class Supervisor {
         return;
       }
       if (wasReady) this.broadcastReady();
-      say(`worker ${slot.id} (pid ${child.pid}) died (${signal ?? `code ${code}`}${fatal ? `: ${fatal}` : ''}); restarting`);
+      say('error', `worker ${slot.id} (pid ${child.pid}) died (${signal ?? `code ${code}`}${fatal ? `: ${fatal}` : ''}); restarting`);
       this.scheduleRestart(slot);
     });
     child.send({ t: 'init', id: slot.id, workers: this.workers, settings: this.settings } satisfies ToWorker);
@@ -282,7 +285,7 @@ export class Supervisor {
   private seenChanged(): void {
     this.onSeen?.();
     if (this.returning.size > 0 && this.isReady()) {
-      for (const id of this.returning) say(`worker ${id} is back (pid ${this.slots[id]?.child?.pid})`);
+      for (const id of this.returning) say('info', `worker ${id} is back (pid ${this.slots[id]?.child?.pid})`);
       this.returning.clear();
     }
   }
@@ -387,7 +390,7 @@ export class Supervisor {
       new Promise<boolean>((r) => setTimeout(() => r(true), this.cfg.drainTimeoutMs + 2000).unref()),
     ]);
     if (timedOut) {
-      say('workers did not drain in time; killing them');
+      say('error', 'workers did not drain in time; killing them');
       this.exitCode = 1;
       for (const s of this.slots) s.child?.kill('SIGKILL');
     }
@@ -435,23 +438,21 @@ export async function runSupervisor(argv: string[]): Promise<number> {
     const resolved: Settings = { ...settings, IRIS_PORT: String(port), IRIS_WORKERS: String(workers), IRIS_DATA_DIR: cfg.dataDir, IRIS_RUN_DIR: cfg.runDir };
     const finalCfg = onpremConfig(resolved);
     if (finalCfg.devAuth) {
-      say('');
-      say(`*** DEVELOPMENT MODE: ${DEV_AUTH_WARNING}.`);
-      say(`*** The secret is "${DEV_SECRET}". Set a real key and drop IRIS_DEV_MODE before this listens on anything but loopback.`);
-      say('');
+      say('warn', `*** DEVELOPMENT MODE: ${DEV_AUTH_WARNING}.`);
+      say('warn', `*** The secret is "${DEV_SECRET}". Set a real key and drop IRIS_DEV_MODE before this listens on anything but loopback.`);
     } else if (finalCfg.devModeIgnored) {
-      say('IRIS_DEV_MODE=1 is ignored: a key is configured, so the development secret is not accepted');
+      say('warn', 'IRIS_DEV_MODE=1 is ignored: a key is configured, so the development secret is not accepted');
     }
     const sup = new Supervisor(finalCfg, resolved, workers);
     let stopping: Promise<number> | null = null;
     const stop = (sig: string) => {
       if (stopping) {
         // A second signal while draining: stop waiting.
-        say(`${sig} again: killing the workers`);
+        say('warn', `${sig} again: killing the workers`);
         sup.killNow();
         return;
       }
-      say(`${sig}: draining`);
+      say('info', `${sig}: draining`);
       stopping = sup.drain();
     };
     process.on('SIGTERM', () => stop('SIGTERM'));
@@ -475,11 +476,12 @@ export async function runSupervisor(argv: string[]): Promise<number> {
         }
       }, 50);
     });
-    say(code === 0 ? 'stopped' : 'stopped (forced)');
+    say(code === 0 ? 'info' : 'warn', code === 0 ? 'stopped' : 'stopped (forced)');
     return code;
   } catch (e) {
-    if (e instanceof StartupError) say(`error: ${e.message}`);
-    else say(`error: ${describeError(e)}`);
+    // A start-up error is a sentence for the operator; anything else is a bug, described in `error`.
+    if (e instanceof StartupError) say('error', e.message);
+    else say('error', 'failed', e);
     return 1;
   } finally {
     release?.();

@@ -3,6 +3,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT, removeDir, runToExit, startServer, tempDir, TEST_ENV, waitFor, freePort, SERVER_MAIN } from './helpers.js';
+import { supervisorText } from './log-lines.js';
 
 /**
  * The data-directory lock is a kernel lock released at process death, not a guess from a pid: a pid that now
@@ -92,7 +93,7 @@ describe('data directory lock', () => {
     try {
       const r = await runToExit(['--host', '127.0.0.1', '--port', String(await freePort()), '--data-dir', d, '--workers', '2']);
       expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(new RegExp(`error: data directory .* is in use by another iris-onprem \\(pid ${first.server.pid}\\)`));
+      expect(supervisorText(r.stderr)).toMatch(new RegExp(`error: data directory .* is in use by another iris-onprem \\(pid ${first.server.pid}\\)`));
       // The refused server did not take the pid file over.
       expect(readFileSync(join(d, 'iris-onprem.lock'), 'utf8').trim()).toBe(String(first.server.pid));
     } finally {

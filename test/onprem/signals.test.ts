@@ -4,6 +4,7 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { ROOT, TEST_ENV, freePort, removeDir, tempDir, waitFor } from './helpers.js';
+import { supervisorText } from './log-lines.js';
 
 /**
  * `kill <npm pid>` (TERM, INT or HUP) of `npm run onprem` and `npm start` stops everything below npm: the
@@ -128,7 +129,7 @@ describe('signals to npm reach everything below it', () => {
       for (const p of below) leftovers.delete(p);
       expect(run.out()).toMatch(/SIGINT: draining/);
       expect(run.out()).not.toMatch(/again: killing/);
-      expect(run.out()).toMatch(/iris-onprem: stopped\n/);
+      expect(supervisorText(run.out())).toMatch(/^info: stopped$/m);
       expect(await portFree(port)).toBe(true);
     } finally {
       run.child.kill('SIGKILL');

@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { freePort, removeDir, runToExit, startServer, tempDir } from './helpers.js';
+import { supervisorText } from './log-lines.js';
 
 /** Start-up failures: a clear message on stderr, a non-zero exit, and nothing left running or listening. */
 
@@ -37,7 +38,7 @@ describe('start-up errors', () => {
     const port = await freePort();
     const r = await runToExit(args(join(base, 'file', 'data'), port));
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/error: data directory .*file\/data cannot be created: ENOTDIR/);
+    expect(supervisorText(r.stderr)).toMatch(/error: data directory .*file\/data cannot be created: ENOTDIR/);
     expect(r.stdout).not.toMatch(/listening/);
     expect(await portIsFree(port)).toBe(true);
   });
@@ -57,7 +58,7 @@ describe('start-up errors', () => {
       const port = await freePort();
       const r = await runToExit(args(d, port));
       expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(/error: data directory .*\/data is not writable: (EACCES|EROFS)/);
+      expect(supervisorText(r.stderr)).toMatch(/error: data directory .*\/data is not writable: (EACCES|EROFS)/);
       expect(r.stdout).not.toMatch(/listening/);
       expect(await portIsFree(port)).toBe(true);
     } finally {
@@ -72,7 +73,7 @@ describe('start-up errors', () => {
     writeFileSync(f, 'x');
     const r = await runToExit(args(f, await freePort()));
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/error: data directory .* (cannot be created|is not a directory)/);
+    expect(supervisorText(r.stderr)).toMatch(/error: data directory .* (cannot be created|is not a directory)/);
   });
 
   it('stops everything when one worker cannot open its database', async () => {
@@ -81,7 +82,7 @@ describe('start-up errors', () => {
     const port = await freePort();
     const r = await runToExit(args(d, port));
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/error: worker 1: cannot open .*worker-1\.sqlite/);
+    expect(supervisorText(r.stderr)).toMatch(/error: worker 1: cannot open .*worker-1\.sqlite/);
     expect(r.stdout).not.toMatch(/listening/);
     // Worker 0 had started: it was stopped, and nothing listens on the port.
     expect(await portIsFree(port)).toBe(true);
@@ -94,7 +95,7 @@ describe('start-up errors', () => {
     try {
       const r = await runToExit(args(dir(), port));
       expect(r.code).toBe(1);
-      expect(r.stderr).toContain(`error: port ${port} on 127.0.0.1 is already in use`);
+      expect(supervisorText(r.stderr)).toContain(`error: port ${port} on 127.0.0.1 is already in use`);
       expect(r.stdout).not.toMatch(/listening/);
     } finally {
       await new Promise((res) => blocker.close(res));
@@ -106,7 +107,7 @@ describe('start-up errors', () => {
     try {
       const r = await runToExit(args(dir(), first.port));
       expect(r.code).toBe(1);
-      expect(r.stderr).toContain(`port ${first.port} on 127.0.0.1 is already in use`);
+      expect(supervisorText(r.stderr)).toContain(`port ${first.port} on 127.0.0.1 is already in use`);
     } finally {
       expect((await first.server.stop()).code).toBe(0);
     }
@@ -118,28 +119,28 @@ describe('start-up errors', () => {
     try {
       const r = await runToExit(args(d, await freePort()));
       expect(r.code).toBe(1);
-      expect(r.stderr).toMatch(new RegExp(`data directory .* is in use by another iris-onprem \\(pid ${first.server.pid}\\)`));
+      expect(supervisorText(r.stderr)).toMatch(new RegExp(`data directory .* is in use by another iris-onprem \\(pid ${first.server.pid}\\)`));
     } finally {
       expect((await first.server.stop()).code).toBe(0);
     }
     const r = await runToExit(['--host', '127.0.0.1', '--port', String(await freePort()), '--data-dir', d, '--workers', '3']);
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/was created with 2 workers; it cannot run with 3/);
+    expect(supervisorText(r.stderr)).toMatch(/was created with 2 workers; it cannot run with 3/);
   });
 
   it('refuses bad settings before starting anything', async () => {
     const d = dir();
     let r = await runToExit(args(d, await freePort(), '--no-such-option', '1'));
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('unknown option --no-such-option');
+    expect(supervisorText(r.stderr)).toContain('unknown option --no-such-option');
     r = await runToExit(args(d, await freePort()), { IRIS_JWT_SECRET: '', IRIS_DEV_MODE: '0' });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('no JWT key configured');
+    expect(supervisorText(r.stderr)).toContain('no JWT key configured');
     r = await runToExit(args(d, await freePort()), { IRIS_INBOX_CAP: '-5' });
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('IRIS_INBOX_CAP must be an integer ≥ 1, got "-5"');
+    expect(supervisorText(r.stderr)).toContain('IRIS_INBOX_CAP must be an integer ≥ 1, got "-5"');
     r = await runToExit(args(d, await freePort(), '--tls-cert', join(d, 'missing.pem')));
     expect(r.code).toBe(1);
-    expect(r.stderr).toContain('TLS needs both');
+    expect(supervisorText(r.stderr)).toContain('TLS needs both');
   });
 });
