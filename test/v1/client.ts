@@ -1,0 +1,242 @@
+import { connect, type Socket } from 'node:net';
+import { WebSocket } from 'ws';
+
+/**
+ * A v1 client for the tests, written from the Erlang Iris's byte layouts (docs/IRIS-V1.md), not from the gateway's
+ * code: it builds client packets by hand and parses what the server sends, over TCP or WebSocket (one packet per
+ * binary message). Every packet the server sends is kept in `got`, in order; `next` waits for one.
+ */
+
+export type ServerPacket =
+  | { t: 'login_ok' }
+  | { t: 'auth_failed' }
+  | { t: 'msg'; id: string; body: Buffer }
+  | { t: 'status'; user: string; online: boolean; time: number }
+  | { t: 'typing'; from: string; on: boolean }
+  | { t: 'read'; id: string; reader: string; ts: number }
+  | { t: 'error'; reason: string }
+  | { t: 'rate_limited'; retryAfter: number };
+
+const u16 = (n: number) => Buffer.from([n >> 8, n & 255]);
+const u32 = (n: number) => {
+  const b = Buffer.alloc(4);
+  b.writeUInt32BE(n);
+  return b;
+};
+const s16 = (s: string | Buffer) => {
+  const b = typeof s === 'string' ? Buffer.from(s) : s;
+  return Buffer.concat([u16(b.length), b]);
+};
+
+/** Client packets, as bytes. */
+export const P = {
+  login: (user: string, token?: string) => Buffer.concat([Buffer.from([0x01]), Buffer.from(token ? `${user}:${token}` : user)]),
+  send: (to: string, body: string | Buffer) => Buffer.concat([Buffer.from([0x02]), s16(to), s16(Buffer.from(body))]),
+  ack: (id: string) => Buffer.concat([Buffer.from([0x03]), Buffer.from(id)]),
+  batch: (to: string, bodies: string[]) => {
+    const blob = Buffer.concat(bodies.map((b) => s16(b)));
+    return Buffer.concat([Buffer.from([0x04]), s16(to), u32(blob.length), blob]);
+  },
+  status: (user: string) => Buffer.concat([Buffer.from([0x05]), s16(user)]),
+  sendSeq: (to: string, seq: number, body: string) => Buffer.concat([Buffer.from([0x07]), s16(to), u32(0), u32(seq), s16(body)]),
+  cbor: (to: string, cbor: Buffer) => Buffer.concat([Buffer.from([0x10]), s16(to), u32(cbor.length), cbor]),
+  uploadPrekeys: (cbor: Buffer) => Buffer.concat([Buffer.from([0x20]), u32(cbor.length), cbor]),
+  fetchPrekeys: (user: string) => Buffer.concat([Buffer.from([0x21]), s16(user)]),
+  prekeyResponse: (cbor: Buffer) => Buffer.concat([Buffer.from([0x22]), u32(cbor.length), cbor]),
+  e2ee: (to: string, header: Buffer, cipher: Buffer) => Buffer.concat([Buffer.from([0x23]), s16(to), s16(header), u32(cipher.length), cipher]),
+  e2eeDelivery: (from: string, header: Buffer, cipher: Buffer) => Buffer.concat([Buffer.from([0x24]), s16(from), s16(header), u32(cipher.length), cipher]),
+  groupCreate: (name: string) => Buffer.concat([Buffer.from([0x30]), s16(name)]),
+  groupJoin: (g: string, user: string) => Buffer.concat([Buffer.from([0x31]), s16(g), s16(user)]),
+  groupLeave: (g: string) => Buffer.concat([Buffer.from([0x32]), s16(g)]),
+  groupMsg: (g: string, header: Buffer, cipher: Buffer) => Buffer.concat([Buffer.from([0x33]), s16(g), s16(header), u32(cipher.length), cipher]),
+  groupRoster: (g: string) => Buffer.concat([Buffer.from([0x35]), s16(g)]),
+  senderKey: (g: string, key: Buffer) => Buffer.concat([Buffer.from([0x36]), s16(g), u32(key.length), key]),
+  typingStart: (to: string) => Buffer.concat([Buffer.from([0x70]), s16(to)]),
+  typingStop: (to: string) => Buffer.concat([Buffer.from([0x71]), s16(to)]),
+  readReceipt: (id: string, sender: string) => Buffer.concat([Buffer.from([0x74]), s16(id), s16(sender)]),
+};
+
+/** Parses server packets off the front of buf; returns them and the bytes left. */
+export function parseServer(buf: Buffer): { packets: ServerPacket[]; rest: Buffer } {
+  const out: ServerPacket[] = [];
+  let o = 0;
+  for (;;) {
+    const b = buf.subarray(o);
+    if (b.length === 0) break;
+    const op = b[0]!;
+    if (op === 0x03) {
+      if (b.length < 9) break;
+      out.push({ t: 'login_ok' });
+      o += 9;
+    } else if (op === 0x41) {
+      if (b.length < 11) break;
+      out.push({ t: 'auth_failed' });
+      o += 11;
+    } else if (op === 0x10) {
+      if (b.length < 3) break;
+      const il = b.readUInt16BE(1);
+      if (b.length < 3 + il + 4) break;
+      const ml = b.readUInt32BE(3 + il);
+      if (b.length < 7 + il + ml) break;
+      out.push({ t: 'msg', id: b.subarray(3, 3 + il).toString(), body: Buffer.from(b.subarray(7 + il, 7 + il + ml)) });
+      o += 7 + il + ml;
+    } else if (op === 0x06) {
+      if (b.length < 3) break;
+      const ul = b.readUInt16BE(1);
+      if (b.length < 3 + ul + 9) break;
+      out.push({ t: 'status', user: b.subarray(3, 3 + ul).toString(), online: b[3 + ul] === 1, time: Number(b.readBigUInt64BE(4 + ul)) });
+      o += 12 + ul;
+    } else if (op === 0x72) {
+      if (b.length < 3) break;
+      const l = b.readUInt16BE(1);
+      if (b.length < 4 + l) break;
+      out.push({ t: 'typing', from: b.subarray(3, 3 + l).toString(), on: b[3 + l] === 1 });
+      o += 4 + l;
+    } else if (op === 0x75) {
+      if (b.length < 3) break;
+      const il = b.readUInt16BE(1);
+      if (b.length < 5 + il) break;
+      const rl = b.readUInt16BE(3 + il);
+      if (b.length < 5 + il + rl + 8) break;
+      out.push({ t: 'read', id: b.subarray(3, 3 + il).toString(), reader: b.subarray(5 + il, 5 + il + rl).toString(), ts: Number(b.readBigUInt64BE(5 + il + rl)) });
+      o += 13 + il + rl;
+    } else if (op === 0xfe) {
+      if (b.length < 3) break;
+      const l = b.readUInt16BE(1);
+      if (b.length < 3 + l) break;
+      out.push({ t: 'error', reason: b.subarray(3, 3 + l).toString() });
+      o += 3 + l;
+    } else if (op === 0xff) {
+      if (b.length < 5) break;
+      out.push({ t: 'rate_limited', retryAfter: b.readUInt32BE(1) });
+      o += 5;
+    } else throw new Error(`unexpected server byte 0x${op.toString(16)} in ${b.toString('hex')}`);
+  }
+  return { packets: out, rest: Buffer.from(buf.subarray(o)) };
+}
+
+export class V1Client {
+  readonly got: ServerPacket[] = [];
+  closed = false;
+  private buf = Buffer.alloc(0);
+  private waiters: (() => void)[] = [];
+  private tcp: Socket | null = null;
+  private ws: WebSocket | null = null;
+  /** ACK every message as it arrives (what the Erlang clients did). */
+  autoAck = true;
+
+  private constructor(readonly transport: 'tcp' | 'ws') {}
+
+  static async open(transport: 'tcp' | 'ws', port: number): Promise<V1Client> {
+    const c = new V1Client(transport);
+    if (transport === 'tcp') {
+      const s = connect({ host: '127.0.0.1', port, noDelay: true });
+      c.tcp = s;
+      s.on('data', (d: Buffer) => c.onBytes(d));
+      s.on('close', () => c.onClose());
+      s.on('error', () => undefined);
+      await new Promise<void>((res, rej) => {
+        s.once('connect', () => res());
+        s.once('error', rej);
+      });
+    } else {
+      const ws = new WebSocket(`ws://127.0.0.1:${port}/`);
+      c.ws = ws;
+      ws.on('message', (d: Buffer) => c.onBytes(Buffer.from(d)));
+      ws.on('close', () => c.onClose());
+      ws.on('error', () => undefined);
+      await new Promise<void>((res, rej) => {
+        ws.once('open', () => res());
+        ws.once('error', rej);
+      });
+    }
+    return c;
+  }
+
+  private onBytes(d: Buffer): void {
+    const { packets, rest } = parseServer(Buffer.concat([this.buf, d]));
+    this.buf = rest;
+    for (const p of packets) {
+      this.got.push(p);
+      if (p.t === 'msg' && this.autoAck) this.write(P.ack(p.id));
+    }
+    this.wake();
+  }
+
+  private onClose(): void {
+    this.closed = true;
+    this.wake();
+  }
+
+  private wake(): void {
+    const w = this.waiters;
+    this.waiters = [];
+    for (const f of w) f();
+  }
+
+  /** Raw bytes: one TCP write, or one WebSocket binary message. */
+  write(bytes: Buffer): void {
+    if (this.tcp) this.tcp.write(bytes);
+    else this.ws!.send(bytes, { binary: true });
+  }
+
+  /** Waits until cond holds on what was received; rejects after timeoutMs with what was received. */
+  async until(what: string, cond: () => boolean, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!cond()) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}; got ${JSON.stringify(this.got.map((p) => (p.t === 'msg' ? { ...p, body: p.body.toString() } : p)))}${this.closed ? ' (closed)' : ''}`);
+      await new Promise<void>((res) => {
+        const t = setTimeout(res, left);
+        this.waiters.push(() => {
+          clearTimeout(t);
+          res();
+        });
+      });
+    }
+  }
+
+  /** The first packet of kind t at or after index `from` of `got`. */
+  async next<T extends ServerPacket['t']>(t: T, from = 0, timeoutMs?: number): Promise<Extract<ServerPacket, { t: T }>> {
+    let found: ServerPacket | undefined;
+    await this.until(t, () => (found = this.got.slice(from).find((p) => p.t === t)) !== undefined, timeoutMs);
+    return found as Extract<ServerPacket, { t: T }>;
+  }
+
+  messages(): { id: string; body: string }[] {
+    return this.got.flatMap((p) => (p.t === 'msg' ? [{ id: p.id, body: p.body.toString() }] : []));
+  }
+
+  errors(): string[] {
+    return this.got.flatMap((p) => (p.t === 'error' ? [p.reason] : []));
+  }
+
+  async login(user: string, token?: string): Promise<void> {
+    const from = this.got.length;
+    this.write(P.login(user, token));
+    await this.until(`LOGIN_OK for ${user}`, () => this.got.slice(from).some((p) => p.t === 'login_ok' || p.t === 'auth_failed'));
+    if (this.got.slice(from).some((p) => p.t === 'auth_failed')) throw new Error(`AUTH_FAILED for ${user}`);
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    const done = new Promise<void>((r) => this.waiters.push(() => this.closed && r()));
+    if (this.tcp) this.tcp.end();
+    else this.ws!.close();
+    await Promise.race([done, new Promise((r) => setTimeout(r, 2000))]);
+    this.tcp?.destroy();
+    this.ws?.terminate();
+  }
+}
+
+/** A token as the Erlang server's iris_auth made them: HS256, iss "iris", sub = the user. */
+export async function v1Token(user: string, secret: string, opts: { issuer?: string; sub?: string } = {}): Promise<string> {
+  const { SignJWT } = await import('jose');
+  return new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject(opts.sub ?? user)
+    .setIssuer(opts.issuer ?? 'iris')
+    .setIssuedAt()
+    .setExpirationTime('1h')
+    .sign(new TextEncoder().encode(secret));
+}
