@@ -1,0 +1,167 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { P, V1Client, v1Token } from '../v1/client.js';
+import { SECRET, freePort, removeDir, scrape, startServer, usersOn, type ServerProcess } from './helpers.js';
+
+/**
+ * Every v1 opcode, over both transports, on a 2-worker server (the two users of each pair are owned by different
+ * workers): what is mapped works end to end, what is not gets the old protocol's error frame (0xFE), never silence.
+ */
+describe('v1 gateway: every opcode, TCP and WebSocket, 2 workers', () => {
+  let server: ServerProcess;
+  let dataDir: string;
+  let port: number;
+  const ports = { tcp: 0, ws: 0 };
+  const open: V1Client[] = [];
+
+  async function client(transport: 'tcp' | 'ws', user?: string): Promise<V1Client> {
+    const c = await V1Client.open(transport, ports[transport]);
+    open.push(c);
+    if (user) await c.login(user, await v1Token(user, SECRET));
+    return c;
+  }
+
+  beforeAll(async () => {
+    ports.tcp = await freePort();
+    ports.ws = await freePort();
+    ({ server, dataDir, port } = await startServer({ workers: 2, env: { IRIS_V1_TCP_PORT: String(ports.tcp), IRIS_V1_WS_PORT: String(ports.ws), IRIS_TYPING_TTL_MS: '5000' } }));
+  });
+
+  afterAll(async () => {
+    await Promise.all(open.map((c) => c.close()));
+    const r = await server.stop();
+    expect(r.code).toBe(0);
+    removeDir(dataDir);
+  });
+
+  it('hands v1 connections to the worker that owns their user, whichever worker accepted them', async () => {
+    const on0 = usersOn(0, 2, 'own-a', 4);
+    const on1 = usersOn(1, 2, 'own-b', 4);
+    const cs = await Promise.all([...on0, ...on1].map((u, i) => client(i % 2 === 0 ? 'tcp' : 'ws', u)));
+    const m = await scrape(port);
+    expect(m.get('iris_connections{worker="0"}')).toBe(4);
+    expect(m.get('iris_connections{worker="1"}')).toBe(4);
+    await Promise.all(cs.map((c) => c.close()));
+  });
+
+  describe.each(['tcp', 'ws'] as const)('%s', (transport) => {
+    const [alice] = usersOn(0, 2, `${transport}-alice`);
+    const [bob] = usersOn(1, 2, `${transport}-bob`);
+    let a: V1Client;
+    let b: V1Client;
+
+    beforeAll(async () => {
+      a = await client(transport, alice);
+      b = await client(transport, bob);
+    });
+
+    it('0x01 LOGIN, 0x02 SEND, 0x10 RELIABLE_MSG, 0x03 ACK', async () => {
+      a.write(P.send(bob!, 'hi'));
+      await b.until('hi', () => b.messages().some((m) => m.body === 'hi'));
+    });
+
+    it('0x04 BATCH and 0x07 SEND_SEQ are sends, in order', async () => {
+      const n = b.messages().length;
+      a.write(P.batch(bob!, ['b1', 'b2', 'b3']));
+      a.write(P.sendSeq(bob!, 7, 'seq7'));
+      await b.until('four more', () => b.messages().length === n + 4);
+      expect(b.messages().slice(n).map((m) => m.body)).toEqual(['b1', 'b2', 'b3', 'seq7']);
+    });
+
+    it('0x05 GET_STATUS -> 0x06 STATUS', async () => {
+      const from = a.got.length;
+      a.write(P.status(bob!));
+      expect(await a.next('status', from)).toEqual({ t: 'status', user: bob, online: true, time: 0 });
+    });
+
+    it('0x70 / 0x71 TYPING -> 0x72 at the other end', async () => {
+      const from = b.got.length;
+      a.write(P.typingStart(bob!));
+      expect(await b.next('typing', from)).toEqual({ t: 'typing', from: alice, on: true });
+      const from2 = b.got.length;
+      a.write(P.typingStop(bob!));
+      expect(await b.next('typing', from2)).toEqual({ t: 'typing', from: alice, on: false });
+    });
+
+    it('0x74 READ_RECEIPT -> 0x75 to the sender', async () => {
+      const n = b.messages().length;
+      a.write(P.send(bob!, 'read me'));
+      await b.until('read me', () => b.messages().length === n + 1);
+      const id = b.messages().at(-1)!.id;
+      const from = a.got.length;
+      b.write(P.readReceipt(id, alice!));
+      const r = await a.next('read', from);
+      expect(r.reader).toBe(bob);
+      expect(r.id).toMatch(new RegExp(`^${alice}:`));
+      expect(r.ts).toBeGreaterThan(Date.now() - 60_000);
+      // An id this connection was never sent.
+      const e = b.got.length;
+      b.write(P.readReceipt('ffffffffffffffff', alice!));
+      expect((await b.next('error', e)).reason).toBe('unknown_msg_id');
+    });
+
+    it('0x23 E2EE_MSG is delivered as the 0x24 packet inside a reliable message, as the old server did', async () => {
+      const n = b.messages().length;
+      const header = Buffer.from([0xa1, 0x61, 0x6e, 0x01]); // CBOR {"n": 1}
+      const cipher = Buffer.from('opaque ciphertext');
+      a.write(P.e2ee(bob!, header, cipher));
+      await b.until('the e2ee message', () => b.messages().length === n + 1);
+      const body = b.got.filter((x) => x.t === 'msg').at(-1)!.body;
+      expect(body.equals(P.e2eeDelivery(alice!, header, cipher))).toBe(true);
+    });
+
+    it('unmapped opcodes answer 0xFE with a reason, and the connection goes on', async () => {
+      const cases: [Buffer, string][] = [
+        [P.cbor(bob!, Buffer.from([0xa0])), 'unsupported'],
+        [P.uploadPrekeys(Buffer.from([0xa0])), 'unsupported'],
+        [P.fetchPrekeys(bob!), 'unsupported'],
+        [P.groupCreate('g'), 'unsupported'],
+        [P.groupLeave('g'), 'unsupported'],
+        [P.groupMsg('g', Buffer.from([0xa0]), Buffer.from('x')), 'unsupported'],
+        [P.groupRoster('g'), 'unsupported'],
+        [P.senderKey('g', Buffer.from('k')), 'unsupported'],
+        [P.prekeyResponse(Buffer.from([0xa0])), 'server_only'],
+        [P.e2eeDelivery(bob!, Buffer.from([0xa0]), Buffer.from('x')), 'server_only'],
+        [P.groupJoin('g', bob!), 'server_only'],
+        [P.login(alice!), 'already_logged_in'],
+      ];
+      for (const [packet, reason] of cases) {
+        const from = a.got.length;
+        a.write(packet);
+        expect((await a.next('error', from)).reason).toBe(reason);
+      }
+      const n = b.messages().length;
+      a.write(P.send(bob!, 'after the errors'));
+      await b.until('still works', () => b.messages().length === n + 1);
+    });
+
+    it('a malformed packet: the old error frame, then (TCP) a close or (WebSocket) the next message; others unaffected', async () => {
+      const [carol] = usersOn(0, 2, `${transport}-carol`);
+      const c = await client(transport, carol);
+      c.write(Buffer.from([0x42, 0, 0]));
+      await c.until('error', () => c.errors().length === 1);
+      expect(c.errors()).toEqual(['unknown_packet']);
+      if (transport === 'tcp') await c.until('close', () => c.closed);
+      else {
+        // One WebSocket message is one packet: a truncated one is refused on its own.
+        c.write(P.send(bob!, 'x').subarray(0, 4));
+        await c.until('second error', () => c.errors().length === 2);
+        expect(c.errors()[1]).toBe('incomplete_packet');
+        c.write(P.send(bob!, 'carol still talks'));
+        await b.until('carol', () => b.messages().some((m) => m.body === 'carol still talks'));
+      }
+      const n = b.messages().length;
+      a.write(P.send(bob!, 'unaffected'));
+      await b.until('unaffected', () => b.messages().length === n + 1);
+    });
+  });
+
+  it('a v1 WebSocket message may hold a LOGIN and the packets behind it', async () => {
+    const [erin] = usersOn(1, 2, 'ws-erin');
+    const [frank] = usersOn(0, 2, 'ws-frank');
+    const f = await client('tcp', frank);
+    const e = await client('ws');
+    e.write(Buffer.concat([P.login(erin!, await v1Token(erin!, SECRET)), P.send(frank!, 'behind the login')]));
+    await e.next('login_ok');
+    await f.until('the message', () => f.messages().some((m) => m.body === 'behind the login'));
+  });
+});
