@@ -141,7 +141,8 @@ class Cursor {
   }
   bytes(n: number): Uint8Array {
     this.need(n);
-    const v = this.b.slice(this.pos, this.pos + n);
+    // A copy, and a plain Uint8Array even when the read was a Buffer (whose slice is a view of the read).
+    const v = new Uint8Array(this.b.subarray(this.pos, this.pos + n));
     this.pos += n;
     return v;
   }
@@ -321,7 +322,7 @@ export class V1Decoder {
         throw e;
       }
     }
-    this.buf = off === b.length ? new Uint8Array(0) : b.slice(off);
+    this.buf = off === b.length ? new Uint8Array(0) : new Uint8Array(b.subarray(off));
     if (this.buf.length > this.maxBuffered) {
       this.dead = true;
       this.buf = new Uint8Array(0);
