@@ -23,7 +23,7 @@ describe('v1 gateway: every opcode, TCP and WebSocket, 2 workers', () => {
   beforeAll(async () => {
     ports.tcp = await freePort();
     ports.ws = await freePort();
-    ({ server, dataDir, port } = await startServer({ workers: 2, env: { IRIS_V1_TCP_PORT: String(ports.tcp), IRIS_V1_WS_PORT: String(ports.ws), IRIS_TYPING_TTL_MS: '5000' } }));
+    ({ server, dataDir, port } = await startServer({ workers: 2, env: { IRIS_V1_TCP_PORT: String(ports.tcp), IRIS_V1_WS_PORT: String(ports.ws), IRIS_TYPING_TTL_MS: '5000', IRIS_RATE_PER_SEC: '1', IRIS_RATE_BURST: '40' } }));
   });
 
   afterAll(async () => {
@@ -153,6 +153,21 @@ describe('v1 gateway: every opcode, TCP and WebSocket, 2 workers', () => {
       a.write(P.send(bob!, 'unaffected'));
       await b.until('unaffected', () => b.messages().length === n + 1);
     });
+  });
+
+  it('0xFF: sends past the user\'s rate limit are refused with RATE_LIMITED and a retry-after, not dropped silently', async () => {
+    const [flood] = usersOn(0, 2, 'flood');
+    const [sink] = usersOn(1, 2, 'sink');
+    const f = await client('tcp', flood);
+    f.write(Buffer.concat(Array.from({ length: 50 }, (_, i) => P.send(sink!, `m${i}`))));
+    await f.until('refusals', () => f.got.filter((x) => x.t === 'rate_limited').length === 10);
+    const r = f.got.find((x) => x.t === 'rate_limited');
+    expect(r).toMatchObject({ t: 'rate_limited' });
+    expect((r as { retryAfter: number }).retryAfter).toBeGreaterThan(0);
+    // The 40 the bucket held were accepted, in order.
+    const s = await client('ws', sink);
+    await s.until('forty messages', () => s.messages().length === 40);
+    expect(s.messages().map((m) => m.body)).toEqual(Array.from({ length: 40 }, (_, i) => `m${i}`));
   });
 
   it('a v1 WebSocket message may hold a LOGIN and the packets behind it', async () => {
