@@ -93,7 +93,16 @@ export class V1Session implements HeldConn {
 
   /** Never rejects: the mailbox answers every failure with an error frame (translated in send). */
   private frame(f: ClientFrame): Promise<void> {
-    const p = this.shard.mailbox.onMessage(this, encodeBinary(f));
+    let bytes: Uint8Array;
+    try {
+      bytes = encodeBinary(f);
+    } catch {
+      // Not expected (the mailbox's decoder checks every field and answers invalid_field), but a packet must never
+      // throw out of the socket's data handler.
+      this.link.error('invalid_field', false);
+      return Promise.resolve();
+    }
+    const p = this.shard.mailbox.onMessage(this, bytes);
     return this.shard.host.track(this.shard, p).catch(() => undefined);
   }
 

@@ -123,6 +123,9 @@ describe('v1 gateway: every opcode, TCP and WebSocket, 2 workers', () => {
         [P.e2eeDelivery(bob!, Buffer.from([0xa0]), Buffer.from('x')), 'server_only'],
         [P.groupJoin('g', bob!), 'server_only'],
         [P.login(alice!), 'already_logged_in'],
+        // Refused by the core's own checks, under the core's code.
+        [P.send('not a user id', 'x'), 'invalid_field'],
+        [P.status('x'.repeat(100)), 'invalid_field'],
       ];
       for (const [packet, reason] of cases) {
         const from = a.got.length;
