@@ -5,6 +5,7 @@ import type { HeldConn } from '../../onprem/conn.js';
 import type { Shard } from '../../onprem/worker/shards.js';
 import { LOGIN_OK, encodeE2eeDelivery, encodeError, encodeRateLimited, encodeReadReceiptRelay, encodeReliable, encodeStatus, encodeTypingRelay, messageId, seqOfId, type Decoded, type V1Packet } from './codec.js';
 import type { V1Link } from './link.js';
+import { bundleMapOf, encodePrekeyResponse, uploadOf } from './keys.js';
 
 /**
  * A logged-in v1 connection, in the worker that owns its user: one more `Conn` of the user's Mailbox. Packets in
@@ -22,6 +23,8 @@ import type { V1Link } from './link.js';
 
 /** The device every v1 connection of a user is: one at a time, as in the Erlang server (the last LOGIN wins). */
 export const V1_DEVICE = 'v1';
+/** Refs of the key frames this gateway sends for 0x20 / 0x21: their answers become 0x22. */
+const KEYS_REF = 'v1k';
 /** Delivered ids remembered for read receipts (0x74 names one); older ones answer unknown_msg_id. */
 const REMEMBERED = 1024;
 
@@ -161,10 +164,17 @@ export class V1Session implements HeldConn {
         if (!d) return this.link.error('unknown_msg_id', false);
         return void this.frame({ t: 'read', conv: d[1], msg: d[0] });
       }
+      case 'upload_prekeys': {
+        const up = uploadOf(p.bundle, `${KEYS_REF}${this.nextRef++}`, Date.now());
+        if ('error' in up) return this.link.write(encodePrekeyResponse({ status: 'error', reason: up.error }));
+        return void this.frame(up);
+      }
+      case 'fetch_prekeys':
+        return void this.frame({ t: 'keys_fetch', ref: `${KEYS_REF}${this.nextRef++}`, user: p.user });
       case 'server_only':
         return this.link.error('server_only', false);
       default:
-        // cbor_msg, prekeys, groups: docs/IRIS-V1.md says why each is not mapped.
+        // cbor_msg and groups: docs/IRIS-V1.md says why they are not mapped.
         return this.link.error('unsupported', false);
     }
   }
@@ -220,13 +230,23 @@ export class V1Session implements HeldConn {
           if (!this.catchingUp) this.link.write(encodeReadReceiptRelay(r.read, r.peer, r.readTs ?? 0));
         }
         return;
+      case 'keys_state':
+        // The answer to an upload (a push without ref, pool running low, is not asked for: hello has no keys feature).
+        if (f.ref.startsWith(KEYS_REF)) this.link.write(encodePrekeyResponse({ status: 'ok', prekeys_remaining: f.count }));
+        return;
+      case 'keys_bundle':
+        if (f.ref.startsWith(KEYS_REF)) this.link.write(encodePrekeyResponse(bundleMapOf(f, V1_DEVICE)));
+        return;
       case 'error':
-        if (f.code === 'rate_limited') this.link.write(encodeRateLimited(f.retryAfter ?? 1000));
+        // A refused key packet is answered the old way: 0x22 with status "error" (rate limits stay 0xFF).
+        if (f.ref?.startsWith(KEYS_REF) && f.code !== 'rate_limited') this.link.write(encodePrekeyResponse({ status: 'error', reason: f.code }));
+        else if (f.code === 'rate_limited') this.link.write(encodeRateLimited(f.retryAfter ?? 1000));
         else this.link.write(encodeError(f.code));
-        if (f.code === 'too_many_devices') this.link.end(1000);
+        // At hello: every device slot of the user is connected; the connection cannot be served.
+        if (f.code === 'too_many_devices' && !this.loggedIn) this.link.end(1000);
         return;
       default:
-        // send_ack (v1 has no send ack), read_state, settings, pong, key and group frames: nothing to say in v1.
+        // send_ack (v1 has no send ack), read_state, settings, pong, devices and group frames: nothing to say in v1.
         return;
     }
   }

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { P, V1Client, v1Token } from '../v1/client.js';
+import { P, V1Client, cbor, v1Token } from '../v1/client.js';
 import { SECRET, freePort, removeDir, scrape, startServer, usersOn, type ServerProcess } from './helpers.js';
 
 /**
@@ -109,11 +109,42 @@ describe('v1 gateway: every opcode, TCP and WebSocket, 2 workers', () => {
       expect(body.equals(P.e2eeDelivery(alice!, header, cipher))).toBe(true);
     });
 
+    it('0x20 UPLOAD_PREKEYS and 0x21 FETCH_PREKEYS -> 0x22 on the key directory; a prekey is handed out once', async () => {
+      const k = (s: string) => Buffer.from(s.padEnd(32, '.'));
+      const bundle = { identity_key: k('ik'), signed_prekey: k('spk'), signed_prekey_signature: Buffer.alloc(64, 7), signed_prekey_timestamp: 1_700_000_000, one_time_prekeys: [k('otk1'), k('otk2')] };
+      let from = b.got.length;
+      b.write(P.uploadPrekeys(cbor(bundle)));
+      expect((await b.next('prekeys', from)).map).toEqual({ status: 'ok', prekeys_remaining: 2 });
+      const fetched: unknown[] = [];
+      for (let i = 0; i < 3; i++) {
+        from = a.got.length;
+        a.write(P.fetchPrekeys(bob!));
+        const m = (await a.next('prekeys', from)).map;
+        expect(m['identity_key']).toEqual(k('ik'));
+        expect(m['signed_prekey']).toEqual(k('spk'));
+        expect(m['signed_prekey_signature']).toEqual(Buffer.alloc(64, 7));
+        expect(m['signed_prekey_timestamp']).toBe(1_700_000_000);
+        fetched.push(m['one_time_prekey']);
+        expect(m['spk_fallback_mode']).toBe(i === 2);
+      }
+      // Each one-time prekey once, then none (the signed prekey alone, as the old server's fallback mode).
+      expect(fetched.slice(0, 2).map((x) => String(x)).sort()).toEqual([String(k('otk1')), String(k('otk2'))].sort());
+      expect(fetched[2]).toBeUndefined();
+      // Nobody's keys: the old not_found; a bundle without the required keys: the old error.
+      from = a.got.length;
+      a.write(P.fetchPrekeys(`${transport}-nobody`));
+      expect((await a.next('prekeys', from)).map).toEqual({ status: 'not_found' });
+      from = a.got.length;
+      a.write(P.uploadPrekeys(cbor({ identity_key: k('x') })));
+      expect((await a.next('prekeys', from)).map).toEqual({ status: 'error', reason: 'missing_required_fields' });
+      from = a.got.length;
+      a.write(P.uploadPrekeys(Buffer.from([0xff, 0x00])));
+      expect((await a.next('prekeys', from)).map).toEqual({ status: 'error', reason: 'invalid_keybundle' });
+    });
+
     it('unmapped opcodes answer 0xFE with a reason, and the connection goes on', async () => {
       const cases: [Buffer, string][] = [
         [P.cbor(bob!, Buffer.from([0xa0])), 'unsupported'],
-        [P.uploadPrekeys(Buffer.from([0xa0])), 'unsupported'],
-        [P.fetchPrekeys(bob!), 'unsupported'],
         [P.groupCreate('g'), 'unsupported'],
         [P.groupLeave('g'), 'unsupported'],
         [P.groupMsg('g', Buffer.from([0xa0]), Buffer.from('x')), 'unsupported'],

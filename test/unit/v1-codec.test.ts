@@ -189,3 +189,23 @@ describe('v1 WebSocket framing', () => {
     expect(Number(big.readBigUInt64BE(2))).toBe(70000);
   });
 });
+
+describe('v1 CBOR (key bundles)', () => {
+  it('reads what the test client writes and writes what it reads', async () => {
+    const { cborDecode, cborEncode } = await import('../../gateway/v1/cbor.js');
+    const { cbor, uncbor } = await import('../v1/client.js');
+    const v = { identity_key: Buffer.from('ik'), n: 300, big: 70000, list: [Buffer.from('a'), 'x', null, true], nested: { k: 1 } };
+    const decoded = cborDecode(cbor(v)) as Record<string, unknown>;
+    expect(decoded['n']).toBe(300);
+    expect(decoded['big']).toBe(70000);
+    expect(decoded['identity_key']).toEqual(new Uint8Array(Buffer.from('ik')));
+    expect(decoded['list']).toEqual([new Uint8Array(Buffer.from('a')), 'x', null, true]);
+    expect(decoded['nested']).toEqual({ k: 1 });
+    expect(uncbor(Buffer.from(cborEncode({ s: 'ok', n: 2 ** 40, neg: -5, b: new Uint8Array([1]), u: undefined })))[0]).toEqual({ s: 'ok', n: 2 ** 40, neg: -5, b: Buffer.from([1]), u: undefined });
+  });
+
+  it('refuses indefinite lengths, truncation and deep nesting without throwing anything but CborError', async () => {
+    const { cborDecode, CborError } = await import('../../gateway/v1/cbor.js');
+    for (const bad of [[0x5f], [0x42, 1], [...Array(40).fill(0x81), 0]]) expect(() => cborDecode(new Uint8Array(bad))).toThrow(CborError);
+  });
+});

@@ -15,7 +15,67 @@ export type ServerPacket =
   | { t: 'typing'; from: string; on: boolean }
   | { t: 'read'; id: string; reader: string; ts: number }
   | { t: 'error'; reason: string }
-  | { t: 'rate_limited'; retryAfter: number };
+  | { t: 'rate_limited'; retryAfter: number }
+  | { t: 'prekeys'; map: Record<string, unknown> };
+
+type CborIn = number | string | boolean | null | Buffer | CborIn[] | { [k: string]: CborIn };
+
+/** A small CBOR writer (RFC 8949 definite lengths) for the key bundles of 0x20. */
+export function cbor(v: CborIn): Buffer {
+  const head = (major: number, n: number): Buffer => {
+    if (n < 24) return Buffer.from([(major << 5) | n]);
+    if (n < 256) return Buffer.from([(major << 5) | 24, n]);
+    if (n < 65536) return Buffer.from([(major << 5) | 25, n >> 8, n & 255]);
+    const b = Buffer.alloc(5);
+    b[0] = (major << 5) | 26;
+    b.writeUInt32BE(n, 1);
+    return b;
+  };
+  if (v === null) return Buffer.from([0xf6]);
+  if (v === true || v === false) return Buffer.from([v ? 0xf5 : 0xf4]);
+  if (typeof v === 'number') return head(0, v);
+  if (typeof v === 'string') return Buffer.concat([head(3, Buffer.byteLength(v)), Buffer.from(v)]);
+  if (v instanceof Uint8Array) {
+    const x = v as Buffer;
+    return Buffer.concat([head(2, x.byteLength), x]);
+  }
+  if (Array.isArray(v)) return Buffer.concat([head(4, v.length), ...v.map(cbor)]);
+  const e = Object.entries(v);
+  return Buffer.concat([head(5, e.length), ...e.flatMap(([k, x]) => [cbor(k), cbor(x)])]);
+}
+
+/** The matching reader (what a 0x22 answer holds): [value, bytes used]. */
+export function uncbor(b: Buffer, o = 0): [unknown, number] {
+  const ib = b[o]!;
+  const major = ib >> 5;
+  const info = ib & 31;
+  let n = info;
+  let p = o + 1;
+  if (info === 24) (n = b[p]!), (p += 1);
+  else if (info === 25) (n = b.readUInt16BE(p)), (p += 2);
+  else if (info === 26) (n = b.readUInt32BE(p)), (p += 4);
+  else if (info === 27) (n = Number(b.readBigUInt64BE(p))), (p += 8);
+  if (major === 0) return [n, p];
+  if (major === 1) return [-1 - n, p];
+  if (major === 2) return [Buffer.from(b.subarray(p, p + n)), p + n];
+  if (major === 3) return [b.subarray(p, p + n).toString(), p + n];
+  if (major === 4 || major === 5) {
+    const arr: unknown[] = [];
+    const obj: Record<string, unknown> = {};
+    for (let i = 0; i < n; i++) {
+      const [k, q] = uncbor(b, p);
+      p = q;
+      if (major === 4) arr.push(k);
+      else {
+        const [x, r] = uncbor(b, p);
+        p = r;
+        obj[String(k)] = x;
+      }
+    }
+    return [major === 4 ? arr : obj, p];
+  }
+  return [{ 20: false, 21: true, 22: null, 23: undefined }[info], p];
+}
 
 const u16 = (n: number) => Buffer.from([n >> 8, n & 255]);
 const u32 = (n: number) => {
@@ -100,6 +160,12 @@ export function parseServer(buf: Buffer): { packets: ServerPacket[]; rest: Buffe
       if (b.length < 5 + il + rl + 8) break;
       out.push({ t: 'read', id: b.subarray(3, 3 + il).toString(), reader: b.subarray(5 + il, 5 + il + rl).toString(), ts: Number(b.readBigUInt64BE(5 + il + rl)) });
       o += 13 + il + rl;
+    } else if (op === 0x22) {
+      if (b.length < 5) break;
+      const l = b.readUInt32BE(1);
+      if (b.length < 5 + l) break;
+      out.push({ t: 'prekeys', map: uncbor(Buffer.from(b.subarray(5, 5 + l)))[0] as Record<string, unknown> });
+      o += 5 + l;
     } else if (op === 0xfe) {
       if (b.length < 3) break;
       const l = b.readUInt16BE(1);
