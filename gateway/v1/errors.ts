@@ -22,6 +22,7 @@ export const V1_ERRORS = {
   group_header_too_large: 'a group message header over 1 KiB',
   group_ciphertext_too_large: 'a group ciphertext over 64 KiB',
   sender_key_too_large: 'a sender key over 8 KiB',
+  invalid_group_header: 'a group message header that is not a CBOR map',
   buffer_overflow: 'more bytes buffered for one packet than any packet can have',
   incomplete_packet: 'a WebSocket message that ends inside a packet',
   // Session.

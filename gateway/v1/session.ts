@@ -6,6 +6,7 @@ import type { Shard } from '../../onprem/worker/shards.js';
 import { LOGIN_OK, encodeE2eeDelivery, encodeError, encodeRateLimited, encodeReadReceiptRelay, encodeReliable, encodeStatus, encodeTypingRelay, messageId, seqOfId, type Decoded, type V1Packet } from './codec.js';
 import type { V1Link } from './link.js';
 import { bundleMapOf, encodePrekeyResponse, uploadOf } from './keys.js';
+import { V1Groups } from './groups.js';
 
 /**
  * A logged-in v1 connection, in the worker that owns its user: one more `Conn` of the user's Mailbox. Packets in
@@ -44,6 +45,9 @@ export class V1Session implements HeldConn {
   private nextId = 1;
   private nextRef = 1;
   private loggedIn = false;
+  /** Inside send(): frames made now wait for a microtask (see frame). */
+  private inSend = 0;
+  private deferred: [ClientFrame, () => void][] = [];
   /** Packets that came before the welcome. */
   private early: Decoded[] = [];
   /** Until the hello is through: the receipts pushed meanwhile are the state so far, not news. */
@@ -57,6 +61,9 @@ export class V1Session implements HeldConn {
   /** Per peer, the read position last seen (0x75 goes out when it moves). */
   private readonly reads = new Map<string, string>();
 
+  /** The group packets (groups.ts). */
+  private readonly groups: V1Groups;
+
   constructor(
     private readonly link: V1Link,
     private readonly shard: Shard,
@@ -66,6 +73,13 @@ export class V1Session implements HeldConn {
   ) {
     this.token = token;
     this.trace = trace;
+    this.groups = new V1Groups({
+      user,
+      write: (p) => this.link.write(p),
+      error: (r) => this.link.error(r, false),
+      frame: (f) => void this.frame(f),
+      clientId: () => this.idPrefix + this.nextId++,
+    });
   }
 
   get state(): ConnState | null {
@@ -87,15 +101,34 @@ export class V1Session implements HeldConn {
     shard.host.connCount++;
     shard.host.metrics.connections.inc();
     this.link.handler = { packets: (items) => this.packets(items), closed: () => this.closed() };
-    // features: typing only (no references, sync or groups: v1 has no packet for them); reads so that read
+    // features: typing and groups (no references or sync: v1 has no packet for them); reads so that read
     // receipts come with the receipts the core pushes.
-    void this.frame({ t: 'hello', device: V1_DEVICE, cursor: 0, reads: 0, features: HELLO_FEATURES.typing }).then(() => {
+    void this.frame({ t: 'hello', device: V1_DEVICE, cursor: 0, reads: 0, features: HELLO_FEATURES.typing | HELLO_FEATURES.groups }).then(() => {
       this.catchingUp = false;
     });
   }
 
-  /** Never rejects: the mailbox answers every failure with an error frame (translated in send). */
+  /**
+   * Never rejects: the mailbox answers every failure with an error frame (translated in send). A frame made while
+   * the core is writing to this connection (an ack of entries the client is not shown, the packets that waited
+   * for the welcome) is handed over once the core's synchronous work is done: the core updates what it sent right
+   * after the write, and an ack arriving inside the write would be beyond it (bad_ack).
+   */
   private frame(f: ClientFrame): Promise<void> {
+    if (this.inSend === 0) return this.frameNow(f);
+    return new Promise((resolve) => {
+      this.deferred.push([f, resolve]);
+      if (this.deferred.length === 1) queueMicrotask(() => this.flushDeferred());
+    });
+  }
+
+  private flushDeferred(): void {
+    const list = this.deferred;
+    this.deferred = [];
+    for (const [f, resolve] of list) void this.frameNow(f).then(resolve);
+  }
+
+  private frameNow(f: ClientFrame): Promise<void> {
     let bytes: Uint8Array;
     try {
       bytes = encodeBinary(f);
@@ -140,6 +173,7 @@ export class V1Session implements HeldConn {
   }
 
   private packet(p: V1Packet): void {
+    if (this.groups.packet(p)) return;
     switch (p.op) {
       case 'login':
         return this.link.error('already_logged_in', false);
@@ -174,13 +208,14 @@ export class V1Session implements HeldConn {
       case 'server_only':
         return this.link.error('server_only', false);
       default:
-        // cbor_msg and groups: docs/IRIS-V1.md says why they are not mapped.
+        // cbor_msg: the old server had no handler for it (docs/IRIS-V1.md).
         return this.link.error('unsupported', false);
     }
   }
 
   /** ACK of one id: cumulative here (TCP is ordered: the client has every packet written before this one). */
   private ack(id: string): void {
+    if (this.groups.ack(id)) return;
     const seq = seqOfId(id);
     if (seq === null || seq > this.highestSeen) return this.link.error('unknown_msg_id', false);
     let i = 0;
@@ -195,6 +230,15 @@ export class V1Session implements HeldConn {
 
   /** A frame from the core, re-encoded as v1 packets. */
   send(data: string | Uint8Array): void {
+    this.inSend++;
+    try {
+      this.translate(data);
+    } finally {
+      this.inSend--;
+    }
+  }
+
+  private translate(data: string | Uint8Array): void {
     if (typeof data === 'string') return; // The hello was binary: the core answers in binary.
     let f: ServerFrame;
     try {
@@ -203,6 +247,7 @@ export class V1Session implements HeldConn {
       return;
     }
     this.shard.sent();
+    if (this.groups.frame(f)) return;
     switch (f.t) {
       case 'welcome':
         if (!this.loggedIn) {
@@ -246,7 +291,7 @@ export class V1Session implements HeldConn {
         if (f.code === 'too_many_devices' && !this.loggedIn) this.link.end(1000);
         return;
       default:
-        // send_ack (v1 has no send ack), read_state, settings, pong, devices and group frames: nothing to say in v1.
+        // send_ack (v1 has no send ack), read_state, settings, pong, devices: nothing to say in v1.
         return;
     }
   }

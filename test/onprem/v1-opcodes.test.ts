@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { P, V1Client, cbor, v1Token } from '../v1/client.js';
-import { SECRET, freePort, removeDir, scrape, startServer, usersOn, type ServerProcess } from './helpers.js';
+import type { GroupEvent, GroupMessage } from '../../client/index.js';
+import { P, V1Client, cbor, parseGroupPacket, v1Token } from '../v1/client.js';
+import { SECRET, freePort, removeDir, scrape, sdkClient, startServer, usersOn, waitFor, type ServerProcess } from './helpers.js';
 
 /**
  * Every v1 opcode, over both transports, on a 2-worker server (the two users of each pair are owned by different
@@ -10,6 +11,7 @@ describe('v1 gateway: every opcode, TCP and WebSocket, 2 workers', () => {
   let server: ServerProcess;
   let dataDir: string;
   let port: number;
+  let url: string;
   const ports = { tcp: 0, ws: 0 };
   const open: V1Client[] = [];
 
@@ -23,7 +25,7 @@ describe('v1 gateway: every opcode, TCP and WebSocket, 2 workers', () => {
   beforeAll(async () => {
     ports.tcp = await freePort();
     ports.ws = await freePort();
-    ({ server, dataDir, port } = await startServer({ workers: 2, env: { IRIS_V1_TCP_PORT: String(ports.tcp), IRIS_V1_WS_PORT: String(ports.ws), IRIS_TYPING_TTL_MS: '5000', IRIS_RATE_PER_SEC: '1', IRIS_RATE_BURST: '40' } }));
+    ({ server, dataDir, port, url } = await startServer({ workers: 2, env: { IRIS_V1_TCP_PORT: String(ports.tcp), IRIS_V1_WS_PORT: String(ports.ws), IRIS_TYPING_TTL_MS: '5000', IRIS_RATE_PER_SEC: '1', IRIS_RATE_BURST: '40' } }));
   });
 
   afterAll(async () => {
@@ -145,11 +147,9 @@ describe('v1 gateway: every opcode, TCP and WebSocket, 2 workers', () => {
     it('unmapped opcodes answer 0xFE with a reason, and the connection goes on', async () => {
       const cases: [Buffer, string][] = [
         [P.cbor(bob!, Buffer.from([0xa0])), 'unsupported'],
-        [P.groupCreate('g'), 'unsupported'],
-        [P.groupLeave('g'), 'unsupported'],
-        [P.groupMsg('g', Buffer.from([0xa0]), Buffer.from('x')), 'unsupported'],
-        [P.groupRoster('g'), 'unsupported'],
-        [P.senderKey('g', Buffer.from('k')), 'unsupported'],
+        [P.groupMsg('no-such-group', Buffer.from([0xa0]), Buffer.from('x')), 'not_member'],
+        [P.groupMsg('no-such-group', Buffer.from([0x01]), Buffer.from('x')), 'invalid_group_header'],
+        [P.groupRoster('no-such-group'), 'not_member'],
         [P.prekeyResponse(Buffer.from([0xa0])), 'server_only'],
         [P.e2eeDelivery(bob!, Buffer.from([0xa0]), Buffer.from('x')), 'server_only'],
         [P.groupJoin('g', bob!), 'server_only'],
@@ -202,6 +202,54 @@ describe('v1 gateway: every opcode, TCP and WebSocket, 2 workers', () => {
     const s = await client('ws', sink);
     await s.until('forty messages', () => s.messages().length === 40);
     expect(s.messages().map((m) => m.body)).toEqual(Array.from({ length: 40 }, (_, i) => `m${i}`));
+  });
+
+  it('groups: 0x30 create -> 0x31, a group of this Iris with v1 and SDK members, 0x33 / 0x36 both ways, 0x35 roster, 0x32 leave', async () => {
+    const [gAlice] = usersOn(0, 2, 'g-alice');
+    const [gBob] = usersOn(1, 2, 'g-bob');
+    const [gSam] = usersOn(1, 2, 'g-sam');
+    const a = await client('tcp', gAlice);
+    const b = await client('ws', gBob);
+    // A v1 GROUP_CREATE: the old answer, GROUP_JOIN of the creator to a group named by the server.
+    a.write(P.groupCreate('mine'));
+    const own = await a.next('group_join');
+    expect(own.user).toBe(gAlice);
+    expect(own.group).toMatch(/^v1g-/);
+    // A group made by an SDK user with both v1 users in it.
+    const sam = sdkClient(url, gSam!, 'phone');
+    const atSam: (GroupMessage | GroupEvent)[] = [];
+    sam.on('groupMessage', (m) => void atSam.push(m));
+    await sam.connect();
+    const { group } = await sam.createGroup('team', [gAlice!, gBob!]);
+    await b.until('join notifications', () => b.got.some((x) => x.t === 'group_join' && x.group === group && x.user === gBob));
+    await sam.sendToGroup(group, 'hello v1');
+    for (const c of [a, b]) {
+      await c.until('the SDK group message', () => c.got.some((x) => x.t === 'msg' && x.body[0] === 0x33));
+      const m = parseGroupPacket(c.got.filter((x) => x.t === 'msg').map((x) => (x as { body: Buffer }).body).find((x) => x[0] === 0x33)!);
+      expect(m).toEqual({ op: 0x33, group, header: { sender: gSam }, data: Buffer.from('hello v1') });
+    }
+    // A v1 member's 0x33: the others get it as the old server delivered it (sender in the header).
+    const n = a.messages().length;
+    b.write(P.groupMsg(group, cbor({ n: 1 }), Buffer.from('from bob')));
+    await a.until('bob\'s group message', () => a.messages().length === n + 1);
+    expect(parseGroupPacket(a.got.filter((x) => x.t === 'msg').at(-1)!.body as Buffer)).toEqual({ op: 0x33, group, header: { n: 1, sender: gBob }, data: Buffer.from('from bob') });
+    await waitFor('sam gets it', () => atSam.some((m) => 'body' in m && m.body[0] === 0x33 && m.from === gBob));
+    b.write(P.senderKey(group, Buffer.from('sender-key')));
+    await a.until('the sender key', () => a.messages().length === n + 2);
+    expect(parseGroupPacket(a.got.filter((x) => x.t === 'msg').at(-1)!.body as Buffer)).toEqual({ op: 0x36, group, data: Buffer.from('sender-key') });
+    b.write(P.groupRoster(group));
+    const roster = await b.next('roster');
+    expect(roster.group).toBe(group);
+    expect([...(roster.members as string[])].sort()).toEqual([gAlice, gBob, gSam].sort());
+    b.write(P.groupLeave(group));
+    await b.next('group_left');
+    const e = b.got.length;
+    b.write(P.groupMsg(group, cbor({}), Buffer.from('gone')));
+    expect((await b.next('error', e)).reason).toBe('not_member');
+    // Every group delivery was acked within what was sent: no error but the one asked for.
+    expect(b.errors()).toEqual(['not_member']);
+    expect(a.errors()).toEqual([]);
+    await sam.close();
   });
 
   it('a v1 WebSocket message may hold a LOGIN and the packets behind it', async () => {

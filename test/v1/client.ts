@@ -16,7 +16,10 @@ export type ServerPacket =
   | { t: 'read'; id: string; reader: string; ts: number }
   | { t: 'error'; reason: string }
   | { t: 'rate_limited'; retryAfter: number }
-  | { t: 'prekeys'; map: Record<string, unknown> };
+  | { t: 'prekeys'; map: Record<string, unknown> }
+  | { t: 'group_join'; group: string; user: string }
+  | { t: 'group_left' }
+  | { t: 'roster'; group: string; members: unknown };
 
 type CborIn = number | string | boolean | null | Buffer | CborIn[] | { [k: string]: CborIn };
 
@@ -116,6 +119,17 @@ export const P = {
   readReceipt: (id: string, sender: string) => Buffer.concat([Buffer.from([0x74]), s16(id), s16(sender)]),
 };
 
+/** A 0x33 GROUP_MSG or 0x36 SENDER_KEY_DIST packet (what a group delivery's body holds). */
+export function parseGroupPacket(b: Buffer): { op: number; group: string; header?: Record<string, unknown>; data: Buffer } {
+  const gl = b.readUInt16BE(1);
+  const group = b.subarray(3, 3 + gl).toString();
+  if (b[0] === 0x36) return { op: 0x36, group, data: Buffer.from(b.subarray(7 + gl, 7 + gl + b.readUInt32BE(3 + gl))) };
+  const hl = b.readUInt16BE(3 + gl);
+  const header = uncbor(Buffer.from(b.subarray(5 + gl, 5 + gl + hl)))[0] as Record<string, unknown>;
+  const cl = b.readUInt32BE(5 + gl + hl);
+  return { op: 0x33, group, header, data: Buffer.from(b.subarray(9 + gl + hl, 9 + gl + hl + cl)) };
+}
+
 /** Parses server packets off the front of buf; returns them and the bytes left. */
 export function parseServer(buf: Buffer): { packets: ServerPacket[]; rest: Buffer } {
   const out: ServerPacket[] = [];
@@ -166,6 +180,26 @@ export function parseServer(buf: Buffer): { packets: ServerPacket[]; rest: Buffe
       if (b.length < 5 + l) break;
       out.push({ t: 'prekeys', map: uncbor(Buffer.from(b.subarray(5, 5 + l)))[0] as Record<string, unknown> });
       o += 5 + l;
+    } else if (op === 0x31) {
+      if (b.length < 3) break;
+      const gl = b.readUInt16BE(1);
+      if (b.length < 5 + gl) break;
+      const ul = b.readUInt16BE(3 + gl);
+      if (b.length < 5 + gl + ul) break;
+      out.push({ t: 'group_join', group: b.subarray(3, 3 + gl).toString(), user: b.subarray(5 + gl, 5 + gl + ul).toString() });
+      o += 5 + gl + ul;
+    } else if (op === 0x32) {
+      if (b.length < 3) break;
+      out.push({ t: 'group_left' });
+      o += 3;
+    } else if (op === 0x35) {
+      if (b.length < 3) break;
+      const gl = b.readUInt16BE(1);
+      if (b.length < 7 + gl) break;
+      const rl = b.readUInt32BE(3 + gl);
+      if (b.length < 7 + gl + rl) break;
+      out.push({ t: 'roster', group: b.subarray(3, 3 + gl).toString(), members: uncbor(Buffer.from(b.subarray(7 + gl, 7 + gl + rl)))[0] });
+      o += 7 + gl + rl;
     } else if (op === 0xfe) {
       if (b.length < 3) break;
       const l = b.readUInt16BE(1);
