@@ -362,6 +362,7 @@ const s16 = (s: string | Uint8Array) => {
 export const LOGIN_OK = cat([[OP.ack], enc.encode('LOGIN_OK')]);
 /** Sent raw (no opcode) before closing, as the Erlang server did. */
 export const AUTH_FAILED = enc.encode('AUTH_FAILED');
+export const RATE_LIMITED = enc.encode('RATE_LIMITED');
 
 /** The id of the message at inbox sequence `seq`: ACK_ID_BYTES lowercase hex digits. */
 export function messageId(seq: number): string {

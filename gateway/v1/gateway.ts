@@ -9,7 +9,8 @@ import { ownerOf } from '../../onprem/owner.js';
 import { owns, type WorkerContext } from '../../onprem/worker/context.js';
 import { send, type SupervisorLink } from '../../onprem/worker/control.js';
 import type { Shards } from '../../onprem/worker/shards.js';
-import { AUTH_FAILED, type Decoded } from './codec.js';
+import { AUTH_FAILED, RATE_LIMITED, type Decoded } from './codec.js';
+import { ConnectLimiter } from '../../onprem/http.js';
 import { V1Link, type Transport } from './link.js';
 import { V1Session } from './session.js';
 
@@ -28,6 +29,8 @@ import { V1Session } from './session.js';
 export class V1Gateway {
   private readonly servers: Server[] = [];
   private readonly verifier: TokenVerifier;
+  /** LOGINs per minute per client IP (IRIS_CONNECT_RATE, as for WebSocket upgrades). */
+  private readonly limiter: ConnectLimiter;
   /** Connections not logged in yet (closed by a drain; the logged-in ones are the shards' conns). */
   private readonly waiting = new Set<V1Link>();
 
@@ -37,6 +40,7 @@ export class V1Gateway {
     private readonly supervisor: SupervisorLink,
   ) {
     const { cfg } = ctx;
+    this.limiter = new ConnectLimiter(cfg.connectRatePerMin, ctx.workers);
     this.verifier = new TokenVerifier({ ...(cfg.v1.secret !== undefined && { secret: cfg.v1.secret }), issuer: 'iris', clockToleranceSec: cfg.auth.clockToleranceSec, devAuth: false });
   }
 
@@ -98,6 +102,8 @@ export class V1Gateway {
       const { user, token } = it.packet;
       clearTimeout(timer);
       this.waiting.delete(link);
+      // The old server's login rate limit answered the raw text RATE_LIMITED and closed; so does this one.
+      if (this.limiter.take(link.socket.remoteAddress ?? 'unknown', Date.now()) > 0) return link.end(1000, RATE_LIMITED);
       // Nothing more is read from this connection until it is logged in (here, or at its owner).
       link.handler = null;
       link.socket.pause();
@@ -123,7 +129,8 @@ export class V1Gateway {
     const rest = link.takeRest();
     const owner = ownerOf(user, this.ctx.workers);
     if (owner === this.ctx.id) return this.serve(link, user, claims, trace, rest);
-    if (!this.supervisor.isUp(owner)) return link.end(1000, AUTH_FAILED);
+    // Not a refusal of the credentials: a plain close, and the client logs in again (the owner is restarting).
+    if (!this.supervisor.isUp(owner)) return link.end(1000);
     const { socket } = link;
     // As for a WebSocket hand-off (listener.ts): this copy must not read any more, and what the stream already
     // buffered travels with the message.
@@ -156,8 +163,9 @@ export class V1Gateway {
       link.socket.resume();
       link.resume(rest);
     } catch (e) {
+      // Storage not open yet, or the user not ours (a hand-off that raced a restart): a close, not AUTH_FAILED.
       this.ctx.log('warn', `v1 connection of ${user} refused: ${describeError(e)}`, undefined, { user, trace });
-      link.end(1000, AUTH_FAILED);
+      link.end(1000);
     }
   }
 }

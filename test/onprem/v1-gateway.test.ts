@@ -147,3 +147,26 @@ describe.each([1, 2])('v1 gateway over TCP, %i worker(s)', (workers) => {
     expect(a.messages().at(-1)!.body).toBe('from the sdk');
   });
 });
+
+describe('v1 gateway: LOGIN rate limit per client IP', () => {
+  it('answers RATE_LIMITED and closes past IRIS_CONNECT_RATE, as the old server did', async () => {
+    const v1Port = await freePort();
+    const { server, dataDir } = await startServer({ workers: 1, env: { IRIS_V1_TCP_PORT: String(v1Port), IRIS_CONNECT_RATE: '3' } });
+    const open: V1Client[] = [];
+    try {
+      for (let i = 0; i < 3; i++) {
+        const c = await V1Client.open('tcp', v1Port);
+        open.push(c);
+        await c.login(`rl-${i}`, await v1Token(`rl-${i}`, SECRET));
+      }
+      const c = await V1Client.open('tcp', v1Port);
+      open.push(c);
+      c.write(P.login('rl-4', await v1Token('rl-4', SECRET)));
+      await c.until('RATE_LIMITED and close', () => c.closed && c.got.some((x) => x.t === 'rate_limited_login'));
+    } finally {
+      await Promise.all(open.map((c) => c.close()));
+      await server.stop();
+      removeDir(dataDir);
+    }
+  });
+});

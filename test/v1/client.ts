@@ -10,6 +10,7 @@ import { WebSocket } from 'ws';
 export type ServerPacket =
   | { t: 'login_ok' }
   | { t: 'auth_failed' }
+  | { t: 'rate_limited_login' }
   | { t: 'msg'; id: string; body: Buffer }
   | { t: 'status'; user: string; online: boolean; time: number }
   | { t: 'typing'; from: string; on: boolean }
@@ -142,6 +143,10 @@ export function parseServer(buf: Buffer): { packets: ServerPacket[]; rest: Buffe
       if (b.length < 9) break;
       out.push({ t: 'login_ok' });
       o += 9;
+    } else if (op === 0x52) {
+      if (b.length < 12) break;
+      out.push({ t: 'rate_limited_login' });
+      o += 12;
     } else if (op === 0x41) {
       if (b.length < 11) break;
       out.push({ t: 'auth_failed' });
