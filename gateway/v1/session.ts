@@ -56,6 +56,8 @@ export class V1Session implements HeldConn {
   private outstanding: number[] = [];
   private highestSeen = 0;
   private acked = 0;
+  /** A deliver_ack is scheduled for the ACKs of this read (see ack). */
+  private ackDue = false;
   /** seq -> [server message id, sender], for read receipts. */
   private readonly delivered = new Map<number, [string, string]>();
   /** Per peer, the read position last seen (0x75 goes out when it moves). */
@@ -225,7 +227,14 @@ export class V1Session implements HeldConn {
     const upTo = this.outstanding.length === 0 ? this.highestSeen : seq;
     if (upTo <= this.acked) return;
     this.acked = upTo;
-    void this.frame({ t: 'deliver_ack', seq: upTo });
+    // A v1 client acks every message; the core's ack is cumulative: the ACKs of one read become one deliver_ack
+    // (measured: docs/IRIS-V1.md "Measured").
+    if (this.ackDue) return;
+    this.ackDue = true;
+    queueMicrotask(() => {
+      this.ackDue = false;
+      void this.frame({ t: 'deliver_ack', seq: this.acked });
+    });
   }
 
   /** A frame from the core, re-encoded as v1 packets. */
