@@ -103,7 +103,14 @@ export class V1Link {
   private afterLogin: Uint8Array | null = null;
 
   private deliver(items: Decoded[]): void {
-    if (items.length > 0) this.handler?.packets(items);
+    if (items.length === 0) return;
+    try {
+      this.handler?.packets(items);
+    } catch {
+      // A bug in handling one packet must not become an uncaught exception in the socket's data handler (it would
+      // take the worker, and every connection of its users, down): this connection ends, nothing else.
+      this.error('internal', true);
+    }
   }
 
   /**
