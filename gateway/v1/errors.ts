@@ -31,6 +31,7 @@ export const V1_ERRORS = {
   unknown_msg_id: 'an ACK or read receipt for an id this connection was not sent',
   server_only: 'a packet only a server sends',
   unsupported: 'an opcode this gateway does not map (docs/IRIS-V1.md says why)',
+  server_full: 'the worker holds IRIS_MAX_CONNECTIONS connections; the connection is closed',
 } as const;
 
 export type V1ErrorReason = keyof typeof V1_ERRORS;

@@ -9,7 +9,7 @@ import { ownerOf } from '../../onprem/owner.js';
 import { owns, type WorkerContext } from '../../onprem/worker/context.js';
 import { send, type SupervisorLink } from '../../onprem/worker/control.js';
 import type { Shards } from '../../onprem/worker/shards.js';
-import { AUTH_FAILED, RATE_LIMITED, type Decoded } from './codec.js';
+import { AUTH_FAILED, RATE_LIMITED, encodeError, type Decoded } from './codec.js';
 import { ConnectLimiter } from '../../onprem/http.js';
 import { V1Link, type Transport } from './link.js';
 import { V1Session } from './session.js';
@@ -156,6 +156,9 @@ export class V1Gateway {
 
   private serve(link: V1Link, user: string, claims: string, trace: string, rest: { packets: Uint8Array; raw: Uint8Array }): void {
     const tok = claims === '' ? undefined : parseClaims(claims);
+    const max = this.ctx.cfg.maxConnections;
+    // IRIS_MAX_CONNECTIONS counts v1 connections with the WebSockets (both are the shards' connections).
+    if (max !== null && this.shards.connCount >= max) return link.end(1000, encodeError('server_full'));
     try {
       if (tok && new Revocations(this.shards.storage().sql, user).isRevoked(tok)) return link.end(1000, AUTH_FAILED);
       const session = new V1Session(link, this.shards.get(user), user, tok, trace);

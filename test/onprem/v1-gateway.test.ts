@@ -127,6 +127,16 @@ describe.each([1, 2])('v1 gateway over TCP, %i worker(s)', (workers) => {
     expect(b.messages().at(-1)!.body).toBe('still here');
   });
 
+  it('a second LOGIN of a user replaces its first v1 connection (the last LOGIN wins, as before)', async () => {
+    const first = await client(carol);
+    const second = await client(carol);
+    await first.until('the first is closed', () => first.closed);
+    const d = await client(dave);
+    const n = second.messages().length;
+    d.write(P.send(carol!, 'to the newest'));
+    await second.until('the message', () => second.messages().length === n + 1);
+  });
+
   it('chats with a user on this Iris\'s own protocol (the SDK), both ways', async () => {
     const a = await client(alice);
     const s = sdkClient(url, bob!, 'phone');
