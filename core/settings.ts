@@ -197,8 +197,16 @@ const PUSH: SettingSpec[] = [
   { name: 'IRIS_PUSH_TIMEOUT_MS', type: 'int', group: 'push', profiles: BOTH, default: '10000', min: 1, max: 120_000, doc: 'A push call with no answer this long is aborted and counts as failed.' },
 ];
 
+// The gateway of the Erlang Iris's wire protocol (gateway/v1/, docs/IRIS-V1.md): off unless a port is set.
+const V1: SettingSpec[] = [
+  { name: 'IRIS_V1_TCP_PORT', type: 'int', group: 'server', profiles: ONPREM, default: null, min: 1, max: 65535, doc: 'Serve the Erlang Iris\'s binary protocol (v1) over TCP on this port (the old default was 8085); unset: off.' },
+  { name: 'IRIS_V1_WS_PORT', type: 'int', group: 'server', profiles: ONPREM, default: null, min: 1, max: 65535, doc: 'Serve the v1 protocol over WebSocket (one packet per binary message) on this port (the old default was 8086); unset: off.' },
+  { name: 'IRIS_V1_JWT_SECRET', type: 'string', group: 'server', profiles: ONPREM, default: null, defaultDoc: 'IRIS_JWT_SECRET', doc: 'HS256 secret of the tokens in v1 LOGIN `user:jwt` (iss `iris`, sub = user); a secret, like IRIS_JWT_SECRET.' },
+  { name: 'IRIS_V1_ALLOW_ANONYMOUS', type: 'enum', group: 'server', profiles: ONPREM, default: '0', values: ['0', '1'], doc: '`1`: accept a v1 LOGIN without a token (the old default, unauthenticated); `0`: every LOGIN needs `user:jwt`.' },
+];
+
 /** Every setting, in the order of --help and the docs. */
-export const SETTINGS: readonly SettingSpec[] = [...SERVER, ...AUTH, ...Object.values(ENGINE_SETTINGS), ...PUSH, ...EDGE];
+export const SETTINGS: readonly SettingSpec[] = [...SERVER, ...AUTH, ...Object.values(ENGINE_SETTINGS), ...PUSH, ...EDGE, ...V1];
 
 /**
  * IRIS_* variables the servers read that are not settings: set by the supervisor for its own children, or

@@ -157,6 +157,8 @@ export interface OnpremConfig {
   devModeIgnored: boolean;
   /** IRIS_ADMIN_SECRET: the admin API's bearer secret (core/admin.ts); undefined: the admin API is off. */
   adminSecret: string | undefined;
+  /** The v1 gateway (gateway/v1/): its ports (null: that transport is off), the HS256 secret, anonymous LOGIN. */
+  v1: { tcpPort: number | null; wsPort: number | null; secret: string | undefined; allowAnonymous: boolean };
 }
 
 /** Validates and types the merged settings. Throws StartupError with a message meant for an operator. */
@@ -218,6 +220,12 @@ export function onpremConfig(s: Settings): OnpremConfig {
     devAuth: auth.devAuth,
     devModeIgnored: devModeRequested(s) && !auth.devAuth,
     adminSecret: readString(s, 'IRIS_ADMIN_SECRET'),
+    v1: {
+      tcpPort: readOptionalNumber(s, 'IRIS_V1_TCP_PORT') ?? null,
+      wsPort: readOptionalNumber(s, 'IRIS_V1_WS_PORT') ?? null,
+      secret: readString(s, 'IRIS_V1_JWT_SECRET') ?? auth.secret,
+      allowAnonymous: readString(s, 'IRIS_V1_ALLOW_ANONYMOUS') === '1',
+    },
   };
 }
 

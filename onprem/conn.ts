@@ -20,6 +20,18 @@ export interface ConnOwner {
   closing(code: number): void;
 }
 
+/**
+ * A connection a Shard holds: a client WebSocket (WsConn), or a connection of the v1 gateway (gateway/v1/session.ts)
+ * that the core sees as one more Conn of its user. What the worker's heartbeat, drain and admin calls use of it.
+ */
+export interface HeldConn extends Conn {
+  /** Set by the heartbeat: false after a ping, true again on the pong. */
+  alive: boolean;
+  token: TokenClaims | undefined;
+  /** What the heartbeat, the drain and the admin API do to the transport. */
+  readonly ws: { ping(): void; terminate(): void };
+}
+
 /** The `ws` socket class the worker's WebSocketServer creates (its `WebSocket` option; onprem/worker/websockets.ts): one extra field. */
 export class IrisWebSocket extends WebSocket {
   conn: WsConn | null = null;

@@ -17,6 +17,18 @@ export interface UpgradeHead {
   remote: string;
 }
 
+/** What travels with a v1 socket to its owner (gateway/v1/gateway.ts): who logged in, and the bytes read after it. */
+export interface V1Handoff {
+  user: string;
+  transport: 'tcp' | 'ws';
+  /** The verified token's claims (core/revocation.ts claimsHeader), empty for an anonymous LOGIN. */
+  claims: string;
+  /** base64: v1 packet bytes after the LOGIN; socket bytes not yet decoded (WebSocket framing). */
+  packets: string;
+  raw: string;
+  trace: string;
+}
+
 export type MetricsJson = MetricObjectWithValues<MetricValue<string>>[];
 
 export type ToWorker =
@@ -27,6 +39,8 @@ export type ToWorker =
   | { t: 'readyz_res'; rid: number; ready: boolean; workers: boolean[]; storageFull: number[] }
   /** A connection for a user this worker owns, authenticated by the worker that accepted it. */
   | { t: 'handoff'; user: string; head: UpgradeHead; rest: string; from: number }
+  /** A v1 gateway connection (gateway/v1/) for a user this worker owns, logged in at the worker that accepted it. */
+  | { t: 'v1_handoff'; handoff: V1Handoff }
   | { t: 'metrics_req'; rid: number }
   | { t: 'gathered'; rid: number; text: string; contentType: string }
   | { t: 'drain' };
@@ -41,6 +55,7 @@ export type ToSupervisor =
   | { t: 'storage'; full: boolean }
   | { t: 'fatal'; message: string }
   | { t: 'handoff'; to: number; user: string; head: UpgradeHead; rest: string; from: number }
+  | { t: 'v1_handoff'; to: number; handoff: V1Handoff }
   | { t: 'metrics_res'; rid: number; metrics: MetricsJson }
   /** A worker was scraped at /metrics: gather every worker's registry and answer with the merged text. */
   | { t: 'gather'; rid: number }

@@ -314,6 +314,27 @@ export class Supervisor {
         });
         return;
       }
+      case 'v1_handoff': {
+        // The v1 gateway's socket hand-off (gateway/v1/gateway.ts): as above, with no HTTP refusal to give (the
+        // client speaks v1; it sees the close and logs in again).
+        const socket = handle as Socket | undefined;
+        if (!socket) return;
+        stopReading(socket);
+        socket.on('error', () => socket.destroy());
+        const to = this.slots[m.to];
+        if (!to?.child?.connected || !to.ready || this.draining) {
+          this.handoffs.inc({ result: 'unavailable' });
+          socket.destroy();
+          return;
+        }
+        to.child.send({ t: 'v1_handoff', handoff: m.handoff } satisfies ToWorker, socket, { keepOpen: false }, (e) => {
+          if (e) {
+            this.handoffs.inc({ result: 'failed' });
+            socket.destroy();
+          } else this.handoffs.inc({ result: 'ok' });
+        });
+        return;
+      }
       case 'readyz':
         from.child?.send({
           t: 'readyz_res',

@@ -40,7 +40,7 @@ export class SupervisorLink {
   }
 
   /** Every supervisor message except the hand-off of a socket. */
-  onMessage(m: Exclude<ToWorker, { t: 'handoff' }>): void {
+  onMessage(m: Exclude<ToWorker, { t: 'handoff' } | { t: 'v1_handoff' }>): void {
     switch (m.t) {
       case 'ready_map':
         this.readyMap = this.ctx.draining ? [] : m.ready;

@@ -2,7 +2,7 @@ import { Mailbox, type MailboxDeps } from '../../core/mailbox.js';
 import { MailboxStore, usersToResume } from '../../core/store.js';
 import type { Conn, Scheduler, Sockets } from '../../core/ports.js';
 import type { PresenceInfo } from '../../protocol/index.js';
-import type { ConnOwner, WsConn } from '../conn.js';
+import type { ConnOwner, HeldConn } from '../conn.js';
 import { describeError } from '../log.js';
 import type { WorkerMetrics } from '../metrics.js';
 import { ownerOf } from '../owner.js';
@@ -25,7 +25,7 @@ const RECOVER_CONCURRENCY = (() => {
 /** What every mailbox of a worker shares. */
 export type MailboxEnv = Pick<MailboxDeps, 'storage' | 'peers' | 'clock' | 'config' | 'log' | 'metrics' | 'tokens' | 'push'>;
 
-const NO_CONNS: readonly WsConn[] = Object.freeze([]);
+const NO_CONNS: readonly HeldConn[] = Object.freeze([]);
 
 /**
  * One user's shard in this worker: the mailbox, its sockets, and the bookkeeping for eviction and wake-ups.
@@ -38,7 +38,7 @@ export class Shard implements Sockets, Scheduler, ConnOwner {
    * Open sockets. Replaced, never mutated (copy on write): iterating it is safe while sockets come and go,
    * and one socket costs a one-element array (most users have one or two devices online).
    */
-  conns: readonly WsConn[] = NO_CONNS;
+  conns: readonly HeldConn[] = NO_CONNS;
   /** Core calls in flight (onMessage, receive, onWake, onClose): a busy mailbox is never evicted. */
   busy = 0;
   wakeAtMs: number | null = null;
@@ -83,18 +83,18 @@ export class Shard implements Sockets, Scheduler, ConnOwner {
     this.host.metrics.serverCloses.inc({ code: String(code) });
   }
 
-  add(c: WsConn): void {
+  add(c: HeldConn): void {
     this.conns = this.conns.length === 0 ? [c] : [...this.conns, c];
   }
 
-  remove(c: WsConn): void {
+  remove(c: HeldConn): void {
     const i = this.conns.indexOf(c);
     if (i < 0) return;
     if (this.conns.length === 1) {
       this.conns = NO_CONNS;
       return;
     }
-    const next = new Array<WsConn>(this.conns.length - 1);
+    const next = new Array<HeldConn>(this.conns.length - 1);
     for (let j = 0, k = 0; j < this.conns.length; j++) if (j !== i) next[k++] = this.conns[j]!;
     this.conns = next;
   }

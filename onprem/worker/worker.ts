@@ -19,6 +19,7 @@ import { Shards } from './shards.js';
 import { WebSockets } from './websockets.js';
 import { AdminRoute } from './admin.js';
 import { TokenVerifier, tokenCheck } from '../../auth/index.js';
+import { V1Gateway } from '../../gateway/v1/gateway.js';
 
 /**
  * One worker: owns the users whose id hashes to it (onprem/owner.ts), their shards and one SQLite file. This
@@ -56,6 +57,8 @@ export class Worker implements WorkerContext, Logger {
   private readonly router: Router;
   private readonly pipe: PipeRoute;
   private readonly listener: Listener;
+  /** The Erlang Iris's protocol (gateway/v1/), when a v1 port is configured. */
+  private readonly v1: V1Gateway;
   private isDraining = false;
   private readonly timers: ReturnType<typeof setInterval>[] = [];
   /** The core's metrics port, one for all mailboxes. */
@@ -78,6 +81,7 @@ export class Worker implements WorkerContext, Logger {
     const admin = new AdminRoute(this, this.shards, (w, c) => this.router.adminCall(w, c));
     this.router.adminHandler = (c) => admin.fromLink(c);
     this.listener = new Listener(this, this.supervisor, this.sockets, this.pipe, admin);
+    this.v1 = new V1Gateway(this, this.shards, this.supervisor);
     this.coreMetrics = this.metrics.core();
     this.idleTrim = new IdleTrim(cfg.idleGcMs, (r) => {
       this.metrics.idleGcs.inc();
@@ -137,6 +141,7 @@ export class Worker implements WorkerContext, Logger {
     await this.router.listen();
     if (this.cfg.route === 'pipe') await this.pipe.listen();
     await this.listener.listen();
+    if (this.v1.enabled) await this.v1.listen();
     this.timers.push(setInterval(() => this.sockets.heartbeat(), this.cfg.pingMs));
     this.timers.push(setInterval(() => (this.shards.evictIdle(), this.router.groups.evictIdle()), Math.max(1000, Math.min(this.cfg.mailboxIdleMs, 30_000))));
     this.shards.recover();
@@ -150,6 +155,7 @@ export class Worker implements WorkerContext, Logger {
     this.isDraining = true;
     this.supervisor.forget();
     this.listener.close();
+    this.v1.close();
     this.pipe.close();
     for (const t of this.timers) clearInterval(t);
     this.idleTrim.stop();
@@ -174,6 +180,7 @@ export class Worker implements WorkerContext, Logger {
   /** A message from the supervisor (onprem/ipc.ts ToWorker). */
   onSupervisor(m: ToWorker, handle: unknown): void {
     if (m.t === 'handoff') this.listener.onHandoff(m, handle as Socket | undefined);
+    else if (m.t === 'v1_handoff') this.v1.onHandoff(m, handle as Socket | undefined);
     else this.supervisor.onMessage(m);
   }
 }
