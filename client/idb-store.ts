@@ -8,7 +8,8 @@
  *
  * Layout: database `name` (default `iris-client-<device>`), version 1, object stores `meta` (keys 'cursor',
  * 'receipts' and 'reads'),
- * `outbox` (key: client id; `ord` keeps the send order) and `unhandled` (key: seq).
+ * `outbox` (key: client id; `ord` keeps the send order), `unhandled` (key: seq) and `history` (key: the app's;
+ * see putHistory). A database made before `history` existed is opened one version up, which adds it.
  */
 import type { ClientStore, PendingGroupFrame, PendingSend, StoredEntry, StoredState } from './store.js';
 
@@ -50,7 +51,13 @@ interface OutboxRow extends PendingSend {
   ord: number;
 }
 
-const STORES = ['meta', 'outbox', 'unhandled'];
+const STORES = ['meta', 'outbox', 'unhandled', 'history'];
+
+/** A row of the app's history (putHistory / loadHistory). */
+export interface HistoryRow<T = unknown> {
+  key: string;
+  value: T;
+}
 
 /** The global indexedDB, or null. */
 export function globalIndexedDb(): IdbFactoryLike | null {
@@ -228,6 +235,33 @@ export class IndexedDbStore implements ClientStore {
   flush(): Promise<void> {
     if (this.handled.size === 0) return Promise.resolve();
     return this.write(() => {});
+  }
+
+  /**
+   * The app's history, kept next to the SDK's own state so that one database holds all a page needs after a
+   * reload: rows the app names and shapes (the web chat keeps one per conversation), each `value` anything
+   * IndexedDB can clone. Every put is one readwrite transaction with durability 'strict', and IndexedDB runs
+   * transactions on the same stores in the order they were created, which gives the app two orderings:
+   * - a put made inside a `message` / `groupMessage` listener commits before the SDK's write that forgets the
+   *   entry (markHandled) or saves the group's cursor: after a reload the message is in the history or comes
+   *   again (`recovered`, or redelivered), never neither;
+   * - a put made before `send()` / `sendToGroup()` commits before the send's outbox row: a send the outbox
+   *   kept is always in the history. The app sends what its history still shows as unsent again with the same
+   *   id after a reload (the server's idempotency key), so one that never reached the outbox still goes, once.
+   */
+  putHistory(key: string, value: unknown): Promise<void> {
+    const row: HistoryRow = { key, value };
+    return this.write((tx) => tx.objectStore('history').put(row, key));
+  }
+
+  deleteHistory(key: string): Promise<void> {
+    return this.write((tx) => tx.objectStore('history').delete(key));
+  }
+
+  /** Every history row, in key order. */
+  async loadHistory<T = unknown>(): Promise<HistoryRow<T>[]> {
+    const db = await this.open();
+    return (await req(db.transaction(['history'], 'readonly').objectStore('history').getAll())) as HistoryRow<T>[];
   }
 
   /** Closes the database connection (after pending writes). */

@@ -97,6 +97,78 @@ describe('the web chat served by the on-prem server', () => {
     await ctx.close();
   });
 
+  it('a send typed offline survives a reload while still offline and goes out, once, when the network returns', async () => {
+    needBrowser();
+    const ca = await browser.newContext();
+    const cb = await browser.newContext();
+    const a = await open(ca, 'wc-dora');
+    const b = await open(cb, 'wc-eve');
+    // The page's service worker keeps the page itself: without it an offline reload is the browser's error page.
+    expect(await a.evaluate('navigator.serviceWorker.ready.then((r) => r.active.scriptURL)')).toBe(`${origin}/sw.js`);
+    await a.fill('#peer-name', 'wc-eve');
+    await a.press('#peer-name', 'Enter');
+    await a.fill('#text', 'before the trip');
+    await a.press('#text', 'Enter');
+    await tick(a, 'before the trip').and(a.locator('[data-tick="delivered"]')).waitFor();
+
+    await ca.setOffline(true);
+    await a.locator('#banner', { hasText: 'Offline' }).waitFor();
+    await a.fill('#text', 'typed in the tunnel');
+    await a.press('#text', 'Enter');
+    await a.locator('#banner', { hasText: '1 message queued' }).waitFor();
+    // Reloaded with no network at all (the service worker's fetch fails too): the page, its history and the
+    // queued send come from the browser's storage.
+    await a.reload();
+    await a.locator('#banner', { hasText: '1 message queued' }).waitFor();
+    await a.click('li[data-conv="wc-eve"]');
+    expect(await a.locator('.msg.mine').allTextContents()).toEqual([expect.stringContaining('before the trip'), expect.stringContaining('typed in the tunnel')]);
+    expect(await tick(a, 'typed in the tunnel').getAttribute('data-tick')).toBe('pending');
+    expect(await a.locator('#status').textContent()).not.toBe('open');
+
+    // The network returns: the page connects by itself and the send goes out, once.
+    await ca.setOffline(false);
+    await a.locator('#status', { hasText: /^open$/ }).waitFor({ timeout: 30_000 });
+    await b.click('li[data-conv="wc-dora"]');
+    await b.locator('.msg.theirs', { hasText: 'typed in the tunnel' }).waitFor({ timeout: 30_000 });
+    await tick(a, 'typed in the tunnel').and(a.locator('[data-tick="read"]')).waitFor();
+    await a.locator('#banner').waitFor({ state: 'hidden' });
+    expect(await b.locator('.msg.theirs').allTextContents()).toEqual([expect.stringContaining('before the trip'), expect.stringContaining('typed in the tunnel')]);
+    await ca.close();
+    await cb.close();
+  }, 120_000);
+
+  it('groups: ✓✓ and read from the members\' marks, a member added with the inline form gets what follows', async () => {
+    needBrowser();
+    const [ca, cb, cc] = await Promise.all([browser.newContext(), browser.newContext(), browser.newContext()]);
+    const [a, b, c] = await Promise.all([open(ca, 'wc-gina'), open(cb, 'wc-hal'), open(cc, 'wc-ivy')]);
+    await a.fill('#group-name', 'crew');
+    await a.fill('#group-members', 'wc-hal');
+    await a.click('#new-group button');
+    await a.locator('#peer', { hasText: '# crew' }).waitFor();
+    await a.fill('#text', 'crew hello');
+    await a.press('#text', 'Enter');
+    // On Hal's device but not read (he has not opened the group): ✓✓; read once he opens it.
+    const crew = b.locator('li.conv', { hasText: '# crew' });
+    await crew.locator('.unread', { hasText: '1' }).waitFor();
+    await tick(a, 'crew hello').and(a.locator('[data-tick="delivered"]')).waitFor({ timeout: 30_000 });
+    await crew.click();
+    await b.locator('.msg.theirs', { hasText: 'crew hello' }).waitFor();
+    await tick(a, 'crew hello').and(a.locator('[data-tick="read"]')).waitFor({ timeout: 30_000 });
+
+    // Ivy is added with the form in the group's header (no prompt), and gets the join and what follows.
+    await a.fill('#member-name', 'wc-ivy');
+    await a.press('#member-name', 'Enter');
+    await a.locator('.msg.system', { hasText: 'wc-ivy joined' }).waitFor();
+    await a.fill('#text', 'welcome ivy');
+    await a.press('#text', 'Enter');
+    await c.locator('li.conv', { hasText: '# crew' }).click();
+    await c.locator('.msg.theirs', { hasText: 'welcome ivy' }).waitFor();
+    expect(await c.locator('.msg.theirs', { hasText: 'crew hello' }).count()).toBe(0); // before she joined
+    // Read by both (Hal has the group open): read; ✓✓ alone would mean one of them had not.
+    await tick(a, 'welcome ivy').and(a.locator('[data-tick="read"]')).waitFor({ timeout: 30_000 });
+    await Promise.all([ca.close(), cb.close(), cc.close()]);
+  }, 120_000);
+
   it('two users: send, receive, ticks, unread, typing, presence, offline and back, reload, groups', async () => {
     needBrowser();
     const ca = await browser.newContext({ viewport: { width: 1000, height: 640 } });
