@@ -6,10 +6,10 @@
  * 100 ms later, or `flush()`, which the client calls when the page is hidden): losing it only brings those
  * entries back as `recovered`.
  *
- * Layout: database `name` (default `iris-client-<device>`), version 1, object stores `meta` (keys 'cursor',
- * 'receipts' and 'reads'),
- * `outbox` (key: client id; `ord` keeps the send order), `unhandled` (key: seq) and `history` (key: the app's;
- * see putHistory). A database made before `history` existed is opened one version up, which adds it.
+ * Layout: database `name` (default `iris-client-<device>`), version 1 (or one up, see openVersion), object
+ * stores `meta` (keys 'cursor', 'receipts' and 'reads'), `outbox` (key: client id; `ord` keeps the send order),
+ * `unhandled` (key: seq) and `history` (key: the app's; see putHistory). A database made before `history`
+ * existed is opened one version up, which adds it; later opens take whatever version it is at.
  */
 import type { ClientStore, PendingGroupFrame, PendingSend, StoredEntry, StoredState } from './store.js';
 
@@ -97,7 +97,7 @@ export class IndexedDbStore implements ClientStore {
   }
 
   private open(): Promise<Db> {
-    this.db ??= this.openVersion(1);
+    this.db ??= this.openVersion();
     this.db.catch(() => {
       this.db = null;
     });
@@ -105,19 +105,20 @@ export class IndexedDbStore implements ClientStore {
   }
 
   /**
-   * Opens the database and creates the object stores. A database that exists without them (something else
-   * opened the name first) is opened again one version up, which lets the upgrade create them.
+   * Opens the database (at whatever version it is: a new one is made at 1) and creates the object stores. A
+   * database that exists without them (something else opened the name first, or an older SDK made it before
+   * `history` existed) is opened again one version up, which lets the upgrade create them.
    */
-  private openVersion(version: number): Promise<Db> {
+  private openVersion(version?: number): Promise<Db> {
     return new Promise<Db>((resolve, reject) => {
-      const r = this.factory.open(this.name, version);
+      const r = version === undefined ? this.factory.open(this.name) : this.factory.open(this.name, version);
       r.onupgradeneeded = () => {
         for (const s of STORES) if (!r.result.objectStoreNames.contains(s)) r.result.createObjectStore(s);
       };
       r.onsuccess = () => {
         const db = r.result;
         if (STORES.every((s) => db.objectStoreNames.contains(s))) return resolve(db);
-        const next = (db as unknown as { version?: number }).version ?? version;
+        const next = (db as unknown as { version?: number }).version ?? version ?? 1;
         db.close();
         this.openVersion(next + 1).then(resolve, reject);
       };

@@ -28,7 +28,16 @@ async function start(me: string): Promise<void> {
   const device = deviceId(me);
   // The SDK's default store for this device (same database name), made here to reach its history rows.
   const store = new IndexedDbStore({ name: `iris-client-${device}` });
-  const history = await History.open(me, store);
+  let history: History;
+  try {
+    history = await History.open(me, store);
+  } catch (e) {
+    // No IndexedDB for this origin (storage disabled, or an older page of this user holds the database open
+    // while it is upgraded): nothing could be kept, so the chat does not start.
+    $('banner').hidden = false;
+    $('banner').textContent = `This browser's storage cannot be opened (${(e as Error).message}); close other tabs of this chat and reload.`;
+    return;
+  }
   const pasted = sessionStorage.getItem(`webchat.token.${me}`);
   const client = new IrisClient({
     store,

@@ -137,6 +137,34 @@ describe('the web chat served by the on-prem server', () => {
     await cb.close();
   }, 120_000);
 
+  it('a browser with an older page\'s data: its localStorage history moves into the SDK store, whose database gains the history rows', async () => {
+    needBrowser();
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await page.goto(`${origin}/`);
+    // What the previous web chat left: its device id, its history in localStorage, the SDK database at version 1.
+    await page.evaluate(`(async () => {
+      localStorage.setItem('webchat.device.wc-old', 'web-old1');
+      localStorage.setItem('webchat.history.wc-old', JSON.stringify([{ id: 'wc-zed', kind: 'dm', name: 'wc-zed', unread: 0,
+        msgs: [{ id: 'wc-zed:1', msg: 'wc-zed:1', from: 'wc-zed', text: 'from the old page', ts: 1 }] }]));
+      await new Promise((resolve, reject) => {
+        const r = indexedDB.open('iris-client-web-old1', 1);
+        r.onupgradeneeded = () => { for (const s of ['meta', 'outbox', 'unhandled']) r.result.createObjectStore(s); };
+        r.onsuccess = () => { r.result.close(); resolve(null); };
+        r.onerror = () => reject(r.error);
+      });
+    })()`);
+    await page.goto(`${origin}/?user=wc-old`);
+    await page.locator('#status', { hasText: /^open$/ }).waitFor({ timeout: 30_000 });
+    await page.click('li[data-conv="wc-zed"]');
+    await page.locator('.msg.theirs', { hasText: 'from the old page' }).waitFor();
+    expect(await page.evaluate("localStorage.getItem('webchat.history.wc-old')")).toBeNull();
+    await page.reload();
+    await page.click('li[data-conv="wc-zed"]');
+    await page.locator('.msg.theirs', { hasText: 'from the old page' }).waitFor();
+    await ctx.close();
+  });
+
   it('groups: ✓✓ and read from the members\' marks, a member added with the inline form gets what follows', async () => {
     needBrowser();
     const [ca, cb, cc] = await Promise.all([browser.newContext(), browser.newContext(), browser.newContext()]);
