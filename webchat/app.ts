@@ -65,7 +65,7 @@ async function start(me: string): Promise<void> {
   };
   const renderBanner = () => {
     const offline = client.state !== 'open' || !navigator.onLine;
-    const queued = client.pending;
+    const queued = history.pending().length; // 1:1 and group sends, handed to the SDK or not yet
     $('banner').hidden = !offline;
     $('banner').textContent = offline
       ? `Offline — reconnecting…${queued ? ` ${queued} message${queued === 1 ? '' : 's'} queued, sent when back online.` : ''}`
@@ -229,6 +229,7 @@ async function start(me: string): Promise<void> {
   client.on('state', () => {
     if (client.state === 'open') {
       follow();
+      resend(); // what was typed while the client was stopped (its send was refused as closed)
       ticks.kickAll();
     }
     renderBanner();

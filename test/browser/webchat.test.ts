@@ -124,15 +124,20 @@ describe('the web chat served by the on-prem server', () => {
     expect(await a.locator('.msg.mine').allTextContents()).toEqual([expect.stringContaining('before the trip'), expect.stringContaining('typed in the tunnel')]);
     expect(await tick(a, 'typed in the tunnel').getAttribute('data-tick')).toBe('pending');
     expect(await a.locator('#status').textContent()).not.toBe('open');
+    // Typed on the page that opened offline (its first connect failed, so the SDK is stopped until it retries).
+    await a.locator('#status', { hasText: /^closed$/ }).waitFor();
+    await a.fill('#text', 'and one more');
+    await a.press('#text', 'Enter');
 
-    // The network returns: the page connects by itself and the send goes out, once.
+    // The network returns: the page connects by itself and the sends go out, once each, in order.
     await ca.setOffline(false);
     await a.locator('#status', { hasText: /^open$/ }).waitFor({ timeout: 30_000 });
     await b.click('li[data-conv="wc-dora"]');
     await b.locator('.msg.theirs', { hasText: 'typed in the tunnel' }).waitFor({ timeout: 30_000 });
-    await tick(a, 'typed in the tunnel').and(a.locator('[data-tick="read"]')).waitFor();
+    await b.locator('.msg.theirs', { hasText: 'and one more' }).waitFor({ timeout: 30_000 });
+    await tick(a, 'and one more').and(a.locator('[data-tick="read"]')).waitFor();
     await a.locator('#banner').waitFor({ state: 'hidden' });
-    expect(await b.locator('.msg.theirs').allTextContents()).toEqual([expect.stringContaining('before the trip'), expect.stringContaining('typed in the tunnel')]);
+    expect(await b.locator('.msg.theirs').allTextContents()).toEqual(['before the trip', 'typed in the tunnel', 'and one more'].map((t) => expect.stringContaining(t)));
     await ca.close();
     await cb.close();
   }, 120_000);
