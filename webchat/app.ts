@@ -16,7 +16,7 @@ const el = (tag: string, cls?: string, text?: string): HTMLElement => {
   if (text !== undefined) e.textContent = text;
   return e;
 };
-const TICKS = { pending: '🕓', sent: '✓', delivered: '✓✓', read: '✓✓' } as const;
+const TICKS = { failed: '⚠', pending: '🕓', sent: '✓', delivered: '✓✓', read: '✓✓' } as const;
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/connect`;
 
 async function start(me: string): Promise<void> {
@@ -282,6 +282,9 @@ async function start(me: string): Promise<void> {
     const p = c.kind === 'group' ? client.sendToGroup(c.id, m.text, { id: m.id }) : client.send(c.id, m.text, { id: m.id });
     p.then(render, (e: IrisError) => {
       if (e.code === 'closed') return void handed.delete(m.id);
+      // Refused for good (bad recipient, not a member): shown as such, and not sent again after a reload.
+      m.tick = 'failed';
+      render();
       $('banner').hidden = false;
       $('banner').textContent = `Not sent: ${e.message}`;
     });

@@ -7,8 +7,11 @@
  */
 import type { IndexedDbStore } from '../client/index.js';
 
-/** ✓ pending (clock), ✓ sent (acked by the server), ✓✓ delivered, read (blue ✓✓). Only for this user's messages. */
-export type Tick = 'pending' | 'sent' | 'delivered' | 'read';
+/**
+ * 🕓 pending, ✓ sent (acked by the server), ✓✓ delivered, read (blue ✓✓); failed: refused for good (not sent
+ * again). Only for this user's messages.
+ */
+export type Tick = 'failed' | 'pending' | 'sent' | 'delivered' | 'read';
 
 export interface ChatMessage {
   /** Client id of an own send; the server id (`<sender>:<n>`, or `<group>#<seq>`) for others. */
@@ -40,7 +43,7 @@ export function msgNumber(msg: string): number {
   return Number.isFinite(n) ? n : -1;
 }
 
-const RANK: Record<Tick, number> = { pending: 0, sent: 1, delivered: 2, read: 3 };
+const RANK: Record<Tick, number> = { failed: -1, pending: 0, sent: 1, delivered: 2, read: 3 };
 
 export class History {
   readonly convs = new Map<string, Conversation>();

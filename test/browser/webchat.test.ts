@@ -278,6 +278,11 @@ describe('the web chat served by the on-prem server', () => {
     await b.click('#leave-group');
     await a.click('li.conv >> text=# team');
     await a.locator('.msg.system', { hasText: 'wc-bob left' }).waitFor();
+    // A send the server refuses for good (Bob is no longer a member) is marked, not kept as waiting.
+    await b.fill('#text', 'still here?');
+    await b.press('#text', 'Enter');
+    await tick(b, 'still here?').and(b.locator('[data-tick="failed"]')).waitFor();
+    expect(await b.locator('#banner').textContent()).not.toContain('queued');
 
     await ca.close();
     await cb.close();
