@@ -6,9 +6,10 @@
  * 100 ms later, or `flush()`, which the client calls when the page is hidden): losing it only brings those
  * entries back as `recovered`.
  *
- * Layout: database `name` (default `iris-client-<device>`), version 1, object stores `meta` (keys 'cursor',
- * 'receipts' and 'reads'),
- * `outbox` (key: client id; `ord` keeps the send order) and `unhandled` (key: seq).
+ * Layout: database `name` (default `iris-client-<device>`), version 1 (or one up, see openVersion), object
+ * stores `meta` (keys 'cursor', 'receipts' and 'reads'), `outbox` (key: client id; `ord` keeps the send order),
+ * `unhandled` (key: seq) and `history` (key: the app's; see putHistory). A database made before `history`
+ * existed is opened one version up, which adds it; later opens take whatever version it is at.
  */
 import type { ClientStore, PendingGroupFrame, PendingSend, StoredEntry, StoredState } from './store.js';
 
@@ -50,7 +51,13 @@ interface OutboxRow extends PendingSend {
   ord: number;
 }
 
-const STORES = ['meta', 'outbox', 'unhandled'];
+const STORES = ['meta', 'outbox', 'unhandled', 'history'];
+
+/** A row of the app's history (putHistory / loadHistory). */
+export interface HistoryRow<T = unknown> {
+  key: string;
+  value: T;
+}
 
 /** The global indexedDB, or null. */
 export function globalIndexedDb(): IdbFactoryLike | null {
@@ -90,7 +97,7 @@ export class IndexedDbStore implements ClientStore {
   }
 
   private open(): Promise<Db> {
-    this.db ??= this.openVersion(1);
+    this.db ??= this.openVersion();
     this.db.catch(() => {
       this.db = null;
     });
@@ -98,19 +105,20 @@ export class IndexedDbStore implements ClientStore {
   }
 
   /**
-   * Opens the database and creates the object stores. A database that exists without them (something else
-   * opened the name first) is opened again one version up, which lets the upgrade create them.
+   * Opens the database (at whatever version it is: a new one is made at 1) and creates the object stores. A
+   * database that exists without them (something else opened the name first, or an older SDK made it before
+   * `history` existed) is opened again one version up, which lets the upgrade create them.
    */
-  private openVersion(version: number): Promise<Db> {
+  private openVersion(version?: number): Promise<Db> {
     return new Promise<Db>((resolve, reject) => {
-      const r = this.factory.open(this.name, version);
+      const r = version === undefined ? this.factory.open(this.name) : this.factory.open(this.name, version);
       r.onupgradeneeded = () => {
         for (const s of STORES) if (!r.result.objectStoreNames.contains(s)) r.result.createObjectStore(s);
       };
       r.onsuccess = () => {
         const db = r.result;
         if (STORES.every((s) => db.objectStoreNames.contains(s))) return resolve(db);
-        const next = (db as unknown as { version?: number }).version ?? version;
+        const next = (db as unknown as { version?: number }).version ?? version ?? 1;
         db.close();
         this.openVersion(next + 1).then(resolve, reject);
       };
@@ -228,6 +236,33 @@ export class IndexedDbStore implements ClientStore {
   flush(): Promise<void> {
     if (this.handled.size === 0) return Promise.resolve();
     return this.write(() => {});
+  }
+
+  /**
+   * The app's history, kept next to the SDK's own state so that one database holds all a page needs after a
+   * reload: rows the app names and shapes (the web chat keeps one per conversation), each `value` anything
+   * IndexedDB can clone. Every put is one readwrite transaction with durability 'strict', and IndexedDB runs
+   * transactions on the same stores in the order they were created, which gives the app two orderings:
+   * - a put made inside a `message` / `groupMessage` listener commits before the SDK's write that forgets the
+   *   entry (markHandled) or saves the group's cursor: after a reload the message is in the history or comes
+   *   again (`recovered`, or redelivered), never neither;
+   * - a put made before `send()` / `sendToGroup()` commits before the send's outbox row: a send the outbox
+   *   kept is always in the history. The app sends what its history still shows as unsent again with the same
+   *   id after a reload (the server's idempotency key), so one that never reached the outbox still goes, once.
+   */
+  putHistory(key: string, value: unknown): Promise<void> {
+    const row: HistoryRow = { key, value };
+    return this.write((tx) => tx.objectStore('history').put(row, key));
+  }
+
+  deleteHistory(key: string): Promise<void> {
+    return this.write((tx) => tx.objectStore('history').delete(key));
+  }
+
+  /** Every history row, in key order. */
+  async loadHistory<T = unknown>(): Promise<HistoryRow<T>[]> {
+    const db = await this.open();
+    return (await req(db.transaction(['history'], 'readonly').objectStore('history').getAll())) as HistoryRow<T>[];
   }
 
   /** Closes the database connection (after pending writes). */

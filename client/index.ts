@@ -6,7 +6,7 @@ export { IrisClient } from './client.js';
 export type { GroupAckResult, GroupEvent, GroupMessage, GroupReceiptsResult, RosterResult } from './groups.js';
 export { IrisError, isIrisError, type IrisErrorCode, type IrisErrorDetails } from './errors.js';
 export { MemoryStore, type ClientStore, type PendingGroupFrame, type PendingSend, type StoredEntry, type StoredState } from './store.js';
-export { IndexedDbStore, type IdbFactoryLike, type IndexedDbStoreOptions } from './idb-store.js';
+export { IndexedDbStore, type HistoryRow, type IdbFactoryLike, type IndexedDbStoreOptions } from './idb-store.js';
 export type { KemPrekey, KeyBundleEntry, KeysInput, KeysStateInfo, Prekey, SignedPrekey } from './keys.js';
 export { backoffDelay, type BackoffOptions } from './backoff.js';
 export type { FetchLike, ProbeResult, SocketEvent, SocketInit, WebSocketConstructor, WebSocketLike } from './socket.js';

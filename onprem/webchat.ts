@@ -8,7 +8,7 @@ import { dirname, join } from 'node:path';
 import { DEV_TOKEN_PATH, devToken, isLoopback } from '../auth/dev-token.js';
 
 const TYPES: Record<string, string> = { html: 'text/html; charset=utf-8', js: 'text/javascript; charset=utf-8', css: 'text/css; charset=utf-8' };
-const FILES = ['index.html', 'chat.js', 'chat.css'];
+const FILES = ['index.html', 'chat.js', 'chat.css', 'sw.js'];
 
 /** public/ of the package: this file runs from onprem/ (tsx) or dist/onprem/ (built), so it is looked up. */
 function publicDir(): string | null {

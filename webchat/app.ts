@@ -1,107 +1,52 @@
 /**
  * The web chat (README "Web chat"): plain DOM on the SDK as an app uses it, bundled by scripts/webchat-build.ts
- * into public/chat.js. The SDK keeps its state (cursor, outbox) in its default IndexedDB store; the history
- * the page shows is webchat/history.ts. In development mode the page gets tokens from /dev/token; elsewhere the
+ * into public/chat.js. Everything it keeps is in the SDK's IndexedDB store: the SDK's cursor and outbox, and the
+ * history the page shows (webchat/history.ts, through the store's history rows). public/sw.js keeps the page
+ * itself, so it opens without a network. In development mode the page gets tokens from /dev/token; elsewhere the
  * user pastes a token the app's own server minted.
  */
-import { IrisClient, type IrisError } from '../client/index.js';
+import { IndexedDbStore, IrisClient, type IrisError } from '../client/index.js';
+import { GroupTicks } from './group-ticks.js';
 import { History, msgNumber, type ChatMessage, type Conversation } from './history.js';
+import { $, deviceId, login, tokenFn } from './login.js';
 
-const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const el = (tag: string, cls?: string, text?: string): HTMLElement => {
   const e = document.createElement(tag);
   if (cls) e.className = cls;
   if (text !== undefined) e.textContent = text;
   return e;
 };
-const TICKS = { pending: '🕓', sent: '✓', delivered: '✓✓', read: '✓✓' } as const;
+const TICKS = { failed: '⚠', pending: '🕓', sent: '✓', delivered: '✓✓', read: '✓✓' } as const;
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/v1/connect`;
 
-/** A dev token for `user`, or null when this server has no /dev/token (production). */
-async function devToken(user: string): Promise<string | null> {
-  const r = await fetch(`/dev/token?user=${encodeURIComponent(user)}`, { cache: 'no-store' });
-  if (r.status === 404) return null;
-  if (!r.ok) throw new Error(((await r.json()) as { message: string }).message);
-  return ((await r.json()) as { token: string }).token;
-}
-
-function tokenFn(me: string): () => Promise<string> {
-  const k = `webchat.devtoken.${me}`;
-  return async () => {
-    try {
-      const t = (await devToken(me)) ?? '';
-      sessionStorage.setItem(k, t);
-      return t;
-    } catch {
-      return sessionStorage.getItem(k) ?? 'offline';
-    }
-  };
-}
-
-function deviceId(user: string): string {
-  const k = `webchat.device.${user}`;
-  let d = localStorage.getItem(k);
-  if (!d) localStorage.setItem(k, (d = `web-${crypto.randomUUID().slice(0, 8)}`));
-  return d;
-}
-
-function login(): void {
-  const saved = localStorage.getItem('webchat.user');
-  const user = $<HTMLInputElement>('user');
-  const tok = $<HTMLInputElement>('token');
-  if (saved) user.value = saved;
-  $('login-form').addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    const name = user.value.trim();
-    void (async () => {
-      try {
-        const dev = tok.value.trim() ? null : await devToken(name).catch(() => null);
-        if (!dev && !tok.value.trim()) {
-          $('token-row').hidden = false;
-          $('login-error').textContent = 'This server has no development tokens: paste a token your app issued.';
-          return;
-        }
-        localStorage.setItem('webchat.user', name);
-        if (!dev) sessionStorage.setItem(`webchat.token.${name}`, tok.value.trim());
-        start(name);
-      } catch (e) {
-        $('login-error').textContent = (e as Error).message;
-      }
-    })();
-  });
-  $('login').hidden = false;
-  const why = sessionStorage.getItem('webchat.why');
-  if (why) {
-    sessionStorage.removeItem('webchat.why');
-    $('login-error').textContent = why;
-    $('token-row').hidden = false;
-  }
-  // Opened with ?user=: straight in (dev mode), as the README's link and the browser test do.
-  const q = new URLSearchParams(location.search).get('user');
-  // This tab's user signed in before (a reload): straight back in, network or not; the token comes at connect.
-  // Without ?user= (another tab) the form is shown, so two tabs are never the same device.
-  if (saved && q === saved) return start(saved);
-  if (q) {
-    user.value = q;
-    $<HTMLButtonElement>('login-go').click();
-  }
-}
-
-function start(me: string): void {
+async function start(me: string): Promise<void> {
   $('login').hidden = true;
   $('app').hidden = false;
   $('me').textContent = me;
   // The user in the address: a reload of this tab stays this user while another tab signs in as someone else.
   window.history.replaceState(null, '', `/?user=${encodeURIComponent(me)}`);
-  const history = new History(me);
+  const device = deviceId(me);
+  // The SDK's default store for this device (same database name), made here to reach its history rows.
+  const store = new IndexedDbStore({ name: `iris-client-${device}` });
+  let history: History;
+  try {
+    history = await History.open(me, store);
+  } catch (e) {
+    // No IndexedDB for this origin (storage disabled, or an older page of this user holds the database open
+    // while it is upgraded): nothing could be kept, so the chat does not start.
+    $('banner').hidden = false;
+    $('banner').textContent = `This browser's storage cannot be opened (${(e as Error).message}); close other tabs of this chat and reload.`;
+    return;
+  }
   const pasted = sessionStorage.getItem(`webchat.token.${me}`);
   const client = new IrisClient({
+    store,
     url: wsUrl,
     // A function: asked again before every reconnect, so an expired dev token is replaced by itself. A token
     // function that throws stops the SDK for good, so without a network it answers the last token it had
     // (the socket then fails as a network failure, retried) rather than throwing.
     token: pasted ?? tokenFn(me),
-    device: deviceId(me),
+    device,
     reconnect: { baseMs: 250, maxMs: 4000 },
     heartbeatMs: 5000,
   });
@@ -110,15 +55,17 @@ function start(me: string): void {
   const presence = new Map<string, { online: boolean; lastSeen: number }>();
   (window as unknown as { iris: IrisClient }).iris = client;
 
+  const ticks = new GroupTicks(client, history, () => render());
   const render = () => {
-    history.save();
+    // Started before anything the SDK writes after this handler: see History.save.
+    history.save().catch((e: unknown) => console.warn('web chat: history not saved', e));
     renderList();
     renderConv();
     renderBanner();
   };
   const renderBanner = () => {
     const offline = client.state !== 'open' || !navigator.onLine;
-    const queued = client.pending;
+    const queued = history.pending().length; // 1:1 and group sends, handed to the SDK or not yet
     $('banner').hidden = !offline;
     $('banner').textContent = offline
       ? `Offline — reconnecting…${queued ? ` ${queued} message${queued === 1 ? '' : 's'} queued, sent when back online.` : ''}`
@@ -193,7 +140,9 @@ function start(me: string): void {
   const incoming = (conv: string, m: ChatMessage, kind: 'dm' | 'group' = 'dm') => {
     if (!history.add(conv, m, kind)) return;
     const c = history.conv(conv, kind);
-    if (conv === open && !document.hidden) readOpen();
+    // A group is marked read no further than the SDK processed it, and the SDK counts an entry processed once
+    // its listeners returned: from inside this listener the mark would stop one entry short, so it waits a task.
+    if (conv === open && !document.hidden) void (kind === 'group' ? setTimeout(readOpen, 0) : readOpen());
     else if (m.from !== me && !m.system) c.unread++;
     if (kind === 'dm' && presence.size < history.convs.size) follow();
     render();
@@ -246,10 +195,21 @@ function start(me: string): void {
     }
     if (c.msgs.some((m) => m.seq === g.seq)) return;
     incoming(g.group, { id: `${g.group}#${g.seq}`, seq: g.seq, from: g.from, text: g.text(), ts: g.ts }, 'group');
+    ticks.kick(g.group); // a member who writes has likely read what came before
   });
   client.on('groupEvent', (e) => {
+    const known = history.convs.has(e.group);
     const c = history.conv(e.group, 'group', e.name || e.group);
     if (e.name) c.name = e.name;
+    // Added to a group made earlier: the join carries no name; the roster has it.
+    else if (!known)
+      void client.roster(e.group).then(
+        (r) => {
+          c.name = r.name || c.name;
+          render();
+        },
+        () => {},
+      );
     if (e.kind === 'leave' && e.subject === me) c.left = true;
     if (e.kind === 'join' && e.subject === me) c.left = false;
     const what = { create: `${e.from} created the group`, join: `${e.subject} joined`, leave: `${e.subject} left`, role: `${e.subject}'s role changed`, update: `renamed to ${e.name}` }[e.kind];
@@ -260,13 +220,18 @@ function start(me: string): void {
       const m = c.msgs.find((x) => x.id === a.id);
       if (m) {
         m.seq = a.seq;
-        m.tick = 'sent';
+        if (m.tick === 'pending') m.tick = 'sent';
+        ticks.kick(a.group);
       }
     }
     render();
   });
   client.on('state', () => {
-    if (client.state === 'open') follow();
+    if (client.state === 'open') {
+      follow();
+      resend(); // what was typed while the client was stopped (its send was refused as closed)
+      ticks.kickAll();
+    }
     renderBanner();
   });
   // The token was refused for good (production without a pasted token, a revoked one): back to the sign-in
@@ -294,6 +259,7 @@ function start(me: string): void {
     if (connecting || client.state === 'open' || client.state === 'reconnecting') return;
     connecting = true;
     try {
+      resend();
       await client.connect();
       follow();
     } catch (e) {
@@ -305,6 +271,29 @@ function start(me: string): void {
     }
   };
 
+  /**
+   * Hands a message of the history to the SDK (once per page: after that the SDK keeps it until acked, across
+   * reconnects). A send refused because the client is stopped (a page that opened offline and has not connected
+   * yet) stays pending in the history and is handed over again by the next resend().
+   */
+  const handed = new Set<string>();
+  const hand = (c: Conversation, m: ChatMessage) => {
+    handed.add(m.id);
+    const p = c.kind === 'group' ? client.sendToGroup(c.id, m.text, { id: m.id }) : client.send(c.id, m.text, { id: m.id });
+    p.then(render, (e: IrisError) => {
+      if (e.code === 'closed') return void handed.delete(m.id);
+      // Refused for good (bad recipient, not a member): shown as such, and not sent again after a reload.
+      m.tick = 'failed';
+      render();
+      $('banner').hidden = false;
+      $('banner').textContent = `Not sent: ${e.message}`;
+    });
+  };
+  /** What the history still shows as unsent and this page has not handed over: again, with the same ids. */
+  const resend = () => {
+    for (const { conv, msg } of history.pending()) if (!handed.has(msg.id)) hand(conv, msg);
+    queueMicrotask(renderBanner);
+  };
   $('composer').addEventListener('submit', (ev) => {
     ev.preventDefault();
     const input = $<HTMLInputElement>('text');
@@ -312,12 +301,12 @@ function start(me: string): void {
     const c = open ? history.convs.get(open) : undefined;
     if (!text || !c) return;
     input.value = '';
-    const id = crypto.randomUUID();
-    // In the history (and so on disk) before the SDK stores the send: a reload shows it as pending.
-    history.add(c.id, { id, from: me, text, ts: Date.now(), tick: 'pending' }, c.kind);
+    const m: ChatMessage = { id: crypto.randomUUID(), from: me, text, ts: Date.now(), tick: 'pending' };
+    // In the history before the SDK stores the send (render() starts that write first): a reload shows it pending
+    // and sends it again if the SDK's outbox does not have it.
+    history.add(c.id, m, c.kind);
     render();
-    const p = c.kind === 'group' ? client.sendToGroup(c.id, text, { id }) : client.send(c.id, text, { id });
-    p.then(render, (e: IrisError) => ($('banner').textContent = `Not sent: ${e.message}`));
+    hand(c, m);
     // Queued while offline: the banner counts it.
     queueMicrotask(renderBanner);
   });
@@ -347,10 +336,16 @@ function start(me: string): void {
       (e: IrisError) => ($('banner').textContent = `Group not created: ${e.message}`),
     );
   });
-  $('add-member').addEventListener('click', () => {
-    const who = prompt('Add who? (user names, comma separated)');
-    const members = (who ?? '').split(/[\s,]+/).filter(Boolean);
-    if (open && members.length) void client.addMembers(open, members).catch((e: IrisError) => ($('banner').textContent = e.message));
+  $('add-member').addEventListener('submit', (ev) => {
+    ev.preventDefault();
+    const input = $<HTMLInputElement>('member-name');
+    const members = input.value.split(/[\s,]+/).filter((m) => m && m !== me);
+    if (!open || !members.length) return;
+    input.value = '';
+    void client.addMembers(open, members).catch((e: IrisError) => {
+      $('banner').hidden = false;
+      $('banner').textContent = `Not added: ${e.message}`;
+    });
   });
   $('leave-group').addEventListener('click', () => {
     if (open) void client.leaveGroup(open).catch((e: IrisError) => ($('banner').textContent = e.message));
@@ -363,4 +358,4 @@ function start(me: string): void {
   void connect();
 }
 
-login();
+login(start);

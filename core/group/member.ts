@@ -210,7 +210,9 @@ export class GroupMember {
 
   /** The mailbox's wake-up: marks that moved since last told go to their groups, one call per group. */
   async tick(): Promise<void> {
-    if (this.reportAt === null || this.reportAt > this.m.deps.clock.now()) return;
+    if (this.reportAt === null) return;
+    // Woken early for something else (a shard has one alarm, which keeps the earliest wake): ask again.
+    if (this.reportAt > this.m.deps.clock.now()) return this.m.deps.scheduler.wakeAt(this.reportAt);
     this.reportAt = null;
     const work: Promise<void>[] = [];
     for (const [group, m] of this.marks) {

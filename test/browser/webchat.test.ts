@@ -97,6 +97,111 @@ describe('the web chat served by the on-prem server', () => {
     await ctx.close();
   });
 
+  it('a send typed offline survives a reload while still offline and goes out, once, when the network returns', async () => {
+    needBrowser();
+    const ca = await browser.newContext();
+    const cb = await browser.newContext();
+    const a = await open(ca, 'wc-dora');
+    const b = await open(cb, 'wc-eve');
+    // The page's service worker keeps the page itself: without it an offline reload is the browser's error page.
+    expect(await a.evaluate('navigator.serviceWorker.ready.then((r) => r.active.scriptURL)')).toBe(`${origin}/sw.js`);
+    await a.fill('#peer-name', 'wc-eve');
+    await a.press('#peer-name', 'Enter');
+    await a.fill('#text', 'before the trip');
+    await a.press('#text', 'Enter');
+    await tick(a, 'before the trip').and(a.locator('[data-tick="delivered"]')).waitFor();
+
+    await ca.setOffline(true);
+    await a.locator('#banner', { hasText: 'Offline' }).waitFor();
+    await a.fill('#text', 'typed in the tunnel');
+    await a.press('#text', 'Enter');
+    await a.locator('#banner', { hasText: '1 message queued' }).waitFor();
+    // Reloaded with no network at all (the service worker's fetch fails too): the page, its history and the
+    // queued send come from the browser's storage.
+    await a.reload();
+    await a.locator('#banner', { hasText: '1 message queued' }).waitFor();
+    await a.click('li[data-conv="wc-eve"]');
+    expect(await a.locator('.msg.mine').allTextContents()).toEqual([expect.stringContaining('before the trip'), expect.stringContaining('typed in the tunnel')]);
+    expect(await tick(a, 'typed in the tunnel').getAttribute('data-tick')).toBe('pending');
+    expect(await a.locator('#status').textContent()).not.toBe('open');
+    // Typed on the page that opened offline (its first connect failed, so the SDK is stopped until it retries).
+    await a.locator('#status', { hasText: /^closed$/ }).waitFor();
+    await a.fill('#text', 'and one more');
+    await a.press('#text', 'Enter');
+
+    // The network returns: the page connects by itself and the sends go out, once each, in order.
+    await ca.setOffline(false);
+    await a.locator('#status', { hasText: /^open$/ }).waitFor({ timeout: 30_000 });
+    await b.click('li[data-conv="wc-dora"]');
+    await b.locator('.msg.theirs', { hasText: 'typed in the tunnel' }).waitFor({ timeout: 30_000 });
+    await b.locator('.msg.theirs', { hasText: 'and one more' }).waitFor({ timeout: 30_000 });
+    await tick(a, 'and one more').and(a.locator('[data-tick="read"]')).waitFor();
+    await a.locator('#banner').waitFor({ state: 'hidden' });
+    expect(await b.locator('.msg.theirs').allTextContents()).toEqual(['before the trip', 'typed in the tunnel', 'and one more'].map((t) => expect.stringContaining(t)));
+    await ca.close();
+    await cb.close();
+  }, 120_000);
+
+  it('a browser with an older page\'s data: its localStorage history moves into the SDK store, whose database gains the history rows', async () => {
+    needBrowser();
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await page.goto(`${origin}/`);
+    // What the previous web chat left: its device id, its history in localStorage, the SDK database at version 1.
+    await page.evaluate(`(async () => {
+      localStorage.setItem('webchat.device.wc-old', 'web-old1');
+      localStorage.setItem('webchat.history.wc-old', JSON.stringify([{ id: 'wc-zed', kind: 'dm', name: 'wc-zed', unread: 0,
+        msgs: [{ id: 'wc-zed:1', msg: 'wc-zed:1', from: 'wc-zed', text: 'from the old page', ts: 1 }] }]));
+      await new Promise((resolve, reject) => {
+        const r = indexedDB.open('iris-client-web-old1', 1);
+        r.onupgradeneeded = () => { for (const s of ['meta', 'outbox', 'unhandled']) r.result.createObjectStore(s); };
+        r.onsuccess = () => { r.result.close(); resolve(null); };
+        r.onerror = () => reject(r.error);
+      });
+    })()`);
+    await page.goto(`${origin}/?user=wc-old`);
+    await page.locator('#status', { hasText: /^open$/ }).waitFor({ timeout: 30_000 });
+    await page.click('li[data-conv="wc-zed"]');
+    await page.locator('.msg.theirs', { hasText: 'from the old page' }).waitFor();
+    expect(await page.evaluate("localStorage.getItem('webchat.history.wc-old')")).toBeNull();
+    await page.reload();
+    await page.click('li[data-conv="wc-zed"]');
+    await page.locator('.msg.theirs', { hasText: 'from the old page' }).waitFor();
+    await ctx.close();
+  });
+
+  it('groups: ✓✓ and read from the members\' marks, a member added with the inline form gets what follows', async () => {
+    needBrowser();
+    const [ca, cb, cc] = await Promise.all([browser.newContext(), browser.newContext(), browser.newContext()]);
+    const [a, b, c] = await Promise.all([open(ca, 'wc-gina'), open(cb, 'wc-hal'), open(cc, 'wc-ivy')]);
+    await a.fill('#group-name', 'crew');
+    await a.fill('#group-members', 'wc-hal');
+    await a.click('#new-group button');
+    await a.locator('#peer', { hasText: '# crew' }).waitFor();
+    await a.fill('#text', 'crew hello');
+    await a.press('#text', 'Enter');
+    // On Hal's device but not read (he has not opened the group): ✓✓; read once he opens it.
+    const crew = b.locator('li.conv', { hasText: '# crew' });
+    await crew.locator('.unread', { hasText: '1' }).waitFor();
+    await tick(a, 'crew hello').and(a.locator('[data-tick="delivered"]')).waitFor({ timeout: 30_000 });
+    await crew.click();
+    await b.locator('.msg.theirs', { hasText: 'crew hello' }).waitFor();
+    await tick(a, 'crew hello').and(a.locator('[data-tick="read"]')).waitFor({ timeout: 30_000 });
+
+    // Ivy is added with the form in the group's header (no prompt), and gets the join and what follows.
+    await a.fill('#member-name', 'wc-ivy');
+    await a.press('#member-name', 'Enter');
+    await a.locator('.msg.system', { hasText: 'wc-ivy joined' }).waitFor();
+    await a.fill('#text', 'welcome ivy');
+    await a.press('#text', 'Enter');
+    await c.locator('li.conv', { hasText: '# crew' }).click();
+    await c.locator('.msg.theirs', { hasText: 'welcome ivy' }).waitFor();
+    expect(await c.locator('.msg.theirs', { hasText: 'crew hello' }).count()).toBe(0); // before she joined
+    // Read by both (Hal has the group open): read; ✓✓ alone would mean one of them had not.
+    await tick(a, 'welcome ivy').and(a.locator('[data-tick="read"]')).waitFor({ timeout: 30_000 });
+    await Promise.all([ca.close(), cb.close(), cc.close()]);
+  }, 120_000);
+
   it('two users: send, receive, ticks, unread, typing, presence, offline and back, reload, groups', async () => {
     needBrowser();
     const ca = await browser.newContext({ viewport: { width: 1000, height: 640 } });
@@ -173,6 +278,11 @@ describe('the web chat served by the on-prem server', () => {
     await b.click('#leave-group');
     await a.click('li.conv >> text=# team');
     await a.locator('.msg.system', { hasText: 'wc-bob left' }).waitFor();
+    // A send the server refuses for good (Bob is no longer a member) is marked, not kept as waiting.
+    await b.fill('#text', 'still here?');
+    await b.press('#text', 'Enter');
+    await tick(b, 'still here?').and(b.locator('[data-tick="failed"]')).waitFor();
+    expect(await b.locator('#banner').textContent()).not.toContain('queued');
 
     await ca.close();
     await cb.close();
