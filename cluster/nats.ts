@@ -68,12 +68,13 @@ export async function connectCluster(servers: string[], setup: ClusterSetup = DE
 export async function openCluster(nc: NatsConnection, setup: ClusterSetup = DEFAULT_SETUP): Promise<ClusterConn> {
   // Short request timeouts, retried: the first request after the client moved to another server (or while the
   // metadata leader is re-elected) is sometimes lost, and waiting 10 s for it is the wrong default here.
-  const jsm = await jetstreamManager(nc, { timeout: 2000 });
   const js = jetstream(nc, { timeout: 2000 });
   const n = setup.names;
   const deadline = Date.now() + 30_000;
   for (let attempt = 0; ; attempt++) {
     try {
+      // Inside the retry: creating the manager asks the server for the account's JetStream info.
+      const jsm = await jetstreamManager(nc, { timeout: 2000 });
       await jsm.streams.add({
         name: n.logStream,
         subjects: [`${n.logSubject}.*`],

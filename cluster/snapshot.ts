@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
 import { headers } from '@nats-io/transport-node';
+import { withRetry } from './log.js';
 import type { ClusterConn } from './nats.js';
 
 /**
@@ -42,13 +43,14 @@ export async function writeSnapshot(conn: ClusterConn, partition: number, db: Da
   const s = subjects(conn, partition);
   const chunks: number[] = [];
   for (let off = 0; off < bytes.length; off += CHUNK) {
-    const ack = await conn.js.publish(s.chunk, bytes.subarray(off, off + CHUNK));
+    const chunk = bytes.subarray(off, off + CHUNK);
+    const ack = await withRetry(() => conn.js.publish(s.chunk, chunk));
     chunks.push(ack.seq);
   }
   const manifest: Manifest = { logSeq, chunks, bytes: bytes.length };
   const h = headers();
   h.set('Iris-Kind', 'manifest');
-  const ack = await conn.js.publish(s.manifest, JSON.stringify(manifest), { headers: h });
+  const ack = await withRetry(() => conn.js.publish(s.manifest, JSON.stringify(manifest), { headers: h }));
   // Older snapshots are garbage now; best effort (a failed purge only costs space until the next snapshot).
   const stream = conn.setup.names.snapStream;
   // Purge keeps messages from seq on, but a seq of 1 means "no bound" to the 2.9 server (it purged everything
@@ -62,12 +64,12 @@ export async function writeSnapshot(conn: ClusterConn, partition: number, db: Da
 /** The partition's latest complete snapshot, written to `file` (a new SQLite database), or null when there is none. */
 export async function readSnapshot(conn: ClusterConn, partition: number, file: string): Promise<Manifest | null> {
   const stream = conn.setup.names.snapStream;
-  const m = await conn.jsm.streams.getMessage(stream, { last_by_subj: subjects(conn, partition).manifest });
+  const m = await withRetry(() => conn.jsm.streams.getMessage(stream, { last_by_subj: subjects(conn, partition).manifest }));
   if (!m) return null;
   const manifest = JSON.parse(new TextDecoder().decode(m.data)) as Manifest;
   const parts: Uint8Array[] = [];
   for (const seq of manifest.chunks) {
-    const c = await conn.jsm.streams.getMessage(stream, { seq });
+    const c = await withRetry(() => conn.jsm.streams.getMessage(stream, { seq }));
     if (!c) throw new Error(`snapshot of partition ${partition}: chunk ${seq} is missing`);
     parts.push(c.data);
   }

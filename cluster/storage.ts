@@ -160,6 +160,7 @@ export class ClusterStorage implements Storage {
   /** The group commit's "fsync": append everything committed since the last record, answer on the ack. */
   private ship(done: (err: Error | null) => void): void {
     if (this.dead) return; // a crashed process answers nothing
+    if (this.fenced) return done(this.fenced instanceof Error ? this.fenced : new Error(String(this.fenced)));
     const changeset = this.session.changeset();
     this.session.close();
     this.session = this.inner.db.createSession();
@@ -196,6 +197,17 @@ export class ClusterStorage implements Storage {
     if (!this.fenced) await this.inner.settled();
     this.session.close();
     this.inner.close();
+  }
+
+  /**
+   * Stops serving at once (the lease was lost): every later commit rejects with FencedError. Commits whose record
+   * is already on its way may still land in the log (they are then durable, just not acked here: a client's retry
+   * with its idempotency key finds them); nothing is acked from now on.
+   */
+  fence(reason: string): void {
+    this.lose(new FencedError(`partition ${this.partition}: ${reason}`, this.partition));
+    // Groups committed locally and not yet shipped fail at their "fsync" (ship), which closes the view.
+    this.inner.flush();
   }
 
   /** Simulates a crash: from now on nothing is appended and no pending commit resolves. The view is left as is. */

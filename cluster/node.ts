@@ -1,0 +1,102 @@
+import { ClusterStorage } from './storage.js';
+import { Leases, type LostReason } from './lease.js';
+import type { ClusterConn } from './nats.js';
+
+/**
+ * One Iris node's side of partition ownership (issue 13): a partition is served only under a lease, and only
+ * from a view rebuilt from the log. serve(p) waits for the lease (at once if free, after a lapse otherwise),
+ * then rebuilds the partition (snapshot + tail) and claims the log under that lease. When the lease is lost
+ * (not renewed in time: NATS unreachable, the process stalled; or taken) the partition's storage is fenced at
+ * once: every later commit rejects, and the view is dropped. When the log refuses an append (another owner
+ * claimed it) the lease is released, so that owner need not wait.
+ *
+ * Not here yet (the next session's work, docs/ARCHITECTURE.md "Cluster on NATS JetStream"): who decides which
+ * partitions to serve (membership + cluster/partition.ts candidates), and reaching a partition's owner from
+ * other nodes over request/reply.
+ */
+
+export interface ClusterNodeOptions {
+  node: string;
+  /** Directory of this node's local partition views. */
+  dir: string;
+  leaseMs: number;
+  renewMs?: number;
+  /** Called when a partition stops being served here, with why. */
+  onLost?: (partition: number, reason: LostReason | 'fenced') => void;
+}
+
+export class ClusterNode {
+  readonly leases: Leases;
+  private readonly serving = new Map<number, ClusterStorage>();
+
+  constructor(
+    readonly conn: ClusterConn,
+    private readonly opts: ClusterNodeOptions,
+  ) {
+    this.leases = new Leases(conn.leases, { node: opts.node, leaseMs: opts.leaseMs, renewMs: opts.renewMs });
+    this.leases.onLost((p, reason) => {
+      const s = this.serving.get(p);
+      if (!s) return;
+      this.serving.delete(p);
+      s.fence(`lease ${reason}`);
+      opts.onLost?.(p, reason);
+    });
+  }
+
+  /** The partition's storage while this node serves it, else undefined (callers answer `unavailable`). */
+  storage(partition: number): ClusterStorage | undefined {
+    const s = this.serving.get(partition);
+    return s && this.leases.holds(partition) && s.fencedBy === null ? s : undefined;
+  }
+
+  /** Takes the partition (waiting for a lapse if another node holds it) and serves it from a rebuilt view. */
+  async serve(partition: number, signal?: AbortSignal): Promise<ClusterStorage> {
+    const have = this.storage(partition);
+    if (have) return have;
+    const held = await this.leases.acquire(partition, signal);
+    let s: ClusterStorage;
+    try {
+      s = await ClusterStorage.open(this.conn, partition, this.opts.dir, {
+        node: this.opts.node,
+        leaseRevision: held.revision,
+        onFenced: () => {
+          if (this.serving.get(partition) !== s) return;
+          this.serving.delete(partition);
+          this.opts.onLost?.(partition, 'fenced');
+          void this.leases.release(partition).catch(() => undefined);
+        },
+      });
+    } catch (e) {
+      await this.leases.release(partition).catch(() => undefined);
+      throw e;
+    }
+    if (!this.leases.holds(partition)) {
+      // The rebuild outlasted the lease: serving now could overlap a new owner.
+      s.fence('lease ran out during the rebuild');
+      throw s.fencedBy;
+    }
+    this.serving.set(partition, s);
+    return s;
+  }
+
+  /** Hands a partition over: waits for its appends, closes the view, releases the lease (no lapse to wait for). */
+  async release(partition: number): Promise<void> {
+    const s = this.serving.get(partition);
+    this.serving.delete(partition);
+    if (s) await s.close();
+    await this.leases.release(partition);
+  }
+
+  /** Planned shutdown: every partition handed over. */
+  async stop(): Promise<void> {
+    for (const p of [...this.serving.keys()]) await this.release(p);
+    this.leases.close();
+  }
+
+  /** What a kill -9 leaves behind, for tests: nothing appended or renewed any more, nothing released. */
+  crash(): void {
+    for (const s of this.serving.values()) s.kill();
+    this.serving.clear();
+    this.leases.close();
+  }
+}
