@@ -3,7 +3,7 @@
  * (test/cluster/nats-harness.ts; Debian's nats-server 2.9):
  *
  *   sh scripts/node.sh --import tsx scripts/bench/cluster-log.ts [--appends 3000] [--partitions 64]
- *     [--commits 20000] [--inflight 256] [--tail 2000] [--body 100]
+ *     [--commits 20000] [--inflight 256] [--tail 2000] [--body 100] [--lease-ms 2000]
  *
  *   1. append latency: one writer appends records of --body bytes to one partition's subject, one at a time,
  *      each with Nats-Msg-Id and the expected last subject sequence (what an owner does): p50/p99/p999, on an R3
@@ -15,14 +15,17 @@
  *      The same workload on the one-box group commit (fsync per group, onprem/storage.ts) as the baseline.
  *   4. takeover: a new owner rebuilding a partition whose tail is --tail records (no snapshot), and one that
  *      restores a snapshot of the same data: the rebuild part of the failover time (the lapse wait is leaseMs).
+ *   5. failover: an owner node (cluster/node.ts) crashes without releasing; another node takes the partition
+ *      (waiting for the lease of --lease-ms to lapse), rebuilds it and commits: the time until it serves again.
  * Prints one JSON object per measurement and a summary table.
  */
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { PartitionLog } from '../../cluster/log.js';
 import { connectCluster, DEFAULT_NAMES, type ClusterConn } from '../../cluster/nats.js';
+import { ClusterNode } from '../../cluster/node.js';
 import { ClusterStorage } from '../../cluster/storage.js';
 import { GroupCommitStorage } from '../../onprem/storage.js';
 import { NatsCluster, natsServerVersion } from '../../test/cluster/nats-harness.js';
@@ -35,6 +38,7 @@ const { values } = parseArgs({
     inflight: { type: 'string', default: '256' },
     tail: { type: 'string', default: '2000' },
     body: { type: 'string', default: '100' },
+    'lease-ms': { type: 'string', default: '2000' },
   },
 });
 const APPENDS = Number(values.appends);
@@ -43,6 +47,7 @@ const COMMITS = Number(values.commits);
 const INFLIGHT = Number(values.inflight);
 const TAIL = Number(values.tail);
 const BODY = Number(values.body);
+const LEASE_MS = Number(values['lease-ms']);
 
 function pct(xs: number[], p: number): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -168,6 +173,24 @@ async function takeover(conn: ClusterConn, dir: string): Promise<void> {
   report({ test: 'takeover-rebuild', tailRecords: TAIL, rebuildFromTailMs: Math.round(tailMs), snapshotBytes: snap.bytes, rebuildFromSnapshotMs: Math.round(snapMs), rows });
 }
 
+/** A whole failover: the owner node crashes (no release), another waits for the lapse, rebuilds, serves. */
+async function failover(conn: ClusterConn, other: ClusterConn, dir: string): Promise<void> {
+  const a = new ClusterNode(conn, { node: 'fo-a', dir: join(dir, 'a'), leaseMs: LEASE_MS });
+  const b = new ClusterNode(other, { node: 'fo-b', dir: join(dir, 'b'), leaseMs: LEASE_MS });
+  mkdirSync(join(dir, 'a'));
+  mkdirSync(join(dir, 'b'));
+  const s = await a.serve(4000);
+  await s.commit(() => void s.sql.all('CREATE TABLE IF NOT EXISTS m (k INTEGER PRIMARY KEY, body BLOB NOT NULL)'));
+  for (let i = 0; i < 200; i++) await s.commit(() => void s.sql.all('INSERT INTO m (k, body) VALUES (?, ?)', i, body()));
+  a.crash();
+  const t = performance.now();
+  const sb = await b.serve(4000);
+  const ms = performance.now() - t;
+  await sb.commit(() => void sb.sql.all('INSERT INTO m (k, body) VALUES (?, ?)', 1000, body()));
+  report({ test: 'failover', leaseMs: LEASE_MS, tailRecords: 200, servedAgainAfterMs: Math.round(ms) });
+  b.crash();
+}
+
 const version = natsServerVersion();
 const nats = await NatsCluster.start(3);
 const dir = mkdtempSync(join(tmpdir(), 'iris-bench-cluster-'));
@@ -183,6 +206,7 @@ try {
   await batchedCommits(conns[0]!, dir);
   await singleBoxCommits(dir);
   await takeover(conns[0]!, dir);
+  await failover(conns[0]!, conns[1]!, dir);
   console.table(results);
 } finally {
   for (const c of conns) await c.nc.close().catch(() => undefined);
