@@ -1,6 +1,8 @@
-import { ClusterStorage } from './storage.js';
+import type { Subscription } from '@nats-io/transport-node';
 import { Leases, type LostReason } from './lease.js';
 import type { ClusterConn } from './nats.js';
+import { servePartition } from './rpc.js';
+import { ClusterStorage } from './storage.js';
 
 /**
  * One Iris node's side of partition ownership (issue 13): a partition is served only under a lease, and only
@@ -10,9 +12,10 @@ import type { ClusterConn } from './nats.js';
  * once: every later commit rejects, and the view is dropped. When the log refuses an append (another owner
  * claimed it) the lease is released, so that owner need not wait.
  *
+ * While it serves a partition the node answers calls to it from other nodes (cluster/rpc.ts) with `handler`.
+ *
  * Not here yet (the next session's work, docs/ARCHITECTURE.md "Cluster on NATS JetStream"): who decides which
- * partitions to serve (membership + cluster/partition.ts candidates), and reaching a partition's owner from
- * other nodes over request/reply.
+ * partitions to serve (membership + cluster/partition.ts candidates).
  */
 
 export interface ClusterNodeOptions {
@@ -23,11 +26,14 @@ export interface ClusterNodeOptions {
   renewMs?: number;
   /** Called when a partition stops being served here, with why. */
   onLost?: (partition: number, reason: LostReason | 'fenced') => void;
+  /** Answers other nodes' calls to a partition served here (cluster/rpc.ts callOwner). */
+  handler?: (partition: number, storage: ClusterStorage, data: Uint8Array) => Promise<Uint8Array>;
 }
 
 export class ClusterNode {
   readonly leases: Leases;
   private readonly serving = new Map<number, ClusterStorage>();
+  private readonly subs = new Map<number, Subscription>();
 
   constructor(
     readonly conn: ClusterConn,
@@ -37,7 +43,7 @@ export class ClusterNode {
     this.leases.onLost((p, reason) => {
       const s = this.serving.get(p);
       if (!s) return;
-      this.serving.delete(p);
+      this.stopServing(p);
       s.fence(`lease ${reason}`);
       opts.onLost?.(p, reason);
     });
@@ -61,7 +67,7 @@ export class ClusterNode {
         leaseRevision: held.revision,
         onFenced: () => {
           if (this.serving.get(partition) !== s) return;
-          this.serving.delete(partition);
+          this.stopServing(partition);
           this.opts.onLost?.(partition, 'fenced');
           void this.leases.release(partition).catch(() => undefined);
         },
@@ -76,13 +82,24 @@ export class ClusterNode {
       throw s.fencedBy;
     }
     this.serving.set(partition, s);
+    const handler = this.opts.handler;
+    if (handler) {
+      const storage = s;
+      this.subs.set(partition, servePartition(this.conn.nc, partition, () => this.storage(partition) === storage, (data) => handler(partition, storage, data)));
+    }
     return s;
+  }
+
+  private stopServing(partition: number): void {
+    this.serving.delete(partition);
+    this.subs.get(partition)?.unsubscribe();
+    this.subs.delete(partition);
   }
 
   /** Hands a partition over: waits for its appends, closes the view, releases the lease (no lapse to wait for). */
   async release(partition: number): Promise<void> {
     const s = this.serving.get(partition);
-    this.serving.delete(partition);
+    this.stopServing(partition);
     if (s) await s.close();
     await this.leases.release(partition);
   }
@@ -96,7 +113,7 @@ export class ClusterNode {
   /** What a kill -9 leaves behind, for tests: nothing appended or renewed any more, nothing released. */
   crash(): void {
     for (const s of this.serving.values()) s.kill();
-    this.serving.clear();
+    for (const p of [...this.serving.keys()]) this.stopServing(p);
     this.leases.close();
   }
 }

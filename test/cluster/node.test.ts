@@ -5,6 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FencedError } from '../../cluster/errors.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
 import { ClusterNode } from '../../cluster/node.js';
+import { callOwner, RpcUnavailableError } from '../../cluster/rpc.js';
 import type { ClusterStorage } from '../../cluster/storage.js';
 import type { Row } from '../../core/ports.js';
 import { NatsCluster } from './nats-harness.js';
@@ -25,7 +26,12 @@ async function node(name: string, leaseMs: number, onLost?: (p: number, reason: 
   conns.push(c);
   const d = mkdtempSync(join(tmpdir(), 'iris-cluster-node-'));
   dirs.push(d);
-  const n = new ClusterNode(c, { node: name, dir: d, leaseMs, onLost });
+  // A call stores its key in the partition and answers who stored it.
+  const handler = async (_p: number, s: ClusterStorage, data: Uint8Array): Promise<Uint8Array> => {
+    await put(s, Number(new TextDecoder().decode(data)));
+    return new TextEncoder().encode(name);
+  };
+  const n = new ClusterNode(c, { node: name, dir: d, leaseMs, onLost, handler });
   nodes.push(n);
   return n;
 }
@@ -110,5 +116,22 @@ describe('a node serves a partition only under its lease', () => {
     const sb = await b.serve(3);
     expect(performance.now() - t0).toBeLessThan(5000);
     expect(await keys(sb)).toEqual([1]);
+  });
+
+  it('any node reaches the owner of a partition over request/reply, and the next owner after a crash', async () => {
+    const caller = await connectCluster(nats.urls(), undefined, 'caller');
+    conns.push(caller);
+    const call = (k: number, deadlineMs = 10_000) => callOwner(caller.nc, 4, new TextEncoder().encode(String(k)), { deadlineMs }).then((r) => new TextDecoder().decode(r));
+    // Nobody serves partition 4 yet: the caller gives up at its deadline.
+    await expect(call(0, 300)).rejects.toBeInstanceOf(RpcUnavailableError);
+    const a = await node('a4', 800);
+    await a.serve(4).then((s) => s.commit(() => void s.sql.all(CREATE)));
+    expect(await call(1)).toBe('a4');
+    a.crash();
+    const b = await node('b4', 800);
+    const taking = b.serve(4);
+    // The call waits (no responders) through the lapse until b serves, then b answers.
+    expect(await call(2)).toBe('b4');
+    expect(await keys(await taking)).toEqual([1, 2]);
   });
 });
