@@ -48,7 +48,7 @@ export function leaseKey(partition: number): string {
 }
 
 export class Leases {
-  private readonly held = new Map<number, Held & { timer: ReturnType<typeof setTimeout> | null; renewing: boolean }>();
+  private readonly held = new Map<number, Held & { timer: ReturnType<typeof setTimeout> | null; renewing: Promise<void> | null }>();
   private readonly lostListeners: ((partition: number, reason: LostReason) => void)[] = [];
   private readonly now: () => number;
   private readonly renewMs: number;
@@ -133,15 +133,16 @@ export class Leases {
         }
       }
       if (!seen || seen.revision !== tried.revision) seen = { revision: tried.revision, at };
+      // Look again every quarter lease (not only at the lapse): a holder that releases is taken at once.
       const wait = seen.at + Math.max(this.opts.leaseMs, tried.ms) - this.now();
-      await delay(Math.max(1, wait), signal);
+      await delay(Math.max(1, Math.min(wait, this.opts.leaseMs / 4)), signal);
     }
   }
 
   private hold(partition: number, revision: number, sent: number): Held {
     const old = this.held.get(partition);
     if (old?.timer) clearTimeout(old.timer);
-    const h = { partition, revision, validUntil: sent + this.opts.leaseMs - this.safetyMs, timer: null, renewing: false };
+    const h = { partition, revision, validUntil: sent + this.opts.leaseMs - this.safetyMs, timer: null, renewing: null as Promise<void> | null };
     this.held.set(partition, h);
     this.schedule(partition);
     return { partition, revision, validUntil: h.validUntil };
@@ -161,21 +162,24 @@ export class Leases {
     h.timer = null;
     if (this.now() >= h.validUntil) return this.lose(partition, 'expired');
     if (h.renewing) return this.schedule(partition);
-    h.renewing = true;
     const sent = this.now();
-    try {
-      const rev = await this.kv.update(leaseKey(partition), this.value(), h.revision);
-      if (this.held.get(partition) !== h) return; // lost or released meanwhile; a later acquire starts over
-      h.revision = rev;
-      h.validUntil = Math.max(h.validUntil, sent + this.opts.leaseMs - this.safetyMs);
-    } catch (err) {
-      if (this.held.get(partition) !== h) return;
-      if (isWrongLastSequence(err)) return this.lose(partition, 'taken');
-      // Unreachable or slow: keep the old validity; the next attempt (or the expiry) decides.
-    } finally {
-      h.renewing = false;
-    }
-    if (this.held.get(partition) === h) this.schedule(partition);
+    let taken = false;
+    h.renewing = (async () => {
+      try {
+        // The revision is kept even if the lease was given up meanwhile: release() waits for this write and
+        // frees the key under the revision it produced.
+        h.revision = await this.kv.update(leaseKey(partition), this.value(), h.revision);
+        h.validUntil = Math.max(h.validUntil, sent + this.opts.leaseMs - this.safetyMs);
+      } catch (err) {
+        // Refused: taken. Unreachable or slow: keep the old validity; the next attempt (or the expiry) decides.
+        taken = isWrongLastSequence(err);
+      }
+    })();
+    await h.renewing;
+    h.renewing = null;
+    if (this.held.get(partition) !== h) return; // lost or released meanwhile; a later acquire starts over
+    if (taken) return this.lose(partition, 'taken');
+    this.schedule(partition);
   }
 
   private lose(partition: number, reason: LostReason): void {
@@ -191,6 +195,7 @@ export class Leases {
     const h = this.held.get(partition);
     if (!h) return;
     this.lose(partition, 'released');
+    if (h.renewing) await h.renewing;
     try {
       await this.kv.update(leaseKey(partition), JSON.stringify({ node: '', ms: 0 } satisfies LeaseValue), h.revision);
     } catch (err) {

@@ -1,6 +1,7 @@
 import { headers } from '@nats-io/transport-node';
 import { AppendUnknownError, FencedError } from './errors.js';
 import { isWrongLastSequence, type ClusterConn } from './nats.js';
+import { backoff, retryable, withRetry } from './retry.js';
 
 /**
  * The log of one partition (issue 13): every durable change of the partition is a record on ONE subject,
@@ -152,35 +153,4 @@ export class PartitionLog {
     if (Math.min(seq, this.lastSeq) <= 1) return;
     await this.conn.jsm.streams.purge(this.conn.setup.names.logStream, { filter: this.subject, seq: Math.min(seq, this.lastSeq) });
   }
-}
-
-/**
- * No answer, or nobody to answer yet (a stream leader being elected, a connection moving): worth another try.
- * The client reports a publish that found no responder as "jetstream is not enabled" (caused by "no
- * responders"), so the cause chain is read too.
- */
-export function retryable(e: unknown): boolean {
-  for (let x: unknown = e, depth = 0; x !== undefined && x !== null && depth < 5; depth++) {
-    const m = x instanceof Error ? `${x.name} ${x.message}` : String(x);
-    if (/timeout|no responders|NoResponders|not enabled|reconnect|disconnect|not (yet )?(available|ready)|leader/i.test(m)) return true;
-    x = x instanceof Error ? x.cause : undefined;
-  }
-  return false;
-}
-
-/** Runs fn again (with backoff) while it fails with a retryable error, for at most forMs. */
-export async function withRetry<T>(fn: () => Promise<T>, forMs = 10_000): Promise<T> {
-  const until = performance.now() + forMs;
-  for (let i = 0; ; i++) {
-    if (i > 0) await backoff(i);
-    try {
-      return await fn();
-    } catch (e) {
-      if (performance.now() >= until || !retryable(e)) throw e;
-    }
-  }
-}
-
-function backoff(attempt: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, Math.min(1000, 25 * 2 ** attempt)));
 }

@@ -1,6 +1,7 @@
 import { jetstream, jetstreamManager, JetStreamApiError, type JetStreamClient, type JetStreamManager } from '@nats-io/jetstream';
 import { Kvm, type KV } from '@nats-io/kv';
 import { connect, type NatsConnection } from '@nats-io/transport-node';
+import { withRetry } from './retry.js';
 
 /**
  * The JetStream objects of a cluster (issue 13) and how a node connects to them. Everything here stays within
@@ -84,6 +85,9 @@ export async function openCluster(nc: NatsConnection, setup: ClusterSetup = DEFA
       await jsm.streams.add({ name: n.snapStream, subjects: [`${n.snapSubject}.>`], num_replicas: setup.replicas });
       // history 1: only the current lease matters; its revision is the compare-and-set token.
       const leases = await new Kvm(js).create(n.leaseBucket, { replicas: setup.replicas, history: 1 });
+      // Connected means usable: right after creation a stream may have no leader yet ("no responders").
+      await withRetry(() => leases.get('ready'));
+      await withRetry(() => jsm.streams.getMessage(n.logStream, { last_by_subj: `${n.logSubject}.ready` }));
       return { nc, js, jsm, leases, setup };
     } catch (e) {
       if (Date.now() > deadline || !transient(e)) throw e;

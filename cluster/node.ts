@@ -49,6 +49,15 @@ export class ClusterNode {
     });
   }
 
+  get id(): string {
+    return this.opts.node;
+  }
+
+  /** The partitions served here now. */
+  served(): number[] {
+    return [...this.serving.keys()].filter((p) => this.storage(p) !== undefined);
+  }
+
   /** The partition's storage while this node serves it, else undefined (callers answer `unavailable`). */
   storage(partition: number): ClusterStorage | undefined {
     const s = this.serving.get(partition);

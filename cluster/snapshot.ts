@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { DatabaseSync } from 'node:sqlite';
 import { headers } from '@nats-io/transport-node';
-import { withRetry } from './log.js';
+import { withRetry } from './retry.js';
 import type { ClusterConn } from './nats.js';
 
 /**
