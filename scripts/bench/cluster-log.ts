@@ -17,6 +17,8 @@
  *      restores a snapshot of the same data: the rebuild part of the failover time (the lapse wait is leaseMs).
  *   5. failover: an owner node (cluster/node.ts) crashes without releasing; another node takes the partition
  *      (waiting for the lease of --lease-ms to lapse), rebuilds it and commits: the time until it serves again.
+ *   6. owner calls: another node calls the partition's owner over request/reply (cluster/rpc.ts), the owner
+ *      commits one row per call before answering: one at a time (latency), then 64 in flight (calls/s).
  * Prints one JSON object per measurement and a summary table.
  */
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
@@ -26,6 +28,7 @@ import { parseArgs } from 'node:util';
 import { PartitionLog } from '../../cluster/log.js';
 import { connectCluster, DEFAULT_NAMES, type ClusterConn } from '../../cluster/nats.js';
 import { ClusterNode } from '../../cluster/node.js';
+import { callOwner } from '../../cluster/rpc.js';
 import { ClusterStorage } from '../../cluster/storage.js';
 import { GroupCommitStorage } from '../../onprem/storage.js';
 import { NatsCluster, natsServerVersion } from '../../test/cluster/nats-harness.js';
@@ -191,6 +194,51 @@ async function failover(conn: ClusterConn, other: ClusterConn, dir: string): Pro
   b.crash();
 }
 
+/**
+ * A call from another node to a partition's owner over request/reply (cluster/rpc.ts), the owner committing one
+ * row per call through the cluster Storage before it answers: what a cross-node send would cost.
+ */
+async function ownerCalls(owner: ClusterConn, caller: ClusterConn, dir: string): Promise<void> {
+  mkdirSync(join(dir, 'rpc'));
+  const handler = async (_p: number, s: ClusterStorage, data: Uint8Array): Promise<Uint8Array> => {
+    await s.commit(() => void s.sql.all('INSERT INTO m (k, body) VALUES (?, ?)', Number(new TextDecoder().decode(data.subarray(0, 12))), data));
+    return new Uint8Array([1]);
+  };
+  const node = new ClusterNode(owner, { node: 'rpc-owner', dir: join(dir, 'rpc'), leaseMs: 10_000, handler });
+  const s = await node.serve(5000);
+  await s.commit(() => void s.sql.all('CREATE TABLE IF NOT EXISTS m (k INTEGER PRIMARY KEY, body BLOB NOT NULL)'));
+  const payload = (k: number) => {
+    const b = body();
+    const id = new TextEncoder().encode(String(k).padStart(12, '0'));
+    const out = new Uint8Array(12 + b.length);
+    out.set(id);
+    out.set(b, 12);
+    return out;
+  };
+  let k = 0;
+  const seq: number[] = [];
+  for (let i = 0; i < Math.min(APPENDS, 2000); i++) {
+    const t = performance.now();
+    await callOwner(caller.nc, 5000, payload(k++), { deadlineMs: 10_000 });
+    seq.push(performance.now() - t);
+  }
+  const lat: number[] = [];
+  const n = Math.min(COMMITS, 20_000);
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      while (k < 2_000_000 && lat.length < n) {
+        const t = performance.now();
+        await callOwner(caller.nc, 5000, payload(k++), { deadlineMs: 10_000 });
+        lat.push(performance.now() - t);
+      }
+    }),
+  );
+  const secs = (performance.now() - t0) / 1000;
+  report({ test: 'owner-call', oneAtATimeP50ms: pct(seq, 50), oneAtATimeP99ms: pct(seq, 99), inflight: 64, calls: lat.length, perSec: Math.round(lat.length / secs), p50ms: pct(lat, 50), p99ms: pct(lat, 99) });
+  node.crash();
+}
+
 const version = natsServerVersion();
 const nats = await NatsCluster.start(3);
 const dir = mkdtempSync(join(tmpdir(), 'iris-bench-cluster-'));
@@ -207,6 +255,7 @@ try {
   await singleBoxCommits(dir);
   await takeover(conns[0]!, dir);
   await failover(conns[0]!, conns[1]!, dir);
+  await ownerCalls(conns[0]!, conns[1]!, dir);
   console.table(results);
 } finally {
   for (const c of conns) await c.nc.close().catch(() => undefined);
