@@ -5,7 +5,7 @@ import type { Sql, SqlValue, Storage } from '../core/ports.js';
 import { migrate } from '../core/schema.js';
 import { GroupCommitStorage } from '../onprem/storage.js';
 import { FencedError } from './errors.js';
-import { PartitionLog, type LogRecord } from './log.js';
+import { PartitionLog, type LogOptions, type LogRecord } from './log.js';
 import type { ClusterConn } from './nats.js';
 import { readSnapshot, writeSnapshot, type Manifest } from './snapshot.js';
 
@@ -37,6 +37,8 @@ export interface ClusterStorageOptions {
   maxBatch?: number;
   /** The partition is lost (fenced, or an append's outcome is unknown): stop serving it. */
   onFenced?: (error: unknown) => void;
+  /** Append timeouts and how long an unanswered append is retried (cluster/log.ts). */
+  log?: LogOptions;
 }
 
 const DDL = /^\s*(CREATE|ALTER|DROP)\b/i;
@@ -99,7 +101,7 @@ export class ClusterStorage implements Storage {
     const file = join(dir, `p${partition}.sqlite`);
     for (const f of [file, `${file}-wal`, `${file}-shm`]) rmSync(f, { force: true });
     const manifest: Manifest | null = await readSnapshot(conn, partition, file);
-    const log = new PartitionLog(conn, partition);
+    const log = new PartitionLog(conn, partition, opts.log);
     const db = new DatabaseSync(file);
     try {
       db.exec('BEGIN');

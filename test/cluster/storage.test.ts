@@ -31,8 +31,8 @@ function dir(): string {
   return d;
 }
 
-async function take(c: ClusterConn, p: number, node: string, onFenced?: (e: unknown) => void): Promise<ClusterStorage> {
-  const s = await ClusterStorage.open(c, p, dir(), { node, onFenced });
+async function take(c: ClusterConn, p: number, node: string, onFenced?: (e: unknown) => void, retryForMs?: number): Promise<ClusterStorage> {
+  const s = await ClusterStorage.open(c, p, dir(), { node, onFenced, ...(retryForMs !== undefined && { log: { retryForMs, timeoutMs: 500 } }) });
   open.push(s);
   return s;
 }
@@ -132,5 +132,30 @@ describe('cluster Storage: the partition log as the durable store', () => {
     } finally {
       await nats.restart(0);
     }
+  });
+
+  it('two of three NATS servers lost: nothing is acked, the partition stops; with the quorum back a new owner has every acked commit', async () => {
+    const a = await conn('a');
+    let fenced: unknown = null;
+    const sa = await take(a, 12, 'a', (e) => (fenced = e), 1500);
+    await sa.commit(() => void sa.sql.all(CREATE));
+    await put(sa, 1, 'acked');
+    await Promise.all([nats.kill(1), nats.kill(2)]);
+    try {
+      // No quorum: the append cannot be committed, so the commit is never acked; its outcome is unknown.
+      await expect(put(sa, 2, 'unknown')).rejects.toThrow();
+      expect(fenced).not.toBeNull();
+      await expect(put(sa, 3, 'refused')).rejects.toThrow();
+    } finally {
+      await Promise.all([nats.restart(1), nats.restart(2)]);
+    }
+    const b = await conn('b');
+    const sb = await take(b, 12, 'b');
+    const got = await rows(sb);
+    // The acked row is there; the unknown one may be (a leader may still commit it once followers return); the
+    // one refused after the partition stopped never is.
+    expect(got[0]).toBe('1=acked');
+    expect(got.filter((r) => r !== '1=acked' && r !== '2=unknown')).toEqual([]);
+    await put(sb, 4, 'after');
   });
 });
