@@ -83,8 +83,10 @@ export async function openCluster(nc: NatsConnection, setup: ClusterSetup = DEFA
         duplicate_window: setup.dedupWindowMs * 1_000_000,
       });
       await jsm.streams.add({ name: n.snapStream, subjects: [`${n.snapSubject}.>`], num_replicas: setup.replicas });
-      // history 1: only the current lease matters; its revision is the compare-and-set token.
-      const leases = await new Kvm(js).create(n.leaseBucket, { replicas: setup.replicas, history: 1 });
+      // history 1: only the current lease matters; its revision is the compare-and-set token. No direct gets:
+      // they may be answered by a lagging follower, and a stale lease read, while never unsafe (every write is
+      // a CAS against the leader), makes a contender wait on a revision that is already gone.
+      const leases = await new Kvm(js).create(n.leaseBucket, { replicas: setup.replicas, history: 1, allow_direct: false });
       // Connected means usable: right after creation a stream may have no leader yet ("no responders").
       await withRetry(() => leases.get('ready'));
       await withRetry(() => jsm.streams.getMessage(n.logStream, { last_by_subj: `${n.logSubject}.ready` }));
