@@ -102,4 +102,9 @@ describe('partition assignment over the live nodes', () => {
     await join_('d');
     await settled(['a', 'b', 'd']);
   });
+
+  it('a restarted node (the same id, a new process, an empty disk) rejoins and gets its partitions back', async () => {
+    await join_('c');
+    await settled(['a', 'b', 'c', 'd']);
+  });
 });
