@@ -34,6 +34,7 @@ export class ClusterNode {
   readonly leases: Leases;
   private readonly serving = new Map<number, ClusterStorage>();
   private readonly subs = new Map<number, Subscription>();
+  private readonly taking = new Map<number, Promise<ClusterStorage>>();
 
   constructor(
     readonly conn: ClusterConn,
@@ -64,10 +65,23 @@ export class ClusterNode {
     return s && this.leases.holds(partition) && s.fencedBy === null ? s : undefined;
   }
 
-  /** Takes the partition (waiting for a lapse if another node holds it) and serves it from a rebuilt view. */
-  async serve(partition: number, signal?: AbortSignal): Promise<ClusterStorage> {
+  /**
+   * Takes the partition (waiting for a lapse if another node holds it) and serves it from a rebuilt view. Calls
+   * for a partition already being taken share that attempt: two rebuilds would claim the log twice, and the
+   * second claim would fence the first.
+   */
+  serve(partition: number, signal?: AbortSignal): Promise<ClusterStorage> {
     const have = this.storage(partition);
-    if (have) return have;
+    if (have) return Promise.resolve(have);
+    let p = this.taking.get(partition);
+    if (!p) {
+      p = this.take(partition, signal).finally(() => this.taking.delete(partition));
+      this.taking.set(partition, p);
+    }
+    return p;
+  }
+
+  private async take(partition: number, signal?: AbortSignal): Promise<ClusterStorage> {
     const held = await this.leases.acquire(partition, signal);
     let s: ClusterStorage;
     try {

@@ -105,6 +105,15 @@ describe('a node serves a partition only under its lease', () => {
     expect(failoverMs).toBeLessThan(5000);
   });
 
+  it('two serve() calls for one partition share one takeover (a second claim would fence the first)', async () => {
+    const a = await node('a5', 30_000);
+    const [s1, s2] = await Promise.all([a.serve(5), a.serve(5)]);
+    expect(s1).toBe(s2);
+    await s1.commit(() => void s1.sql.all(CREATE));
+    await put(s1, 1);
+    expect(a.storage(5)).toBe(s1);
+  });
+
   it('a planned hand-over (release) is taken at once, without waiting for a lapse', async () => {
     const a = await node('a3', 30_000);
     const s = await a.serve(3);
