@@ -8,11 +8,12 @@ const testKeys = JSON.parse(readFileSync(new URL('./test/fixtures/test-keys.json
 const BUILD = 'test/build-dist.ts';
 
 /**
- * Five projects, one `npm test`:
+ * Six projects, one `npm test`:
  *   unit        — protocol codec, core mailbox, auth, SDK: plain Node, no platform
  *   workers     — the edge Worker and the Durable Object inside workerd (vitest plugin)
  *   conformance — the black-box suite over the SDK, against real servers it starts itself
  *   onprem      — on-prem specific tests (multi-process server)
+ *   cluster     — cluster mode on a real 3-server NATS JetStream cluster (issue 13)
  *   browser     — the SDK in headless Chromium (system /usr/bin/chromium) against an on-prem server
  */
 export default defineConfig({
@@ -70,6 +71,18 @@ export default defineConfig({
           fileParallelism: false,
           testTimeout: 120_000,
           hookTimeout: 120_000,
+        },
+      },
+      {
+        test: {
+          // Cluster mode on NATS JetStream (issue 13): each file starts a real 3-server nats-server cluster
+          // (test/cluster/nats-harness.ts; .ci/run installs Debian's nats-server).
+          name: 'cluster',
+          include: ['test/cluster/**/*.test.ts'],
+          environment: 'node',
+          fileParallelism: false,
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
         },
       },
       {

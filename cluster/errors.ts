@@ -1,0 +1,32 @@
+/**
+ * This node may no longer write a partition: its lease lapsed or was taken over (cluster/lease.ts), or the log
+ * refused its append because another owner appended first (cluster/log.ts, "wrong last sequence"). Nothing of
+ * the refused write was kept; the node must stop serving the partition and drop its local view of it (a new
+ * owner, possibly this node again later, rebuilds the view from snapshot + log).
+ */
+export class FencedError extends Error {
+  override readonly name = 'FencedError';
+  constructor(
+    message: string,
+    readonly partition: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/**
+ * An append's outcome is unknown (no answer from JetStream after every retry with the same Nats-Msg-Id): the
+ * record may or may not be in the log. The writer stops (like FencedError) and whoever owns the partition next
+ * learns the truth by replaying; clients retry with their idempotency keys.
+ */
+export class AppendUnknownError extends Error {
+  override readonly name = 'AppendUnknownError';
+  constructor(
+    message: string,
+    readonly partition: number,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}

@@ -1,0 +1,183 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { FencedError } from '../../cluster/errors.js';
+import { Leases, leaseKey, type LostReason } from '../../cluster/lease.js';
+import { PartitionLog } from '../../cluster/log.js';
+import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
+import { ClusterStorage } from '../../cluster/storage.js';
+import { NatsCluster } from './nats-harness.js';
+
+/**
+ * The foundation of cluster mode (issue 13) on a REAL three-server NATS cluster (nats-server 2.9, JetStream,
+ * routes on loopback; test/cluster/nats-harness.ts): leases in the KV bucket, the partition log's fencing and
+ * idempotency, and a new owner rebuilding a partition from snapshot + tail. Every test uses its own partition
+ * numbers, so they share one cluster. Waiting is for events (a lease taken, a callback), never a fixed sleep.
+ */
+
+let nats: NatsCluster;
+const conns: ClusterConn[] = [];
+const dirs: string[] = [];
+
+async function conn(name: string): Promise<ClusterConn> {
+  const c = await connectCluster(nats.urls(), undefined, name);
+  conns.push(c);
+  return c;
+}
+
+function dir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'iris-cluster-'));
+  dirs.push(d);
+  return d;
+}
+
+beforeAll(async () => {
+  nats = await NatsCluster.start(3);
+});
+
+afterAll(async () => {
+  for (const c of conns) await c.nc.close().catch(() => undefined);
+  nats?.stop();
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+describe('leases in the KV bucket (R3)', () => {
+  it('two nodes race for a free partition: exactly one wins, the other sees it as owner', async () => {
+    const [a, b] = [await conn('a'), await conn('b')];
+    const la = new Leases(a.leases, { node: 'a', leaseMs: 2000 });
+    const lb = new Leases(b.leases, { node: 'b', leaseMs: 2000 });
+    try {
+      for (const p of [1, 2, 3, 4, 5]) {
+        const [ra, rb] = await Promise.all([la.tryAcquire(p), lb.tryAcquire(p)]);
+        expect([ra.won, rb.won].filter(Boolean)).toHaveLength(1);
+        const winner = ra.won ? 'a' : 'b';
+        const loser = ra.won ? rb : ra;
+        expect(loser.won).toBe(false);
+        if (!loser.won) expect(loser.owner).toBe(winner);
+        expect(JSON.parse((await a.leases.get(leaseKey(p)))!.string()).node).toBe(winner);
+        expect(ra.won ? la.holds(p) : lb.holds(p)).toBe(true);
+        expect(ra.won ? lb.holds(p) : la.holds(p)).toBe(false);
+      }
+    } finally {
+      la.close();
+      lb.close();
+    }
+  });
+
+  it('renews while alive: a contender does not take over a lease that keeps being renewed', async () => {
+    const [a, b] = [await conn('a'), await conn('b')];
+    const la = new Leases(a.leases, { node: 'a', leaseMs: 600 });
+    const lb = new Leases(b.leases, { node: 'b', leaseMs: 600 });
+    try {
+      const held = await la.acquire(10);
+      const abort = new AbortController();
+      const contender = lb.acquire(10, abort.signal).then(() => 'took', () => 'aborted');
+      // Three renewals by the holder (each a new revision), seen through a KV watch, span more than a lease.
+      const w = await a.leases.watch({ key: leaseKey(10) });
+      let renewals = 0;
+      for await (const e of w) if (e.revision > held.revision && ++renewals === 4) break;
+      w.stop();
+      abort.abort(new Error('done'));
+      expect(await contender).toBe('aborted');
+      expect(la.holds(10)).toBe(true);
+    } finally {
+      la.close();
+      lb.close();
+    }
+  });
+
+  it('a lease that lapses (its holder stopped renewing) is taken over, and only after a whole lease', async () => {
+    const [a, b] = [await conn('a'), await conn('b')];
+    const la = new Leases(a.leases, { node: 'a', leaseMs: 800 });
+    const lb = new Leases(b.leases, { node: 'b', leaseMs: 800 });
+    try {
+      const held = await la.acquire(20);
+      la.close(); // a crash, as the others see it: no release, no renewal
+      const t0 = performance.now();
+      const took = await lb.acquire(20);
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(800);
+      expect(took.revision).toBeGreaterThan(held.revision);
+      expect(JSON.parse((await b.leases.get(leaseKey(20)))!.string()).node).toBe('b');
+    } finally {
+      lb.close();
+    }
+  });
+
+  it('a released lease is taken at once', async () => {
+    const [a, b] = [await conn('a'), await conn('b')];
+    const la = new Leases(a.leases, { node: 'a', leaseMs: 30_000 });
+    const lb = new Leases(b.leases, { node: 'b', leaseMs: 30_000 });
+    try {
+      await la.acquire(30);
+      await la.release(30);
+      const r = await lb.tryAcquire(30);
+      expect(r.won).toBe(true);
+    } finally {
+      la.close();
+      lb.close();
+    }
+  });
+
+  it('a holder that cannot renew (NATS unreachable) stops serving by itself when its lease runs out', async () => {
+    const a = await conn('a');
+    const la = new Leases(a.leases, { node: 'a', leaseMs: 800 });
+    const lost = new Promise<LostReason>((resolve) => la.onLost((p, reason) => p === 40 && resolve(reason)));
+    await la.acquire(40);
+    await a.nc.close(); // partitioned away: every renewal now fails
+    expect(await lost).toBe('expired');
+    expect(la.holds(40)).toBe(false);
+    la.close();
+  });
+
+  it('a holder whose lease was taken over learns it at its next renewal', async () => {
+    const [a, b] = [await conn('a'), await conn('b')];
+    const la = new Leases(a.leases, { node: 'a', leaseMs: 60_000, renewMs: 50 });
+    const lost = new Promise<LostReason>((resolve) => la.onLost((p, reason) => p === 50 && resolve(reason)));
+    try {
+      const held = await la.acquire(50);
+      // An operator (or a buggy node) overwrites the lease: the holder's CAS fails.
+      await b.leases.update(leaseKey(50), JSON.stringify({ node: 'b', ms: 60_000 }), held.revision);
+      expect(await lost).toBe('taken');
+    } finally {
+      la.close();
+    }
+  });
+});
+
+describe('the partition log (stream R3, one subject per partition)', () => {
+  it('fences a stale writer by its first append, and the new writer continues', async () => {
+    const [a, b] = [await conn('a'), await conn('b')];
+    const p = 100;
+    const old = new PartitionLog(a, p);
+    await old.replay(0, () => undefined);
+    await old.append(new TextEncoder().encode('one'), 'a.1');
+    // A new owner replays to the head and claims: the old one's expectation is now stale.
+    const neu = new PartitionLog(b, p);
+    const seen: string[] = [];
+    await neu.replay(0, (r) => seen.push(new TextDecoder().decode(r.data)));
+    expect(seen).toEqual(['one']);
+    await neu.claim('b', 1);
+    await expect(old.append(new TextEncoder().encode('two'), 'a.2')).rejects.toBeInstanceOf(FencedError);
+    // Fenced for good, even with a fresh id.
+    await expect(old.append(new TextEncoder().encode('three'), 'a.3')).rejects.toBeInstanceOf(FencedError);
+    await neu.append(new TextEncoder().encode('four'), 'b.1');
+    const all: string[] = [];
+    await new PartitionLog(a, p).replay(0, (r) => all.push(`${r.kind}:${r.kind === 'change' ? new TextDecoder().decode(r.data) : ''}`));
+    expect(all).toEqual(['change:one', 'claim:', 'change:four']);
+  });
+
+  it('a retried append (same Nats-Msg-Id) is written once', async () => {
+    const a = await conn('a');
+    const log = new PartitionLog(a, 101);
+    await log.replay(0, () => undefined);
+    const seq = await log.append(new TextEncoder().encode('x'), 'retry.1');
+    // The answer was "lost": the writer sends the same record again with the same id and expectation.
+    const again = await a.js.publish(log.subject, new TextEncoder().encode('x'), { msgID: 'retry.1', expect: { lastSubjectSequence: 0 } });
+    expect(again.duplicate).toBe(true);
+    expect(again.seq).toBe(seq);
+    let n = 0;
+    await new PartitionLog(a, 101).replay(0, () => n++);
+    expect(n).toBe(1);
+  });
+});
