@@ -16,11 +16,23 @@ export interface LinkHandler {
   closed(): void;
 }
 
+/**
+ * A LOGIN that stops at the end of a read with no byte after it and no complete token (an anonymous LOGIN, a token
+ * still arriving) ends after this much quiet: long enough for the next segment of a split LOGIN on any network a
+ * client waits on, short beside the round trip of the LOGIN_OK it waits for.
+ */
+export const LOGIN_QUIET_MS = 100;
+
 /** Largest WebSocket message read: the largest v1 packet (a 1 MiB batch) and its header. */
 const MAX_WS_MESSAGE = 1024 * 1024 + 64;
 
 export class V1Link {
-  private readonly tcp = new V1Decoder();
+  /** A byte stream: a LOGIN split across reads is held until whole (V1Decoder's `stream`). */
+  private readonly tcp = new V1Decoder(undefined, true);
+  /** Ends a held LOGIN once the client is quiet for LOGIN_QUIET_MS (the old "rest of the read"). */
+  private loginTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Most bytes a client that does not read may have waiting here (IRIS_MAX_QUEUED_BYTES); then it is dropped. */
+  maxQueuedBytes = Infinity;
   private readonly wsd: WsDecoder | null;
   /** A WebSocket that has not finished its HTTP upgrade yet. */
   private head: Buffer | null;
@@ -73,11 +85,23 @@ export class V1Link {
       if (h.rest.length === 0) return;
       d = h.rest;
     }
-    if (this.wsd === null) return this.deliver(this.tcp.push(d, this.untilLogin));
+    if (this.wsd === null) {
+      if (this.loginTimer !== null) clearTimeout(this.loginTimer);
+      this.loginTimer = null;
+      this.deliver(this.tcp.push(d, this.untilLogin));
+      if (this.tcp.loginOpen && !this.ended) {
+        this.loginTimer = setTimeout(() => {
+          this.loginTimer = null;
+          if (!this.ended) this.deliver(this.tcp.flushLogin(this.untilLogin));
+        }, LOGIN_QUIET_MS);
+        this.loginTimer.unref();
+      }
+      return;
+    }
     for (const ev of this.wsd.push(d)) {
       if (this.ended) return;
       if (ev.t === 'message') this.message(ev.data);
-      else if (ev.t === 'ping') this.socket.write(wsFrame(0xa, ev.data));
+      else if (ev.t === 'ping') this.pong(ev.data);
       else if (ev.t === 'close') this.end(1000);
       else this.end(ev.why === 'message too large' ? 1009 : 1002);
     }
@@ -137,7 +161,15 @@ export class V1Link {
 
   write(packet: Uint8Array): void {
     if (this.ended || this.socket.destroyed) return;
+    // What the core writes is bounded by the core (delivery.ts closes past maxQueuedBytes, 4003); this bounds what
+    // the gateway says on its own (error frames for a flood of bad packets, pongs) to a client that does not read.
+    if (this.socket.writableLength + packet.length > this.maxQueuedBytes) return this.destroy();
     this.socket.write(this.wsd ? wsFrame(0x2, packet) : packet);
+  }
+
+  private pong(data: Buffer): void {
+    if (this.socket.writableLength + data.length > this.maxQueuedBytes) return this.destroy();
+    this.socket.write(wsFrame(0xa, data));
   }
 
   /** An error frame, and on TCP (or when `close`) the end of the connection. */
@@ -164,6 +196,7 @@ export class V1Link {
 
   private onClosed(): void {
     this.ended = true;
+    if (this.loginTimer !== null) clearTimeout(this.loginTimer);
     const h = this.handler;
     this.handler = null;
     h?.closed();
