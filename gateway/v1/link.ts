@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { V1Decoder, encodeError, type Decoded } from './codec.js';
-import { WsDecoder, parseHandshake, wsClose, wsFrame } from './ws.js';
+import { EMPTY_BUFFER, WsDecoder, parseHandshake, wsClose, wsFrame } from './ws.js';
 
 /**
  * One v1 client connection as a stream of packets, over TCP or over the v1 WebSocket framing (ws.ts): reads are
@@ -26,9 +26,14 @@ export const LOGIN_QUIET_MS = 100;
 /** Largest WebSocket message read: the largest v1 packet (a 1 MiB batch) and its header. */
 const MAX_WS_MESSAGE = 1024 * 1024 + 64;
 
+/** An error on a link's socket ends it (one function for every socket: Node calls it with the socket as this). */
+function destroySocket(this: Socket): void {
+  this.destroy();
+}
+
 export class V1Link {
   /** A byte stream: a LOGIN split across reads is held until whole (V1Decoder's `stream`). */
-  private readonly tcp = new V1Decoder(undefined, true);
+  private readonly tcp: V1Decoder | null;
   /** Ends a held LOGIN once the client is quiet for LOGIN_QUIET_MS (the old "rest of the read"). */
   private loginTimer: ReturnType<typeof setTimeout> | null = null;
   /** Most bytes a client that does not read may have waiting here (IRIS_MAX_QUEUED_BYTES); then it is dropped. */
@@ -47,13 +52,15 @@ export class V1Link {
     /** The WebSocket upgrade is already done (a socket handed over after its LOGIN). */
     upgraded = false,
   ) {
+    // One decoder per transport (a WebSocket message is decoded on its own, in message()).
+    this.tcp = transport === 'tcp' ? new V1Decoder(undefined, true) : null;
     this.wsd = transport === 'ws' ? new WsDecoder(MAX_WS_MESSAGE) : null;
-    this.head = transport === 'ws' && !upgraded ? Buffer.alloc(0) : null;
+    this.head = transport === 'ws' && !upgraded ? EMPTY_BUFFER : null;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
     socket.on('data', (d: Buffer) => this.read(d));
     socket.on('close', () => this.onClosed());
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroySocket);
   }
 
   get closedAlready(): boolean {
@@ -85,20 +92,21 @@ export class V1Link {
       if (h.rest.length === 0) return;
       d = h.rest;
     }
-    if (this.wsd === null) {
+    const tcp = this.tcp;
+    if (tcp !== null) {
       if (this.loginTimer !== null) clearTimeout(this.loginTimer);
       this.loginTimer = null;
-      this.deliver(this.tcp.push(d, this.untilLogin));
-      if (this.tcp.loginOpen && !this.ended) {
+      this.deliver(tcp.push(d, this.untilLogin));
+      if (tcp.loginOpen && !this.ended) {
         this.loginTimer = setTimeout(() => {
           this.loginTimer = null;
-          if (!this.ended) this.deliver(this.tcp.flushLogin(this.untilLogin));
+          if (!this.ended) this.deliver(tcp.flushLogin(this.untilLogin));
         }, LOGIN_QUIET_MS);
         this.loginTimer.unref();
       }
       return;
     }
-    for (const ev of this.wsd.push(d)) {
+    for (const ev of this.wsd!.push(d)) {
       if (this.ended) return;
       if (ev.t === 'message') this.message(ev.data);
       else if (ev.t === 'ping') this.pong(ev.data);
@@ -143,17 +151,17 @@ export class V1Link {
    */
   takeRest(): { packets: Uint8Array; raw: Uint8Array } {
     this.untilLogin = false;
-    if (this.wsd === null) return { packets: this.tcp.take(), raw: new Uint8Array(0) };
+    if (this.tcp !== null) return { packets: this.tcp.take(), raw: new Uint8Array(0) };
     const packets = this.afterLogin ?? new Uint8Array(0);
     this.afterLogin = null;
-    return { packets, raw: this.wsd.take() };
+    return { packets, raw: this.wsd!.take() };
   }
 
   /** Logged in here: decodes what takeRest returned (or what came with the hand-over). */
   resume(rest: { packets: Uint8Array; raw: Uint8Array }): void {
     this.untilLogin = false;
     if (rest.packets.length > 0) {
-      if (this.wsd === null) this.deliver(this.tcp.push(rest.packets));
+      if (this.tcp !== null) this.deliver(this.tcp.push(rest.packets));
       else this.message(Buffer.from(rest.packets));
     }
     if (rest.raw.length > 0) this.read(Buffer.from(rest.raw));
