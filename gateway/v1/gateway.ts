@@ -75,6 +75,7 @@ export class V1Gateway {
   private accept(socket: Socket, transport: Transport): void {
     if (this.ctx.draining) return void socket.destroy();
     const link = new V1Link(socket, transport);
+    link.maxQueuedBytes = this.ctx.cfg.engine.maxQueuedBytes;
     this.waiting.add(link);
     // A connection that never logs in does not hold a socket for long (the hello timeout of WebSockets).
     const timer = setTimeout(() => link.end(1000), this.ctx.cfg.helloTimeoutMs);
@@ -129,8 +130,9 @@ export class V1Gateway {
     const rest = link.takeRest();
     const owner = ownerOf(user, this.ctx.workers);
     if (owner === this.ctx.id) return this.serve(link, user, claims, trace, rest);
-    // Not a refusal of the credentials: a plain close, and the client logs in again (the owner is restarting).
-    if (!this.supervisor.isUp(owner)) return link.end(1000);
+    // Not a refusal of the credentials: 0xFE unavailable and a close, and the client logs in again (the owner is
+    // restarting). If the owner dies after this check, the supervisor or the kernel closes the socket instead.
+    if (!this.supervisor.isUp(owner)) return link.end(1000, encodeError('unavailable'));
     const { socket } = link;
     // As for a WebSocket hand-off (listener.ts): this copy must not read any more, and what the stream already
     // buffered travels with the message.
@@ -151,6 +153,7 @@ export class V1Gateway {
     const h = m.handoff;
     if (this.ctx.draining || !owns(this.ctx, h.user)) return void socket.destroy();
     const link = new V1Link(socket, h.transport, true);
+    link.maxQueuedBytes = this.ctx.cfg.engine.maxQueuedBytes;
     this.serve(link, h.user, h.claims, h.trace, { packets: Buffer.from(h.packets, 'base64'), raw: Buffer.from(h.raw, 'base64') });
   }
 

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net';
 import { V1Decoder, encodeError, type Decoded } from './codec.js';
-import { WsDecoder, parseHandshake, wsClose, wsFrame } from './ws.js';
+import { EMPTY_BUFFER, WsDecoder, parseHandshake, wsClose, wsFrame } from './ws.js';
 
 /**
  * One v1 client connection as a stream of packets, over TCP or over the v1 WebSocket framing (ws.ts): reads are
@@ -16,11 +16,28 @@ export interface LinkHandler {
   closed(): void;
 }
 
+/**
+ * A LOGIN that stops at the end of a read with no byte after it and no complete token (an anonymous LOGIN, a token
+ * still arriving) ends after this much quiet: long enough for the next segment of a split LOGIN on any network a
+ * client waits on, short beside the round trip of the LOGIN_OK it waits for.
+ */
+export const LOGIN_QUIET_MS = 100;
+
 /** Largest WebSocket message read: the largest v1 packet (a 1 MiB batch) and its header. */
 const MAX_WS_MESSAGE = 1024 * 1024 + 64;
 
+/** An error on a link's socket ends it (one function for every socket: Node calls it with the socket as this). */
+function destroySocket(this: Socket): void {
+  this.destroy();
+}
+
 export class V1Link {
-  private readonly tcp = new V1Decoder();
+  /** A byte stream: a LOGIN split across reads is held until whole (V1Decoder's `stream`). */
+  private readonly tcp: V1Decoder | null;
+  /** Ends a held LOGIN once the client is quiet for LOGIN_QUIET_MS (the old "rest of the read"). */
+  private loginTimer: ReturnType<typeof setTimeout> | null = null;
+  /** Most bytes a client that does not read may have waiting here (IRIS_MAX_QUEUED_BYTES); then it is dropped. */
+  maxQueuedBytes = Infinity;
   private readonly wsd: WsDecoder | null;
   /** A WebSocket that has not finished its HTTP upgrade yet. */
   private head: Buffer | null;
@@ -35,13 +52,15 @@ export class V1Link {
     /** The WebSocket upgrade is already done (a socket handed over after its LOGIN). */
     upgraded = false,
   ) {
+    // One decoder per transport (a WebSocket message is decoded on its own, in message()).
+    this.tcp = transport === 'tcp' ? new V1Decoder(undefined, true) : null;
     this.wsd = transport === 'ws' ? new WsDecoder(MAX_WS_MESSAGE) : null;
-    this.head = transport === 'ws' && !upgraded ? Buffer.alloc(0) : null;
+    this.head = transport === 'ws' && !upgraded ? EMPTY_BUFFER : null;
     socket.setNoDelay(true);
     socket.setKeepAlive(true, 60_000);
     socket.on('data', (d: Buffer) => this.read(d));
     socket.on('close', () => this.onClosed());
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroySocket);
   }
 
   get closedAlready(): boolean {
@@ -73,11 +92,24 @@ export class V1Link {
       if (h.rest.length === 0) return;
       d = h.rest;
     }
-    if (this.wsd === null) return this.deliver(this.tcp.push(d, this.untilLogin));
-    for (const ev of this.wsd.push(d)) {
+    const tcp = this.tcp;
+    if (tcp !== null) {
+      if (this.loginTimer !== null) clearTimeout(this.loginTimer);
+      this.loginTimer = null;
+      this.deliver(tcp.push(d, this.untilLogin));
+      if (tcp.loginOpen && !this.ended) {
+        this.loginTimer = setTimeout(() => {
+          this.loginTimer = null;
+          if (!this.ended) this.deliver(tcp.flushLogin(this.untilLogin));
+        }, LOGIN_QUIET_MS);
+        this.loginTimer.unref();
+      }
+      return;
+    }
+    for (const ev of this.wsd!.push(d)) {
       if (this.ended) return;
       if (ev.t === 'message') this.message(ev.data);
-      else if (ev.t === 'ping') this.socket.write(wsFrame(0xa, ev.data));
+      else if (ev.t === 'ping') this.pong(ev.data);
       else if (ev.t === 'close') this.end(1000);
       else this.end(ev.why === 'message too large' ? 1009 : 1002);
     }
@@ -119,17 +151,17 @@ export class V1Link {
    */
   takeRest(): { packets: Uint8Array; raw: Uint8Array } {
     this.untilLogin = false;
-    if (this.wsd === null) return { packets: this.tcp.take(), raw: new Uint8Array(0) };
+    if (this.tcp !== null) return { packets: this.tcp.take(), raw: new Uint8Array(0) };
     const packets = this.afterLogin ?? new Uint8Array(0);
     this.afterLogin = null;
-    return { packets, raw: this.wsd.take() };
+    return { packets, raw: this.wsd!.take() };
   }
 
   /** Logged in here: decodes what takeRest returned (or what came with the hand-over). */
   resume(rest: { packets: Uint8Array; raw: Uint8Array }): void {
     this.untilLogin = false;
     if (rest.packets.length > 0) {
-      if (this.wsd === null) this.deliver(this.tcp.push(rest.packets));
+      if (this.tcp !== null) this.deliver(this.tcp.push(rest.packets));
       else this.message(Buffer.from(rest.packets));
     }
     if (rest.raw.length > 0) this.read(Buffer.from(rest.raw));
@@ -137,7 +169,15 @@ export class V1Link {
 
   write(packet: Uint8Array): void {
     if (this.ended || this.socket.destroyed) return;
+    // What the core writes is bounded by the core (delivery.ts closes past maxQueuedBytes, 4003); this bounds what
+    // the gateway says on its own (error frames for a flood of bad packets, pongs) to a client that does not read.
+    if (this.socket.writableLength + packet.length > this.maxQueuedBytes) return this.destroy();
     this.socket.write(this.wsd ? wsFrame(0x2, packet) : packet);
+  }
+
+  private pong(data: Buffer): void {
+    if (this.socket.writableLength + data.length > this.maxQueuedBytes) return this.destroy();
+    this.socket.write(wsFrame(0xa, data));
   }
 
   /** An error frame, and on TCP (or when `close`) the end of the connection. */
@@ -164,6 +204,7 @@ export class V1Link {
 
   private onClosed(): void {
     this.ended = true;
+    if (this.loginTimer !== null) clearTimeout(this.loginTimer);
     const h = this.handler;
     this.handler = null;
     h?.closed();

@@ -34,14 +34,8 @@ export class V1Session implements HeldConn {
   alive = true;
   token: TokenClaims | undefined;
   readonly trace: string;
-  /** The heartbeat pings WebSockets; a v1 connection has no ping (TCP keepalive is on): it answers at once. */
-  readonly ws = {
-    ping: (): void => {
-      this.alive = true;
-    },
-    terminate: (): void => this.link.destroy(),
-  };
-  private readonly idPrefix = `v1.${randomBytes(6).toString('hex')}.`;
+  /** Client ids of the sends made for this connection: made at the first send (an idle connection has none). */
+  private prefix: string | null = null;
   private nextId = 1;
   private nextRef = 1;
   private loggedIn = false;
@@ -58,13 +52,12 @@ export class V1Session implements HeldConn {
   private acked = 0;
   /** A deliver_ack is scheduled for the ACKs of this read (see ack). */
   private ackDue = false;
-  /** seq -> [server message id, sender], for read receipts. */
-  private readonly delivered = new Map<number, [string, string]>();
+  /** seq -> [server message id, sender], for read receipts. Made when first needed, like `reads` and the group part: */
+  private delivered: Map<number, [string, string]> | null = null;
   /** Per peer, the read position last seen (0x75 goes out when it moves). */
-  private readonly reads = new Map<string, string>();
-
-  /** The group packets (groups.ts). */
-  private readonly groups: V1Groups;
+  private reads: Map<string, string> | null = null;
+  /** The group packets (groups.ts); null until the connection has a group packet or frame. */
+  private groupPart: V1Groups | null = null;
 
   constructor(
     private readonly link: V1Link,
@@ -75,13 +68,39 @@ export class V1Session implements HeldConn {
   ) {
     this.token = token;
     this.trace = trace;
-    this.groups = new V1Groups({
-      user,
+  }
+
+  /**
+   * An idle connection holds as little as it can (docs/IRIS-V1.md "Memory per idle connection": every empty Map,
+   * closure and context is paid once per connection, 10,000s of times): the parts below are made on first use.
+   */
+  private get groups(): V1Groups {
+    return (this.groupPart ??= new V1Groups({
+      user: this.user,
       write: (p) => this.link.write(p),
       error: (r) => this.link.error(r, false),
       frame: (f) => void this.frame(f),
-      clientId: () => this.idPrefix + this.nextId++,
-    });
+      clientId: () => this.clientId(),
+    }));
+  }
+
+  private clientId(): string {
+    this.prefix ??= `v1.${randomBytes(6).toString('hex')}.`;
+    return this.prefix + this.nextId++;
+  }
+
+  /** What the heartbeat, the drain and the admin API call (HeldConn.ws): this session itself, no object of its own. */
+  get ws(): { ping(): void; terminate(): void } {
+    return this;
+  }
+
+  /** The heartbeat pings WebSockets; a v1 connection has no ping (TCP keepalive is on): it answers at once. */
+  ping(): void {
+    this.alive = true;
+  }
+
+  terminate(): void {
+    this.link.destroy();
   }
 
   get state(): ConnState | null {
@@ -102,7 +121,7 @@ export class V1Session implements HeldConn {
     shard.add(this);
     shard.host.connCount++;
     shard.host.metrics.connections.inc();
-    this.link.handler = { packets: (items) => this.packets(items), closed: () => this.closed() };
+    this.link.handler = this;
     // features: typing and groups (no references or sync: v1 has no packet for them); reads so that read
     // receipts come with the receipts the core pushes.
     void this.frame({ t: 'hello', device: V1_DEVICE, cursor: 0, reads: 0, features: HELLO_FEATURES.typing | HELLO_FEATURES.groups }).then(() => {
@@ -144,7 +163,7 @@ export class V1Session implements HeldConn {
     return this.shard.host.track(this.shard, p).catch(() => undefined);
   }
 
-  private closed(): void {
+  closed(): void {
     const { shard } = this;
     shard.remove(this);
     shard.host.connCount--;
@@ -171,11 +190,11 @@ export class V1Session implements HeldConn {
   }
 
   private sendMessage(to: string, body: Uint8Array): void {
-    void this.frame({ t: 'send', id: this.idPrefix + this.nextId++, to, body });
+    void this.frame({ t: 'send', id: this.clientId(), to, body });
   }
 
   private packet(p: V1Packet): void {
-    if (this.groups.packet(p)) return;
+    if ((p.op.startsWith('group_') || p.op === 'sender_key') && this.groups.packet(p)) return;
     switch (p.op) {
       case 'login':
         return this.link.error('already_logged_in', false);
@@ -196,7 +215,7 @@ export class V1Session implements HeldConn {
         return void this.frame({ t: 'typing', conv: p.target, on: p.on });
       case 'read_receipt': {
         const seq = seqOfId(p.id);
-        const d = seq === null ? undefined : this.delivered.get(seq);
+        const d = seq === null ? undefined : this.delivered?.get(seq);
         if (!d) return this.link.error('unknown_msg_id', false);
         return void this.frame({ t: 'read', conv: d[1], msg: d[0] });
       }
@@ -217,7 +236,7 @@ export class V1Session implements HeldConn {
 
   /** ACK of one id: cumulative here (TCP is ordered: the client has every packet written before this one). */
   private ack(id: string): void {
-    if (this.groups.ack(id)) return;
+    if (this.groupPart?.ack(id)) return;
     const seq = seqOfId(id);
     if (seq === null || seq > this.highestSeen) return this.link.error('unknown_msg_id', false);
     let i = 0;
@@ -256,7 +275,7 @@ export class V1Session implements HeldConn {
       return;
     }
     this.shard.sent();
-    if (this.groups.frame(f)) return;
+    if (this.groupPart ? this.groupPart.frame(f) : f.t.startsWith('group_') && this.groups.frame(f)) return;
     switch (f.t) {
       case 'welcome':
         if (!this.loggedIn) {
@@ -277,8 +296,8 @@ export class V1Session implements HeldConn {
         return;
       case 'receipts':
         for (const r of f.items) {
-          if (r.read === undefined || this.reads.get(r.peer) === r.read) continue;
-          this.reads.set(r.peer, r.read);
+          if (r.read === undefined || this.reads?.get(r.peer) === r.read) continue;
+          (this.reads ??= new Map()).set(r.peer, r.read);
           // The receipts pushed with the welcome are the state so far (told on an earlier connection): only changes
           // go out, as 0x75 did when a receipt was relayed live.
           if (!this.catchingUp) this.link.write(encodeReadReceiptRelay(r.read, r.peer, r.readTs ?? 0));
@@ -310,8 +329,9 @@ export class V1Session implements HeldConn {
       if (e.seq > this.highestSeen) this.highestSeen = e.seq;
       if (e.kind !== 'message') continue;
       this.outstanding.push(e.seq);
-      this.delivered.set(e.seq, [e.msg, e.peer]);
-      if (this.delivered.size > REMEMBERED) this.delivered.delete(this.delivered.keys().next().value!);
+      const delivered = (this.delivered ??= new Map());
+      delivered.set(e.seq, [e.msg, e.peer]);
+      if (delivered.size > REMEMBERED) delivered.delete(delivered.keys().next().value!);
       this.link.write(encodeReliable(messageId(e.seq), e.body));
     }
     // Entries the client is not shown, with nothing unacked before them: acked for it, or its cursor would stop.

@@ -279,6 +279,21 @@ export class V1Client {
     for (const f of w) f();
   }
 
+  /** TCP: stop reading (a slow client: what the server writes piles up in the kernel, then in the server). */
+  pause(): void {
+    this.tcp!.pause();
+  }
+
+  resume(): void {
+    this.tcp!.resume();
+  }
+
+  /** TCP: drop the connection at once (no FIN handshake wait), e.g. in the middle of a packet. */
+  destroy(): void {
+    this.tcp?.destroy();
+    this.ws?.terminate();
+  }
+
   /** Raw bytes: one TCP write, or one WebSocket binary message. */
   write(bytes: Buffer): void {
     if (this.tcp) this.tcp.write(bytes);
