@@ -29,7 +29,8 @@
  *            entry of multi-device sync (PROTOCOL.md 9.9) adds for a user with two devices
  *   group    (not in the default list) a group message, summed over the GroupShard and every member's UserShard,
  *            for each size in --members (default 8,32,64), --online share of members connected (default 0.25),
- *            --group-n messages at chat pace (default 100), then the offline members' catch-up:
+ *            --group-n messages at chat pace (default 100; --group-gap-ms between them, default 0), then the
+ *            offline members' catch-up:
  *            scripts/bench/cf-rows-groups.ts
  *
  * Before each scenario's first snapshot the pair exchanges one warm-up message (both shards exist, the peers
@@ -95,7 +96,7 @@ const SCENARIOS = ['online', 'paced', 'offline', 'sparse'];
 const EXTRA_SCENARIOS = ['reads', 'twodev', 'group'];
 
 function parse(argv: string[]): Options {
-  const o: Options = { url: null, secret: 'bench-cf-rows-secret', n: 1000, paced: 200, sparse: 4, sparseGapMs: 2500, scenarios: SCENARIOS, json: null, statements: true, historyDepth: null, push: false, group: { members: [8, 32, 64], online: 0.25, n: 100 } };
+  const o: Options = { url: null, secret: 'bench-cf-rows-secret', n: 1000, paced: 200, sparse: 4, sparseGapMs: 2500, scenarios: SCENARIOS, json: null, statements: true, historyDepth: null, push: false, group: { members: [8, 32, 64], online: 0.25, n: 100, gapMs: 0 } };
   const { values: v } = parseArgs({
     args: argv,
     strict: true,
@@ -114,11 +115,12 @@ function parse(argv: string[]): Options {
       members: { type: 'string' },
       online: { type: 'string' },
       'group-n': { type: 'string' },
+      'group-gap-ms': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
   if (v.help) {
-    console.log(`options: --url http://host:port --secret S --n 1000 --paced 200 --sparse 4 --sparse-gap-ms 2500 --scenarios ${SCENARIOS.join(',')} --json FILE --no-statements --history-depth N --push --members 8,32,64 --online 0.25 --group-n 100`);
+    console.log(`options: --url http://host:port --secret S --n 1000 --paced 200 --sparse 4 --sparse-gap-ms 2500 --scenarios ${SCENARIOS.join(',')} --json FILE --no-statements --history-depth N --push --members 8,32,64 --online 0.25 --group-n 100 --group-gap-ms 0`);
     process.exit(0);
   }
   if (v.url !== undefined) o.url = v.url.replace(/^ws/, 'http').replace(/\/v1\/connect$/, '').replace(/\/$/, '');
@@ -135,6 +137,7 @@ function parse(argv: string[]): Options {
   if (v.members !== undefined) o.group.members = v.members.split(',').map(Number);
   if (v.online !== undefined) o.group.online = Number(v.online);
   if (v['group-n'] !== undefined) o.group.n = Number(v['group-n']);
+  if (v['group-gap-ms'] !== undefined) o.group.gapMs = Number(v['group-gap-ms']);
   if (!o.group.members.every((m) => Number.isInteger(m) && m >= 2 && m <= 1024)) throw new Error('--members must be sizes in [2, 1024]');
   if (!(o.group.online > 0 && o.group.online <= 1)) throw new Error('--online must be a share in (0, 1]');
   if (!(Number.isInteger(o.group.n) && o.group.n >= 1 && o.group.n <= 2_000)) throw new Error('--group-n must be an integer in [1, 2000]');
