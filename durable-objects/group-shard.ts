@@ -8,7 +8,8 @@ import { pushSettingsFromEnv } from '../core/push.js';
 import { migrate } from '../core/schema.js';
 import type { Env } from './env.js';
 import { consoleLogger } from './log.js';
-import { doStorage } from './storage.js';
+import { groupRpcIn, type GroupShardStats } from './group-stats.js';
+import { doStorage, sqlCounters, type StatementTally } from './storage.js';
 
 /** RPCs to member shards in flight at once: a Worker invocation has at most 6 simultaneous outgoing connections. */
 const PUSH_CONCURRENCY = 6;
@@ -34,7 +35,18 @@ interface QueuedPush {
  * news retried, members that were behind nudged).
  */
 export class GroupShard extends DurableObject<Env> {
-  private readonly storage = doStorage(this.ctx.storage);
+  /** Billing-relevant counters (group-stats.ts): a few integer adds per event, always on, as in UserShard. */
+  private readonly counts: Omit<GroupShardStats, 'databaseBytes' | 'statements'> = {
+    instance: crypto.randomUUID(),
+    sql: sqlCounters(),
+    rpcIn: groupRpcIn(),
+    rpcOut: { push: 0, news: 0, note: 0, typing: 0 },
+    alarms: 0,
+    handlerMs: 0,
+  };
+  /** Rows per statement text: only with IRIS_SQL_TALLY=1 (measurement runs), as it costs a map lookup per statement. */
+  private readonly tally: Map<string, StatementTally> | null = this.env['IRIS_SQL_TALLY'] === '1' ? new Map() : null;
+  private readonly storage = doStorage(this.ctx.storage, this.counts.sql, this.tally);
   private readonly config: Config;
   private readonly log = consoleLogger((readString(this.env, 'IRIS_LOG') ?? 'info') as LogLevel, () => (this.shard ? { shard: `group:${this.shard.group}` } : {}));
   private shard: CoreGroupShard | null = null;
@@ -53,16 +65,49 @@ export class GroupShard extends DurableObject<Env> {
 
   /** Peers.group: one call of a member's shard, made for call.from. */
   async call(group: string, call: GroupCall): Promise<GroupResult> {
-    this.budget = PUSHES_PER_EVENT;
-    return this.shardFor(group).call(call);
+    this.counts.rpcIn[call.op]++;
+    return this.timed(() => {
+      this.budget = PUSHES_PER_EVENT;
+      return this.shardFor(group).call(call);
+    });
   }
 
   override async alarm(): Promise<void> {
-    this.alarmAt = null;
-    this.budget = PUSHES_PER_EVENT;
-    this.pump();
-    const group = this.shard?.group ?? this.ctx.storage.sql.exec<{ grp: string }>(`SELECT grp FROM groups LIMIT 1`).toArray()[0]?.grp;
-    if (group !== undefined) await this.shardFor(group).onWake();
+    this.counts.alarms++;
+    return this.timed(async () => {
+      this.alarmAt = null;
+      this.budget = PUSHES_PER_EVENT;
+      this.pump();
+      // Through the port, so the bench counts this row too.
+      const group = this.shard?.group ?? this.storage.sql.all<{ grp: string }>(`SELECT grp FROM groups LIMIT 1`)[0]?.grp;
+      if (group !== undefined) await this.shardFor(group).onWake();
+    });
+  }
+
+  /**
+   * The counters of group-stats.ts, for tests and measurement (scripts/bench/cf-rows.ts --scenarios group). Reads
+   * nothing from SQL and creates no storage; not counted in rpcIn, so polling it does not disturb what it reports.
+   */
+  async stats(): Promise<GroupShardStats> {
+    const s: GroupShardStats = {
+      ...this.counts,
+      sql: { ...this.counts.sql },
+      rpcIn: { ...this.counts.rpcIn },
+      rpcOut: { ...this.counts.rpcOut },
+      databaseBytes: this.ctx.storage.sql.databaseSize,
+    };
+    if (this.tally !== null) s.statements = Object.fromEntries([...this.tally].map(([q, t]) => [q, { ...t }]));
+    return s;
+  }
+
+  /** Adds the wall time of one event handler to handlerMs (a lower bound: see ShardStats.handlerMs). */
+  private async timed<T>(run: () => Promise<T>): Promise<T> {
+    const t0 = Date.now();
+    try {
+      return await run();
+    } finally {
+      this.counts.handlerMs += Date.now() - t0;
+    }
   }
 
   private wakeAt(ms: number): void {
@@ -88,6 +133,7 @@ export class GroupShard extends DurableObject<Env> {
       const q = this.queue.shift()!;
       this.running++;
       this.budget--;
+      this.counts.rpcOut.push++;
       this.env.USERS.get(this.env.USERS.idFromName(q.user))
         .groupPush(q.user, q.push.group, q.push.after, q.push.upTo, q.entries)
         .then(q.resolve, q.reject)
@@ -110,11 +156,21 @@ export class GroupShard extends DurableObject<Env> {
       forward: () => Promise.reject(new Error('a group shard does not forward')),
       presence: () => Promise.reject(new Error('a group shard has no presence')),
       groupPush: (push) => this.groupPush(push),
-      groupNews: (user, news) => env.USERS.get(env.USERS.idFromName(user)).groupNews(user, news),
+      // Every call below is a billed request on the member's object: counted for the bench.
+      groupNews: (user, news) => {
+        this.counts.rpcOut.news++;
+        return env.USERS.get(env.USERS.idFromName(user)).groupNews(user, news);
+      },
       // Push webhooks for offline members (core/group/push-notes.ts): one RPC per member per coalescing window.
-      groupNote: (user, note) => env.USERS.get(env.USERS.idFromName(user)).groupNote(user, note),
+      groupNote: (user, note) => {
+        this.counts.rpcOut.note++;
+        return env.USERS.get(env.USERS.idFromName(user)).groupNote(user, note);
+      },
       // Typing in the group (core/group/group-shard.ts): only online members' shards are called.
-      typing: (to, from, conv, on) => env.USERS.get(env.USERS.idFromName(to)).typing(to, from, conv, on),
+      typing: (to, from, conv, on) => {
+        this.counts.rpcOut.typing++;
+        return env.USERS.get(env.USERS.idFromName(to)).typing(to, from, conv, on);
+      },
     };
     this.shard = new CoreGroupShard({
       group,

@@ -12,12 +12,13 @@
  *
  *   GET /bench/stats?user=U  -> UserShard(U).stats() as JSON (durable-objects/stats.ts): the counters
  *   scripts/bench/cf-rows.ts reads. Bench config only; the production edge has no such route.
+ *   GET /bench/stats?group=G -> GroupShard(G).stats() (durable-objects/group-stats.ts), for its group scenario.
  */
 import { DurableObject } from 'cloudflare:workers';
-import iris, { UserShard } from '../../workers/edge.js';
+import iris, { GroupShard, UserShard } from '../../workers/edge.js';
 import type { Env as IrisEnv } from '../../durable-objects/env.js';
 
-export { UserShard };
+export { GroupShard, UserShard };
 
 interface Env extends IrisEnv {
   ECHO: DurableObjectNamespace<EchoShard>;
@@ -55,6 +56,8 @@ export default {
     const url = new URL(request.url);
     if (url.pathname === '/bench/stats') {
       const user = url.searchParams.get('user');
+      const group = url.searchParams.get('group');
+      if (group && env.GROUPS) return Response.json(await env.GROUPS.get(env.GROUPS.idFromName(group)).stats());
       if (!user) return new Response('user required', { status: 400 });
       return Response.json(await env.USERS.get(env.USERS.idFromName(user)).stats());
     }

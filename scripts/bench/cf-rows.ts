@@ -27,6 +27,11 @@
  *            are per READ MARK (PROTOCOL.md 9.8), not per message
  *   twodev   (not in the default list) like paced, with alice's second device d2 online too: what the sent
  *            entry of multi-device sync (PROTOCOL.md 9.9) adds for a user with two devices
+ *   group    (not in the default list) a group message, summed over the GroupShard and every member's UserShard,
+ *            for each size in --members (default 8,32,64), --online share of members connected (default 0.25),
+ *            --group-n messages at chat pace (default 100; --group-gap-ms between them, default 0), then the
+ *            offline members' catch-up:
+ *            scripts/bench/cf-rows-groups.ts
  *
  * Before each scenario's first snapshot the pair exchanges one warm-up message (both shards exist, the peers
  * row is there, both devices are registered), so the figures are the steady state, not first contact. After the
@@ -45,6 +50,7 @@ import { decodeFrame } from '../../protocol/index.js';
 import { mintToken } from '../token.js';
 import { freePort, startWrangler, type Server } from './servers.js';
 import { parseArgs } from 'node:util';
+import { groupScenario, groupStatements, groupTable, type GroupOptions, type GroupResult } from './cf-rows-groups.js';
 
 // ------------------------------------------------------------------ prices
 
@@ -81,14 +87,16 @@ interface Options {
   historyDepth: number | null;
   /** Push webhooks on: the bench runs a receiver on a loopback port and sets IRIS_PUSH_URL to it. */
   push: boolean;
+  /** The group scenario's sizes, online share and message count. */
+  group: GroupOptions;
 }
 
 const SCENARIOS = ['online', 'paced', 'offline', 'sparse'];
 /** Scenarios run only when named in --scenarios. */
-const EXTRA_SCENARIOS = ['reads', 'twodev'];
+const EXTRA_SCENARIOS = ['reads', 'twodev', 'group'];
 
 function parse(argv: string[]): Options {
-  const o: Options = { url: null, secret: 'bench-cf-rows-secret', n: 1000, paced: 200, sparse: 4, sparseGapMs: 2500, scenarios: SCENARIOS, json: null, statements: true, historyDepth: null, push: false };
+  const o: Options = { url: null, secret: 'bench-cf-rows-secret', n: 1000, paced: 200, sparse: 4, sparseGapMs: 2500, scenarios: SCENARIOS, json: null, statements: true, historyDepth: null, push: false, group: { members: [8, 32, 64], online: 0.25, n: 100, gapMs: 0 } };
   const { values: v } = parseArgs({
     args: argv,
     strict: true,
@@ -104,11 +112,15 @@ function parse(argv: string[]): Options {
       'no-statements': { type: 'boolean' },
       'history-depth': { type: 'string' },
       push: { type: 'boolean' },
+      members: { type: 'string' },
+      online: { type: 'string' },
+      'group-n': { type: 'string' },
+      'group-gap-ms': { type: 'string' },
       help: { type: 'boolean' },
     },
   });
   if (v.help) {
-    console.log(`options: --url http://host:port --secret S --n 1000 --paced 200 --sparse 4 --sparse-gap-ms 2500 --scenarios ${SCENARIOS.join(',')} --json FILE --no-statements --history-depth N --push`);
+    console.log(`options: --url http://host:port --secret S --n 1000 --paced 200 --sparse 4 --sparse-gap-ms 2500 --scenarios ${SCENARIOS.join(',')} --json FILE --no-statements --history-depth N --push --members 8,32,64 --online 0.25 --group-n 100 --group-gap-ms 0`);
     process.exit(0);
   }
   if (v.url !== undefined) o.url = v.url.replace(/^ws/, 'http').replace(/\/v1\/connect$/, '').replace(/\/$/, '');
@@ -122,6 +134,13 @@ function parse(argv: string[]): Options {
   if (v['no-statements']) o.statements = false;
   if (v['history-depth'] !== undefined) o.historyDepth = Number(v['history-depth']);
   if (v.push) o.push = true;
+  if (v.members !== undefined) o.group.members = v.members.split(',').map(Number);
+  if (v.online !== undefined) o.group.online = Number(v.online);
+  if (v['group-n'] !== undefined) o.group.n = Number(v['group-n']);
+  if (v['group-gap-ms'] !== undefined) o.group.gapMs = Number(v['group-gap-ms']);
+  if (!o.group.members.every((m) => Number.isInteger(m) && m >= 2 && m <= 1024)) throw new Error('--members must be sizes in [2, 1024]');
+  if (!(o.group.online > 0 && o.group.online <= 1)) throw new Error('--online must be a share in (0, 1]');
+  if (!(Number.isInteger(o.group.n) && o.group.n >= 1 && o.group.n <= 2_000)) throw new Error('--group-n must be an integer in [1, 2000]');
   for (const [k, x, max] of [['--n', o.n, 10_000], ['--paced', o.paced, 2_000], ['--sparse', o.sparse, 20]] as const) {
     if (!(Number.isInteger(x) && x >= 0 && x <= max)) throw new Error(`${k} must be an integer in [0, ${max}]`);
   }
@@ -534,9 +553,17 @@ async function main(): Promise<void> {
     base = `http://127.0.0.1:${port}`;
   }
   const results: Result[] = [];
+  const groups: GroupResult[] = [];
   try {
     const sizes: Record<string, number> = { online: o.n, offline: o.n, paced: o.paced, sparse: o.sparse, reads: o.paced, twodev: o.paced };
     for (const name of o.scenarios) {
+      if (name === 'group') {
+        for (const m of o.group.members) {
+          process.stderr.write(`group: ${m} members, ${o.group.n} messages...\n`);
+          groups.push(await groupScenario({ base, secret: o.secret, prices: PRICES, socket: countingSocket }, m, o.group));
+        }
+        continue;
+      }
       if (sizes[name] === 0) continue;
       process.stderr.write(`${name}: ${sizes[name]} messages...\n`);
       results.push(await scenario(o, base, name, sizes[name]!));
@@ -548,9 +575,11 @@ async function main(): Promise<void> {
   }
   if (receiver) console.log(`\npush webhook calls received: ${pushCalls}`);
   console.log(`\n\`${server?.command ?? base}\`\n`);
-  console.log(table(results));
+  if (results.length > 0) console.log(table(results));
   if (o.statements) for (const r of results) console.log(statementTable(r));
-  if (o.json) writeFileSync(o.json, JSON.stringify({ options: o, prices: PRICES, results }, null, 2));
+  if (groups.length > 0) console.log(`\n${groupTable(groups, PRICES)}`);
+  if (o.statements) for (const g of groups) console.log(groupStatements(g));
+  if (o.json) writeFileSync(o.json, JSON.stringify({ options: o, prices: PRICES, results, groups }, null, 2));
 }
 
 await main();
