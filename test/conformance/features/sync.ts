@@ -28,9 +28,10 @@ export const sync: Feature = (ctx: ConformanceContext) => {
     await a2.connect();
     await b.s.send(a.u, 'before');
     await waitFor(() => seen2.length === 1, 10_000, 'd2 to receive the first message');
-    const ack = await a.s.send(b.u, 'from d1');
+    // Listening before the send: on a loaded box the sent entry can reach d2 before d1's ack resolves.
     const sent: { msg: string; to: string; ts: number }[] = [];
     a2.on('sent', (s) => void sent.push({ msg: s.msg, to: s.to, ts: s.ts }));
+    const ack = await a.s.send(b.u, 'from d1');
     await waitFor(() => seen2.length === 2, 10_000, "d2 to see d1's send");
     await b.s.send(a.u, 'after');
     await waitFor(() => seen2.length === 3 && seen1.length === 2, 10_000, 'both devices to receive the reply');
