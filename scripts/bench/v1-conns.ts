@@ -20,7 +20,7 @@
  *         connection, by constructor (the snapshot code of conns.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,6 +28,7 @@ import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 import { SUBPROTOCOL, decodeBinary, encodeBinary } from '../../protocol/index.js';
 import { ROOT, serverNodeArgs } from '../lib/server.js';
+import { heapDiff, snapshot } from './heap.js';
 import { mintToken } from '../token.js';
 
 const { values } = parseArgs({
@@ -71,63 +72,6 @@ async function start(dataDir: string): Promise<{ child: ChildProcess; pids: numb
     await sleep(50);
   }
   throw new Error(`server did not start: ${out}`);
-}
-
-/** Heap snapshot of pid (SIGUSR2; V8 runs a full GC first), summarized by node type and constructor name. */
-async function snapshot(pid: number): Promise<Map<string, { n: number; bytes: number }>> {
-  const before = new Set(readdirSync(SNAP_DIR));
-  process.kill(pid, 'SIGUSR2');
-  let file: string | undefined;
-  for (let i = 0; i < 1200 && !file; i++) {
-    await sleep(100);
-    file = readdirSync(SNAP_DIR).find((f) => !before.has(f) && f.endsWith('.heapsnapshot'));
-  }
-  if (!file) throw new Error('no heap snapshot written');
-  // Written when the size stops changing.
-  let size = -1;
-  for (;;) {
-    await sleep(300);
-    const s = readFileSync(join(SNAP_DIR, file)).length;
-    if (s === size && s > 0) break;
-    size = s;
-  }
-  const snap = JSON.parse(readFileSync(join(SNAP_DIR, file), 'utf8')) as {
-    snapshot: { meta: { node_fields: string[]; node_types: [string[]] } };
-    nodes: number[];
-    strings: string[];
-  };
-  rmSync(join(SNAP_DIR, file));
-  const f = snap.snapshot.meta.node_fields;
-  const types = snap.snapshot.meta.node_types[0];
-  const [iType, iName, iSize] = [f.indexOf('type'), f.indexOf('name'), f.indexOf('self_size')];
-  const out = new Map<string, { n: number; bytes: number }>();
-  for (let i = 0; i < snap.nodes.length; i += f.length) {
-    const type = types[snap.nodes[i + iType]!]!;
-    let name = snap.strings[snap.nodes[i + iName]!]!;
-    if (type === 'string' || type === 'concatenated string' || type === 'sliced string') name = '';
-    if (type === 'code') name = '';
-    if (name.length > 60) name = name.slice(0, 57) + '...';
-    const key = `${type}${name ? ` ${name}` : ''}`;
-    const e = out.get(key) ?? { n: 0, bytes: 0 };
-    e.n++;
-    e.bytes += snap.nodes[i + iSize]!;
-    out.set(key, e);
-  }
-  return out;
-}
-
-function heapDiff(a: Map<string, { n: number; bytes: number }>, b: Map<string, { n: number; bytes: number }>, per: number): string {
-  const rows: { key: string; n: number; bytes: number }[] = [];
-  let total = 0;
-  for (const [key, e] of b) {
-    const p = a.get(key) ?? { n: 0, bytes: 0 };
-    const d = { key, n: (e.n - p.n) / per, bytes: (e.bytes - p.bytes) / per };
-    total += d.bytes;
-    if (d.bytes > 8) rows.push(d);
-  }
-  rows.sort((x, y) => y.bytes - x.bytes);
-  const lines = rows.slice(0, 30).map((r) => `  ${r.bytes.toFixed(0).padStart(6)} B  ${r.n.toFixed(2).padStart(6)} x  ${r.key}`);
-  return [`live JS heap gained per connection: ${total.toFixed(0)} B (top entries: bytes, objects, what)`, ...lines].join('\n');
 }
 
 type Held = { end: () => void };
@@ -186,7 +130,7 @@ try {
   console.log(`server: ${server.pids.length} processes (${values.workers} worker(s)), ${N} idle connections per kind, settle ${values.settle} s`);
   for (let r = 0; r < Number(values.rounds); r++) {
     for (const k of kinds) {
-      const snapA = values.heap ? await snapshot(server.pids[1]!) : null;
+      const snapA = values.heap ? await snapshot(server.pids[1]!, SNAP_DIR) : null;
       const before = rss();
       const t0 = Date.now();
       await openMany(k, `r${r}-${k}-`, N, addr(k), held);
@@ -194,7 +138,7 @@ try {
       await sleep(Number(values.settle) * 1000);
       const after = rss();
       console.log(`${k.padEnd(7)} RSS ${Math.round(before / 1024)} -> ${Math.round(after / 1024)} MiB: ${((after - before) / N).toFixed(2)} KiB per connection (opened in ${secs.toFixed(1)} s)`);
-      if (snapA) console.log(heapDiff(snapA, await snapshot(server.pids[1]!), N / Number(values.workers)));
+      if (snapA) console.log(heapDiff(snapA, await snapshot(server.pids[1]!, SNAP_DIR), N / Number(values.workers)));
     }
   }
 } finally {
