@@ -9,6 +9,7 @@ import { migrate } from '../core/schema.js';
 import type { Env } from './env.js';
 import { consoleLogger } from './log.js';
 import { groupRpcIn, type GroupShardStats } from './group-stats.js';
+import { statsSnapshot } from './stats.js';
 import { doStorage, sqlCounters, type StatementTally } from './storage.js';
 
 /** RPCs to member shards in flight at once: a Worker invocation has at most 6 simultaneous outgoing connections. */
@@ -89,15 +90,7 @@ export class GroupShard extends DurableObject<Env> {
    * nothing from SQL and creates no storage; not counted in rpcIn, so polling it does not disturb what it reports.
    */
   async stats(): Promise<GroupShardStats> {
-    const s: GroupShardStats = {
-      ...this.counts,
-      sql: { ...this.counts.sql },
-      rpcIn: { ...this.counts.rpcIn },
-      rpcOut: { ...this.counts.rpcOut },
-      databaseBytes: this.ctx.storage.sql.databaseSize,
-    };
-    if (this.tally !== null) s.statements = Object.fromEntries([...this.tally].map(([q, t]) => [q, { ...t }]));
-    return s;
+    return statsSnapshot<GroupShardStats>(this.counts, this.ctx.storage.sql.databaseSize, this.tally);
   }
 
   /** Adds the wall time of one event handler to handlerMs (a lower bound: see ShardStats.handlerMs). */

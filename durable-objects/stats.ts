@@ -37,3 +37,25 @@ export interface ShardStats {
   /** Per statement text, when the object runs with IRIS_SQL_TALLY=1; otherwise absent. */
   statements?: Record<string, StatementTally>;
 }
+
+/** What both shards' stats() report beyond their counters. */
+export interface StatsExtras {
+  databaseBytes: number;
+  statements?: Record<string, StatementTally>;
+}
+
+/**
+ * A shard's counters as stats() returns them: a copy (each group of counters copied too, so the caller's snapshot
+ * does not move on), with the database size and, when tallying, the statement tally.
+ */
+export function statsSnapshot<S extends StatsExtras>(
+  counts: Omit<S, keyof StatsExtras>,
+  databaseBytes: number,
+  tally: Map<string, StatementTally> | null,
+): S {
+  const copy: Record<string, unknown> = { databaseBytes };
+  for (const [k, v] of Object.entries(counts)) copy[k] = typeof v === 'object' && v !== null ? { ...v } : v;
+  if (tally !== null) copy['statements'] = Object.fromEntries([...tally].map(([q, t]) => [q, { ...t }]));
+  // The copy has every key of counts plus the extras: S's shape, which TypeScript cannot follow through entries().
+  return copy as S;
+}

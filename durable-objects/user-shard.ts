@@ -17,7 +17,7 @@ import type { Env } from './env.js';
 import { TRACE_HEADER, consoleLogger } from './log.js';
 import { ShardAnalytics } from './analytics.js';
 import { doPeers } from './peers.js';
-import type { ShardStats } from './stats.js';
+import { statsSnapshot, type ShardStats } from './stats.js';
 import { DEFAULT_DO_LIMITS, doStorage, sqlCounters, type StatementTally } from './storage.js';
 
 /** Header the edge Worker sets to the verified user id. Only the Worker can reach this object. */
@@ -340,16 +340,7 @@ export class UserShard extends DurableObject<Env> {
    * creates no storage; not counted in rpcIn, so polling it does not disturb what it reports.
    */
   async stats(): Promise<ShardStats> {
-    const s: ShardStats = {
-      ...this.counts,
-      sql: { ...this.counts.sql },
-      rpcOut: { ...this.counts.rpcOut },
-      rpcIn: { ...this.counts.rpcIn },
-      pushes: { ...this.counts.pushes },
-      databaseBytes: this.ctx.storage.sql.databaseSize,
-    };
-    if (this.tally !== null) s.statements = Object.fromEntries([...this.tally].map(([q, t]) => [q, { ...t }]));
-    return s;
+    return statsSnapshot<ShardStats>(this.counts, this.ctx.storage.sql.databaseSize, this.tally);
   }
 
   /** Adds the wall time of one event handler to handlerMs (a lower bound: see ShardStats.handlerMs). */
