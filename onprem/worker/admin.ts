@@ -100,10 +100,10 @@ export class AdminRoute {
     }
     if (!owns(this.ctx, call.user)) return adminError('internal', 'admin call routed to the wrong worker');
     // Read only, and no shard loaded for it.
-    if (call.op === 'is_revoked') return { status: 200, body: { revoked: new Revocations(this.shards.storage().sql, call.user).isRevoked(call.claims) } };
+    if (call.op === 'is_revoked') return { status: 200, body: { revoked: new Revocations(this.shards.storage(call.user).sql, call.user).isRevoked(call.claims) } };
     const shard = this.shards.get(call.user);
     const port: AdminShard = {
-      storage: this.shards.storage(),
+      storage: this.shards.storage(call.user),
       conns: () => shard.conns,
       now: () => Date.now(),
       disconnectAll: () => this.disconnectAll(shard),
