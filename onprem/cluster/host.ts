@@ -8,6 +8,8 @@ import { partitionOf } from '../../cluster/partition.js';
 import { callOwner } from '../../cluster/rpc.js';
 import { withRetry } from '../../cluster/retry.js';
 import type { ClusterStorage } from '../../cluster/storage.js';
+import { AppendUnknownError, FencedError, PartitionUnavailableError } from '../../cluster/errors.js';
+import type { Storage } from '../../core/ports.js';
 import type { ClusterConfig } from './config.js';
 
 /**
@@ -42,6 +44,8 @@ export function addressKey(node: string): string {
 }
 
 export class ClusterHost {
+  private readonly facades = new WeakMap<ClusterStorage, Storage>();
+
   private constructor(
     readonly cfg: ClusterConfig,
     readonly conn: ClusterConn,
@@ -86,11 +90,25 @@ export class ClusterHost {
   }
 
   /** The Storage of the partition of `key`; throws ClusterUnavailableError when it is not served here. */
-  storageOf(key: string): ClusterStorage {
+  storageOf(key: string): Storage {
     const p = this.partition(key);
     const s = this.node.storage(p);
     if (!s) throw new ClusterUnavailableError(`partition ${p} is not served by node ${this.cfg.node}`);
-    return s;
+    let f = this.facades.get(s);
+    if (!f) {
+      // A commit refused because the partition was lost answers the client `unavailable` + retry-after (the core's
+      // StorageFullError path), never `internal`: nothing is acked, the client retries with its idempotency key.
+      f = {
+        sql: s.sql,
+        commit: <T>(fn: () => T): Promise<T> =>
+          s.commit(fn).catch((e: unknown) => {
+            if (s.fencedBy !== null || e instanceof FencedError || e instanceof AppendUnknownError) throw new PartitionUnavailableError(p, { cause: e });
+            throw e;
+          }),
+      };
+      this.facades.set(s, f);
+    }
+    return f;
   }
 
   /** Calls the owner of the partition of `key`, wherever it is (waits through a failover up to the deadline). */

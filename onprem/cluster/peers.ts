@@ -28,7 +28,9 @@ type Call =
   | { op: 'groupNews'; user: string; news: GroupNews }
   | { op: 'groupNote'; user: string; note: GroupPushNote }
   | { op: 'fetchKeys'; owner: string; requester: string }
-  | { op: 'keyDevices'; owner: string };
+  | { op: 'keyDevices'; owner: string }
+  /** The admin API (onprem/worker/admin.ts) for a user of another node: its JSON call, answered by the owner. */
+  | { op: 'admin'; user: string; call: string };
 
 export interface OwnerCalls {
   owns(key: string): boolean;
@@ -114,6 +116,10 @@ export class ClusterPeers implements Peers {
     return this.host.owns(owner) ? this.router.keyDevices(owner) : this.remote(owner, { op: 'keyDevices', owner });
   }
 
+  admin(user: string, call: string): Promise<string> {
+    return this.remote(user, { op: 'admin', user, call });
+  }
+
   /** No shared commit across partitions (each has its own storage and log). */
   local(): LocalShard | undefined {
     return undefined;
@@ -149,6 +155,9 @@ export async function serveCall(router: Router, data: Uint8Array): Promise<Uint8
         return router.fetchKeys(c.owner, c.requester);
       case 'keyDevices':
         return router.keyDevices(c.owner);
+      case 'admin':
+        if (!router.adminHandler) throw new Error('no admin handler');
+        return router.adminHandler(c.call);
     }
   };
   return enc.encode(toWire(await answer()));

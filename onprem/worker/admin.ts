@@ -62,7 +62,11 @@ export class AdminRoute {
     return this.run(ownerOf(call.user, this.ctx.workers), call);
   }
 
+  /** Cluster mode: an admin call for a user of another node's partition (onprem/cluster/peers.ts, over NATS). */
+  remote: ((user: string, call: string) => Promise<string>) | null = null;
+
   private async run(worker: number, call: Internal): Promise<AdminAnswer> {
+    if (this.remote && 'user' in call && !owns(this.ctx, call.user)) return JSON.parse(await this.remote(call.user, JSON.stringify(call))) as AdminAnswer;
     if (worker === this.ctx.id) return this.local(call);
     return JSON.parse(await this.link(worker, JSON.stringify(call))) as AdminAnswer;
   }

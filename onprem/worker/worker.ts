@@ -64,6 +64,7 @@ export class Worker implements WorkerContext, Logger {
   private storage!: GroupCommitStorage;
   /** Cluster mode (IRIS_CLUSTER_NATS): this node's membership, partitions and calls (onprem/cluster/host.ts). */
   private cluster: ClusterHost | null = null;
+  private readonly admin: AdminRoute;
   readonly clusterOwns?: (key: string) => boolean;
   readonly metrics: WorkerMetrics;
   private readonly supervisor: SupervisorLink;
@@ -94,6 +95,7 @@ export class Worker implements WorkerContext, Logger {
     this.router = new Router(this, this.shards);
     this.pipe = new PipeRoute(this, this.sockets);
     const admin = new AdminRoute(this, this.shards, (w, c) => this.router.adminCall(w, c));
+    this.admin = admin;
     this.router.adminHandler = (c) => admin.fromLink(c);
     if (cfg.cluster) this.clusterOwns = (key) => this.cluster?.owns(key) ?? false;
     const route = cfg.cluster ? { ownerAddress: (user: string) => this.cluster?.ownerAddress(user) ?? Promise.resolve(null) } : undefined;
@@ -180,6 +182,7 @@ export class Worker implements WorkerContext, Logger {
     const host = () => this.cluster!;
     const peers = new ClusterPeers({ owns: (k) => this.cluster?.owns(k) ?? false, partition: (k) => host().partition(k), call: (k, d) => host().call(k, d) }, this.router);
     this.shards.storageFor = (k) => host().storageOf(k);
+    this.admin.remote = (user, call) => peers.admin(user, call);
     const tokens = tokenCheck(new TokenVerifier(this.cfg.auth));
     this.shards.open({ storage: NO_STORAGE, peers, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics, tokens, ...(this.cfg.push.url !== undefined && { push: { settings: this.cfg.push, http: fetchPushHttp } }) });
     await this.router.listen();
@@ -192,7 +195,7 @@ export class Worker implements WorkerContext, Logger {
         this.router.groups.recover(s);
       },
       lost: (p, reason) => {
-        this.log('warn', `cluster: partition ${p} lost (${reason}); its users reconnect to the new owner`);
+        this.log(reason === 'released' ? 'info' : 'warn', `cluster: partition ${p} ${reason === 'released' ? 'handed over' : `lost (${reason})`}; its users reconnect to the new owner`);
         const inP = (k: string) => host().partition(k) === p;
         this.shards.dropWhere(inP, CLOSE_CODES.going_away);
         this.router.groups.dropWhere(inP);

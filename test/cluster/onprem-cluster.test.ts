@@ -246,4 +246,42 @@ describe('cluster mode: 3 NATS servers + 3 Iris nodes', () => {
     expect(atIvy.map((m) => m.text())).toEqual(sent.h);
     expect(atHank.map((m) => m.text())).toEqual(sent.v);
   }, 90_000);
+
+  it('a node frozen past its lease (SIGSTOP, then SIGCONT) acks nothing more: its partitions moved, nothing diverges', async () => {
+    // node1 is frozen: its leases lapse and node0/node2 take its partitions; when it wakes, its own clock says its
+    // leases are gone, and any append it still tries is refused by the log (a new owner claimed it).
+    const live = ['node0', 'node2'];
+    const jack = userOn('node1', IDS, 'jack-');
+    const kim = userOn(candidateOwner(partitionOf(jack, PARTITIONS), live)!, live, 'kim-');
+    const atKim: IrisMessage[] = [];
+    const j = await connect(nodes[2]!.url, jack);
+    await connect(nodes[0]!.url, kim, atKim);
+    const sent: string[] = [];
+    const pids = await nodes[1]!.server!.currentWorkerPids();
+    const all = [nodes[1]!.server!.pid, ...pids];
+    for (let i = 0; i < 20; i++) {
+      if (i !== 5) {
+        await j.send(kim, `j-${i}`);
+        sent.push(`j-${i}`);
+        continue;
+      }
+      // This send reaches the frozen node (its socket is relayed there) and waits in its socket buffer while the
+      // others take its partitions; when it wakes it must not ack it: its lease ran out by its own clock, and its
+      // append would be refused by the log. The client gets `unavailable` or a close and retries elsewhere.
+      for (const pid of all) process.kill(pid, 'SIGSTOP');
+      const pending = j.send(kim, `j-${i}`);
+      try {
+        await settled(live);
+      } finally {
+        for (const pid of all) process.kill(pid, 'SIGCONT');
+      }
+      await pending;
+      sent.push(`j-${i}`);
+    }
+    await waitFor('every acked message delivered', () => atKim.length >= sent.length, 30_000);
+    const got = atKim.map((m) => m.text());
+    expect(got).toEqual(sent);
+    // node1 comes back as a member and takes its share again.
+    await settled(IDS);
+  }, 120_000);
 });
