@@ -120,7 +120,8 @@ export class ClusterHost {
   async ownerAddress(key: string): Promise<NodeAddress | null> {
     const e = await this.conn.leases.get(`p.${this.partition(key)}`);
     const owner = e && e.operation === 'PUT' && e.length > 0 ? e.json<{ node: string }>().node : '';
-    if (!owner) return null;
+    // None, or this node (it holds the lease and is still rebuilding the partition): nowhere to relay to yet.
+    if (!owner || owner === this.cfg.node) return null;
     // Read every time (not cached): a node restarted under the same id may listen elsewhere.
     const a = await this.conn.leases.get(addressKey(owner));
     if (!a || a.operation !== 'PUT' || a.length === 0) return null;

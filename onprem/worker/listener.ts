@@ -201,8 +201,17 @@ export class Listener {
    */
   private async relayToNode(user: string, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
     const { ctx } = this;
-    const addr = await this.cluster!.ownerAddress(user).catch(() => null);
-    if (socket.destroyed) return;
+    // A partition between owners (taken over, or being rebuilt here) usually has one again within a lease: the
+    // upgrade waits for it (bounded) rather than refusing a client whose first attempt would then fail.
+    const until = Date.now() + Math.min(5000, 2 * (ctx.cfg.cluster?.leaseMs ?? 1000));
+    let addr: { host: string; port: number } | null = null;
+    for (;;) {
+      if (owns(ctx, user)) return this.sockets.accept(req, socket, head, user, 'local');
+      addr = await this.cluster!.ownerAddress(user).catch(() => null);
+      if (socket.destroyed) return;
+      if (addr || Date.now() > until) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
     if (!addr) return refuse(ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is moving; retry', headers: { 'retry-after': '1' } });
     const headers = { ...req.headers };
     delete headers['authorization'];

@@ -92,19 +92,33 @@ export class PipeRoute {
         return s.destroy();
       }
       if (this.ctx.draining) return refuse(this.ctx, s, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
-      if (!owns(this.ctx, meta.user)) {
-        // In a cluster the partition may have moved since the relaying node looked: retryable.
-        if (this.ctx.clusterOwns) return refuse(this.ctx, s, { status: 503, code: 'unavailable', message: 'the shard of this user moved; retry', headers: { 'retry-after': '1' } });
-        return refuse(this.ctx, s, { status: 500, code: 'internal', message: 'connection routed to the wrong worker' });
-      }
-      const req = new IncomingMessage(s);
-      req.method = meta.head.method;
-      req.url = meta.head.url;
-      req.headers = meta.head.headers;
-      this.sockets.accept(req, s, buf.subarray(4 + n), meta.user, 'pipe');
-      // The handshake completed synchronously and ws listens for data now: let it flow again.
-      if (!s.destroyed) s.resume();
+      this.admit(s, meta, buf.subarray(4 + n), Date.now() + (this.ctx.clusterOwns ? 3000 : 0));
     };
     s.on('data', onData);
+  }
+
+  /**
+   * Takes a relayed socket whose header was read. In a cluster the relaying node may have read this node's lease
+   * while the partition is still being rebuilt here: then it waits (until `until`) before refusing.
+   */
+  private admit(s: Socket, meta: { user: string; head: UpgradeHead }, rest: Buffer, until: number): void {
+    if (!owns(this.ctx, meta.user) && Date.now() < until && !s.destroyed && !this.ctx.draining) {
+      setTimeout(() => this.admit(s, meta, rest, until), 50);
+      return;
+    }
+    if (s.destroyed) return;
+    if (this.ctx.draining) return refuse(this.ctx, s, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
+    if (!owns(this.ctx, meta.user)) {
+      // In a cluster the partition may have moved since the relaying node looked: retryable.
+      if (this.ctx.clusterOwns) return refuse(this.ctx, s, { status: 503, code: 'unavailable', message: 'the shard of this user moved; retry', headers: { 'retry-after': '1' } });
+      return refuse(this.ctx, s, { status: 500, code: 'internal', message: 'connection routed to the wrong worker' });
+    }
+    const req = new IncomingMessage(s);
+    req.method = meta.head.method;
+    req.url = meta.head.url;
+    req.headers = meta.head.headers;
+    this.sockets.accept(req, s, rest, meta.user, 'pipe');
+    // The handshake completed synchronously and ws listens for data now: let it flow again.
+    if (!s.destroyed) s.resume();
   }
 }
