@@ -79,6 +79,8 @@ export default defineConfig({
           // (test/cluster/nats-harness.ts; .ci/run installs Debian's nats-server).
           name: 'cluster',
           include: ['test/cluster/**/*.test.ts'],
+          // The end-to-end files start the built server (dist/), like the onprem project.
+          globalSetup: [BUILD],
           environment: 'node',
           fileParallelism: false,
           testTimeout: 60_000,

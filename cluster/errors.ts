@@ -1,3 +1,5 @@
+import { StorageFullError } from '../core/ports.js';
+
 /**
  * This node may no longer write a partition: its lease lapsed or was taken over (cluster/lease.ts), or the log
  * refused its append because another owner appended first (cluster/log.ts, "wrong last sequence"). Nothing of
@@ -28,5 +30,18 @@ export class AppendUnknownError extends Error {
     options?: { cause?: unknown },
   ) {
     super(message, options);
+  }
+}
+
+/**
+ * What a commit on a partition that stopped being served here rejects with (onprem/cluster/host.ts): the core's
+ * StorageFullError, because the core already answers that one the right way, `unavailable` with a retry-after and
+ * nothing acked, and the client retries with its idempotency key (reaching the new owner after its reconnect).
+ * Whether an append that was in flight still landed is for the new owner to say (the retry is then a duplicate).
+ */
+export class PartitionUnavailableError extends StorageFullError {
+  constructor(partition: number, options?: { cause?: unknown }) {
+    super(`partition ${partition} is not served here any more; retry`, 1000, options);
+    Object.defineProperty(this, 'name', { value: 'PartitionUnavailableError' });
   }
 }

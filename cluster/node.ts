@@ -2,7 +2,7 @@ import type { Subscription } from '@nats-io/transport-node';
 import { Leases, type LostReason } from './lease.js';
 import type { ClusterConn } from './nats.js';
 import { servePartition } from './rpc.js';
-import { ClusterStorage } from './storage.js';
+import { ClusterStorage, type ClusterStorageOptions } from './storage.js';
 
 /**
  * One Iris node's side of partition ownership (issue 13): a partition is served only under a lease, and only
@@ -26,6 +26,10 @@ export interface ClusterNodeOptions {
   renewMs?: number;
   /** Called when a partition stops being served here, with why. */
   onLost?: (partition: number, reason: LostReason | 'fenced') => void;
+  /** Called once a partition is served here (rebuilt and claimed), before its calls are answered. */
+  onServed?: (partition: number, storage: ClusterStorage) => void;
+  /** Passed to every partition's ClusterStorage (group commit window, snapshots, append retries). */
+  storage?: Pick<ClusterStorageOptions, 'windowMs' | 'maxBatch' | 'snapshotEvery' | 'log'>;
   /** Answers other nodes' calls to a partition served here (cluster/rpc.ts callOwner). */
   handler?: (partition: number, storage: ClusterStorage, data: Uint8Array) => Promise<Uint8Array>;
 }
@@ -86,6 +90,7 @@ export class ClusterNode {
     let s: ClusterStorage;
     try {
       s = await ClusterStorage.open(this.conn, partition, this.opts.dir, {
+        ...this.opts.storage,
         node: this.opts.node,
         leaseRevision: held.revision,
         onFenced: () => {
@@ -105,6 +110,7 @@ export class ClusterNode {
       throw s.fencedBy;
     }
     this.serving.set(partition, s);
+    this.opts.onServed?.(partition, s);
     const handler = this.opts.handler;
     if (handler) {
       const storage = s;
@@ -123,6 +129,8 @@ export class ClusterNode {
   async release(partition: number): Promise<void> {
     const s = this.serving.get(partition);
     this.stopServing(partition);
+    // The server drops what it holds of the partition (shards, sockets) before the view closes under them.
+    if (s) this.opts.onLost?.(partition, 'released');
     if (s) await s.close();
     await this.leases.release(partition);
   }

@@ -57,6 +57,8 @@ export class PresenceHub {
   private offlineSince = 0;
   // ---- subscriber side
   private subs = new Set<string>();
+  /** What this user's connections were last told of each subject (online, lastSeen): a renewal that finds otherwise pushes it. */
+  private told = new Map<string, string>();
   private renewAt = 0;
 
   constructor(private readonly deps: PresenceDeps) {
@@ -221,6 +223,7 @@ export class PresenceHub {
       ),
     ]);
     const visible = states.filter((s): s is PresenceInfo => s !== undefined);
+    this.told = new Map(visible.map((s) => [s.user, toldKey(s)]));
     // An empty answer still tells the client the subscription is in place.
     for (let i = 0; i === 0 || i < visible.length; i += LIMITS.maxPresenceUsers) {
       this.counts.framesOut++;
@@ -244,7 +247,10 @@ export class PresenceHub {
     const now = this.deps.clock.now();
     this.renewAt = now + Math.floor(this.deps.config.presenceLeaseMs / 2);
     this.deps.scheduler.wakeAt(this.renewAt);
-    await Promise.all([...this.subs].map((s) => this.call(s, true).catch(() => undefined)));
+    const states = await Promise.all([...this.subs].map((s) => this.call(s, true).catch(() => undefined)));
+    // A change the subject could not push (its shard restarted or moved to another node and lost its watchers,
+    // which live in memory only) is pushed now: the renewal registered the watcher again and answered the state.
+    for (const s of states) if (s !== undefined && this.told.has(s.user) && this.told.get(s.user) !== toldKey(s)) this.changedAt(s);
   }
 
   /**
@@ -256,6 +262,7 @@ export class PresenceHub {
     // a subscribed connection keeps getting what they push.
     if (this.subs.size > 0 && !this.subs.has(info.user)) return false;
     let wanted = false;
+    this.told.set(info.user, toldKey(info));
     for (const c of this.deps.sockets.list()) {
       const st = c.state;
       if (st?.pref === undefined) continue;
@@ -273,4 +280,9 @@ export class PresenceHub {
     this.renewAt = 0;
     await Promise.all(subs.map((s) => this.call(s, false).catch(() => undefined)));
   }
+}
+
+/** What a watcher must hear again if it changed: online, or offline since lastSeen (online's lastSeen is "now"). */
+function toldKey(s: PresenceInfo): string {
+  return s.online ? 'on' : `off:${s.lastSeen}`;
 }

@@ -3,6 +3,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { AuthError, DEV_SECRET, authConfigFromEnv, devAuthDecision, devModeRequested, type AuthConfig } from '../auth/index.js';
 import { configFromEnv, type Config } from '../core/config.js';
+import { clusterConfig, type ClusterConfig } from './cluster/config.js';
 import { pushSettingsFromEnv, type PushSettings } from '../core/push.js';
 import { ConfigError, SETTINGS, flagName, rangeText, readNumber, readOptionalNumber, readString, settingNames, settingSpec, settingsFor, validateSettings, type SettingGroup } from '../core/settings.js';
 
@@ -159,6 +160,8 @@ export interface OnpremConfig {
   adminSecret: string | undefined;
   /** The v1 gateway (gateway/v1/): its ports (null: that transport is off), the HS256 secret, anonymous LOGIN. */
   v1: { tcpPort: number | null; wsPort: number | null; secret: string | undefined; allowAnonymous: boolean };
+  /** Cluster mode on NATS JetStream (onprem/cluster/); null: one box (IRIS_CLUSTER_NATS unset). */
+  cluster: ClusterConfig | null;
 }
 
 /** Validates and types the merged settings. Throws StartupError with a message meant for an operator. */
@@ -226,6 +229,7 @@ export function onpremConfig(s: Settings): OnpremConfig {
       secret: readString(s, 'IRIS_V1_JWT_SECRET') ?? auth.secret,
       allowAnonymous: readString(s, 'IRIS_V1_ALLOW_ANONYMOUS') === '1',
     },
+    cluster: clusterConfig(s, readNumber(s, 'IRIS_PORT')),
   };
 }
 

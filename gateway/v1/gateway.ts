@@ -163,7 +163,7 @@ export class V1Gateway {
     // IRIS_MAX_CONNECTIONS counts v1 connections with the WebSockets (both are the shards' connections).
     if (max !== null && this.shards.connCount >= max) return link.end(1000, encodeError('server_full'));
     try {
-      if (tok && new Revocations(this.shards.storage().sql, user).isRevoked(tok)) return link.end(1000, AUTH_FAILED);
+      if (tok && new Revocations(this.shards.storage(user).sql, user).isRevoked(tok)) return link.end(1000, AUTH_FAILED);
       const session = new V1Session(link, this.shards.get(user), user, tok, trace);
       session.start();
       link.socket.resume();

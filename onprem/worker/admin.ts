@@ -62,7 +62,11 @@ export class AdminRoute {
     return this.run(ownerOf(call.user, this.ctx.workers), call);
   }
 
+  /** Cluster mode: an admin call for a user of another node's partition (onprem/cluster/peers.ts, over NATS). */
+  remote: ((user: string, call: string) => Promise<string>) | null = null;
+
   private async run(worker: number, call: Internal): Promise<AdminAnswer> {
+    if (this.remote && 'user' in call && !owns(this.ctx, call.user)) return JSON.parse(await this.remote(call.user, JSON.stringify(call))) as AdminAnswer;
     if (worker === this.ctx.id) return this.local(call);
     return JSON.parse(await this.link(worker, JSON.stringify(call))) as AdminAnswer;
   }
@@ -100,10 +104,10 @@ export class AdminRoute {
     }
     if (!owns(this.ctx, call.user)) return adminError('internal', 'admin call routed to the wrong worker');
     // Read only, and no shard loaded for it.
-    if (call.op === 'is_revoked') return { status: 200, body: { revoked: new Revocations(this.shards.storage().sql, call.user).isRevoked(call.claims) } };
+    if (call.op === 'is_revoked') return { status: 200, body: { revoked: new Revocations(this.shards.storage(call.user).sql, call.user).isRevoked(call.claims) } };
     const shard = this.shards.get(call.user);
     const port: AdminShard = {
-      storage: this.shards.storage(),
+      storage: this.shards.storage(call.user),
       conns: () => shard.conns,
       now: () => Date.now(),
       disconnectAll: () => this.disconnectAll(shard),

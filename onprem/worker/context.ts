@@ -20,10 +20,16 @@ export interface WorkerContext extends Logger {
   readonly draining: boolean;
   /** A log line once per key for the life of the process. */
   warnOnce(key: string, msg: string): void;
+  /**
+   * Cluster mode (onprem/cluster/): whether this node serves the partition of `key` (a user or group id) now.
+   * Undefined on one box, where the worker count decides.
+   */
+  readonly clusterOwns?: (key: string) => boolean;
 }
 
 /** Whether `user` is one of this worker's (onprem/owner.ts decides, for every caller). */
 export function owns(ctx: WorkerContext, user: string): boolean {
+  if (ctx.clusterOwns) return ctx.clusterOwns(user);
   return ownerOf(user, ctx.workers) === ctx.id;
 }
 

@@ -19,10 +19,11 @@ export class GroupShards {
 
   constructor(
     private readonly ctx: WorkerContext,
-    private readonly env: () => MailboxEnv | null,
+    private readonly env: (group?: string) => MailboxEnv | null,
   ) {}
 
   owns(group: string): boolean {
+    if (this.ctx.clusterOwns) return this.ctx.clusterOwns(group);
     return ownerOf(group, this.ctx.workers) === this.ctx.id;
   }
 
@@ -30,7 +31,7 @@ export class GroupShards {
     let g = this.byGroup.get(group);
     if (g) return g;
     if (!this.owns(group)) throw new Error(`group ${group} is not owned by worker ${this.ctx.id}`);
-    const env = this.env();
+    const env = this.env(group);
     if (!env) throw new Error('storage is not open yet');
     g = new GroupShard({ group, storage: env.storage, peers: env.peers, clock: env.clock, config: env.config, log: env.log, push: env.push?.settings, scheduler: { wakeAt: (ms) => this.wakeAt(group, ms) } });
     this.byGroup.set(group, g);
@@ -79,13 +80,24 @@ export class GroupShards {
    * After a restart: groups whose offline members were not all told of their messages (core/group/push-notes.ts,
    * group_push behind the log's head) are read again, which resumes their push notes from the next wake-up.
    */
-  recover(): void {
+  recover(storage?: MailboxEnv['storage']): void {
     const env = this.env();
     if (!env?.push) return;
-    const groups = env.storage.sql.all<{ grp: string }>(`SELECT p.grp FROM group_push p WHERE p.upto < (SELECT max(seq) FROM group_log l WHERE l.grp = p.grp)`);
+    const groups = (storage ?? env.storage).sql.all<{ grp: string }>(`SELECT p.grp FROM group_push p WHERE p.upto < (SELECT max(seq) FROM group_log l WHERE l.grp = p.grp)`);
     for (const { grp } of groups) {
       if (!this.owns(grp)) continue;
       this.track(grp, this.get(grp).onWake()).catch((e: unknown) => this.ctx.log('warn', `resume of group ${grp} failed: ${describeError(e)}`));
+    }
+  }
+
+  /** Cluster mode: the partition of these groups moved away; their shards (over a fenced storage) go. */
+  dropWhere(gone: (group: string) => boolean): void {
+    for (const group of [...this.byGroup.keys()]) {
+      if (!gone(group)) continue;
+      this.byGroup.delete(group);
+      const t = this.timers.get(group);
+      if (t) clearTimeout(t.timer);
+      this.timers.delete(group);
     }
   }
 

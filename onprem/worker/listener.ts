@@ -45,6 +45,8 @@ export class Listener {
     private readonly sockets: WebSockets,
     private readonly pipe: PipeRoute,
     private readonly admin?: AdminRoute,
+    /** Cluster mode: where the owner of a user's partition takes relayed sockets (onprem/cluster/host.ts). */
+    private readonly cluster?: { ownerAddress(user: string): Promise<{ host: string; port: number } | null> },
   ) {
     this.verifier = new TokenVerifier(ctx.cfg.auth);
     this.limiter = new ConnectLimiter(ctx.cfg.connectRatePerMin, ctx.workers);
@@ -166,6 +168,7 @@ export class Listener {
     // the user's revocations; set over whatever the client sent (core/revocation.ts).
     req.headers[TOKEN_HEADER] = claimsHeader(verdict);
 
+    if (this.cluster && !owns(ctx, user)) return this.relayToNode(user, req, socket, head);
     const owner = ownerOf(user, ctx.workers);
     if (owner === ctx.id) return this.sockets.accept(req, socket, head, user, 'local');
     if (!this.supervisor.isUp(owner)) {
@@ -190,6 +193,29 @@ export class Listener {
     } catch {
       refuse(ctx, socket, { status: 503, code: 'unavailable', message: 'could not reach the shard of this user; retry', headers: { 'retry-after': '1' } });
     }
+  }
+
+  /**
+   * Cluster mode: the user's partition is served by another node. Its socket's bytes are relayed to that node's
+   * pipe port (PipeRoute over TCP); no owner yet (a failover) answers 503 with retry-after.
+   */
+  private async relayToNode(user: string, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const { ctx } = this;
+    // A partition between owners (taken over, or being rebuilt here) usually has one again within a lease: the
+    // upgrade waits for it (bounded) rather than refusing a client whose first attempt would then fail.
+    const until = Date.now() + Math.min(5000, 2 * (ctx.cfg.cluster?.leaseMs ?? 1000));
+    let addr: { host: string; port: number } | null = null;
+    for (;;) {
+      if (owns(ctx, user)) return this.sockets.accept(req, socket, head, user, 'local');
+      addr = await this.cluster!.ownerAddress(user).catch(() => null);
+      if (socket.destroyed) return;
+      if (addr || Date.now() > until) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    if (!addr) return refuse(ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is moving; retry', headers: { 'retry-after': '1' } });
+    const headers = { ...req.headers };
+    delete headers['authorization'];
+    this.pipe.pipeTo(addr, socket, head, user, { method: req.method ?? 'GET', url: req.url ?? CONNECT_PATH, headers, remote: socket.remoteAddress ?? '' });
   }
 
   /** The owning side of a hand-off: a socket for one of this worker's users, authenticated by another worker. */

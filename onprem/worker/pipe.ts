@@ -13,6 +13,7 @@ import { destroyOnError, type WebSockets } from './websockets.js';
  */
 export class PipeRoute {
   private server: NetServer | null = null;
+  private tcp: NetServer | null = null;
 
   constructor(
     private readonly ctx: WorkerContext,
@@ -20,8 +21,9 @@ export class PipeRoute {
   ) {}
 
   /** The accepting side: relay this authenticated upgrade to `owner`. */
-  pipeTo(owner: number, socket: Socket, head: Buffer, user: string, uh: UpgradeHead): void {
-    const uds = createConnection(join(this.ctx.cfg.runDir, `pipe-${owner}.sock`));
+  pipeTo(owner: number | { host: string; port: number }, socket: Socket, head: Buffer, user: string, uh: UpgradeHead): void {
+    // A number: another worker of this box (unix socket). An address: the owning node of a cluster (TCP).
+    const uds = typeof owner === 'number' ? createConnection(join(this.ctx.cfg.runDir, `pipe-${owner}.sock`)) : createConnection(owner.port, owner.host);
     const meta = Buffer.from(JSON.stringify({ user, head: uh }));
     const len = Buffer.allocUnsafe(4);
     len.writeUInt32LE(meta.length, 0);
@@ -54,8 +56,22 @@ export class PipeRoute {
     });
   }
 
+  /**
+   * Cluster mode: the same relay between NODES, on a TCP port (onprem/cluster/config.ts pipeHost/pipePort). It
+   * trusts the user named in the header, as the unix socket does: it must be reachable by the nodes only.
+   */
+  listenTcp(host: string, port: number): Promise<void> {
+    const server = createNetServer((s) => this.accept(s));
+    this.tcp = server;
+    return new Promise((resolve, reject) => {
+      server.once('error', (e) => reject(new Error(`cannot listen on ${host}:${port} (cluster pipe): ${e.message}`, { cause: e })));
+      server.listen({ host, port }, () => resolve());
+    });
+  }
+
   close(): void {
     this.server?.close();
+    this.tcp?.close();
   }
 
   private accept(s: Socket): void {
@@ -76,15 +92,33 @@ export class PipeRoute {
         return s.destroy();
       }
       if (this.ctx.draining) return refuse(this.ctx, s, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
-      if (!owns(this.ctx, meta.user)) return refuse(this.ctx, s, { status: 500, code: 'internal', message: 'connection routed to the wrong worker' });
-      const req = new IncomingMessage(s);
-      req.method = meta.head.method;
-      req.url = meta.head.url;
-      req.headers = meta.head.headers;
-      this.sockets.accept(req, s, buf.subarray(4 + n), meta.user, 'pipe');
-      // The handshake completed synchronously and ws listens for data now: let it flow again.
-      if (!s.destroyed) s.resume();
+      this.admit(s, meta, buf.subarray(4 + n), Date.now() + (this.ctx.clusterOwns ? 3000 : 0));
     };
     s.on('data', onData);
+  }
+
+  /**
+   * Takes a relayed socket whose header was read. In a cluster the relaying node may have read this node's lease
+   * while the partition is still being rebuilt here: then it waits (until `until`) before refusing.
+   */
+  private admit(s: Socket, meta: { user: string; head: UpgradeHead }, rest: Buffer, until: number): void {
+    if (!owns(this.ctx, meta.user) && Date.now() < until && !s.destroyed && !this.ctx.draining) {
+      setTimeout(() => this.admit(s, meta, rest, until), 50);
+      return;
+    }
+    if (s.destroyed) return;
+    if (this.ctx.draining) return refuse(this.ctx, s, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
+    if (!owns(this.ctx, meta.user)) {
+      // In a cluster the partition may have moved since the relaying node looked: retryable.
+      if (this.ctx.clusterOwns) return refuse(this.ctx, s, { status: 503, code: 'unavailable', message: 'the shard of this user moved; retry', headers: { 'retry-after': '1' } });
+      return refuse(this.ctx, s, { status: 500, code: 'internal', message: 'connection routed to the wrong worker' });
+    }
+    const req = new IncomingMessage(s);
+    req.method = meta.head.method;
+    req.url = meta.head.url;
+    req.headers = meta.head.headers;
+    this.sockets.accept(req, s, rest, meta.user, 'pipe');
+    // The handshake completed synchronously and ws listens for data now: let it flow again.
+    if (!s.destroyed) s.resume();
   }
 }

@@ -36,7 +36,7 @@ export class Router implements Peers {
     private readonly ctx: WorkerContext,
     private readonly shards: Shards,
   ) {
-    this.groups = new GroupShards(ctx, () => shards.mailboxEnv());
+    this.groups = new GroupShards(ctx, (group) => shards.mailboxEnv(group));
   }
 
   /** Listens for the other workers' calls, and prepares (lazy) connections to each of them. */
@@ -216,7 +216,8 @@ export class Router implements Peers {
 
   /** A recipient in this worker's file: its writes join the sender's commit (one hop, one commit). */
   local(user: string): LocalShard | undefined {
-    if (!ONE_HOP || !owns(this.ctx, user)) return undefined;
+    // Cluster mode: users of one node may live in different partitions (different storages): no shared commit.
+    if (!ONE_HOP || this.ctx.clusterOwns || !owns(this.ctx, user)) return undefined;
     const s = this.shards.get(user);
     return {
       handOver: (batch) => {

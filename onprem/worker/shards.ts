@@ -107,13 +107,16 @@ export class Shards {
   readonly metrics: WorkerMetrics;
   /** Open client sockets over all shards (the listener refuses past IRIS_MAX_CONNECTIONS). */
   connCount = 0;
+  /** Cluster mode: the Storage of the partition that holds `key` (one per partition, onprem/cluster/host.ts). */
+  storageFor: ((key: string) => MailboxEnv['storage']) | null = null;
 
   constructor(private readonly ctx: WorkerContext) {
     this.metrics = ctx.metrics;
   }
 
   /** What every mailbox shares, once storage is open (group shards share it too: onprem/worker/groups.ts). */
-  mailboxEnv(): MailboxEnv | null {
+  mailboxEnv(key?: string): MailboxEnv | null {
+    if (this.env && this.storageFor && key !== undefined) return { ...this.env, storage: this.storageFor(key) };
     return this.env;
   }
 
@@ -123,8 +126,9 @@ export class Shards {
   }
 
   /** The worker's storage (revocation checks at the upgrade, the admin API); throws before it is open. */
-  storage(): MailboxEnv['storage'] {
+  storage(user?: string): MailboxEnv['storage'] {
     if (!this.env) throw new Error('storage is not open yet');
+    if (this.storageFor && user !== undefined) return this.storageFor(user);
     return this.env.storage;
   }
 
@@ -134,7 +138,7 @@ export class Shards {
     if (s) return s;
     if (!owns(this.ctx, user)) throw new Error(`user ${user} is not owned by worker ${this.ctx.id}`);
     if (!this.env) throw new Error('storage is not open yet');
-    const shard = new Shard(this, user, this.env);
+    const shard = new Shard(this, user, this.mailboxEnv(user)!);
     this.byUser.set(user, shard);
     this.metrics.mailboxes.set(this.byUser.size);
     return shard;
@@ -205,9 +209,9 @@ export class Shards {
    * thousands of forward loops share every commit batch and event-loop turn with the users reconnecting, whose
    * first `welcome` then waited ~4 s; a few at a time keep the disk and the peers just as busy.
    */
-  recover(): void {
+  recover(storage?: MailboxEnv['storage']): void {
     const { ctx } = this;
-    const users = usersToResume(this.env!.storage.sql)
+    const users = usersToResume((storage ?? this.env!.storage).sql)
       .filter((user) => {
         if (owns(ctx, user)) return true;
         ctx.log('error', `outbox of ${user} is in worker ${ctx.id}'s file but ${user} belongs to worker ${ownerOf(user, ctx.workers)}`);
@@ -239,7 +243,7 @@ export class Shards {
     if (loaded) return loaded.mailbox.presence(asker);
     // Not in memory means no socket: offline. Read last-seen without loading a mailbox for the asker's
     // sake (presence queries may name users who never connected).
-    const store = new MailboxStore(this.env!.storage.sql, user);
+    const store = new MailboxStore(this.storage(user).sql, user);
     if (!store.presenceVisibleTo(asker)) return { user, online: false, lastSeen: 0 };
     return { user, online: false, lastSeen: store.lastSeen() };
   }
@@ -247,6 +251,20 @@ export class Shards {
   /** The user's shard if it is in memory (a presence push must not load one). */
   loaded(user: string): Shard | undefined {
     return this.byUser.get(user);
+  }
+
+  /**
+   * Cluster mode: the partition of these users moved away (its lease or log was lost). Their shards go (their
+   * storage is fenced) and their sockets are closed with going_away, so the clients reconnect and reach the new owner.
+   */
+  dropWhere(gone: (user: string) => boolean, closeCode: number): void {
+    for (const [user, s] of this.byUser) {
+      if (!gone(user)) continue;
+      for (const c of s.conns) c.close(closeCode, 'the shard moved; reconnect');
+      if (s.wakeTimer) clearTimeout(s.wakeTimer);
+      this.byUser.delete(user);
+    }
+    this.metrics.mailboxes.set(this.byUser.size);
   }
 
   /** Draining: no wake-up fires any more. */

@@ -114,7 +114,7 @@ export class WebSockets {
     // TOKEN_HEADER; the user's revocations are in this worker's file (core/revocation.ts).
     const raw = req.headers[TOKEN_HEADER];
     const tok = parseClaims(Array.isArray(raw) ? raw[0] : raw);
-    if (new Revocations(this.shards.storage().sql, user).isRevoked(tok)) {
+    if (new Revocations(this.shards.storage(user).sql, user).isRevoked(tok)) {
       return refuse(this.ctx, socket, { status: 401, code: 'token_revoked', message: 'this token was revoked; get a new one' });
     }
     let attached = false;

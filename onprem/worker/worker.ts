@@ -20,6 +20,18 @@ import { WebSockets } from './websockets.js';
 import { AdminRoute } from './admin.js';
 import { TokenVerifier, tokenCheck } from '../../auth/index.js';
 import { V1Gateway } from '../../gateway/v1/gateway.js';
+import type { ClusterHost } from '../cluster/host.js';
+import type { Storage } from '../../core/ports.js';
+
+/** Cluster mode's base storage: every user and group has its partition's (Shards.storageFor); this one is never used. */
+const NO_STORAGE: Storage = {
+  sql: {
+    all: () => {
+      throw new Error('cluster mode: no worker-wide storage (each partition has its own)');
+    },
+  },
+  commit: () => Promise.reject(new Error('cluster mode: no worker-wide storage (each partition has its own)')),
+};
 
 /**
  * One worker: owns the users whose id hashes to it (onprem/owner.ts), their shards and one SQLite file. This
@@ -50,6 +62,10 @@ export function writeLog(id: number | string, level: LogLevel, msg: string, erro
 
 export class Worker implements WorkerContext, Logger {
   private storage!: GroupCommitStorage;
+  /** Cluster mode (IRIS_CLUSTER_NATS): this node's membership, partitions and calls (onprem/cluster/host.ts). */
+  private cluster: ClusterHost | null = null;
+  private readonly admin: AdminRoute;
+  readonly clusterOwns?: (key: string) => boolean;
   readonly metrics: WorkerMetrics;
   private readonly supervisor: SupervisorLink;
   private readonly shards: Shards;
@@ -79,8 +95,11 @@ export class Worker implements WorkerContext, Logger {
     this.router = new Router(this, this.shards);
     this.pipe = new PipeRoute(this, this.sockets);
     const admin = new AdminRoute(this, this.shards, (w, c) => this.router.adminCall(w, c));
+    this.admin = admin;
     this.router.adminHandler = (c) => admin.fromLink(c);
-    this.listener = new Listener(this, this.supervisor, this.sockets, this.pipe, admin);
+    if (cfg.cluster) this.clusterOwns = (key) => this.cluster?.owns(key) ?? false;
+    const route = cfg.cluster ? { ownerAddress: (user: string) => this.cluster?.ownerAddress(user) ?? Promise.resolve(null) } : undefined;
+    this.listener = new Listener(this, this.supervisor, this.sockets, this.pipe, admin, route);
     this.v1 = new V1Gateway(this, this.shards, this.supervisor);
     this.coreMetrics = this.metrics.core();
     this.idleTrim = new IdleTrim(cfg.idleGcMs, (r) => {
@@ -118,6 +137,7 @@ export class Worker implements WorkerContext, Logger {
   }
 
   async start(): Promise<void> {
+    if (this.cfg.cluster) return this.startCluster();
     const file = join(this.cfg.dataDir, `worker-${this.id}.sqlite`);
     try {
       this.storage = new GroupCommitStorage(file, {
@@ -149,6 +169,46 @@ export class Worker implements WorkerContext, Logger {
     this.idleTrim.start();
   }
 
+  /**
+   * Cluster mode: one worker per node (this version), its users' and groups' storage one ClusterStorage per
+   * partition it holds a lease for; calls for other partitions go over NATS (onprem/cluster/peers.ts), sockets of
+   * their users are relayed to their node's pipe port. NATS modules are loaded here only.
+   */
+  private async startCluster(): Promise<void> {
+    const cc = this.cfg.cluster!;
+    if (this.workers !== 1) throw new Error(`cluster mode runs one worker per node in this version: start with --workers 1 (IRIS_WORKERS=1), not ${this.workers}`);
+    const { ClusterHost } = await import('../cluster/host.js');
+    const { ClusterPeers, serveCall } = await import('../cluster/peers.js');
+    const host = () => this.cluster!;
+    const peers = new ClusterPeers({ owns: (k) => this.cluster?.owns(k) ?? false, partition: (k) => host().partition(k), call: (k, d) => host().call(k, d) }, this.router);
+    this.shards.storageFor = (k) => host().storageOf(k);
+    this.admin.remote = (user, call) => peers.admin(user, call);
+    const tokens = tokenCheck(new TokenVerifier(this.cfg.auth));
+    this.shards.open({ storage: NO_STORAGE, peers, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics, tokens, ...(this.cfg.push.url !== undefined && { push: { settings: this.cfg.push, http: fetchPushHttp } }) });
+    await this.router.listen();
+    await this.pipe.listenTcp(cc.pipeHost, cc.pipePort);
+    this.cluster = await ClusterHost.start(cc, join(this.cfg.dataDir, 'cluster'), this.cfg.linkTimeoutMs, {
+      served: (p, s) => {
+        this.log('info', `cluster: serving partition ${p}`);
+        // What the previous owner left pending in the partition's outboxes is forwarded from here now.
+        this.shards.recover(s);
+        this.router.groups.recover(s);
+      },
+      lost: (p, reason) => {
+        this.log(reason === 'released' ? 'info' : 'warn', `cluster: partition ${p} ${reason === 'released' ? 'handed over' : `lost (${reason})`}; its users reconnect to the new owner`);
+        const inP = (k: string) => host().partition(k) === p;
+        this.shards.dropWhere(inP, CLOSE_CODES.going_away);
+        this.router.groups.dropWhere(inP);
+      },
+      handle: (data) => serveCall(this.router, data),
+    });
+    await this.listener.listen();
+    if (this.v1.enabled) await this.v1.listen();
+    this.timers.push(setInterval(() => this.sockets.heartbeat(), this.cfg.pingMs));
+    this.timers.push(setInterval(() => (this.shards.evictIdle(), this.router.groups.evictIdle()), Math.max(1000, Math.min(this.cfg.mailboxIdleMs, 30_000))));
+    this.idleTrim.start();
+  }
+
   /** Stops accepting, commits, closes every socket with 1001, waits (bounded) for in-flight work, closes storage. */
   async drain(): Promise<void> {
     if (this.isDraining) return;
@@ -160,7 +220,7 @@ export class Worker implements WorkerContext, Logger {
     for (const t of this.timers) clearInterval(t);
     this.idleTrim.stop();
     // Everything already promised becomes durable, and its acks go out before the close frames.
-    await this.storage.settled();
+    if (!this.cluster) await this.storage.settled();
     await new Promise((r) => setImmediate(r));
     this.sockets.closeAll(CLOSE_CODES.going_away, 'server shutting down');
     const deadline = Date.now() + Math.min(3000, this.cfg.drainTimeoutMs / 2);
@@ -168,13 +228,15 @@ export class Worker implements WorkerContext, Logger {
     this.sockets.terminateAll();
     const busyDeadline = Date.now() + 1000;
     while (this.shards.anyBusy() && Date.now() < busyDeadline) {
-      this.storage.flush();
+      if (!this.cluster) this.storage.flush();
       await new Promise((r) => setTimeout(r, 10));
     }
     this.shards.stopWakes();
     this.router.groups.stopWakes();
     this.router.close();
-    this.storage.close();
+    // Cluster: every partition's appends awaited, then handed over (released: the others take it at once).
+    if (this.cluster) await this.cluster.stop();
+    else this.storage.close();
   }
 
   /** A message from the supervisor (onprem/ipc.ts ToWorker). */

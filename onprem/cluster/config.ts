@@ -1,0 +1,30 @@
+import { hostname } from 'node:os';
+import { readNumber, readOptionalNumber, readString } from '../../core/settings.js';
+
+/**
+ * The settings of cluster mode (issue 13), read from the same merged settings as the rest of onprem/config.ts.
+ * Null when IRIS_CLUSTER_NATS is unset: the one-box server, with no NATS module ever loaded.
+ */
+export interface ClusterConfig {
+  servers: string[];
+  node: string;
+  partitions: number;
+  leaseMs: number;
+  /** Where other nodes relay WebSockets of this node's partitions (onprem/cluster/pipe.ts). */
+  pipeHost: string;
+  pipePort: number;
+}
+
+export function clusterConfig(s: Record<string, string>, port: number): ClusterConfig | null {
+  const nats = readString(s, 'IRIS_CLUSTER_NATS');
+  if (nats === undefined || nats.trim() === '') return null;
+  const servers = nats.split(',').map((x) => x.trim()).filter((x) => x !== '');
+  return {
+    servers,
+    node: readString(s, 'IRIS_CLUSTER_NODE') || hostname(),
+    partitions: readNumber(s, 'IRIS_CLUSTER_PARTITIONS'),
+    leaseMs: readNumber(s, 'IRIS_CLUSTER_LEASE_MS'),
+    pipeHost: readString(s, 'IRIS_CLUSTER_ADVERTISE') ?? '127.0.0.1',
+    pipePort: readOptionalNumber(s, 'IRIS_CLUSTER_PIPE_PORT') ?? port + 1,
+  };
+}

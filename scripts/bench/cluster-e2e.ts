@@ -1,0 +1,145 @@
+/**
+ * The loopback cluster against single-box Iris, in one run (issue 13): 3 nats-server (Debian's 2.9) + 3 Iris
+ * on-prem nodes (one worker each, cluster mode) versus one Iris server with one worker, on this machine, driven
+ * by the same load generator (scripts/bench/run.ts --target url, 1:1 pairs, open loop at a fixed rate). Clients
+ * connect to node0 only, so about 2/3 of the users are relayed to the other nodes and most messages cross nodes
+ * over NATS: the worst case of this version (a load balancer does not change the share: any node owns ~1/3).
+ *
+ *   npm run build && sh scripts/node.sh --import tsx scripts/bench/cluster-e2e.ts [--rate 500] [--connections 100] [--duration 10]
+ *
+ * Prints a markdown table (throughput, ack and delivery p50/p99, server CPU per message: every Iris process and,
+ * for the cluster, every nats-server, read from /proc before and after). Failover time is measured by
+ * test/cluster/onprem-cluster.test.ts (docs/ARCHITECTURE.md). Everything it starts is stopped by pid.
+ */
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { DEV_SECRET } from '../../auth/config.js';
+import { connectCluster } from '../../cluster/nats.js';
+import { candidateOwner } from '../../cluster/partition.js';
+import { NatsCluster } from '../../test/cluster/nats-harness.js';
+import { freePort, ROOT, startOnprem, type Server } from './servers.js';
+
+const { values } = parseArgs({
+  options: {
+    rate: { type: 'string', default: '500' },
+    connections: { type: 'string', default: '100' },
+    duration: { type: 'string', default: '10' },
+    partitions: { type: 'string', default: '64' },
+    out: { type: 'string' },
+  },
+});
+const PARTITIONS = Number(values.partitions);
+const IDS = ['node0', 'node1', 'node2'];
+const out = values.out ?? join(ROOT, 'bench-results', `${new Date().toISOString().replace(/[:.]/g, '-')}-cluster`);
+mkdirSync(out, { recursive: true });
+
+/** CPU seconds (user + system) of these processes and their descendants, from /proc. */
+function cpuSeconds(pids: number[]): number {
+  let ticks = 0;
+  const seen = new Set<number>();
+  const walk = (pid: number) => {
+    if (seen.has(pid)) return;
+    seen.add(pid);
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      ticks += Number(f[11]) + Number(f[12]);
+      const kids = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim();
+      if (kids !== '') for (const k of kids.split(/\s+/)) walk(Number(k));
+    } catch {
+      // Gone.
+    }
+  };
+  for (const p of pids) walk(p);
+  return ticks / 100;
+}
+
+interface Row {
+  what: string;
+  delivered: number;
+  ackP50: number;
+  ackP99: number;
+  delP50: number;
+  delP99: number;
+  cpuCores: number;
+  cpuUsPerMsg: number;
+}
+
+function bench(label: string, url: string, pids: number[]): Row {
+  const dir = join(out, label);
+  const before = cpuSeconds(pids);
+  const t0 = performance.now();
+  const args = ['scripts/node.sh', '--import', 'tsx', 'scripts/bench/run.ts', '--target', 'url', '--url', url, '--baseline', 'none', '--mode', 'fixed'];
+  args.push('--rate', values.rate!, '--connections', values.connections!, '--duration', values.duration!, '--warmup', '2', '--drain', '5', '--out', dir);
+  const r = spawnSync('sh', args, { cwd: ROOT, stdio: 'inherit' });
+  if (r.status !== 0) throw new Error(`bench of ${label} failed (${r.status})`);
+  const cpu = cpuSeconds(pids) - before;
+  const secs = (performance.now() - t0) / 1000;
+  const res = JSON.parse(readFileSync(join(dir, 'result.json'), 'utf8')) as { runs: { result: { phases: { deliveredRate: number; sent: number; ack: { p50: number; p99: number } | null; deliver: { p50: number; p99: number } }[] } }[] };
+  const p = res.runs[0]!.result.phases[0]!;
+  // Per message: the CPU of the whole run (warmup, window, drain, connects) over the messages of the whole run.
+  const offered = Number(values.rate) * (Number(values.duration) + 2);
+  return {
+    what: label,
+    delivered: Math.round(p.deliveredRate),
+    ackP50: p.ack?.p50 ?? NaN,
+    ackP99: p.ack?.p99 ?? NaN,
+    delP50: p.deliver.p50,
+    delP99: p.deliver.p99,
+    cpuCores: Math.round((cpu / secs) * 100) / 100,
+    cpuUsPerMsg: Math.round((cpu / offered) * 1e6),
+  };
+}
+
+async function main(): Promise<void> {
+  const rows: Row[] = [];
+  const base = mkdtempSync(join(tmpdir(), 'iris-cluster-bench-'));
+  const servers: Server[] = [];
+  let nats: NatsCluster | null = null;
+  try {
+    // Single box first, alone on the machine.
+    const single = await startOnprem({ profileDir: null, port: await freePort(), workers: 1, dataDir: join(base, 'single'), keepData: false, secret: DEV_SECRET, args: [] });
+    servers.push(single);
+    rows.push(bench('single box, 1 worker', single.url, [single.pid ?? 0]));
+    await single.stop();
+    servers.length = 0;
+
+    nats = await NatsCluster.start(3);
+    for (const id of IDS) {
+      const args = ['--cluster-nats', nats.urls().join(','), '--cluster-node', id, '--cluster-partitions', String(PARTITIONS), '--cluster-pipe-port', String(await freePort())];
+      servers.push(await startOnprem({ profileDir: null, port: await freePort(), workers: 1, dataDir: join(base, id), keepData: false, secret: DEV_SECRET, args }));
+    }
+    const probe = await connectCluster(nats.urls());
+    for (let settled = false; !settled; ) {
+      settled = true;
+      for (let p = 0; p < PARTITIONS && settled; p++) {
+        const e = await probe.leases.get(`p.${p}`).catch(() => null);
+        settled = (e && e.length > 0 ? e.json<{ node: string }>().node : '') === candidateOwner(p, IDS);
+      }
+      if (!settled) await new Promise((r) => setTimeout(r, 200));
+    }
+    await probe.nc.close();
+    const natsPids = nats.nodes.map((n) => n.child?.pid).filter((p): p is number => p !== undefined);
+    rows.push(bench('cluster: 3 Iris + 3 NATS, clients on node0', servers[0]!.url, [...servers.map((s) => s.pid ?? 0), ...natsPids]));
+  } finally {
+    for (const s of servers) await s.stop().catch(() => undefined);
+    nats?.stop();
+    rmSync(base, { recursive: true, force: true });
+  }
+  const lines = [
+    `Offered ${values.rate} msg/s, ${values.connections} connections (1:1 pairs), ${values.duration} s window, ${PARTITIONS} partitions.`,
+    '',
+    '| Setup | delivered msg/s | ack p50 / p99 ms | delivery p50 / p99 ms | server CPU (cores) | server CPU per message |',
+    '|---|---|---|---|---|---|',
+    ...rows.map((r) => `| ${r.what} | ${r.delivered} | ${r.ackP50} / ${r.ackP99} | ${r.delP50} / ${r.delP99} | ${r.cpuCores} | ${r.cpuUsPerMsg} µs |`),
+  ];
+  process.stdout.write(lines.join('\n') + '\n');
+}
+
+void main().catch((e: unknown) => {
+  process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exit(1);
+});
