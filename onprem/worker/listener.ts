@@ -213,8 +213,8 @@ export class Listener {
       await new Promise((r) => setTimeout(r, 100));
     }
     if (!addr) return refuse(ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is moving; retry', headers: { 'retry-after': '1' } });
+    // The token travels: the owning node verifies it again (PipeRoute.listenTcp) rather than trusting `user`.
     const headers = { ...req.headers };
-    delete headers['authorization'];
     this.pipe.pipeTo(addr, socket, head, user, { method: req.method ?? 'GET', url: req.url ?? CONNECT_PATH, headers, remote: socket.remoteAddress ?? '' });
   }
 

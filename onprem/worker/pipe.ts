@@ -2,6 +2,8 @@ import { IncomingMessage } from 'node:http';
 import { createConnection, createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
+import { authorizeUpgrade, isRefusal, type TokenVerifier } from '../../auth/index.js';
+import { TOKEN_HEADER, claimsHeader } from '../../core/revocation.js';
 import type { UpgradeHead } from '../ipc.js';
 import { owns, refuse, type WorkerContext } from './context.js';
 import { destroyOnError, type WebSockets } from './websockets.js';
@@ -57,11 +59,14 @@ export class PipeRoute {
   }
 
   /**
-   * Cluster mode: the same relay between NODES, on a TCP port (onprem/cluster/config.ts pipeHost/pipePort). It
-   * trusts the user named in the header, as the unix socket does: it must be reachable by the nodes only.
+   * Cluster mode: the same relay between NODES, on a TCP port (onprem/cluster/config.ts pipeHost/pipePort). Unlike
+   * the unix socket (reachable by this box's workers only), a TCP port can be reached by anyone on its network, so
+   * the relaying node sends the client's own upgrade request, token included, and this node verifies it again with
+   * `verifier` (the same keys every node has): a header naming a user is never trusted on its own. Keep the port on
+   * the nodes' private network all the same.
    */
-  listenTcp(host: string, port: number): Promise<void> {
-    const server = createNetServer((s) => this.accept(s));
+  listenTcp(host: string, port: number, verifier: TokenVerifier): Promise<void> {
+    const server = createNetServer((s) => this.accept(s, verifier));
     this.tcp = server;
     return new Promise((resolve, reject) => {
       server.once('error', (e) => reject(new Error(`cannot listen on ${host}:${port} (cluster pipe): ${e.message}`, { cause: e })));
@@ -74,7 +79,8 @@ export class PipeRoute {
     this.tcp?.close();
   }
 
-  private accept(s: Socket): void {
+  /** `verifier`: a relay from another node (TCP), whose token is verified here again. */
+  private accept(s: Socket, verifier?: TokenVerifier): void {
     let buf = Buffer.alloc(0);
     s.on('error', destroyOnError);
     const onData = (chunk: Buffer) => {
@@ -92,9 +98,42 @@ export class PipeRoute {
         return s.destroy();
       }
       if (this.ctx.draining) return refuse(this.ctx, s, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
-      this.admit(s, meta, buf.subarray(4 + n), Date.now() + (this.ctx.clusterOwns ? 3000 : 0));
+      const rest = buf.subarray(4 + n);
+      if (!verifier) return this.admit(s, meta, rest, Date.now() + (this.ctx.clusterOwns ? 3000 : 0));
+      void this.verified(s, meta, verifier).then(
+        (ok) => {
+          if (ok) this.admit(s, meta, rest, Date.now() + 3000);
+        },
+        () => s.destroy(),
+      );
     };
     s.on('data', onData);
+  }
+
+  /**
+   * A relay from another node: its request must carry a token that verifies here for the user it names (no
+   * connect limit: the accepting node applied it to the client's address). The claims the shard checks against
+   * revocations are this node's reading of the token, set over whatever the relay sent.
+   */
+  private async verified(s: Socket, meta: { user: string; head: UpgradeHead }, verifier: TokenVerifier): Promise<boolean> {
+    const h = meta.head.headers;
+    const header = (name: string): string | undefined => {
+      const v = h[name];
+      return Array.isArray(v) ? v.join(', ') : v;
+    };
+    const url = new URL(meta.head.url, 'http://iris.invalid');
+    const verdict = await authorizeUpgrade({ method: meta.head.method, url, header, ip: meta.head.remote }, { verifier });
+    if (s.destroyed) return false;
+    if (isRefusal(verdict)) {
+      refuse(this.ctx, s, verdict);
+      return false;
+    }
+    if (verdict.user !== meta.user) {
+      refuse(this.ctx, s, { status: 403, code: 'user_mismatch', message: 'relayed connection names another user than its token' });
+      return false;
+    }
+    h[TOKEN_HEADER] = claimsHeader(verdict);
+    return true;
   }
 
   /**

@@ -156,7 +156,8 @@ export class Worker implements WorkerContext, Logger {
       throw new Error(`cannot open ${file}: ${(e as Error).message}`, { cause: e });
     }
     // A `refresh` frame's token is verified by the same code and keys as an upgrade's (auth/refresh.ts).
-    const tokens = tokenCheck(new TokenVerifier(this.cfg.auth));
+    const verifier = new TokenVerifier(this.cfg.auth);
+    const tokens = tokenCheck(verifier);
     this.shards.open({ storage: this.storage, peers: this.router, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics, tokens, ...(this.cfg.push.url !== undefined && { push: { settings: this.cfg.push, http: fetchPushHttp } }) });
     await this.router.listen();
     if (this.cfg.route === 'pipe') await this.pipe.listen();
@@ -183,10 +184,11 @@ export class Worker implements WorkerContext, Logger {
     const peers = new ClusterPeers({ owns: (k) => this.cluster?.owns(k) ?? false, partition: (k) => host().partition(k), call: (k, d) => host().call(k, d) }, this.router);
     this.shards.storageFor = (k) => host().storageOf(k);
     this.admin.remote = (user, call) => peers.admin(user, call);
-    const tokens = tokenCheck(new TokenVerifier(this.cfg.auth));
+    const verifier = new TokenVerifier(this.cfg.auth);
+    const tokens = tokenCheck(verifier);
     this.shards.open({ storage: NO_STORAGE, peers, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics, tokens, ...(this.cfg.push.url !== undefined && { push: { settings: this.cfg.push, http: fetchPushHttp } }) });
     await this.router.listen();
-    await this.pipe.listenTcp(cc.pipeHost, cc.pipePort);
+    await this.pipe.listenTcp(cc.pipeHost, cc.pipePort, verifier);
     this.cluster = await ClusterHost.start(cc, join(this.cfg.dataDir, 'cluster'), this.cfg.linkTimeoutMs, {
       served: (p, s) => {
         this.log('info', `cluster: serving partition ${p}`);

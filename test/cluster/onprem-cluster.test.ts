@@ -1,7 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IrisClient, IrisMessage } from '../../client/index.js';
 import { candidateOwner, partitionOf } from '../../cluster/partition.js';
-import { freePort, removeDir, sdkClient, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
+import { connect as tcpConnect } from 'node:net';
+import { SUBPROTOCOL } from '../../protocol/index.js';
+import { freePort, removeDir, sdkClient, startServer, tempDir, token, waitFor, type ServerProcess } from '../onprem/helpers.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
 import { NatsCluster } from './nats-harness.js';
 
@@ -153,6 +155,35 @@ describe('cluster mode: 3 NATS servers + 3 Iris nodes', () => {
     await waitFor('carol gets the offline message', () => atCarol.length === 1);
     expect(atCarol[0]!.text()).toBe('while you were away');
     await c.close();
+  });
+
+  /** Speaks the node-to-node relay on `port` directly, as anyone on its network could, and returns the first bytes back. */
+  function forgeRelay(port: number, user: string, headers: Record<string, string>): Promise<string> {
+    return new Promise((resolve, reject) => {
+      const s = tcpConnect(port, '127.0.0.1');
+      const head = { method: 'GET', url: '/v1/connect', remote: '', headers: { host: 'x', upgrade: 'websocket', connection: 'Upgrade', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==', 'sec-websocket-protocol': SUBPROTOCOL, 'x-iris-token': '{}', ...headers } };
+      const meta = Buffer.from(JSON.stringify({ user, head }));
+      const len = Buffer.alloc(4);
+      len.writeUInt32LE(meta.length, 0);
+      let got = '';
+      s.on('data', (d) => void (got += d.toString('latin1')));
+      s.on('close', () => resolve(got));
+      s.on('error', reject);
+      s.write(Buffer.concat([len, meta]));
+    });
+  }
+
+  it('the relay port between nodes verifies the token again: a relay naming a user without its token is refused', async () => {
+    const victim = userOn('node1', IDS, 'victim-');
+    const pipe = nodes[1]!.pipePort;
+    // No token at all: 401, never a session as the victim.
+    expect(await forgeRelay(pipe, victim, {})).toMatch(/^HTTP\/1\.1 401 /);
+    // A valid token of another user, relayed under the victim's name: refused as a mismatch.
+    const mallory = await token('mallory');
+    expect(await forgeRelay(pipe, victim, { authorization: `Bearer ${mallory}` })).toMatch(/^HTTP\/1\.1 403 [^]*user_mismatch/);
+    // The genuine relay (a socket accepted by another node) still works.
+    const v = await connect(nodes[0]!.url, victim);
+    await v.close();
   });
 
   it('kill -9 of a node under load: nothing acked is lost or duplicated, its partitions are served again', async () => {
