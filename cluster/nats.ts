@@ -52,7 +52,11 @@ export interface ClusterConn {
 
 /** Connects to the NATS servers (any of them; the client fails over between them) and opens the cluster's objects. */
 export async function connectCluster(servers: string[], setup: ClusterSetup = DEFAULT_SETUP, name?: string): Promise<ClusterConn> {
-  const nc = await connect({ servers, name, maxReconnectAttempts: -1, reconnectTimeWait: 250 });
+  // noAsyncTraces: otherwise every request (each log append is one: a JetStream publish) builds two Errors up
+  // front, a RequestError and a TimeoutError, only to have their stacks ready should it fail; profiled at ~5% of a
+  // loaded node's CPU (docs/BENCHMARKS.md#cluster-e2e). Failures keep their types and messages, only not the stack
+  // of the caller.
+  const nc = await connect({ servers, name, maxReconnectAttempts: -1, reconnectTimeWait: 250, noAsyncTraces: true });
   try {
     return await openCluster(nc, setup);
   } catch (e) {

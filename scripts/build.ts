@@ -18,7 +18,7 @@ import { buildWebchat } from './webchat-build.js';
 export const ROOT = resolve(import.meta.dirname, '..');
 export const DIST = join(ROOT, 'dist');
 /** What tsconfig.build.json compiles. */
-const PRODUCT = ['protocol', 'core', 'auth', 'client', 'onprem', 'gateway', 'workers', 'durable-objects'];
+const PRODUCT = ['protocol', 'core', 'auth', 'client', 'onprem', 'gateway', 'workers', 'durable-objects', 'cluster'];
 /** Written last into a finished build: its mtime is when the build's sources were read (at the latest). */
 const STAMP = '.built';
 

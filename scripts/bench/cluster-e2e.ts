@@ -10,6 +10,11 @@
  * Prints a markdown table (throughput, ack and delivery p50/p99, server CPU per message: every Iris process and,
  * for the cluster, every nats-server, read from /proc before and after). Failover time is measured by
  * test/cluster/onprem-cluster.test.ts (docs/ARCHITECTURE.md). Everything it starts is stopped by pid.
+ *
+ * Where the CPU goes: the cluster's CPU is also split into Iris and nats-server, measured first over --idle
+ * seconds of the settled cluster with no client (its standing cost), and the log records appended per message
+ * are counted. --profile DIR runs every Iris process under node --cpu-prof and cuts the profiles into the idle
+ * and the loaded window, by layer and by activity (scripts/bench/cluster-profile.ts). --skip-single: cluster only.
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
@@ -17,9 +22,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { DEV_SECRET } from '../../auth/config.js';
-import { connectCluster } from '../../cluster/nats.js';
+import { connectCluster, DEFAULT_NAMES } from '../../cluster/nats.js';
 import { candidateOwner } from '../../cluster/partition.js';
 import { NatsCluster } from '../../test/cluster/nats-harness.js';
+import { activityTable, layerTable } from './cluster-profile.js';
 import { freePort, ROOT, startOnprem, type Server } from './servers.js';
 
 const { values } = parseArgs({
@@ -29,6 +35,11 @@ const { values } = parseArgs({
     duration: { type: 'string', default: '10' },
     partitions: { type: 'string', default: '64' },
     out: { type: 'string' },
+    // CPU profiles of every Iris process (node --cpu-prof) into DIR, cut into the idle and the loaded window by layer.
+    profile: { type: 'string' },
+    // Seconds of the settled cluster with no clients, measured before the load (idle cost: leases, heartbeats, ticks).
+    idle: { type: 'string', default: '10' },
+    'skip-single': { type: 'boolean', default: false },
   },
 });
 const PARTITIONS = Number(values.partitions);
@@ -66,17 +77,28 @@ interface Row {
   delP99: number;
   cpuCores: number;
   cpuUsPerMsg: number;
+  /** The cluster's CPU split: Iris processes and nats-servers, cores over the run. */
+  split?: { irisCores: number; natsCores: number };
+  /** Monotonic µs at the start and end of the run, to cut the profiles. */
+  fromUs: number;
+  toUs: number;
 }
 
-function bench(label: string, url: string, pids: number[]): Row {
-  const dir = join(out, label);
+const monoUs = (): number => Number(process.hrtime.bigint() / 1000n);
+
+function bench(label: string, url: string, pids: number[], natsPids: number[] = []): Row {
+  const dir = join(out, label.replace(/[^A-Za-z0-9]+/g, '-'));
   const before = cpuSeconds(pids);
+  const natsBefore = cpuSeconds(natsPids);
+  const fromUs = monoUs();
   const t0 = performance.now();
   const args = ['scripts/node.sh', '--import', 'tsx', 'scripts/bench/run.ts', '--target', 'url', '--url', url, '--baseline', 'none', '--mode', 'fixed'];
   args.push('--rate', values.rate!, '--connections', values.connections!, '--duration', values.duration!, '--warmup', '2', '--drain', '5', '--out', dir);
   const r = spawnSync('sh', args, { cwd: ROOT, stdio: 'inherit' });
   if (r.status !== 0) throw new Error(`bench of ${label} failed (${r.status})`);
+  const toUs = monoUs();
   const cpu = cpuSeconds(pids) - before;
+  const natsCpu = cpuSeconds(natsPids) - natsBefore;
   const secs = (performance.now() - t0) / 1000;
   const res = JSON.parse(readFileSync(join(dir, 'result.json'), 'utf8')) as { runs: { result: { phases: { deliveredRate: number; sent: number; ack: { p50: number; p99: number } | null; deliver: { p50: number; p99: number } }[] } }[] };
   const p = res.runs[0]!.result.phases[0]!;
@@ -91,6 +113,9 @@ function bench(label: string, url: string, pids: number[]): Row {
     delP99: p.deliver.p99,
     cpuCores: Math.round((cpu / secs) * 100) / 100,
     cpuUsPerMsg: Math.round((cpu / offered) * 1e6),
+    split: natsPids.length > 0 ? { irisCores: Math.round(((cpu - natsCpu) / secs) * 1000) / 1000, natsCores: Math.round((natsCpu / secs) * 1000) / 1000 } : undefined,
+    fromUs,
+    toUs,
   };
 }
 
@@ -98,19 +123,25 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const base = mkdtempSync(join(tmpdir(), 'iris-cluster-bench-'));
   const servers: Server[] = [];
+  const idle = { fromUs: 0, toUs: 0, irisCores: 0, natsCores: 0 };
+  let appends = 0;
   let nats: NatsCluster | null = null;
   try {
     // Single box first, alone on the machine.
-    const single = await startOnprem({ profileDir: null, port: await freePort(), workers: 1, dataDir: join(base, 'single'), keepData: false, secret: DEV_SECRET, args: [] });
-    servers.push(single);
-    rows.push(bench('single box, 1 worker', single.url, [single.pid ?? 0]));
-    await single.stop();
-    servers.length = 0;
+    if (values['skip-single'] !== true) {
+      const profileDir = values.profile === undefined ? null : join(values.profile, 'single');
+      const single = await startOnprem({ profileDir, port: await freePort(), workers: 1, dataDir: join(base, 'single'), keepData: false, secret: DEV_SECRET, args: [] });
+      servers.push(single);
+      rows.push(bench('single box, 1 worker', single.url, [single.pid ?? 0]));
+      await single.stop();
+      servers.length = 0;
+    }
 
     nats = await NatsCluster.start(3);
     for (const id of IDS) {
       const args = ['--cluster-nats', nats.urls().join(','), '--cluster-node', id, '--cluster-partitions', String(PARTITIONS), '--cluster-pipe-port', String(await freePort())];
-      servers.push(await startOnprem({ profileDir: null, port: await freePort(), workers: 1, dataDir: join(base, id), keepData: false, secret: DEV_SECRET, args }));
+      const profileDir = values.profile === undefined ? null : join(values.profile, 'cluster', id);
+      servers.push(await startOnprem({ profileDir, port: await freePort(), workers: 1, dataDir: join(base, id), keepData: false, secret: DEV_SECRET, args }));
     }
     const probe = await connectCluster(nats.urls());
     for (let settled = false; !settled; ) {
@@ -121,9 +152,23 @@ async function main(): Promise<void> {
       }
       if (!settled) await new Promise((r) => setTimeout(r, 200));
     }
-    await probe.nc.close();
     const natsPids = nats.nodes.map((n) => n.child?.pid).filter((p): p is number => p !== undefined);
-    rows.push(bench('cluster: 3 Iris + 3 NATS, clients on node0', servers[0]!.url, [...servers.map((s) => s.pid ?? 0), ...natsPids]));
+    const irisPids = servers.map((s) => s.pid ?? 0);
+    // Idle: the settled cluster with no client, so that its standing cost is not charged to messages.
+    const idleSecs = Number(values.idle);
+    const i0 = cpuSeconds(irisPids);
+    const n0 = cpuSeconds(natsPids);
+    idle.fromUs = monoUs();
+    await new Promise((r) => setTimeout(r, idleSecs * 1000));
+    idle.toUs = monoUs();
+    idle.irisCores = Math.round(((cpuSeconds(irisPids) - i0) / idleSecs) * 1000) / 1000;
+    idle.natsCores = Math.round(((cpuSeconds(natsPids) - n0) / idleSecs) * 1000) / 1000;
+    // Log records per message: every append is one R3 write on three servers, the cluster's main cost.
+    const logSeq = async () => (await probe.jsm.streams.info(DEFAULT_NAMES.logStream)).state.last_seq;
+    const seq0 = await logSeq();
+    rows.push(bench('cluster: 3 Iris + 3 NATS, clients on node0', servers[0]!.url, [...irisPids, ...natsPids], natsPids));
+    appends = (await logSeq()) - seq0;
+    await probe.nc.close();
   } finally {
     for (const s of servers) await s.stop().catch(() => undefined);
     nats?.stop();
@@ -136,6 +181,23 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.what} | ${r.delivered} | ${r.ackP50} / ${r.ackP99} | ${r.delP50} / ${r.delP99} | ${r.cpuCores} | ${r.cpuUsPerMsg} µs |`),
   ];
+  const c = rows.find((r) => r.split !== undefined);
+  if (c?.split) {
+    lines.push('', `Idle cluster (${values.idle} s, no clients): Iris ${idle.irisCores} cores, nats-server ${idle.natsCores} cores.`);
+    lines.push(`Loaded run: Iris ${c.split.irisCores} cores, nats-server ${c.split.natsCores} cores.`);
+    const offered = Number(values.rate) * (Number(values.duration) + 2);
+    lines.push(`Log appends (IRIS_LOG records) in the loaded run: ${appends}, ${(appends / offered).toFixed(2)} per message.`);
+  }
+  if (values.profile !== undefined && c !== undefined) {
+    // The profiles are written when the nodes exit (stopped above).
+    const dir = join(values.profile, 'cluster');
+    const offered = Number(values.rate) * (Number(values.duration) + 2);
+    lines.push('', `Windows (monotonic µs, for scripts/bench/cluster-profile.ts --from --to): idle ${idle.fromUs}..${idle.toUs}, loaded ${c.fromUs}..${c.toUs}.`);
+    lines.push('', `Iris CPU by layer, idle window (${values.idle} s):`, '', ...layerTable(dir, idle.fromUs, idle.toUs, 0));
+    lines.push('', `Iris CPU by layer, loaded run (${offered} messages):`, '', ...layerTable(dir, c.fromUs, c.toUs, offered));
+    lines.push('', 'Iris CPU by activity, idle window:', '', ...activityTable(dir, idle.fromUs, idle.toUs, 0));
+    lines.push('', 'Iris CPU by activity, loaded run:', '', ...activityTable(dir, c.fromUs, c.toUs, offered));
+  }
   process.stdout.write(lines.join('\n') + '\n');
 }
 
