@@ -61,7 +61,9 @@ export class MarkReporter {
   async tick(): Promise<void> {
     if (this.reportAt === null) return;
     const now = this.deps.clock.now();
-    // Woken early for something else (a shard has one alarm, which keeps the earliest wake): ask again.
+    // Woken early for something else (a shard has one alarm, which keeps the earliest wake), or a failed call pushed
+    // the window further since the alarm was asked for: ask again, so that rounds stay a window apart.
+    this.reportAt = Math.max(this.reportAt, this.quietUntil);
     if (this.reportAt > now) return this.deps.scheduler.wakeAt(this.reportAt);
     this.reportAt = null;
     await this.report(now);

@@ -143,6 +143,26 @@ describe('MarkReporter', () => {
     expect(t.calls.map((c) => [c.group, c.d, c.r])).toEqual([['g', 5, 0], ['g', 5, 0]]);
   });
 
+  it('a call that fails while the trailing round waits pushes that round a window past the failure', async () => {
+    const t = reporter();
+    const sent = t.marks.note('g', 5, 0);
+    t.at(10_100);
+    expect(t.marks.note('g', 6, 0)).toBeUndefined();
+    expect(t.wake).toBe(11_000);
+    t.at(10_900);
+    t.calls[0]!.answer(null);
+    await sent;
+    t.at(11_000);
+    await t.fire(); // due by the first alarm, but the failure moved the window: asked again, no call yet
+    expect(t.calls).toHaveLength(1);
+    expect(t.wake).toBe(11_900);
+    t.at(11_900);
+    const round = t.fire();
+    t.calls[1]!.answer(t.ok);
+    await round;
+    expect(t.calls.map((c) => c.d)).toEqual([5, 6]);
+  });
+
   it('marks only move forward, a late answer included; read receipts off send no read; one call per group per round', async () => {
     const t = reporter(false);
     const first = t.marks.note('g', 5, 5);
