@@ -2,6 +2,7 @@ import { LIMITS, ProtocolError, encodeFrame, type GroupClientFrame, type GroupEn
 import type { Delivery } from '../delivery.js';
 import type { MailboxDeps } from '../mailbox.js';
 import type { Conn } from '../ports.js';
+import { MarkReporter } from './marks.js';
 import { markRead, sendReads } from './reads.js';
 import { groupEntriesFor } from './refs.js';
 import { MemberGroups } from './store.js';
@@ -9,8 +10,6 @@ import type { GroupCall, GroupChange, GroupNews, GroupResult } from './types.js'
 
 /** A device's cursor per group is written when it moved this far since it was last written (and at close). */
 const CURSOR_STEP = 64;
-/** Delivered / read marks reach their group at most this often per user (one call per group, coalesced). */
-const REPORT_MS = 1_000;
 /** Entries asked for per read (a page; the group shard caps it too). */
 const PULL_PAGE = 64;
 
@@ -66,13 +65,14 @@ export class GroupMember {
   private readonly heads = new Map<string, number>();
   /** Whether this shard told every group of the user that it is online, since it last had no socket. */
   private watched = false;
-  /** Per group: how far the user's devices got and read, and how far the group was told (memory only). */
-  private readonly marks = new Map<string, { d: number; r: number; toldD: number; toldR: number }>();
-  /** When the coalesced marks are due at their groups (null: none waiting). */
-  private reportAt: number | null = null;
+  /** The delivered / read marks, told to each group at once or coalesced per second (memory only). */
+  private readonly marks: MarkReporter;
 
   constructor(private readonly m: GroupMemberDeps) {
     this.store = new MemberGroups(m.deps.storage.sql, m.deps.user);
+    const { clock, scheduler } = m.deps;
+    const send = (group: string, delivered: number, read: number) => this.call(group, { op: 'mark', from: this.user, delivered, read });
+    this.marks = new MarkReporter({ clock, scheduler, readReceiptsOn: () => this.store.readReceiptsOn(), send });
   }
 
   private get user(): string {
@@ -174,7 +174,11 @@ export class GroupMember {
     // Memory lost since the entries were sent (a hibernated Durable Object woke): the device is believed.
     if (!existed) d.sent = Math.max(d.sent, seq);
     if (seq > d.sent) throw new ProtocolError('bad_ack', `group ack for seq ${seq} beyond what was sent in ${group}`);
-    this.noteMarks(group, seq, read ?? 0);
+    // Sent at once when nothing was told in the last second (core/group/marks.ts): awaited with the ack's own work.
+    await Promise.all([this.marks.note(group, seq, read ?? 0), this.afterAck(conn, group, d, seq, read)]);
+  }
+
+  private async afterAck(conn: Conn, group: string, d: DeviceGroup, seq: number, read?: number): Promise<void> {
     if (read !== undefined && read > 0) await markRead(this.m, this.store, group, read);
     if (seq <= d.acked) return;
     d.unacked = d.unacked.filter((s) => s > seq);
@@ -192,43 +196,9 @@ export class GroupMember {
     d.written = Math.max(d.written, at);
   }
 
-  // ------------------------------------------------------------------ receipts (coalesced)
-
-  /** The user's devices got (read) this far: told to the group at most once per REPORT_MS, not per ack. */
-  private noteMarks(group: string, delivered: number, read: number): void {
-    const m = this.marks.get(group) ?? { d: 0, r: 0, toldD: 0, toldR: 0 };
-    m.d = Math.max(m.d, delivered);
-    // With read receipts off (PROTOCOL.md 9.8) the group learns what was delivered, never what was read.
-    if (read > m.r && this.store.readReceiptsOn()) m.r = read;
-    this.marks.set(group, m);
-    if (m.d === m.toldD && m.r === m.toldR) return;
-    if (this.reportAt === null) {
-      this.reportAt = this.m.deps.clock.now() + REPORT_MS;
-      this.m.deps.scheduler.wakeAt(this.reportAt);
-    }
-  }
-
-  /** The mailbox's wake-up: marks that moved since last told go to their groups, one call per group. */
-  async tick(): Promise<void> {
-    if (this.reportAt === null) return;
-    // Woken early for something else (a shard has one alarm, which keeps the earliest wake): ask again.
-    if (this.reportAt > this.m.deps.clock.now()) return this.m.deps.scheduler.wakeAt(this.reportAt);
-    this.reportAt = null;
-    const work: Promise<void>[] = [];
-    for (const [group, m] of this.marks) {
-      if (m.d === m.toldD && m.r === m.toldR) continue;
-      const d = m.d;
-      const r = m.r;
-      work.push(
-        this.call(group, { op: 'mark', from: this.user, delivered: d, read: r }).then((res) => {
-          if (res?.ok) {
-            m.toldD = Math.max(m.toldD, d);
-            m.toldR = Math.max(m.toldR, r);
-          } else if (res === null) this.noteMarks(group, d, r); // unreachable: told again at the next wake-up
-        }),
-      );
-    }
-    await Promise.all(work);
+  /** The mailbox's wake-up: the marks' trailing report, when due. */
+  tick(): Promise<void> {
+    return this.marks.tick();
   }
 
   // ------------------------------------------------------------------ connections

@@ -270,13 +270,19 @@ describe('groups: receipts, aggregated', () => {
     await create(a, 'g', ['b', 'c', 'd']);
     await send(a, 'g', 'read me', 'msg');
     const seq = a.conn.of('group_send_ack').find((f) => f.id === 'msg')!.seq;
-    await syncAll([a, b, c]);
-    // b reads it (an ack carrying read); c only got it; d never connected.
-    await b.conn.frame({ t: 'group_ack', group: 'g', seq, read: seq });
     const calls = w.groupCalls.length;
+    await syncAll([a, b, c]);
+    const marks = (from: number) => w.groupCalls.slice(from).map((x) => (x.call.op === 'mark' ? `${x.call.from}:${x.call.delivered}/${x.call.read}` : x.call.op));
+    // b's and c's first acks in a quiet second are told at once (leading edge), no wake-up needed; a told the
+    // group its mark of the creation this second (the clock has not moved), so its ack waits for the second's end.
+    expect(marks(calls).sort()).toEqual([`b:${seq}/0`, `c:${seq}/0`]);
+    // b reads it (an ack carrying read); c only got it; d never connected.
+    const later = w.groupCalls.length;
+    await b.conn.frame({ t: 'group_ack', group: 'g', seq, read: seq });
+    expect(marks(later)).toEqual([]);
     await w.advance(1_000);
-    // One coalesced call per member that moved, not one per ack.
-    expect(w.groupCalls.slice(calls).map((x) => `${x.call.op}:${x.call.from}`).sort()).toEqual(['mark:a', 'mark:b', 'mark:c']);
+    // What moved within the second goes at its end, one call per member (the trailing edge), not one per ack.
+    expect(marks(later).sort()).toEqual([`a:${seq}/0`, `b:${seq}/${seq}`]);
     await a.conn.frame({ t: 'group_receipts_query', ref: 'q', group: 'g', seq });
     const r = a.conn.of('group_receipts')[0]!;
     expect(r).toMatchObject({ ref: 'q', group: 'g', seq, done: true });
