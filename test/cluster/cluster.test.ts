@@ -1,13 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FencedError } from '../../cluster/errors.js';
 import { Leases, leaseKey, type LostReason } from '../../cluster/lease.js';
 import { PartitionLog } from '../../cluster/log.js';
-import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
-import { ClusterStorage } from '../../cluster/storage.js';
-import { NatsCluster } from './nats-harness.js';
+import { ClusterFixture } from './fixture.js';
 
 /**
  * The foundation of cluster mode (issue 13) on a REAL three-server NATS cluster (nats-server 2.9, JetStream,
@@ -16,31 +11,9 @@ import { NatsCluster } from './nats-harness.js';
  * numbers, so they share one cluster. Waiting is for events (a lease taken, a callback), never a fixed sleep.
  */
 
-let nats: NatsCluster;
-const conns: ClusterConn[] = [];
-const dirs: string[] = [];
-
-async function conn(name: string): Promise<ClusterConn> {
-  const c = await connectCluster(nats.urls(), undefined, name);
-  conns.push(c);
-  return c;
-}
-
-function dir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'iris-cluster-'));
-  dirs.push(d);
-  return d;
-}
-
-beforeAll(async () => {
-  nats = await NatsCluster.start(3);
-});
-
-afterAll(async () => {
-  for (const c of conns) await c.nc.close().catch(() => undefined);
-  nats?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const fx = new ClusterFixture();
+const conn = (name: string) => fx.conn(name);
+const dir = () => fx.dir();
 
 describe('leases in the KV bucket (R3)', () => {
   it('two nodes race for a free partition: exactly one wins, the other sees it as owner', async () => {

@@ -1,14 +1,11 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { FencedError } from '../../cluster/errors.js';
-import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
+import { connectCluster } from '../../cluster/nats.js';
 import { PartitionLog } from '../../cluster/log.js';
 import { readSnapshot } from '../../cluster/snapshot.js';
 import { ClusterStorage } from '../../cluster/storage.js';
-import type { Row } from '../../core/ports.js';
-import { NatsCluster } from './nats-harness.js';
+import { CREATE, ClusterFixture, put, rows } from './fixture.js';
 
 /**
  * The cluster Storage adapter (cluster/storage.ts) on a real three-server NATS cluster: commits become log
@@ -16,43 +13,9 @@ import { NatsCluster } from './nats-harness.js';
  * fenced by its first append, and losing one NATS server changes nothing visible.
  */
 
-let nats: NatsCluster;
-const conns: ClusterConn[] = [];
-const dirs: string[] = [];
-const open: ClusterStorage[] = [];
-
-async function conn(name: string): Promise<ClusterConn> {
-  const c = await connectCluster(nats.urls(), undefined, name);
-  conns.push(c);
-  return c;
-}
-
-function dir(): string {
-  const d = mkdtempSync(join(tmpdir(), 'iris-cluster-'));
-  dirs.push(d);
-  return d;
-}
-
-async function take(c: ClusterConn, p: number, node: string, onFenced?: (e: unknown) => void, retryForMs?: number): Promise<ClusterStorage> {
-  const s = await ClusterStorage.open(c, p, dir(), { node, onFenced, ...(retryForMs !== undefined && { log: { retryForMs, timeoutMs: 500 } }) });
-  open.push(s);
-  return s;
-}
-
-const CREATE = 'CREATE TABLE IF NOT EXISTS kv (k INTEGER PRIMARY KEY, v TEXT NOT NULL)';
-const put = (s: ClusterStorage, k: number, v: string) => s.commit(() => void s.sql.all('INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)', k, v));
-const rows = (s: ClusterStorage) => s.commit(() => s.sql.all<Row>('SELECT k, v FROM kv ORDER BY k').map((r) => `${r['k']}=${r['v']}`));
-
-beforeAll(async () => {
-  nats = await NatsCluster.start(3);
-});
-
-afterAll(async () => {
-  for (const s of open) s.kill();
-  for (const c of conns) await c.nc.close().catch(() => undefined);
-  nats?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const fx = new ClusterFixture();
+const conn = (name: string) => fx.conn(name);
+const take = fx.take.bind(fx);
 
 describe('cluster Storage: the partition log as the durable store', () => {
   it('a new owner rebuilds the view from snapshot + tail; the old owner is fenced by its first append', async () => {
@@ -122,28 +85,28 @@ describe('cluster Storage: the partition log as the durable store', () => {
     const sa = await take(a, 11, 'a');
     await sa.commit(() => void sa.sql.all(CREATE));
     await put(sa, 1, 'before');
-    await nats.kill(0);
+    await fx.nats.kill(0);
     try {
       for (let i = 2; i <= 20; i++) await put(sa, i, 'during');
-      const b = await connectCluster(nats.urls(true), undefined, 'b');
-      conns.push(b);
+      const b = await connectCluster(fx.nats.urls(true), undefined, 'b');
+      fx.adopt(b);
       const sb = await take(b, 11, 'b');
       const got = await rows(sb);
       expect(got).toHaveLength(20);
       expect(got[0]).toBe('1=before');
     } finally {
-      await nats.restart(0);
+      await fx.nats.restart(0);
     }
   });
 
   it('takes snapshots by itself every N records, so a new owner replays only a short tail', async () => {
     const a = await conn('a');
-    const sa = await ClusterStorage.open(a, 13, dir(), { node: 'a', snapshotEvery: 5 });
-    open.push(sa);
+    const sa = await ClusterStorage.open(a, 13, fx.dir(), { node: 'a', snapshotEvery: 5 });
+    fx.keep(sa);
     await sa.commit(() => void sa.sql.all(CREATE));
     for (let i = 0; i < 23; i++) await put(sa, i, `v${i}`); // one record each: sequential commits
     await sa.snapshot().catch(() => undefined); // let an automatic one in progress finish (or take one)
-    const snap = await readSnapshot(a, 13, join(dir(), 'probe.sqlite'));
+    const snap = await readSnapshot(a, 13, join(fx.dir(), 'probe.sqlite'));
     expect(snap).not.toBeNull();
     let tail = 0;
     await new PartitionLog(a, 13).replay(snap!.logSeq, () => tail++);
