@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { openChat, tick } from './webchat-page.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildWebchat } from '../../scripts/webchat-build.js';
 import { startWrangler } from '../conformance/wrangler-target.js';
@@ -39,13 +40,8 @@ afterAll(async () => {
 
 async function open(ctx: BrowserContext, user: string): Promise<Page> {
   if (MISSING) throw new Error(MISSING);
-  const page = await ctx.newPage();
-  await page.goto(`${origin}/?user=${user}`);
-  await page.locator('#status', { hasText: /^open$/ }).waitFor({ timeout: 30_000 });
-  return page;
+  return openChat(ctx, origin, user);
 }
-
-const tick = (page: Page, text: string) => page.locator('.msg.mine', { hasText: text }).locator('.tick');
 
 describe('the web chat on wrangler dev (Cloudflare profile)', () => {
   it('serves the page, the service worker and dev tokens', async () => {

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { openChat, tick } from './webchat-page.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROOT, removeDir, startServer, type ServerProcess } from '../onprem/helpers.js';
 
@@ -44,14 +45,7 @@ function needBrowser(): void {
   if (MISSING) throw new Error(MISSING);
 }
 
-async function open(ctx: BrowserContext, user: string): Promise<Page> {
-  const page = await ctx.newPage();
-  await page.goto(`${origin}/?user=${user}`);
-  await page.locator('#status', { hasText: /^open$/ }).waitFor({ timeout: 30_000 });
-  return page;
-}
-
-const tick = (page: Page, text: string) => page.locator('.msg.mine', { hasText: text }).locator('.tick');
+const open = (ctx: BrowserContext, user: string): Promise<Page> => openChat(ctx, origin, user);
 
 describe('the web chat served by the on-prem server', () => {
   it('serves the page at / on both modes, and dev tokens only in development mode', async () => {
