@@ -1,15 +1,12 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { ClusterConn } from '../../cluster/nats.js';
 import { partitionOf } from '../../cluster/partition.js';
 import { ClusterStorage } from '../../cluster/storage.js';
 import { DEFAULT_CONFIG } from '../../core/config.js';
 import { Mailbox } from '../../core/mailbox.js';
 import type { Conn, ConnState } from '../../core/ports.js';
 import { decodeFrame, encodeBinary, type ClientFrame, type ServerFrame } from '../../protocol/index.js';
-import { NatsCluster } from './nats-harness.js';
+import { ClusterFixture } from './fixture.js';
 
 /**
  * The real core (core/Mailbox, its schema: WITHOUT ROWID tables, blobs, many tables per commit) over the cluster
@@ -18,21 +15,11 @@ import { NatsCluster } from './nats-harness.js';
  * record. This is what cluster mode will put under every shard.
  */
 
-let nats: NatsCluster;
+const fx = new ClusterFixture();
 let conn: ClusterConn;
-const dirs: string[] = [];
-const storages: ClusterStorage[] = [];
 
 beforeAll(async () => {
-  nats = await NatsCluster.start(3);
-  conn = await connectCluster(nats.urls(), undefined, 'core');
-});
-
-afterAll(async () => {
-  for (const s of storages) s.kill();
-  await conn?.nc.close();
-  nats?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  conn = await fx.conn('core');
 });
 
 class TestConn implements Conn {
@@ -65,13 +52,12 @@ class Owner {
   constructor(readonly name: string) {}
 
   async open(users: string[]): Promise<void> {
-    const d = mkdtempSync(join(tmpdir(), 'iris-cluster-core-'));
-    dirs.push(d);
+    const d = fx.dir();
     for (const u of users) {
       const p = partitionOf(u);
       if (this.storages.has(p)) continue;
       const s = await ClusterStorage.open(conn, p, d, { node: this.name });
-      storages.push(s);
+      fx.keep(s);
       this.storages.set(p, s);
     }
   }

@@ -1,11 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterAll, beforeAll } from 'vitest';
-import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
+import { beforeAll } from 'vitest';
+import type { ClusterConn } from '../../cluster/nats.js';
 import { ClusterStorage } from '../../cluster/storage.js';
 import { storageContract, type StorageTarget } from '../contract/storage-suite.js';
-import { NatsCluster } from './nats-harness.js';
+import { ClusterFixture } from './fixture.js';
 
 /**
  * The Storage contract (test/contract/storage-suite.ts) against the cluster adapter (cluster/storage.ts) on a
@@ -16,21 +13,11 @@ import { NatsCluster } from './nats-harness.js';
  * and a full JetStream store is not simulated here (the full-disk case is then not registered, as the suite says).
  */
 
-let nats: NatsCluster;
+const fx = new ClusterFixture();
 let conn: ClusterConn;
-const dirs: string[] = [];
-const storages: ClusterStorage[] = [];
 
 beforeAll(async () => {
-  nats = await NatsCluster.start(3);
-  conn = await connectCluster(nats.urls(), undefined, 'contract');
-});
-
-afterAll(async () => {
-  for (const s of storages) s.kill();
-  await conn?.nc.close();
-  nats?.stop();
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  conn = await fx.conn('contract');
 });
 
 function clusterTarget(): StorageTarget {
@@ -38,10 +25,9 @@ function clusterTarget(): StorageTarget {
   let partitions = 0;
 
   async function open(partition: number, generation: number): Promise<ClusterStorage> {
-    const dir = mkdtempSync(join(tmpdir(), 'iris-cluster-contract-'));
-    dirs.push(dir);
+    const dir = fx.dir();
     const s = await ClusterStorage.open(conn, partition, dir, { node: `owner${generation}` });
-    storages.push(s);
+    fx.keep(s);
     return s;
   }
 
