@@ -290,51 +290,44 @@ export class Supervisor {
     }
   }
 
+  /**
+   * Passes a client's socket on to worker `to` (a hand-off: SCM_RIGHTS), or `refuse`s it when that worker is not
+   * up or the send fails. Node gave us a net.Socket that already reads; this process must never consume the
+   * client's bytes (the owner may answer before our copy of the descriptor is closed): it stops reading at once,
+   * before the event loop polls again. And an error on it must not take the supervisor down.
+   */
+  private passSocket(to: number, msg: ToWorker, handle: unknown, refuse: (socket: Socket) => void): void {
+    const socket = handle as Socket | undefined;
+    if (!socket) return;
+    stopReading(socket);
+    socket.on('error', () => socket.destroy());
+    const slot = this.slots[to];
+    if (!slot?.child?.connected || !slot.ready || this.draining) {
+      this.handoffs.inc({ result: 'unavailable' });
+      refuse(socket);
+      return;
+    }
+    slot.child.send(msg, socket, { keepOpen: false }, (e) => {
+      if (e) {
+        this.handoffs.inc({ result: 'failed' });
+        refuse(socket);
+      } else this.handoffs.inc({ result: 'ok' });
+    });
+  }
+
   private onMessage(from: Slot, m: ToSupervisor, handle: unknown): void {
     switch (m.t) {
       case 'handoff': {
-        const socket = handle as Socket | undefined;
-        if (!socket) return;
-        // Node gave us a net.Socket that already reads. This process must never consume the client's bytes
-        // (the owner may send the 101 before our copy of the descriptor is closed): stop reading at once,
-        // before the event loop polls again. And an error on it must not take the supervisor down.
-        stopReading(socket);
-        socket.on('error', () => socket.destroy());
-        const to = this.slots[m.to];
-        if (!to?.child?.connected || !to.ready || this.draining) {
-          this.handoffs.inc({ result: 'unavailable' });
+        const refuse = (socket: Socket) =>
           refuseSocket(socket, { status: 503, code: 'unavailable', message: 'the shard of this user is restarting; retry', headers: { 'retry-after': '1' } });
-          return;
-        }
-        to.child.send({ t: 'handoff', user: m.user, head: m.head, rest: m.rest, from: m.from } satisfies ToWorker, socket, { keepOpen: false }, (e) => {
-          if (e) {
-            this.handoffs.inc({ result: 'failed' });
-            refuseSocket(socket, { status: 503, code: 'unavailable', message: 'the shard of this user is restarting; retry', headers: { 'retry-after': '1' } });
-          } else this.handoffs.inc({ result: 'ok' });
-        });
+        this.passSocket(m.to, { t: 'handoff', user: m.user, head: m.head, rest: m.rest, from: m.from }, handle, refuse);
         return;
       }
-      case 'v1_handoff': {
-        // The v1 gateway's socket hand-off (gateway/v1/gateway.ts): as above, with no HTTP refusal to give (the
-        // client speaks v1; it sees the close and logs in again).
-        const socket = handle as Socket | undefined;
-        if (!socket) return;
-        stopReading(socket);
-        socket.on('error', () => socket.destroy());
-        const to = this.slots[m.to];
-        if (!to?.child?.connected || !to.ready || this.draining) {
-          this.handoffs.inc({ result: 'unavailable' });
-          socket.destroy();
-          return;
-        }
-        to.child.send({ t: 'v1_handoff', handoff: m.handoff } satisfies ToWorker, socket, { keepOpen: false }, (e) => {
-          if (e) {
-            this.handoffs.inc({ result: 'failed' });
-            socket.destroy();
-          } else this.handoffs.inc({ result: 'ok' });
-        });
+      case 'v1_handoff':
+        // The v1 gateway's socket hand-off (gateway/v1/gateway.ts): no HTTP refusal to give (the client speaks v1;
+        // it sees the close and logs in again).
+        this.passSocket(m.to, { t: 'v1_handoff', handoff: m.handoff }, handle, (socket) => socket.destroy());
         return;
-      }
       case 'readyz':
         from.child?.send({
           t: 'readyz_res',
