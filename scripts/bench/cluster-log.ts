@@ -31,6 +31,7 @@ import { ClusterNode } from '../../cluster/node.js';
 import { callOwner } from '../../cluster/rpc.js';
 import { ClusterStorage } from '../../cluster/storage.js';
 import { GroupCommitStorage } from '../../onprem/storage.js';
+import type { Storage } from '../../core/ports.js';
 import { NatsCluster, natsServerVersion } from '../../test/cluster/nats-harness.js';
 
 const { values } = parseArgs({
@@ -103,11 +104,8 @@ async function parallelAppends(conns: ClusterConn[]): Promise<void> {
   report({ test: 'parallel-appends', partitions: PARTITIONS, connections: conns.length, appends: per * PARTITIONS, perSec: Math.round((per * PARTITIONS) / secs), p50ms: pct(lat, 50), p99ms: pct(lat, 99) });
 }
 
-async function batchedCommits(conn: ClusterConn, dir: string): Promise<void> {
-  const s = await ClusterStorage.open(conn, 2000, dir, { node: 'bench' });
-  await s.commit(() => void s.sql.all('CREATE TABLE IF NOT EXISTS m (k INTEGER PRIMARY KEY, body BLOB NOT NULL)'));
-  let recordsBefore = 0;
-  await s.log.replay(0, () => recordsBefore++);
+/** COMMITS one-row commits on `s`, INFLIGHT at a time (a new one as each resolves): their latencies and the run's seconds. */
+async function insertLoad(s: Storage): Promise<{ lat: number[]; secs: number }> {
   const lat: number[] = [];
   let next = 0;
   const t0 = performance.now();
@@ -124,7 +122,15 @@ async function batchedCommits(conn: ClusterConn, dir: string): Promise<void> {
     };
     for (let i = 0; i < Math.min(INFLIGHT, COMMITS); i++) one();
   });
-  const secs = (performance.now() - t0) / 1000;
+  return { lat, secs: (performance.now() - t0) / 1000 };
+}
+
+async function batchedCommits(conn: ClusterConn, dir: string): Promise<void> {
+  const s = await ClusterStorage.open(conn, 2000, dir, { node: 'bench' });
+  await s.commit(() => void s.sql.all('CREATE TABLE IF NOT EXISTS m (k INTEGER PRIMARY KEY, body BLOB NOT NULL)'));
+  let recordsBefore = 0;
+  await s.log.replay(0, () => recordsBefore++);
+  const { lat, secs } = await insertLoad(s);
   let records = 0;
   await new PartitionLog(conn, 2000).replay(0, () => records++);
   records -= recordsBefore;
@@ -136,23 +142,7 @@ async function batchedCommits(conn: ClusterConn, dir: string): Promise<void> {
 async function singleBoxCommits(dir: string): Promise<void> {
   const s = new GroupCommitStorage(join(dir, 'single.sqlite'), { windowMs: 0, maxBatch: 1024, sync: 'commit' });
   await s.commit(() => void s.sql.all('CREATE TABLE IF NOT EXISTS m (k INTEGER PRIMARY KEY, body BLOB NOT NULL)'));
-  const lat: number[] = [];
-  let next = 0;
-  const t0 = performance.now();
-  await new Promise<void>((resolve, reject) => {
-    let done = 0;
-    const one = (): void => {
-      const k = next++;
-      const t = performance.now();
-      s.commit(() => void s.sql.all('INSERT INTO m (k, body) VALUES (?, ?)', k, body())).then(() => {
-        lat.push(performance.now() - t);
-        if (++done === COMMITS) resolve();
-        else if (next < COMMITS) one();
-      }, reject);
-    };
-    for (let i = 0; i < Math.min(INFLIGHT, COMMITS); i++) one();
-  });
-  const secs = (performance.now() - t0) / 1000;
+  const { lat, secs } = await insertLoad(s);
   report({ test: 'single-box-commits', commits: COMMITS, inflight: INFLIGHT, bodyBytes: BODY, perSec: Math.round(COMMITS / secs), p50ms: pct(lat, 50), p99ms: pct(lat, 99) });
   s.close();
 }
