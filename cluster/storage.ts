@@ -1,7 +1,7 @@
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync, type Session } from 'node:sqlite';
-import type { Sql, SqlValue, Storage } from '../core/ports.js';
+import type { CommitOptions, Sql, SqlValue, Storage } from '../core/ports.js';
 import { migrate } from '../core/schema.js';
 import { GroupCommitStorage } from '../onprem/storage.js';
 import { FencedError } from './errors.js';
@@ -35,6 +35,8 @@ export interface ClusterStorageOptions {
   leaseRevision?: number;
   windowMs?: number;
   maxBatch?: number;
+  /** Lazy writes with no durable commit after them are appended this many ms later (GroupCommitOptions). */
+  lazyFlushMs?: number;
   /** The partition is lost (fenced, or an append's outcome is unknown): stop serving it. */
   onFenced?: (error: unknown) => void;
   /** Append timeouts and how long an unanswered append is retried (cluster/log.ts). */
@@ -139,6 +141,7 @@ export class ClusterStorage implements Storage {
       windowMs: opts.windowMs ?? 0,
       maxBatch: opts.maxBatch ?? 1024,
       sync: 'async',
+      ...(opts.lazyFlushMs !== undefined && { lazyFlushMs: opts.lazyFlushMs }),
       fsync: (_fd, done) => self!.ship(done),
       onFatal: (e) => self!.lose(e),
     });
@@ -155,7 +158,12 @@ export class ClusterStorage implements Storage {
     return this.fenced;
   }
 
-  commit<T>(fn: () => T): Promise<T> {
+  /**
+   * A lazy commit (CommitOptions.lazy) is no record of its own: the group commit skips the "fsync" of a group that
+   * holds only lazy writes, so the session keeps them and the partition's next record carries them (or an append
+   * of their own after lazyFlushMs). A takeover may lose them, which their callers repair (core/ports.ts).
+   */
+  commit<T>(fn: () => T, opts?: CommitOptions): Promise<T> {
     if (this.fenced) return Promise.reject(this.fenced);
     const mark = this.ddl.length;
     return this.inner.commit(() => {
@@ -165,7 +173,7 @@ export class ClusterStorage implements Storage {
         this.ddl.length = mark; // the savepoint rolled its DDL back too
         throw e;
       }
-    });
+    }, opts);
   }
 
   /** The group commit's "fsync": append everything committed since the last record, answer on the ack. */
@@ -207,7 +215,8 @@ export class ClusterStorage implements Storage {
     if (this.fenced) throw this.fenced;
     // The copy must hold exactly the records up to log.lastSeq: no open transaction, and no committed group
     // whose append is still on its way (it would be in the copy AND replayed after it).
-    if (this.inner.db.isTransaction || this.shipping > 0) throw new Error('snapshot: writes in progress; try again');
+    // Lazy writes not yet appended count too: they are in the view and would be replayed over the copy later.
+    if (this.inner.db.isTransaction || this.shipping > 0 || this.inner.lazyPending > 0) throw new Error('snapshot: writes in progress; try again');
     const manifest = await writeSnapshot(this.log.conn, this.partition, this.inner.db, this.log.lastSeq);
     this.sinceSnapshot = 0;
     await this.log.purgeBefore(manifest.logSeq);

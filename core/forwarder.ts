@@ -1,6 +1,8 @@
 import type { MailboxDeps } from './mailbox.js';
-import { PeerOverloadedError, type ForwardBatch, type ForwardResult } from './ports.js';
+import { PeerOverloadedError, type CommitOptions, type ForwardBatch, type ForwardResult } from './ports.js';
 import type { MailboxStore } from './store.js';
+
+const LAZY: CommitOptions = { lazy: true };
 
 /** Outbox items handed to a recipient per call. */
 const FORWARD_BATCH = 64;
@@ -22,7 +24,7 @@ interface ForwardState {
 /** What the forwarder needs from its mailbox besides the deps: the store, its commits, and itself as a recipient. */
 export interface ForwarderHost {
   readonly store: MailboxStore;
-  tx<T>(fn: () => T): Promise<T>;
+  tx<T>(fn: () => T, opts?: CommitOptions): Promise<T>;
   /** A message to oneself is handed over like any other, to this mailbox's own receive(). */
   receive(batch: ForwardBatch): Promise<ForwardResult>;
 }
@@ -123,10 +125,12 @@ export class Forwarder {
         const batch: ForwardBatch = { from: user, items, ...(receipt && { receipt }), ...(read && { read }), ...(st.trace !== undefined && { trace: st.trace }) };
         const res = recipient === user ? await this.host.receive(batch) : await peers.forward(recipient, batch);
         if ((res.acceptedUpTo > 0 && items.length > 0) || receipt) {
+          // Lazy: lost in a crash, the items are forwarded again and dropped by the recipient's per-sender dedup,
+          // the receipt is sent again and merged as a maximum. In cluster mode this saves a log record per batch.
           await this.host.tx(() => {
             if (res.acceptedUpTo > 0 && items.length > 0) store.outboxDelete(recipient, res.acceptedUpTo);
             if (receipt) store.paid(recipient, receipt.n);
-          });
+          }, LAZY);
         }
         // Memory only: the floor that says it reached the sender is written with the users row later.
         if (read) store.readPaid(recipient, read.n);

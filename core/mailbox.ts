@@ -36,7 +36,7 @@ import type {
   Storage,
 } from './ports.js';
 import type { BarrierCode } from './conn-guard.js';
-import { StorageFullError } from './ports.js';
+import { StorageFullError, type CommitOptions } from './ports.js';
 import { Delivery } from './delivery.js';
 import { GroupMember } from './group/member.js';
 import type { GroupNews } from './group/types.js';
@@ -131,7 +131,7 @@ export class Mailbox {
   private readonly groups: GroupMember;
 
   private get forwarder(): Forwarder {
-    return (this.forwarderOrNull ??= new Forwarder(this.deps, { store: this.store, tx: (fn) => this.tx(fn), receive: (b) => this.receive(b) }));
+    return (this.forwarderOrNull ??= new Forwarder(this.deps, { store: this.store, tx: (fn, opts) => this.tx(fn, opts), receive: (b) => this.receive(b) }));
   }
 
   /** Typing indicators, both ends, in memory (core/typing.ts); created on first use, like the forwarder. */
@@ -442,6 +442,10 @@ export class Mailbox {
     const seq = ackCovers(st, f.seq);
     const now = this.deps.clock.now();
     const handed: HandOver[] = [];
+    // Lazy (core/ports.ts CommitOptions): a cursor, `delivered` and a trim lost in a crash are derived again (the
+    // receipts owed for them are re-sent and merged as a maximum). A receipt handed to a sender in this storage
+    // is not: its version goes to the sender's sockets, so then the commit is a durable one.
+    const mode: CommitOptions = { lazy: true };
     const kick = await this.tx(() => {
       const cursor = st.acked ?? this.store.deviceCursor(st.device) ?? 0;
       if (seq <= cursor) return [];
@@ -453,8 +457,9 @@ export class Mailbox {
       const recipients = seq > u.delivered ? this.oweReceipts(u.delivered, seq, now, handed) : [];
       // Trimming needs every device's cursor: do it in steps of TRIM_STEP entries, not on every ack.
       if (seq - u.trimmed >= TRIM_STEP) this.trim();
+      mode.lazy = handed.length === 0;
       return recipients;
-    }).catch((e: unknown): string[] => {
+    }, mode).catch((e: unknown): string[] => {
       for (const h of handed) h.rollback();
       handed.length = 0;
       // Disk full: the cursor stays where it was stored (a reconnect redelivers; the SDK drops what it has
@@ -734,8 +739,8 @@ export class Mailbox {
   }
 
   /** Storage.commit, dropping the store's caches if the commit fails (the database rolled back, they did not). */
-  private tx<T>(fn: () => T): Promise<T> {
-    return this.deps.storage.commit(fn).catch((e: unknown) => {
+  private tx<T>(fn: () => T, opts?: CommitOptions): Promise<T> {
+    return this.deps.storage.commit(fn, opts).catch((e: unknown) => {
       this.store.forget();
       throw e;
     });

@@ -41,7 +41,26 @@ export interface Storage {
    * delivery) therefore leaves only after the commit. On Cloudflare the output gate gives this for free;
    * on-prem it is the group commit's fsync. Reads done in fn see only data that is durable by resolution.
    */
-  commit<T>(fn: () => T): Promise<T>;
+  commit<T>(fn: () => T, opts?: CommitOptions): Promise<T>;
+}
+
+export interface CommitOptions {
+  /**
+   * The writes of fn may become durable LATER than the promise resolves: with the next commit of this storage
+   * that is not lazy (they are ordered before it: a durable commit makes every earlier lazy one durable too), or
+   * within a bounded delay (the adapter's own). A crash may lose them, and only them (never a write that was not
+   * lazy, never a lazy write followed by a durable one that resolved). Use it only for writes that what runs
+   * after a restart repairs, and that nothing sent on their strength depends on: an outbox delete after the
+   * recipient accepted (a resend is dropped by its per-sender dedup), a receipt paid (resent, merged as a
+   * maximum), a cursor or `delivered` floor (derived again; the device drops what it saw). Reads in fn may see
+   * lazy writes that are not durable yet. Read when fn has returned, so fn may clear it on finding that it wrote
+   * something that must be durable before what follows (core/mailbox.ts onAck: a receipt handed over locally).
+   *
+   * Why: in cluster mode every durable group is one replicated log append (~1 ms of CPU on each side); these
+   * bookkeeping writes were a quarter of a message's appends (docs/BENCHMARKS.md, cluster). An adapter may treat
+   * a lazy commit as a durable one (Durable Objects do: the output gate already batches).
+   */
+  lazy?: boolean;
 }
 
 /** Per-socket state that must survive hibernation (a Durable Object keeps it in the socket's attachment). */

@@ -1,7 +1,7 @@
 import { closeSync, fdatasync, fsyncSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { DatabaseSync, type StatementSync } from 'node:sqlite';
-import { StorageFullError, type Sql, type SqlValue, type Storage } from '../core/ports.js';
+import { StorageFullError, type CommitOptions, type Sql, type SqlValue, type Storage } from '../core/ports.js';
 import { migrate } from '../core/schema.js';
 
 // Over 400 lines on purpose: the group commit is one state machine (open batch, savepoints, COMMIT, the async
@@ -36,6 +36,11 @@ import { migrate } from '../core/schema.js';
  * A fn that wrote nothing resolves at once when nothing it could have read is still waiting for a COMMIT or an
  * fsync: the core runs its reads (inbox pages, outbox batches) through commit() too, and they must neither pay
  * for an fsync nor hand out data that is not yet durable.
+ *
+ * Lazy commits (CommitOptions.lazy, 'async' mode only; 'commit' mode fsyncs inside every COMMIT anyway): a batch
+ * whose only writes are lazy is COMMITted without an fsync and its promises resolve at the COMMIT. The WAL keeps
+ * the order, so the next fsync (of a later durable batch, or lazyFlushMs later at the latest) makes them durable.
+ * In cluster mode the fsync is the partition log's append (cluster/storage.ts): a lazy-only batch is no record.
  */
 
 export interface CommitObserver {
@@ -63,6 +68,8 @@ export interface GroupCommitOptions {
   observer?: CommitObserver;
   /** While full, writes are refused up front and one batch every this many ms tries for real. Default 1000. */
   fullRetryMs?: number;
+  /** Lazy writes not followed by a durable batch get an fsync of their own this many ms later. Default 1000. */
+  lazyFlushMs?: number;
 }
 
 /** SQLITE_FULL: the disk (ENOSPC on a write) or max_page_count. */
@@ -87,7 +94,11 @@ interface Prepared {
 interface Waiter {
   resolve: () => void;
   reject: (e: unknown) => void;
+  /** A lazy commit's waiter: resolved at the COMMIT, not at the fsync. */
+  lazy?: boolean;
 }
+
+const NOOP_WAITER: Waiter = { resolve: () => undefined, reject: () => undefined };
 
 const READ_ONLY = /^\s*(SELECT|WITH|PRAGMA|EXPLAIN|VALUES)\b/i;
 
@@ -102,6 +113,11 @@ export class GroupCommitStorage implements Storage {
   private inTx = false;
   /** Rows changed in the open transaction: a nonzero value means a COMMIT (fsync) is owed. */
   private rows = 0;
+  /** Of those, rows written by lazy commits: only rows - lazyRows are owed an fsync now. */
+  private lazyRows = 0;
+  /** Lazy rows COMMITted and not yet covered by an fsync that started after them. */
+  private lazyUnsynced = 0;
+  private lazyTimer: ReturnType<typeof setTimeout> | null = null;
   private waiting: Waiter[] = [];
   private timer: ReturnType<typeof setTimeout> | null = null;
   private immediate: ReturnType<typeof setImmediate> | null = null;
@@ -207,7 +223,7 @@ export class GroupCommitStorage implements Storage {
     this.inTx = true;
   }
 
-  commit<T>(fn: () => T): Promise<T> {
+  commit<T>(fn: () => T, opts?: CommitOptions): Promise<T> {
     if (this.closed) return Promise.reject(new StorageClosedError('storage is closed'));
     if (this.depth > 0) {
       // Nested commit (fn calling commit): it is part of the outer fn's atomic unit.
@@ -246,10 +262,14 @@ export class GroupCommitStorage implements Storage {
     }
     this.depth--;
     this.release.run();
-    if (this.rows === 0) {
+    const lazy = opts?.lazy === true && this.asyncSync;
+    if (lazy) this.lazyRows += this.rows - before;
+    if (this.rows === this.lazyRows) {
       // Nothing uncommitted, neither from fn nor from anything before it. End the (read-only) transaction now;
       // that COMMIT writes nothing. What fn read is durable unless a committed group still waits for its fsync.
+      // Nothing in the open transaction is owed an fsync (lazy rows are not): COMMIT it now.
       this.flush();
+      if (lazy) return Promise.resolve(out);
       const group = this.unsynced.length > 0 ? this.unsynced : this.syncing;
       if (group === null) return Promise.resolve(out);
       const value = out;
@@ -257,7 +277,7 @@ export class GroupCommitStorage implements Storage {
     }
     const value = out;
     const p = new Promise<T>((resolve, reject) => {
-      this.waiting.push({ resolve: () => resolve(value), reject });
+      this.waiting.push({ resolve: () => resolve(value), reject, ...(lazy && { lazy: true }) });
     });
     if (this.waiting.length >= this.opts.maxBatch) this.flush();
     else this.schedule();
@@ -314,8 +334,10 @@ export class GroupCommitStorage implements Storage {
     if (!this.inTx) return;
     const waiting = this.waiting;
     const rows = this.rows;
+    const lazyRows = this.lazyRows;
     this.waiting = [];
     this.rows = 0;
+    this.lazyRows = 0;
     const t0 = process.hrtime.bigint();
     try {
       this.db.exec('COMMIT');
@@ -335,14 +357,44 @@ export class GroupCommitStorage implements Storage {
       return;
     }
     if (rows === 0 && waiting.length === 0) return;
+    if (rows === lazyRows && lazyRows > 0) {
+      // Only lazy writes: no fsync now. Their waiters are done; a reader joins whatever fsync is still owed.
+      this.lazyUnsynced += lazyRows;
+      this.armLazyFlush();
+      const group = this.unsynced.length > 0 ? this.unsynced : this.syncing;
+      for (const w of waiting) {
+        if (w.lazy || group === null) w.resolve();
+        else group.push(w);
+      }
+      return;
+    }
     for (const w of waiting) this.unsynced.push(w);
     this.unsyncedRows += rows;
     this.startSync();
   }
 
-  /** Commits the open batch and resolves once everything committed so far is on disk. */
+  /** Lazy rows committed and not yet made durable by an fsync (ClusterStorage.snapshot waits for none). */
+  get lazyPending(): number {
+    return this.lazyUnsynced;
+  }
+
+  private armLazyFlush(): void {
+    if (this.lazyTimer !== null) return;
+    this.lazyTimer = setTimeout(() => {
+      this.lazyTimer = null;
+      if (this.lazyUnsynced === 0 || this.closed) return;
+      this.unsynced.push(NOOP_WAITER);
+      this.startSync();
+    }, this.opts.lazyFlushMs ?? 1000);
+  }
+
+  /** Commits the open batch and resolves once everything committed so far (lazy writes too) is on disk. */
   settled(): Promise<void> {
     this.flush();
+    if (this.lazyUnsynced > 0 && this.unsynced.length === 0) {
+      this.unsynced.push(NOOP_WAITER);
+      this.startSync();
+    }
     const group = this.unsynced.length > 0 ? this.unsynced : this.syncing;
     if (group === null) return Promise.resolve();
     return new Promise<void>((resolve) => group.push({ resolve, reject: () => resolve() }));
@@ -355,6 +407,10 @@ export class GroupCommitStorage implements Storage {
     const rows = this.unsyncedRows;
     this.unsynced = [];
     this.unsyncedRows = 0;
+    // An fsync of the WAL (or the log append of everything since the last) covers every lazy row before it.
+    this.lazyUnsynced = 0;
+    if (this.lazyTimer !== null) clearTimeout(this.lazyTimer);
+    this.lazyTimer = null;
     this.syncing = group;
     const t0 = process.hrtime.bigint();
     (this.opts.fsync ?? fdatasync)(this.walFd, (err) => {
@@ -379,6 +435,7 @@ export class GroupCommitStorage implements Storage {
     this.unsynced = [];
     this.waiting = [];
     this.rows = 0;
+    this.lazyRows = 0;
     this.closed = true;
     try {
       if (this.db.isTransaction) this.db.exec('ROLLBACK');
@@ -406,6 +463,7 @@ export class GroupCommitStorage implements Storage {
     const waiting = this.waiting;
     this.waiting = [];
     this.rows = 0;
+    this.lazyRows = 0;
     this.inTx = false;
     try {
       if (this.db.isTransaction) this.db.exec('ROLLBACK');
@@ -421,6 +479,7 @@ export class GroupCommitStorage implements Storage {
     if (this.closed) return;
     this.flush();
     this.closed = true;
+    if (this.lazyTimer !== null) clearTimeout(this.lazyTimer);
     this.stmts.clear();
     if (this.asyncSync && this.walFd >= 0) {
       // Whatever waits for an fsync gets one now; one still in flight resolves its own group and closes the fd.

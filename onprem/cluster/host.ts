@@ -9,7 +9,7 @@ import { callOwner } from '../../cluster/rpc.js';
 import { withRetry } from '../../cluster/retry.js';
 import type { ClusterStorage } from '../../cluster/storage.js';
 import { AppendUnknownError, FencedError, PartitionUnavailableError } from '../../cluster/errors.js';
-import type { Storage } from '../../core/ports.js';
+import type { CommitOptions, Storage } from '../../core/ports.js';
 import type { ClusterConfig } from './config.js';
 
 /**
@@ -100,8 +100,8 @@ export class ClusterHost {
       // StorageFullError path), never `internal`: nothing is acked, the client retries with its idempotency key.
       f = {
         sql: s.sql,
-        commit: <T>(fn: () => T): Promise<T> =>
-          s.commit(fn).catch((e: unknown) => {
+        commit: <T>(fn: () => T, opts?: CommitOptions): Promise<T> =>
+          s.commit(fn, opts).catch((e: unknown) => {
             if (s.fencedBy !== null || e instanceof FencedError || e instanceof AppendUnknownError) throw new PartitionUnavailableError(p, { cause: e });
             throw e;
           }),

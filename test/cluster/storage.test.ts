@@ -1,5 +1,5 @@
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { FencedError } from '../../cluster/errors.js';
 import { connectCluster } from '../../cluster/nats.js';
 import { PartitionLog } from '../../cluster/log.js';
@@ -113,5 +113,50 @@ describe('cluster Storage: the partition log as the durable store', () => {
     expect(tail).toBeLessThan(5);
     const sb = await take(a, 13, 'b');
     expect(await rows(sb)).toHaveLength(23);
+  });
+
+  it('lazy commits are no record of their own: the next record carries them, or one of their own lazyFlushMs later', async () => {
+    const a = await conn('a');
+    const sa = fx.keep(await ClusterStorage.open(a, 14, fx.dir(), { node: 'a', lazyFlushMs: 50 }));
+    await sa.commit(() => void sa.sql.all(CREATE));
+    const base = sa.log.lastSeq;
+    const lazyPut = (k: number) => sa.commit(() => void sa.sql.all('INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)', k, 'lazy'), { lazy: true });
+    for (let k = 1; k <= 10; k++) await lazyPut(k);
+    // A durable read between them appends nothing either.
+    expect(await rows(sa)).toHaveLength(10);
+    expect(sa.log.lastSeq).toBe(base);
+    await put(sa, 11, 'durable');
+    const afterDurable = sa.log.lastSeq;
+    expect(await new PartitionLog(a, 14).head()).toBe(afterDurable); // exactly one record for all eleven
+    const sb = await take(a, 14, 'b');
+    expect(await rows(sb)).toHaveLength(11);
+
+    // Alone, a lazy write is appended by the timer; a takeover after that sees it.
+    const sc = fx.keep(await ClusterStorage.open(a, 14, fx.dir(), { node: 'c', lazyFlushMs: 50 }));
+    const claimed = sc.log.lastSeq;
+    await sc.commit(() => void sc.sql.all('INSERT INTO kv (k, v) VALUES (12, ?)', 'alone'), { lazy: true });
+    expect(sc.log.lastSeq).toBe(claimed);
+    await vi.waitFor(() => expect(sc.log.lastSeq).toBe(claimed + 1), { timeout: 10_000, interval: 20 });
+    const sd = await take(a, 14, 'd');
+    expect(await rows(sd)).toHaveLength(12);
+
+    // A crash before any record loses the lazy write (which is what lazy permits), and nothing else.
+    const se = fx.keep(await ClusterStorage.open(a, 14, fx.dir(), { node: 'e', lazyFlushMs: 60_000 }));
+    await se.commit(() => void se.sql.all('INSERT INTO kv (k, v) VALUES (13, ?)', 'lost'), { lazy: true });
+    se.kill();
+    const sf = await take(a, 14, 'f');
+    expect(await rows(sf)).toHaveLength(12);
+  });
+
+  it('a snapshot waits for lazy writes to be appended first (never copies a write the log has not)', async () => {
+    const a = await conn('a');
+    const sa = fx.keep(await ClusterStorage.open(a, 15, fx.dir(), { node: 'a', lazyFlushMs: 60_000 }));
+    await sa.commit(() => void sa.sql.all(CREATE));
+    await sa.commit(() => void sa.sql.all('INSERT INTO kv (k, v) VALUES (1, ?)', 'lazy'), { lazy: true });
+    const snap = await sa.snapshot();
+    expect(snap.logSeq).toBe(sa.log.lastSeq);
+    await put(sa, 2, 'after');
+    const sb = await take(a, 15, 'b');
+    expect(await rows(sb)).toEqual(['1=lazy', '2=after']);
   });
 });
