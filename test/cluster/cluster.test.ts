@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { FencedError } from '../../cluster/errors.js';
-import { Leases, leaseKey, type LostReason } from '../../cluster/lease.js';
+import { Leases, leaseKey, sessionKey, type LostReason } from '../../cluster/lease.js';
 import { PartitionLog } from '../../cluster/log.js';
 import { ClusterFixture } from './fixture.js';
 
@@ -46,8 +46,8 @@ describe('leases in the KV bucket (R3)', () => {
       const held = await la.acquire(10);
       const abort = new AbortController();
       const contender = lb.acquire(10, abort.signal).then(() => 'took', () => 'aborted');
-      // Three renewals by the holder (each a new revision), seen through a KV watch, span more than a lease.
-      const w = await a.leases.watch({ key: leaseKey(10) });
+      // Renewals of the holder's session (each a new revision), seen through a KV watch, span more than a lease.
+      const w = await a.leases.watch({ key: sessionKey('a') });
       let renewals = 0;
       for await (const e of w) if (e.revision > held.revision && ++renewals === 4) break;
       w.stop();
@@ -103,17 +103,57 @@ describe('leases in the KV bucket (R3)', () => {
     la.close();
   });
 
-  it('a holder whose lease was taken over learns it at its next renewal', async () => {
+  it('a holder whose session was ended by a contender learns it at its next renewal, and loses every partition', async () => {
     const [a, b] = [await conn('a'), await conn('b')];
     const la = new Leases(a.leases, { node: 'a', leaseMs: 60_000, renewMs: 50 });
-    const lost = new Promise<LostReason>((resolve) => la.onLost((p, reason) => p === 50 && resolve(reason)));
+    const lost: number[] = [];
+    const both = new Promise<LostReason>((resolve) => la.onLost((p, reason) => (lost.push(p), lost.length === 2 && resolve(reason))));
     try {
-      const held = await la.acquire(50);
-      // An operator (or a buggy node) overwrites the lease: the holder's CAS fails.
-      await b.leases.update(leaseKey(50), JSON.stringify({ node: 'b', ms: 60_000 }), held.revision);
-      expect(await lost).toBe('taken');
+      await la.acquire(50);
+      await la.acquire(51);
+      // What a contender does after a whole lease without renewal: a dead mark over the session's revision.
+      const e = (await b.leases.get(sessionKey('a')))!;
+      await b.leases.update(sessionKey('a'), JSON.stringify({ ...e.json<object>(), dead: true }), e.revision);
+      expect(await both).toBe('taken');
+      expect(lost.sort()).toEqual([50, 51]);
+      expect(la.holds(50) || la.holds(51)).toBe(false);
     } finally {
       la.close();
+    }
+  });
+
+  it('renewal writes one key per node, whatever the number of partitions held', async () => {
+    const a = await conn('a');
+    const la = new Leases(a.leases, { node: 'a-many', leaseMs: 900 });
+    try {
+      for (let p = 200; p < 240; p++) await la.acquire(p);
+      const w = await a.leases.watch({ key: '>', include: 'updates' });
+      const keys: string[] = [];
+      for await (const e of w) if (keys.push(e.key) >= 4) break;
+      w.stop();
+      // A renewal is every leaseMs/3: four writes span more than a lease of 40 partitions, all of them l.a-many.
+      expect(keys).toEqual(Array(4).fill(sessionKey('a-many')));
+      for (let p = 200; p < 240; p++) expect(la.holds(p)).toBe(true);
+    } finally {
+      la.close();
+    }
+  });
+
+  it('a node restarted under the same id frees the partitions of its earlier run at once', async () => {
+    const [a, b] = [await conn('a'), await conn('b')];
+    const first = new Leases(a.leases, { node: 'a-restart', leaseMs: 60_000 });
+    const lb = new Leases(b.leases, { node: 'b', leaseMs: 60_000 });
+    try {
+      await first.acquire(60);
+      first.close(); // kill -9
+      expect((await lb.tryAcquire(60)).won).toBe(false); // its session still looks alive
+      const again = new Leases(a.leases, { node: 'a-restart', leaseMs: 60_000 });
+      await again.acquire(61); // the restarted node starts a new session
+      again.close();
+      const r = await lb.tryAcquire(60);
+      expect(r.won).toBe(true);
+    } finally {
+      lb.close();
     }
   });
 });
