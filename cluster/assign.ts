@@ -14,10 +14,19 @@ export interface AssignOptions {
   /** The partition count of the cluster (partitions 0 .. count-1). */
   partitions: number;
   tickMs: number;
+  /**
+   * Takeovers (lease, rebuild, claim) running at once; the rest queue and start as these finish. Default 8. A node
+   * that starts takes ~1/N of all partitions: all at once were thousands of NATS requests in flight, which delayed
+   * the node's own lease renewal past its expiry (measured at 1,024 partitions: the node lost everything it had
+   * just taken, and rebuilt it again).
+   */
+  maxTakeovers?: number;
 }
 
 export class Assigner {
   private readonly starting = new Map<number, AbortController>();
+  /** Partitions this node is the candidate for, waiting for a takeover slot (in partition order). */
+  private readonly queued = new Set<number>();
   private timer: ReturnType<typeof setTimeout> | null = null;
   private stopped = false;
   private readonly tickListeners: (() => void)[] = [];
@@ -54,23 +63,38 @@ export class Assigner {
     for (let p = 0; p < this.opts.partitions; p++) {
       const mine = candidateOwner(p, live) === me;
       if (mine && !this.node.storage(p) && !this.starting.has(p)) {
-        const ctl = new AbortController();
-        this.starting.set(p, ctl);
-        this.node.serve(p, ctl.signal).then(
-          () => this.starting.delete(p),
-          () => this.starting.delete(p),
-        );
+        this.queued.add(p);
       } else if (!mine) {
+        this.queued.delete(p);
         this.starting.get(p)?.abort(new Error('no longer the candidate'));
         if (this.node.storage(p)) handOver.push(this.node.release(p).catch(() => undefined));
       }
     }
+    this.pump();
     await Promise.all(handOver);
     for (const fn of this.tickListeners) fn();
   }
 
+  /** Starts queued takeovers while fewer than maxTakeovers run; each one finishing starts the next. */
+  private pump(): void {
+    const max = this.opts.maxTakeovers ?? 8;
+    for (const p of this.queued) {
+      if (this.stopped || this.starting.size >= max) return;
+      this.queued.delete(p);
+      if (this.node.storage(p)) continue;
+      const ctl = new AbortController();
+      this.starting.set(p, ctl);
+      const done = () => {
+        this.starting.delete(p);
+        this.pump();
+      };
+      this.node.serve(p, ctl.signal).then(done, done);
+    }
+  }
+
   stop(): void {
     this.stopped = true;
+    this.queued.clear();
     if (this.timer) clearTimeout(this.timer);
     for (const c of this.starting.values()) c.abort(new Error('stopped'));
   }

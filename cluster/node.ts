@@ -1,3 +1,4 @@
+import type { KV } from '@nats-io/kv';
 import type { Subscription } from '@nats-io/transport-node';
 import { Leases, type LostReason } from './lease.js';
 import type { ClusterConn } from './nats.js';
@@ -24,6 +25,11 @@ export interface ClusterNodeOptions {
   dir: string;
   leaseMs: number;
   renewMs?: number;
+  /**
+   * The lease bucket through another NATS connection than `conn` (default: conn.leases). The server uses its own:
+   * a renewal then never queues behind the partitions' appends and rebuild reads in one socket's buffers.
+   */
+  leaseKv?: KV;
   /** Called when a partition stops being served here, with why. */
   onLost?: (partition: number, reason: LostReason | 'fenced') => void;
   /** Called once a partition is served here (rebuilt and claimed), before its calls are answered. */
@@ -44,7 +50,7 @@ export class ClusterNode {
     readonly conn: ClusterConn,
     private readonly opts: ClusterNodeOptions,
   ) {
-    this.leases = new Leases(conn.leases, { node: opts.node, leaseMs: opts.leaseMs, renewMs: opts.renewMs });
+    this.leases = new Leases(opts.leaseKv ?? conn.leases, { node: opts.node, leaseMs: opts.leaseMs, renewMs: opts.renewMs });
     this.leases.onLost((p, reason) => {
       const s = this.serving.get(p);
       if (!s) return;

@@ -53,6 +53,7 @@ export class ClusterHost {
     private readonly membership: Membership,
     private readonly assigner: Assigner,
     private readonly callTimeoutMs: number,
+    private readonly leaseConn: ClusterConn,
   ) {}
 
   static async start(cfg: ClusterConfig, dir: string, callTimeoutMs: number, ev: HostEvents): Promise<ClusterHost> {
@@ -60,12 +61,14 @@ export class ClusterHost {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
     const conn = await connectCluster(cfg.servers, DEFAULT_SETUP, `iris-${cfg.node}`);
+    const leaseConn = await connectCluster(cfg.servers, DEFAULT_SETUP, `iris-${cfg.node}-leases`);
     const address: NodeAddress = { host: cfg.pipeHost, port: cfg.pipePort };
     await withRetry(() => conn.leases.put(addressKey(cfg.node), JSON.stringify(address)));
     const node = new ClusterNode(conn, {
       node: cfg.node,
       dir,
       leaseMs: cfg.leaseMs,
+      leaseKv: leaseConn.leases,
       onLost: (p, reason) => ev.lost(p, reason),
       onServed: (p, s) => ev.served(p, s),
       // A takeover replays at most ~2,000 records (~1 s) after the last snapshot (docs/ARCHITECTURE.md numbers).
@@ -77,7 +80,7 @@ export class ClusterHost {
     await membership.start();
     const assigner = new Assigner(node, membership, { partitions: cfg.partitions, tickMs: Math.max(100, Math.floor(cfg.leaseMs / 6)) });
     assigner.start();
-    return new ClusterHost(cfg, conn, node, membership, assigner, callTimeoutMs);
+    return new ClusterHost(cfg, conn, node, membership, assigner, callTimeoutMs, leaseConn);
   }
 
   partition(key: string): number {
@@ -138,5 +141,6 @@ export class ClusterHost {
     await this.membership.stop(true);
     await this.node.stop().catch(() => undefined);
     await this.conn.nc.drain().catch(() => undefined);
+    await this.leaseConn.nc.drain().catch(() => undefined);
   }
 }
