@@ -17,7 +17,7 @@
  * and the loaded window, by layer and by activity (scripts/bench/cluster-profile.ts). --skip-single: cluster only.
  */
 import { spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -171,6 +171,8 @@ async function main(): Promise<void> {
     await probe.nc.close();
   } finally {
     for (const s of servers) await s.stop().catch(() => undefined);
+    // The nodes' stderr (lease losses, takeovers) beside the results, to explain a slow or costly run.
+    if (nats) servers.forEach((s, i) => writeFileSync(join(out, `${IDS[i] ?? `server${i}`}.log`), s.output()));
     nats?.stop();
     rmSync(base, { recursive: true, force: true });
   }
