@@ -15,6 +15,9 @@ import { destroyOnError, type WebSockets } from './websockets.js';
  */
 export type V1Relay = Omit<V1Handoff, 'user' | 'claims'> & { token?: string };
 
+/** Longest wait for a TCP connect to another node's pipe port (a few ms on a private network). */
+const CONNECT_TIMEOUT_MS = 2000;
+
 /** The header of a relayed connection: a WebSocket upgrade (`head`) or a logged-in v1 connection (`v1`). */
 export type PipeMeta = { user: string; head: UpgradeHead } | { user: string; v1: V1Relay };
 
@@ -62,13 +65,18 @@ export class PipeRoute {
     len.writeUInt32LE(meta.length, 0);
     uds.write(Buffer.concat([len, meta, head]));
     let opened = false;
+    // A node cut off from this one would leave the connect waiting for the kernel's SYN retries (minutes): a
+    // bounded wait, and the caller's `unreachable` (retry, then refuse) decides.
+    const connectTimer = typeof owner === 'number' ? null : setTimeout(() => uds.destroy(new Error('cluster pipe: connect timed out')), CONNECT_TIMEOUT_MS);
     uds.once('connect', () => {
+      if (connectTimer) clearTimeout(connectTimer);
       opened = true;
       how.connected?.();
       socket.pipe(uds);
       uds.pipe(socket);
     });
     uds.on('error', () => {
+      if (connectTimer) clearTimeout(connectTimer);
       if (!opened) {
         if (how.unreachable) how.unreachable();
         else refuse(this.ctx, socket, { status: 503, code: 'unavailable', message: 'could not reach the shard of this user; retry', headers: { 'retry-after': '1' } });
@@ -76,6 +84,7 @@ export class PipeRoute {
       uds.destroy();
     });
     uds.on('close', () => {
+      if (connectTimer) clearTimeout(connectTimer);
       if (opened) socket.destroy();
     });
     socket.on('close', () => uds.destroy());
