@@ -183,6 +183,26 @@ describe('v1 gateway in cluster mode: 3 NATS servers + 3 Iris nodes', () => {
     expect(w.messages()[0]!.body).toBe('back over it');
   });
 
+  it('measures the relay: round trips of a v1 message to oneself, logged in at the owner and at another node', async () => {
+    const me = userOn('node1', 'v1-rtt-');
+    const medians: number[] = [];
+    for (const at of [nodes[1]!, nodes[0]!]) {
+      const c = await v1(at, me);
+      const ms: number[] = [];
+      for (let i = 0; i < 100; i++) {
+        const t0 = performance.now();
+        c.write(P.send(me, `rtt ${i}`));
+        await c.until(`rtt ${i}`, () => c.messages().length === i + 1);
+        ms.push(performance.now() - t0);
+      }
+      expect(c.messages().map((m) => m.body)).toEqual([...Array(100).keys()].map((i) => `rtt ${i}`));
+      await c.close();
+      ms.sort((a, b) => a - b);
+      medians.push(ms[50]!);
+    }
+    console.log(`v1 cluster: SEND to oneself -> RELIABLE_MSG, median of 100: ${medians[0]!.toFixed(2)} ms at the owner, ${medians[1]!.toFixed(2)} ms relayed from another node`);
+  });
+
   /** Speaks the node-to-node relay with a v1 header on `port`, as anyone on its network could: the packets back. */
   function forgeV1Relay(port: number, user: string, token: string | undefined): Promise<{ packets: ServerPacket[]; closed: boolean }> {
     return new Promise((resolve, reject) => {
