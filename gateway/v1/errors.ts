@@ -32,6 +32,8 @@ export const V1_ERRORS = {
   server_only: 'a packet only a server sends',
   unsupported: 'an opcode this gateway does not map (docs/IRIS-V1.md says why)',
   server_full: 'the worker holds IRIS_MAX_CONNECTIONS connections; the connection is closed',
+  // Cluster mode.
+  relay_refused: 'a connection relayed from another node whose LOGIN does not verify here for the user it names',
 } as const;
 
 export type V1ErrorReason = keyof typeof V1_ERRORS;

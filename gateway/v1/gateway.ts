@@ -9,6 +9,8 @@ import { ownerOf } from '../../onprem/owner.js';
 import { owns, type WorkerContext } from '../../onprem/worker/context.js';
 import { send, type SupervisorLink } from '../../onprem/worker/control.js';
 import type { Shards } from '../../onprem/worker/shards.js';
+import type { V1Relay, V1Relayed } from '../../onprem/worker/pipe.js';
+import type { NodeRelay } from '../../onprem/worker/relay.js';
 import { AUTH_FAILED, RATE_LIMITED, encodeError, type Decoded } from './codec.js';
 import { ConnectLimiter } from '../../onprem/http.js';
 import { V1Link, type Transport } from './link.js';
@@ -24,9 +26,12 @@ import { V1Session } from './session.js';
  *
  *   accept (any worker) -> LOGIN -> auth -> owner?  yes: V1Session here (session.ts)
  *                                                  no: hand the socket to the owner (v1_handoff)
+ *
+ * In cluster mode the owner is usually another node: the socket's bytes are relayed to its pipe port like a
+ * WebSocket's (onprem/worker/relay.ts), with the LOGIN's token, which the owner verifies again (V1Relayed below).
  */
 
-export class V1Gateway {
+export class V1Gateway implements V1Relayed {
   private readonly servers: Server[] = [];
   private readonly verifier: TokenVerifier;
   /** LOGINs per minute per client IP (IRIS_CONNECT_RATE, as for WebSocket upgrades). */
@@ -38,6 +43,8 @@ export class V1Gateway {
     private readonly ctx: WorkerContext,
     private readonly shards: Shards,
     private readonly supervisor: SupervisorLink,
+    /** Cluster mode: relays connections of users whose partition another node serves. */
+    private readonly relay?: NodeRelay,
   ) {
     const { cfg } = ctx;
     this.limiter = new ConnectLimiter(cfg.connectRatePerMin, ctx.workers);
@@ -116,20 +123,24 @@ export class V1Gateway {
     }
   }
 
+  /** The claims of a LOGIN that may log in as `user` ('' when anonymous), or null. */
+  private async authenticate(user: string, token: string | undefined): Promise<string | null> {
+    if (!ID_PATTERN.test(user)) return null;
+    if (token === undefined) return this.ctx.cfg.v1.allowAnonymous ? '' : null;
+    const id: Identity | null = await this.verifier.verify(token).catch(() => null);
+    return id === null || id.user !== user ? null : claimsHeader(id);
+  }
+
   /** Checks the LOGIN, then serves it here or hands it to the owner. AUTH_FAILED and a close otherwise. */
   private async login(link: V1Link, user: string, token: string | undefined): Promise<void> {
-    let id: Identity | null = null;
-    if (!ID_PATTERN.test(user)) return link.end(1000, AUTH_FAILED);
-    if (token !== undefined) {
-      id = await this.verifier.verify(token).catch(() => null);
-      if (id === null || id.user !== user) return link.end(1000, AUTH_FAILED);
-    } else if (!this.ctx.cfg.v1.allowAnonymous) return link.end(1000, AUTH_FAILED);
+    const claims = await this.authenticate(user, token);
+    if (claims === null) return link.end(1000, AUTH_FAILED);
     if (link.closedAlready) return;
     const trace = traceId(undefined);
-    const claims = id ? claimsHeader(id) : '';
     const rest = link.takeRest();
+    if (this.relay && !owns(this.ctx, user)) return this.relayToNode(link, user, token, claims, trace, rest);
     const owner = ownerOf(user, this.ctx.workers);
-    if (owner === this.ctx.id) return this.serve(link, user, claims, trace, rest);
+    if (owner === this.ctx.id) return this.serveLink(link, user, claims, trace, rest);
     // Not a refusal of the credentials: 0xFE unavailable and a close, and the client logs in again (the owner is
     // restarting). If the owner dies after this check, the supervisor or the kernel closes the socket instead.
     if (!this.supervisor.isUp(owner)) return link.end(1000, encodeError('unavailable'));
@@ -147,6 +158,40 @@ export class V1Gateway {
     }
   }
 
+  /**
+   * Cluster mode: another node serves the user. The bytes already read after the LOGIN go in the relay's header
+   * (with the LOGIN's token, not its claims); what the socket still buffers follows through the pipe.
+   */
+  private relayToNode(link: V1Link, user: string, token: string | undefined, claims: string, trace: string, rest: { packets: Uint8Array; raw: Uint8Array }): Promise<void> {
+    const r: V1Relay = { transport: link.transport, packets: Buffer.from(rest.packets).toString('base64'), raw: Buffer.from(rest.raw).toString('base64'), trace, ...(token !== undefined && { token }) };
+    return this.relay!.relay(link.socket, Buffer.alloc(0), { user, v1: r }, {
+      local: () => this.serveLink(link, user, claims, trace, rest),
+      refuse: () => link.end(1000, encodeError('unavailable')),
+      // The link decodes nothing more: another node's session reads this socket's bytes now.
+      leave: () => void link.socket.removeAllListeners('data'),
+    });
+  }
+
+  /** The owner's side of a relay from another node: the LOGIN's token verified here, never the header's user. */
+  async verify(s: Socket, user: string, r: V1Relay): Promise<string | null> {
+    const claims = await this.authenticate(user, r.token);
+    if (claims === null) this.refuse(s, r, 'relay_refused');
+    return claims;
+  }
+
+  /** A relayed connection refused: 0xFE and a close, in its transport (a WebSocket close frame after it). */
+  refuse(s: Socket, r: V1Relay, code: string): void {
+    if (s.destroyed) return;
+    const link = new V1Link(s, r.transport, true);
+    link.end(1000, encodeError(code === 'going_away' ? 'unavailable' : code));
+  }
+
+  serve(s: Socket, user: string, r: V1Relay, claims: string, rest: Buffer): void {
+    const link = new V1Link(s, r.transport, true);
+    link.maxQueuedBytes = this.ctx.cfg.engine.maxQueuedBytes;
+    this.serveLink(link, user, claims, r.trace, { packets: Buffer.from(r.packets, 'base64'), raw: Buffer.concat([Buffer.from(r.raw, 'base64'), rest]) });
+  }
+
   /** The owning side of a hand-off. */
   onHandoff(m: Extract<ToWorker, { t: 'v1_handoff' }>, socket: Socket | undefined): void {
     if (!socket) return;
@@ -154,10 +199,10 @@ export class V1Gateway {
     if (this.ctx.draining || !owns(this.ctx, h.user)) return void socket.destroy();
     const link = new V1Link(socket, h.transport, true);
     link.maxQueuedBytes = this.ctx.cfg.engine.maxQueuedBytes;
-    this.serve(link, h.user, h.claims, h.trace, { packets: Buffer.from(h.packets, 'base64'), raw: Buffer.from(h.raw, 'base64') });
+    this.serveLink(link, h.user, h.claims, h.trace, { packets: Buffer.from(h.packets, 'base64'), raw: Buffer.from(h.raw, 'base64') });
   }
 
-  private serve(link: V1Link, user: string, claims: string, trace: string, rest: { packets: Uint8Array; raw: Uint8Array }): void {
+  private serveLink(link: V1Link, user: string, claims: string, trace: string, rest: { packets: Uint8Array; raw: Uint8Array }): void {
     const tok = claims === '' ? undefined : parseClaims(claims);
     const max = this.ctx.cfg.maxConnections;
     // IRIS_MAX_CONNECTIONS counts v1 connections with the WebSockets (both are the shards' connections).

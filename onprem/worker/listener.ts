@@ -11,6 +11,7 @@ import { ownerOf } from '../owner.js';
 import { owns, refuse, type WorkerContext } from './context.js';
 import { send, type SupervisorLink } from './control.js';
 import type { PipeRoute } from './pipe.js';
+import type { NodeRelay } from './relay.js';
 import { destroyOnError, type WebSockets } from './websockets.js';
 import { TOKEN_HEADER, claimsHeader, claimsOf } from '../../core/revocation.js';
 import { ADMIN_PREFIX } from '../../core/admin.js';
@@ -45,8 +46,8 @@ export class Listener {
     private readonly sockets: WebSockets,
     private readonly pipe: PipeRoute,
     private readonly admin?: AdminRoute,
-    /** Cluster mode: where the owner of a user's partition takes relayed sockets (onprem/cluster/host.ts). */
-    private readonly cluster?: { ownerAddress(user: string): Promise<{ host: string; port: number } | null> },
+    /** Cluster mode: relays sockets of users whose partition another node serves (relay.ts). */
+    private readonly cluster?: NodeRelay,
   ) {
     this.verifier = new TokenVerifier(ctx.cfg.auth);
     this.limiter = new ConnectLimiter(ctx.cfg.connectRatePerMin, ctx.workers);
@@ -178,7 +179,7 @@ export class Listener {
     const headers = { ...req.headers };
     delete headers['authorization'];
     const uh: UpgradeHead = { method: req.method ?? 'GET', url: req.url ?? CONNECT_PATH, headers, remote: socket.remoteAddress ?? '' };
-    if (ctx.cfg.route === 'pipe') return this.pipe.pipeTo(owner, socket, head, user, uh);
+    if (ctx.cfg.route === 'pipe') return this.pipe.pipeTo(owner, socket, head, { user, head: uh });
     // Hand the authenticated TCP socket itself to the owner: worker -> supervisor -> owner (SCM_RIGHTS). After
     // this, the socket is the owner's; this process closes its copy when the supervisor acknowledges it.
     // Until then our copy must not read: the owner may already have sent the 101 and the client its hello, and
@@ -199,23 +200,14 @@ export class Listener {
    * Cluster mode: the user's partition is served by another node. Its socket's bytes are relayed to that node's
    * pipe port (PipeRoute over TCP); no owner yet (a failover) answers 503 with retry-after.
    */
-  private async relayToNode(user: string, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
-    const { ctx } = this;
-    // A partition between owners (taken over, or being rebuilt here) usually has one again within a lease: the
-    // upgrade waits for it (bounded) rather than refusing a client whose first attempt would then fail.
-    const until = Date.now() + Math.min(5000, 2 * (ctx.cfg.cluster?.leaseMs ?? 1000));
-    let addr: { host: string; port: number } | null = null;
-    for (;;) {
-      if (owns(ctx, user)) return this.sockets.accept(req, socket, head, user, 'local');
-      addr = await this.cluster!.ownerAddress(user).catch(() => null);
-      if (socket.destroyed) return;
-      if (addr || Date.now() > until) break;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    if (!addr) return refuse(ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is moving; retry', headers: { 'retry-after': '1' } });
+  private relayToNode(user: string, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
     // The token travels: the owning node verifies it again (PipeRoute.listenTcp) rather than trusting `user`.
     const headers = { ...req.headers };
-    this.pipe.pipeTo(addr, socket, head, user, { method: req.method ?? 'GET', url: req.url ?? CONNECT_PATH, headers, remote: socket.remoteAddress ?? '' });
+    const uh: UpgradeHead = { method: req.method ?? 'GET', url: req.url ?? CONNECT_PATH, headers, remote: socket.remoteAddress ?? '' };
+    return this.cluster!.relay(socket, head, { user, head: uh }, {
+      local: () => this.sockets.accept(req, socket, head, user, 'local'),
+      refuse: () => refuse(this.ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is moving; retry', headers: { 'retry-after': '1' } }),
+    });
   }
 
   /** The owning side of a hand-off: a socket for one of this worker's users, authenticated by another worker. */

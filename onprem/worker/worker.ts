@@ -14,6 +14,7 @@ import type { WorkerContext } from './context.js';
 import { SupervisorLink, send } from './control.js';
 import { Listener } from './listener.js';
 import { PipeRoute } from './pipe.js';
+import { NodeRelay } from './relay.js';
 import { Router } from './router.js';
 import { Shards } from './shards.js';
 import { WebSockets } from './websockets.js';
@@ -98,9 +99,11 @@ export class Worker implements WorkerContext, Logger {
     this.admin = admin;
     this.router.adminHandler = (c) => admin.fromLink(c);
     if (cfg.cluster) this.clusterOwns = (key) => this.cluster?.owns(key) ?? false;
-    const route = cfg.cluster ? { ownerAddress: (user: string) => this.cluster?.ownerAddress(user) ?? Promise.resolve(null) } : undefined;
+    const route = cfg.cluster ? new NodeRelay(this, this.pipe, { ownerAddress: (user: string) => this.cluster?.ownerAddress(user) ?? Promise.resolve(null) }) : undefined;
     this.listener = new Listener(this, this.supervisor, this.sockets, this.pipe, admin, route);
-    this.v1 = new V1Gateway(this, this.shards, this.supervisor);
+    this.v1 = new V1Gateway(this, this.shards, this.supervisor, route);
+    // Cluster mode: v1 connections relayed from other nodes (their LOGIN verified again by the gateway).
+    if (this.v1.enabled) this.pipe.v1 = this.v1;
     this.coreMetrics = this.metrics.core();
     this.idleTrim = new IdleTrim(cfg.idleGcMs, (r) => {
       this.metrics.idleGcs.inc();
