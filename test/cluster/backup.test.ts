@@ -89,6 +89,17 @@ describe('cluster backup and restore: 3 NATS servers + 3 Iris nodes', () => {
   let backupDir = '';
   let info: BackupInfo;
 
+  /**
+   * bob's messages in the backup: in his inbox, or still in alice's outbox (forwarded once nodes run again), or
+   * both (appended to his inbox at or before the cut, deleted from her outbox after it: forwarded again and
+   * dropped by his dedup on her outbox number), so counted by message id.
+   */
+  function bobsInBackup(): number {
+    const inbox = rowsOf(backupDir, info, 'inbox').filter((r) => r['user'] === bob);
+    const outbox = rowsOf(backupDir, info, 'outbox').filter((r) => r['recipient'] === bob);
+    return new Set([...inbox, ...outbox].map((r) => String(r['msg']))).size;
+  }
+
   async function launch(n: Node, urls: string[]): Promise<void> {
     const { server } = await startServer({
       workers: 1,
@@ -266,12 +277,7 @@ describe('cluster backup and restore: 3 NATS servers + 3 Iris nodes', () => {
 
     for (const n of nodes) n.dataDir = tempDir('iris-backup-node-'); // nothing local survives: all from the streams
     await Promise.all(nodes.map((n) => launch(n, urls)));
-    // bob's messages in the backup: in his inbox, or still in alice's outbox (forwarded once nodes run again), or
-    // both (appended to his inbox at or before the cut, deleted from her outbox after it: forwarded again and
-    // dropped by his dedup on her outbox number), so counted by message id.
-    const inbox = rowsOf(backupDir, info, 'inbox').filter((r) => r['user'] === bob);
-    const outbox = rowsOf(backupDir, info, 'outbox').filter((r) => r['recipient'] === bob);
-    const forBob = new Set([...inbox, ...outbox].map((r) => String(r['msg']))).size;
+    const forBob = bobsInBackup();
     expect(forBob).toBeGreaterThanOrEqual(ackedBefore.size);
     const atBob: IrisMessage[] = [];
     await connect(nodes[2]!.url, bob, atBob);
@@ -285,5 +291,33 @@ describe('cluster backup and restore: 3 NATS servers + 3 Iris nodes', () => {
     // acked before the backup, and some of those sent during it), then the new one.
     expect(atBob.map((m) => m.text())).toEqual([...toBob.slice(0, forBob), 'after the restore']);
     expect(atBob.slice(0, forBob).every((m) => m.from === alice)).toBe(true);
+  }, 120_000);
+
+  it('restored again into the same streams after every node was killed: stale keys cleared, the state is the cut again', async () => {
+    await Promise.all(clients.splice(0).map((c) => c.close()));
+    // kill -9: heartbeats and leases stay in the bucket, unchanged; the restore watches them for a lease.
+    for (const n of nodes) {
+      n.server!.kill();
+      n.server = null;
+    }
+    const urls = fresh!.urls();
+    const conn = await connectCluster(urls);
+    try {
+      const r = await restoreCluster(conn, PARTITIONS, backupDir);
+      expect(r.staleKeys.filter((k) => k.startsWith('n.')).sort()).toEqual(IDS.map((id) => `n.${id}`));
+      expect(r.restored.length).toBe(info.files.length);
+    } finally {
+      await conn.nc.close();
+    }
+    await Promise.all(nodes.map((n) => launch(n, urls)));
+    const forBob = bobsInBackup();
+    const atBob: IrisMessage[] = [];
+    await connect(nodes[0]!.url, bob, atBob);
+    await waitFor('bob gets his offline messages again', () => atBob.length >= forBob, 30_000);
+    const x = await connect(nodes[2]!.url, carol);
+    await x.send(bob, 'after the second restore');
+    await waitFor('bob gets a new message', () => atBob.some((m) => m.text() === 'after the second restore'), 30_000);
+    // What was sent after the first restore is gone with everything else after the cut.
+    expect(atBob.map((m) => m.text())).toEqual([...toBob.slice(0, forBob), 'after the second restore']);
   }, 120_000);
 });
