@@ -43,13 +43,15 @@ export interface BackupInfo {
   files: BackupFile[];
   /** Partitions that had neither a snapshot nor a record at the cut: no file, restored empty. */
   empty: number[];
+  /** How many cuts were tried: more than 1 when snapshots taken meanwhile replaced records an earlier cut needed. */
+  cuts: number;
 }
 
 export interface BackupOptions {
   /** How many times a new cut is tried when a snapshot newer than it replaced a partition's log (default 5). */
   attempts?: number;
-  /** Called once per partition written, for progress lines. */
-  onPartition?: (partition: number, bytes: number, records: number) => void;
+  /** Called once per partition written (for progress lines), with the cut it was written at; awaited. */
+  onPartition?: (partition: number, bytes: number, records: number, cut: number) => void | Promise<void>;
 }
 
 /** The race with a concurrent snapshot lost for this cut: a new S is needed. */
@@ -170,13 +172,13 @@ export async function backupCluster(conn: ClusterConn, partitions: number, dir: 
         }
         const bytes = readFileSync(file);
         files.push({ partition: p, bytes: bytes.length, sha256: sha256(bytes) });
-        opts.onPartition?.(p, bytes.length, records);
+        await opts.onPartition?.(p, bytes.length, records, cut);
       }
     } catch (e) {
       if (!(e instanceof CutTooOld) || attempt >= attempts) throw e;
       continue;
     }
-    const info: BackupInfo = { partitions, logSeq: cut, created: new Date().toISOString(), schemaVersion: SCHEMA_VERSION, files, empty };
+    const info: BackupInfo = { partitions, logSeq: cut, created: new Date().toISOString(), schemaVersion: SCHEMA_VERSION, files, empty, cuts: attempt };
     // Written last: a directory without backup.json is an unfinished backup, and restore refuses it.
     writeFileSync(join(dir, BACKUP_FILE), JSON.stringify(info, null, 2) + '\n');
     return info;
