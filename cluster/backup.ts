@@ -101,7 +101,10 @@ function beginView(file: string): DatabaseSync {
 async function backupPartition(conn: ClusterConn, p: number, cut: number, file: string): Promise<number | null> {
   const stream = conn.setup.names.logStream;
   const subject = `${conn.setup.names.logSubject}.${p}`;
-  for (;;) {
+  // Each retry follows a newer snapshot that is still within the cut; a handful is plenty, more means a chunk that
+  // stays missing (a damaged stream), which must fail rather than loop.
+  for (let tries = 0; ; tries++) {
+    if (tries >= 10) throw new Error(`partition ${p}: its snapshot could not be read consistently in ${tries} tries`);
     for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) rmSync(f, { force: true });
     const before = await latestManifest(conn, p);
     if (before && before.manifest.logSeq > cut) throw new CutTooOld(`partition ${p}: snapshot at ${before.manifest.logSeq} is past the cut ${cut}`);
