@@ -22,7 +22,8 @@ import { backoff, retryable, withRetry } from './retry.js';
  * commit, cluster/storage.ts) and from the partitions running in parallel.
  */
 
-export type RecordKind = 'change' | 'claim';
+/** 'restore': the marker a restore (cluster/restore.ts) leaves as a restored partition's only record; applies nothing. */
+export type RecordKind = 'change' | 'claim' | 'restore';
 
 export interface LogRecord {
   seq: number;

@@ -29,6 +29,9 @@ function subjects(conn: ClusterConn, partition: number): { chunk: string; manife
   return { chunk: `${base}.c`, manifest: `${base}.m` };
 }
 
+/** The partition's chunk and manifest subjects (cluster/backup.ts reads and restores them). */
+export const snapshotSubjects = subjects;
+
 /** Stores a snapshot of `db` taken as of log sequence `logSeq`; resolves with its manifest once acked. */
 export async function writeSnapshot(conn: ClusterConn, partition: number, db: DatabaseSync, logSeq: number): Promise<Manifest> {
   const dir = mkdtempSync(join(tmpdir(), 'iris-snap-'));
