@@ -87,11 +87,17 @@ async function bucketState(conn: ClusterConn): Promise<KeyState[]> {
   const out: KeyState[] = [];
   for (const subject of Object.keys(info.state.subjects ?? {})) {
     const key = subject.slice(prefix.length);
-    if (!/^[np]\./.test(key)) continue;
+    if (!/^[npl]\./.test(key)) continue;
     const e = await withRetry(() => conn.leases.get(key));
     if (!e || e.operation !== 'PUT' || e.length === 0) continue;
     if (key.startsWith('n.')) {
       out.push({ key, revision: e.revision, live: true, ms: 0 });
+      continue;
+    }
+    if (key.startsWith('l.')) {
+      // A node's lease session (cluster/lease.ts): renewed every third of its lease while the node runs.
+      const v = e.json<{ ms: number; dead?: true }>();
+      if (v.dead !== true) out.push({ key, revision: e.revision, live: true, ms: v.ms });
       continue;
     }
     const v = e.json<{ node: string; ms: number }>();
@@ -102,7 +108,8 @@ async function bucketState(conn: ClusterConn): Promise<KeyState[]> {
 
 /**
  * Refuses (RestoreRefused) while any node is alive. Keys left by nodes that did not stop gracefully are told from
- * live ones by watching them: a live node rewrites its heartbeat every quarter lease and its leases every third.
+ * live ones by watching them: a live node rewrites its heartbeat every quarter lease and its lease session
+ * (`l.<node>`) every third.
  * Unchanged for a whole lease: dead, and their leases are released (compare-and-set on the revision seen, so a
  * node that came up meanwhile is not overwritten) and heartbeats deleted, so that nodes started afterwards
  * need not wait for lapses.
@@ -117,7 +124,7 @@ async function ensureNoNode(conn: ClusterConn, watchMs?: number): Promise<string
   const changed = second.filter((k) => was.get(k.key) !== k.revision).map((k) => k.key);
   if (changed.length > 0) throw new RestoreRefused(`Iris nodes are running (${changed.slice(0, 5).join(', ')}${changed.length > 5 ? ', ...' : ''} changed within ${wait} ms): stop every node before restoring; nothing was restored`);
   for (const k of second) {
-    if (k.key.startsWith('n.')) await withRetry(() => conn.leases.delete(k.key, { previousSeq: k.revision }));
+    if (k.key.startsWith('n.') || k.key.startsWith('l.')) await withRetry(() => conn.leases.delete(k.key, { previousSeq: k.revision }));
     else await withRetry(() => conn.leases.update(k.key, JSON.stringify({ node: '', ms: 0 }), k.revision));
   }
   return second.map((k) => k.key);
