@@ -7,7 +7,7 @@ import { migrate, SCHEMA_VERSION } from '../core/schema.js';
 import type { RecordKind } from './log.js';
 import type { ClusterConn } from './nats.js';
 import { withRetry } from './retry.js';
-import { readSnapshot, snapshotSubjects, type Manifest } from './snapshot.js';
+import { PURGE_HOLD_KEY, readSnapshot, snapshotSubjects, type Manifest } from './snapshot.js';
 import { applyRecord } from './storage.js';
 
 /**
@@ -21,8 +21,8 @@ import { applyRecord } from './storage.js';
  * sequence below the stream's last sequence as read by the backup.
  *
  * Each partition at S is its latest snapshot (whose logSeq <= S) plus its records in (logSeq, S], replayed into
- * `dir`/p<n>.sqlite exactly as a new owner rebuilds its view (cluster/storage.ts). Owners keep snapshotting and
- * purging their logs meanwhile: see backupPartition for how that race is detected and retried.
+ * `dir`/p<n>.sqlite exactly as a new owner rebuilds its view (cluster/storage.ts). Owners keep snapshotting
+ * meanwhile, but hold their purges while the backup's hold key is set: see backupPartition.
  */
 
 export const BACKUP_FILE = 'backup.json';
@@ -43,19 +43,16 @@ export interface BackupInfo {
   files: BackupFile[];
   /** Partitions that had neither a snapshot nor a record at the cut: no file, restored empty. */
   empty: number[];
-  /** How many cuts were tried: more than 1 when snapshots taken meanwhile replaced records an earlier cut needed. */
+  /** How many cuts were taken (always 1 since purges are held during a backup; kept for older backup.json readers). */
   cuts: number;
 }
 
 export interface BackupOptions {
-  /** How many times a new cut is tried when a snapshot newer than it replaced a partition's log (default 5). */
+  /** Ignored (a cut no longer needs retrying: purges are held); accepted so older callers still compile. */
   attempts?: number;
   /** Called once per partition written (for progress lines), with the cut it was written at; awaited. */
   onPartition?: (partition: number, bytes: number, records: number, cut: number) => void | Promise<void>;
 }
-
-/** The race with a concurrent snapshot lost for this cut: a new S is needed. */
-class CutTooOld extends Error {}
 
 export const partitionFile = (partition: number): string => `p${partition}.sqlite`;
 
@@ -89,62 +86,77 @@ function beginView(file: string): DatabaseSync {
   return db;
 }
 
+/** The newest of the partition's stored snapshots that is within the cut (logSeq <= cut), or null. */
+async function manifestWithin(conn: ClusterConn, p: number, cut: number): Promise<Manifest | null> {
+  const latest = await latestManifest(conn, p);
+  if (!latest) return null;
+  if (latest.manifest.logSeq <= cut) return latest.manifest;
+  // Taken after the cut: the older ones are still stored (purges are held), walk them from the first.
+  const stream = conn.setup.names.snapStream;
+  const subject = snapshotSubjects(conn, p).manifest;
+  let best: Manifest | null = null;
+  for (let seq = 0; ; ) {
+    const query = { next_by_subj: subject, seq: seq + 1 };
+    const m = await withRetry(() => conn.jsm.streams.getMessage(stream, query as unknown as { seq: number }));
+    if (!m) return best;
+    const manifest = JSON.parse(new TextDecoder().decode(m.data)) as Manifest;
+    if (manifest.logSeq <= cut) best = manifest;
+    seq = m.seq;
+  }
+}
+
 /**
  * Writes partition p as of cut S into `file`; resolves with the record count, or null when the partition has
  * nothing at all (no snapshot, no record up to S).
  *
- * The race: an owner that snapshots writes a new manifest and THEN purges its log below the new logSeq. So if the
- * manifest read after the replay is still the one the replay started from, no purge above its logSeq can have
- * happened before the replay ended, and the replay read every record it needed. Otherwise the partition is done
- * again from the newer snapshot if it is still within the cut (logSeq <= S), or the whole cut is taken again.
+ * Purges are held (PURGE_HOLD_KEY) from before S was read: the newest snapshot within the cut, and every record
+ * of the partition above it, are still stored, whatever the owner snapshots meanwhile. An owner that checked the
+ * hold just before it was set purged only below a snapshot written before S, so within the cut too.
  */
 async function backupPartition(conn: ClusterConn, p: number, cut: number, file: string): Promise<number | null> {
   const stream = conn.setup.names.logStream;
   const subject = `${conn.setup.names.logSubject}.${p}`;
-  // Each retry follows a newer snapshot that is still within the cut; a handful is plenty, more means a chunk that
-  // stays missing (a damaged stream), which must fail rather than loop.
-  for (let tries = 0; ; tries++) {
-    if (tries >= 10) throw new Error(`partition ${p}: its snapshot could not be read consistently in ${tries} tries`);
-    for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) rmSync(f, { force: true });
-    const before = await latestManifest(conn, p);
-    if (before && before.manifest.logSeq > cut) throw new CutTooOld(`partition ${p}: snapshot at ${before.manifest.logSeq} is past the cut ${cut}`);
-    let manifest: Manifest | null = null;
-    if (before) {
-      try {
-        manifest = await readSnapshot(conn, p, file);
-      } catch {
-        continue; // its chunks were purged by a newer snapshot while being read: look again
-      }
-      // readSnapshot read the latest manifest again: it must be the one checked above.
-      if (!manifest || manifest.logSeq !== before.manifest.logSeq || manifest.chunks[0] !== before.manifest.chunks[0]) continue;
+  for (const f of [file, `${file}-wal`, `${file}-shm`, `${file}-journal`]) rmSync(f, { force: true });
+  const within = await manifestWithin(conn, p, cut);
+  const manifest = within ? await readSnapshot(conn, p, file, within) : null;
+  const from = manifest?.logSeq ?? 0;
+  // Gone would mean a purge the hold should have stopped (e.g. it ran out): fail rather than write a gap.
+  if (from > 0 && !(await recordExists(conn, subject, from))) throw new Error(`partition ${p}: records after its snapshot at ${from} were purged during the backup`);
+  let records = 0;
+  let db: DatabaseSync | null = null;
+  try {
+    for (let seq = from; seq < cut; ) {
+      const query = { next_by_subj: subject, seq: seq + 1 };
+      // As in PartitionLog.replay: the 2.9 server takes next_by_subj on STREAM.MSG.GET (the client types it for direct gets only).
+      const m = await withRetry(() => conn.jsm.streams.getMessage(stream, query as unknown as { seq: number }));
+      if (!m || m.seq > cut) break;
+      db ??= beginView(file);
+      applyRecord(db, { seq: m.seq, kind: (m.header?.get('Iris-Kind') as RecordKind) || 'change', id: m.header?.get('Nats-Msg-Id') ?? '', data: m.data });
+      records++;
+      seq = m.seq;
     }
-    const from = manifest?.logSeq ?? 0;
-    let records = 0;
-    let db: DatabaseSync | null = null;
-    try {
-      for (let seq = from; seq < cut; ) {
-        const query = { next_by_subj: subject, seq: seq + 1 };
-        // As in PartitionLog.replay: the 2.9 server takes next_by_subj on STREAM.MSG.GET (the client types it for direct gets only).
-        const m = await withRetry(() => conn.jsm.streams.getMessage(stream, query as unknown as { seq: number }));
-        if (!m || m.seq > cut) break;
-        db ??= beginView(file);
-        applyRecord(db, { seq: m.seq, kind: (m.header?.get('Iris-Kind') as RecordKind) || 'change', id: m.header?.get('Nats-Msg-Id') ?? '', data: m.data });
-        records++;
-        seq = m.seq;
-      }
-      if (!manifest && !db) return null;
-      db ??= beginView(file); // a snapshot and no tail: still migrated, like a new owner's view
-      db.exec('COMMIT');
-    } finally {
-      if (db?.isTransaction) db.exec('ROLLBACK');
-      db?.close();
-    }
-    const after = await latestManifest(conn, p);
-    if ((after?.seq ?? 0) === (before?.seq ?? 0)) return records;
-    // A newer snapshot (and maybe a purge of what was just read) came meanwhile: done again from it.
-    if (after && after.manifest.logSeq > cut) throw new CutTooOld(`partition ${p}: snapshot at ${after.manifest.logSeq} is past the cut ${cut}`);
+    if (!manifest && !db) return null;
+    db ??= beginView(file); // a snapshot and no tail: still migrated, like a new owner's view
+    db.exec('COMMIT');
+  } finally {
+    if (db?.isTransaction) db.exec('ROLLBACK');
+    db?.close();
   }
+  return records;
 }
+
+/**
+ * Whether the record a snapshot names (its logSeq, on the partition's subject) is still stored. The log keeps a
+ * snapshot's own last record when it purges below it (cluster/log.ts purgeBefore); records after it are never
+ * purged before a newer snapshot, so a stored record at `seq` means nothing after it is missing.
+ */
+async function recordExists(conn: ClusterConn, subject: string, seq: number): Promise<boolean> {
+  const m = await withRetry(() => conn.jsm.streams.getMessage(conn.setup.names.logStream, { seq })).catch(() => null);
+  return m !== null && m.subject === subject;
+}
+
+/** How long a backup holds purges without renewing its hold (it renews every 100 partitions). */
+const HOLD_MS = 30 * 60_000;
 
 export function sha256(bytes: Uint8Array): string {
   return createHash('sha256').update(bytes).digest('hex');
@@ -157,33 +169,31 @@ export function sha256(bytes: Uint8Array): string {
 export async function backupCluster(conn: ClusterConn, partitions: number, dir: string, opts: BackupOptions = {}): Promise<BackupInfo> {
   if (!Number.isInteger(partitions) || partitions < 1) throw new RangeError(`partition count must be a positive integer, got ${partitions}`);
   mkdirSync(dir, { recursive: true });
-  const attempts = opts.attempts ?? 5;
-  for (let attempt = 1; ; attempt++) {
-    // Every manifest read from now on was written after S or names a logSeq <= S (a snapshot covers records
-    // already in the stream). One written after S with logSeq > S replaced the records this cut needs:
-    // backupPartition reports it as CutTooOld and the whole cut is taken again at a newer S.
+  const hold = () => withRetry(() => conn.leases.put(PURGE_HOLD_KEY, JSON.stringify({ until: Date.now() + HOLD_MS })));
+  // The hold first, then the cut: from now on no snapshot or record a partition needs at S is purged.
+  await hold();
+  try {
     const cut = await logHead(conn);
     const files: BackupFile[] = [];
     const empty: number[] = [];
-    try {
-      for (let p = 0; p < partitions; p++) {
-        const file = join(dir, partitionFile(p));
-        const records = await backupPartition(conn, p, cut, file);
-        if (records === null) {
-          empty.push(p);
-          continue;
-        }
-        const bytes = readFileSync(file);
-        files.push({ partition: p, bytes: bytes.length, sha256: sha256(bytes) });
-        await opts.onPartition?.(p, bytes.length, records, cut);
+    for (let p = 0; p < partitions; p++) {
+      if (p > 0 && p % 100 === 0) await hold();
+      const file = join(dir, partitionFile(p));
+      const records = await backupPartition(conn, p, cut, file);
+      if (records === null) {
+        empty.push(p);
+        continue;
       }
-    } catch (e) {
-      if (!(e instanceof CutTooOld) || attempt >= attempts) throw e;
-      continue;
+      const bytes = readFileSync(file);
+      files.push({ partition: p, bytes: bytes.length, sha256: sha256(bytes) });
+      await opts.onPartition?.(p, bytes.length, records, cut);
     }
-    const info: BackupInfo = { partitions, logSeq: cut, created: new Date().toISOString(), schemaVersion: SCHEMA_VERSION, files, empty, cuts: attempt };
+    const info: BackupInfo = { partitions, logSeq: cut, created: new Date().toISOString(), schemaVersion: SCHEMA_VERSION, files, empty, cuts: 1 };
     // Written last: a directory without backup.json is an unfinished backup, and restore refuses it.
     writeFileSync(join(dir, BACKUP_FILE), JSON.stringify(info, null, 2) + '\n');
     return info;
+  } finally {
+    // Purges resume with each partition's next snapshot.
+    await conn.leases.delete(PURGE_HOLD_KEY).catch(() => undefined);
   }
 }

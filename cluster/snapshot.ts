@@ -32,17 +32,25 @@ function subjects(conn: ClusterConn, partition: number): { chunk: string; manife
 /** The partition's chunk and manifest subjects (cluster/backup.ts reads and restores them). */
 export const snapshotSubjects = subjects;
 
-/** Stores a snapshot of `db` taken as of log sequence `logSeq`; resolves with its manifest once acked. */
-export async function writeSnapshot(conn: ClusterConn, partition: number, db: DatabaseSync, logSeq: number): Promise<Manifest> {
+/** A consistent, compact copy of `db` (`VACUUM INTO`, one read transaction): synchronous, so nothing changes meanwhile. */
+export function copyDatabase(db: DatabaseSync): Buffer {
   const dir = mkdtempSync(join(tmpdir(), 'iris-snap-'));
-  let bytes: Buffer;
   try {
     const file = join(dir, 'snap.sqlite');
     db.prepare('VACUUM INTO ?').run(file);
-    bytes = readFileSync(file);
+    return readFileSync(file);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** Stores a snapshot of `db` taken as of log sequence `logSeq`; resolves with its manifest once acked. */
+export function writeSnapshot(conn: ClusterConn, partition: number, db: DatabaseSync, logSeq: number): Promise<Manifest> {
+  return storeSnapshot(conn, partition, copyDatabase(db), logSeq);
+}
+
+/** Stores `bytes` (a copyDatabase of the view as of log sequence `logSeq`) as the partition's snapshot. */
+export async function storeSnapshot(conn: ClusterConn, partition: number, bytes: Buffer, logSeq: number): Promise<Manifest> {
   const s = subjects(conn, partition);
   const chunks: number[] = [];
   for (let off = 0; off < bytes.length; off += CHUNK) {
@@ -55,6 +63,8 @@ export async function writeSnapshot(conn: ClusterConn, partition: number, db: Da
   h.set('Iris-Kind', 'manifest');
   const ack = await withRetry(() => conn.js.publish(s.manifest, JSON.stringify(manifest), { headers: h }));
   // Older snapshots are garbage now; best effort (a failed purge only costs space until the next snapshot).
+  // Not while a backup holds purges: it reads the snapshot that was current at its cut.
+  if (await purgesHeld(conn)) return manifest;
   const stream = conn.setup.names.snapStream;
   // Purge keeps messages from seq on, but a seq of 1 means "no bound" to the 2.9 server (it purged everything
   // in a test), so sequences below 2 are never passed: nothing precedes them anyway.
@@ -64,12 +74,31 @@ export async function writeSnapshot(conn: ClusterConn, partition: number, db: Da
   return manifest;
 }
 
-/** The partition's latest complete snapshot, written to `file` (a new SQLite database), or null when there is none. */
-export async function readSnapshot(conn: ClusterConn, partition: number, file: string): Promise<Manifest | null> {
+/**
+ * The key in the lease bucket by which a backup (cluster/backup.ts) holds every purge, of old snapshots and of
+ * the log below a snapshot, while it reads: `{"until": <ms since the epoch>}`. Past `until` it is ignored, so a
+ * backup that died does not stop purges for long (wall clocks are compared here, which is fine for a hold that
+ * only delays the reclaiming of space).
+ */
+export const PURGE_HOLD_KEY = 'b.hold';
+
+export async function purgesHeld(conn: ClusterConn): Promise<boolean> {
+  const e = await conn.leases.get(PURGE_HOLD_KEY).catch(() => null);
+  if (!e || e.operation !== 'PUT' || e.length === 0) return false;
+  return (e.json<{ until?: number }>().until ?? 0) > Date.now();
+}
+
+/**
+ * The partition's latest complete snapshot (or `manifest`, one of its snapshots still stored), written to `file`
+ * (a new SQLite database); null when there is none.
+ */
+export async function readSnapshot(conn: ClusterConn, partition: number, file: string, manifest?: Manifest): Promise<Manifest | null> {
   const stream = conn.setup.names.snapStream;
-  const m = await withRetry(() => conn.jsm.streams.getMessage(stream, { last_by_subj: subjects(conn, partition).manifest }));
-  if (!m) return null;
-  const manifest = JSON.parse(new TextDecoder().decode(m.data)) as Manifest;
+  if (!manifest) {
+    const m = await withRetry(() => conn.jsm.streams.getMessage(stream, { last_by_subj: subjects(conn, partition).manifest }));
+    if (!m) return null;
+    manifest = JSON.parse(new TextDecoder().decode(m.data)) as Manifest;
+  }
   const parts: Uint8Array[] = [];
   for (const seq of manifest.chunks) {
     const c = await withRetry(() => conn.jsm.streams.getMessage(stream, { seq }));

@@ -7,7 +7,7 @@ import { GroupCommitStorage } from '../onprem/storage.js';
 import { FencedError } from './errors.js';
 import { PartitionLog, type LogOptions, type LogRecord } from './log.js';
 import type { ClusterConn } from './nats.js';
-import { readSnapshot, writeSnapshot, type Manifest } from './snapshot.js';
+import { copyDatabase, purgesHeld, readSnapshot, storeSnapshot, type Manifest } from './snapshot.js';
 
 /**
  * The core's Storage port for one PARTITION in cluster mode (issue 13): the on-prem group commit
@@ -83,7 +83,12 @@ export class ClusterStorage implements Storage {
   /** Appends sent and not yet answered: while one is, the view holds commits the log may not have yet. */
   private shipping = 0;
   private sinceSnapshot = 0;
+  /** A snapshot is being stored (its copy was taken): no other copy until it is done. */
   private snapshotting = false;
+  /** snapshotEvery records were appended since the last copy: take one at the next append point. */
+  private snapDue = false;
+  /** Callers of snapshot() waiting for the next copy to be stored. */
+  private snapWaiters: { resolve: (m: Manifest) => void; reject: (e: unknown) => void }[] = [];
   private fenced: unknown = null;
 
   private constructor(
@@ -185,13 +190,26 @@ export class ClusterStorage implements Storage {
     this.session = this.inner.db.createSession();
     const ddl = this.ddl;
     this.ddl = [];
-    if (changeset.length === 0 && ddl.length === 0) return done(null);
+    // The one point where the view is exactly the log plus this record: every earlier append acked, no
+    // transaction open, everything committed is in this changeset. A snapshot copied here is the state as of
+    // this record, however busy the partition (waiting for a quiet moment never came under steady writes).
+    const copy = (this.snapDue || this.snapWaiters.length > 0) && !this.snapshotting && !this.inner.db.isTransaction ? copyDatabase(this.inner.db) : null;
+    if (copy) {
+      this.snapDue = false;
+      this.sinceSnapshot = 0;
+    }
+    if (changeset.length === 0 && ddl.length === 0) {
+      done(null);
+      if (copy) this.storeCopy(copy, this.log.lastSeq);
+      return;
+    }
     this.shipping++;
     this.log.append(encodeChange(ddl, changeset), `${this.term}.${++this.counter}`).then(
-      () => {
+      (seq) => {
         this.shipping--;
         done(null);
-        this.maybeSnapshot();
+        if (copy) this.storeCopy(copy, seq);
+        else this.maybeSnapshot();
       },
       (e: unknown) => {
         this.shipping--;
@@ -203,34 +221,47 @@ export class ClusterStorage implements Storage {
   private lose(e: unknown): void {
     if (this.fenced) return;
     this.fenced = e instanceof FencedError ? e : new FencedError(`partition ${this.partition}: lost`, this.partition, { cause: e });
+    for (const w of this.snapWaiters.splice(0)) w.reject(this.fenced);
     this.opts.onFenced?.(e);
   }
 
   /**
-   * Stores a snapshot of the view as of the log's last record and purges the log below it. Waits for every
-   * commit so far to be appended; the view must not change while it is copied, so it is taken synchronously.
+   * Stores a snapshot of the view and purges the log below it: the copy is taken at the next append point (ship),
+   * which this starts at once. Resolves with the manifest once stored.
    */
-  async snapshot(): Promise<Manifest> {
-    await this.inner.settled();
-    if (this.fenced) throw this.fenced;
-    // The copy must hold exactly the records up to log.lastSeq: no open transaction, and no committed group
-    // whose append is still on its way (it would be in the copy AND replayed after it).
-    // Lazy writes not yet appended count too: they are in the view and would be replayed over the copy later.
-    if (this.inner.db.isTransaction || this.shipping > 0 || this.inner.lazyPending > 0) throw new Error('snapshot: writes in progress; try again');
-    const manifest = await writeSnapshot(this.log.conn, this.partition, this.inner.db, this.log.lastSeq);
-    this.sinceSnapshot = 0;
-    await this.log.purgeBefore(manifest.logSeq);
-    return manifest;
+  snapshot(): Promise<Manifest> {
+    if (this.fenced) return Promise.reject(this.fenced);
+    return new Promise<Manifest>((resolve, reject) => {
+      this.snapWaiters.push({ resolve, reject });
+      this.inner.sync();
+    });
   }
 
+  /** After an append: a snapshot is due every snapshotEvery records (the copy is taken at the next ship). */
   private maybeSnapshot(): void {
     const every = this.opts.snapshotEvery ?? 0;
-    if (every <= 0 || ++this.sinceSnapshot < every || this.snapshotting || this.fenced) return;
+    if (every > 0 && ++this.sinceSnapshot >= every && !this.fenced) this.snapDue = true;
+  }
+
+  /** Stores a copy taken in ship() as the snapshot at `logSeq`, in the background; appends go on meanwhile. */
+  private storeCopy(copy: Buffer, logSeq: number): void {
     this.snapshotting = true;
-    // Busy now (writes in flight): the next append tries again.
-    void this.snapshot()
-      .catch(() => undefined)
-      .finally(() => (this.snapshotting = false));
+    const waiters = this.snapWaiters.splice(0);
+    storeSnapshot(this.log.conn, this.partition, copy, logSeq)
+      .then(async (m) => {
+        // A backup reading meanwhile needs the records above the snapshot it saw at its cut: the next one purges.
+        if (!(await purgesHeld(this.log.conn))) await this.log.purgeBefore(m.logSeq);
+        return m;
+      })
+      .then(
+        (m) => waiters.forEach((w) => w.resolve(m)),
+        (e: unknown) => waiters.forEach((w) => w.reject(e)),
+      )
+      .finally(() => {
+        this.snapshotting = false;
+        // Asked for while this one was being stored: they need a copy of their own, from now.
+        if (this.snapWaiters.length > 0 && !this.fenced) this.inner.sync();
+      });
   }
 
   /** Waits until every commit so far is appended, then closes the local view. */

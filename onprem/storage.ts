@@ -388,6 +388,14 @@ export class GroupCommitStorage implements Storage {
     }, this.opts.lazyFlushMs ?? 1000);
   }
 
+  /** Commits the open batch and starts an fsync now, even if nothing waits for one (ClusterStorage.snapshot). */
+  sync(): void {
+    this.flush();
+    if (this.closed) return;
+    this.unsynced.push(NOOP_WAITER);
+    this.startSync();
+  }
+
   /** Commits the open batch and resolves once everything committed so far (lazy writes too) is on disk. */
   settled(): Promise<void> {
     this.flush();

@@ -45,12 +45,11 @@ describe('cluster backup: the cut while owners write and snapshot', () => {
     try {
       await waitFor('some commits in every partition', () => acked.every((n) => n >= 30), 30_000);
       before = [...acked];
-      // After partition 0 of the first cut, partition 1's owner snapshots past the cut (and purges the records
-      // the cut needs): the backup must notice and take a new cut, not write a partition with a hole. Two
-      // partitions more than were ever written have no snapshot and no record.
+      // After partition 0, partition 1's owner snapshots past the cut, while every owner keeps snapshotting every
+      // 10 records: with purges held, partition 1 is still read at the cut from its older snapshot and records, not
+      // written with a hole. Two partitions more than were ever written have no snapshot and no record.
       let raced = false;
       info = await backupCluster(await fx.conn('backup'), P + 2, dir, {
-        attempts: 20,
         onPartition: async (p, _bytes, _records, cut) => {
           if (p !== 0 || raced) return;
           raced = true;
@@ -71,7 +70,8 @@ describe('cluster backup: the cut while owners write and snapshot', () => {
       await Promise.all(loops);
     }
     if (!info) throw new Error('no backup');
-    expect(info.cuts).toBeGreaterThanOrEqual(2);
+    // One cut: the snapshot past it purged nothing the cut needed, since the backup held purges.
+    expect(info.cuts).toBe(1);
     expect(info.empty).toEqual([P, P + 1]);
     for (const p of [P, P + 1]) expect(existsSync(join(dir, partitionFile(p)))).toBe(false);
     for (let p = 0; p < P; p++) {

@@ -159,4 +159,24 @@ describe('cluster Storage: the partition log as the durable store', () => {
     const sb = await take(a, 15, 'b');
     expect(await rows(sb)).toEqual(['1=lazy', '2=after']);
   });
+
+  it('a partition written back to back still takes its snapshots (copied at an append point, not at a quiet moment)', async () => {
+    const a = await conn('a');
+    const sa = fx.keep(await ClusterStorage.open(a, 16, fx.dir(), { node: 'a', snapshotEvery: 10 }));
+    await sa.commit(() => void sa.sql.all(CREATE));
+    // Two writers, so that an append is always in flight: the old rule (no snapshot while one is) never took one.
+    const writer = async (base: number) => {
+      for (let i = 0; i < 150; i++) await put(sa, base + i, 'v');
+    };
+    await Promise.all([writer(0), writer(1000)]);
+    const snap = await readSnapshot(a, 16, join(fx.dir(), 'probe.sqlite'));
+    expect(snap).not.toBeNull();
+    expect(snap!.logSeq).toBeGreaterThan(0);
+    // The tail after the newest snapshot is bounded by snapshotEvery plus what was appended while it was stored.
+    let tail = 0;
+    await new PartitionLog(a, 16).replay(snap!.logSeq, () => tail++);
+    expect(tail).toBeLessThan(100);
+    const sb = await take(a, 16, 'b');
+    expect(await rows(sb)).toHaveLength(300);
+  });
 });
