@@ -257,6 +257,16 @@ export class Mailbox {
     }
   }
 
+  /**
+   * The shard moves away (cluster mode: its partition is handed over) before its sockets close: writes what the
+   * devices acked since their cursors were last written, as their closes would, while the storage still takes
+   * writes (the closes come after it is released). Without it, a device reconnecting to the new owner is sent
+   * again what it had acked (it drops them by its own cursor, but a client without a store shows them twice).
+   */
+  parting(): Promise<void> {
+    return this.tx(() => this.store.saveCursors(this.deps.clock.now()));
+  }
+
   /** The socket is gone (closed by either side or the network). */
   async onClose(conn: Conn): Promise<void> {
     const st = conn.state;

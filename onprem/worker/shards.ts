@@ -260,6 +260,8 @@ export class Shards {
   dropWhere(gone: (user: string) => boolean, closeCode: number): void {
     for (const [user, s] of this.byUser) {
       if (!gone(user)) continue;
+      // Runs its commit now, so a planned hand-over's last append carries it (a lost partition refuses it).
+      if (s.conns.length > 0) void s.mailbox.parting().catch(() => undefined);
       for (const c of s.conns) c.close(closeCode, 'the shard moved; reconnect');
       if (s.wakeTimer) clearTimeout(s.wakeTimer);
       this.byUser.delete(user);
