@@ -36,6 +36,13 @@ export interface LeaseOptions {
   safetyMs?: number;
   /** Monotonic clock in ms (default performance.now). */
   now?: () => number;
+  /**
+   * Lists the nodes that have a lease session key (ClusterNode: the bucket stream's subjects, no consumer). When
+   * given, every node watches every session all the time (every leaseMs/4), so a contender has usually been
+   * watching a dead node's session since before it died: the takeover waits one lease from the last renewal it
+   * saw instead of one lease from when it started to want the partition (failover about a lease shorter).
+   */
+  sessions?: () => Promise<string[]>;
 }
 
 interface OwnerValue {
@@ -87,6 +94,9 @@ export class Leases {
   private timer: ReturnType<typeof setTimeout> | null = null;
   private renewing: Promise<void> | null = null;
   private closed = false;
+  /** For every node's session key: the revision last seen and the local time it was FIRST seen. */
+  private readonly observed = new Map<string, { revision: number; at: number }>();
+  private watcher: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     private readonly kv: KV,
@@ -95,6 +105,31 @@ export class Leases {
     this.now = opts.now ?? (() => performance.now());
     this.renewMs = opts.renewMs ?? Math.floor(opts.leaseMs / 3);
     this.safetyMs = opts.safetyMs ?? Math.floor(opts.leaseMs / 10);
+    if (opts.sessions) this.watchSessions(opts.sessions);
+  }
+
+  /** Records revision `revision` of `node`'s session as seen now, unless it was seen before; returns when first seen. */
+  private observe(node: string, revision: number): number {
+    const o = this.observed.get(node);
+    if (o && o.revision === revision) return o.at;
+    const at = this.now();
+    this.observed.set(node, { revision, at });
+    return at;
+  }
+
+  private watchSessions(list: () => Promise<string[]>): void {
+    const tick = async () => {
+      try {
+        for (const node of await list()) {
+          const e = await this.kv.get(sessionKey(node));
+          if (e && e.operation === 'PUT') this.observe(node, e.revision);
+        }
+      } catch {
+        // NATS unreachable: observations just stop advancing (a takeover then waits longer, never less).
+      }
+      if (!this.closed) this.watcher = setTimeout(() => void tick(), Math.max(50, Math.floor(this.opts.leaseMs / 4)));
+    };
+    void tick();
   }
 
   /** Called when this node stops holding a partition (it must stop serving it at once). */
@@ -177,16 +212,15 @@ export class Leases {
    * if `signal` aborts or the bucket cannot be reached.
    */
   async acquire(partition: number, signal?: AbortSignal): Promise<Held> {
-    let seen: { node: string; revision: number; at: number } | null = null;
     for (;;) {
       if (signal?.aborted || this.closed) throw signal?.reason ?? new Error('leases closed');
       if (this.holds(partition)) return this.get(partition)!;
       const tried = await this.tryAcquire(partition);
       if (tried.won) return tried.held;
       const se = await this.kv.get(sessionKey(tried.owner));
-      const at = this.now();
+      const since = se ? this.observe(tried.owner, se.revision) : this.now();
       const wait = Math.max(this.opts.leaseMs, tried.ms);
-      if (se && seen && seen.node === tried.owner && seen.revision === se.revision && at >= seen.at + wait) {
+      if (se && this.now() >= since + wait) {
         // The owner left revision R of its session in place for a whole lease: end the session (compare-and-set
         // on R, so a renewal that lands first wins), then the next attempt finds its partitions free.
         const v = se.json<SessionValue>();
@@ -195,12 +229,10 @@ export class Leases {
         } catch (err) {
           if (!isWrongLastSequence(err)) throw err;
         }
-        seen = null;
         continue;
       }
-      if (se && (!seen || seen.node !== tried.owner || seen.revision !== se.revision)) seen = { node: tried.owner, revision: se.revision, at };
       // Look again every quarter lease (not only at the lapse): a holder that hands over is followed at once.
-      const left = seen ? seen.at + wait - this.now() : this.opts.leaseMs / 4;
+      const left = se ? since + wait - this.now() : this.opts.leaseMs / 4;
       await delay(Math.max(1, Math.min(left, this.opts.leaseMs / 4)), signal);
     }
   }
@@ -266,6 +298,7 @@ export class Leases {
    */
   close(): void {
     this.closed = true;
+    if (this.watcher) clearTimeout(this.watcher);
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.held.clear();

@@ -50,7 +50,7 @@ export class ClusterNode {
     readonly conn: ClusterConn,
     private readonly opts: ClusterNodeOptions,
   ) {
-    this.leases = new Leases(opts.leaseKv ?? conn.leases, { node: opts.node, leaseMs: opts.leaseMs, renewMs: opts.renewMs });
+    this.leases = new Leases(opts.leaseKv ?? conn.leases, { node: opts.node, leaseMs: opts.leaseMs, renewMs: opts.renewMs, sessions: () => sessionNodes(conn) });
     this.leases.onLost((p, reason) => {
       const s = this.serving.get(p);
       if (!s) return;
@@ -153,4 +153,12 @@ export class ClusterNode {
     for (const p of [...this.serving.keys()]) this.stopServing(p);
     this.leases.close();
   }
+}
+
+/** The nodes with a lease session key, from the bucket stream's subjects (no consumer, as cluster/membership.ts). */
+async function sessionNodes(conn: ClusterConn): Promise<string[]> {
+  const bucket = conn.setup.names.leaseBucket;
+  const prefix = `$KV.${bucket}.l.`;
+  const info = await conn.jsm.streams.info(`KV_${bucket}`, { subjects_filter: `${prefix}>` });
+  return Object.keys(info.state.subjects ?? {}).map((x) => x.slice(prefix.length));
 }
