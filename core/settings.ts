@@ -210,7 +210,7 @@ const CLUSTER: SettingSpec[] = [
   { name: 'IRIS_CLUSTER_NATS', type: 'string', group: 'server', profiles: ONPREM, default: null, doc: 'Cluster mode: comma-separated NATS server URLs (`nats://host:4222,...`, JetStream on); unset: one box, no NATS.' },
   { name: 'IRIS_CLUSTER_NODE', type: 'string', group: 'server', profiles: ONPREM, default: null, defaultDoc: 'host name', doc: 'This node\'s id in the cluster (unique; a restarted node keeps its id).' },
   { name: 'IRIS_CLUSTER_PARTITIONS', type: 'int', group: 'server', profiles: ONPREM, default: '1024', min: 1, max: 65536, doc: 'Virtual partitions of the cluster: fixed when the cluster is created, the same on every node.' },
-  { name: 'IRIS_CLUSTER_LEASE_MS', type: 'int', group: 'server', profiles: ONPREM, default: '3000', min: 500, max: 120_000, doc: 'Partition lease: a dead node\'s partitions are taken over after about this long.' },
+  { name: 'IRIS_CLUSTER_LEASE_MS', type: 'int', group: 'server', profiles: ONPREM, default: '3000', min: 500, max: 120_000, doc: 'Lease of a node\'s partitions (renewed every third of it, one key per node): a dead node\'s partitions are taken over about this long after its last renewal.' },
   { name: 'IRIS_CLUSTER_PIPE_PORT', type: 'int', group: 'server', profiles: ONPREM, default: null, defaultDoc: 'IRIS_PORT + 1', min: 1, max: 65535, doc: 'Port where this node takes WebSockets relayed by other nodes for its partitions; their tokens are verified again here (plain TCP: private network).' },
   { name: 'IRIS_CLUSTER_ADVERTISE', type: 'string', group: 'server', profiles: ONPREM, default: '127.0.0.1', doc: 'Address the other nodes use to reach this node\'s pipe port (the pipe also binds it).' },
 ];

@@ -73,6 +73,7 @@ describe('cluster mode: 3 NATS servers + 3 Iris nodes', () => {
         IRIS_CLUSTER_LEASE_MS: String(LEASE_MS),
         IRIS_CLUSTER_PIPE_PORT: String(n.pipePort),
         IRIS_PEER_TIMEOUT_MS: '8000',
+        IRIS_ADMIN_SECRET: 'cluster-admin',
       },
     });
     n.server = server;
@@ -172,6 +173,17 @@ describe('cluster mode: 3 NATS servers + 3 Iris nodes', () => {
       s.write(Buffer.concat([len, meta]));
     });
   }
+
+  it('the admin API of any node answers for a user of another node, from the owner (its live connection counted)', async () => {
+    const owner = nodes[1]!;
+    const ada = userOn(owner.id, IDS, 'adm-');
+    await connect(owner.url, ada);
+    for (const n of [nodes[0]!, nodes[2]!, owner]) {
+      const res = await fetch(`http://127.0.0.1:${n.port}/admin/v1/users/${ada}/stats`, { headers: { authorization: 'Bearer cluster-admin' } });
+      expect(res.status).toBe(200);
+      expect(await res.json()).toMatchObject({ user: ada, connections: 1 });
+    }
+  }, 60_000);
 
   it('the relay port between nodes verifies the token again: a relay naming a user without its token is refused', async () => {
     const victim = userOn('node1', IDS, 'victim-');
