@@ -97,6 +97,8 @@ export class Leases {
   /** For every node's session key: the revision last seen and the local time it was FIRST seen. */
   private readonly observed = new Map<string, { revision: number; at: number }>();
   private watcher: ReturnType<typeof setTimeout> | null = null;
+  /** Fires at the session's validity end, whatever a renewal in flight is doing (a request to an unreachable server can take longer than the lease). */
+  private expiry: ReturnType<typeof setTimeout> | null = null;
 
   constructor(
     private readonly kv: KV,
@@ -168,6 +170,7 @@ export class Leases {
     const s: Session = { id, revision, validUntil: sent + this.opts.leaseMs - this.safetyMs };
     this.session = s;
     this.schedule();
+    this.armExpiry();
     return s;
   }
 
@@ -237,6 +240,19 @@ export class Leases {
     }
   }
 
+  private armExpiry(): void {
+    if (this.expiry) clearTimeout(this.expiry);
+    this.expiry = null;
+    const s = this.session;
+    if (!s || this.closed) return;
+    this.expiry = setTimeout(() => {
+      this.expiry = null;
+      if (this.session !== s) return;
+      if (this.now() >= s.validUntil) this.end('expired');
+      else this.armExpiry(); // renewed meanwhile
+    }, Math.max(0, s.validUntil - this.now()));
+  }
+
   /** Next renewal of the session, or the expiry check if that comes first. */
   private schedule(): void {
     if (this.timer) clearTimeout(this.timer);
@@ -274,6 +290,8 @@ export class Leases {
     this.session = null;
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
+    if (this.expiry) clearTimeout(this.expiry);
+    this.expiry = null;
     const lost = [...this.held.keys()];
     this.held.clear();
     for (const p of lost) for (const fn of this.lostListeners) fn(p, reason);
@@ -299,6 +317,7 @@ export class Leases {
   close(): void {
     this.closed = true;
     if (this.watcher) clearTimeout(this.watcher);
+    if (this.expiry) clearTimeout(this.expiry);
     if (this.timer) clearTimeout(this.timer);
     this.timer = null;
     this.held.clear();

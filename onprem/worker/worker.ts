@@ -183,6 +183,8 @@ export class Worker implements WorkerContext, Logger {
     if (this.workers !== 1) throw new Error(`cluster mode runs one worker per node in this version: start with --workers 1 (IRIS_WORKERS=1), not ${this.workers}`);
     const { ClusterHost } = await import('../cluster/host.js');
     const { ClusterPeers, serveCall } = await import('../cluster/peers.js');
+    const { PartitionLines } = await import('../cluster/partition-lines.js');
+    const lines = new PartitionLines((level, message) => this.log(level, message));
     const host = () => this.cluster!;
     const peers = new ClusterPeers({ owns: (k) => this.cluster?.owns(k) ?? false, partition: (k) => host().partition(k), call: (k, d) => host().call(k, d) }, this.router);
     this.shards.storageFor = (k) => host().storageOf(k);
@@ -194,13 +196,13 @@ export class Worker implements WorkerContext, Logger {
     await this.pipe.listenTcp(cc.pipeHost, cc.pipePort, verifier);
     this.cluster = await ClusterHost.start(cc, join(this.cfg.dataDir, 'cluster'), this.cfg.linkTimeoutMs, {
       served: (p, s) => {
-        this.log('info', `cluster: serving partition ${p}`);
+        lines.add('info', 'served here now', p);
         // What the previous owner left pending in the partition's outboxes is forwarded from here now.
         this.shards.recover(s);
         this.router.groups.recover(s);
       },
       lost: (p, reason) => {
-        this.log(reason === 'released' ? 'info' : 'warn', `cluster: partition ${p} ${reason === 'released' ? 'handed over' : `lost (${reason})`}; its users reconnect to the new owner`);
+        lines.add(reason === 'released' ? 'info' : 'warn', `${reason === 'released' ? 'handed over' : `lost (${reason})`}; their users reconnect to the new owner`, p);
         const inP = (k: string) => host().partition(k) === p;
         this.shards.dropWhere(inP, CLOSE_CODES.going_away);
         this.router.groups.dropWhere(inP);

@@ -41,9 +41,14 @@ export class NatsCluster {
   }
 
   /** Starts `size` servers and resolves once all are ready and JetStream has a metadata leader. */
-  static async start(size = 3, timeoutMs = 30_000): Promise<NatsCluster> {
+  /**
+   * noAdvertise: the servers do not tell clients the other servers' addresses (`cluster.no_advertise`), so a client
+   * reaches only the URLs it was given (a client behind a proxy stays behind it when the proxy cuts it off).
+   */
+  static async start(size = 3, timeoutMs = 30_000, opts: { noAdvertise?: boolean } = {}): Promise<NatsCluster> {
     natsServerVersion();
     const c = new NatsCluster(size);
+    c.noAdvertise = opts.noAdvertise === true;
     for (let i = 0; i < size; i++) {
       c.nodes.push({ name: `n${i + 1}`, port: await freePort(), routePort: await freePort(), storeDir: join(c.base, `n${i + 1}`), child: null, log: '' });
     }
@@ -61,6 +66,8 @@ export class NatsCluster {
     return this.nodes.filter((n) => !running || n.child !== null).map((n) => `nats://127.0.0.1:${n.port}`);
   }
 
+  private noAdvertise = false;
+
   private config(n: NatsNode): string {
     const routes = this.nodes.filter((o) => o !== n).map((o) => `nats-route://127.0.0.1:${o.routePort}`);
     const file = join(this.base, `${n.name}.conf`);
@@ -70,7 +77,7 @@ export class NatsCluster {
         `server_name: ${n.name}`,
         `listen: 127.0.0.1:${n.port}`,
         `jetstream { store_dir: "${n.storeDir}", max_memory_store: 64MB, max_file_store: 2GB }`,
-        `cluster { name: iris, listen: 127.0.0.1:${n.routePort}, routes: [${routes.join(', ')}] }`,
+        `cluster { name: iris, listen: 127.0.0.1:${n.routePort}, routes: [${routes.join(', ')}]${this.noAdvertise ? ', no_advertise: true' : ''} }`,
       ].join('\n') + '\n',
     );
     return file;
