@@ -2,13 +2,12 @@ import { createHash } from 'node:crypto';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import type { SqlValue } from '../core/ports.js';
-import { migrate, SCHEMA_VERSION } from '../core/schema.js';
+import { SCHEMA_VERSION } from '../core/schema.js';
 import type { RecordKind } from './log.js';
 import type { ClusterConn } from './nats.js';
 import { withRetry } from './retry.js';
 import { PURGE_HOLD_KEY, readSnapshot, snapshotSubjects, type Manifest } from './snapshot.js';
-import { applyRecord } from './storage.js';
+import { applyRecord, migrateView } from './storage.js';
 
 /**
  * Backup of a RUNNING cluster (issue 13) as a consistent cut of every partition at ONE log stream sequence S.
@@ -72,17 +71,7 @@ export async function logHead(conn: ClusterConn): Promise<number> {
 function beginView(file: string): DatabaseSync {
   const db = new DatabaseSync(file);
   db.exec('BEGIN');
-  migrate(
-    {
-      all: <T>(q: string, ...p: SqlValue[]): T[] => {
-        const st = db.prepare(q);
-        if (st.columns().length > 0) return st.all(...p) as T[];
-        st.run(...p);
-        return [];
-      },
-    },
-    Date.now(),
-  );
+  migrateView(db);
   return db;
 }
 

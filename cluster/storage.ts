@@ -66,6 +66,24 @@ export function decodeChange(data: Uint8Array): { ddl: string[]; changeset: Uint
   return { ddl, changeset: data.subarray(4 + n) };
 }
 
+/**
+ * Brings a local view being rebuilt to this build's schema, inside the caller's transaction: before any record is
+ * applied, since the schema's DDL is never in the log (ClusterStorage.open, and cluster/backup.ts the same way).
+ */
+export function migrateView(db: DatabaseSync): void {
+  migrate(
+    {
+      all: <T>(q: string, ...p: SqlValue[]): T[] => {
+        const st = db.prepare(q);
+        if (st.columns().length > 0) return st.all(...p) as T[];
+        st.run(...p);
+        return [];
+      },
+    },
+    Date.now(),
+  );
+}
+
 /** Applies one record to a local view (inside the caller's transaction). Throws if the view diverged. */
 export function applyRecord(db: DatabaseSync, r: LogRecord): void {
   if (r.kind !== 'change') return;
@@ -121,17 +139,7 @@ export class ClusterStorage implements Storage {
     const db = new DatabaseSync(file);
     try {
       db.exec('BEGIN');
-      migrate(
-        {
-          all: <T>(q: string, ...p: SqlValue[]): T[] => {
-            const st = db.prepare(q);
-            if (st.columns().length > 0) return st.all(...p) as T[];
-            st.run(...p);
-            return [];
-          },
-        },
-        Date.now(),
-      );
+      migrateView(db);
       await log.replay(manifest?.logSeq ?? 0, (r) => applyRecord(db, r));
       db.exec('COMMIT');
     } catch (e) {
