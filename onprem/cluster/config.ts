@@ -1,4 +1,5 @@
 import { hostname } from 'node:os';
+import { join } from 'node:path';
 import { readNumber, readOptionalNumber, readString } from '../../core/settings.js';
 
 /**
@@ -27,4 +28,19 @@ export function clusterConfig(s: Record<string, string>, port: number): ClusterC
     pipeHost: readString(s, 'IRIS_CLUSTER_ADVERTISE') ?? '127.0.0.1',
     pipePort: readOptionalNumber(s, 'IRIS_CLUSTER_PIPE_PORT') ?? port + 1,
   };
+}
+
+/**
+ * One worker's membership of the cluster: with N > 1 workers per node, each worker is its own member (its own
+ * NATS connections, heartbeat, lease session and partitions), named `<node>.<i>` and taking relayed sockets on
+ * pipe port base + i; with one worker the member is the node itself (`<node>`, the base port), as before.
+ */
+export function memberConfig(cc: ClusterConfig, worker: number, workers: number): ClusterConfig {
+  if (workers === 1) return cc;
+  return { ...cc, node: `${cc.node}.${worker}`, pipePort: cc.pipePort + worker };
+}
+
+/** The member's local views (rebuilt from the log at every takeover): `<data>/cluster`, or `<data>/cluster/<i>` per worker. */
+export function memberDir(dataDir: string, worker: number, workers: number): string {
+  return workers === 1 ? join(dataDir, 'cluster') : join(dataDir, 'cluster', String(worker));
 }

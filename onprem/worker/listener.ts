@@ -7,8 +7,7 @@ import { DEV_AUTH_WARNING, TokenVerifier, authorizeUpgrade, identityOf, isRefusa
 import { ConnectLimiter, json, refuseSocket, respond, type Refusal } from '../http.js';
 import { stopReading, type ToWorker, type UpgradeHead } from '../ipc.js';
 import { describeError } from '../log.js';
-import { ownerOf } from '../owner.js';
-import { owns, refuse, type WorkerContext } from './context.js';
+import { owns, refuse, workerFor, type WorkerContext } from './context.js';
 import { send, type SupervisorLink } from './control.js';
 import type { PipeRoute } from './pipe.js';
 import type { NodeRelay } from './relay.js';
@@ -170,7 +169,7 @@ export class Listener {
     req.headers[TOKEN_HEADER] = claimsHeader(verdict);
 
     if (this.cluster && !owns(ctx, user)) return this.relayToNode(user, req, socket, head);
-    const owner = ownerOf(user, ctx.workers);
+    const owner = workerFor(ctx, user);
     if (owner === ctx.id) return this.sockets.accept(req, socket, head, user, 'local');
     if (!this.supervisor.isUp(owner)) {
       return refuse(ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is restarting; retry', headers: { 'retry-after': '1' } });

@@ -22,6 +22,7 @@ import { AdminRoute } from './admin.js';
 import { TokenVerifier, tokenCheck } from '../../auth/index.js';
 import { V1Gateway } from '../../gateway/v1/gateway.js';
 import type { ClusterHost } from '../cluster/host.js';
+import { memberConfig, memberDir } from '../cluster/config.js';
 import type { Storage } from '../../core/ports.js';
 
 /** Cluster mode's base storage: every user and group has its partition's (Shards.storageFor); this one is never used. */
@@ -174,13 +175,13 @@ export class Worker implements WorkerContext, Logger {
   }
 
   /**
-   * Cluster mode: one worker per node (this version), its users' and groups' storage one ClusterStorage per
-   * partition it holds a lease for; calls for other partitions go over NATS (onprem/cluster/peers.ts), sockets of
-   * their users are relayed to their node's pipe port. NATS modules are loaded here only.
+   * Cluster mode: this worker is one cluster member (`<node>.<i>` with N > 1 workers, onprem/cluster/config.ts
+   * memberConfig), its users' and groups' storage one ClusterStorage per partition it holds a lease for; calls for
+   * other partitions go over NATS (onprem/cluster/peers.ts), sockets of their users are relayed to their member's
+   * pipe port, a sibling worker's like another node's. NATS modules are loaded here only.
    */
   private async startCluster(): Promise<void> {
-    const cc = this.cfg.cluster!;
-    if (this.workers !== 1) throw new Error(`cluster mode runs one worker per node in this version: start with --workers 1 (IRIS_WORKERS=1), not ${this.workers}`);
+    const cc = memberConfig(this.cfg.cluster!, this.id, this.workers);
     const { ClusterHost } = await import('../cluster/host.js');
     const { ClusterPeers, serveCall } = await import('../cluster/peers.js');
     const host = () => this.cluster!;
@@ -191,8 +192,11 @@ export class Worker implements WorkerContext, Logger {
     const tokens = tokenCheck(verifier);
     this.shards.open({ storage: NO_STORAGE, peers, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics, tokens, ...(this.cfg.push.url !== undefined && { push: { settings: this.cfg.push, http: fetchPushHttp } }) });
     await this.router.listen();
-    await this.pipe.listenTcp(cc.pipeHost, cc.pipePort, verifier);
-    this.cluster = await ClusterHost.start(cc, join(this.cfg.dataDir, 'cluster'), this.cfg.linkTimeoutMs, {
+    await this.pipe.listenTcp(cc.pipeHost, cc.pipePort, verifier).catch((e: unknown) => {
+      // Worker i needs IRIS_CLUSTER_PIPE_PORT + i: say which setting to change, not only which port was taken.
+      throw this.workers === 1 ? e : new Error(`${(e as Error).message} (worker ${this.id} of ${this.workers} listens on IRIS_CLUSTER_PIPE_PORT + ${this.id}: the ${this.workers} ports from ${this.cfg.cluster!.pipePort} must be free)`, { cause: e });
+    });
+    this.cluster = await ClusterHost.start(cc, memberDir(this.cfg.dataDir, this.id, this.workers), this.cfg.linkTimeoutMs, {
       served: (p, s) => {
         this.log('info', `cluster: serving partition ${p}`);
         // What the previous owner left pending in the partition's outboxes is forwarded from here now.
