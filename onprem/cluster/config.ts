@@ -40,6 +40,19 @@ export function memberConfig(cc: ClusterConfig, worker: number, workers: number)
   return { ...cc, node: `${cc.node}.${worker}`, pipePort: cc.pipePort + worker };
 }
 
+/**
+ * The index of the sibling worker (same node, another worker) that `member` names, or null: a socket for a
+ * partition a sibling serves is handed to it through the supervisor (SCM_RIGHTS, as on one box) instead of being
+ * relayed through its pipe port.
+ */
+export function siblingOf(cc: ClusterConfig, member: string | undefined, worker: number, workers: number): number | null {
+  if (workers === 1 || member === undefined || !member.startsWith(`${cc.node}.`)) return null;
+  const rest = member.slice(cc.node.length + 1);
+  if (!/^\d+$/.test(rest)) return null;
+  const j = Number(rest);
+  return j < workers && j !== worker ? j : null;
+}
+
 /** The member's local views (rebuilt from the log at every takeover): `<data>/cluster`, or `<data>/cluster/<i>` per worker. */
 export function memberDir(dataDir: string, worker: number, workers: number): string {
   return workers === 1 ? join(dataDir, 'cluster') : join(dataDir, 'cluster', String(worker));

@@ -171,6 +171,12 @@ export class Listener {
     if (this.cluster && !owns(ctx, user)) return this.relayToNode(user, req, socket, head);
     const owner = workerFor(ctx, user);
     if (owner === ctx.id) return this.sockets.accept(req, socket, head, user, 'local');
+    return this.handOff(owner, user, req, socket, head);
+  }
+
+  /** To the worker `owner` of this process's supervisor: a hand-off (SCM_RIGHTS) or, with IRIS_ROUTE=pipe, its unix pipe. */
+  private async handOff(owner: number, user: string, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const { ctx } = this;
     if (!this.supervisor.isUp(owner)) {
       return refuse(ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is restarting; retry', headers: { 'retry-after': '1' } });
     }
@@ -205,6 +211,8 @@ export class Listener {
     const uh: UpgradeHead = { method: req.method ?? 'GET', url: req.url ?? CONNECT_PATH, headers, remote: socket.remoteAddress ?? '' };
     return this.cluster!.relay(socket, head, { user, head: uh }, {
       local: () => this.sockets.accept(req, socket, head, user, 'local'),
+      // Another worker of this node (its own cluster member) serves it: handed over as on one box, no pipe hop.
+      ...(this.ctx.cfg.route !== 'pipe' && { sibling: (w: number) => void this.handOff(w, user, req, socket, head) }),
       refuse: () => refuse(this.ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is moving; retry', headers: { 'retry-after': '1' } }),
     });
   }
@@ -218,6 +226,8 @@ export class Listener {
       return refuse(ctx, socket, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
     }
     if (!owns(ctx, m.user)) {
+      // Cluster mode: the partition left this worker between the sibling's look-up and now (a move); the client retries.
+      if (ctx.clusterOwns) return refuse(ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is moving; retry', headers: { 'retry-after': '1' } });
       return refuse(ctx, socket, { status: 500, code: 'internal', message: 'connection routed to the wrong worker' });
     }
     const req = new IncomingMessage(socket);

@@ -22,7 +22,7 @@ import { AdminRoute } from './admin.js';
 import { TokenVerifier, tokenCheck } from '../../auth/index.js';
 import { V1Gateway } from '../../gateway/v1/gateway.js';
 import type { ClusterHost } from '../cluster/host.js';
-import { memberConfig, memberDir } from '../cluster/config.js';
+import { memberConfig, memberDir, siblingOf } from '../cluster/config.js';
 import type { Storage } from '../../core/ports.js';
 
 /** Cluster mode's base storage: every user and group has its partition's (Shards.storageFor); this one is never used. */
@@ -100,7 +100,7 @@ export class Worker implements WorkerContext, Logger {
     this.admin = admin;
     this.router.adminHandler = (c) => admin.fromLink(c);
     if (cfg.cluster) this.clusterOwns = (key) => this.cluster?.owns(key) ?? false;
-    const route = cfg.cluster ? new NodeRelay(this, this.pipe, { ownerAddress: (user: string) => this.cluster?.ownerAddress(user) ?? Promise.resolve(null) }) : undefined;
+    const route = cfg.cluster ? new NodeRelay(this, this.pipe, { ownerAddress: (user: string) => this.ownerAddress(user) }) : undefined;
     this.listener = new Listener(this, this.supervisor, this.sockets, this.pipe, admin, route);
     this.v1 = new V1Gateway(this, this.shards, this.supervisor, route);
     // Cluster mode: v1 connections relayed from other nodes (their LOGIN verified again by the gateway).
@@ -110,6 +110,14 @@ export class Worker implements WorkerContext, Logger {
       this.metrics.idleGcs.inc();
       this.metrics.idleGcSeconds.inc(r.ms / 1000);
     });
+  }
+
+  /** Cluster mode: where the owner of `user`'s partition takes relayed sockets, and whether it is a sibling worker. */
+  private async ownerAddress(user: string): Promise<{ host: string; port: number; sibling?: number } | null> {
+    const a = (await this.cluster?.ownerAddress(user)) ?? null;
+    if (!a) return null;
+    const sibling = siblingOf(this.cfg.cluster!, a.member, this.id, this.workers);
+    return sibling === null ? a : { ...a, sibling };
   }
 
   get draining(): boolean {

@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IrisClient, IrisMessage } from '../../client/index.js';
 import { candidateOwner, partitionOf } from '../../cluster/partition.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
-import { freePort, removeDir, sdkClient, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
+import { freePort, removeDir, scrape, sdkClient, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
 import { NatsCluster } from './nats-harness.js';
 
 /**
@@ -163,6 +163,15 @@ describe(`cluster mode: 3 NATS servers + 2 Iris nodes of ${WORKERS} workers each
       for (let k = 0; k < DEVICES; k++) d.push(await connect(urls[k]!, users[i]!, inbox[i], `d${k + 1}`));
       devs.push(d);
     }
+    // Sockets whose owner is the accepting worker's sibling were handed over through the supervisor (SCM_RIGHTS),
+    // not relayed through the sibling's pipe port; those for the other node's members were relayed (via pipe).
+    const opened = async (via: string) => {
+      let n = 0;
+      for (const node of nodes) for (const [k, v] of await scrape(node.port)) if (k.startsWith('iris_connections_opened_total{') && k.includes(`via="${via}"`)) n += v;
+      return n;
+    };
+    expect(await opened('handoff')).toBeGreaterThan(0);
+    expect(await opened('pipe')).toBeGreaterThan(0);
     // A ring: each user sends to the next, from alternating devices; every message reaches all of its devices.
     for (let i = 0; i < users.length; i++) {
       const ack = await devs[i]![i % 2]!.send(users[(i + 1) % users.length]!, `ring ${i}`);
