@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IrisClient, IrisMessage } from '../../client/index.js';
 import { candidateOwner, partitionOf } from '../../cluster/partition.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
-import { freePort, removeDir, scrape, sdkClient, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
+import { freePort, removeDir, runToExit, scrape, sdkClient, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
 import { NatsCluster } from './nats-harness.js';
 
 /**
@@ -278,4 +278,20 @@ describe(`cluster mode: 3 NATS servers + 2 Iris nodes of ${WORKERS} workers each
     expect(atFrank[0]!.text()).toBe('for frank, before the stop');
     expect(atGina[0]!.text()).toBe('for gina, before the stop');
   }, 120_000);
+  it('a node whose worker cannot bind its pipe port (base + i) does not start, and says which port and why', async () => {
+    const base = await freePorts(WORKERS);
+    const taken = createServer();
+    await new Promise<void>((r) => taken.listen({ host: '127.0.0.1', port: base + 1, exclusive: true }, () => r()));
+    const dir = tempDir('iris-cluster-workers-');
+    try {
+      const env = { IRIS_CLUSTER_NATS: nats.urls().join(','), IRIS_CLUSTER_NODE: 'wx', IRIS_CLUSTER_PARTITIONS: String(PARTITIONS), IRIS_CLUSTER_PIPE_PORT: String(base) };
+      const r = await runToExit(['--host', '127.0.0.1', '--port', String(await freePort()), '--data-dir', dir, '--workers', String(WORKERS)], env);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toContain(`cannot listen on 127.0.0.1:${base + 1} (cluster pipe)`);
+      expect(r.stderr).toContain(`IRIS_CLUSTER_PIPE_PORT + 1: the ${WORKERS} ports from ${base} must be free`);
+    } finally {
+      taken.close();
+      removeDir(dir);
+    }
+  }, 60_000);
 });
