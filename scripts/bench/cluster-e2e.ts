@@ -21,7 +21,6 @@
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -29,6 +28,7 @@ import { DEV_SECRET } from '../../auth/config.js';
 import { connectCluster, DEFAULT_NAMES } from '../../cluster/nats.js';
 import { candidateOwner } from '../../cluster/partition.js';
 import { NatsCluster } from '../../test/cluster/nats-harness.js';
+import { freePorts } from '../../test/cluster/ports.js';
 import { activityTable, layerTable } from './cluster-profile.js';
 import { freePort, ROOT, startOnprem, type Server } from './servers.js';
 
@@ -93,22 +93,6 @@ interface Row {
   /** Monotonic µs at the start and end of the run, to cut the profiles. */
   fromUs: number;
   toUs: number;
-}
-
-/** A base port whose `n` consecutive ports are free now (worker i of a node binds pipe port base + i). */
-async function freePorts(n: number): Promise<number> {
-  const bind = (port: number) =>
-    new Promise<boolean>((res) => {
-      const srv = createServer();
-      srv.once('error', () => res(false));
-      srv.listen({ host: '127.0.0.1', port, exclusive: true }, () => srv.close(() => res(true)));
-    });
-  for (;;) {
-    const base = await freePort();
-    let ok = base + n < 65536;
-    for (let i = 1; ok && i < n; i++) ok = await bind(base + i);
-    if (ok) return base;
-  }
 }
 
 const monoUs = (): number => Number(process.hrtime.bigint() / 1000n);

@@ -5,6 +5,7 @@ import { candidateOwner, partitionOf } from '../../cluster/partition.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
 import { freePort, removeDir, runToExit, scrape, sdkClient, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
 import { NatsCluster } from './nats-harness.js';
+import { freePorts } from './ports.js';
 
 /**
  * Cluster mode with several workers per node (issue 13): three nats-server processes and two Iris nodes of two
@@ -37,22 +38,6 @@ function userOn(member: string, live: string[], prefix: string): string {
   for (let i = 0; ; i++) {
     const u = `${prefix}${i}`;
     if (candidateOwner(partitionOf(u, PARTITIONS), live) === member) return u;
-  }
-}
-
-/** A base port whose `n` consecutive ports are free now (each worker binds base + i). */
-async function freePorts(n: number): Promise<number> {
-  const bind = (port: number) =>
-    new Promise<boolean>((res) => {
-      const s = createServer();
-      s.once('error', () => res(false));
-      s.listen({ host: '127.0.0.1', port, exclusive: true }, () => s.close(() => res(true)));
-    });
-  for (;;) {
-    const base = await freePort();
-    let ok = base + n < 65536;
-    for (let i = 1; ok && i < n; i++) ok = await bind(base + i);
-    if (ok) return base;
   }
 }
 
