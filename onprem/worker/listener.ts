@@ -212,7 +212,13 @@ export class Listener {
     return this.cluster!.relay(socket, head, { user, head: uh }, {
       local: () => this.sockets.accept(req, socket, head, user, 'local'),
       // Another worker of this node (its own cluster member) serves it: handed over as on one box, no pipe hop.
-      ...(this.ctx.cfg.route !== 'pipe' && { sibling: (w: number) => void this.handOff(w, user, req, socket, head) }),
+      ...(this.ctx.cfg.route !== 'pipe' && {
+        sibling: (w: number) => {
+          if (!this.supervisor.isUp(w)) return false;
+          void this.handOff(w, user, req, socket, head);
+          return true;
+        },
+      }),
       refuse: () => refuse(this.ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is moving; retry', headers: { 'retry-after': '1' } }),
     });
   }
