@@ -1,6 +1,6 @@
 /**
  * The loopback cluster against single-box Iris, in one run (issue 13): 3 nats-server (Debian's 2.9) + 3 Iris
- * on-prem nodes (one worker each, cluster mode) versus one Iris server with one worker, on this machine, driven
+ * on-prem nodes (one worker each unless --workers, cluster mode) versus one Iris server with one worker, on this machine, driven
  * by the same load generator (scripts/bench/run.ts --target url, 1:1 pairs, open loop at a fixed rate). Clients
  * connect to node0 only, so about 2/3 of the users are relayed to the other nodes and most messages cross nodes
  * over NATS: the worst case of this version (a load balancer does not change the share: any node owns ~1/3).
