@@ -1,3 +1,4 @@
+import { readdirSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { readNumber, readOptionalNumber, readString } from '../../core/settings.js';
@@ -56,4 +57,20 @@ export function siblingOf(cc: ClusterConfig, member: string | undefined, worker:
 /** The member's local views (rebuilt from the log at every takeover): `<data>/cluster`, or `<data>/cluster/<i>` per worker. */
 export function memberDir(dataDir: string, worker: number, workers: number): string {
   return workers === 1 ? join(dataDir, 'cluster') : join(dataDir, 'cluster', String(worker));
+}
+
+/**
+ * Worker 0 of N > 1, at start: removes what an earlier run with another worker count left in `<data>/cluster`
+ * (a one-worker run's partition files there, or the directories of workers >= N). Only caches (views rebuilt
+ * from the log), so nothing is lost; without this they would only take disk space.
+ */
+export function removeStaleViews(dataDir: string, workers: number): void {
+  const root = join(dataDir, 'cluster');
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return;
+  }
+  for (const n of names) if (!(/^\d+$/.test(n) && Number(n) < workers)) rmSync(join(root, n), { recursive: true, force: true });
 }

@@ -22,7 +22,7 @@ import { AdminRoute } from './admin.js';
 import { TokenVerifier, tokenCheck } from '../../auth/index.js';
 import { V1Gateway } from '../../gateway/v1/gateway.js';
 import type { ClusterHost } from '../cluster/host.js';
-import { memberConfig, memberDir, siblingOf } from '../cluster/config.js';
+import { memberConfig, memberDir, removeStaleViews, siblingOf } from '../cluster/config.js';
 import type { Storage } from '../../core/ports.js';
 
 /** Cluster mode's base storage: every user and group has its partition's (Shards.storageFor); this one is never used. */
@@ -204,6 +204,7 @@ export class Worker implements WorkerContext, Logger {
       // Worker i needs IRIS_CLUSTER_PIPE_PORT + i: say which setting to change, not only which port was taken.
       throw this.workers === 1 ? e : new Error(`${(e as Error).message} (worker ${this.id} of ${this.workers} listens on IRIS_CLUSTER_PIPE_PORT + ${this.id}: the ${this.workers} ports from ${this.cfg.cluster!.pipePort} must be free)`, { cause: e });
     });
+    if (this.id === 0 && this.workers > 1) removeStaleViews(this.cfg.dataDir, this.workers);
     this.cluster = await ClusterHost.start(cc, memberDir(this.cfg.dataDir, this.id, this.workers), this.cfg.linkTimeoutMs, {
       served: (p, s) => {
         this.log('info', `cluster: serving partition ${p}`);
