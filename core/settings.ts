@@ -208,10 +208,10 @@ const V1: SettingSpec[] = [
 // Cluster mode of the on-prem server on NATS JetStream (issue 13, onprem/cluster/): off unless IRIS_CLUSTER_NATS is set.
 const CLUSTER: SettingSpec[] = [
   { name: 'IRIS_CLUSTER_NATS', type: 'string', group: 'server', profiles: ONPREM, default: null, doc: 'Cluster mode: comma-separated NATS server URLs (`nats://host:4222,...`, JetStream on); unset: one box, no NATS.' },
-  { name: 'IRIS_CLUSTER_NODE', type: 'string', group: 'server', profiles: ONPREM, default: null, defaultDoc: 'host name', doc: 'This node\'s id in the cluster (unique; a restarted node keeps its id).' },
+  { name: 'IRIS_CLUSTER_NODE', type: 'string', group: 'server', profiles: ONPREM, default: null, defaultDoc: 'host name', doc: 'This node\'s id in the cluster (unique; a restarted node keeps its id). With N > 1 workers, worker i is the cluster member `<id>.<i>`.' },
   { name: 'IRIS_CLUSTER_PARTITIONS', type: 'int', group: 'server', profiles: ONPREM, default: '1024', min: 1, max: 65536, doc: 'Virtual partitions of the cluster: fixed when the cluster is created, the same on every node.' },
   { name: 'IRIS_CLUSTER_LEASE_MS', type: 'int', group: 'server', profiles: ONPREM, default: '3000', min: 500, max: 120_000, doc: 'Lease of a node\'s partitions (renewed every third of it, one key per node): a dead node\'s partitions are taken over about this long after its last renewal.' },
-  { name: 'IRIS_CLUSTER_PIPE_PORT', type: 'int', group: 'server', profiles: ONPREM, default: null, defaultDoc: 'IRIS_PORT + 1', min: 1, max: 65535, doc: 'Port where this node takes WebSockets relayed by other nodes for its partitions; their tokens are verified again here (plain TCP: private network).' },
+  { name: 'IRIS_CLUSTER_PIPE_PORT', type: 'int', group: 'server', profiles: ONPREM, default: null, defaultDoc: 'IRIS_PORT + 1', min: 1, max: 65535, doc: 'Port where this node takes WebSockets relayed by other nodes for its partitions; their tokens are verified again here (plain TCP: private network). With N workers, worker i listens on this port + i (N consecutive ports).' },
   { name: 'IRIS_CLUSTER_ADVERTISE', type: 'string', group: 'server', profiles: ONPREM, default: '127.0.0.1', doc: 'Address the other nodes use to reach this node\'s pipe port (the pipe also binds it).' },
 ];
 

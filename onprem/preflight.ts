@@ -122,6 +122,9 @@ export function lockDataDir(cfg: OnpremConfig): () => void {
  * hashes to, so a different count would look for it in the wrong file.
  */
 export function workerCount(cfg: OnpremConfig): number {
+  // Cluster mode: users live in partitions of the replicated log, not in a worker's file, so any count works (each
+  // worker is a cluster member of its own) and none is recorded; a change only moves partitions between members.
+  if (cfg.cluster) return cfg.workers ?? defaultWorkers();
   const file = join(cfg.dataDir, META_FILE);
   let recorded: number | null = null;
   try {

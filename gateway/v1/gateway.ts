@@ -5,8 +5,7 @@ import { Revocations, claimsHeader, parseClaims } from '../../core/revocation.js
 import { ID_PATTERN } from '../../protocol/limits.js';
 import { stopReading, type ToWorker, type V1Handoff } from '../../onprem/ipc.js';
 import { describeError } from '../../onprem/log.js';
-import { ownerOf } from '../../onprem/owner.js';
-import { owns, type WorkerContext } from '../../onprem/worker/context.js';
+import { owns, workerFor, type WorkerContext } from '../../onprem/worker/context.js';
 import { send, type SupervisorLink } from '../../onprem/worker/control.js';
 import type { Shards } from '../../onprem/worker/shards.js';
 import type { V1Relay, V1Relayed } from '../../onprem/worker/pipe.js';
@@ -139,7 +138,7 @@ export class V1Gateway implements V1Relayed {
     const trace = traceId(undefined);
     const rest = link.takeRest();
     if (this.relay && !owns(this.ctx, user)) return this.relayToNode(link, user, token, claims, trace, rest);
-    const owner = ownerOf(user, this.ctx.workers);
+    const owner = workerFor(this.ctx, user);
     if (owner === this.ctx.id) return this.serveLink(link, user, claims, trace, rest);
     // Not a refusal of the credentials: 0xFE unavailable and a close, and the client logs in again (the owner is
     // restarting). If the owner dies after this check, the supervisor or the kernel closes the socket instead.

@@ -32,6 +32,8 @@ export interface HostEvents {
 export interface NodeAddress {
   host: string;
   port: number;
+  /** The member that listens there (ownerAddress: the partition's owner), e.g. `<node>.<i>`. */
+  member?: string;
 }
 
 /** The user's partition has no owner this node can name right now (failover in progress). */
@@ -128,7 +130,7 @@ export class ClusterHost {
     // Read every time (not cached): a node restarted under the same id may listen elsewhere.
     const a = await this.conn.leases.get(addressKey(owner));
     if (!a || a.operation !== 'PUT' || a.length === 0) return null;
-    return a.json<NodeAddress>();
+    return { ...a.json<NodeAddress>(), member: owner };
   }
 
   served(): number[] {

@@ -7,7 +7,7 @@ import type { Router } from '../worker/router.js';
 
 /**
  * The core's Peers port in cluster mode (issue 13): a call for a user or group whose partition this node serves
- * goes to the worker's Router (which, with the one worker a cluster node runs, always answers locally); any
+ * goes to the worker's Router (which answers locally: in cluster mode each worker is its own member); any
  * other goes to the partition's owner over NATS request/reply (cluster/rpc.ts), one request per call, JSON with
  * bytes as base64 (the group links' format, onprem/group-link.ts). A forward already carries a batch (every
  * pending message of one sender for one recipient, up to the core's batch size), so one request moves a batch;

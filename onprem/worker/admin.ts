@@ -5,8 +5,7 @@ import type { TokenClaims } from '../../core/ports.js';
 import { Revocations } from '../../core/revocation.js';
 import { json } from '../http.js';
 import { describeError } from '../log.js';
-import { ownerOf } from '../owner.js';
-import { owns, type WorkerContext } from './context.js';
+import { owns, workerFor, type WorkerContext } from './context.js';
 import type { Shard, Shards } from './shards.js';
 
 /** Erase: how long closed sockets get to finish their close handshake before they are cut, and the core to settle. */
@@ -59,7 +58,7 @@ export class AdminRoute {
     const call = parseAdminRequest(req.method ?? '', new URL(req.url ?? '/', 'http://iris.invalid'), Math.floor(Date.now() / 1000));
     if (isAdminAnswer(call)) return call;
     if (call.op === 'stats') return this.stats();
-    return this.run(ownerOf(call.user, this.ctx.workers), call);
+    return this.run(workerFor(this.ctx, call.user), call);
   }
 
   /** Cluster mode: an admin call for a user of another node's partition (onprem/cluster/peers.ts, over NATS). */
@@ -92,7 +91,7 @@ export class AdminRoute {
 
   /** Whether a token is revoked, asked of the user's owner (the listener's answer to a plain GET: auth/upgrade.ts identityOf). */
   async isRevoked(user: string, claims: TokenClaims): Promise<boolean> {
-    const a = await this.run(ownerOf(user, this.ctx.workers), { op: 'is_revoked', user, claims });
+    const a = await this.run(workerFor(this.ctx, user), { op: 'is_revoked', user, claims });
     return a.body['revoked'] === true;
   }
 

@@ -33,6 +33,15 @@ export function owns(ctx: WorkerContext, user: string): boolean {
   return ownerOf(user, ctx.workers) === ctx.id;
 }
 
+/**
+ * The worker that runs a call for `key` (a user or group id): on one box its owner by hash; in cluster mode this
+ * worker, always: a worker is its own cluster member, and a call reaches its Router only for a partition it serves
+ * (ClusterPeers and serveCall decide, onprem/cluster/peers.ts), so nothing is passed to a sibling worker by hash.
+ */
+export function workerFor(ctx: WorkerContext, key: string): number {
+  return ctx.clusterOwns ? ctx.id : ownerOf(key, ctx.workers);
+}
+
 /** Answers an upgrade with an HTTP refusal on its raw socket, counted by code (iris_connects_refused_total). */
 export function refuse(ctx: WorkerContext, socket: Duplex, r: Refusal): void {
   ctx.metrics.refused.inc({ code: r.code });

@@ -7,8 +7,7 @@ import { DEV_AUTH_WARNING, TokenVerifier, authorizeUpgrade, identityOf, isRefusa
 import { ConnectLimiter, json, refuseSocket, respond, type Refusal } from '../http.js';
 import { stopReading, type ToWorker, type UpgradeHead } from '../ipc.js';
 import { describeError } from '../log.js';
-import { ownerOf } from '../owner.js';
-import { owns, refuse, type WorkerContext } from './context.js';
+import { owns, refuse, workerFor, type WorkerContext } from './context.js';
 import { send, type SupervisorLink } from './control.js';
 import type { PipeRoute } from './pipe.js';
 import type { NodeRelay } from './relay.js';
@@ -170,8 +169,14 @@ export class Listener {
     req.headers[TOKEN_HEADER] = claimsHeader(verdict);
 
     if (this.cluster && !owns(ctx, user)) return this.relayToNode(user, req, socket, head);
-    const owner = ownerOf(user, ctx.workers);
+    const owner = workerFor(ctx, user);
     if (owner === ctx.id) return this.sockets.accept(req, socket, head, user, 'local');
+    return this.handOff(owner, user, req, socket, head);
+  }
+
+  /** To the worker `owner` of this process's supervisor: a hand-off (SCM_RIGHTS) or, with IRIS_ROUTE=pipe, its unix pipe. */
+  private async handOff(owner: number, user: string, req: IncomingMessage, socket: Socket, head: Buffer): Promise<void> {
+    const { ctx } = this;
     if (!this.supervisor.isUp(owner)) {
       return refuse(ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is restarting; retry', headers: { 'retry-after': '1' } });
     }
@@ -206,6 +211,14 @@ export class Listener {
     const uh: UpgradeHead = { method: req.method ?? 'GET', url: req.url ?? CONNECT_PATH, headers, remote: socket.remoteAddress ?? '' };
     return this.cluster!.relay(socket, head, { user, head: uh }, {
       local: () => this.sockets.accept(req, socket, head, user, 'local'),
+      // Another worker of this node (its own cluster member) serves it: handed over as on one box, no pipe hop.
+      ...(this.ctx.cfg.route !== 'pipe' && {
+        sibling: (w: number) => {
+          if (!this.supervisor.isUp(w)) return false;
+          void this.handOff(w, user, req, socket, head);
+          return true;
+        },
+      }),
       refuse: () => refuse(this.ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is moving; retry', headers: { 'retry-after': '1' } }),
     });
   }
@@ -219,6 +232,8 @@ export class Listener {
       return refuse(ctx, socket, { status: 503, code: 'going_away', message: 'server is shutting down', headers: { 'retry-after': '1' } });
     }
     if (!owns(ctx, m.user)) {
+      // Cluster mode: the partition left this worker between the sibling's look-up and now (a move); the client retries.
+      if (ctx.clusterOwns) return refuse(ctx, socket, { status: 503, code: 'unavailable', message: 'the shard of this user is moving; retry', headers: { 'retry-after': '1' } });
       return refuse(ctx, socket, { status: 500, code: 'internal', message: 'connection routed to the wrong worker' });
     }
     const req = new IncomingMessage(socket);

@@ -4,7 +4,8 @@ import type { PipeMeta, PipeRoute } from './pipe.js';
 
 /** Cluster mode: where the owner of a user's partition takes relayed sockets (onprem/cluster/host.ts). */
 export interface OwnerLookup {
-  ownerAddress(user: string): Promise<{ host: string; port: number } | null>;
+  /** `sibling`: the owner is another worker of this node (its index), which a hand-off reaches without the pipe. */
+  ownerAddress(user: string): Promise<{ host: string; port: number; sibling?: number } | null>;
 }
 
 /**
@@ -23,14 +24,16 @@ export class NodeRelay {
    * Relays `socket` to the owner of `meta.user`'s partition, with `head` (bytes already read) after the header.
    * `local` serves it here instead (the partition came here meanwhile); `refuse` answers `unavailable` in the
    * connection's own protocol when no owner appears in time (a failover) or the owner cannot be reached;
-   * `leave` lets go of the socket here (whoever read it until now reads no more: its bytes go to the owner).
+   * `leave` lets go of the socket here (whoever read it until now reads no more: its bytes go to the owner);
+   * `sibling`, when given, takes a socket whose owner is another worker of this node instead of the pipe (false:
+   * that worker is not up, e.g. restarting: the pipe route below waits for an owner it can reach, bounded).
    */
-  async relay(socket: Socket, head: Buffer, meta: PipeMeta, how: { local(): void; refuse(): void; leave?(): void }): Promise<void> {
+  async relay(socket: Socket, head: Buffer, meta: PipeMeta, how: { local(): void; refuse(): void; leave?(): void; sibling?(worker: number): boolean }): Promise<void> {
     // A partition between owners (taken over, or being rebuilt here) usually has one again within a lease: the
     // connection waits for it (bounded) rather than refusing a client whose first attempt would then fail.
     const until = Date.now() + Math.min(5000, 2 * (this.ctx.cfg.cluster?.leaseMs ?? 1000));
     const attempt = async (): Promise<void> => {
-      let addr: { host: string; port: number } | null = null;
+      let addr: { host: string; port: number; sibling?: number } | null = null;
       for (;;) {
         if (owns(this.ctx, meta.user)) return how.local();
         addr = await this.cluster.ownerAddress(meta.user).catch(() => null);
@@ -39,6 +42,7 @@ export class NodeRelay {
         await pause();
       }
       if (!addr) return how.refuse();
+      if (addr.sibling !== undefined && how.sibling?.(addr.sibling)) return;
       this.pipe.pipeTo(addr, socket, head, meta, {
         // The owner named by its lease died and the lease has not lapsed yet: look again until the deadline.
         unreachable: () => {

@@ -5,9 +5,8 @@ import { visible, type GroupCall, type GroupNews, type GroupPush, type GroupResu
 import { fromWire, toWire, type GroupLinkMessage } from '../group-link.js';
 import type { GroupPushNote } from '../../core/group/push-notes.js';
 import { GroupShards } from './groups.js';
-import { ownerOf } from '../owner.js';
 import { LinkClient, LinkServer } from '../links.js';
-import { owns, type WorkerContext } from './context.js';
+import { owns, workerFor, type WorkerContext } from './context.js';
 import type { Shards } from './shards.js';
 
 /**
@@ -69,7 +68,7 @@ export class Router implements Peers {
   }
 
   forward(to: string, batch: ForwardBatch): Promise<ForwardResult> {
-    const owner = ownerOf(to, this.ctx.workers);
+    const owner = workerFor(this.ctx, to);
     if (owner === this.ctx.id) {
       const s = this.shards.get(to);
       return this.shards.track(s, s.mailbox.receive(batch));
@@ -78,35 +77,35 @@ export class Router implements Peers {
   }
 
   presence(user: string, asker: string): Promise<PresenceInfo> {
-    const owner = ownerOf(user, this.ctx.workers);
+    const owner = workerFor(this.ctx, user);
     if (owner === this.ctx.id) return this.presenceLocal(user, asker);
     return this.timed('presence', this.client(owner).presence(user, asker));
   }
 
   /** Presence subscriptions: a local call, or one link message per subject (counted as op "watch"). */
   watch(subject: string, watcher: string, on: boolean): Promise<PresenceInfo | undefined> {
-    const owner = ownerOf(subject, this.ctx.workers);
+    const owner = workerFor(this.ctx, subject);
     if (owner === this.ctx.id) return this.watchLocal(subject, watcher, on);
     return this.timed('watch', this.client(owner).watch(subject, watcher, on));
   }
 
   /** One best-effort push to a watcher's shard (counted as op "push"). */
   presenceChanged(watcher: string, info: PresenceInfo): Promise<boolean> {
-    const owner = ownerOf(watcher, this.ctx.workers);
+    const owner = workerFor(this.ctx, watcher);
     if (owner === this.ctx.id) return this.pushLocal(watcher, info);
     return this.timed('push', this.client(owner).presenceChanged(watcher, info));
   }
 
   /** Typing (core/typing.ts): a local call, or one link message to the recipient's owner (counted as op "typing"). */
   typing(to: string, from: string, conv: string, on: boolean): Promise<boolean> {
-    const owner = ownerOf(to, this.ctx.workers);
+    const owner = workerFor(this.ctx, to);
     if (owner === this.ctx.id) return this.typingLocal(to, from, conv, on);
     return this.timed('typing', this.client(owner).typing(to, from, conv, on));
   }
 
   /** A call to a group's shard: here, or one link message to the worker that owns the group (op "group"). */
   group(group: string, call: GroupCall): Promise<GroupResult> {
-    const owner = ownerOf(group, this.ctx.workers);
+    const owner = workerFor(this.ctx, group);
     if (owner === this.ctx.id) return this.groupLocal(group, call);
     const msg: GroupLinkMessage = { k: 'call', group, call };
     return this.timed('group', this.client(owner).group(toWire(msg))).then((s) => fromWire<GroupResult>(s));
@@ -116,7 +115,7 @@ export class Router implements Peers {
   groupPush(push: GroupPush): Promise<boolean>[] {
     const byOwner = new Map<number, number[]>();
     push.targets.forEach((t, i) => {
-      const o = ownerOf(t.user, this.ctx.workers);
+      const o = workerFor(this.ctx, t.user);
       const list = byOwner.get(o);
       if (list) list.push(i);
       else byOwner.set(o, [i]);
@@ -139,7 +138,7 @@ export class Router implements Peers {
 
   /** A group tells a member's shard its membership changed (op "gnews"). */
   groupNews(user: string, news: GroupNews): Promise<void> {
-    const owner = ownerOf(user, this.ctx.workers);
+    const owner = workerFor(this.ctx, user);
     if (owner === this.ctx.id) return this.newsLocal(user, news);
     const msg: GroupLinkMessage = { k: 'news', user, news };
     return this.timed('gnews', this.client(owner).group(toWire(msg))).then(() => undefined);
@@ -147,7 +146,7 @@ export class Router implements Peers {
 
   /** A group's push note for an offline member (core/group/push-notes.ts; op "gnote"). */
   groupNote(user: string, note: GroupPushNote): Promise<void> {
-    const owner = ownerOf(user, this.ctx.workers);
+    const owner = workerFor(this.ctx, user);
     if (owner === this.ctx.id) return this.noteLocal(user, note);
     const msg: GroupLinkMessage = { k: 'note', user, note };
     return this.timed('gnote', this.client(owner).group(toWire(msg))).then(() => undefined);
@@ -203,13 +202,13 @@ export class Router implements Peers {
    * after it; a local call, or one link message to the owner's worker (counted as op "keys").
    */
   fetchKeys(owner: string, requester: string): Promise<KeyBundleEntry[]> {
-    const o = ownerOf(owner, this.ctx.workers);
+    const o = workerFor(this.ctx, owner);
     if (o === this.ctx.id) return this.fetchKeysLocal(owner, requester);
     return this.timed('keys', this.client(o).fetchKeys(owner, requester));
   }
 
   keyDevices(owner: string): Promise<string[]> {
-    const o = ownerOf(owner, this.ctx.workers);
+    const o = workerFor(this.ctx, owner);
     if (o === this.ctx.id) return this.keyDevicesLocal(owner);
     return this.timed('keys', this.client(o).keyDevices(owner));
   }

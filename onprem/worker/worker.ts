@@ -22,6 +22,7 @@ import { AdminRoute } from './admin.js';
 import { TokenVerifier, tokenCheck } from '../../auth/index.js';
 import { V1Gateway } from '../../gateway/v1/gateway.js';
 import type { ClusterHost } from '../cluster/host.js';
+import { memberConfig, memberDir, removeStaleViews, siblingOf } from '../cluster/config.js';
 import type { Storage } from '../../core/ports.js';
 
 /** Cluster mode's base storage: every user and group has its partition's (Shards.storageFor); this one is never used. */
@@ -99,7 +100,7 @@ export class Worker implements WorkerContext, Logger {
     this.admin = admin;
     this.router.adminHandler = (c) => admin.fromLink(c);
     if (cfg.cluster) this.clusterOwns = (key) => this.cluster?.owns(key) ?? false;
-    const route = cfg.cluster ? new NodeRelay(this, this.pipe, { ownerAddress: (user: string) => this.cluster?.ownerAddress(user) ?? Promise.resolve(null) }) : undefined;
+    const route = cfg.cluster ? new NodeRelay(this, this.pipe, { ownerAddress: (user: string) => this.ownerAddress(user) }) : undefined;
     this.listener = new Listener(this, this.supervisor, this.sockets, this.pipe, admin, route);
     this.v1 = new V1Gateway(this, this.shards, this.supervisor, route);
     // Cluster mode: v1 connections relayed from other nodes (their LOGIN verified again by the gateway).
@@ -109,6 +110,14 @@ export class Worker implements WorkerContext, Logger {
       this.metrics.idleGcs.inc();
       this.metrics.idleGcSeconds.inc(r.ms / 1000);
     });
+  }
+
+  /** Cluster mode: where the owner of `user`'s partition takes relayed sockets, and whether it is a sibling worker. */
+  private async ownerAddress(user: string): Promise<{ host: string; port: number; sibling?: number } | null> {
+    const a = (await this.cluster?.ownerAddress(user)) ?? null;
+    if (!a) return null;
+    const sibling = siblingOf(this.cfg.cluster!, a.member, this.id, this.workers);
+    return sibling === null ? a : { ...a, sibling };
   }
 
   get draining(): boolean {
@@ -174,13 +183,13 @@ export class Worker implements WorkerContext, Logger {
   }
 
   /**
-   * Cluster mode: one worker per node (this version), its users' and groups' storage one ClusterStorage per
-   * partition it holds a lease for; calls for other partitions go over NATS (onprem/cluster/peers.ts), sockets of
-   * their users are relayed to their node's pipe port. NATS modules are loaded here only.
+   * Cluster mode: this worker is one cluster member (`<node>.<i>` with N > 1 workers, onprem/cluster/config.ts
+   * memberConfig), its users' and groups' storage one ClusterStorage per partition it holds a lease for; calls for
+   * other partitions go over NATS (onprem/cluster/peers.ts), sockets of their users are relayed to their member's
+   * pipe port, a sibling worker's like another node's. NATS modules are loaded here only.
    */
   private async startCluster(): Promise<void> {
-    const cc = this.cfg.cluster!;
-    if (this.workers !== 1) throw new Error(`cluster mode runs one worker per node in this version: start with --workers 1 (IRIS_WORKERS=1), not ${this.workers}`);
+    const cc = memberConfig(this.cfg.cluster!, this.id, this.workers);
     const { ClusterHost } = await import('../cluster/host.js');
     const { ClusterPeers, serveCall } = await import('../cluster/peers.js');
     const { PartitionLines } = await import('../cluster/partition-lines.js');
@@ -193,8 +202,12 @@ export class Worker implements WorkerContext, Logger {
     const tokens = tokenCheck(verifier);
     this.shards.open({ storage: NO_STORAGE, peers, clock: CLOCK, config: this.cfg.engine, log: this, metrics: this.coreMetrics, tokens, ...(this.cfg.push.url !== undefined && { push: { settings: this.cfg.push, http: fetchPushHttp } }) });
     await this.router.listen();
-    await this.pipe.listenTcp(cc.pipeHost, cc.pipePort, verifier);
-    this.cluster = await ClusterHost.start(cc, join(this.cfg.dataDir, 'cluster'), this.cfg.linkTimeoutMs, {
+    await this.pipe.listenTcp(cc.pipeHost, cc.pipePort, verifier).catch((e: unknown) => {
+      // Worker i needs IRIS_CLUSTER_PIPE_PORT + i: say which setting to change, not only which port was taken.
+      throw this.workers === 1 ? e : new Error(`${(e as Error).message} (worker ${this.id} of ${this.workers} listens on IRIS_CLUSTER_PIPE_PORT + ${this.id}: the ${this.workers} ports from ${this.cfg.cluster!.pipePort} must be free)`, { cause: e });
+    });
+    if (this.id === 0 && this.workers > 1) removeStaleViews(this.cfg.dataDir, this.workers);
+    this.cluster = await ClusterHost.start(cc, memberDir(this.cfg.dataDir, this.id, this.workers), this.cfg.linkTimeoutMs, {
       served: (p, s) => {
         lines.add('info', 'served here now', p);
         // What the previous owner left pending in the partition's outboxes is forwarded from here now.

@@ -1,6 +1,6 @@
 /**
  * The loopback cluster against single-box Iris, in one run (issue 13): 3 nats-server (Debian's 2.9) + 3 Iris
- * on-prem nodes (one worker each, cluster mode) versus one Iris server with one worker, on this machine, driven
+ * on-prem nodes (one worker each unless --workers, cluster mode) versus one Iris server with one worker, on this machine, driven
  * by the same load generator (scripts/bench/run.ts --target url, 1:1 pairs, open loop at a fixed rate). Clients
  * connect to node0 only, so about 2/3 of the users are relayed to the other nodes and most messages cross nodes
  * over NATS: the worst case of this version (a load balancer does not change the share: any node owns ~1/3).
@@ -10,6 +10,9 @@
  * Prints a markdown table (throughput, ack and delivery p50/p99, server CPU per message: every Iris process and,
  * for the cluster, every nats-server, read from /proc before and after). Failover time is measured by
  * test/cluster/onprem-cluster.test.ts (docs/ARCHITECTURE.md). Everything it starts is stopped by pid.
+ *
+ * --workers N[,M...]: workers per cluster node (default 1; each worker is its own cluster member, `<node>.<i>`);
+ * with a list, one fresh cluster (NATS and nodes) per count, one after the other in the same run, for comparison.
  *
  * Where the CPU goes: the cluster's CPU is also split into Iris and nats-server, measured first over --idle
  * seconds of the settled cluster with no client (its standing cost), and the log records appended per message
@@ -25,6 +28,7 @@ import { DEV_SECRET } from '../../auth/config.js';
 import { connectCluster, DEFAULT_NAMES } from '../../cluster/nats.js';
 import { candidateOwner } from '../../cluster/partition.js';
 import { NatsCluster } from '../../test/cluster/nats-harness.js';
+import { freePorts } from '../../test/cluster/ports.js';
 import { activityTable, layerTable } from './cluster-profile.js';
 import { freePort, ROOT, startOnprem, type Server } from './servers.js';
 
@@ -40,8 +44,13 @@ const { values } = parseArgs({
     // Seconds of the settled cluster with no clients, measured before the load (idle cost: leases, heartbeats, ticks).
     idle: { type: 'string', default: '10' },
     'skip-single': { type: 'boolean', default: false },
+    workers: { type: 'string', default: '1' },
   },
 });
+const WORKER_COUNTS = values.workers!.split(',').map(Number);
+if (WORKER_COUNTS.some((w) => !Number.isInteger(w) || w < 1 || w > 16)) throw new Error('--workers: worker counts per node, 1..16, comma-separated');
+/** The cluster members of `id` with `workers` workers (onprem/cluster/config.ts memberConfig). */
+const membersOf = (id: string, workers: number): string[] => (workers === 1 ? [id] : Array.from({ length: workers }, (_, i) => `${id}.${i}`));
 const PARTITIONS = Number(values.partitions);
 const IDS = ['node0', 'node1', 'node2'];
 const out = values.out ?? join(ROOT, 'bench-results', `${new Date().toISOString().replace(/[:.]/g, '-')}-cluster`);
@@ -79,6 +88,8 @@ interface Row {
   cpuUsPerMsg: number;
   /** The cluster's CPU split: Iris processes and nats-servers, cores over the run. */
   split?: { irisCores: number; natsCores: number };
+  /** Cluster rows: the idle cost measured before the load, the log appends of the run, the profiles' directory. */
+  cluster?: { idle: { fromUs: number; toUs: number; irisCores: number; natsCores: number }; appends: number; profileDir: string };
   /** Monotonic µs at the start and end of the run, to cut the profiles. */
   fromUs: number;
   toUs: number;
@@ -123,8 +134,6 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   const base = mkdtempSync(join(tmpdir(), 'iris-cluster-bench-'));
   const servers: Server[] = [];
-  const idle = { fromUs: 0, toUs: 0, irisCores: 0, natsCores: 0 };
-  let appends = 0;
   let nats: NatsCluster | null = null;
   try {
     // Single box first, alone on the machine.
@@ -137,42 +146,53 @@ async function main(): Promise<void> {
       servers.length = 0;
     }
 
-    nats = await NatsCluster.start(3);
-    for (const id of IDS) {
-      const args = ['--cluster-nats', nats.urls().join(','), '--cluster-node', id, '--cluster-partitions', String(PARTITIONS), '--cluster-pipe-port', String(await freePort())];
-      const profileDir = values.profile === undefined ? null : join(values.profile, 'cluster', id);
-      servers.push(await startOnprem({ profileDir, port: await freePort(), workers: 1, dataDir: join(base, id), keepData: false, secret: DEV_SECRET, args }));
-    }
-    const probe = await connectCluster(nats.urls());
-    for (let settled = false; !settled; ) {
-      settled = true;
-      for (let p = 0; p < PARTITIONS && settled; p++) {
-        const e = await probe.leases.get(`p.${p}`).catch(() => null);
-        settled = (e && e.length > 0 ? e.json<{ node: string }>().node : '') === candidateOwner(p, IDS);
+    for (const workers of WORKER_COUNTS) {
+      // A fresh NATS cluster and fresh nodes per worker count: no run inherits another's log or leases.
+      nats = await NatsCluster.start(3);
+      const members = IDS.flatMap((id) => membersOf(id, workers));
+      const profileRoot = values.profile === undefined ? null : join(values.profile, workers === 1 ? 'cluster' : `cluster-w${workers}`);
+      for (const id of IDS) {
+        const args = ['--cluster-nats', nats.urls().join(','), '--cluster-node', id, '--cluster-partitions', String(PARTITIONS), '--cluster-pipe-port', String(await freePorts(workers))];
+        const profileDir = profileRoot === null ? null : join(profileRoot, id);
+        servers.push(await startOnprem({ profileDir, port: await freePort(), workers, dataDir: join(base, `${id}-w${workers}`), keepData: false, secret: DEV_SECRET, args }));
       }
-      if (!settled) await new Promise((r) => setTimeout(r, 200));
+      const probe = await connectCluster(nats.urls());
+      for (let settled = false; !settled; ) {
+        settled = true;
+        for (let p = 0; p < PARTITIONS && settled; p++) {
+          const e = await probe.leases.get(`p.${p}`).catch(() => null);
+          settled = (e && e.length > 0 ? e.json<{ node: string }>().node : '') === candidateOwner(p, members);
+        }
+        if (!settled) await new Promise((r) => setTimeout(r, 200));
+      }
+      const natsPids = nats.nodes.map((n) => n.child?.pid).filter((p): p is number => p !== undefined);
+      const irisPids = servers.map((s) => s.pid ?? 0);
+      // Idle: the settled cluster with no client, so that its standing cost is not charged to messages.
+      const idle = { fromUs: 0, toUs: 0, irisCores: 0, natsCores: 0 };
+      const idleSecs = Number(values.idle);
+      const i0 = cpuSeconds(irisPids);
+      const n0 = cpuSeconds(natsPids);
+      idle.fromUs = monoUs();
+      await new Promise((r) => setTimeout(r, idleSecs * 1000));
+      idle.toUs = monoUs();
+      idle.irisCores = Math.round(((cpuSeconds(irisPids) - i0) / idleSecs) * 1000) / 1000;
+      idle.natsCores = Math.round(((cpuSeconds(natsPids) - n0) / idleSecs) * 1000) / 1000;
+      // Log records per message: every append is one R3 write on three servers, the cluster's main cost.
+      const logSeq = async () => (await probe.jsm.streams.info(DEFAULT_NAMES.logStream)).state.last_seq;
+      const seq0 = await logSeq();
+      const row = bench(`cluster: 3 Iris x ${workers} worker${workers === 1 ? '' : 's'} + 3 NATS, clients on node0`, servers[0]!.url, [...irisPids, ...natsPids], natsPids);
+      row.cluster = { idle, appends: (await logSeq()) - seq0, profileDir: profileRoot ?? '' };
+      rows.push(row);
+      await probe.nc.close();
+      for (const s of servers) await s.stop().catch(() => undefined);
+      // The nodes' stderr (lease losses, takeovers) beside the results, to explain a slow or costly run.
+      servers.forEach((s, i) => writeFileSync(join(out, `${IDS[i] ?? `server${i}`}-w${workers}.log`), s.output()));
+      servers.length = 0;
+      nats.stop();
+      nats = null;
     }
-    const natsPids = nats.nodes.map((n) => n.child?.pid).filter((p): p is number => p !== undefined);
-    const irisPids = servers.map((s) => s.pid ?? 0);
-    // Idle: the settled cluster with no client, so that its standing cost is not charged to messages.
-    const idleSecs = Number(values.idle);
-    const i0 = cpuSeconds(irisPids);
-    const n0 = cpuSeconds(natsPids);
-    idle.fromUs = monoUs();
-    await new Promise((r) => setTimeout(r, idleSecs * 1000));
-    idle.toUs = monoUs();
-    idle.irisCores = Math.round(((cpuSeconds(irisPids) - i0) / idleSecs) * 1000) / 1000;
-    idle.natsCores = Math.round(((cpuSeconds(natsPids) - n0) / idleSecs) * 1000) / 1000;
-    // Log records per message: every append is one R3 write on three servers, the cluster's main cost.
-    const logSeq = async () => (await probe.jsm.streams.info(DEFAULT_NAMES.logStream)).state.last_seq;
-    const seq0 = await logSeq();
-    rows.push(bench('cluster: 3 Iris + 3 NATS, clients on node0', servers[0]!.url, [...irisPids, ...natsPids], natsPids));
-    appends = (await logSeq()) - seq0;
-    await probe.nc.close();
   } finally {
     for (const s of servers) await s.stop().catch(() => undefined);
-    // The nodes' stderr (lease losses, takeovers) beside the results, to explain a slow or costly run.
-    if (nats) servers.forEach((s, i) => writeFileSync(join(out, `${IDS[i] ?? `server${i}`}.log`), s.output()));
     nats?.stop();
     rmSync(base, { recursive: true, force: true });
   }
@@ -183,22 +203,19 @@ async function main(): Promise<void> {
     '|---|---|---|---|---|---|',
     ...rows.map((r) => `| ${r.what} | ${r.delivered} | ${r.ackP50} / ${r.ackP99} | ${r.delP50} / ${r.delP99} | ${r.cpuCores} | ${r.cpuUsPerMsg} µs |`),
   ];
-  const c = rows.find((r) => r.split !== undefined);
-  if (c?.split) {
-    lines.push('', `Idle cluster (${values.idle} s, no clients): Iris ${idle.irisCores} cores, nats-server ${idle.natsCores} cores.`);
-    lines.push(`Loaded run: Iris ${c.split.irisCores} cores, nats-server ${c.split.natsCores} cores.`);
-    const offered = Number(values.rate) * (Number(values.duration) + 2);
+  const offered = Number(values.rate) * (Number(values.duration) + 2);
+  for (const c of rows) {
+    if (!c.split || !c.cluster) continue;
+    const { idle, appends, profileDir } = c.cluster;
+    lines.push('', `**${c.what}**: idle (${values.idle} s, no clients) Iris ${idle.irisCores} cores, nats-server ${idle.natsCores} cores; loaded run Iris ${c.split.irisCores} cores, nats-server ${c.split.natsCores} cores.`);
     lines.push(`Log appends (IRIS_LOG records) in the loaded run: ${appends}, ${(appends / offered).toFixed(2)} per message.`);
-  }
-  if (values.profile !== undefined && c !== undefined) {
+    if (values.profile === undefined) continue;
     // The profiles are written when the nodes exit (stopped above).
-    const dir = join(values.profile, 'cluster');
-    const offered = Number(values.rate) * (Number(values.duration) + 2);
     lines.push('', `Windows (monotonic µs, for scripts/bench/cluster-profile.ts --from --to): idle ${idle.fromUs}..${idle.toUs}, loaded ${c.fromUs}..${c.toUs}.`);
-    lines.push('', `Iris CPU by layer, idle window (${values.idle} s):`, '', ...layerTable(dir, idle.fromUs, idle.toUs, 0));
-    lines.push('', `Iris CPU by layer, loaded run (${offered} messages):`, '', ...layerTable(dir, c.fromUs, c.toUs, offered));
-    lines.push('', 'Iris CPU by activity, idle window:', '', ...activityTable(dir, idle.fromUs, idle.toUs, 0));
-    lines.push('', 'Iris CPU by activity, loaded run:', '', ...activityTable(dir, c.fromUs, c.toUs, offered));
+    lines.push('', `Iris CPU by layer, idle window (${values.idle} s):`, '', ...layerTable(profileDir, idle.fromUs, idle.toUs, 0));
+    lines.push('', `Iris CPU by layer, loaded run (${offered} messages):`, '', ...layerTable(profileDir, c.fromUs, c.toUs, offered));
+    lines.push('', 'Iris CPU by activity, idle window:', '', ...activityTable(profileDir, idle.fromUs, idle.toUs, 0));
+    lines.push('', 'Iris CPU by activity, loaded run:', '', ...activityTable(profileDir, c.fromUs, c.toUs, offered));
   }
   process.stdout.write(lines.join('\n') + '\n');
 }
