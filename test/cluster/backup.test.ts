@@ -6,10 +6,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IrisClient, IrisMessage } from '../../client/index.js';
 import { BACKUP_FILE, logHead, partitionFile, type BackupInfo } from '../../cluster/backup.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
-import { candidateOwner, partitionOf } from '../../cluster/partition.js';
 import { restoreCluster } from '../../cluster/restore.js';
-import { freePort, removeDir, ROOT, sdkClient, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
+import { freePort, removeDir, ROOT, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
 import { NatsCluster } from './nats-harness.js';
+import { connectRetrying, userOn as userOnShared, waitSettled } from './nodes.js';
 
 /**
  * Backup and restore of a running cluster (issue 13; cluster/backup.ts, cluster/restore.ts, the CLI
@@ -31,12 +31,7 @@ interface Node {
   url: string;
 }
 
-function userOn(node: string, prefix: string): string {
-  for (let i = 0; ; i++) {
-    const u = `${prefix}${i}`;
-    if (candidateOwner(partitionOf(u, PARTITIONS), IDS) === node) return u;
-  }
-}
+const userOn = (node: string, prefix: string): string => userOnShared(node, IDS, prefix, PARTITIONS);
 
 /** Runs the backup CLI from dist/ (built by the project's global setup) to its exit. */
 function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -117,43 +112,9 @@ describe('cluster backup and restore: 3 NATS servers + 3 Iris nodes', () => {
     n.server = server;
   }
 
-  async function settled(conn: ClusterConn): Promise<void> {
-    await waitFor(
-      'every partition held by its candidate',
-      async () => {
-        for (let p = 0; p < PARTITIONS; p++) {
-          const e = await conn.leases.get(`p.${p}`).catch(() => null);
-          if ((e && e.length > 0 ? e.json<{ node: string }>().node : '') !== candidateOwner(p, IDS)) return false;
-        }
-        return true;
-      },
-      60_000,
-      100,
-    );
-  }
+  const settled = (conn: ClusterConn): Promise<void> => waitSettled(conn, IDS, PARTITIONS);
 
-  async function connect(url: string, user: string, inbox?: IrisMessage[]): Promise<IrisClient> {
-    let c: IrisClient | null = null;
-    await waitFor(
-      `${user} connects`,
-      async () => {
-        const attempt = sdkClient(url, user);
-        if (inbox) attempt.on('message', (m) => void inbox.push(m));
-        try {
-          await attempt.connect();
-          c = attempt;
-          return true;
-        } catch {
-          await attempt.close();
-          return false;
-        }
-      },
-      30_000,
-      100,
-    );
-    clients.push(c!);
-    return c!;
-  }
+  const connect = (url: string, user: string, inbox?: IrisMessage[]): Promise<IrisClient> => connectRetrying(clients, url, user, inbox);
 
   beforeAll(async () => {
     nats = await NatsCluster.start(3);

@@ -2,9 +2,9 @@ import { createServer, connect as tcpConnect, type Server, type Socket } from 'n
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IrisClient, IrisMessage } from '../../client/index.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
-import { candidateOwner, partitionOf } from '../../cluster/partition.js';
 import { freePort, removeDir, sdkClient, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
 import { NatsCluster } from './nats-harness.js';
+import { userOn as userOnShared, waitSettled } from './nodes.js';
 
 /**
  * A node cut off from NATS while it has clients (issue 13: "a node partitioned from the others stops acking
@@ -64,12 +64,7 @@ class CuttableProxy {
   }
 }
 
-function userOn(node: string, live: string[], prefix: string): string {
-  for (let i = 0; ; i++) {
-    const u = `${prefix}${i}`;
-    if (candidateOwner(partitionOf(u, PARTITIONS), live) === node) return u;
-  }
-}
+const userOn = (node: string, live: string[], prefix: string): string => userOnShared(node, live, prefix, PARTITIONS);
 
 describe('cluster mode: a node cut off from NATS', () => {
   let nats: NatsCluster;
@@ -78,20 +73,7 @@ describe('cluster mode: a node cut off from NATS', () => {
   const servers: { id: string; port: number; dir: string; server: ServerProcess }[] = [];
   const clients: IrisClient[] = [];
 
-  async function settled(live: string[]): Promise<void> {
-    await waitFor(
-      `partitions held by ${live.join(',')}`,
-      async () => {
-        for (let p = 0; p < PARTITIONS; p++) {
-          const e = await probe.leases.get(`p.${p}`).catch(() => null);
-          if ((e && e.length > 0 ? e.json<{ node: string }>().node : '') !== candidateOwner(p, live)) return false;
-        }
-        return true;
-      },
-      60_000,
-      100,
-    );
-  }
+  const settled = (live: string[]): Promise<void> => waitSettled(probe, live, PARTITIONS);
 
   beforeAll(async () => {
     // Without no_advertise, node2's client learns the servers' own addresses and reconnects around the proxies.

@@ -3,9 +3,10 @@ import type { IrisClient, IrisMessage } from '../../client/index.js';
 import { candidateOwner, partitionOf } from '../../cluster/partition.js';
 import { connect as tcpConnect } from 'node:net';
 import { SUBPROTOCOL } from '../../protocol/index.js';
-import { freePort, removeDir, sdkClient, startServer, tempDir, token, waitFor, type ServerProcess } from '../onprem/helpers.js';
+import { freePort, removeDir, startServer, tempDir, token, waitFor, type ServerProcess } from '../onprem/helpers.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
 import { NatsCluster } from './nats-harness.js';
+import { connectRetrying, userOn as userOnShared, waitSettled } from './nodes.js';
 
 /**
  * Cluster mode end to end (issue 13): three nats-server processes and three Iris on-prem servers (one worker
@@ -28,13 +29,7 @@ interface Node {
   url: string;
 }
 
-/** The first user id with `prefix` whose partition rendezvous gives to `node` among `live`. */
-function userOn(node: string, live: string[], prefix: string): string {
-  for (let i = 0; ; i++) {
-    const u = `${prefix}${i}`;
-    if (candidateOwner(partitionOf(u, PARTITIONS), live) === node) return u;
-  }
-}
+const userOn = (node: string, live: string[], prefix: string): string => userOnShared(node, live, prefix, PARTITIONS);
 
 describe('cluster mode: 3 NATS servers + 3 Iris nodes', () => {
   let nats: NatsCluster;
@@ -44,22 +39,7 @@ describe('cluster mode: 3 NATS servers + 3 Iris nodes', () => {
   let dave = '';
   const atDaveAll: IrisMessage[] = [];
 
-  /** Every partition's lease is held by its rendezvous candidate among `live` (the assignment has settled). */
-  async function settled(live: string[]): Promise<void> {
-    await waitFor(
-      `partitions held by ${live.join(',')}`,
-      async () => {
-        for (let p = 0; p < PARTITIONS; p++) {
-          const e = await probe.leases.get(`p.${p}`).catch(() => null);
-          const owner = e && e.length > 0 ? e.json<{ node: string }>().node : '';
-          if (owner !== candidateOwner(p, live)) return false;
-        }
-        return true;
-      },
-      60_000,
-      100,
-    );
-  }
+  const settled = (live: string[]): Promise<void> => waitSettled(probe, live, PARTITIONS);
 
   async function launch(n: Node): Promise<void> {
     const { server } = await startServer({
@@ -79,30 +59,7 @@ describe('cluster mode: 3 NATS servers + 3 Iris nodes', () => {
     n.server = server;
   }
 
-  /** A connected SDK client; its first attempt is retried while the user's partition is between owners. */
-  async function connect(url: string, user: string, inbox?: IrisMessage[]): Promise<IrisClient> {
-    let c: IrisClient | null = null;
-    await waitFor(
-      `${user} connects`,
-      async () => {
-        const attempt = sdkClient(url, user);
-        // Listening before connect(): what waited offline arrives right after the welcome.
-        if (inbox) attempt.on('message', (m) => void inbox.push(m));
-        try {
-          await attempt.connect();
-          c = attempt;
-          return true;
-        } catch {
-          await attempt.close();
-          return false;
-        }
-      },
-      30_000,
-      100,
-    );
-    clients.push(c!);
-    return c!;
-  }
+  const connect = (url: string, user: string, inbox?: IrisMessage[]): Promise<IrisClient> => connectRetrying(clients, url, user, inbox);
 
   beforeAll(async () => {
     nats = await NatsCluster.start(3);

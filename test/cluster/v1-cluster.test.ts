@@ -1,11 +1,11 @@
 import { connect as tcpConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IrisClient, IrisMessage } from '../../client/index.js';
-import { candidateOwner, partitionOf } from '../../cluster/partition.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
 import { SECRET, freePort, removeDir, sdkClient, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
 import { P, V1Client, parseServer, v1Token, type ServerPacket } from '../v1/client.js';
 import { ClusterFixture } from './fixture.js';
+import { userOn as userOnShared, waitSettled } from './nodes.js';
 
 /**
  * The v1 gateway (old Erlang Iris clients) in cluster mode: three nats-server processes (the shared fixture) and
@@ -29,13 +29,7 @@ interface Node {
   url: string;
 }
 
-/** The first user id with `prefix` whose partition rendezvous gives to `node`. */
-function userOn(node: string, prefix: string): string {
-  for (let i = 0; ; i++) {
-    const u = `${prefix}${i}`;
-    if (candidateOwner(partitionOf(u, PARTITIONS), IDS) === node) return u;
-  }
-}
+const userOn = (node: string, prefix: string): string => userOnShared(node, IDS, prefix, PARTITIONS);
 
 describe('v1 gateway in cluster mode: 3 NATS servers + 3 Iris nodes', () => {
   const fx = new ClusterFixture();
@@ -43,22 +37,7 @@ describe('v1 gateway in cluster mode: 3 NATS servers + 3 Iris nodes', () => {
   const open: { close(): Promise<void> }[] = [];
   let probe: ClusterConn;
 
-  /** Every partition's lease is held by its rendezvous candidate among `live` (the assignment has settled). */
-  async function settled(live = IDS): Promise<void> {
-    await waitFor(
-      'partitions held by their candidates',
-      async () => {
-        for (let p = 0; p < PARTITIONS; p++) {
-          const e = await probe.leases.get(`p.${p}`).catch(() => null);
-          const owner = e && e.length > 0 ? e.json<{ node: string }>().node : '';
-          if (owner !== candidateOwner(p, live)) return false;
-        }
-        return true;
-      },
-      60_000,
-      100,
-    );
-  }
+  const settled = (live = IDS): Promise<void> => waitSettled(probe, live, PARTITIONS);
 
   async function launch(n: Node): Promise<void> {
     const { server } = await startServer({

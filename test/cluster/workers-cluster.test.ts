@@ -1,11 +1,12 @@
 import { createServer } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IrisClient, IrisMessage } from '../../client/index.js';
-import { candidateOwner, partitionOf } from '../../cluster/partition.js';
+import { partitionOf } from '../../cluster/partition.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
-import { freePort, removeDir, runToExit, scrape, sdkClient, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
+import { freePort, removeDir, runToExit, scrape, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
 import { NatsCluster } from './nats-harness.js';
 import { freePorts } from './ports.js';
+import { connectRetrying, leaseOwner, userOn as userOnShared, waitSettled } from './nodes.js';
 
 /**
  * Cluster mode with several workers per node (issue 13): three nats-server processes and two Iris nodes of two
@@ -33,13 +34,7 @@ interface Node {
   url: string;
 }
 
-/** The first user id with `prefix` whose partition rendezvous gives to `member` among `live`. */
-function userOn(member: string, live: string[], prefix: string): string {
-  for (let i = 0; ; i++) {
-    const u = `${prefix}${i}`;
-    if (candidateOwner(partitionOf(u, PARTITIONS), live) === member) return u;
-  }
-}
+const userOn = (member: string, live: string[], prefix: string): string => userOnShared(member, live, prefix, PARTITIONS);
 
 describe(`cluster mode: 3 NATS servers + 2 Iris nodes of ${WORKERS} workers each`, () => {
   let nats: NatsCluster;
@@ -47,23 +42,9 @@ describe(`cluster mode: 3 NATS servers + 2 Iris nodes of ${WORKERS} workers each
   const clients: IrisClient[] = [];
   let probe: ClusterConn;
 
-  async function owner(p: number): Promise<string> {
-    const e = await probe.leases.get(`p.${p}`).catch(() => null);
-    return e && e.length > 0 ? e.json<{ node: string }>().node : '';
-  }
+  const owner = (p: number): Promise<string> => leaseOwner(probe, p);
 
-  /** Every partition's lease is held by its rendezvous candidate among `live` (the assignment has settled). */
-  async function settled(live: string[]): Promise<void> {
-    await waitFor(
-      `partitions held by ${live.join(',')}`,
-      async () => {
-        for (let p = 0; p < PARTITIONS; p++) if ((await owner(p)) !== candidateOwner(p, live)) return false;
-        return true;
-      },
-      60_000,
-      100,
-    );
-  }
+  const settled = (live: string[]): Promise<void> => waitSettled(probe, live, PARTITIONS);
 
   async function launch(n: Node): Promise<void> {
     const { server } = await startServer({
@@ -83,30 +64,7 @@ describe(`cluster mode: 3 NATS servers + 2 Iris nodes of ${WORKERS} workers each
     n.server = server;
   }
 
-  /** A connected SDK client; its first attempt is retried while the user's partition is between owners. */
-  async function connect(url: string, user: string, inbox?: IrisMessage[], device = 'd1'): Promise<IrisClient> {
-    let c: IrisClient | null = null;
-    await waitFor(
-      `${user} connects`,
-      async () => {
-        const attempt = sdkClient(url, user, device);
-        // Listening before connect(): what waited offline arrives right after the welcome.
-        if (inbox) attempt.on('message', (m) => void inbox.push(m));
-        try {
-          await attempt.connect();
-          c = attempt;
-          return true;
-        } catch {
-          await attempt.close();
-          return false;
-        }
-      },
-      30_000,
-      100,
-    );
-    clients.push(c!);
-    return c!;
-  }
+  const connect = (url: string, user: string, inbox?: IrisMessage[], device = 'd1'): Promise<IrisClient> => connectRetrying(clients, url, user, inbox, device);
 
   beforeAll(async () => {
     nats = await NatsCluster.start(3);

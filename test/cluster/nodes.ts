@@ -1,0 +1,63 @@
+import type { IrisClient, IrisMessage } from '../../client/index.js';
+import type { ClusterConn } from '../../cluster/nats.js';
+import { candidateOwner, partitionOf } from '../../cluster/partition.js';
+import { sdkClient, waitFor } from '../onprem/helpers.js';
+
+/**
+ * What the end-to-end cluster tests (Iris nodes as processes on a real NATS cluster) share: picking users by the
+ * member that owns them, waiting for the assignment to settle, and connecting through a failover.
+ */
+
+/** The first user id with `prefix` whose partition rendezvous gives to `member` among `live`. */
+export function userOn(member: string, live: string[], prefix: string, partitions: number): string {
+  for (let i = 0; ; i++) {
+    const u = `${prefix}${i}`;
+    if (candidateOwner(partitionOf(u, partitions), live) === member) return u;
+  }
+}
+
+/** The member named by partition p's owner key ('' while none). */
+export async function leaseOwner(probe: ClusterConn, p: number): Promise<string> {
+  const e = await probe.leases.get(`p.${p}`).catch(() => null);
+  return e && e.length > 0 ? e.json<{ node: string }>().node : '';
+}
+
+/** Resolves once every partition is held by its rendezvous candidate among `live` (the assignment has settled). */
+export async function waitSettled(probe: ClusterConn, live: string[], partitions: number, timeoutMs = 60_000): Promise<void> {
+  await waitFor(
+    `partitions held by ${live.join(',')}`,
+    async () => {
+      for (let p = 0; p < partitions; p++) if ((await leaseOwner(probe, p)) !== candidateOwner(p, live)) return false;
+      return true;
+    },
+    timeoutMs,
+    100,
+  );
+}
+
+/**
+ * A connected SDK client (pushed to `clients` for the test's cleanup); the first attempt is retried while the user's
+ * partition is between owners. Listens before connect(): what waited offline arrives right after the welcome.
+ */
+export async function connectRetrying(clients: IrisClient[], url: string, user: string, inbox?: IrisMessage[], device = 'd1'): Promise<IrisClient> {
+  let c: IrisClient | null = null;
+  await waitFor(
+    `${user} connects`,
+    async () => {
+      const attempt = sdkClient(url, user, device);
+      if (inbox) attempt.on('message', (m) => void inbox.push(m));
+      try {
+        await attempt.connect();
+        c = attempt;
+        return true;
+      } catch {
+        await attempt.close();
+        return false;
+      }
+    },
+    30_000,
+    100,
+  );
+  clients.push(c!);
+  return c!;
+}
