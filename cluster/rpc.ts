@@ -66,6 +66,12 @@ export interface CallOptions {
   deadlineMs: number;
   /** Per attempt: how long the owner has to answer. */
   timeoutMs?: number;
+  /**
+   * The owner may run the call twice: an attempt that times out is sent again (until the deadline) instead of
+   * failing. A request already delivered to an owner that then died gets no answer, ever; without this it waits
+   * the whole timeout before the caller's own retry finds the new owner.
+   */
+  idempotent?: boolean;
 }
 
 /** Calls the owner of `partition`, wherever it is; resolves with its answer. */
@@ -82,7 +88,7 @@ export async function callOwner(nc: NatsConnection, partition: number, data: Uin
     try {
       reply = await nc.request(rpcSubject(partition), data, { timeout: opts.timeoutMs ?? 5000 });
     } catch (e) {
-      if (!noResponders(e)) throw e;
+      if (!noResponders(e) && !(opts.idempotent === true && timedOut(e))) throw e;
       last = e;
       continue;
     }
@@ -94,6 +100,10 @@ export async function callOwner(nc: NatsConnection, partition: number, data: Uin
     }
     throw new Error(`partition ${partition}: the owner failed: ${err}`);
   }
+}
+
+function timedOut(e: unknown): boolean {
+  return e instanceof Error && (e.name === 'TimeoutError' || /^timeout$/i.test(e.message));
 }
 
 function noResponders(e: unknown): boolean {

@@ -117,8 +117,11 @@ export class ClusterHost {
   }
 
   /** Calls the owner of the partition of `key`, wherever it is (waits through a failover up to the deadline). */
-  call(key: string, data: Uint8Array): Promise<Uint8Array> {
-    return callOwner(this.conn.nc, this.partition(key), data, { deadlineMs: this.callTimeoutMs, timeoutMs: this.callTimeoutMs });
+  call(key: string, data: Uint8Array, idempotent = false): Promise<Uint8Array> {
+    // An idempotent call (a forward) gives each attempt about a lease: a new owner answers by then, so a request
+    // lost with a dead owner is sent again after ~a lease, not after the whole IRIS_PEER_TIMEOUT_MS.
+    const timeoutMs = idempotent ? Math.min(this.callTimeoutMs, Math.max(1000, this.cfg.leaseMs)) : this.callTimeoutMs;
+    return callOwner(this.conn.nc, this.partition(key), data, { deadlineMs: this.callTimeoutMs, timeoutMs, idempotent });
   }
 
   /** Where the current owner of `key`'s partition takes relayed sockets; null while it has none. */

@@ -35,7 +35,8 @@ type Call =
 export interface OwnerCalls {
   owns(key: string): boolean;
   partition(key: string): number;
-  call(key: string, data: Uint8Array): Promise<Uint8Array>;
+  /** idempotent: the owner may run it twice (cluster/rpc.ts CallOptions), so a timed-out attempt is sent again. */
+  call(key: string, data: Uint8Array, idempotent?: boolean): Promise<Uint8Array>;
 }
 
 const enc = new TextEncoder();
@@ -47,12 +48,13 @@ export class ClusterPeers implements Peers {
     private readonly router: Router,
   ) {}
 
-  private remote<T>(key: string, call: Call): Promise<T> {
-    return this.host.call(key, enc.encode(toWire(call))).then((d) => fromWire<T>(dec.decode(d)));
+  private remote<T>(key: string, call: Call, idempotent = false): Promise<T> {
+    return this.host.call(key, enc.encode(toWire(call)), idempotent).then((d) => fromWire<T>(dec.decode(d)));
   }
 
   forward(to: string, batch: ForwardBatch): Promise<ForwardResult> {
-    return this.host.owns(to) ? this.router.forward(to, batch) : this.remote(to, { op: 'forward', to, batch });
+    // Idempotent: the recipient drops items it has by the sender's outbox number, and a receipt is merged as a maximum.
+    return this.host.owns(to) ? this.router.forward(to, batch) : this.remote(to, { op: 'forward', to, batch }, true);
   }
 
   presence(user: string, asker: string): Promise<PresenceInfo> {

@@ -195,7 +195,7 @@ export class Worker implements WorkerContext, Logger {
     const { PartitionLines } = await import('../cluster/partition-lines.js');
     const lines = new PartitionLines((level, message) => this.log(level, message));
     const host = () => this.cluster!;
-    const peers = new ClusterPeers({ owns: (k) => this.cluster?.owns(k) ?? false, partition: (k) => host().partition(k), call: (k, d) => host().call(k, d) }, this.router);
+    const peers = new ClusterPeers({ owns: (k) => this.cluster?.owns(k) ?? false, partition: (k) => host().partition(k), call: (k, d, i) => host().call(k, d, i) }, this.router);
     this.shards.storageFor = (k) => host().storageOf(k);
     this.admin.remote = (user, call) => peers.admin(user, call);
     const verifier = new TokenVerifier(this.cfg.auth);

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FencedError } from '../../cluster/errors.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
 import { ClusterNode } from '../../cluster/node.js';
-import { callOwner, RpcUnavailableError } from '../../cluster/rpc.js';
+import { callOwner, rpcSubject, RpcUnavailableError } from '../../cluster/rpc.js';
 import type { ClusterStorage } from '../../cluster/storage.js';
 import type { Row } from '../../core/ports.js';
 import { NatsCluster } from './nats-harness.js';
@@ -142,5 +142,26 @@ describe('a node serves a partition only under its lease', () => {
     // The call waits (no responders) through the lapse until b serves, then b answers.
     expect(await call(2)).toBe('b4');
     expect(await keys(await taking)).toEqual([1, 2]);
+  });
+
+  it('an idempotent call whose request died with its owner is sent again after the attempt timeout; any other call fails', async () => {
+    const caller = await connectCluster(nats.urls(), undefined, 'caller-idem');
+    const owner = await connectCluster(nats.urls(), undefined, 'owner-idem');
+    conns.push(caller, owner);
+    // The first request reaches an owner that never answers (it died holding it); the next one is answered.
+    let seen = 0;
+    const sub = owner.nc.subscribe(rpcSubject(77), { callback: (_e, m) => void (++seen > 1 && m.respond(new TextEncoder().encode('second'))) });
+    await owner.nc.flush();
+    try {
+      const data = new TextEncoder().encode('x');
+      const r = await callOwner(caller.nc, 77, data, { deadlineMs: 10_000, timeoutMs: 300, idempotent: true });
+      expect(new TextDecoder().decode(r)).toBe('second');
+      expect(seen).toBe(2);
+      seen = 0;
+      await expect(callOwner(caller.nc, 77, data, { deadlineMs: 10_000, timeoutMs: 300 })).rejects.toThrow(/timeout/i);
+      expect(seen).toBe(1);
+    } finally {
+      sub.unsubscribe();
+    }
   });
 });

@@ -184,6 +184,7 @@ describe(`cluster mode: 3 NATS servers + 2 Iris nodes of ${WORKERS} workers each
     await Promise.all([sender(d, erin, 'd'), sender(e, dave, 'e')]);
     console.log(`cluster workers: first ack of a user of the killed worker ${Math.round(firstAckAfterKill - killedAt)} ms after its kill -9 (lease ${LEASE_MS} ms)`);
     await waitFor('every acked message delivered', () => atErin.length >= N && atDave.length >= N, 30_000);
+    console.log(`cluster workers: every acked message delivered ${Math.round(performance.now() - killedAt)} ms after the kill -9 (peer timeout 8000 ms)`);
     const got = { d: atErin.map((m) => m.text()), e: atDave.map((m) => m.text()) };
     for (const tag of ['d', 'e'] as const) {
       for (const t of acked[tag]) expect(got[tag]).toContain(t);
