@@ -32,6 +32,8 @@ export class WorkerMetrics {
   readonly commitSeconds: Histogram;
   readonly commitFailures: Counter;
   readonly storageFull: Gauge;
+  /** Cluster mode: partitions this worker serves now (rebuilt, claimed); a sum below the partition count is an outage. */
+  readonly partitionsServed: Gauge;
   readonly idleGcs: Counter;
   readonly idleGcSeconds: Counter;
 
@@ -81,6 +83,7 @@ export class WorkerMetrics {
       registers,
     });
     this.storageFull = new Gauge({ name: 'iris_storage_full', help: '1 while this worker refuses writes because its disk (or database) is full', registers });
+    this.partitionsServed = new Gauge({ name: 'iris_cluster_partitions_served', help: 'Cluster mode: partitions this worker serves now (summed over every node: the partition count when all are served)', registers });
     this.idleGcs = new Counter({ name: 'iris_idle_gc_total', help: 'Memory-reducing GCs run after a burst, once the worker was quiet (IRIS_IDLE_GC_MS)', registers });
     this.idleGcSeconds = new Counter({ name: 'iris_idle_gc_seconds_total', help: 'Time spent in those GCs (the event loop waits meanwhile)', registers });
     this.commitFailures = new Counter({ name: 'iris_commit_failures_total', help: 'COMMITs that failed (each fails all operations of its batch)', registers });

@@ -194,6 +194,7 @@ export class Worker implements WorkerContext, Logger {
     const { ClusterPeers, serveCall } = await import('../cluster/peers.js');
     const { PartitionLines } = await import('../cluster/partition-lines.js');
     const lines = new PartitionLines((level, message) => this.log(level, message));
+    const servedHere = new Set<number>();
     const host = () => this.cluster!;
     const peers = new ClusterPeers({ owns: (k) => this.cluster?.owns(k) ?? false, partition: (k) => host().partition(k), call: (k, d, i) => host().call(k, d, i) }, this.router);
     this.shards.storageFor = (k) => host().storageOf(k);
@@ -210,11 +211,15 @@ export class Worker implements WorkerContext, Logger {
     this.cluster = await ClusterHost.start(cc, memberDir(this.cfg.dataDir, this.id, this.workers), this.cfg.linkTimeoutMs, {
       served: (p, s) => {
         lines.add('info', 'served here now', p);
+        servedHere.add(p);
+        this.metrics.partitionsServed.set(servedHere.size);
         // What the previous owner left pending in the partition's outboxes is forwarded from here now.
         this.shards.recover(s);
         this.router.groups.recover(s);
       },
       lost: (p, reason) => {
+        servedHere.delete(p);
+        this.metrics.partitionsServed.set(servedHere.size);
         lines.add(reason === 'released' ? 'info' : 'warn', `${reason === 'released' ? 'handed over' : `lost (${reason})`}; their users reconnect to the new owner`, p);
         const inP = (k: string) => host().partition(k) === p;
         this.shards.dropWhere(inP, CLOSE_CODES.going_away);

@@ -2,7 +2,7 @@ import { connectCluster } from '../../cluster/nats.js';
 import { startOnprem } from '../conformance/onprem-target.js';
 import type { Target } from '../conformance/suite.js';
 import { NatsCluster } from './nats-harness.js';
-import { waitSettled } from './nodes.js';
+import { waitServed, waitSettled } from './nodes.js';
 import { freePorts } from './ports.js';
 
 /**
@@ -15,8 +15,12 @@ export async function clusterTarget(ids: string[], workers: number, partitions =
   const nats = await NatsCluster.start(3);
   const probe = await connectCluster(nats.urls());
   const members = workers === 1 ? ids : ids.flatMap((id) => Array.from({ length: workers }, (_, i) => `${id}.${i}`));
-  const settled = () => waitSettled(probe, members, partitions);
   const nodes: Target[] = [];
+  // Owner keys first (each partition taken by its candidate), then every partition rebuilt and served.
+  const settled = async () => {
+    await waitSettled(probe, members, partitions);
+    await waitServed(nodes.map((n) => Number(new URL(n.url).port)), partitions);
+  };
   try {
     for (const id of ids) {
       const env = {

@@ -1,7 +1,7 @@
 import type { IrisClient, IrisMessage } from '../../client/index.js';
 import type { ClusterConn } from '../../cluster/nats.js';
 import { candidateOwner, partitionOf } from '../../cluster/partition.js';
-import { sdkClient, waitFor } from '../onprem/helpers.js';
+import { scrape, sdkClient, waitFor } from '../onprem/helpers.js';
 
 /**
  * What the end-to-end cluster tests (Iris nodes as processes on a real NATS cluster) share: picking users by the
@@ -29,6 +29,27 @@ export async function waitSettled(probe: ClusterConn, live: string[], partitions
     async () => {
       for (let p = 0; p < partitions; p++) if ((await leaseOwner(probe, p)) !== candidateOwner(p, live)) return false;
       return true;
+    },
+    timeoutMs,
+    100,
+  );
+}
+
+/**
+ * Resolves once the nodes listening on `ports` serve `partitions` partitions between them (metric
+ * iris_cluster_partitions_served): an owner key is written when a partition is taken, before its rebuild, so
+ * waitSettled alone may return while a node still answers `unavailable` for some users.
+ */
+export async function waitServed(ports: number[], partitions: number, timeoutMs = 60_000): Promise<void> {
+  await waitFor(
+    `${partitions} partitions served`,
+    async () => {
+      let sum = 0;
+      for (const port of ports) {
+        const m = await scrape(port).catch(() => new Map<string, number>());
+        for (const [k, v] of m) if (k.startsWith('iris_cluster_partitions_served')) sum += v;
+      }
+      return sum === partitions;
     },
     timeoutMs,
     100,
