@@ -7,9 +7,9 @@ import type { IrisClient, IrisMessage } from '../../client/index.js';
 import { BACKUP_FILE, logHead, partitionFile, type BackupInfo } from '../../cluster/backup.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
 import { restoreCluster } from '../../cluster/restore.js';
-import { freePort, removeDir, ROOT, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
+import { freePort, removeDir, ROOT, tempDir, waitFor } from '../onprem/helpers.js';
 import { NatsCluster } from './nats-harness.js';
-import { connectRetrying, userOn as userOnShared, waitSettled } from './nodes.js';
+import { connectRetrying, launchNode, type NodeProc, userOn as userOnShared, waitSettled } from './nodes.js';
 
 /**
  * Backup and restore of a running cluster (issue 13; cluster/backup.ts, cluster/restore.ts, the CLI
@@ -22,14 +22,7 @@ const PARTITIONS = 8;
 const LEASE_MS = 2000;
 const IDS = ['node0', 'node1', 'node2'];
 
-interface Node {
-  id: string;
-  port: number;
-  pipePort: number;
-  dataDir: string;
-  server: ServerProcess | null;
-  url: string;
-}
+type Node = NodeProc;
 
 const userOn = (node: string, prefix: string): string => userOnShared(node, IDS, prefix, PARTITIONS);
 
@@ -95,22 +88,7 @@ describe('cluster backup and restore: 3 NATS servers + 3 Iris nodes', () => {
     return new Set([...inbox, ...outbox].map((r) => String(r['msg']))).size;
   }
 
-  async function launch(n: Node, urls: string[]): Promise<void> {
-    const { server } = await startServer({
-      workers: 1,
-      port: n.port,
-      dataDir: n.dataDir,
-      env: {
-        IRIS_CLUSTER_NATS: urls.join(','),
-        IRIS_CLUSTER_NODE: n.id,
-        IRIS_CLUSTER_PARTITIONS: String(PARTITIONS),
-        IRIS_CLUSTER_LEASE_MS: String(LEASE_MS),
-        IRIS_CLUSTER_PIPE_PORT: String(n.pipePort),
-        IRIS_PEER_TIMEOUT_MS: '8000',
-      },
-    });
-    n.server = server;
-  }
+  const launch = (n: Node, urls: string[]): Promise<void> => launchNode(n, { nats: urls, partitions: PARTITIONS, leaseMs: LEASE_MS });
 
   const settled = (conn: ClusterConn): Promise<void> => waitSettled(conn, IDS, PARTITIONS);
 

@@ -1,12 +1,52 @@
 import type { IrisClient, IrisMessage } from '../../client/index.js';
 import type { ClusterConn } from '../../cluster/nats.js';
 import { candidateOwner, partitionOf } from '../../cluster/partition.js';
-import { scrape, sdkClient, waitFor } from '../onprem/helpers.js';
+import { scrape, sdkClient, startServer, waitFor, type ServerProcess } from '../onprem/helpers.js';
 
 /**
  * What the end-to-end cluster tests (Iris nodes as processes on a real NATS cluster) share: picking users by the
  * member that owns them, waiting for the assignment to settle, and connecting through a failover.
  */
+
+/** An Iris node process of a test cluster: its ports, data dir and (while it runs) its process. */
+export interface NodeProc {
+  id: string;
+  port: number;
+  pipePort: number;
+  dataDir: string;
+  server: ServerProcess | null;
+  url: string;
+}
+
+export interface LaunchOptions {
+  nats: string[];
+  partitions: number;
+  leaseMs: number;
+  workers?: number;
+  timeoutMs?: number;
+  /** More settings (admin secret, v1 ports...). */
+  env?: Record<string, string>;
+}
+
+/** Starts (or restarts) node `n` in cluster mode on its ports and data dir; sets n.server. */
+export async function launchNode(n: NodeProc, o: LaunchOptions): Promise<void> {
+  const { server } = await startServer({
+    workers: o.workers ?? 1,
+    port: n.port,
+    dataDir: n.dataDir,
+    ...(o.timeoutMs !== undefined && { timeoutMs: o.timeoutMs }),
+    env: {
+      IRIS_CLUSTER_NATS: o.nats.join(','),
+      IRIS_CLUSTER_NODE: n.id,
+      IRIS_CLUSTER_PARTITIONS: String(o.partitions),
+      IRIS_CLUSTER_LEASE_MS: String(o.leaseMs),
+      IRIS_CLUSTER_PIPE_PORT: String(n.pipePort),
+      IRIS_PEER_TIMEOUT_MS: '8000',
+      ...o.env,
+    },
+  });
+  n.server = server;
+}
 
 /** The first user id with `prefix` whose partition rendezvous gives to `member` among `live`. */
 export function userOn(member: string, live: string[], prefix: string, partitions: number): string {

@@ -3,10 +3,10 @@ import type { IrisClient, IrisMessage } from '../../client/index.js';
 import { candidateOwner, partitionOf } from '../../cluster/partition.js';
 import { connect as tcpConnect } from 'node:net';
 import { SUBPROTOCOL } from '../../protocol/index.js';
-import { freePort, removeDir, startServer, tempDir, token, waitFor, type ServerProcess } from '../onprem/helpers.js';
+import { freePort, removeDir, tempDir, token, waitFor } from '../onprem/helpers.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
 import { NatsCluster } from './nats-harness.js';
-import { connectRetrying, userOn as userOnShared, waitSettled } from './nodes.js';
+import { connectRetrying, launchNode, type NodeProc, userOn as userOnShared, waitSettled } from './nodes.js';
 
 /**
  * Cluster mode end to end (issue 13): three nats-server processes and three Iris on-prem servers (one worker
@@ -20,14 +20,7 @@ const PARTITIONS = 12;
 const LEASE_MS = 2000;
 const IDS = ['node0', 'node1', 'node2'];
 
-interface Node {
-  id: string;
-  port: number;
-  pipePort: number;
-  dataDir: string;
-  server: ServerProcess | null;
-  url: string;
-}
+type Node = NodeProc;
 
 const userOn = (node: string, live: string[], prefix: string): string => userOnShared(node, live, prefix, PARTITIONS);
 
@@ -41,23 +34,7 @@ describe('cluster mode: 3 NATS servers + 3 Iris nodes', () => {
 
   const settled = (live: string[]): Promise<void> => waitSettled(probe, live, PARTITIONS);
 
-  async function launch(n: Node): Promise<void> {
-    const { server } = await startServer({
-      workers: 1,
-      port: n.port,
-      dataDir: n.dataDir,
-      env: {
-        IRIS_CLUSTER_NATS: nats.urls().join(','),
-        IRIS_CLUSTER_NODE: n.id,
-        IRIS_CLUSTER_PARTITIONS: String(PARTITIONS),
-        IRIS_CLUSTER_LEASE_MS: String(LEASE_MS),
-        IRIS_CLUSTER_PIPE_PORT: String(n.pipePort),
-        IRIS_PEER_TIMEOUT_MS: '8000',
-        IRIS_ADMIN_SECRET: 'cluster-admin',
-      },
-    });
-    n.server = server;
-  }
+  const launch = (n: Node): Promise<void> => launchNode(n, { nats: nats.urls(), partitions: PARTITIONS, leaseMs: LEASE_MS, env: { IRIS_ADMIN_SECRET: 'cluster-admin' } });
 
   const connect = (url: string, user: string, inbox?: IrisMessage[]): Promise<IrisClient> => connectRetrying(clients, url, user, inbox);
 

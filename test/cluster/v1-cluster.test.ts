@@ -2,10 +2,10 @@ import { connect as tcpConnect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IrisClient, IrisMessage } from '../../client/index.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
-import { SECRET, freePort, removeDir, sdkClient, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
+import { SECRET, freePort, removeDir, sdkClient, tempDir, waitFor } from '../onprem/helpers.js';
 import { P, V1Client, parseServer, v1Token, type ServerPacket } from '../v1/client.js';
 import { ClusterFixture } from './fixture.js';
-import { userOn as userOnShared, waitSettled } from './nodes.js';
+import { launchNode, type NodeProc, userOn as userOnShared, waitSettled } from './nodes.js';
 
 /**
  * The v1 gateway (old Erlang Iris clients) in cluster mode: three nats-server processes (the shared fixture) and
@@ -18,15 +18,9 @@ const PARTITIONS = 12;
 const LEASE_MS = 2000;
 const IDS = ['node0', 'node1', 'node2'];
 
-interface Node {
-  id: string;
-  port: number;
-  pipePort: number;
+interface Node extends NodeProc {
   v1Tcp: number;
   v1Ws: number;
-  dataDir: string;
-  server: ServerProcess | null;
-  url: string;
 }
 
 const userOn = (node: string, prefix: string): string => userOnShared(node, IDS, prefix, PARTITIONS);
@@ -39,26 +33,9 @@ describe('v1 gateway in cluster mode: 3 NATS servers + 3 Iris nodes', () => {
 
   const settled = (live = IDS): Promise<void> => waitSettled(probe, live, PARTITIONS);
 
-  async function launch(n: Node): Promise<void> {
-    const { server } = await startServer({
-      // Generous: the first node to start creates the replicated streams and buckets, slow on a loaded box.
-      timeoutMs: 90_000,
-      workers: 1,
-      port: n.port,
-      dataDir: n.dataDir,
-      env: {
-        IRIS_CLUSTER_NATS: fx.nats.urls().join(','),
-        IRIS_CLUSTER_NODE: n.id,
-        IRIS_CLUSTER_PARTITIONS: String(PARTITIONS),
-        IRIS_CLUSTER_LEASE_MS: String(LEASE_MS),
-        IRIS_CLUSTER_PIPE_PORT: String(n.pipePort),
-        IRIS_PEER_TIMEOUT_MS: '8000',
-        IRIS_V1_TCP_PORT: String(n.v1Tcp),
-        IRIS_V1_WS_PORT: String(n.v1Ws),
-      },
-    });
-    n.server = server;
-  }
+  const launch = (n: Node): Promise<void> =>
+    // Generous timeout: the first node to start creates the replicated streams and buckets, slow on a loaded box.
+    launchNode(n, { nats: fx.nats.urls(), partitions: PARTITIONS, leaseMs: LEASE_MS, timeoutMs: 90_000, env: { IRIS_V1_TCP_PORT: String(n.v1Tcp), IRIS_V1_WS_PORT: String(n.v1Ws) } });
 
   /**
    * One LOGIN attempt at `node`, waited for until its answer: LOGIN_OK (the client is returned), or what came

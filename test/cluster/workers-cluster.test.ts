@@ -3,10 +3,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { IrisClient, IrisMessage } from '../../client/index.js';
 import { partitionOf } from '../../cluster/partition.js';
 import { connectCluster, type ClusterConn } from '../../cluster/nats.js';
-import { freePort, removeDir, runToExit, scrape, startServer, tempDir, waitFor, type ServerProcess } from '../onprem/helpers.js';
+import { freePort, removeDir, runToExit, scrape, tempDir, waitFor } from '../onprem/helpers.js';
 import { NatsCluster } from './nats-harness.js';
 import { freePorts } from './ports.js';
-import { connectRetrying, leaseOwner, userOn as userOnShared, waitSettled } from './nodes.js';
+import { connectRetrying, launchNode, leaseOwner, type NodeProc, userOn as userOnShared, waitSettled } from './nodes.js';
 
 /**
  * Cluster mode with several workers per node (issue 13): three nats-server processes and two Iris nodes of two
@@ -25,14 +25,7 @@ const IDS = ['w0', 'w1'];
 const members = (ids: string[]) => ids.flatMap((id) => Array.from({ length: WORKERS }, (_, i) => `${id}.${i}`));
 const ALL = members(IDS);
 
-interface Node {
-  id: string;
-  port: number;
-  pipePort: number;
-  dataDir: string;
-  server: ServerProcess | null;
-  url: string;
-}
+type Node = NodeProc;
 
 const userOn = (member: string, live: string[], prefix: string): string => userOnShared(member, live, prefix, PARTITIONS);
 
@@ -46,23 +39,7 @@ describe(`cluster mode: 3 NATS servers + 2 Iris nodes of ${WORKERS} workers each
 
   const settled = (live: string[]): Promise<void> => waitSettled(probe, live, PARTITIONS);
 
-  async function launch(n: Node): Promise<void> {
-    const { server } = await startServer({
-      workers: WORKERS,
-      port: n.port,
-      dataDir: n.dataDir,
-      env: {
-        IRIS_CLUSTER_NATS: nats.urls().join(','),
-        IRIS_CLUSTER_NODE: n.id,
-        IRIS_CLUSTER_PARTITIONS: String(PARTITIONS),
-        IRIS_CLUSTER_LEASE_MS: String(LEASE_MS),
-        IRIS_CLUSTER_PIPE_PORT: String(n.pipePort),
-        IRIS_PEER_TIMEOUT_MS: '8000',
-        IRIS_ADMIN_SECRET: ADMIN,
-      },
-    });
-    n.server = server;
-  }
+  const launch = (n: Node): Promise<void> => launchNode(n, { nats: nats.urls(), partitions: PARTITIONS, leaseMs: LEASE_MS, workers: WORKERS, env: { IRIS_ADMIN_SECRET: ADMIN } });
 
   const connect = (url: string, user: string, inbox?: IrisMessage[], device = 'd1'): Promise<IrisClient> => connectRetrying(clients, url, user, inbox, device);
 
