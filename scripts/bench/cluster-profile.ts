@@ -66,28 +66,21 @@ export function cutProfile(file: string, fromUs = -Infinity, toUs = Infinity): L
   const layerById = new Map<number, string>();
   const layers = new Map<string, number>();
   let busy = 0;
-  let t = p.startTime;
   let first = Infinity;
   let last = -Infinity;
-  const samples = p.samples ?? [];
-  const deltas = p.timeDeltas ?? [];
-  for (let i = 0; i < samples.length; i++) {
-    t += deltas[i] ?? 0;
-    if (t < fromUs || t >= toUs) continue;
+  // A sample stands for the time until the next one.
+  forEachSample(p, fromUs, toUs, (id, t, dt) => {
     first = Math.min(first, t);
     last = Math.max(last, t);
-    // A sample stands for the time until the next one.
-    const dt = Math.max(0, deltas[i + 1] ?? 0);
-    const id = samples[i]!;
     let layer = layerById.get(id);
     if (layer === undefined) {
       layer = layerOf(byId.get(id)!);
       layerById.set(id, layer);
     }
-    if (layer === '(idle)') continue;
+    if (layer === '(idle)') return;
     busy += dt;
     layers.set(layer, (layers.get(layer) ?? 0) + dt / 1000);
-  }
+  });
   return { layers, busyMs: busy / 1000, windowMs: last > first ? (last - first) / 1000 : 0 };
 }
 
@@ -162,23 +155,33 @@ export function activityTable(dir: string, fromUs: number, toUs: number, message
       memo.set(leaf, out);
       return out;
     };
-    let t = p.startTime;
-    const samples = p.samples ?? [];
-    const deltas = p.timeDeltas ?? [];
-    for (let i = 0; i < samples.length; i++) {
-      t += deltas[i] ?? 0;
-      if (t < fromUs || t >= toUs) continue;
-      const k = classify(samples[i]!);
-      if (k === '(idle)') continue;
-      const dt = Math.max(0, deltas[i + 1] ?? 0) / 1000;
+    forEachSample(p, fromUs, toUs, (id, _t, dtUs) => {
+      const k = classify(id);
+      if (k === '(idle)') return;
+      const dt = dtUs / 1000;
       busy += dt;
       total.set(k, (total.get(k) ?? 0) + dt);
-    }
+    });
   }
   const rows = ['| activity (first match from the leaf up) | sampled ms | share |', '|---|---|---|'];
   for (const [k, v] of [...total.entries()].sort((a, b) => b[1] - a[1])) rows.push(`| ${k} | ${Math.round(v)} | ${((v / busy) * 100).toFixed(1)}% |`);
   rows.push(`| **all Iris processes** | ${Math.round(busy)} | 100% (${messages > 0 ? `${Math.round((busy * 1000) / messages)} µs sampled per message` : 'idle'}) |`);
   return rows;
+}
+
+/**
+ * Calls fn for every sample of `p` taken in [fromUs, toUs) (V8 stamps them with process.hrtime's clock), with its
+ * node id, its time and how long it stands for (µs until the next sample).
+ */
+function forEachSample(p: Profile, fromUs: number, toUs: number, fn: (id: number, t: number, dtUs: number) => void): void {
+  let t = p.startTime;
+  const samples = p.samples ?? [];
+  const deltas = p.timeDeltas ?? [];
+  for (let i = 0; i < samples.length; i++) {
+    t += deltas[i] ?? 0;
+    if (t < fromUs || t >= toUs) continue;
+    fn(samples[i]!, t, Math.max(0, deltas[i + 1] ?? 0));
+  }
 }
 
 /** The heaviest call stacks (leaf first, `depth` frames) of one profile in the window: what a layer's time is spent on. */
@@ -189,19 +192,13 @@ export function topStacks(file: string, fromUs: number, toUs: number, depth: num
   for (const n of p.nodes) for (const c of n.children ?? []) parent.set(c, n.id);
   const name = (n: Node) => `${n.callFrame.functionName || '(anonymous)'}${n.callFrame.url ? ` ${n.callFrame.url.replace(/.*\/(dist|node_modules)\//, '')}:${n.callFrame.lineNumber + 1}` : ''}`;
   const stacks = new Map<string, number>();
-  let t = p.startTime;
-  const samples = p.samples ?? [];
-  const deltas = p.timeDeltas ?? [];
-  for (let i = 0; i < samples.length; i++) {
-    t += deltas[i] ?? 0;
-    if (t < fromUs || t >= toUs) continue;
-    let id: number | undefined = samples[i]!;
-    if (byId.get(id)!.callFrame.functionName === '(idle)') continue;
+  forEachSample(p, fromUs, toUs, (leaf, _t, dt) => {
+    if (byId.get(leaf)!.callFrame.functionName === '(idle)') return;
     const chain: string[] = [];
-    for (; id !== undefined && chain.length < depth; id = parent.get(id)) if (byId.get(id)!.callFrame.functionName !== '(root)') chain.push(name(byId.get(id)!));
+    for (let id: number | undefined = leaf; id !== undefined && chain.length < depth; id = parent.get(id)) if (byId.get(id)!.callFrame.functionName !== '(root)') chain.push(name(byId.get(id)!));
     const k = chain.join(' < ');
-    stacks.set(k, (stacks.get(k) ?? 0) + Math.max(0, deltas[i + 1] ?? 0));
-  }
+    stacks.set(k, (stacks.get(k) ?? 0) + dt);
+  });
   return [...stacks].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, v]) => `${(v / 1000).toFixed(0).padStart(6)} ms  ${k}`);
 }
 
